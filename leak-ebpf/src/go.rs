@@ -1,0 +1,157 @@
+//! Uprobes on the Go runtime's heap profiler.
+//!
+//! * `runtime.mProf_Malloc` runs once per sampled allocation (about one per
+//!   `MemProfileRate` bytes): record the object's address, size and user stack.
+//! * `runtime.freeSpecial(s, p, size)` runs for each dead object that carries a
+//!   special; for the profile special it calls `runtime.mProf_Free` next on the
+//!   same thread. Remember `p` per thread at `freeSpecial`, report it as freed
+//!   at `mProf_Free` — finalizer specials never reach `mProf_Free`.
+//! * `runtime.gcMarkTermination` marks the end of each GC cycle.
+//!
+//! Entry probes only: uretprobes crash Go programs (goroutine stacks move).
+//! Which register holds which argument depends on the Go version; user space
+//! fills [`CONFIG`] from its per-version table before load.
+
+use aya_ebpf::{
+    bindings::{pt_regs, BPF_F_USER_STACK},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, uprobe},
+    maps::LruHashMap,
+    programs::ProbeContext,
+    EbpfContext,
+};
+use leak_common::{AllocEvent, Counter, Event, EventKind, GoArg, ProbeConfig, MAX_FRAMES};
+
+use crate::{count, EVENTS};
+
+/// Argument positions for this target's Go version (set by user space).
+#[unsafe(no_mangle)]
+static CONFIG: ProbeConfig = ProbeConfig {
+    malloc_addr_arg: 0,
+    malloc_size_arg: 1,
+    free_addr_arg: 1,
+    free_size_arg: 2,
+};
+
+/// Object passed to `freeSpecial`, per thread, until `mProf_Free` confirms it
+/// was a profiled object. LRU: bounded, and a stale entry just ages out.
+#[map]
+static PENDING_FREE: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+fn config() -> ProbeConfig {
+    // SAFETY: read-only global rewritten by the loader; volatile keeps the
+    // compiler from folding the default values in.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Reads integer argument `i` of Go's register ABI (amd64: RAX, RBX, RCX,
+/// RDI, RSI, R8, R9, R10, R11).
+#[inline(always)]
+fn go_arg(regs: &pt_regs, i: GoArg) -> u64 {
+    match i {
+        0 => regs.rax,
+        1 => regs.rbx,
+        2 => regs.rcx,
+        3 => regs.rdi,
+        4 => regs.rsi,
+        5 => regs.r8,
+        6 => regs.r9,
+        7 => regs.r10,
+        _ => regs.r11,
+    }
+}
+
+#[inline(always)]
+fn regs(ctx: &ProbeContext) -> &pt_regs {
+    // SAFETY: a uprobe's context is the user register set.
+    unsafe { &*ctx.regs }
+}
+
+#[uprobe]
+pub fn go_malloc(ctx: ProbeContext) -> u32 {
+    count(Counter::AllocSeen);
+    let cfg = config();
+    let regs = regs(&ctx);
+    let Some(mut entry) = EVENTS.reserve::<AllocEvent>(0) else {
+        count(Counter::AllocDropped);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved, exclusively owned ring buffer slot.
+    unsafe {
+        (*ev).kind = EventKind::Alloc as u32;
+        (*ev).tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        (*ev).timestamp_ns = bpf_ktime_get_ns();
+        (*ev).addr = go_arg(regs, cfg.malloc_addr_arg);
+        (*ev).size = go_arg(regs, cfg.malloc_size_arg);
+        // At a function's first instruction the return address is at SP.
+        (*ev).caller = bpf_probe_read_user(regs.rsp as *const u64).unwrap_or(0);
+        (*ev)._pad = 0;
+        let n = bpf_get_stack(
+            ctx.as_ptr(),
+            (*ev).stack.as_mut_ptr().cast(),
+            (MAX_FRAMES * 8) as u32,
+            BPF_F_USER_STACK as u64,
+        );
+        if n < 0 {
+            count(Counter::StackFailed);
+            (*ev).frames = 0;
+        } else {
+            (*ev).frames = (n as u32) / 8;
+        }
+    }
+    entry.submit(0);
+    0
+}
+
+#[uprobe]
+pub fn go_free_special(ctx: ProbeContext) -> u32 {
+    let cfg = config();
+    let regs = regs(&ctx);
+    let obj = [
+        go_arg(regs, cfg.free_addr_arg),
+        go_arg(regs, cfg.free_size_arg),
+    ];
+    let _ = PENDING_FREE.insert(&bpf_get_current_pid_tgid(), &obj, 0);
+    0
+}
+
+#[uprobe]
+pub fn go_mprof_free(_ctx: ProbeContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(obj) = (unsafe { PENDING_FREE.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING_FREE.remove(&key);
+    count(Counter::FreeSeen);
+    let ev = Event {
+        kind: EventKind::Free as u32,
+        tgid: (key >> 32) as u32,
+        // SAFETY: helper without preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        addr: obj[0],
+        size: obj[1],
+    };
+    if EVENTS.output::<Event>(&ev, 0).is_err() {
+        count(Counter::FreeDropped);
+    }
+    0
+}
+
+#[uprobe]
+pub fn go_gc_cycle(_ctx: ProbeContext) -> u32 {
+    let ev = Event {
+        kind: EventKind::GcCycle as u32,
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        // SAFETY: helper without preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        addr: 0,
+        size: 0,
+    };
+    if EVENTS.output::<Event>(&ev, 0).is_err() {
+        count(Counter::GcDropped);
+    }
+    0
+}

@@ -1,0 +1,3 @@
+module leaktests
+
+go 1.21

@@ -1,0 +1,1 @@
+//! Helpers for leak integration tests.
