@@ -1,1 +1,368 @@
-//! Helpers for leak integration tests.
+//! Helpers for leak's privileged integration tests: build the Go test
+//! programs with real toolchains, run them, drive them over HTTP, run `leak`
+//! against them, and read the ground truth (Go's own heap profile).
+//!
+//! The tests run as root through `cargo xtask test`, which sets `LEAK_BIN`
+//! (the leak binary under test) and `LEAK_GO_ROOT` (the Go toolchains). Like
+//! aya's own integration tests, helpers panic with a message rather than
+//! return errors, so a failure shows where it happened.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The leak binary under test.
+pub fn leak_bin() -> PathBuf {
+    let p = std::env::var_os("LEAK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/debug/leak"));
+    assert!(
+        p.exists(),
+        "{} missing: run the integration tests with `cargo xtask test`",
+        p.display()
+    );
+    p
+}
+
+/// The `go` command of toolchain `version` (e.g. "1.25.5").
+pub fn go(version: &str) -> PathBuf {
+    let dir = std::env::var_os("LEAK_GO_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/tools"));
+    let go = dir.join(format!("go-{version}/bin/go"));
+    assert!(
+        go.exists(),
+        "{} missing: run `cargo xtask setup`",
+        go.display()
+    );
+    go
+}
+
+/// How a test program is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// `go build`.
+    Plain,
+    /// `-ldflags='-s -w' -buildmode=pie`: no symbols, no DWARF, relocated.
+    StrippedPie,
+}
+
+/// Builds test program `prog` (a directory of tests/go) with Go `version`,
+/// once per test run, and returns the binary's path.
+pub fn build_go(prog: &str, version: &str, variant: Variant) -> PathBuf {
+    let out_dir = root().join("target/it-go");
+    fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(format!("{prog}-{version}-{variant:?}").to_lowercase());
+    let mut cmd = Command::new(go(version));
+    cmd.arg("build")
+        .arg("-o")
+        .arg(&out)
+        .current_dir(root().join("tests/go"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", root().join("target/gocache"));
+    if variant == Variant::StrippedPie {
+        cmd.args(["-ldflags=-s -w", "-buildmode=pie"]);
+    }
+    cmd.arg(format!("./{prog}"));
+    let status = cmd.status().expect("run go build");
+    assert!(status.success(), "go build {prog} with {version} failed");
+    out
+}
+
+/// A running test program; killed when dropped.
+pub struct Program {
+    /// The process.
+    pub child: Child,
+    /// Its first line of output (for services: "listening on ADDR").
+    pub first_line: String,
+}
+
+impl Program {
+    /// Starts `bin` with `args` and waits for its first line of output.
+    pub fn start(bin: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
+        let mut first_line = String::new();
+        reader.read_line(&mut first_line).unwrap();
+        // Keep draining so the program never blocks on a full pipe.
+        thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink);
+        });
+        Self { child, first_line }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The address a service printed ("listening on ADDR").
+    pub fn addr(&self) -> String {
+        self.first_line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("not a service: {:?}", self.first_line))
+            .to_string()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 GET returning the body bytes; panics unless 200.
+pub fn get(addr: &str, path: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let head_end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP response without header end");
+    let head = String::from_utf8_lossy(&resp[..head_end]);
+    assert!(head.contains(" 200 "), "GET {path}: {head}");
+    resp[head_end + 4..].to_vec()
+}
+
+/// Sends `n` requests to `path`, one after another.
+pub fn send_requests(addr: &str, path: &str, n: usize) {
+    for _ in 0..n {
+        get(addr, path);
+    }
+}
+
+/// A running `leak` with its output captured to files.
+pub struct Leak {
+    /// The process.
+    pub child: Child,
+    /// Where its stdout goes.
+    pub stdout: PathBuf,
+    /// Where its stderr goes.
+    pub stderr: PathBuf,
+}
+
+/// A scratch directory for one test, emptied first.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = root().join("target/it-scratch").join(name);
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl Leak {
+    /// Starts `leak` with `args`, output in `dir`.
+    pub fn spawn(dir: &Path, args: &[&str]) -> Self {
+        let stdout = dir.join("leak.stdout");
+        let stderr = dir.join("leak.stderr");
+        let child = Command::new(leak_bin())
+            .args(args)
+            .stdout(fs::File::create(&stdout).unwrap())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start leak");
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits until leak says its probes are attached.
+    pub fn wait_attached(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.stderr_text().contains("leak: tracing") {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "leak exited ({status}) before attaching: {}",
+                    self.stderr_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("leak did not attach in 30 s: {}", self.stderr_text());
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        let rc = unsafe { libc_kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for exit (at most `secs`), returning the status.
+    pub fn wait(&mut self, secs: u64) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("leak did not exit within {secs} s: {}", self.stderr_text());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its stdout so far.
+    pub fn stdout_text(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Its stderr so far.
+    pub fn stderr_text(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Leak {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIGINT.
+pub const SIGINT: i32 = 2;
+/// SIGTERM.
+pub const SIGTERM: i32 = 15;
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// One line of a folded file: frames root first, and bytes.
+#[derive(Clone, Debug)]
+pub struct FoldedStack {
+    /// Frames, root first.
+    pub frames: Vec<String>,
+    /// Estimated outstanding bytes.
+    pub bytes: u64,
+}
+
+impl FoldedStack {
+    /// The leaf (allocating) frame.
+    pub fn leaf(&self) -> &str {
+        self.frames.last().map(String::as_str).unwrap_or("")
+    }
+
+    /// The frame under the leaf.
+    pub fn caller(&self) -> &str {
+        let n = self.frames.len();
+        if n >= 2 {
+            &self.frames[n - 2]
+        } else {
+            ""
+        }
+    }
+}
+
+/// Parses a folded file, most bytes first.
+pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
+    let text = fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut stacks: Vec<FoldedStack> = text
+        .lines()
+        .map(|l| {
+            let (frames, bytes) = l.rsplit_once(' ').expect("folded line without count");
+            FoldedStack {
+                frames: frames.split(';').map(str::to_string).collect(),
+                bytes: bytes.parse().expect("folded count is an integer"),
+            }
+        })
+        .collect();
+    stacks.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    stacks
+}
+
+/// Flat inuse_space bytes per function in a Go heap profile, as
+/// `go tool pprof -top` computes them.
+pub fn pprof_inuse_flat(go_version: &str, profile: &Path) -> Vec<(String, u64)> {
+    let out = Command::new(go(go_version))
+        .args(["tool", "pprof", "-sample_index=inuse_space", "-top", "-unit=B", "-nodecount=100000"])
+        .arg(profile)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("go tool pprof");
+    assert!(
+        out.status.success(),
+        "go tool pprof failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let flat = f.next()?.strip_suffix('B')?.parse::<u64>().ok()?;
+            let name = f.skip(4).collect::<Vec<_>>().join(" ");
+            (!name.is_empty()).then_some((name, flat))
+        })
+        .collect()
+}
+
+/// Parses a leak text report's "heap in use at last GC" figures, in bytes,
+/// one per report printed.
+pub fn heap_at_last_gc(report: &str) -> Vec<f64> {
+    report
+        .lines()
+        .filter_map(|l| l.strip_prefix("heap in use at last GC: "))
+        .filter_map(|rest| {
+            let mut f = rest.split_whitespace();
+            let v: f64 = f.next()?.parse().ok()?;
+            let mult = match f.next()? {
+                "B" => 1.0,
+                "KiB" => 1024.0,
+                "MiB" => 1024.0 * 1024.0,
+                "GiB" => 1024.0 * 1024.0 * 1024.0,
+                _ => return None,
+            };
+            Some(v * mult)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_report_heap_lines() {
+        let r = "leak trace · x\nheap in use at last GC: 19.5 MiB  outstanding since attach: 20.0 MiB (+1.0 MiB/s)\nheap in use at last GC: (after 2 GC cycles)  outstanding\nheap in use at last GC: 812 B  outstanding";
+        assert_eq!(heap_at_last_gc(r), vec![19.5 * 1024.0 * 1024.0, 812.0]);
+    }
+}

