@@ -1,0 +1,109 @@
+//! Reading what the kernel side sends: ring buffer records and counters.
+
+use std::mem::size_of;
+
+use aya::maps::{MapData, PerCpuArray};
+use leak_common::{AllocEvent, Counter, Event, EventKind, COUNTERS, MAX_FRAMES};
+
+/// One decoded ring buffer record.
+pub enum Record {
+    /// A sampled allocation.
+    Alloc(Box<AllocEvent>),
+    /// A sampled object freed.
+    Free(Event),
+    /// A GC cycle ended.
+    GcCycle(Event),
+}
+
+/// Decodes a ring buffer record; `None` for a record of unknown kind or
+/// size (never expected: both sides share one definition).
+pub fn decode(bytes: &[u8]) -> Option<Record> {
+    let kind = EventKind::from_u32(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))?;
+    match kind {
+        EventKind::Alloc if bytes.len() >= size_of::<AllocEvent>() => {
+            // SAFETY: length checked; AllocEvent is plain integers.
+            let mut ev: Box<AllocEvent> =
+                Box::new(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) });
+            ev.frames = ev.frames.min(MAX_FRAMES as u32);
+            Some(Record::Alloc(ev))
+        }
+        EventKind::Free | EventKind::GcCycle if bytes.len() >= size_of::<Event>() => {
+            // SAFETY: length checked; Event is plain integers.
+            let ev: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            Some(if kind == EventKind::Free {
+                Record::Free(ev)
+            } else {
+                Record::GcCycle(ev)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Kernel-side counters summed over CPUs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelCounters([u64; COUNTERS as usize]);
+
+impl KernelCounters {
+    /// Reads the `COUNTERS` map.
+    pub fn read(map: &PerCpuArray<MapData, u64>) -> Self {
+        let mut out = [0u64; COUNTERS as usize];
+        for (slot, total) in out.iter_mut().enumerate() {
+            if let Ok(values) = map.get(&(slot as u32), 0) {
+                *total = values.iter().sum();
+            }
+        }
+        Self(out)
+    }
+
+    /// One counter.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-integer struct.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()).to_vec() }
+    }
+
+    #[test]
+    fn decodes_each_kind() {
+        let mut a = AllocEvent {
+            kind: EventKind::Alloc as u32,
+            tgid: 7,
+            timestamp_ns: 1,
+            addr: 0xc000010000,
+            size: 10240,
+            caller: 0x401000,
+            frames: 2,
+            _pad: 0,
+            stack: [0; MAX_FRAMES],
+        };
+        a.stack[0] = 0x402000;
+        a.stack[1] = 0x403000;
+        match decode(&bytes_of(&a)) {
+            Some(Record::Alloc(ev)) => {
+                assert_eq!(ev.tgid, 7);
+                assert_eq!(ev.size, 10240);
+                assert_eq!(&ev.stack[..2], &[0x402000, 0x403000]);
+            }
+            _ => panic!("not an alloc"),
+        }
+        let f = Event { kind: EventKind::Free as u32, tgid: 7, timestamp_ns: 2, addr: 0xc000010000, size: 10240 };
+        assert!(matches!(decode(&bytes_of(&f)), Some(Record::Free(e)) if e.addr == 0xc000010000));
+        let g = Event { kind: EventKind::GcCycle as u32, ..Event::default() };
+        assert!(matches!(decode(&bytes_of(&g)), Some(Record::GcCycle(_))));
+    }
+
+    #[test]
+    fn rejects_short_or_unknown_records() {
+        assert!(decode(&[1, 0, 0, 0, 5]).is_none());
+        assert!(decode(&[9, 0, 0, 0, 0, 0, 0, 0]).is_none());
+        assert!(decode(&[]).is_none());
+    }
+}

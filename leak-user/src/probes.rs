@@ -1,0 +1,90 @@
+//! Loading the eBPF object and attaching its uprobes to a Go binary.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    programs::{uprobe::UProbeScope, UProbe},
+    Ebpf, EbpfLoader,
+};
+use leak_common::ProbeConfig;
+
+/// The compiled kernel side, embedded at build time.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leak"));
+
+/// One uprobe: which program goes on which function.
+#[derive(Clone, Debug)]
+pub struct Attachment {
+    /// Program name in the eBPF object.
+    pub program: &'static str,
+    /// Go function the probe goes on (for messages).
+    pub function: String,
+    /// File offset of the function's first instruction.
+    pub file_offset: u64,
+}
+
+/// Loads the eBPF object with `config` and attaches every uprobe in
+/// `attachments` to `binary`, for process `pid` only or for every process
+/// running `binary` (also those started later).
+pub fn load_and_attach(
+    binary: &Path,
+    pid: Option<u32>,
+    config: ProbeConfig,
+    attachments: &[Attachment],
+) -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new()
+        .set_global("CONFIG", &config, true)
+        .load(EBPF_OBJECT)
+        .map_err(|e| kernel_error("load the eBPF programs", e.into()))?;
+    let scope = match pid.and_then(std::num::NonZeroU32::new) {
+        Some(pid) => UProbeScope::OneProcess(pid),
+        None => UProbeScope::AllProcesses,
+    };
+    for a in attachments {
+        let program: &mut UProbe = ebpf
+            .program_mut(a.program)
+            .with_context(|| format!("eBPF object has no program {}", a.program))?
+            .try_into()?;
+        if let Err(e) = program.load() {
+            return Err(kernel_error(&format!("load {}", a.program), e.into()));
+        }
+        if let Err(e) = program.attach(
+            aya::programs::uprobe::UProbeAttachLocation::AbsoluteOffset(a.file_offset),
+            binary,
+            scope,
+        ) {
+            return Err(kernel_error(
+                &format!("attach a uprobe to {} in {}", a.function, binary.display()),
+                e.into(),
+            ));
+        }
+    }
+    Ok(ebpf)
+}
+
+/// Turns an aya error into one line that says what the kernel refused.
+fn kernel_error(what: &str, e: anyhow::Error) -> anyhow::Error {
+    let mut chain = format!("{e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    if chain.contains("Operation not permitted") || chain.contains("EPERM") {
+        return anyhow::anyhow!("could not {what}: permission denied (leak needs root, or CAP_BPF and CAP_PERFMON)");
+    }
+    if chain.contains("No such file") && what.contains("uprobe") {
+        return anyhow::anyhow!("could not {what}: this kernel has no uprobe support (CONFIG_UPROBE_EVENTS)");
+    }
+    anyhow::anyhow!("could not {what}: {chain}")
+}
+
+/// Fails unless running as root.
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("leak needs root to load eBPF programs and read other processes' memory: run it with sudo");
+    }
+    Ok(())
+}

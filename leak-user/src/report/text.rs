@@ -1,0 +1,168 @@
+//! The report a person reads in the terminal: the heap estimate, its growth,
+//! and the stacks holding the most memory, leaf-most frames first.
+
+use std::fmt::Write as _;
+
+use super::{human_bytes, Profile, StackProfile};
+
+/// Caller frames shown under each stack's leaf.
+const CALLERS_SHOWN: usize = 3;
+
+/// Renders `profile` with at most `top` stacks.
+pub fn render(profile: &Profile, top: usize) -> String {
+    let mut out = String::new();
+    let secs = profile.elapsed.as_secs_f64();
+    let pids = match profile.pids.as_slice() {
+        [] => "no process yet".to_string(),
+        [one] => format!("pid {one}"),
+        many => format!(
+            "pids {}",
+            many.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "leak trace · {} ({}) · {} · {:.0}s · rate {} · {} GC cycles",
+        profile.binary.display(),
+        profile.go_version,
+        pids,
+        secs,
+        human_bytes(profile.rate as f64),
+        profile.gc_cycles
+    );
+    let held = profile.total.outstanding_bytes;
+    let per_sec = if secs > 0.0 { held / secs } else { 0.0 };
+    match profile.in_use_at_last_gc {
+        Some(b) => {
+            let _ = write!(out, "heap in use at last GC: {}  ", human_bytes(b));
+        }
+        None => out.push_str("heap in use at last GC: (after 2 GC cycles)  "),
+    }
+    let _ = write!(
+        out,
+        "outstanding since attach: {} (+{}/s)",
+        human_bytes(held),
+        human_bytes(per_sec)
+    );
+    if let Some(prev) = profile.previous_outstanding {
+        let d = held - prev;
+        let sign = if d >= 0.0 { "+" } else { "-" };
+        let _ = write!(out, "  {sign}{} since last report", human_bytes(d.abs()));
+    }
+    out.push('\n');
+    let l = &profile.losses;
+    let _ = writeln!(
+        out,
+        "samples: {} allocations, {} frees · allocated since attach: {} · dropped: {} allocs, {} frees, {} stacks",
+        profile.samples,
+        profile.frees,
+        human_bytes(profile.total.allocated_bytes),
+        l.allocs_dropped,
+        l.frees_dropped,
+        l.stacks_failed
+    );
+    let shown: Vec<&StackProfile> = profile
+        .stacks
+        .iter()
+        .filter(|s| s.totals.outstanding_bytes >= 0.5)
+        .take(top)
+        .collect();
+    if shown.is_empty() {
+        out.push_str("no outstanding sampled allocations yet\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:>11} {:>9} {:>11}  CODE PATH (allocating function first)",
+        "OUTSTANDING", "OBJECTS", "ALLOCATED"
+    );
+    for s in shown {
+        let mut frames = s.frames.iter();
+        let leaf = frames
+            .next()
+            .map(|f| f.function.as_str())
+            .unwrap_or("(unknown)");
+        let _ = writeln!(
+            out,
+            "{:>11} {:>9} {:>11}  {}",
+            human_bytes(s.totals.outstanding_bytes),
+            thousands(s.totals.outstanding_objects.round() as u64),
+            human_bytes(s.totals.allocated_bytes),
+            leaf
+        );
+        for f in frames.take(CALLERS_SHOWN) {
+            let _ = writeln!(out, "{:>34}← {}", "", f.function);
+        }
+    }
+    out
+}
+
+/// `1234567` → `1,234,567`.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        aggregate::Totals,
+        report::{Frame, Losses},
+    };
+    use std::{path::PathBuf, time::Duration};
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn report_shows_totals_and_the_leaking_path() {
+        let leak = StackProfile {
+            frames: ["bytes.Repeat", "main.(*RequestTracker).Track", "main.main.func1", "net/http.HandlerFunc.ServeHTTP", "net/http.serverHandler.ServeHTTP"]
+                .iter()
+                .map(|n| Frame::named(n))
+                .collect(),
+            totals: Totals {
+                outstanding_bytes: 20.0 * 1024.0 * 1024.0,
+                outstanding_objects: 2048.0,
+                allocated_bytes: 20.0 * 1024.0 * 1024.0,
+                allocated_objects: 2048.0,
+            },
+        };
+        let p = Profile {
+            binary: PathBuf::from("/srv/seed"),
+            go_version: "go1.25.5".into(),
+            pids: vec![42],
+            rate: 512 * 1024,
+            elapsed: Duration::from_secs(20),
+            gc_cycles: 7,
+            samples: 40,
+            frees: 1,
+            total: leak.totals,
+            in_use_at_last_gc: Some(19.0 * 1024.0 * 1024.0),
+            previous_outstanding: Some(10.0 * 1024.0 * 1024.0),
+            stacks: vec![leak],
+            losses: Losses::default(),
+        };
+        let text = render(&p, 10);
+        assert!(text.contains("/srv/seed (go1.25.5) · pid 42 · 20s · rate 512 KiB · 7 GC cycles"), "{text}");
+        assert!(text.contains("heap in use at last GC: 19.0 MiB  outstanding since attach: 20.0 MiB (+1.0 MiB/s)  +10.0 MiB since last report"), "{text}");
+        assert!(text.contains("20.0 MiB     2,048    20.0 MiB  bytes.Repeat"), "{text}");
+        assert!(text.contains("← main.(*RequestTracker).Track"));
+        // Only three callers under the leaf.
+        assert!(text.contains("← net/http.HandlerFunc.ServeHTTP"));
+        assert!(!text.contains("serverHandler"));
+    }
+}

@@ -1,0 +1,173 @@
+//! Go's heap sampling rate (`runtime.MemProfileRate`) in a traced process:
+//! what it is, whether leak must change it, and the one write leak ever makes
+//! into a target's memory.
+//!
+//! Programs that never reference the heap profiler start with sampling off
+//! (the linker sets `disableMemoryProfiling`, the runtime then sets
+//! `MemProfileRate = 0`). Writing a rate back turns Go's own sampler on. Go
+//! ≤1.23 reads the rate only when a P draws its next sample point, which it
+//! never does while the rate is 0: write 1 first (every allocation samples and
+//! redraws), then the wanted rate a few milliseconds later. Go ≥1.24 notices a
+//! new rate by itself.
+
+use std::{io, thread, time::Duration};
+
+use crate::procs;
+
+/// Go's default `MemProfileRate`: one sample per 512 KiB allocated.
+pub const DEFAULT_RATE: u64 = 512 * 1024;
+
+/// Largest rate leak accepts as a real `MemProfileRate` value (1 GiB).
+const MAX_PLAUSIBLE: i64 = 1 << 30;
+
+/// Whether `v` can be a `MemProfileRate` (guards against writing through a
+/// wrong address).
+pub fn plausible(v: i64) -> bool {
+    (0..=MAX_PLAUSIBLE).contains(&v)
+}
+
+/// What to do about one process's sampling rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateAction {
+    /// Leave it as it is.
+    Keep,
+    /// Sampling is off: turn it on at this rate.
+    Enable(u64),
+    /// Sampling is on: change it to the rate the user asked for.
+    Change(u64),
+    /// Sampling is off and writes are forbidden: nothing can be seen.
+    Blind,
+    /// The value read is not a plausible rate: the address is wrong, touch
+    /// nothing.
+    Implausible,
+}
+
+/// Decides what to do given the rate read from the process, the rate the
+/// user asked for (`--rate`) and `--read-only`.
+pub fn decide(current: i64, requested: Option<u64>, read_only: bool) -> RateAction {
+    if !plausible(current) {
+        return RateAction::Implausible;
+    }
+    match (current, requested) {
+        (0, _) if read_only => RateAction::Blind,
+        (0, r) => RateAction::Enable(r.unwrap_or(DEFAULT_RATE)),
+        (_, Some(r)) if r as i64 != current && !read_only => RateAction::Change(r),
+        _ => RateAction::Keep,
+    }
+}
+
+/// Sets `MemProfileRate` at `addr` in `pid` to `rate`, first re-reading it
+/// (it must still be `expected`) and, for Go ≤1.23, passing through 1 so each
+/// P redraws its next sample point. Returns the monotonic times (ns) at which
+/// rate 1 started and at which `rate` took over.
+pub fn set_rate(
+    pid: u32,
+    addr: u64,
+    expected: i64,
+    rate: u64,
+    through_one: bool,
+) -> io::Result<(Option<u64>, u64)> {
+    let now = procs::read_i64(pid, addr)?;
+    if now != expected {
+        return Err(io::Error::other(format!(
+            "MemProfileRate changed under us ({expected} → {now}); left alone"
+        )));
+    }
+    let mut one_at = None;
+    if through_one && rate != 1 {
+        one_at = Some(monotonic_ns());
+        procs::write_i64(pid, addr, 1)?;
+        thread::sleep(Duration::from_millis(5));
+    }
+    procs::write_i64(pid, addr, rate as i64)?;
+    Ok((one_at, monotonic_ns()))
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The sampling rate of one process over time, to weight each sample by
+/// the rate in force when it was taken.
+#[derive(Clone, Debug, Default)]
+pub struct RateHistory {
+    /// (monotonic ns from which it applies, rate), in time order.
+    changes: Vec<(u64, u64)>,
+}
+
+impl RateHistory {
+    /// A history that starts with `rate`.
+    pub fn starting_at(rate: u64) -> Self {
+        Self {
+            changes: vec![(0, rate)],
+        }
+    }
+
+    /// Records that `rate` applies from `at_ns` on.
+    pub fn change(&mut self, at_ns: u64, rate: u64) {
+        self.changes.push((at_ns, rate));
+    }
+
+    /// Rate in force at `ns`.
+    pub fn at(&self, ns: u64) -> u64 {
+        self.changes
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= ns)
+            .map(|(_, r)| *r)
+            .unwrap_or(DEFAULT_RATE)
+    }
+
+    /// The latest rate.
+    pub fn current(&self) -> u64 {
+        self.changes.last().map(|c| c.1).unwrap_or(DEFAULT_RATE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions() {
+        assert_eq!(decide(0, None, false), RateAction::Enable(DEFAULT_RATE));
+        assert_eq!(decide(0, Some(4096), false), RateAction::Enable(4096));
+        assert_eq!(decide(0, None, true), RateAction::Blind);
+        assert_eq!(decide(524288, None, false), RateAction::Keep);
+        assert_eq!(decide(524288, Some(4096), false), RateAction::Change(4096));
+        assert_eq!(decide(4096, Some(4096), false), RateAction::Keep);
+        assert_eq!(decide(524288, Some(4096), true), RateAction::Keep);
+        assert_eq!(decide(-5, None, false), RateAction::Implausible);
+        assert_eq!(decide(0x7f00_0000_0000, None, false), RateAction::Implausible);
+    }
+
+    #[test]
+    fn history_picks_the_rate_in_force() {
+        let mut h = RateHistory::starting_at(0);
+        h.change(100, 1);
+        h.change(200, 4096);
+        assert_eq!(h.at(50), 0);
+        assert_eq!(h.at(150), 1);
+        assert_eq!(h.at(200), 4096);
+        assert_eq!(h.at(10_000), 4096);
+        assert_eq!(h.current(), 4096);
+    }
+
+    #[test]
+    fn set_rate_refuses_when_the_value_moved() {
+        let cell = Box::new(0i64);
+        let addr = &*cell as *const i64 as u64;
+        let me = std::process::id();
+        assert!(set_rate(me, addr, 5, 4096, false).is_err());
+        let (one, _) = set_rate(me, addr, 0, 4096, true).unwrap();
+        assert!(one.is_some());
+        assert_eq!(unsafe { std::ptr::read_volatile(&*cell) }, 4096);
+    }
+}

@@ -1,0 +1,120 @@
+//! From program counters to the frames a person reads, as pprof shows them.
+//!
+//! Stacks arrive as return addresses relocated to the binary's own
+//! addresses. Each is looked up at `pc − 1` (inside the call instruction, so
+//! the line is the call's), expanded into inlined frames, and cached: a leak
+//! repeats the same few stacks thousands of times. Frames of the allocator
+//! itself (`runtime.*` at the leaf end) are trimmed, as Go's heap profile
+//! trims them, so the leaf is the function that asked for memory.
+
+use std::collections::HashMap;
+
+use crate::report::Frame;
+
+/// Something that knows the frames at a code address (a `.gopclntab`).
+pub trait SymbolSource {
+    /// Frames at `pc`, innermost (inlined) first; empty if unknown.
+    fn frames_at(&self, pc: u64) -> Vec<Frame>;
+}
+
+/// Caching symbolizer over one binary.
+pub struct Symbolizer<S> {
+    source: S,
+    cache: HashMap<u64, Vec<Frame>>,
+}
+
+impl<S: SymbolSource> Symbolizer<S> {
+    /// A symbolizer reading `source`.
+    pub fn new(source: S) -> Self {
+        Self {
+            source,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The symbol source.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// Frames of a stack of return addresses, leaf first, allocator frames
+    /// trimmed.
+    pub fn stack(&mut self, return_addresses: &[u64]) -> Vec<Frame> {
+        let mut frames = Vec::with_capacity(return_addresses.len());
+        for &ra in return_addresses {
+            let source = &self.source;
+            let at = self.cache.entry(ra).or_insert_with(|| {
+                let found = source.frames_at(ra.wrapping_sub(1));
+                if found.is_empty() {
+                    vec![Frame::named(&format!("0x{ra:x}"))]
+                } else {
+                    found
+                }
+            });
+            frames.extend(at.iter().cloned());
+        }
+        trim_allocator(frames)
+    }
+}
+
+/// Drops leaf-end frames of the Go runtime (mallocgc, newobject, makeslice,
+/// …), unless the whole stack is runtime — Go's own profile does the same.
+pub fn trim_allocator(frames: Vec<Frame>) -> Vec<Frame> {
+    match frames
+        .iter()
+        .position(|f| !f.function.starts_with("runtime."))
+    {
+        Some(first_user) => frames.into_iter().skip(first_user).collect(),
+        None => frames,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    struct Fake {
+        lookups: Cell<usize>,
+    }
+
+    impl SymbolSource for Fake {
+        fn frames_at(&self, pc: u64) -> Vec<Frame> {
+            self.lookups.set(self.lookups.get() + 1);
+            match pc {
+                0x0fff => vec![Frame::named("runtime.mallocgc")],
+                0x1fff => vec![Frame::named("runtime.makeslice")],
+                0x2fff => vec![Frame::named("bytes.Repeat")],
+                // An inlined helper inside main.handler.
+                0x3fff => vec![
+                    Frame { inlined: true, ..Frame::named("main.keep") },
+                    Frame::named("main.handler"),
+                ],
+                _ => vec![],
+            }
+        }
+    }
+
+    fn names(f: &[Frame]) -> Vec<&str> {
+        f.iter().map(|f| f.function.as_str()).collect()
+    }
+
+    #[test]
+    fn trims_runtime_leaf_frames_and_expands_inlines() {
+        let mut s = Symbolizer::new(Fake { lookups: Cell::new(0) });
+        let frames = s.stack(&[0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x3000]);
+        assert_eq!(
+            names(&frames),
+            ["bytes.Repeat", "main.keep", "main.handler", "0x5000", "bytes.Repeat"]
+        );
+        assert!(frames[1].inlined && !frames[2].inlined);
+        // Each distinct address looked up once.
+        assert_eq!(s.source().lookups.get(), 5);
+    }
+
+    #[test]
+    fn all_runtime_stack_is_kept() {
+        let f = trim_allocator(vec![Frame::named("runtime.mallocgc"), Frame::named("runtime.main")]);
+        assert_eq!(names(&f), ["runtime.mallocgc", "runtime.main"]);
+    }
+}
