@@ -47,19 +47,16 @@ fn config() -> ProbeConfig {
 
 /// Reads integer argument `i` of Go's register ABI (amd64: RAX, RBX, RCX,
 /// RDI, RSI, R8, R9, R10, R11).
+///
+/// The verifier only allows context loads at constant offsets, and LLVM
+/// folds a `match` on `i` into one load at a computed offset. So: load all
+/// nine at fixed offsets into a stack array, then index that.
 #[inline(always)]
 fn go_arg(regs: &pt_regs, i: GoArg) -> u64 {
-    match i {
-        0 => regs.rax,
-        1 => regs.rbx,
-        2 => regs.rcx,
-        3 => regs.rdi,
-        4 => regs.rsi,
-        5 => regs.r8,
-        6 => regs.r9,
-        7 => regs.r10,
-        _ => regs.r11,
-    }
+    let args: [u64; 9] = [
+        regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11,
+    ];
+    args.get(i as usize).copied().unwrap_or(0)
 }
 
 #[inline(always)]

@@ -1,4 +1,41 @@
-fn main() {
-    let obj = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leak"));
-    println!("{}", obj.len());
+//! `leak`: the command line. Parsing and dispatch only; the work is in the
+//! library's `cmd` modules.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leak_user::cmd;
+
+/// Find memory leaks in running Go programs, from outside, with eBPF.
+///
+/// `leak trace` shows which call stacks hold memory that is never freed,
+/// with numbers that agree with Go's own heap profile, as a report, folded
+/// stacks and a flame graph. Run as root.
+#[derive(Parser, Debug)]
+#[command(name = "leak", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Where is memory held? Outstanding bytes per call stack of a Go binary.
+    Trace(cmd::trace::TraceArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Trace(args) => cmd::trace::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the outermost context, then its causes.
+            let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("leak: {}", causes.join(": "));
+            ExitCode::FAILURE
+        }
+    }
 }

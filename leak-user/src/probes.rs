@@ -33,7 +33,7 @@ pub fn load_and_attach(
     attachments: &[Attachment],
 ) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
-        .set_global("CONFIG", &config, true)
+        .override_global("CONFIG", &config, true)
         .load(EBPF_OBJECT)
         .map_err(|e| kernel_error("load the eBPF programs", e.into()))?;
     let scope = match pid.and_then(std::num::NonZeroU32::new) {

@@ -57,13 +57,28 @@ impl<S: SymbolSource> Symbolizer<S> {
     }
 }
 
-/// Drops leaf-end frames of the Go runtime (mallocgc, newobject, makeslice,
-/// …), unless the whole stack is runtime — Go's own profile does the same.
+/// Runtime code that other packages reach by `go:linkname` under their own
+/// name; it allocates on the caller's behalf, so Go's profile never shows it
+/// as the allocating function (`bytes.Repeat`, not `MakeNoZero`).
+const LINKNAMED_ALLOCATORS: &[&str] = &[
+    "internal/bytealg.MakeNoZero",
+    "reflect.unsafe_New",
+    "reflect.unsafe_NewArray",
+    "reflect.mallocgc",
+];
+
+/// Whether a frame belongs to the allocation machinery.
+pub fn is_allocator(function: &str) -> bool {
+    function.starts_with("runtime.")
+        || function.starts_with("internal/runtime/")
+        || LINKNAMED_ALLOCATORS.contains(&function)
+}
+
+/// Drops leaf-end frames of the allocation machinery (mallocgc, newobject,
+/// makeslice, MakeNoZero, …), unless the whole stack is runtime — Go's own
+/// heap profile does the same.
 pub fn trim_allocator(frames: Vec<Frame>) -> Vec<Frame> {
-    match frames
-        .iter()
-        .position(|f| !f.function.starts_with("runtime."))
-    {
+    match frames.iter().position(|f| !is_allocator(&f.function)) {
         Some(first_user) => frames.into_iter().skip(first_user).collect(),
         None => frames,
     }
@@ -83,7 +98,7 @@ mod tests {
             self.lookups.set(self.lookups.get() + 1);
             match pc {
                 0x0fff => vec![Frame::named("runtime.mallocgc")],
-                0x1fff => vec![Frame::named("runtime.makeslice")],
+                0x1fff => vec![Frame::named("internal/bytealg.MakeNoZero")],
                 0x2fff => vec![Frame::named("bytes.Repeat")],
                 // An inlined helper inside main.handler.
                 0x3fff => vec![

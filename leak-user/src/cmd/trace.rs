@@ -1,0 +1,593 @@
+//! `leak trace`: where in the code is memory held? Uprobes on the Go
+//! runtime's heap sampler, outstanding bytes per call stack, reports.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use clap::Args;
+use leak_common::{Counter, ProbeConfig};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    aggregate::{Aggregator, StackId, Totals},
+    collect::{self, KernelCounters, Record},
+    probes::{self, Attachment},
+    procs::{self, FileId, Segment},
+    report::{self, Frame, Losses, Profile, StackProfile},
+    sampling::{self, RateAction, RateHistory},
+    symbolize::{SymbolSource, Symbolizer},
+    target::{self, GoBinary, RuntimeProbes},
+};
+
+/// Find the code paths that hold memory in a running Go program.
+///
+/// leak puts entry uprobes on the Go runtime's own heap sampler
+/// (runtime.mProf_Malloc, and the sweeper's free path), so it sees what
+/// `go tool pprof` would see, from outside, without a restart and at next to
+/// no cost. Each sampled allocation is kept with its call stack until the
+/// garbage collector frees it; what is never freed is the leak.
+///
+/// Examples:
+///   leak trace --uprobe /srv/api --pid 4242
+///   leak trace --uprobe ./api --duration 60 --folded api.folded --flamegraph api.svg
+///   leak trace --uprobe ./api --rate 4096      # finer sampling, faster answers
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct TraceArgs {
+    /// The Go executable to trace. Every process running it is traced,
+    /// including ones started after leak, unless --pid narrows it to one.
+    #[arg(long = "uprobe", value_name = "BINARY")]
+    pub binary: PathBuf,
+
+    /// Trace only this process (it must be running BINARY).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Stop after this many seconds (default: run until Ctrl-C, or until every
+    /// traced process has exited).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Print a report every SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub interval: f64,
+
+    /// Show the N stacks holding the most memory.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// On exit, write folded stacks (flamegraph.pl / inferno input):
+    /// frames root first joined by ';', a space, outstanding bytes.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+
+    /// On exit, write an SVG flame graph of outstanding bytes.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<PathBuf>,
+
+    /// Set the target's heap sampling rate (Go's runtime.MemProfileRate) to
+    /// one sample per BYTES allocated. Smaller is finer and finds a leak
+    /// sooner; Go's default is 524288. leak writes this one integer into the
+    /// target's memory; it also does so, at the default rate, when the
+    /// program runs with sampling off.
+    #[arg(long, value_name = "BYTES", conflicts_with = "read_only",
+          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub rate: Option<u64>,
+
+    /// Never write into the target's memory. A program that runs with heap
+    /// sampling off then shows nothing, and leak says so and exits.
+    #[arg(long)]
+    pub read_only: bool,
+}
+
+/// What leak knows about the traced binary.
+struct Target {
+    path: PathBuf,
+    id: FileId,
+    bin: Rc<GoBinary>,
+    version: String,
+    /// Probes and argument positions for this Go version.
+    runtime: &'static RuntimeProbes,
+    segments: Vec<Segment>,
+    /// Link-time address of `runtime.MemProfileRate`, if found.
+    mem_profile_rate: Option<u64>,
+}
+
+impl SymbolSource for Rc<GoBinary> {
+    fn frames_at(&self, pc: u64) -> Vec<Frame> {
+        self.pclntab()
+            .frames(pc)
+            .into_iter()
+            .map(|f| Frame {
+                function: f.function,
+                file: f.file,
+                line: f.line,
+                inlined: f.inlined,
+            })
+            .collect()
+    }
+}
+
+/// Per-process state.
+struct Process {
+    /// Runtime address minus file address of the binary (PIE).
+    bias: u64,
+    rates: RateHistory,
+    /// Scans left in which to re-check the sampling rate: a process found
+    /// right after exec may not have run the runtime's start-up yet.
+    rate_checks_left: u8,
+    gc_cycles: u64,
+    alive: bool,
+}
+
+/// Runs `leak trace`.
+pub fn run(args: TraceArgs) -> Result<()> {
+    let target = open_target(&args.binary)?;
+    for out in [&args.folded, &args.flamegraph].into_iter().flatten() {
+        check_output_path(out)?;
+    }
+    if args.interval <= 0.0 {
+        bail!("--interval must be more than 0 seconds");
+    }
+    probes::require_root()?;
+    if let Some(pid) = args.pid {
+        match procs::runs_binary(pid, target.id) {
+            None => bail!("no process with pid {pid}"),
+            Some(false) => {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "something else".into());
+                bail!(
+                    "pid {pid} is not running {} (it runs {exe})",
+                    target.path.display()
+                );
+            }
+            Some(true) => {}
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(trace(args, target))
+}
+
+/// Opens and checks the binary, and resolves everything the probes need.
+fn open_target(path: &Path) -> Result<Target> {
+    let bin = GoBinary::open(path)?;
+    let (version, _source) = bin.go_version();
+    let runtime = target::probes_for(&version)?;
+    let id = FileId::of(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    let segments = bin
+        .load_segments()
+        .iter()
+        .map(|s| Segment {
+            vaddr: s.vaddr,
+            offset: s.file_offset,
+            filesz: s.file_size,
+        })
+        .collect();
+    let mem_profile_rate = target::mem_profile_rate_addr(&bin).ok().map(|(addr, _)| addr);
+    let path = std::fs::canonicalize(path)?;
+    Ok(Target {
+        version: version.to_string(),
+        runtime,
+        mem_profile_rate,
+        path,
+        id,
+        bin: Rc::new(bin),
+        segments,
+    })
+}
+
+/// Fails early, before any tracing, if an output file cannot be written.
+fn check_output_path(out: &Path) -> Result<()> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            out.display(),
+            dir.display()
+        );
+    }
+    if out.is_dir() {
+        bail!("cannot write {}: it is a directory", out.display());
+    }
+    Ok(())
+}
+
+/// The probes for this binary's Go version, by file offset.
+fn attachments(target: &Target) -> Result<(ProbeConfig, Vec<Attachment>)> {
+    let row = target.runtime;
+    let config = ProbeConfig {
+        malloc_addr_arg: row.malloc_addr_arg,
+        malloc_size_arg: row.malloc_size_arg,
+        free_addr_arg: row.free_addr_arg,
+        free_size_arg: row.free_size_arg,
+    };
+    let mut out = Vec::new();
+    for (program, function) in [
+        ("go_malloc", row.malloc_fn),
+        ("go_free_special", row.free_fn),
+        ("go_mprof_free", row.free_confirm_fn),
+        ("go_gc_cycle", row.gc_fn),
+    ] {
+        let entry = target.bin.require_function(function)?.entry;
+        let file_offset = target.bin.vaddr_to_file_offset(entry).with_context(|| {
+            format!("{function} at {entry:#x} is outside every loadable segment")
+        })?;
+        out.push(Attachment {
+            program,
+            function: function.to_string(),
+            file_offset,
+        });
+    }
+    Ok((config, out))
+}
+
+/// Why the loop stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    Duration,
+    Signal(&'static str),
+    AllExited,
+}
+
+struct Tracer {
+    args: TraceArgs,
+    target: Target,
+    agg: Aggregator,
+    symbols: Symbolizer<Rc<GoBinary>>,
+    stack_frames: HashMap<StackId, Vec<Frame>>,
+    procs: BTreeMap<u32, Process>,
+    started: Instant,
+    previous_outstanding: Option<f64>,
+    samples_without_process: u64,
+}
+
+async fn trace(args: TraceArgs, target: Target) -> Result<()> {
+    let (config, attach) = attachments(&target)?;
+    let mut tracer = Tracer {
+        symbols: Symbolizer::new(target.bin.clone()),
+        target,
+        agg: Aggregator::new(),
+        stack_frames: HashMap::new(),
+        procs: BTreeMap::new(),
+        started: Instant::now(),
+        previous_outstanding: None,
+        samples_without_process: 0,
+        args,
+    };
+    // Before attaching: a process that cannot be seen fails now, not later.
+    tracer.scan_processes()?;
+
+    let mut ebpf = probes::load_and_attach(&tracer.target.path, tracer.args.pid, config, &attach)?;
+    let counters: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
+    #[allow(deprecated)] // AsyncFd::register needs a newer tokio API than this MSRV set
+    let mut ring = AsyncFd::new(ring)?;
+    tracer.started = Instant::now();
+    eprintln!(
+        "leak: tracing {} ({}){}; Ctrl-C to stop",
+        tracer.target.path.display(),
+        tracer.target.version,
+        match tracer.args.pid {
+            Some(pid) => format!(", pid {pid}"),
+            None => ", every process running it".to_string(),
+        }
+    );
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let interval = Duration::from_secs_f64(tracer.args.interval);
+    let mut report_tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut scan_tick = tokio::time::interval(Duration::from_millis(500));
+    let deadline = tracer
+        .args
+        .duration
+        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+    let sleep_until_deadline = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep_until_deadline);
+
+    let stop = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                tracer.drain(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            _ = report_tick.tick() => {
+                let losses = losses(&KernelCounters::read(&counters));
+                let profile = tracer.profile(losses);
+                print!("{}\n", report::text::render(&profile, tracer.args.top));
+                tracer.previous_outstanding = Some(profile.total.outstanding_bytes);
+            }
+            _ = scan_tick.tick() => {
+                tracer.scan_processes()?;
+                if tracer.all_exited() {
+                    break Stop::AllExited;
+                }
+            }
+            _ = &mut sleep_until_deadline => break Stop::Duration,
+            _ = sigint.recv() => break Stop::Signal("SIGINT"),
+            _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
+        }
+    };
+    // Whatever the kernel already queued still counts.
+    tracer.drain(ring.get_mut());
+    let losses = losses(&KernelCounters::read(&counters));
+    // Detach before the slow part (symbolizing, writing files).
+    drop(ring);
+    drop(ebpf);
+    match stop {
+        Stop::AllExited => eprintln!("leak: every traced process has exited"),
+        Stop::Signal(s) => eprintln!("leak: {s}: stopping"),
+        Stop::Duration => {}
+    }
+    let profile = tracer.profile(losses);
+    println!("final report\n{}", report::text::render(&profile, tracer.args.top));
+    if tracer.samples_without_process > 0 {
+        eprintln!(
+            "leak: {} samples from processes that exited before they could be read were left out",
+            tracer.samples_without_process
+        );
+    }
+    if let Some(path) = &tracer.args.folded {
+        report::write_atomically(path, |w| report::folded::write(&profile, w))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("leak: wrote {}", path.display());
+    }
+    if let Some(path) = &tracer.args.flamegraph {
+        report::write_atomically(path, |w| report::flamegraph::write(&profile, w))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("leak: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn losses(c: &KernelCounters) -> Losses {
+    Losses {
+        allocs_dropped: c.get(Counter::AllocDropped),
+        frees_dropped: c.get(Counter::FreeDropped),
+        stacks_failed: c.get(Counter::StackFailed),
+    }
+}
+
+impl Tracer {
+    /// Handles every record waiting in the ring buffer.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            let Some(record) = collect::decode(&item) else {
+                continue;
+            };
+            drop(item);
+            self.handle(record);
+        }
+    }
+
+    fn handle(&mut self, record: Record) {
+        match record {
+            Record::Alloc(ev) => {
+                let Some(proc_) = self.process(ev.tgid) else {
+                    self.samples_without_process += 1;
+                    return;
+                };
+                let bias = proc_.bias;
+                let rate = proc_.rates.at(ev.timestamp_ns);
+                // stack[0] is the probed function itself; the caller it
+                // skipped is at SP. Everything as return addresses, relocated.
+                let n = ev.frames as usize;
+                let mut pcs = Vec::with_capacity(n.max(1));
+                pcs.push(ev.caller.wrapping_sub(bias));
+                pcs.extend(ev.stack[1.min(n)..n].iter().map(|pc| pc.wrapping_sub(bias)));
+                let stack = self.agg.intern(&pcs);
+                self.agg.alloc(ev.tgid, ev.addr, ev.size, rate, stack);
+            }
+            Record::Free(ev) => {
+                self.agg.free(ev.tgid, ev.addr);
+            }
+            Record::GcCycle(ev) => {
+                if let Some(p) = self.process(ev.tgid) {
+                    p.gc_cycles += 1;
+                    self.agg.gc_cycle(ev.tgid);
+                }
+            }
+        }
+    }
+
+    /// State of process `tgid`, created on first sight.
+    fn process(&mut self, tgid: u32) -> Option<&mut Process> {
+        if !self.procs.contains_key(&tgid) {
+            let bias = procs::process_load_bias(tgid, self.target.id.ino, &self.target.segments)?;
+            let rate = self.read_rate(tgid, bias).unwrap_or(sampling::DEFAULT_RATE as i64);
+            self.procs.insert(
+                tgid,
+                Process {
+                    bias,
+                    rates: RateHistory::starting_at(rate.max(0) as u64),
+                    rate_checks_left: 3,
+                    gc_cycles: 0,
+                    alive: true,
+                },
+            );
+        }
+        self.procs.get_mut(&tgid)
+    }
+
+    fn read_rate(&self, pid: u32, bias: u64) -> Option<i64> {
+        let addr = self.target.mem_profile_rate?.wrapping_add(bias);
+        procs::read_i64(pid, addr).ok()
+    }
+
+    /// Finds processes running the binary, notes exits, and makes sure each
+    /// one samples its heap.
+    fn scan_processes(&mut self) -> Result<()> {
+        let pids = match self.args.pid {
+            Some(pid) => {
+                if procs::alive(pid) {
+                    vec![pid]
+                } else {
+                    vec![]
+                }
+            }
+            None => procs::processes_running(self.target.id),
+        };
+        for p in self.procs.values_mut() {
+            p.alive = false;
+        }
+        for pid in pids {
+            if self.process(pid).is_none() {
+                continue;
+            }
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.alive = true;
+            }
+            self.check_rate(pid)?;
+        }
+        let exited: Vec<u32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| !p.alive)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in exited {
+            // Keep the process in the report, but its memory is gone.
+            self.agg.process_exited(pid);
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.rate_checks_left = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_rate(&mut self, pid: u32) -> Result<()> {
+        let Some(p) = self.procs.get(&pid) else {
+            return Ok(());
+        };
+        if p.rate_checks_left == 0 {
+            return Ok(());
+        }
+        let bias = p.bias;
+        let Some(addr) = self.target.mem_profile_rate.map(|a| a.wrapping_add(bias)) else {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.rate_checks_left = 0;
+            }
+            eprintln!(
+                "leak: cannot find runtime.MemProfileRate in {}: assuming Go's default sampling rate",
+                self.target.path.display()
+            );
+            return Ok(());
+        };
+        let Ok(current) = procs::read_i64(pid, addr) else {
+            return Ok(()); // gone meanwhile
+        };
+        let action = sampling::decide(current, self.args.rate, self.args.read_only);
+        let p = self.procs.get_mut(&pid).expect("checked above");
+        p.rate_checks_left -= 1;
+        match action {
+            RateAction::Keep => {
+                if p.rates.current() != current as u64 {
+                    p.rates.change(sampling::monotonic_ns(), current as u64);
+                }
+            }
+            RateAction::Implausible => {
+                p.rate_checks_left = 0;
+                eprintln!(
+                    "leak: pid {pid}: runtime.MemProfileRate reads {current}, not a sampling rate; leaving it alone"
+                );
+            }
+            RateAction::Blind => bail!(
+                "pid {pid} runs with Go heap sampling off (runtime.MemProfileRate = 0) and --read-only forbids turning it on: \
+                 nothing can be seen. Run without --read-only to let leak set the rate (one integer written), \
+                 or import net/http/pprof or runtime/pprof in the program"
+            ),
+            RateAction::Enable(rate) | RateAction::Change(rate) => {
+                let (one_at, rate_at) =
+                    sampling::set_rate(pid, addr, current, rate, !self.target.runtime.rate_change_noticed)
+                        .with_context(|| format!("pid {pid}: cannot set runtime.MemProfileRate"))?;
+                if let Some(t) = one_at {
+                    p.rates.change(t, 1);
+                }
+                p.rates.change(rate_at, rate);
+                if matches!(action, RateAction::Enable(_)) {
+                    eprintln!(
+                        "leak: pid {pid}: Go heap sampling was off (MemProfileRate=0); turned it on at {rate} bytes (--read-only forbids this)"
+                    );
+                } else {
+                    eprintln!("leak: pid {pid}: MemProfileRate {current} → {rate} (--rate)");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn all_exited(&self) -> bool {
+        !self.procs.is_empty() && self.procs.values().all(|p| !p.alive)
+    }
+
+    /// Frames of an interned stack, symbolized once.
+    fn frames(&mut self, id: StackId) -> Vec<Frame> {
+        if let Some(f) = self.stack_frames.get(&id) {
+            return f.clone();
+        }
+        let frames = self.symbols.stack(self.agg.stack(id));
+        self.stack_frames.insert(id, frames.clone());
+        frames
+    }
+
+    /// A snapshot for the reports; stacks that symbolize alike are merged.
+    fn profile(&mut self, losses: Losses) -> Profile {
+        let ids: Vec<(StackId, Totals)> = self.agg.stacks().map(|(id, t)| (id, *t)).collect();
+        let mut merged: HashMap<Vec<Frame>, Totals> = HashMap::new();
+        for (id, t) in ids {
+            let e = merged.entry(self.frames(id)).or_default();
+            e.outstanding_bytes += t.outstanding_bytes;
+            e.outstanding_objects += t.outstanding_objects;
+            e.allocated_bytes += t.allocated_bytes;
+            e.allocated_objects += t.allocated_objects;
+        }
+        let mut stacks: Vec<StackProfile> = merged
+            .into_iter()
+            .map(|(frames, totals)| StackProfile { frames, totals })
+            .collect();
+        stacks.sort_by(|a, b| {
+            b.totals
+                .outstanding_bytes
+                .total_cmp(&a.totals.outstanding_bytes)
+                .then(b.totals.allocated_bytes.total_cmp(&a.totals.allocated_bytes))
+        });
+        let rates: Vec<u64> = self.procs.values().map(|p| p.rates.current()).collect();
+        Profile {
+            binary: self.target.path.clone(),
+            go_version: self.target.version.clone(),
+            pids: self.procs.keys().copied().collect(),
+            rate: rates.iter().copied().max().unwrap_or(sampling::DEFAULT_RATE),
+            elapsed: self.started.elapsed(),
+            gc_cycles: self.procs.values().map(|p| p.gc_cycles).sum(),
+            samples: self.agg.samples(),
+            frees: self.agg.frees(),
+            total: self.agg.total(),
+            in_use_at_last_gc: self.agg.in_use_at_last_gc(),
+            previous_outstanding: self.previous_outstanding,
+            stacks,
+            losses,
+        }
+    }
+}

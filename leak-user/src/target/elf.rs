@@ -1,0 +1,515 @@
+//! The traced program's executable: ELF layout, address translation, notes.
+//!
+//! [`GoBinary::open`] reads the whole file once, checks that it is an x86_64
+//! ELF executable built by Go, and keeps the few things later stages need:
+//! the `PT_LOAD` segments (attach offsets, load bias), the section headers
+//! (to find Go's tables and data), and the parsed `.gopclntab`.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
+};
+
+use object::{
+    elf,
+    read::elf::{ElfFile64, FileHeader, ProgramHeader},
+    Architecture, Endianness, FileKind, Object, ObjectSection, ObjectSymbol, SectionFlags,
+    SectionKind,
+};
+
+use super::{
+    pclntab::{FuncInfo, Pclntab},
+    version::{GoVersion, VersionSource},
+};
+
+/// Everything that can go wrong while reading a target program.
+///
+/// Each message is one line that tells the user what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The path does not exist.
+    #[error("{0}: no such file; pass the path of the program's executable (for a running process: /proc/PID/exe)")]
+    NotFound(PathBuf),
+    /// The file exists but could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file that failed.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not an ELF executable (a script, a PE/Mach-O file, …).
+    #[error("{0} is not an ELF executable; leak traces Linux programs (for a wrapper script, pass the program it starts)")]
+    NotElf(PathBuf),
+    /// An ELF file without a Go symbol table.
+    #[error("{0} is not a Go program: it has no .gopclntab")]
+    NotGo(PathBuf),
+    /// Built for a CPU leak cannot trace yet.
+    #[error("{path} is built for {arch}; leak supports only x86_64 programs for now")]
+    UnsupportedArch {
+        /// The file.
+        path: PathBuf,
+        /// The architecture it was built for.
+        arch: String,
+    },
+    /// Go's tables are present but do not decode.
+    #[error("{path}: cannot decode Go's symbol table (.gopclntab): {reason}; is the file truncated or packed (upx)?")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What did not add up.
+        reason: String,
+    },
+    /// The Go version has no row in the runtime table.
+    #[error("the program was built with {version}, which leak does not support; rebuild it with {supported}")]
+    UnsupportedGoVersion {
+        /// The detected version, e.g. `go1.20.3`.
+        version: String,
+        /// The supported range, e.g. `go1.21 or later`.
+        supported: &'static str,
+    },
+    /// A runtime function the probes need is not in the binary.
+    #[error("{path} has no function {name}{suggestions}; leak cannot probe this program")]
+    MissingFunction {
+        /// The file.
+        path: PathBuf,
+        /// The function that was looked for.
+        name: String,
+        /// `" (did you mean …?)"` or empty.
+        suggestions: String,
+    },
+    /// `runtime.MemProfileRate` could not be located.
+    #[error("{path}: cannot locate runtime.MemProfileRate ({reason}); use exact mode or rebuild without -ldflags=-s")]
+    MemProfileRateNotFound {
+        /// The file.
+        path: PathBuf,
+        /// Why the search failed.
+        reason: String,
+    },
+}
+
+/// One `PT_LOAD` program header: how a part of the file is mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSegment {
+    /// `p_vaddr`: link-time virtual address of the segment.
+    pub vaddr: u64,
+    /// `p_memsz`: size in memory (≥ `file_size`; the rest is zero-filled).
+    pub mem_size: u64,
+    /// `p_offset`: where the segment starts in the file.
+    pub file_offset: u64,
+    /// `p_filesz`: bytes backed by the file.
+    pub file_size: u64,
+    /// `p_flags` has `PF_X`.
+    pub executable: bool,
+    /// `p_flags` has `PF_W`.
+    pub writable: bool,
+}
+
+/// One section header, reduced to what leak uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    /// Section name, e.g. `.gopclntab`.
+    pub name: String,
+    /// Link-time virtual address (0 if not allocated).
+    pub vaddr: u64,
+    /// Size in memory.
+    pub size: u64,
+    /// File offset of the contents; `None` for `SHT_NOBITS` (`.bss`).
+    pub file_offset: Option<u64>,
+    /// `SHF_ALLOC`: part of the loaded image.
+    pub alloc: bool,
+    /// `SHF_WRITE`.
+    pub writable: bool,
+    /// `SHF_EXECINSTR`.
+    pub executable: bool,
+}
+
+impl Section {
+    /// Whether `vaddr` falls inside this (allocated) section.
+    pub fn contains(&self, vaddr: u64) -> bool {
+        self.alloc && vaddr >= self.vaddr && vaddr - self.vaddr < self.size
+    }
+}
+
+/// A `.symtab` symbol: where and how big.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Symbol {
+    /// Link-time virtual address.
+    pub vaddr: u64,
+    /// `st_size`.
+    pub size: u64,
+}
+
+/// A Go executable, read into memory and checked.
+pub struct GoBinary {
+    path: PathBuf,
+    /// The whole file; shared with [`Pclntab`], which reads its tables in place.
+    data: Arc<[u8]>,
+    pie: bool,
+    segments: Vec<LoadSegment>,
+    sections: Vec<Section>,
+    pclntab: Pclntab,
+    /// `.symtab`, built on first use (stripped binaries have none).
+    symbols: OnceLock<HashMap<String, Symbol>>,
+}
+
+impl fmt::Debug for GoBinary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GoBinary")
+            .field("path", &self.path)
+            .field("pie", &self.pie)
+            .field("functions", &self.pclntab.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GoBinary {
+    /// Reads and checks the executable at `path`, and parses its `.gopclntab`.
+    ///
+    /// For a process in another mount namespace pass `/proc/PID/exe` or
+    /// `/proc/PID/root/<path>`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, TargetError> {
+        let path = path.as_ref().to_path_buf();
+        let data: Arc<[u8]> = match std::fs::read(&path) {
+            Ok(d) => d.into(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TargetError::NotFound(path))
+            }
+            Err(source) => return Err(TargetError::Io { path, source }),
+        };
+        let layout = ElfLayout::parse(&path, &data)?;
+        let pclntab = Pclntab::locate(&path, &data, &layout)?;
+        Ok(Self {
+            path,
+            data,
+            pie: layout.pie,
+            segments: layout.segments,
+            sections: layout.sections,
+            pclntab,
+            symbols: OnceLock::new(),
+        })
+    }
+
+    /// The path the binary was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw file contents.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Go's function table (names, entry points, lines, inlining).
+    pub fn pclntab(&self) -> &Pclntab {
+        &self.pclntab
+    }
+
+    /// The function named `name`, or an error that suggests close names
+    /// (for functions a user asked to probe, or that a runtime-table row
+    /// needs).
+    pub fn require_function(&self, name: &str) -> Result<FuncInfo<'_>, TargetError> {
+        self.pclntab.func_by_name(name).ok_or_else(|| {
+            let near = self.pclntab.near_matches(name, 3);
+            TargetError::MissingFunction {
+                path: self.path.clone(),
+                name: name.to_owned(),
+                suggestions: if near.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (did you mean {}?)", near.join(", "))
+                },
+            }
+        })
+    }
+
+    /// The Go release that built the program, and how that was learned.
+    pub fn go_version(&self) -> (GoVersion, VersionSource) {
+        super::version::detect(self)
+    }
+
+    /// Whether the executable is position independent (`ET_DYN`): its
+    /// runtime addresses are link-time addresses plus a per-process load bias.
+    pub fn is_pie(&self) -> bool {
+        self.pie
+    }
+
+    /// The `PT_LOAD` segments, in file order. With a process's
+    /// `/proc/PID/maps`, they give the load bias of a PIE executable.
+    pub fn load_segments(&self) -> &[LoadSegment] {
+        &self.segments
+    }
+
+    /// All section headers (empty names if the file has no `.shstrtab`).
+    pub fn sections(&self) -> &[Section] {
+        &self.sections
+    }
+
+    /// The section called `name`, if any.
+    pub fn section(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// The allocated section that holds `vaddr`.
+    pub fn section_containing(&self, vaddr: u64) -> Option<&Section> {
+        self.sections.iter().find(|s| s.contains(vaddr))
+    }
+
+    /// File offset of a link-time virtual address, through the `PT_LOAD`
+    /// segment that maps it: `vaddr − p_vaddr + p_offset`. `None` if no
+    /// segment maps it from the file (e.g. `.bss`). Uprobes attach by this.
+    pub fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
+        vaddr_to_file_offset(&self.segments, vaddr)
+    }
+
+    /// `len` file-backed bytes at link-time address `vaddr`.
+    pub fn read_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        read_vaddr(&self.segments, &self.data, vaddr, len)
+    }
+
+    /// The little-endian `u64` stored at `vaddr` in the file (a variable's
+    /// initial value).
+    pub fn read_u64(&self, vaddr: u64) -> Option<u64> {
+        read_u64_at(&self.segments, &self.data, vaddr)
+    }
+
+    /// Whether the file still has a `.symtab` (not built with `-ldflags=-s`).
+    pub fn has_symtab(&self) -> bool {
+        !self.symbols().is_empty()
+    }
+
+    /// Looks `name` up in `.symtab`. Stripped binaries have no such table:
+    /// use [`Pclntab`] for functions instead.
+    pub fn symbol(&self, name: &str) -> Option<Symbol> {
+        self.symbols().get(name).copied()
+    }
+
+    fn symbols(&self) -> &HashMap<String, Symbol> {
+        self.symbols.get_or_init(|| {
+            // The file parsed in `open`, so a failure here cannot happen;
+            // an empty table is the safe answer anyway.
+            let Ok(file) = ElfFile64::<Endianness>::parse(&*self.data) else {
+                return HashMap::new();
+            };
+            file.symbols()
+                .filter_map(|s| {
+                    let name = s.name().ok()?;
+                    (!name.is_empty()).then(|| {
+                        let sym = Symbol {
+                            vaddr: s.address(),
+                            size: s.size(),
+                        };
+                        (name.to_owned(), sym)
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The GNU build ID (`NT_GNU_BUILD_ID`), which Go ≥1.24 derives from its
+    /// own build ID and external linkers add; `None` if absent.
+    pub fn build_id(&self) -> Option<Vec<u8>> {
+        let file = ElfFile64::<Endianness>::parse(&*self.data).ok()?;
+        file.build_id().ok().flatten().map(<[u8]>::to_vec)
+    }
+
+    /// Go's own build ID string (the `.note.go.buildid` note, type 4, name
+    /// "Go"), as `go tool buildid` prints it.
+    pub fn go_build_id(&self) -> Option<String> {
+        let section = self.section(".note.go.buildid")?;
+        let bytes = self.section_bytes(section)?;
+        parse_go_buildid_note(bytes)
+    }
+
+    /// The file contents of a section (`None` for `SHT_NOBITS`).
+    pub fn section_bytes(&self, section: &Section) -> Option<&[u8]> {
+        let start = usize::try_from(section.file_offset?).ok()?;
+        let len = usize::try_from(section.size).ok()?;
+        self.data.get(start..start.checked_add(len)?)
+    }
+}
+
+/// Reads a Go build-ID note: `namesz=4 descsz type=4 "Go\0\0" desc`.
+fn parse_go_buildid_note(bytes: &[u8]) -> Option<String> {
+    const NOTE_GO_BUILD_ID: u32 = 4;
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (namesz, descsz, kind) = (word(0)? as usize, word(4)? as usize, word(8)?);
+    let name = bytes.get(12..12 + namesz)?;
+    if kind != NOTE_GO_BUILD_ID || !name.starts_with(b"Go\0") {
+        return None;
+    }
+    let desc_at = 12 + namesz.next_multiple_of(4);
+    let desc = bytes.get(desc_at..desc_at + descsz)?;
+    String::from_utf8(desc.to_vec()).ok()
+}
+
+pub(super) fn vaddr_to_file_offset(segments: &[LoadSegment], vaddr: u64) -> Option<u64> {
+    segments
+        .iter()
+        .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)
+        .map(|s| vaddr - s.vaddr + s.file_offset)
+}
+
+pub(super) fn read_vaddr<'a>(
+    segments: &[LoadSegment],
+    data: &'a [u8],
+    vaddr: u64,
+    len: usize,
+) -> Option<&'a [u8]> {
+    let seg = segments
+        .iter()
+        .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)?;
+    // The whole range must be file-backed by the same segment.
+    let end = vaddr.checked_add(len as u64)?;
+    if end > seg.vaddr + seg.file_size {
+        return None;
+    }
+    let start = usize::try_from(vaddr - seg.vaddr + seg.file_offset).ok()?;
+    data.get(start..start.checked_add(len)?)
+}
+
+pub(super) fn read_u64_at(segments: &[LoadSegment], data: &[u8], vaddr: u64) -> Option<u64> {
+    let b = read_vaddr(segments, data, vaddr, 8)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+/// Headers of a checked ELF file, before the Go tables are read.
+pub(super) struct ElfLayout {
+    pub pie: bool,
+    pub segments: Vec<LoadSegment>,
+    pub sections: Vec<Section>,
+    /// `.symtab` addresses of the few symbols that help find Go's tables.
+    pub pclntab_symbol: Option<u64>,
+    pub text_symbol: Option<u64>,
+    pub gofunc_symbol: Option<u64>,
+}
+
+impl ElfLayout {
+    pub(super) fn parse(path: &Path, data: &[u8]) -> Result<Self, TargetError> {
+        match FileKind::parse(data) {
+            Ok(FileKind::Elf64) => {}
+            Ok(FileKind::Elf32) => {
+                return Err(TargetError::UnsupportedArch {
+                    path: path.to_path_buf(),
+                    arch: "a 32-bit CPU".into(),
+                })
+            }
+            _ => return Err(TargetError::NotElf(path.to_path_buf())),
+        }
+        let file = ElfFile64::<Endianness>::parse(data)
+            .map_err(|_| TargetError::NotElf(path.to_path_buf()))?;
+        if file.architecture() != Architecture::X86_64 {
+            return Err(TargetError::UnsupportedArch {
+                path: path.to_path_buf(),
+                arch: format!("{:?}", file.architecture()).to_lowercase(),
+            });
+        }
+        let endian = file.endian();
+        let header = file.elf_header();
+        let pie = header.e_type(endian) == elf::ET_DYN;
+
+        let segments = file
+            .elf_program_headers()
+            .iter()
+            .filter(|ph| ph.p_type(endian) == elf::PT_LOAD)
+            .map(|ph| {
+                let flags = ph.p_flags(endian);
+                LoadSegment {
+                    vaddr: ph.p_vaddr(endian),
+                    mem_size: ph.p_memsz(endian),
+                    file_offset: ph.p_offset(endian),
+                    file_size: ph.p_filesz(endian),
+                    executable: flags & elf::PF_X != 0,
+                    writable: flags & elf::PF_W != 0,
+                }
+            })
+            .collect();
+
+        let sections = file
+            .sections()
+            .map(|s| {
+                let sh_flags = match s.flags() {
+                    SectionFlags::Elf { sh_flags } => sh_flags,
+                    _ => 0,
+                };
+                Section {
+                    name: s.name().unwrap_or("").to_owned(),
+                    vaddr: s.address(),
+                    size: s.size(),
+                    file_offset: (s.kind() != SectionKind::UninitializedData
+                        && s.kind() != SectionKind::UninitializedTls)
+                        .then(|| s.file_range().map(|(off, _)| off))
+                        .flatten(),
+                    alloc: sh_flags & u64::from(elf::SHF_ALLOC) != 0,
+                    writable: sh_flags & u64::from(elf::SHF_WRITE) != 0,
+                    executable: sh_flags & u64::from(elf::SHF_EXECINSTR) != 0,
+                }
+            })
+            .collect();
+
+        let sym = |name: &str| file.symbol_by_name(name).map(|s| s.address());
+        Ok(Self {
+            pie,
+            segments,
+            sections,
+            pclntab_symbol: sym("runtime.pclntab"),
+            text_symbol: sym("runtime.text"),
+            // Go 1.20 renamed go.func.* to go:func.*.
+            gofunc_symbol: sym("go:func.*").or_else(|| sym("go.func.*")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_offset_goes_through_load_segments() {
+        let segs = [
+            LoadSegment {
+                vaddr: 0x400000,
+                mem_size: 0x2000,
+                file_offset: 0,
+                file_size: 0x2000,
+                executable: true,
+                writable: false,
+            },
+            LoadSegment {
+                vaddr: 0x603000,
+                mem_size: 0x3000,
+                file_offset: 0x2000,
+                file_size: 0x1000,
+                executable: false,
+                writable: true,
+            },
+        ];
+        assert_eq!(vaddr_to_file_offset(&segs, 0x401234), Some(0x1234));
+        assert_eq!(vaddr_to_file_offset(&segs, 0x603010), Some(0x2010));
+        // .bss: mapped, but not from the file.
+        assert_eq!(vaddr_to_file_offset(&segs, 0x604010), None);
+        assert_eq!(vaddr_to_file_offset(&segs, 0x10), None);
+        let data = vec![7u8; 0x3000];
+        assert!(read_vaddr(&segs, &data, 0x603ff8, 8).is_some());
+        assert!(read_vaddr(&segs, &data, 0x603ffc, 8).is_none());
+    }
+
+    #[test]
+    fn go_buildid_note_decodes() {
+        let id = b"abc/def";
+        let mut note = Vec::new();
+        note.extend_from_slice(&4u32.to_le_bytes());
+        note.extend_from_slice(&(id.len() as u32).to_le_bytes());
+        note.extend_from_slice(&4u32.to_le_bytes());
+        note.extend_from_slice(b"Go\0\0");
+        note.extend_from_slice(id);
+        assert_eq!(parse_go_buildid_note(&note).as_deref(), Some("abc/def"));
+        note[8] = 3;
+        assert_eq!(parse_go_buildid_note(&note), None);
+    }
+}

@@ -1,0 +1,146 @@
+//! Where `runtime.MemProfileRate` lives, so its value can be read and
+//! written through `/proc/PID/mem`.
+//!
+//! `.symtab` names it when present. Stripped binaries keep no data
+//! symbols, but the runtime's own code still loads it: the RIP-relative
+//! memory operands of `runtime.profilealloc` (and, failing that, the
+//! malloc functions that compare it with `mcache.memProfRate`) are the
+//! candidates, and the variable is the one whose initial value in the file
+//! is the default rate, 512 KiB.
+
+use iced_x86::{Decoder, DecoderOptions, Instruction};
+
+use super::elf::{GoBinary, TargetError};
+
+/// `runtime.MemProfileRate`'s initial value (`512 * 1024`).
+pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
+
+/// Functions whose code reads `MemProfileRate`, most direct first.
+const RATE_READERS: &[&str] = &[
+    "runtime.profilealloc",
+    "runtime.mallocgc",
+    "runtime.mallocgcSmallNoscan",
+    "runtime.mallocgcLarge",
+];
+
+/// How the address was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSource {
+    /// The `runtime.MemProfileRate` symbol.
+    Symbol,
+    /// The RIP-relative operand of a runtime function that reads it.
+    Disassembly,
+}
+
+/// Link-time address of `runtime.MemProfileRate` (an 8-byte `int`): from
+/// `.symtab`, else by disassembly. Add the load bias for a PIE process.
+pub fn mem_profile_rate_addr(bin: &GoBinary) -> Result<(u64, RateSource), TargetError> {
+    if let Some(sym) = bin.symbol("runtime.MemProfileRate") {
+        return Ok((sym.vaddr, RateSource::Symbol));
+    }
+    mem_profile_rate_by_disassembly(bin).map(|addr| (addr, RateSource::Disassembly))
+}
+
+/// Finds `runtime.MemProfileRate` without symbols, from the code of the
+/// functions that read it.
+pub fn mem_profile_rate_by_disassembly(bin: &GoBinary) -> Result<u64, TargetError> {
+    let not_found = |reason: String| TargetError::MemProfileRateNotFound {
+        path: bin.path().to_path_buf(),
+        reason,
+    };
+    let mut seen_any = false;
+    for name in RATE_READERS {
+        let Some(func) = bin.pclntab().func_by_name(name) else {
+            continue;
+        };
+        seen_any = true;
+        let len = usize::try_from(func.end - func.entry)
+            .map_err(|_| not_found("huge function".into()))?;
+        let Some(code) = bin.read_vaddr(func.entry, len) else {
+            continue;
+        };
+        let mut candidates: Vec<u64> = rip_relative_operands(code, func.entry)
+            .into_iter()
+            .filter(|&addr| holds_default_rate(bin, addr))
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        match candidates.as_slice() {
+            [addr] => return Ok(*addr),
+            [] => continue,
+            many => {
+                return Err(not_found(format!(
+                    "{} candidates in {name}: {many:x?}",
+                    many.len()
+                )))
+            }
+        }
+    }
+    Err(not_found(if seen_any {
+        "no data operand of runtime.profilealloc holds 524288".into()
+    } else {
+        "runtime.profilealloc is not in the binary".into()
+    }))
+}
+
+/// Whether `addr` is an 8-byte variable in initialised, writable data whose
+/// value in the file is the default rate.
+fn holds_default_rate(bin: &GoBinary, addr: u64) -> bool {
+    let in_data = bin
+        .section_containing(addr)
+        .is_some_and(|s| s.writable && !s.executable && s.file_offset.is_some());
+    in_data && bin.read_u64(addr) == Some(DEFAULT_MEM_PROFILE_RATE)
+}
+
+/// Addresses of all RIP-relative memory operands in x86-64 `code` that
+/// starts at `ip`.
+pub fn rip_relative_operands(code: &[u8], ip: u64) -> Vec<u64> {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut out = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        if instruction.is_ip_rel_memory_operand() {
+            out.push(instruction.ip_rel_memory_address());
+        }
+    }
+    out
+}
+
+/// Whether `v` can be a `MemProfileRate`: 0 (profiling off) or a sampling
+/// interval of at most 1 GiB. Anything else means the address is wrong, so
+/// never write over it.
+pub fn plausible_rate(v: i64) -> bool {
+    v == 0 || (1..=1 << 30).contains(&v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plausible_rates() {
+        assert!(plausible_rate(0));
+        assert!(plausible_rate(1));
+        assert!(plausible_rate(512 * 1024));
+        assert!(plausible_rate(1 << 30));
+        assert!(!plausible_rate(-1));
+        assert!(!plausible_rate((1 << 30) + 1));
+        assert!(!plausible_rate(0x00c0_0001_2000)); // a heap pointer
+    }
+
+    #[test]
+    fn decodes_rip_relative_loads() {
+        // mov rax, [rip+0x10]; cmp rcx, [rip-0x20]; ret
+        let code = [
+            0x48, 0x8b, 0x05, 0x10, 0x00, 0x00, 0x00, // 7 bytes
+            0x48, 0x3b, 0x0d, 0xe0, 0xff, 0xff, 0xff, // 7 bytes
+            0xc3,
+        ];
+        let ip = 0x40_1000;
+        assert_eq!(
+            rip_relative_operands(&code, ip),
+            vec![ip + 7 + 0x10, ip + 14 - 0x20]
+        );
+    }
+}

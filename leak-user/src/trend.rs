@@ -1,0 +1,885 @@
+//! Whether a series of memory readings is leaking: the one growth verdict
+//! shared by `leak top` (a process's RSS over time) and `leak trace` (a call
+//! stack's outstanding bytes over time). Pure: it takes `(seconds, bytes)`
+//! samples, evenly spaced or not, and returns a [`Trend`].
+//!
+//! Garbage-collected memory never sits still: it climbs while the program
+//! allocates and drops at each collection, a sawtooth. The peaks show how much
+//! garbage piled up between collections; the troughs show what survived. A
+//! leak is memory that grows without ever reaching a steady state, so the
+//! verdict follows the troughs:
+//!
+//! 1. Troughs: the window is cut into equal slices of time (12 by default,
+//!    fewer when samples are scarce or collections rare, so that each slice
+//!    holds a whole sawtooth cycle); the lowest reading of each slice is a
+//!    trough.
+//! 2. Trend: a least-squares line through the troughs gives the growth rate
+//!    and R², how well a straight line explains them. The same fit over every
+//!    sample is reported alongside.
+//! 3. Significance: growth counts only if the trough line rises by at least
+//!    1 MiB over the window and by at least 2% of the trough level (64 KiB
+//!    and 5% for a call stack). Less than that is Steady.
+//! 4. Recency: the troughs of the last third must still rise at least half
+//!    as fast. If the last third alone would not be significant, memory grew
+//!    and then levelled off (a step then a plateau, a cache that filled):
+//!    Steady. Still rising but slower: Growing.
+//! 5. Confidence: Leaking needs R² ≥ 0.8 on the troughs and at least 10
+//!    samples over at least 30 s; until then a rise is only Growing.
+//! 6. Troughs that fall (and are still falling) are Shrinking. A call stack
+//!    that allocated at least 10× what it holds while what it holds stays
+//!    flat is Churn: busy, but it keeps nothing.
+
+use std::fmt;
+
+const KIB: f64 = 1024.0;
+const MIB: f64 = 1024.0 * KIB;
+
+/// What a series of memory readings says about a leak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Troughs rise steadily and are still rising at the end of the window.
+    Leaking,
+    /// Rising, but not yet convincingly a leak: too few samples, too short a
+    /// window, troughs too scattered, or growth slowing down.
+    Growing,
+    /// Flat, a sawtooth that levels off, or a rise that has since stopped.
+    Steady,
+    /// Troughs falling and still falling.
+    Shrinking,
+    /// Flat while allocating many times what it holds (call stacks only).
+    Churn,
+}
+
+impl Verdict {
+    /// The verdict as one lowercase word, for tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Leaking => "leaking",
+            Verdict::Growing => "growing",
+            Verdict::Steady => "steady",
+            Verdict::Shrinking => "shrinking",
+            Verdict::Churn => "churn",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad` so callers can align it with `{:<9}`.
+        f.pad(self.as_str())
+    }
+}
+
+/// Where the lines between verdicts lie. [`Thresholds::PROCESS`] suits a
+/// process's RSS, [`Thresholds::STACK`] a call stack's outstanding bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Thresholds {
+    /// Fewest samples before Leaking, Shrinking or Churn is claimed.
+    pub min_points: usize,
+    /// Shortest window, in seconds, before Leaking, Shrinking or Churn is
+    /// claimed.
+    pub min_span_secs: f64,
+    /// Smallest change of the trough line over the window that counts.
+    pub min_change_bytes: f64,
+    /// Smallest change that counts, as a fraction of the mean trough level.
+    pub min_change_fraction: f64,
+    /// Smallest R² of the trough line for Leaking.
+    pub min_r2: f64,
+    /// Slope of the last third's troughs, as a fraction of the whole
+    /// window's, below which growth is slowing (Growing, not Leaking).
+    pub recent_ratio: f64,
+    /// Slices of time the window is cut into, one trough each; rounded down
+    /// to a multiple of 3 (at least 6) and lowered to about 3 samples a slice.
+    pub windows: usize,
+    /// Bytes allocated over the window, as a multiple of the level held,
+    /// above which a flat series is Churn.
+    pub churn_ratio: f64,
+}
+
+impl Thresholds {
+    /// For a process's resident memory.
+    pub const PROCESS: Thresholds = Thresholds {
+        min_points: 10,
+        min_span_secs: 30.0,
+        min_change_bytes: MIB,
+        min_change_fraction: 0.02,
+        min_r2: 0.8,
+        recent_ratio: 0.5,
+        windows: 12,
+        churn_ratio: 10.0,
+    };
+
+    /// For one call stack's outstanding bytes: a smaller absolute floor, since
+    /// one leaking stack may hold far less than a whole process.
+    pub const STACK: Thresholds = Thresholds {
+        min_change_bytes: 64.0 * KIB,
+        min_change_fraction: 0.05,
+        ..Thresholds::PROCESS
+    };
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds::PROCESS
+    }
+}
+
+/// A least-squares line `y = slope · x + intercept`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Fit {
+    /// Change in y per unit of x (bytes per second for a time series).
+    pub slope: f64,
+    /// y where the line crosses x = 0.
+    pub intercept: f64,
+    /// Share of y's variance the line explains, 0 to 1.
+    pub r2: f64,
+}
+
+/// Fits a straight line through `points` by least squares, skipping
+/// non-finite points. Constant y gives slope 0 and R² = 1 (the line explains
+/// everything); fewer than two distinct x give slope 0, the mean of y as
+/// intercept, and R² = 0.
+pub fn linear_fit(points: &[(f64, f64)]) -> Fit {
+    let finite = || {
+        points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+    };
+    let n = finite().count();
+    if n == 0 {
+        return Fit::default();
+    }
+    let (sum_x, sum_y) = finite().fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+    let (mean_x, mean_y) = (sum_x / n as f64, sum_y / n as f64);
+    // Centred sums: timestamps may be Unix seconds, where raw sums of squares
+    // lose all precision.
+    let (mut sxx, mut sxy, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in finite() {
+        let (dx, dy) = (x - mean_x, y - mean_y);
+        sxx += dx * dx;
+        sxy += dx * dy;
+        syy += dy * dy;
+    }
+    if sxx == 0.0 {
+        return Fit {
+            slope: 0.0,
+            intercept: mean_y,
+            r2: 0.0,
+        };
+    }
+    let slope = sxy / sxx;
+    let r2 = if syy == 0.0 {
+        1.0
+    } else {
+        (sxy * sxy / (sxx * syy)).min(1.0)
+    };
+    Fit {
+        slope,
+        intercept: mean_y - slope * mean_x,
+        r2,
+    }
+}
+
+/// Bytes per unit of work, e.g. bytes retained per request: the fit of
+/// `bytes` against a cumulative work counter (requests served, jobs done).
+/// Both are `(seconds, value)` series; the counter is interpolated linearly
+/// at each byte sample's time, so the two need not be read together. Byte
+/// samples outside the counter's time range are dropped.
+pub fn slope_per_unit(bytes: &[(f64, f64)], work: &[(f64, f64)]) -> Fit {
+    let work = clean(work);
+    let pairs: Vec<(f64, f64)> = clean(bytes)
+        .into_iter()
+        .filter_map(|(t, b)| interpolate(&work, t).map(|w| (w, b)))
+        .collect();
+    linear_fit(&pairs)
+}
+
+/// The verdict on one series, with the numbers behind it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trend {
+    /// What the series says.
+    pub verdict: Verdict,
+    /// Why, in a few words: "troughs rise 2.1 MiB/min (R²=0.97), still
+    /// rising in last third".
+    pub reason: String,
+    /// Growth rate of the troughs, bytes per second.
+    pub slope: f64,
+    /// Line through the troughs (x in seconds).
+    pub troughs: Fit,
+    /// Line through every sample (x in seconds).
+    pub overall: Fit,
+    /// Growth rate of the troughs in the last third of the window, bytes per
+    /// second.
+    pub recent_slope: f64,
+    /// Change of the trough line over the window, bytes.
+    pub change_bytes: f64,
+    /// Mean trough level, bytes.
+    pub level_bytes: f64,
+    /// Seconds from the first sample to the last.
+    pub span_secs: f64,
+    /// Samples used (finite ones).
+    pub points: usize,
+    /// Bytes allocated over the window, when an allocated series was given.
+    pub allocated_bytes: Option<f64>,
+}
+
+/// Judges a series of `(seconds, bytes)` samples (any order; non-finite ones
+/// are skipped) by the rule in the module documentation.
+///
+/// `allocated`, for call stacks, is the stack's cumulative allocated-bytes
+/// counter as `(seconds, bytes)`; what it grew by over its span decides
+/// Churn. Pass `None` for processes.
+pub fn assess(
+    samples: &[(f64, f64)],
+    allocated: Option<&[(f64, f64)]>,
+    thresholds: &Thresholds,
+) -> Trend {
+    let samples = clean(samples);
+    let allocated_bytes = allocated
+        .map(clean)
+        .and_then(|a| match (a.first(), a.last()) {
+            (Some(first), Some(last)) if a.len() >= 2 => Some(last.1 - first.1),
+            _ => None,
+        });
+    let points = samples.len();
+    let span_secs = match (samples.first(), samples.last()) {
+        (Some(first), Some(last)) => last.0 - first.0,
+        _ => 0.0,
+    };
+    if points < 2 || span_secs <= 0.0 {
+        let level_bytes = samples.iter().map(|s| s.1).sum::<f64>() / points.max(1) as f64;
+        return Trend {
+            verdict: Verdict::Steady,
+            reason: format!(
+                "not enough data: {points} sample{} over {}",
+                if points == 1 { "" } else { "s" },
+                human_secs(span_secs)
+            ),
+            slope: 0.0,
+            troughs: Fit::default(),
+            overall: Fit::default(),
+            recent_slope: 0.0,
+            change_bytes: 0.0,
+            level_bytes,
+            span_secs,
+            points,
+            allocated_bytes,
+        };
+    }
+
+    let overall = linear_fit(&samples);
+    let cycles = cycles(&samples, &overall);
+    let windows = window_count(thresholds, points, cycles);
+    let lows = troughs(&samples, windows);
+    let trough_points: Vec<(f64, f64)> = lows.iter().map(|&(_, p)| p).collect();
+    let trough_fit = linear_fit(&trough_points);
+    let level_bytes = trough_points.iter().map(|p| p.1).sum::<f64>() / trough_points.len() as f64;
+
+    let first_recent = 2 * windows / 3;
+    let mut recent: Vec<(f64, f64)> = lows
+        .iter()
+        .filter(|&&(w, _)| w >= first_recent)
+        .map(|&(_, p)| p)
+        .collect();
+    if recent.len() < 2 {
+        // Uneven sampling left the last third with too few troughs: the last
+        // two troughs are the best view of "lately" there is.
+        recent = trough_points[trough_points.len() - 2..].to_vec();
+    }
+    let recent_slope = linear_fit(&recent).slope;
+    // What the troughs actually did, for the reason: the fitted line
+    // overstates a step.
+    let trough_moved = trough_points[trough_points.len() - 1].1 - trough_points[0].1;
+
+    let slope = trough_fit.slope;
+    let change_bytes = slope * span_secs;
+    // The last third's rate, carried over the whole window, so that it meets
+    // the same bar as the whole.
+    let recent_change = recent_slope * span_secs;
+    let bar = thresholds
+        .min_change_bytes
+        .max(thresholds.min_change_fraction * level_bytes.abs());
+    let enough = points >= thresholds.min_points && span_secs >= thresholds.min_span_secs;
+    let short = || {
+        format!(
+            "only {points} samples over {} (need {} over {})",
+            human_secs(span_secs),
+            thresholds.min_points,
+            human_secs(thresholds.min_span_secs)
+        )
+    };
+
+    let (verdict, reason) = if change_bytes >= bar {
+        let rise = format!("troughs rise {}", human_rate(slope));
+        if !enough {
+            (Verdict::Growing, format!("{rise}, but {}", short()))
+        } else if recent_change < bar {
+            (
+                Verdict::Steady,
+                format!(
+                    "troughs rose {} then levelled off: {} in last third",
+                    human_bytes(trough_moved),
+                    human_rate(recent_slope)
+                ),
+            )
+        } else if recent_slope < thresholds.recent_ratio * slope {
+            (
+                Verdict::Growing,
+                format!(
+                    "{rise}, slowing to {} in last third",
+                    human_rate(recent_slope)
+                ),
+            )
+        } else if trough_fit.r2 < thresholds.min_r2 {
+            let few_cycles = if cycles < 6 {
+                format!("; only {cycles} sawtooth cycles seen, watch longer")
+            } else {
+                String::new()
+            };
+            (
+                Verdict::Growing,
+                format!(
+                    "{rise}, but scattered (R²={:.2} < {:.2}){few_cycles}",
+                    trough_fit.r2, thresholds.min_r2
+                ),
+            )
+        } else {
+            (
+                Verdict::Leaking,
+                format!(
+                    "{rise} (R²={:.2}), still rising in last third",
+                    trough_fit.r2
+                ),
+            )
+        }
+    } else if change_bytes <= -bar {
+        let fall = format!("troughs fall {}", human_rate(-slope));
+        if !enough {
+            (Verdict::Steady, format!("{fall}, but {}", short()))
+        } else if recent_change > -bar {
+            (
+                Verdict::Steady,
+                format!(
+                    "troughs fell {} then levelled off",
+                    human_bytes(-trough_moved)
+                ),
+            )
+        } else {
+            (
+                Verdict::Shrinking,
+                format!("{fall} (R²={:.2})", trough_fit.r2),
+            )
+        }
+    } else {
+        let flat = format!(
+            "troughs flat: {} over {} (under {})",
+            signed_bytes(change_bytes),
+            human_secs(span_secs),
+            human_bytes(bar)
+        );
+        match allocated_bytes {
+            Some(alloc)
+                if enough
+                    && alloc > 0.0
+                    && alloc
+                        >= thresholds.churn_ratio
+                            * level_bytes.abs().max(thresholds.min_change_bytes) =>
+            {
+                (
+                    Verdict::Churn,
+                    format!(
+                        "allocated {} while holding about {}",
+                        human_bytes(alloc),
+                        human_bytes(level_bytes)
+                    ),
+                )
+            }
+            _ => (Verdict::Steady, flat),
+        }
+    };
+
+    Trend {
+        verdict,
+        reason,
+        slope,
+        troughs: trough_fit,
+        overall,
+        recent_slope,
+        change_bytes,
+        level_bytes,
+        span_secs,
+        points,
+        allocated_bytes,
+    }
+}
+
+/// Finite samples, sorted by time.
+fn clean(samples: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = samples
+        .iter()
+        .copied()
+        .filter(|(t, v)| t.is_finite() && v.is_finite())
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// Value of a time-sorted series at `t`, linearly interpolated; `None`
+/// outside its time range.
+fn interpolate(series: &[(f64, f64)], t: f64) -> Option<f64> {
+    let i = series.partition_point(|&(s, _)| s < t);
+    match (i.checked_sub(1).map(|j| series[j]), series.get(i)) {
+        (_, Some(&(s, v))) if s == t => Some(v),
+        (Some((t0, v0)), Some(&(t1, v1))) => Some(v0 + (v1 - v0) * (t - t0) / (t1 - t0)),
+        _ => None,
+    }
+}
+
+/// How many slices to cut `points` samples into: a multiple of 3 so the last
+/// third is whole slices, at least 2 slices a third, about 3 samples a slice
+/// so that each slice's minimum means something, and no more slices than
+/// sawtooth `cycles`, so that each slice holds a whole cycle and its minimum
+/// is a real trough rather than wherever the slice cut the ramp.
+fn window_count(thresholds: &Thresholds, points: usize, cycles: usize) -> usize {
+    let per_third = (thresholds.windows / 3).max(2);
+    3 * (points / 9).min(cycles / 3).clamp(2, per_third)
+}
+
+/// Sawtooth cycles in a time-sorted series: how often it falls from clearly
+/// above its straight-line trend to clearly below it ("clearly": half a
+/// standard deviation of the distance to the line). A series without any
+/// wave, such as an exact line, has no limit to report: `usize::MAX`.
+fn cycles(samples: &[(f64, f64)], fit: &Fit) -> usize {
+    let residuals: Vec<f64> = samples
+        .iter()
+        .map(|&(t, v)| v - (fit.slope * t + fit.intercept))
+        .collect();
+    let spread = (residuals.iter().map(|r| r * r).sum::<f64>() / residuals.len() as f64).sqrt();
+    if spread == 0.0 {
+        return usize::MAX;
+    }
+    let (mut above, mut falls) = (false, 0);
+    for r in residuals {
+        if r > spread / 2.0 {
+            above = true;
+        } else if r < -spread / 2.0 {
+            falls += usize::from(above);
+            above = false;
+        }
+    }
+    falls
+}
+
+/// The lowest sample of each of `windows` equal slices of the time span,
+/// tagged with the slice's index; empty slices are skipped. `samples` is
+/// time-sorted and spans more than zero seconds.
+fn troughs(samples: &[(f64, f64)], windows: usize) -> Vec<(usize, (f64, f64))> {
+    let t0 = samples[0].0;
+    let span = samples[samples.len() - 1].0 - t0;
+    let mut lows: Vec<Option<(f64, f64)>> = vec![None; windows];
+    for &(t, v) in samples {
+        let w = (((t - t0) / span * windows as f64) as usize).min(windows - 1);
+        match lows[w] {
+            Some((_, low)) if low <= v => {}
+            _ => lows[w] = Some((t, v)),
+        }
+    }
+    lows.into_iter()
+        .enumerate()
+        .filter_map(|(w, low)| low.map(|p| (w, p)))
+        .collect()
+}
+
+/// A byte count for people: `812 B`, `9.8 KiB`, `20.5 MiB` (the same form as
+/// the reports use).
+fn human_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes;
+    let mut unit = 0;
+    while v.abs() >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} {}", UNITS[0])
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// A byte change with its sign: `+1.2 MiB`, `-300 KiB`.
+fn signed_bytes(bytes: f64) -> String {
+    if bytes < 0.0 {
+        human_bytes(bytes)
+    } else {
+        format!("+{}", human_bytes(bytes))
+    }
+}
+
+/// A rate in bytes per second, shown per minute: `2.1 MiB/min`.
+fn human_rate(bytes_per_sec: f64) -> String {
+    format!("{}/min", human_bytes(bytes_per_sec * 60.0))
+}
+
+/// A duration for people: `45s`, `5m03s`, `2h05m`.
+fn human_secs(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic noise in [-1, 1) (xorshift64*), so tests need no crate
+    /// and never flake.
+    struct Noise(u64);
+
+    impl Noise {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let bits = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
+            bits as f64 / (1u64 << 52) as f64 - 1.0
+        }
+    }
+
+    /// `n` samples one every `dt` seconds of `bytes(t)`.
+    fn series(n: usize, dt: f64, bytes: impl Fn(f64) -> f64) -> Vec<(f64, f64)> {
+        (0..n)
+            .map(|i| {
+                let t = i as f64 * dt;
+                (t, bytes(t))
+            })
+            .collect()
+    }
+
+    /// A GC sawtooth: from `trough(t)`, climbs `swing` bytes over each
+    /// `period` seconds, then drops back.
+    fn sawtooth(t: f64, period: f64, swing: f64, trough: f64) -> f64 {
+        trough + swing * (t % period) / period
+    }
+
+    fn process(samples: &[(f64, f64)]) -> Trend {
+        assess(samples, None, &Thresholds::PROCESS)
+    }
+
+    fn close(a: f64, b: f64, tolerance: f64) -> bool {
+        (a - b).abs() <= tolerance * b.abs().max(1e-9)
+    }
+
+    #[test]
+    fn flat_is_steady() {
+        let trend = process(&series(300, 1.0, |_| 80.0 * MIB));
+        assert_eq!(trend.verdict, Verdict::Steady, "{}", trend.reason);
+        assert_eq!(trend.slope, 0.0);
+        assert!(trend.reason.starts_with("troughs flat"), "{}", trend.reason);
+    }
+
+    #[test]
+    fn gc_sawtooth_back_to_the_same_trough_is_steady() {
+        let mut noise = Noise(7);
+        let samples: Vec<(f64, f64)> =
+            series(600, 1.0, |t| sawtooth(t, 20.0, 40.0 * MIB, 50.0 * MIB))
+                .into_iter()
+                .map(|(t, b)| (t, b + 0.3 * MIB * noise.next()))
+                .collect();
+        let trend = process(&samples);
+        assert_eq!(trend.verdict, Verdict::Steady, "{}", trend.reason);
+    }
+
+    #[test]
+    fn sawtooth_with_rising_troughs_is_leaking() {
+        // Troughs rise 2 MiB/min under a 40 MiB swing.
+        let rate = 2.0 * MIB / 60.0;
+        let samples = series(600, 1.0, |t| {
+            sawtooth(t, 20.0, 40.0 * MIB, 50.0 * MIB + rate * t)
+        });
+        let trend = process(&samples);
+        assert_eq!(trend.verdict, Verdict::Leaking, "{}", trend.reason);
+        assert!(close(trend.slope, rate, 0.05), "{} vs {rate}", trend.slope);
+        assert!(
+            trend
+                .reason
+                .starts_with("troughs rise 2.0 MiB/min (R²=1.00)"),
+            "{}",
+            trend.reason
+        );
+    }
+
+    #[test]
+    fn slow_sawtooth_gets_one_trough_per_cycle() {
+        // A collection every 90 s: about 7 cycles in ten minutes, fewer than
+        // the default 12 slices.
+        let steady = process(&series(600, 1.0, |t| {
+            sawtooth(t, 90.0, 40.0 * MIB, 50.0 * MIB)
+        }));
+        assert_eq!(steady.verdict, Verdict::Steady, "{}", steady.reason);
+        assert!(
+            steady.reason.starts_with("troughs flat"),
+            "{}",
+            steady.reason
+        );
+        let rate = 20.0 * KIB;
+        let leak = process(&series(600, 1.0, |t| {
+            sawtooth(t, 90.0, 40.0 * MIB, 50.0 * MIB + rate * t)
+        }));
+        assert_eq!(leak.verdict, Verdict::Leaking, "{}", leak.reason);
+        assert!(close(leak.slope, rate, 0.05), "{} vs {rate}", leak.slope);
+    }
+
+    #[test]
+    fn too_few_sawtooth_cycles_is_at_most_growing() {
+        let rate = 20.0 * KIB;
+        let trend = process(&series(600, 1.0, |t| {
+            sawtooth(t, 200.0, 40.0 * MIB, 50.0 * MIB + rate * t)
+        }));
+        assert_eq!(trend.verdict, Verdict::Growing, "{}", trend.reason);
+        assert!(trend.reason.contains("watch longer"), "{}", trend.reason);
+    }
+
+    #[test]
+    fn step_then_plateau_is_steady() {
+        let mut noise = Noise(11);
+        let samples = series(
+            600,
+            1.0,
+            |t| {
+                if t < 150.0 {
+                    100.0 * MIB
+                } else {
+                    150.0 * MIB
+                }
+            },
+        )
+        .into_iter()
+        .map(|(t, b)| (t, b + 0.2 * MIB * noise.next()))
+        .collect::<Vec<_>>();
+        let trend = process(&samples);
+        assert!(trend.change_bytes > 0.0);
+        assert_eq!(trend.verdict, Verdict::Steady, "{}", trend.reason);
+        assert!(
+            trend.reason.starts_with("troughs rose 50.") && trend.reason.contains("levelled off"),
+            "{}",
+            trend.reason
+        );
+    }
+
+    #[test]
+    fn cache_that_fills_then_stops_is_steady() {
+        let samples = series(600, 1.0, |t| {
+            20.0 * MIB + 200.0 * MIB * (1.0 - (-t / 60.0).exp())
+        });
+        let trend = process(&samples);
+        assert_eq!(trend.verdict, Verdict::Steady, "{}", trend.reason);
+    }
+
+    #[test]
+    fn linear_growth_is_leaking() {
+        let rate = 100.0 * KIB;
+        let trend = process(&series(120, 1.0, |t| 30.0 * MIB + rate * t));
+        assert_eq!(trend.verdict, Verdict::Leaking, "{}", trend.reason);
+        assert!(close(trend.slope, rate, 1e-9), "{}", trend.slope);
+        assert!(close(trend.overall.slope, rate, 1e-9));
+        assert!(close(trend.recent_slope, rate, 1e-9));
+    }
+
+    #[test]
+    fn noisy_linear_growth_is_leaking() {
+        let mut noise = Noise(42);
+        let rate = 10.0 * KIB;
+        let samples: Vec<(f64, f64)> = series(300, 1.0, |t| 40.0 * MIB + rate * t)
+            .into_iter()
+            .map(|(t, b)| (t, b + 300.0 * KIB * noise.next()))
+            .collect();
+        let trend = process(&samples);
+        assert_eq!(trend.verdict, Verdict::Leaking, "{}", trend.reason);
+        assert!(close(trend.slope, rate, 0.15), "{} vs {rate}", trend.slope);
+    }
+
+    #[test]
+    fn slow_leak_under_a_big_sawtooth_is_leaking() {
+        // Troughs rise 6 MiB over the window; peaks swing 60 MiB.
+        let rate = 10.0 * KIB;
+        let samples = series(600, 1.0, |t| {
+            sawtooth(t, 20.0, 60.0 * MIB, 20.0 * MIB + rate * t)
+        });
+        let trend = process(&samples);
+        assert_eq!(trend.verdict, Verdict::Leaking, "{}", trend.reason);
+        // The whole series hides it: its line explains almost nothing.
+        assert!(trend.overall.r2 < 0.1, "{}", trend.overall.r2);
+        assert!(trend.troughs.r2 > 0.99, "{}", trend.troughs.r2);
+    }
+
+    #[test]
+    fn falling_troughs_are_shrinking() {
+        let trend = process(&series(300, 1.0, |t| 200.0 * MIB - 300.0 * KIB * t));
+        assert_eq!(trend.verdict, Verdict::Shrinking, "{}", trend.reason);
+        assert!(trend.slope < 0.0);
+    }
+
+    #[test]
+    fn drop_then_plateau_is_steady() {
+        let trend = process(&series(300, 1.0, |t| {
+            if t < 60.0 {
+                200.0 * MIB
+            } else {
+                120.0 * MIB
+            }
+        }));
+        assert_eq!(trend.verdict, Verdict::Steady, "{}", trend.reason);
+    }
+
+    #[test]
+    fn slowing_growth_is_growing() {
+        // Full speed for two thirds of the window, a quarter of it after.
+        let rate = 100.0 * KIB;
+        let samples = series(300, 1.0, |t| {
+            if t < 200.0 {
+                rate * t
+            } else {
+                rate * 200.0 + rate / 4.0 * (t - 200.0)
+            }
+        });
+        let trend = process(&samples);
+        assert_eq!(trend.verdict, Verdict::Growing, "{}", trend.reason);
+        assert!(trend.reason.contains("slowing"), "{}", trend.reason);
+    }
+
+    #[test]
+    fn too_few_points_or_too_short_is_not_leaking() {
+        let leak = |t: f64| 10.0 * MIB + MIB * t;
+        let few = process(&series(5, 10.0, leak));
+        assert_eq!(few.verdict, Verdict::Growing, "{}", few.reason);
+        assert!(few.reason.contains("only 5 samples"), "{}", few.reason);
+        let short = process(&series(20, 1.0, leak));
+        assert_eq!(short.verdict, Verdict::Growing, "{}", short.reason);
+        for samples in [vec![], vec![(0.0, MIB)], vec![(3.0, MIB), (3.0, 9.0 * MIB)]] {
+            let trend = process(&samples);
+            assert_eq!(trend.verdict, Verdict::Steady, "{}", trend.reason);
+            assert!(
+                trend.reason.starts_with("not enough data"),
+                "{}",
+                trend.reason
+            );
+        }
+    }
+
+    #[test]
+    fn uneven_unsorted_samples_with_gaps_still_judge() {
+        let mut noise = Noise(3);
+        let mut t = 0.0;
+        let mut samples = Vec::new();
+        while t < 600.0 {
+            samples.push((t, 5.0 * MIB + 20.0 * KIB * t));
+            t += 1.0 + 9.0 * (noise.next() + 1.0);
+        }
+        samples.push((f64::NAN, 0.0));
+        samples.reverse();
+        let trend = process(&samples);
+        assert_eq!(trend.verdict, Verdict::Leaking, "{}", trend.reason);
+        assert_eq!(trend.points, samples.len() - 1);
+    }
+
+    #[test]
+    fn churn_allocates_much_and_keeps_nothing() {
+        let mut noise = Noise(5);
+        let outstanding: Vec<(f64, f64)> = series(300, 1.0, |_| MIB)
+            .into_iter()
+            .map(|(t, b)| (t, b + 20.0 * KIB * noise.next()))
+            .collect();
+        let allocated = series(300, 1.0, |t| MIB * t);
+        let trend = assess(&outstanding, Some(&allocated), &Thresholds::STACK);
+        assert_eq!(trend.verdict, Verdict::Churn, "{}", trend.reason);
+        assert_eq!(trend.allocated_bytes, Some(299.0 * MIB));
+
+        // Allocating little is plain Steady; a leaking stack stays Leaking.
+        let little = series(300, 1.0, |t| 10.0 * KIB * t);
+        let steady = assess(&outstanding, Some(&little), &Thresholds::STACK);
+        assert_eq!(steady.verdict, Verdict::Steady, "{}", steady.reason);
+        let leaking = series(300, 1.0, |t| 4.0 * KIB * t);
+        let trend = assess(&leaking, Some(&allocated), &Thresholds::STACK);
+        assert_eq!(trend.verdict, Verdict::Leaking, "{}", trend.reason);
+    }
+
+    #[test]
+    fn stack_thresholds_see_smaller_leaks_than_process_ones() {
+        // 300 KiB over five minutes, from nothing.
+        let samples = series(300, 1.0, |t| KIB * t);
+        assert_eq!(
+            assess(&samples, None, &Thresholds::STACK).verdict,
+            Verdict::Leaking
+        );
+        assert_eq!(process(&samples).verdict, Verdict::Steady);
+    }
+
+    #[test]
+    fn linear_fit_is_exact_on_a_perfect_line() {
+        let points: Vec<(f64, f64)> = (0..50)
+            .map(|i| {
+                let x = 1.7e9 + i as f64 * 2.5;
+                (x, 3.0 * (x - 1.7e9) + 7.0)
+            })
+            .collect();
+        let fit = linear_fit(&points);
+        assert!(close(fit.slope, 3.0, 1e-9), "{fit:?}");
+        assert!(close(fit.intercept, 7.0 - 3.0 * 1.7e9, 1e-9), "{fit:?}");
+        assert!(close(fit.r2, 1.0, 1e-12), "{fit:?}");
+    }
+
+    #[test]
+    fn linear_fit_degenerate_inputs() {
+        assert_eq!(linear_fit(&[]), Fit::default());
+        let one = linear_fit(&[(1.0, 5.0)]);
+        assert_eq!((one.slope, one.intercept, one.r2), (0.0, 5.0, 0.0));
+        let flat = linear_fit(&[(0.0, 2.0), (1.0, 2.0), (2.0, 2.0)]);
+        assert_eq!((flat.slope, flat.intercept, flat.r2), (0.0, 2.0, 1.0));
+        let noisy = linear_fit(&[(0.0, 0.0), (1.0, 1.0), (2.0, 0.0), (3.0, 1.0)]);
+        assert!(noisy.r2 > 0.0 && noisy.r2 < 0.5, "{noisy:?}");
+    }
+
+    #[test]
+    fn slope_per_unit_gives_bytes_per_request() {
+        // Requests arrive at a rate that changes every 10 s; the counter is
+        // read every 10 s, bytes every 5 s.
+        let rates = [5.0, 50.0, 20.0, 0.0, 80.0, 10.0, 30.0];
+        let mut work = vec![(0.0, 0.0)];
+        for (i, r) in rates.iter().enumerate() {
+            let (_, done) = work[i];
+            work.push(((i + 1) as f64 * 10.0, done + r * 10.0));
+        }
+        let bytes: Vec<(f64, f64)> = (0..=16)
+            .map(|i| {
+                let t = i as f64 * 5.0;
+                (
+                    t,
+                    3.0 * MIB + 2048.0 * interpolate(&work, t).unwrap_or(1e12),
+                )
+            })
+            .collect();
+        let fit = slope_per_unit(&bytes, &work);
+        assert!(close(fit.slope, 2048.0, 1e-9), "{fit:?}");
+        assert!(close(fit.intercept, 3.0 * MIB, 1e-9), "{fit:?}");
+        // Bytes at t = 75 and 80 lie past the counter's last reading: dropped,
+        // or the wild values given them would ruin the fit.
+        assert!(fit.r2 > 0.999_999, "{fit:?}");
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_rate(2.1 * MIB / 60.0), "2.1 MiB/min");
+        assert_eq!(signed_bytes(-300.0 * KIB), "-300 KiB");
+        assert_eq!(human_secs(45.0), "45s");
+        assert_eq!(human_secs(303.0), "5m03s");
+        assert_eq!(human_secs(7500.0), "2h05m");
+        assert_eq!(format!("{:<8}|", Verdict::Churn), "churn   |");
+    }
+}
