@@ -310,9 +310,11 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
     stacks
 }
 
-/// Flat inuse_space bytes per function in a Go heap profile, as
-/// `go tool pprof -top` computes them.
-pub fn pprof_inuse_flat(go_version: &str, profile: &Path) -> Vec<(String, u64)> {
+/// Inuse_space bytes per function in a Go heap profile, as
+/// `go tool pprof -top` computes them: (function, flat, cum). Cum counts
+/// what the function's callees allocated on its behalf too (Go 1.27's own
+/// profile puts `bytes.Repeat`'s bytes flat in `internal/bytealg.MakeNoZero`).
+pub fn pprof_inuse(go_version: &str, profile: &Path) -> Vec<(String, u64, u64)> {
     let out = Command::new(go(go_version))
         .args(["tool", "pprof", "-sample_index=inuse_space", "-top", "-unit=B", "-nodecount=100000"])
         .arg(profile)
@@ -324,13 +326,22 @@ pub fn pprof_inuse_flat(go_version: &str, profile: &Path) -> Vec<(String, u64)> 
         "go tool pprof failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let bytes = |s: &str| -> Option<u64> {
+        if s == "0" {
+            return Some(0);
+        }
+        s.strip_suffix('B')?.parse().ok()
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let flat = f.next()?.strip_suffix('B')?.parse::<u64>().ok()?;
-            let name = f.skip(4).collect::<Vec<_>>().join(" ");
-            (!name.is_empty()).then_some((name, flat))
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 6 {
+                return None;
+            }
+            let flat = bytes(f[0])?;
+            let cum = bytes(f[3])?;
+            Some((f[5..].join(" "), flat, cum))
         })
         .collect()
 }

@@ -51,10 +51,10 @@ fn seed_matches_pprof(version: &str, variant: Variant) {
     assert_eq!(top.leaf(), "bytes.Repeat", "top stack: {:?}", top.frames);
     assert_eq!(top.caller(), "main.(*RequestTracker).Track", "top stack: {:?}", top.frames);
 
-    let truth = pprof_inuse_flat(version, &heap)
+    let truth = pprof_inuse(version, &heap)
         .into_iter()
-        .find(|(f, _)| f == "bytes.Repeat")
-        .map(|(_, b)| b)
+        .find(|(f, _, _)| f == "bytes.Repeat")
+        .map(|(_, _flat, cum)| cum)
         .expect("service's heap profile has no bytes.Repeat");
     let ratio = top.bytes as f64 / truth as f64;
     eprintln!(

@@ -224,6 +224,9 @@ fn attachments(target: &Target) -> Result<(ProbeConfig, Vec<Attachment>)> {
         ("go_gc_cycle", row.gc_fn),
     ] {
         let entry = target.bin.require_function(function)?.entry;
+        // Past the stack-growth check, so a call that grows its stack (and
+        // re-runs from the entry) is seen once.
+        let entry = target::prologue::probe_address(&target.bin, entry);
         let file_offset = target.bin.vaddr_to_file_offset(entry).with_context(|| {
             format!("{function} at {entry:#x} is outside every loadable segment")
         })?;

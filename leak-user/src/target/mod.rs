@@ -20,6 +20,7 @@
 pub mod elf;
 pub mod memrate;
 pub mod pclntab;
+pub mod prologue;
 pub mod runtime_table;
 pub mod version;
 
