@@ -94,9 +94,18 @@ mod tests {
             }
             _ => panic!("not an alloc"),
         }
-        let f = Event { kind: EventKind::Free as u32, tgid: 7, timestamp_ns: 2, addr: 0xc000010000, size: 10240 };
+        let f = Event {
+            kind: EventKind::Free as u32,
+            tgid: 7,
+            timestamp_ns: 2,
+            addr: 0xc000010000,
+            size: 10240,
+        };
         assert!(matches!(decode(&bytes_of(&f)), Some(Record::Free(e)) if e.addr == 0xc000010000));
-        let g = Event { kind: EventKind::GcCycle as u32, ..Event::default() };
+        let g = Event {
+            kind: EventKind::GcCycle as u32,
+            ..Event::default()
+        };
         assert!(matches!(decode(&bytes_of(&g)), Some(Record::GcCycle(_))));
     }
 

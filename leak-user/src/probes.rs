@@ -72,10 +72,14 @@ fn kernel_error(what: &str, e: anyhow::Error) -> anyhow::Error {
         src = s.source();
     }
     if chain.contains("Operation not permitted") || chain.contains("EPERM") {
-        return anyhow::anyhow!("could not {what}: permission denied (leak needs root, or CAP_BPF and CAP_PERFMON)");
+        return anyhow::anyhow!(
+            "could not {what}: permission denied (leak needs root, or CAP_BPF and CAP_PERFMON)"
+        );
     }
     if chain.contains("No such file") && what.contains("uprobe") {
-        return anyhow::anyhow!("could not {what}: this kernel has no uprobe support (CONFIG_UPROBE_EVENTS)");
+        return anyhow::anyhow!(
+            "could not {what}: this kernel has no uprobe support (CONFIG_UPROBE_EVENTS)"
+        );
     }
     anyhow::anyhow!("could not {what}: {chain}")
 }

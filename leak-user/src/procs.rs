@@ -128,7 +128,9 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
 pub fn load_bias(maps: &[Mapping], inode: u64, segments: &[Segment]) -> Option<u64> {
     const PAGE: u64 = 4096;
     maps.iter().filter(|m| m.inode == inode).find_map(|m| {
-        let seg = segments.iter().find(|s| s.offset & !(PAGE - 1) == m.offset)?;
+        let seg = segments
+            .iter()
+            .find(|s| s.offset & !(PAGE - 1) == m.offset)?;
         // The mapping starts at the page holding the segment's first byte.
         let want = seg.vaddr - (seg.offset - m.offset);
         Some(m.start.wrapping_sub(want))
@@ -185,8 +187,16 @@ mod tests {
     #[test]
     fn pie_bias_is_start_minus_vaddr() {
         let segs = [
-            Segment { vaddr: 0, offset: 0, filesz: 0x26f000 },
-            Segment { vaddr: 0x270000, offset: 0x26f000, filesz: 0x2cb000 },
+            Segment {
+                vaddr: 0,
+                offset: 0,
+                filesz: 0x26f000,
+            },
+            Segment {
+                vaddr: 0x270000,
+                offset: 0x26f000,
+                filesz: 0x2cb000,
+            },
         ];
         let bias = load_bias(&parse_maps(MAPS), 1234, &segs).unwrap();
         assert_eq!(bias, 0x55d0c8a00000);
@@ -195,7 +205,11 @@ mod tests {
     #[test]
     fn non_pie_bias_is_zero() {
         let maps = parse_maps("00400000-0067e000 r-xp 00000000 fd:01 99 /srv/app\n");
-        let segs = [Segment { vaddr: 0x400000, offset: 0, filesz: 0x27e000 }];
+        let segs = [Segment {
+            vaddr: 0x400000,
+            offset: 0,
+            filesz: 0x27e000,
+        }];
         assert_eq!(load_bias(&maps, 99, &segs), Some(0));
         assert_eq!(load_bias(&maps, 100, &segs), None);
     }

@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(decide(4096, Some(4096), false), RateAction::Keep);
         assert_eq!(decide(524288, Some(4096), true), RateAction::Keep);
         assert_eq!(decide(-5, None, false), RateAction::Implausible);
-        assert_eq!(decide(0x7f00_0000_0000, None, false), RateAction::Implausible);
+        assert_eq!(
+            decide(0x7f00_0000_0000, None, false),
+            RateAction::Implausible
+        );
     }
 
     #[test]

@@ -102,7 +102,10 @@ mod tests {
                 0x2fff => vec![Frame::named("bytes.Repeat")],
                 // An inlined helper inside main.handler.
                 0x3fff => vec![
-                    Frame { inlined: true, ..Frame::named("main.keep") },
+                    Frame {
+                        inlined: true,
+                        ..Frame::named("main.keep")
+                    },
                     Frame::named("main.handler"),
                 ],
                 _ => vec![],
@@ -116,11 +119,19 @@ mod tests {
 
     #[test]
     fn trims_runtime_leaf_frames_and_expands_inlines() {
-        let mut s = Symbolizer::new(Fake { lookups: Cell::new(0) });
+        let mut s = Symbolizer::new(Fake {
+            lookups: Cell::new(0),
+        });
         let frames = s.stack(&[0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x3000]);
         assert_eq!(
             names(&frames),
-            ["bytes.Repeat", "main.keep", "main.handler", "0x5000", "bytes.Repeat"]
+            [
+                "bytes.Repeat",
+                "main.keep",
+                "main.handler",
+                "0x5000",
+                "bytes.Repeat"
+            ]
         );
         assert!(frames[1].inlined && !frames[2].inlined);
         // Each distinct address looked up once.
@@ -129,7 +140,10 @@ mod tests {
 
     #[test]
     fn all_runtime_stack_is_kept() {
-        let f = trim_allocator(vec![Frame::named("runtime.mallocgc"), Frame::named("runtime.main")]);
+        let f = trim_allocator(vec![
+            Frame::named("runtime.mallocgc"),
+            Frame::named("runtime.main"),
+        ]);
         assert_eq!(names(&f), ["runtime.mallocgc", "runtime.main"]);
     }
 }

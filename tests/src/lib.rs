@@ -294,8 +294,7 @@ impl FoldedStack {
 
 /// Parses a folded file, most bytes first.
 pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
-    let text = fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let mut stacks: Vec<FoldedStack> = text
         .lines()
         .map(|l| {
@@ -306,7 +305,7 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
             }
         })
         .collect();
-    stacks.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    stacks.sort_by_key(|s| std::cmp::Reverse(s.bytes));
     stacks
 }
 
@@ -316,7 +315,14 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
 /// profile puts `bytes.Repeat`'s bytes flat in `internal/bytealg.MakeNoZero`).
 pub fn pprof_inuse(go_version: &str, profile: &Path) -> Vec<(String, u64, u64)> {
     let out = Command::new(go(go_version))
-        .args(["tool", "pprof", "-sample_index=inuse_space", "-top", "-unit=B", "-nodecount=100000"])
+        .args([
+            "tool",
+            "pprof",
+            "-sample_index=inuse_space",
+            "-top",
+            "-unit=B",
+            "-nodecount=100000",
+        ])
         .arg(profile)
         .env("GOTOOLCHAIN", "local")
         .output()

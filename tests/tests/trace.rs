@@ -49,7 +49,12 @@ fn seed_matches_pprof(version: &str, variant: Variant) {
     let stacks = read_folded(&folded);
     let top = stacks.first().expect("no stacks in folded output");
     assert_eq!(top.leaf(), "bytes.Repeat", "top stack: {:?}", top.frames);
-    assert_eq!(top.caller(), "main.(*RequestTracker).Track", "top stack: {:?}", top.frames);
+    assert_eq!(
+        top.caller(),
+        "main.(*RequestTracker).Track",
+        "top stack: {:?}",
+        top.frames
+    );
 
     let truth = pprof_inuse(version, &heap)
         .into_iter()
@@ -62,7 +67,11 @@ fn seed_matches_pprof(version: &str, variant: Variant) {
         top.bytes,
         SEED_REQUESTS as f64 * SEED_LEAK_PER_REQUEST
     );
-    assert!((ratio - 1.0).abs() <= 0.10, "leak {} B vs pprof {truth} B", top.bytes);
+    assert!(
+        (ratio - 1.0).abs() <= 0.10,
+        "leak {} B vs pprof {truth} B",
+        top.bytes
+    );
     let svg = fs::read_to_string(&svg).unwrap();
     assert!(svg.contains("bytes.Repeat") && svg.trim_end().ends_with("</svg>"));
     let report = leak.stdout_text();
@@ -113,7 +122,10 @@ fn sampling_off(version: &str) {
         ],
     );
     let status = ro.wait(30);
-    assert!(!status.success(), "--read-only on a sampling-off program must fail");
+    assert!(
+        !status.success(),
+        "--read-only on a sampling-off program must fail"
+    );
     let err = ro.stderr_text();
     assert!(
         err.contains("sampling off") && err.contains("--read-only"),
@@ -151,15 +163,29 @@ fn sampling_off(version: &str) {
     leak.signal(SIGINT);
     assert!(leak.wait(60).success(), "{}", leak.stderr_text());
     let stacks = read_folded(&folded);
-    let top = stacks.first().expect("no stacks: sampling was not turned on");
+    let top = stacks
+        .first()
+        .expect("no stacks: sampling was not turned on");
     assert_eq!(top.leaf(), "bytes.Repeat", "{:?}", top.frames);
-    assert_eq!(top.caller(), "main.(*RequestTracker).Track", "{:?}", top.frames);
+    assert_eq!(
+        top.caller(),
+        "main.(*RequestTracker).Track",
+        "{:?}",
+        top.frames
+    );
     // Sampled at 512 KiB: ~80 samples, so the estimate is within a few
     // standard deviations (~11% each) of the known leak.
     let truth = requests as f64 * SEED_LEAK_PER_REQUEST;
     let ratio = top.bytes as f64 / truth;
-    eprintln!("sampling off {version}: {} B vs {truth} B leaked, ratio {ratio:.3}", top.bytes);
-    assert!((0.6..=1.4).contains(&ratio), "estimate {} B vs leaked {truth} B", top.bytes);
+    eprintln!(
+        "sampling off {version}: {} B vs {truth} B leaked, ratio {ratio:.3}",
+        top.bytes
+    );
+    assert!(
+        (0.6..=1.4).contains(&ratio),
+        "estimate {} B vs leaked {truth} B",
+        top.bytes
+    );
 }
 
 #[test]
@@ -197,8 +223,15 @@ fn no_leak_steady_live_set() {
     );
     assert!(leak.wait(60).success(), "{}", leak.stderr_text());
     let heap = heap_at_last_gc(&leak.stdout_text());
-    eprintln!("steady: heap at last GC per report (MiB): {:?}", heap.iter().map(|b| b / 1048576.0).collect::<Vec<_>>());
-    assert!(heap.len() >= 8, "expected ~10 reports: {}", leak.stdout_text());
+    eprintln!(
+        "steady: heap at last GC per report (MiB): {:?}",
+        heap.iter().map(|b| b / 1048576.0).collect::<Vec<_>>()
+    );
+    assert!(
+        heap.len() >= 8,
+        "expected ~10 reports: {}",
+        leak.stdout_text()
+    );
     let last = *heap.last().unwrap();
     assert!(
         last >= live / 2.0 && last <= live * 2.0,
@@ -210,7 +243,10 @@ fn no_leak_steady_live_set() {
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let middle = mean(&heap[third..2 * third]);
     let end = mean(&heap[2 * third..]);
-    assert!(end <= middle * 1.25, "climbing: middle {middle} B, end {end} B");
+    assert!(
+        end <= middle * 1.25,
+        "climbing: middle {middle} B, end {end} B"
+    );
 }
 
 /// Without --pid, a process started after leak is traced too.
@@ -237,7 +273,9 @@ fn started_later() {
     leak.signal(SIGTERM);
     assert!(leak.wait(60).success(), "{}", leak.stderr_text());
     let stacks = read_folded(&folded);
-    let top = stacks.first().expect("allocations of the later process not seen");
+    let top = stacks
+        .first()
+        .expect("allocations of the later process not seen");
     assert_eq!(top.leaf(), "bytes.Repeat", "{:?}", top.frames);
     let report = leak.stdout_text();
     assert!(
@@ -278,7 +316,10 @@ fn interrupted() {
     assert!(leak.wait(60).success(), "{}", leak.stderr_text());
     let stacks = read_folded(&folded);
     assert!(!stacks.is_empty());
-    assert!(fs::read_to_string(&svg).unwrap().trim_end().ends_with("</svg>"));
+    assert!(fs::read_to_string(&svg)
+        .unwrap()
+        .trim_end()
+        .ends_with("</svg>"));
     // No leftover temporary files.
     let names: Vec<String> = fs::read_dir(&dir)
         .unwrap()
@@ -289,7 +330,10 @@ fn interrupted() {
     let uprobes = fs::read_to_string("/sys/kernel/debug/tracing/uprobe_events")
         .or_else(|_| fs::read_to_string("/sys/kernel/tracing/uprobe_events"))
         .unwrap_or_default();
-    assert!(!uprobes.contains(bin.file_name().unwrap().to_str().unwrap()), "{uprobes}");
+    assert!(
+        !uprobes.contains(bin.file_name().unwrap().to_str().unwrap()),
+        "{uprobes}"
+    );
     send_requests(&addr, "/work", 10);
     assert!(service.running(), "target died");
 }
@@ -306,7 +350,11 @@ fn expect_one_line_error(name: &str, args: &[&str], expect: &str) {
     let status = leak.wait(30);
     let err = leak.stderr_text();
     assert!(!status.success(), "{name}: should fail");
-    assert_eq!(status.code(), Some(1), "{name}: exit code (a panic exits 101)");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{name}: exit code (a panic exits 101)"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{name}: one line: {err}");
     assert!(err.contains(expect), "{name}: expected {expect:?} in {err}");
     assert!(!err.contains("panicked"), "{name}: {err}");
@@ -328,7 +376,11 @@ fn bad_input() {
         &["trace", "--uprobe", not_elf.to_str().unwrap()],
         "not an ELF",
     );
-    expect_one_line_error("not-go", &["trace", "--uprobe", "/bin/ls"], "not a Go program");
+    expect_one_line_error(
+        "not-go",
+        &["trace", "--uprobe", "/bin/ls"],
+        "not a Go program",
+    );
 
     let bin = build_go("seed", "1.25.5", Variant::Plain);
     let bin_s = bin.to_str().unwrap();

@@ -49,7 +49,11 @@ pub fn run() -> Result<()> {
         .strip_prefix("listening on ")
         .context("demo service did not start")?
         .to_string();
-    println!("demo: service {} (pid {}) on {addr}", seed.display(), service.id());
+    println!(
+        "demo: service {} (pid {}) on {addr}",
+        seed.display(),
+        service.id()
+    );
 
     let folded = out.join("seed.folded");
     let svg = out.join("seed.svg");
@@ -57,7 +61,14 @@ pub fn run() -> Result<()> {
         .args(["trace", "--uprobe"])
         .arg(&seed)
         .args(["--pid", &service.id().to_string()])
-        .args(["--duration", &TRACE_SECS.to_string(), "--interval", "5", "--top", "5"])
+        .args([
+            "--duration",
+            &TRACE_SECS.to_string(),
+            "--interval",
+            "5",
+            "--top",
+            "5",
+        ])
         .arg("--folded")
         .arg(&folded)
         .arg("--flamegraph")
@@ -98,5 +109,8 @@ pub fn get(addr: &str, path: &str) -> Result<String> {
     if !resp.starts_with("HTTP/1.") || !resp.contains(" 200 ") {
         bail!("unexpected response: {}", resp.lines().next().unwrap_or(""));
     }
-    Ok(resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    Ok(resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }

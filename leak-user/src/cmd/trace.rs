@@ -175,7 +175,9 @@ fn open_target(path: &Path) -> Result<Target> {
             filesz: s.file_size,
         })
         .collect();
-    let mem_profile_rate = target::mem_profile_rate_addr(&bin).ok().map(|(addr, _)| addr);
+    let mem_profile_rate = target::mem_profile_rate_addr(&bin)
+        .ok()
+        .map(|(addr, _)| addr);
     let path = std::fs::canonicalize(path)?;
     Ok(Target {
         version: version.to_string(),
@@ -295,7 +297,8 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let interval = Duration::from_secs_f64(tracer.args.interval);
-    let mut report_tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut report_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut scan_tick = tokio::time::interval(Duration::from_millis(500));
     let deadline = tracer
         .args
@@ -319,7 +322,7 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
             _ = report_tick.tick() => {
                 let losses = losses(&KernelCounters::read(&counters));
                 let profile = tracer.profile(losses);
-                print!("{}\n", report::text::render(&profile, tracer.args.top));
+                println!("{}", report::text::render(&profile, tracer.args.top));
                 tracer.previous_outstanding = Some(profile.total.outstanding_bytes);
             }
             _ = scan_tick.tick() => {
@@ -345,7 +348,10 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
         Stop::Duration => {}
     }
     let profile = tracer.profile(losses);
-    println!("final report\n{}", report::text::render(&profile, tracer.args.top));
+    println!(
+        "final report\n{}",
+        report::text::render(&profile, tracer.args.top)
+    );
     if tracer.samples_without_process > 0 {
         eprintln!(
             "leak: {} samples from processes that exited before they could be read were left out",
@@ -419,7 +425,9 @@ impl Tracer {
     fn process(&mut self, tgid: u32) -> Option<&mut Process> {
         if !self.procs.contains_key(&tgid) {
             let bias = procs::process_load_bias(tgid, self.target.id.ino, &self.target.segments)?;
-            let rate = self.read_rate(tgid, bias).unwrap_or(sampling::DEFAULT_RATE as i64);
+            let rate = self
+                .read_rate(tgid, bias)
+                .unwrap_or(sampling::DEFAULT_RATE as i64);
             self.procs.insert(
                 tgid,
                 Process {
@@ -574,14 +582,22 @@ impl Tracer {
             b.totals
                 .outstanding_bytes
                 .total_cmp(&a.totals.outstanding_bytes)
-                .then(b.totals.allocated_bytes.total_cmp(&a.totals.allocated_bytes))
+                .then(
+                    b.totals
+                        .allocated_bytes
+                        .total_cmp(&a.totals.allocated_bytes),
+                )
         });
         let rates: Vec<u64> = self.procs.values().map(|p| p.rates.current()).collect();
         Profile {
             binary: self.target.path.clone(),
             go_version: self.target.version.clone(),
             pids: self.procs.keys().copied().collect(),
-            rate: rates.iter().copied().max().unwrap_or(sampling::DEFAULT_RATE),
+            rate: rates
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(sampling::DEFAULT_RATE),
             elapsed: self.started.elapsed(),
             gc_cycles: self.procs.values().map(|p| p.gc_cycles).sum(),
             samples: self.agg.samples(),

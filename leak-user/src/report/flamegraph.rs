@@ -15,7 +15,11 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
     opts.title = format!(
         "Outstanding heap: {} (pid {}) over {}s",
         profile.binary.display(),
-        if pids.is_empty() { "-".to_string() } else { pids.join(", ") },
+        if pids.is_empty() {
+            "-".to_string()
+        } else {
+            pids.join(", ")
+        },
         profile.elapsed.as_secs()
     );
     opts.count_name = "bytes".to_string();

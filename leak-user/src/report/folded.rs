@@ -53,7 +53,11 @@ mod tests {
     #[test]
     fn root_first_with_integer_bytes() {
         let s = stack(
-            &["bytes.Repeat", "main.(*RequestTracker).Track", "main.main.func1"],
+            &[
+                "bytes.Repeat",
+                "main.(*RequestTracker).Track",
+                "main.main.func1",
+            ],
             20480000.4,
         );
         assert_eq!(

@@ -167,7 +167,11 @@ mod tests {
         });
         assert!(err.is_err());
         assert!(!out.exists());
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "temp file left behind");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            0,
+            "temp file left behind"
+        );
         write_atomically(&out, |w| w.write_all(b"whole")).unwrap();
         assert_eq!(fs::read_to_string(&out).unwrap(), "whole");
         fs::remove_dir_all(&dir).unwrap();

@@ -17,7 +17,10 @@ pub fn render(profile: &Profile, top: usize) -> String {
         [one] => format!("pid {one}"),
         many => format!(
             "pids {}",
-            many.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            many.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     };
     let _ = writeln!(
@@ -102,7 +105,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -130,10 +133,16 @@ mod tests {
     #[test]
     fn report_shows_totals_and_the_leaking_path() {
         let leak = StackProfile {
-            frames: ["bytes.Repeat", "main.(*RequestTracker).Track", "main.main.func1", "net/http.HandlerFunc.ServeHTTP", "net/http.serverHandler.ServeHTTP"]
-                .iter()
-                .map(|n| Frame::named(n))
-                .collect(),
+            frames: [
+                "bytes.Repeat",
+                "main.(*RequestTracker).Track",
+                "main.main.func1",
+                "net/http.HandlerFunc.ServeHTTP",
+                "net/http.serverHandler.ServeHTTP",
+            ]
+            .iter()
+            .map(|n| Frame::named(n))
+            .collect(),
             totals: Totals {
                 outstanding_bytes: 20.0 * 1024.0 * 1024.0,
                 outstanding_objects: 2048.0,
@@ -157,9 +166,15 @@ mod tests {
             losses: Losses::default(),
         };
         let text = render(&p, 10);
-        assert!(text.contains("/srv/seed (go1.25.5) · pid 42 · 20s · rate 512 KiB · 7 GC cycles"), "{text}");
+        assert!(
+            text.contains("/srv/seed (go1.25.5) · pid 42 · 20s · rate 512 KiB · 7 GC cycles"),
+            "{text}"
+        );
         assert!(text.contains("heap in use at last GC: 19.0 MiB  outstanding since attach: 20.0 MiB (+1.0 MiB/s)  +10.0 MiB since last report"), "{text}");
-        assert!(text.contains("20.0 MiB     2,048    20.0 MiB  bytes.Repeat"), "{text}");
+        assert!(
+            text.contains("20.0 MiB     2,048    20.0 MiB  bytes.Repeat"),
+            "{text}"
+        );
         assert!(text.contains("← main.(*RequestTracker).Track"));
         // Only three callers under the leaf.
         assert!(text.contains("← net/http.HandlerFunc.ServeHTTP"));

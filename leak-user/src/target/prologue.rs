@@ -58,7 +58,9 @@ mod tests {
     #[test]
     fn small_frame_prologue() {
         // CMPQ SP, 0x10(R14); JBE +0x1a5; PUSHQ BP
-        let code = [0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xa5, 0x01, 0x00, 0x00, 0x55];
+        let code = [
+            0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xa5, 0x01, 0x00, 0x00, 0x55,
+        ];
         assert_eq!(past_stack_check(&code, 0x435820), 0x43582a);
     }
 
@@ -95,9 +97,16 @@ mod tests {
                 for name in [row.malloc_fn, row.free_fn, row.free_confirm_fn, row.gc_fn] {
                     let f = bin.pclntab().func_by_name(name).unwrap();
                     let at = probe_address(&bin, f.entry);
-                    assert!(at > f.entry && at < f.entry + 24, "go{v} {variant:?} {name}");
+                    assert!(
+                        at > f.entry && at < f.entry + 24,
+                        "go{v} {variant:?} {name}"
+                    );
                     // The frame is set up right after: PUSHQ BP.
-                    assert_eq!(bin.read_vaddr(at, 1), Some(&[0x55u8][..]), "go{v} {variant:?} {name}");
+                    assert_eq!(
+                        bin.read_vaddr(at, 1),
+                        Some(&[0x55u8][..]),
+                        "go{v} {variant:?} {name}"
+                    );
                 }
             }
         }
