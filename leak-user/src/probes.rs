@@ -81,7 +81,17 @@ fn kernel_error(what: &str, e: anyhow::Error) -> anyhow::Error {
             "could not {what}: this kernel has no uprobe support (CONFIG_UPROBE_EVENTS)"
         );
     }
-    anyhow::anyhow!("could not {what}: {chain}")
+    // The verifier's log runs to hundreds of lines: keep it for debugging,
+    // show one.
+    let mut lines = chain.lines();
+    let first = lines.next().unwrap_or_default().to_string();
+    if lines.next().is_some() {
+        log::debug!("{chain}");
+        return anyhow::anyhow!(
+            "could not {what}: {first} (RUST_LOG=debug shows the kernel's full log)"
+        );
+    }
+    anyhow::anyhow!("could not {what}: {first}")
 }
 
 /// Fails unless running as root.

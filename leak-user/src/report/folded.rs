@@ -22,9 +22,28 @@ pub fn line(stack: &StackProfile) -> Option<String> {
     Some(format!("{} {bytes}", frames.join(";")))
 }
 
-/// All stacks of a profile as folded lines, most bytes first.
+/// All stacks of a profile as folded lines, most bytes first. Stacks that
+/// differ only in lines (not functions) become one line, as the format has
+/// function names only.
 pub fn lines(profile: &Profile) -> Vec<String> {
-    profile.stacks.iter().filter_map(line).collect()
+    let mut merged: Vec<(String, u64)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    for l in profile.stacks.iter().filter_map(line) {
+        let (frames, bytes) = l.rsplit_once(' ').expect("line() writes a count");
+        let bytes: u64 = bytes.parse().expect("line() writes an integer");
+        match index.get(frames) {
+            Some(&i) => merged[i].1 += bytes,
+            None => {
+                index.insert(frames.to_string(), merged.len());
+                merged.push((frames.to_string(), bytes));
+            }
+        }
+    }
+    merged.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+    merged
+        .into_iter()
+        .map(|(f, b)| format!("{f} {b}"))
+        .collect()
 }
 
 /// Writes the folded stacks of `profile`.
@@ -70,6 +89,31 @@ mod tests {
     fn empty_stacks_and_zero_bytes_are_left_out() {
         assert_eq!(line(&stack(&["a"], 0.3)), None);
         assert_eq!(line(&stack(&[], 100.0)), None);
+    }
+
+    #[test]
+    fn stacks_differing_only_in_lines_merge() {
+        let mut a = stack(&["f", "main"], 100.0);
+        a.frames[0].line = 10;
+        let mut b = stack(&["f", "main"], 50.0);
+        b.frames[0].line = 20;
+        let c = stack(&["g", "main"], 120.0);
+        let p = crate::report::Profile {
+            binary: "/x".into(),
+            go_version: "go1.25.5".into(),
+            pids: vec![],
+            rate: 1,
+            elapsed: std::time::Duration::ZERO,
+            gc_cycles: 0,
+            samples: 0,
+            frees: 0,
+            total: Totals::default(),
+            in_use_at_last_gc: None,
+            previous_outstanding: None,
+            stacks: vec![c, a, b],
+            losses: Default::default(),
+        };
+        assert_eq!(lines(&p), ["main;f 150", "main;g 120"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{human_bytes, Profile, StackProfile};
+use super::{human_bytes, Frame, Profile, StackProfile};
 
 /// Caller frames shown under each stack's leaf.
 const CALLERS_SHOWN: usize = 3;
@@ -83,8 +83,8 @@ pub fn render(profile: &Profile, top: usize) -> String {
         let mut frames = s.frames.iter();
         let leaf = frames
             .next()
-            .map(|f| f.function.as_str())
-            .unwrap_or("(unknown)");
+            .map(describe)
+            .unwrap_or_else(|| "(unknown)".to_string());
         let _ = writeln!(
             out,
             "{:>11} {:>9} {:>11}  {}",
@@ -94,10 +94,20 @@ pub fn render(profile: &Profile, top: usize) -> String {
             leaf
         );
         for f in frames.take(CALLERS_SHOWN) {
-            let _ = writeln!(out, "{:>34}← {}", "", f.function);
+            let _ = writeln!(out, "{:>34}← {}", "", describe(f));
         }
     }
     out
+}
+
+/// `bytes.Repeat (bytes.go:612)`: the function, and where in it, if known.
+fn describe(f: &Frame) -> String {
+    if f.line == 0 || f.file.is_empty() {
+        return f.function.clone();
+    }
+    let file = f.file.rsplit('/').next().unwrap_or(&f.file);
+    let inlined = if f.inlined { ", inlined" } else { "" };
+    format!("{} ({file}:{}{inlined})", f.function, f.line)
 }
 
 /// `1234567` → `1,234,567`.
@@ -116,11 +126,22 @@ fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        aggregate::Totals,
-        report::{Frame, Losses},
-    };
+    use crate::{aggregate::Totals, report::Losses};
     use std::{path::PathBuf, time::Duration};
+
+    #[test]
+    fn frames_show_file_and_line() {
+        let f = Frame {
+            function: "bytes.Repeat".into(),
+            file: "/usr/lib/go/src/bytes/bytes.go".into(),
+            line: 612,
+            inlined: false,
+        };
+        assert_eq!(describe(&f), "bytes.Repeat (bytes.go:612)");
+        let g = Frame { inlined: true, ..f };
+        assert_eq!(describe(&g), "bytes.Repeat (bytes.go:612, inlined)");
+        assert_eq!(describe(&Frame::named("x")), "x");
+    }
 
     #[test]
     fn thousands_separators() {
