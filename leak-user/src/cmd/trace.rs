@@ -74,6 +74,20 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<PathBuf>,
 
+    /// On exit, write a gzipped pprof heap profile (read it with
+    /// `go tool pprof`; `-base` diffs two of them).
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+
+    /// On exit, write the report as JSON (schema in the README).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Order of stacks in the text report: bytes still held, or bytes
+    /// allocated since attach (freed or not).
+    #[arg(long, value_enum, default_value_t = SortBy::Outstanding)]
+    pub sort: SortBy,
+
     /// Set the target's heap sampling rate (Go's runtime.MemProfileRate) to
     /// one sample per BYTES allocated. Smaller is finer and finds a leak
     /// sooner; Go's default is 524288. leak writes this one integer into the
@@ -87,6 +101,15 @@ pub struct TraceArgs {
     /// sampling off then shows nothing, and leak says so and exits.
     #[arg(long)]
     pub read_only: bool,
+}
+
+/// Order of stacks in the text report.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortBy {
+    /// Bytes allocated and not yet freed.
+    Outstanding,
+    /// Bytes allocated since attach.
+    Allocated,
 }
 
 /// What leak knows about the traced binary.
@@ -132,7 +155,10 @@ struct Process {
 /// Runs `leak trace`.
 pub fn run(args: TraceArgs) -> Result<()> {
     let target = open_target(&args.binary)?;
-    for out in [&args.folded, &args.flamegraph].into_iter().flatten() {
+    for out in [&args.folded, &args.flamegraph, &args.pprof, &args.json]
+        .into_iter()
+        .flatten()
+    {
         check_output_path(out)?;
     }
     if args.interval <= 0.0 {
@@ -322,7 +348,7 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
             _ = report_tick.tick() => {
                 let losses = losses(&KernelCounters::read(&counters));
                 let profile = tracer.profile(losses);
-                println!("{}", report::text::render(&profile, tracer.args.top));
+                println!("{}", tracer.render(&profile));
                 tracer.previous_outstanding = Some(profile.total.outstanding_bytes);
             }
             _ = scan_tick.tick() => {
@@ -348,10 +374,7 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
         Stop::Duration => {}
     }
     let profile = tracer.profile(losses);
-    println!(
-        "final report\n{}",
-        report::text::render(&profile, tracer.args.top)
-    );
+    println!("final report\n{}", tracer.render(&profile));
     if tracer.samples_without_process > 0 {
         eprintln!(
             "leak: {} samples from processes that exited before they could be read were left out",
@@ -365,6 +388,29 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     }
     if let Some(path) = &tracer.args.flamegraph {
         report::write_atomically(path, |w| report::flamegraph::write(&profile, w))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("leak: wrote {}", path.display());
+    }
+    if let Some(path) = &tracer.args.pprof {
+        let meta = report::pprof::PprofMeta {
+            build_id: tracer
+                .target
+                .bin
+                .build_id()
+                .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
+                .or_else(|| tracer.target.bin.go_build_id()),
+            time_nanos: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64 - profile.elapsed.as_nanos() as i64)
+                .unwrap_or(0),
+            duration_nanos: profile.elapsed.as_nanos() as i64,
+        };
+        report::write_atomically(path, |w| report::pprof::write(&profile, &meta, w))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("leak: wrote {}", path.display());
+    }
+    if let Some(path) = &tracer.args.json {
+        report::write_atomically(path, |w| report::json::write(&profile, w))
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("leak: wrote {}", path.display());
     }
@@ -551,6 +597,20 @@ impl Tracer {
 
     fn all_exited(&self) -> bool {
         !self.procs.is_empty() && self.procs.values().all(|p| !p.alive)
+    }
+
+    /// The text report, stacks in the order `--sort` asks for.
+    fn render(&self, profile: &Profile) -> String {
+        if self.args.sort == SortBy::Allocated {
+            let mut p = profile.clone();
+            p.stacks.sort_by(|a, b| {
+                b.totals
+                    .allocated_bytes
+                    .total_cmp(&a.totals.allocated_bytes)
+            });
+            return report::text::render(&p, self.args.top, true);
+        }
+        report::text::render(profile, self.args.top, false)
     }
 
     /// Frames of an interned stack, symbolized once.

@@ -6,6 +6,8 @@
 
 pub mod flamegraph;
 pub mod folded;
+pub mod json;
+pub mod pprof;
 pub mod text;
 
 use std::{

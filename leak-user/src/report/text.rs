@@ -8,8 +8,10 @@ use super::{human_bytes, Frame, Profile, StackProfile};
 /// Caller frames shown under each stack's leaf.
 const CALLERS_SHOWN: usize = 3;
 
-/// Renders `profile` with at most `top` stacks.
-pub fn render(profile: &Profile, top: usize) -> String {
+/// Renders `profile` with at most `top` stacks, in the order they come;
+/// `by_allocated` shows stacks that allocated anything (not only those that
+/// still hold memory).
+pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
     let mut out = String::new();
     let secs = profile.elapsed.as_secs_f64();
     let pids = match profile.pids.as_slice() {
@@ -67,7 +69,9 @@ pub fn render(profile: &Profile, top: usize) -> String {
     let shown: Vec<&StackProfile> = profile
         .stacks
         .iter()
-        .filter(|s| s.totals.outstanding_bytes >= 0.5)
+        .filter(|s| {
+            s.totals.outstanding_bytes >= 0.5 || (by_allocated && s.totals.allocated_bytes >= 0.5)
+        })
         .take(top)
         .collect();
     if shown.is_empty() {
@@ -186,7 +190,7 @@ mod tests {
             stacks: vec![leak],
             losses: Losses::default(),
         };
-        let text = render(&p, 10);
+        let text = render(&p, 10, false);
         assert!(
             text.contains("/srv/seed (go1.25.5) · pid 42 · 20s · rate 512 KiB · 7 GC cycles"),
             "{text}"

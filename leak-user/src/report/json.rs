@@ -1,0 +1,312 @@
+//! JSON: the whole report as one document, for scripts and dashboards.
+//!
+//! Bytes and objects are estimates rounded to integers. Schema:
+//!
+//! ```text
+//! {
+//!   "target": {
+//!     "binary": string,              // path of the traced binary
+//!     "pids": [integer],             // processes traced so far
+//!     "go_version": string,          // e.g. "go1.25.5"
+//!     "sampling_rate": integer,      // MemProfileRate, bytes
+//!     "duration_secs": number        // time since attach
+//!   },
+//!   "totals": {                      // sum over all stacks, since attach
+//!     "outstanding_bytes": integer,  // allocated and not yet freed
+//!     "outstanding_objects": integer,
+//!     "allocated_bytes": integer,    // allocated, freed or not
+//!     "allocated_objects": integer,
+//!     "in_use_at_last_gc_bytes": integer | null  // survived the last GC;
+//!                                    // null until two GC cycles are seen
+//!   },
+//!   "gc_cycles": integer,            // GC cycles seen
+//!   "samples": integer,              // sampled allocations seen
+//!   "frees": integer,                // frees of sampled objects seen
+//!   "stacks": [                      // most outstanding bytes first
+//!     {
+//!       "frames": [                  // leaf (the allocating function) first
+//!         {
+//!           "function": string,      // as Go spells it
+//!           "file": string,          // "" if unknown
+//!           "line": integer,         // 0 if unknown
+//!           "inlined": bool          // inlined into the next frame
+//!         }
+//!       ],
+//!       "outstanding_bytes": integer,
+//!       "outstanding_objects": integer,
+//!       "allocated_bytes": integer,
+//!       "allocated_objects": integer
+//!     }
+//!   ],
+//!   "dropped": {
+//!     "allocs": integer,             // allocation samples lost in the kernel
+//!     "frees": integer,              // frees lost in the kernel
+//!     "stacks": integer              // samples whose stack could not be read
+//!   }
+//! }
+//! ```
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{Frame, Profile};
+use crate::aggregate::Totals;
+
+/// Writes `profile` as a pretty-printed JSON document and a newline.
+pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *w, &Report::from(profile))?;
+    writeln!(w)
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    target: Target<'a>,
+    totals: ReportTotals,
+    gc_cycles: u64,
+    samples: u64,
+    frees: u64,
+    stacks: Vec<Stack<'a>>,
+    dropped: Dropped,
+}
+
+#[derive(Serialize)]
+struct Target<'a> {
+    binary: String,
+    pids: &'a [u32],
+    go_version: &'a str,
+    sampling_rate: u64,
+    duration_secs: f64,
+}
+
+#[derive(Serialize)]
+struct ReportTotals {
+    #[serde(flatten)]
+    totals: Counts,
+    in_use_at_last_gc_bytes: Option<u64>,
+}
+
+/// Estimated bytes and objects, rounded.
+#[derive(Serialize)]
+struct Counts {
+    outstanding_bytes: u64,
+    outstanding_objects: u64,
+    allocated_bytes: u64,
+    allocated_objects: u64,
+}
+
+#[derive(Serialize)]
+struct Stack<'a> {
+    frames: Vec<StackFrame<'a>>,
+    #[serde(flatten)]
+    totals: Counts,
+}
+
+#[derive(Serialize)]
+struct StackFrame<'a> {
+    function: &'a str,
+    file: &'a str,
+    line: u32,
+    inlined: bool,
+}
+
+#[derive(Serialize)]
+struct Dropped {
+    allocs: u64,
+    frees: u64,
+    stacks: u64,
+}
+
+/// Estimates are never negative; `as` saturates anything odd to 0.
+fn round(v: f64) -> u64 {
+    v.round() as u64
+}
+
+impl From<&Totals> for Counts {
+    fn from(t: &Totals) -> Self {
+        Self {
+            outstanding_bytes: round(t.outstanding_bytes),
+            outstanding_objects: round(t.outstanding_objects),
+            allocated_bytes: round(t.allocated_bytes),
+            allocated_objects: round(t.allocated_objects),
+        }
+    }
+}
+
+impl<'a> From<&'a Frame> for StackFrame<'a> {
+    fn from(f: &'a Frame) -> Self {
+        Self {
+            function: &f.function,
+            file: &f.file,
+            line: f.line,
+            inlined: f.inlined,
+        }
+    }
+}
+
+impl<'a> From<&'a Profile> for Report<'a> {
+    fn from(p: &'a Profile) -> Self {
+        Self {
+            target: Target {
+                binary: p.binary.to_string_lossy().into_owned(),
+                pids: &p.pids,
+                go_version: &p.go_version,
+                sampling_rate: p.rate,
+                duration_secs: p.elapsed.as_secs_f64(),
+            },
+            totals: ReportTotals {
+                totals: Counts::from(&p.total),
+                in_use_at_last_gc_bytes: p.in_use_at_last_gc.map(round),
+            },
+            gc_cycles: p.gc_cycles,
+            samples: p.samples,
+            frees: p.frees,
+            stacks: p
+                .stacks
+                .iter()
+                .map(|s| Stack {
+                    frames: s.frames.iter().map(StackFrame::from).collect(),
+                    totals: Counts::from(&s.totals),
+                })
+                .collect(),
+            dropped: Dropped {
+                allocs: p.losses.allocs_dropped,
+                frees: p.losses.frees_dropped,
+                stacks: p.losses.stacks_failed,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::report::{Losses, StackProfile};
+
+    fn profile() -> Profile {
+        Profile {
+            binary: "/srv/seed".into(),
+            go_version: "go1.25.5".into(),
+            pids: vec![42, 43],
+            rate: 524288,
+            elapsed: Duration::from_millis(30500),
+            gc_cycles: 3,
+            samples: 100,
+            frees: 20,
+            total: Totals {
+                outstanding_bytes: 20484096.6,
+                outstanding_objects: 20004.4,
+                allocated_bytes: 40968193.2,
+                allocated_objects: 40008.0,
+            },
+            in_use_at_last_gc: Some(10240000.5),
+            previous_outstanding: Some(1.0),
+            stacks: vec![StackProfile {
+                frames: vec![
+                    Frame {
+                        function: "bytes.Repeat".into(),
+                        file: "/go/src/bytes/bytes.go".into(),
+                        line: 595,
+                        inlined: false,
+                    },
+                    Frame {
+                        function: "main.(*RequestTracker).Track".into(),
+                        file: "/src/seed/main.go".into(),
+                        line: 30,
+                        inlined: true,
+                    },
+                    Frame::named("main.main"),
+                ],
+                totals: Totals {
+                    outstanding_bytes: 20480000.4,
+                    outstanding_objects: 20000.0,
+                    allocated_bytes: 40960000.8,
+                    allocated_objects: 40000.0,
+                },
+            }],
+            losses: Losses {
+                allocs_dropped: 1,
+                frees_dropped: 2,
+                stacks_failed: 3,
+            },
+        }
+    }
+
+    const GOLDEN: &str = r#"{
+  "target": {
+    "binary": "/srv/seed",
+    "pids": [
+      42,
+      43
+    ],
+    "go_version": "go1.25.5",
+    "sampling_rate": 524288,
+    "duration_secs": 30.5
+  },
+  "totals": {
+    "outstanding_bytes": 20484097,
+    "outstanding_objects": 20004,
+    "allocated_bytes": 40968193,
+    "allocated_objects": 40008,
+    "in_use_at_last_gc_bytes": 10240001
+  },
+  "gc_cycles": 3,
+  "samples": 100,
+  "frees": 20,
+  "stacks": [
+    {
+      "frames": [
+        {
+          "function": "bytes.Repeat",
+          "file": "/go/src/bytes/bytes.go",
+          "line": 595,
+          "inlined": false
+        },
+        {
+          "function": "main.(*RequestTracker).Track",
+          "file": "/src/seed/main.go",
+          "line": 30,
+          "inlined": true
+        },
+        {
+          "function": "main.main",
+          "file": "",
+          "line": 0,
+          "inlined": false
+        }
+      ],
+      "outstanding_bytes": 20480000,
+      "outstanding_objects": 20000,
+      "allocated_bytes": 40960001,
+      "allocated_objects": 40000
+    }
+  ],
+  "dropped": {
+    "allocs": 1,
+    "frees": 2,
+    "stacks": 3
+  }
+}
+"#;
+
+    #[test]
+    fn golden_report() {
+        let mut out = Vec::new();
+        write(&profile(), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), GOLDEN);
+    }
+
+    #[test]
+    fn unknown_in_use_at_last_gc_is_null() {
+        let mut p = profile();
+        p.in_use_at_last_gc = None;
+        p.stacks.clear();
+        let mut out = Vec::new();
+        write(&p, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["totals"]["in_use_at_last_gc_bytes"].is_null());
+        assert_eq!(v["stacks"], serde_json::json!([]));
+    }
+}
