@@ -222,6 +222,36 @@ impl Aggregator {
         (!known.is_empty()).then(|| known.iter().sum())
     }
 
+    /// Every stack with its totals "as of the last GC", the way Go's heap
+    /// profile counts: outstanding objects allocated before their process's
+    /// most recent GC cycle ended; what was allocated since is left out (it
+    /// may well be garbage the next cycle frees). Allocated totals are
+    /// unchanged. Read after a forced GC (`/debug/pprof/heap?gc=1`,
+    /// `runtime.GC()`), whose sweep is complete, this equals Go's view.
+    pub fn stacks_as_of_last_gc(&self) -> Vec<(StackId, Totals)> {
+        let mut out: Vec<Totals> = self
+            .per_stack
+            .iter()
+            .map(|t| Totals {
+                outstanding_bytes: 0.0,
+                outstanding_objects: 0.0,
+                ..*t
+            })
+            .collect();
+        for ((tgid, _), sample) in &self.live {
+            let cycles = self.gc.get(tgid).map(|g| g.cycles).unwrap_or(0);
+            if sample.birth_cycle < cycles {
+                let t = &mut out[sample.stack.0 as usize];
+                t.outstanding_bytes += sample.bytes;
+                t.outstanding_objects += sample.objects;
+            }
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(i, t)| (StackId(i as u32), t))
+            .collect()
+    }
+
     fn retire(&mut self, tgid: u32, old: LiveSample) {
         self.per_stack[old.stack.0 as usize].sub_outstanding(old.bytes, old.objects);
         self.total.sub_outstanding(old.bytes, old.objects);
@@ -347,6 +377,25 @@ mod tests {
         agg.gc_cycle(2);
         agg.gc_cycle(2);
         assert_eq!(agg.in_use_at_last_gc(), Some(12.0));
+    }
+
+    #[test]
+    fn as_of_last_gc_leaves_out_allocations_since() {
+        let mut agg = Aggregator::new();
+        let s = agg.intern(&[1]);
+        let t = agg.intern(&[2]);
+        agg.alloc(1, 0x10, 100, 1, s);
+        agg.alloc(1, 0x20, 30, 1, t);
+        agg.gc_cycle(1);
+        assert!(agg.free(1, 0x20)); // swept: dead at that GC
+        agg.alloc(1, 0x30, 1000, 1, t); // after the GC
+        let view = agg.stacks_as_of_last_gc();
+        assert_eq!(view[0].1.outstanding_bytes, 100.0);
+        assert_eq!(view[1].1.outstanding_bytes, 0.0);
+        assert_eq!(view[1].1.allocated_bytes, 1030.0);
+        // A process that never collected shows nothing as of a GC.
+        agg.alloc(2, 0x10, 5, 1, s);
+        assert_eq!(agg.stacks_as_of_last_gc()[0].1.outstanding_bytes, 100.0);
     }
 
     #[test]

@@ -13,8 +13,10 @@ use crate::report::Frame;
 
 /// Something that knows the frames at a code address (a `.gopclntab`).
 pub trait SymbolSource {
-    /// Frames at `pc`, innermost (inlined) first; empty if unknown.
-    fn frames_at(&self, pc: u64) -> Vec<Frame>;
+    /// Frames at `pc` as Go's profiles show them, innermost (inlined)
+    /// first; `None` if `pc` is in no known function. Compiler-generated
+    /// wrappers are left out, so a known pc may have no frames.
+    fn frames_at(&self, pc: u64) -> Option<Vec<Frame>>;
 }
 
 /// Caching symbolizer over one binary.
@@ -44,14 +46,15 @@ impl<S: SymbolSource> Symbolizer<S> {
         for &ra in return_addresses {
             let source = &self.source;
             let at = self.cache.entry(ra).or_insert_with(|| {
-                let found = source.frames_at(ra.wrapping_sub(1));
-                if found.is_empty() {
-                    vec![Frame::named(&format!("0x{ra:x}"))]
-                } else {
-                    found
-                }
+                source
+                    .frames_at(ra.wrapping_sub(1))
+                    .unwrap_or_else(|| vec![Frame::named(&format!("0x{ra:x}"))])
             });
             frames.extend(at.iter().cloned());
+        }
+        // Go's profiles end a goroutine's stack before runtime.goexit.
+        if let Some(goexit) = frames.iter().position(|f| f.function == "runtime.goexit") {
+            frames.truncate(goexit);
         }
         trim_allocator(frames)
     }
@@ -94,9 +97,9 @@ mod tests {
     }
 
     impl SymbolSource for Fake {
-        fn frames_at(&self, pc: u64) -> Vec<Frame> {
+        fn frames_at(&self, pc: u64) -> Option<Vec<Frame>> {
             self.lookups.set(self.lookups.get() + 1);
-            match pc {
+            let frames = match pc {
                 0x0fff => vec![Frame::named("runtime.mallocgc")],
                 0x1fff => vec![Frame::named("internal/bytealg.MakeNoZero")],
                 0x2fff => vec![Frame::named("bytes.Repeat")],
@@ -108,8 +111,12 @@ mod tests {
                     },
                     Frame::named("main.handler"),
                 ],
-                _ => vec![],
-            }
+                0x5fff => vec![], // a wrapper, elided
+                0x6fff => vec![Frame::named("runtime.goexit")],
+                0x7fff => vec![Frame::named("main.caller_of_goexit?")],
+                _ => return None,
+            };
+            Some(frames)
         }
     }
 
@@ -136,6 +143,18 @@ mod tests {
         assert!(frames[1].inlined && !frames[2].inlined);
         // Each distinct address looked up once.
         assert_eq!(s.source().lookups.get(), 5);
+    }
+
+    #[test]
+    fn wrappers_vanish_and_goexit_ends_the_stack() {
+        let mut s = Symbolizer::new(Fake {
+            lookups: Cell::new(0),
+        });
+        let frames = s.stack(&[0x3000, 0x4000, 0x6000, 0x7000, 0x8000]);
+        assert_eq!(
+            names(&frames),
+            ["bytes.Repeat", "main.keep", "main.handler"]
+        );
     }
 
     #[test]

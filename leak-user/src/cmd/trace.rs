@@ -126,17 +126,23 @@ struct Target {
 }
 
 impl SymbolSource for Rc<GoBinary> {
-    fn frames_at(&self, pc: u64) -> Vec<Frame> {
-        self.pclntab()
-            .frames(pc)
-            .into_iter()
-            .map(|f| Frame {
-                function: f.function,
-                file: f.file,
-                line: f.line,
-                inlined: f.inlined,
-            })
-            .collect()
+    fn frames_at(&self, pc: u64) -> Option<Vec<Frame>> {
+        let frames = self.pclntab().frames(pc);
+        if frames.is_empty() {
+            return None;
+        }
+        Some(
+            frames
+                .into_iter()
+                .filter(|f| !f.wrapper)
+                .map(|f| Frame {
+                    function: f.function,
+                    file: f.file,
+                    line: f.line,
+                    inlined: f.inlined,
+                })
+                .collect(),
+        )
     }
 }
 
@@ -391,7 +397,7 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("leak: wrote {}", path.display());
     }
-    if let Some(path) = &tracer.args.pprof {
+    if let Some(path) = tracer.args.pprof.clone() {
         let meta = report::pprof::PprofMeta {
             build_id: tracer
                 .target
@@ -405,7 +411,8 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
                 .unwrap_or(0),
             duration_nanos: profile.elapsed.as_nanos() as i64,
         };
-        report::write_atomically(path, |w| report::pprof::write(&profile, &meta, w))
+        let gc_view = tracer.profile_as_of_last_gc(losses);
+        report::write_atomically(&path, |w| report::pprof::write(&gc_view, &meta, w))
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("leak: wrote {}", path.display());
     }
@@ -626,6 +633,20 @@ impl Tracer {
     /// A snapshot for the reports; stacks that symbolize alike are merged.
     fn profile(&mut self, losses: Losses) -> Profile {
         let ids: Vec<(StackId, Totals)> = self.agg.stacks().map(|(id, t)| (id, *t)).collect();
+        self.profile_of(ids, losses)
+    }
+
+    /// The same snapshot with outstanding bytes "as of the last GC", as Go's
+    /// heap profile counts them (for `--pprof`).
+    fn profile_as_of_last_gc(&mut self, losses: Losses) -> Profile {
+        let ids = self.agg.stacks_as_of_last_gc();
+        let mut p = self.profile_of(ids, losses);
+        p.total.outstanding_bytes = p.stacks.iter().map(|s| s.totals.outstanding_bytes).sum();
+        p.total.outstanding_objects = p.stacks.iter().map(|s| s.totals.outstanding_objects).sum();
+        p
+    }
+
+    fn profile_of(&mut self, ids: Vec<(StackId, Totals)>, losses: Losses) -> Profile {
         let mut merged: HashMap<Vec<Frame>, Totals> = HashMap::new();
         for (id, t) in ids {
             let e = merged.entry(self.frames(id)).or_default();

@@ -75,6 +75,14 @@ impl PclntabFormat {
             Self::Go120 => (16, 4, 8),
         }
     }
+
+    /// Offset of `funcID` in an `inlinedCall`.
+    fn inlined_call_func_id(self) -> u64 {
+        match self {
+            Self::Go118 => 2,
+            Self::Go120 => 0,
+        }
+    }
 }
 
 /// Where the text base (`pcHeader.textStart` / `moduledata.text`) came from.
@@ -117,6 +125,9 @@ pub struct Frame {
     pub line: u32,
     /// The function was inlined into its caller (the next frame).
     pub inlined: bool,
+    /// Compiler-generated wrapper (`go` statement thunks, method value and
+    /// pointer-receiver wrappers): Go's tracebacks and profiles hide these.
+    pub wrapper: bool,
 }
 
 /// Decoded header of a `.gopclntab`, plus what is needed to resolve
@@ -143,6 +154,7 @@ pub struct Pclntab {
     gofunc: Option<u64>,
     segments: Vec<LoadSegment>,
     by_name: OnceLock<HashMap<String, usize>>,
+    wrapper_func_id: OnceLock<Option<u8>>,
 }
 
 impl fmt::Debug for Pclntab {
@@ -168,6 +180,7 @@ struct RawFunc {
     npcdata: u32,
     cu_offset: u32,
     start_line: u32,
+    func_id: u8,
     nfuncdata: u8,
 }
 
@@ -271,6 +284,7 @@ impl Pclntab {
             gofunc,
             segments: layout.segments.clone(),
             by_name: OnceLock::new(),
+            wrapper_func_id: OnceLock::new(),
         };
         // A wrong text base shows at once: entries outside executable code.
         let first = table.functab_entry(0).unwrap_or(0);
@@ -408,12 +422,20 @@ impl Pclntab {
                 ) else {
                     break;
                 };
+                let func_id = read_vaddr(
+                    &self.segments,
+                    &self.data,
+                    call + self.format.inlined_call_func_id(),
+                    1,
+                )
+                .map(|b| b[0]);
                 let (file, line) = self.file_line(&raw, pc);
                 frames.push(Frame {
                     function: print_name(self.func_name(name_off).unwrap_or("?")),
                     file,
                     line,
                     inlined: true,
+                    wrapper: func_id.is_some() && func_id == self.wrapper_func_id(),
                 });
                 pc = raw.entry + u64::from(parent_pc);
             }
@@ -424,8 +446,22 @@ impl Pclntab {
             file,
             line,
             inlined: false,
+            wrapper: Some(raw.func_id) == self.wrapper_func_id(),
         });
         frames
+    }
+
+    /// The `funcID` Go gives compiler-generated wrappers (`abi.FuncIDWrapper`).
+    /// It is the last of the enum, right after `FuncID_systemstack_switch`,
+    /// whose function every binary has (checked in the 1.21, 1.25 and 1.27
+    /// trees, where the value is 21, 23 and 23): read it rather than keep a
+    /// per-version number.
+    pub fn wrapper_func_id(&self) -> Option<u8> {
+        *self.wrapper_func_id.get_or_init(|| {
+            let f = self.func_by_name("runtime.systemstack_switch")?;
+            let raw = self.raw_func(f.index)?;
+            raw.func_id.checked_add(1)
+        })
     }
 
     /// Up to `n` function names close to `name`, best first: for "no such
@@ -500,6 +536,8 @@ impl Pclntab {
             npcdata: field(7)?,
             cu_offset: field(8)?,
             start_line,
+            // funcID, flag, pad, nfuncdata end the fixed part.
+            func_id: *self.tab().get(nfuncdata_at - 3)?,
             nfuncdata: *self.tab().get(nfuncdata_at)?,
         })
     }

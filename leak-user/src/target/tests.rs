@@ -455,3 +455,62 @@ fn build_ids_and_file_offsets() {
         }
     }
 }
+
+/// The Go toolchain's own `go` executable: a large real program (not ours).
+/// 2,000 PCs drawn from its functions get the same function, file and line
+/// from us as from `go tool addr2line`, on the binary and on a copy with
+/// every symbol stripped (`objcopy --strip-all`).
+#[test]
+fn symbolization_agrees_with_addr2line_on_the_go_command() {
+    let v = "1.25.5";
+    let Some(go) = testutil::go_tool(v) else {
+        eprintln!("skipped: no Go {v}");
+        return;
+    };
+    let out = std::process::Command::new(&go)
+        .args(["env", "GOROOT"])
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap();
+    let goroot = String::from_utf8(out.stdout).unwrap();
+    let real_go = Path::new(goroot.trim()).join("bin/go");
+    let dir = testutil::repo_root().join("target/test-go");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stripped = dir.join("go-cmd-stripped");
+    let status = std::process::Command::new("objcopy")
+        .arg("--strip-all")
+        .arg(&real_go)
+        .arg(&stripped)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: objcopy unavailable");
+        return;
+    }
+    for path in [real_go.as_path(), stripped.as_path()] {
+        let bin = open(path);
+        assert_eq!(bin.has_symtab(), path == real_go.as_path());
+        let tab = bin.pclntab();
+        let step = (tab.len() / 700).max(1);
+        let mut pcs = Vec::new();
+        for f in tab.functions().step_by(step) {
+            let size = f.end - f.entry;
+            pcs.extend([f.entry, f.entry + size / 3, f.entry + size * 2 / 3]);
+        }
+        pcs.sort_unstable();
+        pcs.dedup();
+        pcs.truncate(2000);
+        assert_eq!(pcs.len(), 2000, "{}", path.display());
+        let want = testutil::go_addr2line(v, path, &pcs);
+        for (pc, (function, file, line)) in pcs.iter().zip(want) {
+            let frames = tab.frames(*pc);
+            let innermost = &frames[0];
+            let name = tab.find_func(*pc).unwrap().name;
+            assert_eq!(
+                (name.to_owned(), innermost.file.clone(), innermost.line),
+                (function, file, line),
+                "{} pc {pc:#x}",
+                path.display()
+            );
+        }
+    }
+}
