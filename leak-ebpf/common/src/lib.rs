@@ -124,3 +124,119 @@ mod user {
     // the kernel (all fields are integers).
     unsafe impl aya::Pod for super::ProbeConfig {}
 }
+
+// ---- `leak top`: per-process memory state kept by leak-ebpf/src/mm.rs ----
+
+/// Number of RSS counters `kmem:rss_stat` reports per mm (the kernel's
+/// `NR_MM_COUNTERS`); its `member` field indexes them.
+pub const RSS_MEMBERS: usize = 4;
+/// `member` of file-backed resident pages (`MM_FILEPAGES`).
+pub const RSS_FILE: usize = 0;
+/// `member` of anonymous resident pages (`MM_ANONPAGES`).
+pub const RSS_ANON: usize = 1;
+/// `member` of swapped-out pages (`MM_SWAPENTS`).
+pub const RSS_SWAP: usize = 2;
+/// `member` of resident shared memory (`MM_SHMEMPAGES`).
+pub const RSS_SHMEM: usize = 3;
+
+/// One process's resident memory and program break, kept per tgid in the
+/// `MM_STATS` map and read by `leak top` each interval. Each field is
+/// stored whole (no read-modify-write), so threads racing on several CPUs
+/// leave one of two recent values.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmStats {
+    /// Latest value of each RSS counter, indexed by `RSS_*`, in bytes (swap:
+    /// bytes of swapped-out pages), as `kmem:rss_stat` last reported it.
+    pub rss: [i64; RSS_MEMBERS],
+    /// Bit `1 << member` is set once `rss[member]` has been reported; an
+    /// unset member still holds 0 and means "unchanged since before leak".
+    pub rss_seen: u32,
+    /// Padding; always 0.
+    pub _pad: u32,
+    /// The program break after the last `brk` call (0 until one).
+    pub brk: u64,
+    /// `bpf_ktime_get_ns` of the last update.
+    pub updated_ns: u64,
+}
+
+/// What one process did to its address space, per CPU (sum over CPUs in
+/// user space), kept per tgid in the `MM_ACTIVITY` map: sums that threads
+/// on several CPUs add to at once, which BPF cannot do atomically without
+/// `-mcpu=v3`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmActivity {
+    /// Net bytes mapped since leak started watching: mmap (except MAP_FIXED,
+    /// which replaces a mapping) minus munmap, plus mremap's change in size.
+    pub mapped_bytes: i64,
+    /// Bytes given back with madvise(MADV_DONTNEED / MADV_FREE /
+    /// MADV_REMOVE), cumulative (Go's scavenger returns memory this way).
+    pub advised_away_bytes: u64,
+    /// Successful mmap/munmap/mremap/madvise calls and brk calls.
+    pub syscalls: u64,
+    /// `kmem:rss_stat` events credited to this process.
+    pub rss_events: u64,
+}
+
+/// A memory syscall in flight on one thread, from sys_enter to sys_exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingMmSyscall {
+    /// Which call: an [`MmSyscall`].
+    pub call: u32,
+    /// Padding; always 0.
+    pub _pad: u32,
+    /// Bytes the call adds (mmap, mremap's new size) or takes away (munmap,
+    /// madvise, mremap's old size), page-rounded.
+    pub len: u64,
+    /// mremap: the old size, page-rounded; otherwise 0.
+    pub old_len: u64,
+}
+
+/// Memory syscalls the kernel side follows.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmSyscall {
+    /// mmap (not MAP_FIXED).
+    Mmap = 1,
+    /// munmap.
+    Munmap = 2,
+    /// mremap.
+    Mremap = 3,
+    /// madvise with a behaviour that gives pages back.
+    Madvise = 4,
+}
+
+/// Slots of the per-CPU counter array `MM_COUNTERS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmCounter {
+    /// `kmem:rss_stat` events seen.
+    RssEvents = 0,
+    /// rss_stat events for another task's mm whose owner was not known yet
+    /// (dropped: the mm never ran a traced event as `current`).
+    RssUnattributed = 1,
+    /// Memory syscalls seen.
+    Syscalls = 2,
+    /// Processes added to `MM_STATS`.
+    ProcessesAdded = 3,
+    /// Updates lost because `MM_STATS` or `MM_ACTIVITY` could not take a
+    /// new process.
+    StatsInsertFailed = 4,
+}
+
+/// Number of slots in `MM_COUNTERS`.
+pub const MM_COUNTERS: u32 = 5;
+
+/// Most processes `MM_STATS` and `MM_ACTIVITY` hold at once (least recently updated are
+/// evicted first).
+pub const MM_MAX_PROCESSES: u32 = 16384;
+
+#[cfg(feature = "user")]
+mod user_mm {
+    // SAFETY: plain-old-data, `#[repr(C)]`, integers only, explicit padding.
+    unsafe impl aya::Pod for super::MmStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MmActivity {}
+}
