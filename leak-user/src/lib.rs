@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod cmd;
 pub mod collect;
+pub mod mm;
 pub mod probes;
 pub mod procs;
 pub mod report;

@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Where is memory held? Outstanding bytes per call stack of a Go binary.
     Trace(cmd::trace::TraceArgs),
+    /// Which process is leaking? Memory over time per process, with a verdict.
+    Top(cmd::top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => cmd::trace::run(args),
+        Command::Top(args) => cmd::top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

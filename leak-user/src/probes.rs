@@ -10,7 +10,8 @@ use aya::{
 use leak_common::ProbeConfig;
 
 /// The compiled kernel side, embedded at build time.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leak"));
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leak"));
 
 /// One uprobe: which program goes on which function.
 #[derive(Clone, Debug)]
@@ -63,7 +64,7 @@ pub fn load_and_attach(
 }
 
 /// Turns an aya error into one line that says what the kernel refused.
-fn kernel_error(what: &str, e: anyhow::Error) -> anyhow::Error {
+pub(crate) fn kernel_error(what: &str, e: anyhow::Error) -> anyhow::Error {
     let mut chain = format!("{e}");
     let mut src = e.source();
     while let Some(s) = src {

@@ -4,6 +4,7 @@
 //! Every renderer takes a [`Profile`], plain data with no kernel or process
 //! behind it, so each format is tested on its own.
 
+pub mod chart;
 pub mod flamegraph;
 pub mod folded;
 pub mod json;

@@ -1,0 +1,186 @@
+//! `leak top --json`: every watched process's RSS series and verdict as one
+//! document, fastest-growing first. Schema:
+//!
+//! ```text
+//! {
+//!   "duration_secs": number,         // time watched
+//!   "interval_secs": number,         // time between readings
+//!   "scope": string,                 // "every process" or "pid 1, 2"
+//!   "processes": [                   // fastest-growing first
+//!     {
+//!       "pid": integer,
+//!       "command": string,           // /proc/PID/comm
+//!       "verdict": string,           // leaking | growing | steady | shrinking
+//!       "reason": string,            // why, in a few words
+//!       "rss_bytes": integer,        // latest resident memory (anon+file+shmem)
+//!       "change_bytes": integer,     // last reading minus first
+//!       "growth_bytes_per_sec": number,  // slope of the troughs
+//!       "trough_r2": number,         // how well a line fits the troughs
+//!       "recent_growth_bytes_per_sec": number,  // troughs, last third
+//!       "memory": {                  // latest reading, bytes
+//!         "anon": integer, "file": integer, "shmem": integer, "swap": integer,
+//!         "mapped": integer,         // net mmap−munmap±mremap while watched
+//!         "brk_heap": integer | null,  // break minus heap start, once brk seen
+//!         "advised_away": integer    // madvise(DONTNEED/FREE/REMOVE) while watched
+//!       },
+//!       "series": [[number, integer]]  // [seconds since start, RSS bytes]
+//!     }
+//!   ],
+//!   "lost": {                        // kernel side, nothing silent
+//!     "rss_events_unattributed": integer,  // another mm, owner unknown
+//!     "stats_insert_failed": integer       // per-process maps full
+//!   }
+//! }
+//! ```
+
+use std::io::{self, Write};
+
+use leak_common::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
+use serde::Serialize;
+
+use super::watch::Row;
+
+/// Run-wide facts for the document.
+#[derive(Clone, Debug, Default)]
+pub struct Meta {
+    /// Time watched, seconds.
+    pub duration_secs: f64,
+    /// Time between readings, seconds.
+    pub interval_secs: f64,
+    /// What was watched.
+    pub scope: String,
+    /// rss_stat events for an mm whose owner was unknown.
+    pub rss_events_unattributed: u64,
+    /// Updates lost because the per-process maps were full.
+    pub stats_insert_failed: u64,
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    duration_secs: f64,
+    interval_secs: f64,
+    scope: &'a str,
+    processes: Vec<Process<'a>>,
+    lost: Lost,
+}
+
+#[derive(Serialize)]
+struct Process<'a> {
+    pid: u32,
+    command: &'a str,
+    verdict: &'static str,
+    reason: &'a str,
+    rss_bytes: u64,
+    change_bytes: i64,
+    growth_bytes_per_sec: f64,
+    trough_r2: f64,
+    recent_growth_bytes_per_sec: f64,
+    memory: Memory,
+    series: Vec<(f64, u64)>,
+}
+
+#[derive(Serialize)]
+struct Memory {
+    anon: u64,
+    file: u64,
+    shmem: u64,
+    swap: u64,
+    mapped: i64,
+    brk_heap: Option<u64>,
+    advised_away: u64,
+}
+
+#[derive(Serialize)]
+struct Lost {
+    rss_events_unattributed: u64,
+    stats_insert_failed: u64,
+}
+
+/// Writes `rows` (already in ranking order) as a pretty-printed JSON
+/// document and a newline.
+pub fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
+    let doc = Document {
+        duration_secs: round3(meta.duration_secs),
+        interval_secs: meta.interval_secs,
+        scope: &meta.scope,
+        processes: rows
+            .iter()
+            .map(|r| Process {
+                pid: r.pid,
+                command: &r.command,
+                verdict: r.trend.verdict.as_str(),
+                reason: &r.trend.reason,
+                rss_bytes: r.latest.resident(),
+                change_bytes: r.change_bytes.round() as i64,
+                growth_bytes_per_sec: r.growth().round(),
+                trough_r2: round3(r.trend.troughs.r2),
+                recent_growth_bytes_per_sec: r.trend.recent_slope.round(),
+                memory: Memory {
+                    anon: r.latest.rss[RSS_ANON],
+                    file: r.latest.rss[RSS_FILE],
+                    shmem: r.latest.rss[RSS_SHMEM],
+                    swap: r.latest.rss[RSS_SWAP],
+                    mapped: r.latest.mapped_bytes,
+                    brk_heap: r.latest.heap_bytes,
+                    advised_away: r.latest.advised_away_bytes,
+                },
+                series: r
+                    .series
+                    .iter()
+                    .map(|&(t, b)| (round3(t), b.max(0.0) as u64))
+                    .collect(),
+            })
+            .collect(),
+        lost: Lost {
+            rss_events_unattributed: meta.rss_events_unattributed,
+            stats_insert_failed: meta.stats_insert_failed,
+        },
+    };
+    serde_json::to_writer_pretty(&mut *w, &doc)?;
+    writeln!(w)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::watch::{Reading, Watch};
+
+    #[test]
+    fn document_lists_processes_in_rank_order_with_series() {
+        let mut w = Watch::new();
+        for i in 0..=20 {
+            let t = i as f64 * 2.0;
+            let mut r = Reading::default();
+            r.rss[RSS_ANON] = (1 << 20) * (10 + i);
+            r.heap_bytes = Some(4096 * i);
+            w.record(42, "leaker", t, r, true);
+            r.rss[RSS_ANON] = 8 << 20;
+            r.heap_bytes = None;
+            w.record(7, "flat", t, r, true);
+        }
+        let meta = Meta {
+            duration_secs: 40.0004,
+            interval_secs: 2.0,
+            scope: "every process".into(),
+            ..Meta::default()
+        };
+        let mut out = Vec::new();
+        write(&meta, &w.rows(true), &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["duration_secs"], 40.0);
+        let procs = v["processes"].as_array().unwrap();
+        assert_eq!(procs[0]["pid"], 42);
+        assert_eq!(procs[0]["verdict"], "leaking");
+        assert_eq!(procs[0]["change_bytes"], 20 << 20);
+        assert_eq!(procs[0]["memory"]["brk_heap"], 4096 * 20);
+        assert_eq!(procs[0]["series"].as_array().unwrap().len(), 21);
+        assert_eq!(procs[0]["series"][1], serde_json::json!([2.0, 11 << 20]));
+        assert_eq!(procs[1]["verdict"], "steady");
+        assert!(procs[1]["memory"]["brk_heap"].is_null());
+        assert_eq!(v["lost"]["stats_insert_failed"], 0);
+    }
+}

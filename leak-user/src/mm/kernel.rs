@@ -1,0 +1,163 @@
+//! The kernel side of `leak top`: loads the `kmem:rss_stat` and memory
+//! syscall tracepoint programs (leak-ebpf/src/mm.rs) and reads the
+//! per-process maps they fill.
+
+use std::{collections::HashMap, path::Path};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use leak_common::{MmActivity, MmCounter, MmStats, MM_COUNTERS};
+
+use super::watch::sum_activity;
+use crate::probes::{kernel_error, EBPF_OBJECT};
+
+/// Program name in the eBPF object, tracepoint category, tracepoint name.
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("mm_rss_stat", "kmem", "rss_stat"),
+    ("mm_enter_mmap", "syscalls", "sys_enter_mmap"),
+    ("mm_exit_mmap", "syscalls", "sys_exit_mmap"),
+    ("mm_enter_munmap", "syscalls", "sys_enter_munmap"),
+    ("mm_exit_munmap", "syscalls", "sys_exit_munmap"),
+    ("mm_enter_mremap", "syscalls", "sys_enter_mremap"),
+    ("mm_exit_mremap", "syscalls", "sys_exit_mremap"),
+    ("mm_enter_madvise", "syscalls", "sys_enter_madvise"),
+    ("mm_exit_madvise", "syscalls", "sys_exit_madvise"),
+    ("mm_exit_brk", "syscalls", "sys_exit_brk"),
+];
+
+/// Where aya looks for tracefs, in its order.
+const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// What the kernel side knows about one process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelView {
+    /// RSS counters and program break, if the process changed them.
+    pub stats: Option<MmStats>,
+    /// Mapped bytes and call counts, summed over CPUs.
+    pub activity: MmActivity,
+}
+
+/// Kernel-side losses, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lost {
+    /// rss_stat events for an mm whose owner was not known.
+    pub rss_events_unattributed: u64,
+    /// Updates lost because the per-process maps were full.
+    pub stats_insert_failed: u64,
+}
+
+/// The loaded, attached tracepoints and their maps; detached when dropped.
+pub struct MmProbes {
+    stats: BpfHashMap<MapData, u32, MmStats>,
+    activity: PerCpuHashMap<MapData, u32, MmActivity>,
+    counters: PerCpuArray<MapData, u64>,
+    // Last: the programs stay attached while the maps are read.
+    _ebpf: Ebpf,
+}
+
+impl MmProbes {
+    /// Loads the programs and attaches them to their tracepoints.
+    pub fn attach() -> Result<Self> {
+        ensure_tracefs()?;
+        let mut ebpf = EbpfLoader::new()
+            // The uprobes' ring buffer is not used here: keep it small.
+            .map_max_entries("EVENTS", 4096)
+            .load(EBPF_OBJECT)
+            .map_err(|e| kernel_error("load the eBPF programs", e.into()))?;
+        for &(program, category, name) in TRACEPOINTS {
+            let tp: &mut TracePoint = ebpf
+                .program_mut(program)
+                .with_context(|| format!("eBPF object has no program {program}"))?
+                .try_into()?;
+            if let Err(e) = tp.load() {
+                return Err(kernel_error(&format!("load {program}"), e.into()));
+            }
+            if let Err(e) = tp.attach(category, name) {
+                return Err(kernel_error(
+                    &format!("attach to the tracepoint {category}:{name}"),
+                    e.into(),
+                ));
+            }
+        }
+        let stats = BpfHashMap::try_from(ebpf.take_map("MM_STATS").context("no MM_STATS map")?)?;
+        let activity =
+            PerCpuHashMap::try_from(ebpf.take_map("MM_ACTIVITY").context("no MM_ACTIVITY map")?)?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("MM_COUNTERS_MAP")
+                .context("no MM_COUNTERS_MAP map")?,
+        )?;
+        Ok(Self {
+            stats,
+            activity,
+            counters,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Everything the maps hold, by tgid.
+    pub fn read(&self) -> HashMap<u32, KernelView> {
+        let mut out: HashMap<u32, KernelView> = HashMap::new();
+        for (pid, stats) in self.stats.iter().flatten() {
+            out.entry(pid).or_default().stats = Some(stats);
+        }
+        for (pid, per_cpu) in self.activity.iter().flatten() {
+            out.entry(pid).or_default().activity = sum_activity(per_cpu.iter());
+        }
+        out
+    }
+
+    /// Drops what the maps hold about `pid` (it exited).
+    pub fn forget(&mut self, pid: u32) {
+        let _ = self.stats.remove(&pid);
+        let _ = self.activity.remove(&pid);
+    }
+
+    /// Kernel-side losses so far.
+    pub fn lost(&self) -> Lost {
+        let get = |c: MmCounter| -> u64 {
+            debug_assert!((c as u32) < MM_COUNTERS);
+            self.counters
+                .get(&(c as u32), 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        };
+        Lost {
+            rss_events_unattributed: get(MmCounter::RssUnattributed),
+            stats_insert_failed: get(MmCounter::StatsInsertFailed),
+        }
+    }
+}
+
+/// Tracepoints are found through tracefs; mount it if nothing is there
+/// (minimal systems and containers often leave it unmounted).
+fn ensure_tracefs() -> Result<()> {
+    let mounted = |dir: &str| Path::new(dir).join("events").is_dir();
+    if TRACEFS.iter().any(|d| mounted(d)) {
+        return Ok(());
+    }
+    let target = TRACEFS[0];
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (src, dir, fstype) = (c("nodev"), c(target), c("tracefs"));
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dir.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 || !mounted(target) {
+        bail!(
+            "tracefs is not mounted and mounting it failed ({}): run `mount -t tracefs nodev {target}`",
+            std::io::Error::last_os_error()
+        );
+    }
+    eprintln!("leak: mounted tracefs at {target} (the memory tracepoints are found there)");
+    Ok(())
+}

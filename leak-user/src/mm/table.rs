@@ -1,0 +1,216 @@
+//! The `leak top` table as text: one line per process with its RSS, change
+//! over the window, growth rate, a sparkline and the verdict. Pure: takes
+//! rows, returns a string, with no terminal control codes (the caller adds
+//! those when it redraws a terminal).
+
+use std::fmt::Write as _;
+
+use super::watch::Row;
+use crate::report::human_bytes;
+
+/// Eight levels, lowest first.
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// Characters of the sparkline column.
+pub const SPARK_WIDTH: usize = 16;
+
+/// What the line above the table says.
+#[derive(Clone, Debug, Default)]
+pub struct Header {
+    /// Seconds since leak started watching.
+    pub elapsed_secs: f64,
+    /// What is watched: "every process" or "pid 1, 2".
+    pub scope: String,
+    /// Processes shown out of how many watched.
+    pub watched: usize,
+    /// Kernel-side events that could not be credited to a process, or
+    /// processes the kernel maps had no room for; shown when non-zero.
+    pub lost: u64,
+}
+
+/// Draws `values` as a sparkline of at most `width` characters (the mean
+/// of each slice), scaled from their lowest to their highest. A series that
+/// moves by less than `min_range` is drawn flat, so noise does not look like
+/// a trend.
+pub fn sparkline(values: &[f64], width: usize, min_range: f64) -> String {
+    if values.is_empty() || width == 0 {
+        return String::new();
+    }
+    let n = values.len().min(width);
+    let slices: Vec<f64> = (0..n)
+        .map(|i| {
+            let (a, b) = (i * values.len() / n, (i + 1) * values.len() / n);
+            let part = &values[a..b.max(a + 1)];
+            part.iter().sum::<f64>() / part.len() as f64
+        })
+        .collect();
+    let lo = slices.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = slices.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !(hi - lo >= min_range && hi > lo) {
+        return BARS[0].to_string().repeat(n);
+    }
+    slices
+        .iter()
+        .map(|v| BARS[(((v - lo) / (hi - lo)) * 7.0).round().clamp(0.0, 7.0) as usize])
+        .collect()
+}
+
+/// A growth rate for people, per minute: `+1.2 MiB/min`, `-300 KiB/min`,
+/// `0 B/min`.
+pub fn rate_per_min(bytes_per_sec: f64) -> String {
+    let per_min = bytes_per_sec * 60.0;
+    if per_min.abs() < 0.5 {
+        return "0 B/min".to_string();
+    }
+    format!("{}/min", signed(per_min))
+}
+
+/// A byte change with its sign.
+pub fn signed(bytes: f64) -> String {
+    if bytes > 0.0 {
+        format!("+{}", human_bytes(bytes))
+    } else {
+        human_bytes(bytes)
+    }
+}
+
+/// Renders the header and the first `top` rows. Lines are cut to `width`
+/// characters when given (a terminal's width).
+pub fn render(header: &Header, rows: &[Row], top: usize, width: Option<usize>) -> String {
+    let mut out = String::new();
+    let shown = rows.len().min(top);
+    let _ = write!(
+        out,
+        "leak top · {} · {} · {} of {} processes, fastest-growing first",
+        elapsed(header.elapsed_secs),
+        header.scope,
+        shown,
+        header.watched
+    );
+    if header.lost > 0 {
+        let _ = write!(out, " · {} kernel events not credited", header.lost);
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{:>7}  {:<15} {:>10} {:>11} {:>14}  {:<w$}  {:<9} WHY",
+        "PID",
+        "COMMAND",
+        "RSS",
+        "CHANGE",
+        "GROWTH",
+        "RSS OVER TIME",
+        "VERDICT",
+        w = SPARK_WIDTH
+    );
+    for r in &rows[..shown] {
+        let values: Vec<f64> = r.series.iter().map(|p| p.1).collect();
+        let level = values.iter().copied().fold(0.0, f64::max);
+        let spark = sparkline(&values, SPARK_WIDTH, (256.0 * 1024.0f64).max(0.005 * level));
+        let _ = writeln!(
+            out,
+            "{:>7}  {:<15} {:>10} {:>11} {:>14}  {:<w$}  {:<9} {}",
+            r.pid,
+            truncate(&r.command, 15),
+            human_bytes(r.latest.resident() as f64),
+            signed(r.change_bytes),
+            rate_per_min(r.growth()),
+            spark,
+            r.trend.verdict,
+            r.trend.reason,
+            w = SPARK_WIDTH
+        );
+    }
+    match width {
+        Some(w) => {
+            out.lines()
+                .map(|l| truncate(l, w))
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n"
+        }
+        None => out,
+    }
+}
+
+fn truncate(s: &str, chars: usize) -> String {
+    s.chars().take(chars).collect()
+}
+
+fn elapsed(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::watch::{Reading, Watch};
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    #[test]
+    fn sparkline_scales_lowest_to_highest() {
+        let up: Vec<f64> = (0..8).map(|i| i as f64 * MIB).collect();
+        assert_eq!(sparkline(&up, 16, 1.0), "▁▂▃▄▅▆▇█");
+        // More values than characters: slices are averaged.
+        let long: Vec<f64> = (0..160).map(|i| i as f64).collect();
+        let s = sparkline(&long, 16, 1.0);
+        assert_eq!(s.chars().count(), 16);
+        assert!(s.starts_with('▁') && s.ends_with('█'), "{s}");
+    }
+
+    #[test]
+    fn sparkline_of_noise_is_flat() {
+        let noise = [100.0 * MIB, 100.01 * MIB, 99.99 * MIB, 100.0 * MIB];
+        assert_eq!(sparkline(&noise, 16, 256.0 * 1024.0), "▁▁▁▁");
+        assert_eq!(sparkline(&[], 16, 1.0), "");
+        assert_eq!(sparkline(&[5.0], 16, 1.0), "▁");
+    }
+
+    #[test]
+    fn rates_and_changes_carry_signs() {
+        assert_eq!(rate_per_min(MIB / 60.0), "+1.0 MiB/min");
+        assert_eq!(rate_per_min(-5.0 * 1024.0), "-300 KiB/min");
+        assert_eq!(rate_per_min(0.001), "0 B/min");
+        assert_eq!(signed(0.0), "0 B");
+    }
+
+    #[test]
+    fn table_has_a_row_per_process_and_no_control_codes() {
+        let mut w = Watch::new();
+        for i in 0..=30 {
+            let t = i as f64 * 2.0;
+            let mut r = Reading::default();
+            r.rss[leak_common::RSS_ANON] = (10.0 * MIB + MIB * t) as u64;
+            w.record(7, "leaker", t, r, true);
+            r.rss[leak_common::RSS_ANON] = (50.0 * MIB) as u64;
+            w.record(8, "steady-service-with-a-long-name", t, r, true);
+        }
+        let header = Header {
+            elapsed_secs: 60.0,
+            scope: "every process".into(),
+            watched: 2,
+            lost: 0,
+        };
+        let text = render(&header, &w.rows(true), 10, None);
+        assert!(!text.contains('\x1b'), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("leak top · 1m00s · every process · 2 of 2"));
+        assert!(lines[2].contains("leaker") && lines[2].contains("leaking"));
+        assert!(lines[2].contains("+60.0 MiB") && lines[2].contains("+60.0 MiB/min"));
+        assert!(lines[3].contains("steady-service-") && lines[3].contains("steady"));
+        assert!(!lines[3].contains("steady-service-w"));
+        // --top and the terminal width cut rows and lines.
+        let cut = render(&header, &w.rows(true), 1, Some(40));
+        assert_eq!(cut.lines().count(), 3);
+        assert!(cut.lines().all(|l| l.chars().count() <= 40));
+    }
+}

@@ -1,0 +1,320 @@
+//! The processes `leak top` watches: one RSS series each, judged by
+//! [`crate::trend`] and ranked by growth. Pure: readings come in as plain
+//! values, with no kernel or `/proc` behind them.
+
+use std::collections::BTreeMap;
+
+use leak_common::{MmActivity, MmStats, RSS_ANON, RSS_FILE, RSS_MEMBERS, RSS_SHMEM, RSS_SWAP};
+
+use super::procfs::RssCounters;
+use crate::trend::{self, Thresholds, Trend, Verdict};
+
+/// One look at a process's memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// RSS counters in bytes, indexed like `kmem:rss_stat`'s (`RSS_*`).
+    pub rss: RssCounters,
+    /// Net bytes mapped by mmap/munmap/mremap since leak started watching.
+    pub mapped_bytes: i64,
+    /// Heap grown with `brk`: the current break minus the heap's start;
+    /// `None` until the process calls `brk` while watched.
+    pub heap_bytes: Option<u64>,
+    /// Bytes given back with madvise since leak started watching.
+    pub advised_away_bytes: u64,
+}
+
+impl Reading {
+    /// Resident memory: anonymous, file-backed and shared (what `top` calls
+    /// RES; swap not included).
+    pub fn resident(&self) -> u64 {
+        self.rss[RSS_ANON] + self.rss[RSS_FILE] + self.rss[RSS_SHMEM]
+    }
+
+    /// Anonymous resident memory.
+    pub fn anon(&self) -> u64 {
+        self.rss[RSS_ANON]
+    }
+
+    /// Swapped-out memory.
+    pub fn swap(&self) -> u64 {
+        self.rss[RSS_SWAP]
+    }
+}
+
+/// The RSS counters of a process from the kernel side's view: each counter
+/// `kmem:rss_stat` has reported, and for the others (unchanged since leak
+/// attached) what `/proc` said when the process was first seen.
+pub fn merge_rss(stats: &MmStats, baseline: &RssCounters) -> RssCounters {
+    let mut out = *baseline;
+    for (m, slot) in out.iter_mut().enumerate().take(RSS_MEMBERS) {
+        if stats.rss_seen & (1 << m) != 0 {
+            *slot = stats.rss[m].max(0) as u64;
+        }
+    }
+    out
+}
+
+/// A process's activity summed over CPUs.
+pub fn sum_activity<'a>(per_cpu: impl IntoIterator<Item = &'a MmActivity>) -> MmActivity {
+    per_cpu
+        .into_iter()
+        .fold(MmActivity::default(), |acc, a| MmActivity {
+            mapped_bytes: acc.mapped_bytes + a.mapped_bytes,
+            advised_away_bytes: acc.advised_away_bytes + a.advised_away_bytes,
+            syscalls: acc.syscalls + a.syscalls,
+            rss_events: acc.rss_events + a.rss_events,
+        })
+}
+
+/// One watched process.
+#[derive(Clone, Debug)]
+struct Watched {
+    command: String,
+    /// `(seconds since leak started, resident bytes)`.
+    series: Vec<(f64, f64)>,
+    latest: Reading,
+    /// Whether the kernel side saw it change its memory while watched.
+    active: bool,
+}
+
+/// Every watched process and its series.
+#[derive(Clone, Debug, Default)]
+pub struct Watch {
+    procs: BTreeMap<u32, Watched>,
+}
+
+/// One row of the `leak top` table: a process, its series and the verdict.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Process id.
+    pub pid: u32,
+    /// Command name (`/proc/PID/comm`).
+    pub command: String,
+    /// The latest reading.
+    pub latest: Reading,
+    /// Resident bytes over time: `(seconds since leak started, bytes)`.
+    pub series: Vec<(f64, f64)>,
+    /// Last reading minus first, bytes.
+    pub change_bytes: f64,
+    /// The verdict on `series`, with its numbers.
+    pub trend: Trend,
+    /// Whether the kernel side saw it change its memory while watched.
+    pub active: bool,
+}
+
+impl Row {
+    /// Growth rate used for ranking, bytes per second: the trend of the
+    /// troughs, the same line the verdict is drawn from.
+    pub fn growth(&self) -> f64 {
+        self.trend.slope
+    }
+}
+
+impl Watch {
+    /// An empty watch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a reading of process `pid` taken `secs` after leak started.
+    /// `active` marks a process the kernel side saw change its memory.
+    pub fn record(&mut self, pid: u32, command: &str, secs: f64, reading: Reading, active: bool) {
+        let w = self.procs.entry(pid).or_insert_with(|| Watched {
+            command: command.to_string(),
+            series: Vec::new(),
+            latest: reading,
+            active: false,
+        });
+        w.series.push((secs, reading.resident() as f64));
+        w.latest = reading;
+        w.active |= active;
+    }
+
+    /// Drops a process (it exited, or its pid now names another process).
+    pub fn forget(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+    }
+
+    /// Whether `pid` is watched.
+    pub fn contains(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    /// Watched pids, ascending.
+    pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.procs.keys().copied()
+    }
+
+    /// Number of watched processes.
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Whether nothing is watched.
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    /// One row per process, the fastest-growing first (ties: larger change,
+    /// then lower pid). With `active_only`, processes whose memory the
+    /// kernel side never saw change are left out.
+    pub fn rows(&self, active_only: bool) -> Vec<Row> {
+        let mut rows: Vec<Row> = self
+            .procs
+            .iter()
+            .filter(|(_, w)| w.active || !active_only)
+            .map(|(&pid, w)| {
+                let trend = trend::assess(&w.series, None, &Thresholds::PROCESS);
+                let change_bytes = match (w.series.first(), w.series.last()) {
+                    (Some(a), Some(b)) => b.1 - a.1,
+                    _ => 0.0,
+                };
+                Row {
+                    pid,
+                    command: w.command.clone(),
+                    latest: w.latest,
+                    series: w.series.clone(),
+                    change_bytes,
+                    trend,
+                    active: w.active,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.growth()
+                .total_cmp(&a.growth())
+                .then(b.change_bytes.total_cmp(&a.change_bytes))
+                .then(a.pid.cmp(&b.pid))
+        });
+        rows
+    }
+}
+
+/// How many rows carry each verdict, for a summary line.
+pub fn verdict_counts(rows: &[Row]) -> Vec<(Verdict, usize)> {
+    let mut out: Vec<(Verdict, usize)> = Vec::new();
+    for r in rows {
+        match out.iter_mut().find(|(v, _)| *v == r.trend.verdict) {
+            Some((_, n)) => *n += 1,
+            None => out.push((r.trend.verdict, 1)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    fn reading(resident: f64) -> Reading {
+        let mut rss = [0u64; RSS_MEMBERS];
+        rss[RSS_ANON] = resident as u64;
+        Reading {
+            rss,
+            ..Reading::default()
+        }
+    }
+
+    /// Records `f(t)` every 2 s for a minute.
+    fn feed(w: &mut Watch, pid: u32, name: &str, f: impl Fn(f64) -> f64) {
+        for i in 0..=30 {
+            let t = i as f64 * 2.0;
+            w.record(pid, name, t, reading(f(t)), true);
+        }
+    }
+
+    #[test]
+    fn merge_takes_reported_counters_and_keeps_the_rest() {
+        let mut stats = MmStats::default();
+        stats.rss[RSS_ANON] = 5 << 20;
+        stats.rss_seen = 1 << RSS_ANON;
+        let mut baseline = [0u64; RSS_MEMBERS];
+        baseline[RSS_ANON] = 1 << 20;
+        baseline[RSS_FILE] = 3 << 20;
+        let merged = merge_rss(&stats, &baseline);
+        assert_eq!(merged[RSS_ANON], 5 << 20);
+        assert_eq!(merged[RSS_FILE], 3 << 20);
+        // A counter reported as 0 is 0, not the baseline.
+        stats.rss_seen |= 1 << RSS_FILE;
+        assert_eq!(merge_rss(&stats, &baseline)[RSS_FILE], 0);
+    }
+
+    #[test]
+    fn activity_sums_over_cpus() {
+        let cpus = [
+            MmActivity {
+                mapped_bytes: 8192,
+                advised_away_bytes: 4096,
+                syscalls: 2,
+                rss_events: 10,
+            },
+            MmActivity {
+                mapped_bytes: -4096,
+                advised_away_bytes: 0,
+                syscalls: 1,
+                rss_events: 5,
+            },
+        ];
+        let sum = sum_activity(&cpus);
+        assert_eq!(sum.mapped_bytes, 4096);
+        assert_eq!(sum.syscalls, 3);
+        assert_eq!(sum.rss_events, 15);
+    }
+
+    #[test]
+    fn leakers_rank_above_a_sawtooth_and_a_flat_process() {
+        let mut w = Watch::new();
+        // A GC'd service whose live set is constant: big sawtooth, flat troughs.
+        feed(&mut w, 10, "steady", |t| {
+            40.0 * MIB + 20.0 * MIB * ((t / 6.0).fract())
+        });
+        feed(&mut w, 20, "cleak", |t| 2.0 * MIB + MIB * t);
+        feed(&mut w, 30, "seed", |t| {
+            30.0 * MIB + 0.5 * MIB * t + 4.0 * MIB * ((t / 8.0).fract())
+        });
+        feed(&mut w, 40, "idle", |_| 9.0 * MIB);
+        let rows = w.rows(true);
+        let order: Vec<u32> = rows.iter().map(|r| r.pid).collect();
+        assert_eq!(&order[..2], &[20, 30], "{order:?}");
+        let verdict = |pid| rows.iter().find(|r| r.pid == pid).unwrap().trend.verdict;
+        assert_eq!(verdict(20), Verdict::Leaking);
+        assert_eq!(verdict(30), Verdict::Leaking);
+        assert_eq!(verdict(10), Verdict::Steady);
+        assert_eq!(verdict(40), Verdict::Steady);
+        assert!((rows[0].change_bytes - 60.0 * MIB).abs() < 1.0);
+        assert_eq!(
+            verdict_counts(&rows),
+            vec![(Verdict::Leaking, 2), (Verdict::Steady, 2)]
+        );
+    }
+
+    #[test]
+    fn forgotten_processes_leave_no_row_and_inactive_ones_can_be_hidden() {
+        let mut w = Watch::new();
+        w.record(1, "a", 0.0, reading(MIB), true);
+        w.record(2, "b", 0.0, reading(MIB), false);
+        w.record(3, "c", 0.0, reading(MIB), true);
+        w.forget(3);
+        assert!(!w.contains(3));
+        assert_eq!(w.rows(false).len(), 2);
+        let active: Vec<u32> = w.rows(true).iter().map(|r| r.pid).collect();
+        assert_eq!(active, vec![1]);
+        // Activity sticks once seen.
+        w.record(2, "b", 2.0, reading(MIB), true);
+        w.record(2, "b", 4.0, reading(MIB), false);
+        assert_eq!(w.rows(true).len(), 2);
+    }
+
+    #[test]
+    fn resident_is_anon_file_and_shmem() {
+        let mut r = Reading::default();
+        r.rss[RSS_ANON] = 1;
+        r.rss[RSS_FILE] = 2;
+        r.rss[RSS_SHMEM] = 4;
+        r.rss[RSS_SWAP] = 8;
+        assert_eq!(r.resident(), 7);
+        assert_eq!(r.swap(), 8);
+    }
+}

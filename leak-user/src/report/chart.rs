@@ -1,0 +1,143 @@
+//! An SVG line chart of memory over time, one labelled line per process:
+//! the Grafana panel an SRE would squint at, drawn by `leak top --chart`.
+//! Pure: takes plain series, writes SVG text.
+
+use std::io::{self, Write};
+
+use plotters::{
+    prelude::*,
+    style::{Palette, Palette99},
+};
+
+/// One line of the chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChartLine {
+    /// Legend text, e.g. `seed (pid 4242): leaking`.
+    pub label: String,
+    /// `(seconds since start, bytes)`, in time order.
+    pub points: Vec<(f64, f64)>,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+const SIZE: (u32, u32) = (1100, 620);
+
+/// Writes the chart of `lines` under `title` as an SVG document: time on
+/// the x axis (seconds), MiB on the y axis from 0, the legend top left.
+pub fn write(title: &str, lines: &[ChartLine], w: &mut dyn Write) -> io::Result<()> {
+    let svg = render(title, lines).map_err(io::Error::other)?;
+    w.write_all(svg.as_bytes())
+}
+
+/// The SVG text of the chart.
+pub fn render(title: &str, lines: &[ChartLine]) -> Result<String, String> {
+    let x_max = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.0))
+        .fold(0.0f64, f64::max)
+        .max(1.0);
+    let y_max = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1 / MIB))
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.08;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("time since start (s)")
+            .y_desc("resident memory (MiB)")
+            .axis_desc_style(("sans-serif", 16))
+            .label_style(("sans-serif", 13))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, line) in lines.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(
+                    line.points.iter().map(|&(t, b)| (t, b / MIB)),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(line.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+                });
+        }
+        if !lines.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .label_font(("sans-serif", 14))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.4))
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(label: &str, f: impl Fn(f64) -> f64) -> ChartLine {
+        ChartLine {
+            label: label.to_string(),
+            points: (0..=30)
+                .map(|i| (i as f64 * 2.0, f(i as f64 * 2.0)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn one_polyline_per_process_with_labels_and_axes() {
+        let lines = vec![
+            line("cleak (pid 2): leaking", |t| 2.0 * MIB + MIB * t),
+            line("steady (pid 3): steady", |_| 30.0 * MIB),
+        ];
+        let svg = render("leak top: resident memory", &lines).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
+        assert!(svg.trim_end().ends_with("</svg>"));
+        // One polyline per process in its own colour, plus its legend
+        // sample (axes and grid are polylines too, in black and grey).
+        for i in 0..lines.len() {
+            let color = Palette99::pick(i).to_rgba();
+            let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", color.0, color.1, color.2);
+            let polylines = svg
+                .split("<polyline")
+                .skip(1)
+                .filter(|p| p.split("/>").next().unwrap().contains(&stroke))
+                .count();
+            assert_eq!(polylines, 2, "line {i} ({stroke}): {svg}");
+        }
+        for text in [
+            "cleak (pid 2): leaking",
+            "steady (pid 3): steady",
+            "time since start (s)",
+            "resident memory (MiB)",
+            "leak top: resident memory",
+        ] {
+            assert!(svg.contains(text), "missing {text}");
+        }
+    }
+
+    #[test]
+    fn empty_chart_still_draws_axes() {
+        let svg = render("nothing", &[]).unwrap();
+        assert!(svg.contains("time since start (s)"));
+        assert!(svg.contains("resident memory (MiB)"));
+    }
+}
