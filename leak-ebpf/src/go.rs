@@ -1,7 +1,10 @@
 //! Uprobes on the Go runtime's heap profiler.
 //!
 //! * `runtime.mProf_Malloc` runs once per sampled allocation (about one per
-//!   `MemProfileRate` bytes): record the object's address, size and user stack.
+//!   `MemProfileRate` bytes): record the object's address, size and user
+//!   stack, and keep it per thread until `runtime.setprofilebucket(p, b)`
+//!   confirms the runtime recorded it (it returns early, recording nothing,
+//!   while a new M is being set up; such an object is never reported freed).
 //! * `runtime.freeSpecial(s, p, size)` runs for each dead object that carries a
 //!   special; for the profile special it calls `runtime.mProf_Free` next on the
 //!   same thread. Remember `p` per thread at `freeSpecial`, report it as freed
@@ -16,7 +19,7 @@ use aya_ebpf::{
     bindings::{pt_regs, BPF_F_USER_STACK},
     helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
     programs::ProbeContext,
     EbpfContext,
 };
@@ -31,7 +34,19 @@ static CONFIG: ProbeConfig = ProbeConfig {
     malloc_size_arg: 1,
     free_addr_arg: 1,
     free_size_arg: 2,
+    confirm_addr_arg: 0,
+    _pad: 0,
 };
+
+/// Sample taken at `mProf_Malloc`, per thread, until `setprofilebucket`
+/// confirms it. Bounded; an entry that is never confirmed is replaced by the
+/// thread's next sample or ages out.
+#[map]
+static PENDING_ALLOC: LruHashMap<u64, AllocEvent> = LruHashMap::with_max_entries(1024, 0);
+
+/// Room to build one `AllocEvent` (too big for the 512-byte BPF stack).
+#[map]
+static SCRATCH: PerCpuArray<AllocEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Object passed to `freeSpecial`, per thread, until `mProf_Free` confirms it
 /// was a profiled object. LRU: bounded, and a stale entry just ages out.
@@ -70,19 +85,18 @@ pub fn go_malloc(ctx: ProbeContext) -> u32 {
     count(Counter::AllocSeen);
     let cfg = config();
     let regs = regs(&ctx);
-    let Some(mut entry) = EVENTS.reserve::<AllocEvent>(0) else {
-        count(Counter::AllocDropped);
+    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at a reserved, exclusively owned ring buffer slot.
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: `ev` is this CPU's scratch slot; nothing else runs here.
     unsafe {
         (*ev).kind = EventKind::Alloc as u32;
-        (*ev).tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        (*ev).tgid = (key >> 32) as u32;
         (*ev).timestamp_ns = bpf_ktime_get_ns();
         (*ev).addr = go_arg(regs, cfg.malloc_addr_arg);
         (*ev).size = go_arg(regs, cfg.malloc_size_arg);
-        // At a function's first instruction the return address is at SP.
+        // Before the frame is set up the return address is at SP.
         (*ev).caller = bpf_probe_read_user(regs.rsp as *const u64).unwrap_or(0);
         (*ev)._pad = 0;
         let n = bpf_get_stack(
@@ -97,8 +111,33 @@ pub fn go_malloc(ctx: ProbeContext) -> u32 {
         } else {
             (*ev).frames = (n as u32) / 8;
         }
+        // A sample still pending here was dropped by the runtime.
+        if PENDING_ALLOC.get(&key).is_some() {
+            count(Counter::AllocUnconfirmed);
+        }
+        if PENDING_ALLOC.insert(&key, &*ev, 0).is_err() {
+            count(Counter::AllocDropped);
+        }
     }
-    entry.submit(0);
+    0
+}
+
+#[uprobe]
+pub fn go_alloc_confirm(ctx: ProbeContext) -> u32 {
+    let addr = go_arg(regs(&ctx), config().confirm_addr_arg);
+    let key = bpf_get_current_pid_tgid();
+    let Some(ev) = PENDING_ALLOC.get_ptr(&key) else {
+        return 0;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    if unsafe { (*ev).addr } != addr {
+        return 0;
+    }
+    // SAFETY: as above; the ring buffer copies the value.
+    if EVENTS.output::<AllocEvent>(unsafe { &*ev }, 0).is_err() {
+        count(Counter::AllocDropped);
+    }
+    let _ = PENDING_ALLOC.remove(&key);
     0
 }
 

@@ -23,14 +23,18 @@ pub trait SymbolSource {
 pub struct Symbolizer<S> {
     source: S,
     cache: HashMap<u64, Vec<Frame>>,
+    profile_skip: usize,
 }
 
 impl<S: SymbolSource> Symbolizer<S> {
-    /// A symbolizer reading `source`.
-    pub fn new(source: S) -> Self {
+    /// A symbolizer reading `source`. `profile_skip` leaf frames are never
+    /// shown in Go's own profile of this version (the runtime table's
+    /// `profile_skip`); they matter only for all-runtime stacks.
+    pub fn new(source: S, profile_skip: usize) -> Self {
         Self {
             source,
             cache: HashMap::new(),
+            profile_skip,
         }
     }
 
@@ -56,7 +60,7 @@ impl<S: SymbolSource> Symbolizer<S> {
         if let Some(goexit) = frames.iter().position(|f| f.function == "runtime.goexit") {
             frames.truncate(goexit);
         }
-        trim_allocator(frames)
+        trim_allocator(frames, self.profile_skip)
     }
 }
 
@@ -78,11 +82,12 @@ pub fn is_allocator(function: &str) -> bool {
 }
 
 /// Drops leaf-end frames of the allocation machinery (mallocgc, newobject,
-/// makeslice, MakeNoZero, …), unless the whole stack is runtime — Go's own
-/// heap profile does the same.
-pub fn trim_allocator(frames: Vec<Frame>) -> Vec<Frame> {
+/// makeslice, MakeNoZero, …), as Go's own heap profile does. A stack of
+/// runtime frames alone keeps them, less the `skip` frames Go never records.
+pub fn trim_allocator(frames: Vec<Frame>, skip: usize) -> Vec<Frame> {
     match frames.iter().position(|f| !is_allocator(&f.function)) {
         Some(first_user) => frames.into_iter().skip(first_user).collect(),
+        None if frames.len() > skip => frames.into_iter().skip(skip).collect(),
         None => frames,
     }
 }
@@ -126,9 +131,12 @@ mod tests {
 
     #[test]
     fn trims_runtime_leaf_frames_and_expands_inlines() {
-        let mut s = Symbolizer::new(Fake {
-            lookups: Cell::new(0),
-        });
+        let mut s = Symbolizer::new(
+            Fake {
+                lookups: Cell::new(0),
+            },
+            2,
+        );
         let frames = s.stack(&[0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x3000]);
         assert_eq!(
             names(&frames),
@@ -147,9 +155,12 @@ mod tests {
 
     #[test]
     fn wrappers_vanish_and_goexit_ends_the_stack() {
-        let mut s = Symbolizer::new(Fake {
-            lookups: Cell::new(0),
-        });
+        let mut s = Symbolizer::new(
+            Fake {
+                lookups: Cell::new(0),
+            },
+            2,
+        );
         let frames = s.stack(&[0x3000, 0x4000, 0x6000, 0x7000, 0x8000]);
         assert_eq!(
             names(&frames),
@@ -159,10 +170,22 @@ mod tests {
 
     #[test]
     fn all_runtime_stack_is_kept() {
-        let f = trim_allocator(vec![
-            Frame::named("runtime.mallocgc"),
-            Frame::named("runtime.main"),
-        ]);
-        assert_eq!(names(&f), ["runtime.mallocgc", "runtime.main"]);
+        let all_runtime = || {
+            [
+                "runtime.profilealloc",
+                "runtime.mallocgc",
+                "runtime.newobject",
+                "runtime.main",
+            ]
+            .map(Frame::named)
+            .to_vec()
+        };
+        let kept = trim_allocator(all_runtime(), 1);
+        assert_eq!(
+            names(&kept),
+            ["runtime.mallocgc", "runtime.newobject", "runtime.main"]
+        );
+        assert_eq!(names(&trim_allocator(all_runtime(), 3)), ["runtime.main"]);
+        assert_eq!(trim_allocator(all_runtime(), 9).len(), 4);
     }
 }

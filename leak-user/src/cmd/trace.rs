@@ -249,10 +249,13 @@ fn attachments(target: &Target) -> Result<(ProbeConfig, Vec<Attachment>)> {
         malloc_size_arg: row.malloc_size_arg,
         free_addr_arg: row.free_addr_arg,
         free_size_arg: row.free_size_arg,
+        confirm_addr_arg: row.alloc_confirm_addr_arg,
+        _pad: 0,
     };
     let mut out = Vec::new();
     for (program, function) in [
         ("go_malloc", row.malloc_fn),
+        ("go_alloc_confirm", row.alloc_confirm_fn),
         ("go_free_special", row.free_fn),
         ("go_mprof_free", row.free_confirm_fn),
         ("go_gc_cycle", row.gc_fn),
@@ -296,7 +299,7 @@ struct Tracer {
 async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     let (config, attach) = attachments(&target)?;
     let mut tracer = Tracer {
-        symbols: Symbolizer::new(target.bin.clone()),
+        symbols: Symbolizer::new(target.bin.clone(), target.runtime.profile_skip),
         target,
         agg: Aggregator::new(),
         stack_frames: HashMap::new(),
@@ -453,12 +456,19 @@ impl Tracer {
                 };
                 let bias = proc_.bias;
                 let rate = proc_.rates.at(ev.timestamp_ns);
-                // stack[0] is the probed function itself; the caller it
-                // skipped is at SP. Everything as return addresses, relocated.
+                // stack[0] is the probed function itself. A frame-pointer
+                // walk started at a function's entry skips the immediate
+                // caller, whose call site is at SP; kernels from 6.13 put it
+                // in the stack themselves when the probed instruction is
+                // `push %rbp`, older ones do not. Everything as return
+                // addresses, relocated.
                 let n = ev.frames as usize;
+                let rest = &ev.stack[1.min(n)..n];
                 let mut pcs = Vec::with_capacity(n.max(1));
-                pcs.push(ev.caller.wrapping_sub(bias));
-                pcs.extend(ev.stack[1.min(n)..n].iter().map(|pc| pc.wrapping_sub(bias)));
+                if rest.first() != Some(&ev.caller) {
+                    pcs.push(ev.caller.wrapping_sub(bias));
+                }
+                pcs.extend(rest.iter().map(|pc| pc.wrapping_sub(bias)));
                 let stack = self.agg.intern(&pcs);
                 self.agg.alloc(ev.tgid, ev.addr, ev.size, rate, stack);
             }

@@ -94,7 +94,13 @@ mod tests {
                 };
                 let bin = GoBinary::open(&path).unwrap();
                 let row = probes_for(&bin.go_version().0).unwrap();
-                for name in [row.malloc_fn, row.free_fn, row.free_confirm_fn, row.gc_fn] {
+                for name in [
+                    row.malloc_fn,
+                    row.alloc_confirm_fn,
+                    row.free_fn,
+                    row.free_confirm_fn,
+                    row.gc_fn,
+                ] {
                     let f = bin.pclntab().func_by_name(name).unwrap();
                     let at = probe_address(&bin, f.entry);
                     assert!(

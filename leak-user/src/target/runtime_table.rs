@@ -41,8 +41,22 @@ pub struct RuntimeProbes {
     pub free_confirm_fn: &'static str,
     /// Size argument of `free_confirm_fn`, if it still has one.
     pub free_confirm_size_arg: Option<u32>,
+    /// Called right after `malloc_fn` on the same thread when the runtime
+    /// really recorded the sample (`setprofilebucket(p, b)`): confirms it.
+    pub alloc_confirm_fn: &'static str,
+    /// Argument of `alloc_confirm_fn` holding the object's address.
+    pub alloc_confirm_addr_arg: u32,
     /// Runs once per GC cycle, at mark termination.
     pub gc_fn: &'static str,
+    /// Frames of a sample's stack (which starts at `malloc_fn`'s caller,
+    /// `profilealloc`) that Go's own profile never records: `mProf_Malloc`'s
+    /// `callers(skip)` counts from `mProf_Malloc` itself, so this is that
+    /// skip − 1. 1.21: callers(4) (profilealloc, mallocgc, its caller);
+    /// 1.24–1.26: callers(5) (mallocgc dispatches to mallocgcSmall*); 1.27:
+    /// callers(3). 1.23 is assumed to match 1.21 (no tree here). Matters
+    /// only for stacks made of runtime frames alone (measured against Go's
+    /// own profile in the pprof round-trip test).
+    pub profile_skip: usize,
     /// Reads `runtime.MemProfileRate`; its code locates the variable in
     /// stripped binaries.
     pub rate_reader_fn: &'static str,
@@ -63,6 +77,7 @@ impl RuntimeProbes {
             self.malloc_fn,
             self.free_fn,
             self.free_confirm_fn,
+            self.alloc_confirm_fn,
             self.gc_fn,
             self.rate_reader_fn,
         ]
@@ -89,7 +104,11 @@ static ROWS: &[RuntimeProbes] = &[
         free_size_arg: 2,
         free_confirm_fn: "runtime.mProf_Free",
         free_confirm_size_arg: Some(1),
+        // setprofilebucket(p unsafe.Pointer, b *bucket): 1.21, 1.25, 1.27 trees.
+        alloc_confirm_fn: "runtime.setprofilebucket",
+        alloc_confirm_addr_arg: 0,
         gc_fn: "runtime.gcMarkTermination",
+        profile_skip: 3,
         rate_reader_fn: "runtime.profilealloc",
         rate_change_noticed: false,
         exact_alloc_fns: &["runtime.mallocgc"],
@@ -106,7 +125,11 @@ static ROWS: &[RuntimeProbes] = &[
         free_size_arg: 2,
         free_confirm_fn: "runtime.mProf_Free",
         free_confirm_size_arg: Some(1),
+        // setprofilebucket(p unsafe.Pointer, b *bucket): 1.21, 1.25, 1.27 trees.
+        alloc_confirm_fn: "runtime.setprofilebucket",
+        alloc_confirm_addr_arg: 0,
         gc_fn: "runtime.gcMarkTermination",
+        profile_skip: 3,
         rate_reader_fn: "runtime.profilealloc",
         rate_change_noticed: false,
         exact_alloc_fns: &["runtime.mallocgc"],
@@ -123,7 +146,11 @@ static ROWS: &[RuntimeProbes] = &[
         free_size_arg: 2,
         free_confirm_fn: "runtime.mProf_Free",
         free_confirm_size_arg: Some(1),
+        // setprofilebucket(p unsafe.Pointer, b *bucket): 1.21, 1.25, 1.27 trees.
+        alloc_confirm_fn: "runtime.setprofilebucket",
+        alloc_confirm_addr_arg: 0,
         gc_fn: "runtime.gcMarkTermination",
+        profile_skip: 4,
         rate_reader_fn: "runtime.profilealloc",
         rate_change_noticed: true,
         exact_alloc_fns: &[
@@ -148,7 +175,11 @@ static ROWS: &[RuntimeProbes] = &[
         free_size_arg: 2,
         free_confirm_fn: "runtime.mProf_Free",
         free_confirm_size_arg: None,
+        // setprofilebucket(p unsafe.Pointer, b *bucket): 1.21, 1.25, 1.27 trees.
+        alloc_confirm_fn: "runtime.setprofilebucket",
+        alloc_confirm_addr_arg: 0,
         gc_fn: "runtime.gcMarkTermination",
+        profile_skip: 2,
         rate_reader_fn: "runtime.profilealloc",
         rate_change_noticed: true,
         exact_alloc_fns: &[

@@ -1,0 +1,229 @@
+//! Symbols and exports end to end: inlined frames, the pprof file read by
+//! Go's own tool, `-base` diffs. Root only; run through `cargo xtask test`.
+
+use std::{fs, path::Path, process::Command, thread, time::Duration};
+
+use leak_tests::*;
+
+/// Stacks printed by `go tool pprof -traces`, leaf first, "(inline)" marks
+/// removed, each with its first value line.
+fn pprof_traces(version: &str, profile: &Path) -> Vec<Vec<String>> {
+    let out = Command::new(go(version))
+        .args(["tool", "pprof", "-traces", "-sample_index=inuse_space"])
+        .arg(profile)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut traces = Vec::new();
+    for block in text.split("-----------+-------------------------------------------------------") {
+        let mut frames = Vec::new();
+        for line in block.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.contains("bytes:") || !line.contains('.') {
+                continue;
+            }
+            // The first frame line starts with the value ("6.58MB   main.f").
+            let name = match line.split_once("   ") {
+                Some((v, rest)) if v.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
+                    rest.trim()
+                }
+                _ => line,
+            };
+            frames.push(name.trim_end_matches(" (inline)").to_string());
+        }
+        if !frames.is_empty() && !frames[0].starts_with("File:") {
+            traces.push(frames);
+        }
+    }
+    traces
+}
+
+/// The trace holding `function`.
+fn trace_with(traces: &[Vec<String>], function: &str) -> Vec<String> {
+    traces
+        .iter()
+        .find(|t| t.iter().any(|f| f == function))
+        .unwrap_or_else(|| panic!("no trace with {function}: {traces:#?}"))
+        .clone()
+}
+
+/// A leak inside a function the compiler inlines: our stack equals the
+/// program's own heap profile trace frame for frame, inlined frame included
+/// — in the folded output and in our pprof file.
+fn inlined_leak_site(version: &str) {
+    let bin = build_go("inlined", version, Variant::Plain);
+    let dir = scratch(&format!("inlined-{version}"));
+    let service = Program::start(&bin, &[]);
+    let addr = service.addr();
+    let folded = dir.join("ours.folded");
+    let ours_pprof = dir.join("ours.pb.gz");
+    let mut leak = Leak::spawn(
+        &dir,
+        &[
+            "trace",
+            "--uprobe",
+            bin.to_str().unwrap(),
+            "--pid",
+            &service.pid().to_string(),
+            "--folded",
+            folded.to_str().unwrap(),
+            "--pprof",
+            ours_pprof.to_str().unwrap(),
+        ],
+    );
+    leak.wait_attached();
+    send_requests(&addr, "/work", 1500);
+    let theirs = dir.join("service.pb.gz");
+    fs::write(&theirs, get(&addr, "/debug/pprof/heap?gc=1")).unwrap();
+    thread::sleep(Duration::from_secs(1));
+    leak.signal(SIGINT);
+    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+
+    let want = trace_with(&pprof_traces(version, &theirs), "main.(*Store).Add");
+    assert_eq!(want[0], "main.newRecord", "Go's own trace: {want:?}");
+    let top = read_folded(&folded).into_iter().next().expect("no stacks");
+    let got: Vec<String> = top.frames.iter().rev().cloned().collect();
+    assert_eq!(got, want, "folded stack vs Go's heap profile");
+    let from_pprof = trace_with(&pprof_traces(version, &ours_pprof), "main.(*Store).Add");
+    assert_eq!(from_pprof, want, "our pprof trace vs Go's heap profile");
+}
+
+#[test]
+fn inlined_leak_site_go1_21() {
+    inlined_leak_site("1.21.13");
+}
+
+#[test]
+fn inlined_leak_site_go1_27() {
+    inlined_leak_site("1.27.3");
+}
+
+/// `go tool pprof -top` of our file lists the same top functions as the
+/// service's own profile, values within 10%. leak attaches before the
+/// service starts, so it sees every sample Go's profile holds.
+#[test]
+fn pprof_round_trip() {
+    let version = "1.25.5";
+    let bin = build_go("seed", version, Variant::Plain);
+    let dir = scratch("pprof-round-trip");
+    let ours = dir.join("ours.pb.gz");
+    let mut leak = Leak::spawn(
+        &dir,
+        &[
+            "trace",
+            "--uprobe",
+            bin.to_str().unwrap(),
+            "--pprof",
+            ours.to_str().unwrap(),
+        ],
+    );
+    leak.wait_attached();
+    let service = Program::start(&bin, &[]);
+    let addr = service.addr();
+    send_requests(&addr, "/work", 2000);
+    let theirs = dir.join("service.pb.gz");
+    fs::write(&theirs, get(&addr, "/debug/pprof/heap?gc=1")).unwrap();
+    thread::sleep(Duration::from_secs(1));
+    leak.signal(SIGINT);
+    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+
+    let top3 = |p: &Path| -> Vec<(String, u64)> {
+        pprof_inuse(version, p)
+            .into_iter()
+            .filter(|(_, flat, _)| *flat > 0)
+            .take(3)
+            .map(|(f, flat, _)| (f, flat))
+            .collect()
+    };
+    let (want, got) = (top3(&theirs), top3(&ours));
+    eprintln!("pprof round trip: service {want:?}\n                  leak    {got:?}");
+    assert_eq!(
+        got.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+        want.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+        "top 3 functions"
+    );
+    for ((f, g), (_, w)) in got.iter().zip(&want) {
+        let ratio = *g as f64 / *w as f64;
+        assert!((ratio - 1.0).abs() <= 0.10, "{f}: ours {g} B vs Go's {w} B");
+    }
+}
+
+/// `go tool pprof -base A B` of two of our profiles taken 1,000 requests
+/// apart shows the 1,000 requests' leak: about 10.24 MB in bytes.Repeat.
+#[test]
+fn pprof_base_diff() {
+    let version = "1.25.5";
+    let bin = build_go("seed", version, Variant::Plain);
+    let dir = scratch("pprof-base");
+    let service = Program::start(&bin, &[]);
+    let addr = service.addr();
+    let pid = service.pid().to_string();
+    let (a, b) = (dir.join("a.pb.gz"), dir.join("b.pb.gz"));
+    // Finer sampling than the default, so 1,000 requests are ~600 samples
+    // and the check is not at the mercy of sampling noise.
+    let spawn = |name: &str, out: &Path| {
+        let sub = dir.join(name);
+        fs::create_dir_all(&sub).unwrap();
+        let mut l = Leak::spawn(
+            &sub,
+            &[
+                "trace",
+                "--uprobe",
+                bin.to_str().unwrap(),
+                "--pid",
+                &pid,
+                "--rate",
+                "16384",
+                "--pprof",
+                out.to_str().unwrap(),
+            ],
+        );
+        l.wait_attached();
+        l
+    };
+    let mut leak_a = spawn("a", &a);
+    let mut leak_b = spawn("b", &b);
+    send_requests(&addr, "/work", 1000);
+    get(&addr, "/debug/pprof/heap?gc=1");
+    thread::sleep(Duration::from_secs(1));
+    leak_a.signal(SIGINT);
+    assert!(leak_a.wait(60).success(), "{}", leak_a.stderr_text());
+    send_requests(&addr, "/work", 1000);
+    get(&addr, "/debug/pprof/heap?gc=1");
+    thread::sleep(Duration::from_secs(1));
+    leak_b.signal(SIGINT);
+    assert!(leak_b.wait(60).success(), "{}", leak_b.stderr_text());
+
+    let out = Command::new(go(version))
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-sample_index=inuse_space",
+            "-unit=B",
+            "-base",
+        ])
+        .arg(&a)
+        .arg(&b)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let growth: u64 = text
+        .lines()
+        .find(|l| l.trim_end().ends_with(" bytes.Repeat"))
+        .and_then(|l| l.split_whitespace().next()?.strip_suffix('B')?.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes.Repeat in the diff:\n{text}"));
+    let expected = 1000.0 * 10240.0;
+    eprintln!("pprof -base: bytes.Repeat grew {growth} B, expected {expected} B");
+    assert!(
+        (growth as f64 / expected - 1.0).abs() <= 0.15,
+        "growth {growth} B vs {expected} B:\n{text}"
+    );
+}
