@@ -95,6 +95,10 @@ pub struct ProbeConfig {
     pub free_addr_arg: GoArg,
     /// `freeSpecial`: argument holding the object's size.
     pub free_size_arg: GoArg,
+    /// `setprofilebucket`: argument holding the object's address.
+    pub confirm_addr_arg: GoArg,
+    /// Padding; always 0.
+    pub _pad: u32,
 }
 
 /// Slots of the per-CPU counter array `COUNTERS`.
@@ -113,10 +117,14 @@ pub enum Counter {
     FreeDropped = 4,
     /// GC cycle records lost because the ring buffer was full.
     GcDropped = 5,
+    /// Samples the runtime dropped itself (`mProf_Malloc` returned before
+    /// recording them, so they never reach `setprofilebucket`): seen at the
+    /// next sample on the same thread, or lost from the pending map.
+    AllocUnconfirmed = 6,
 }
 
 /// Number of slots in `COUNTERS`.
-pub const COUNTERS: u32 = 6;
+pub const COUNTERS: u32 = 7;
 
 #[cfg(feature = "user")]
 mod user {
