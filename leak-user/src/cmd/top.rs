@@ -50,7 +50,8 @@ pub struct TopArgs {
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
 
-    /// Show the N fastest-growing processes (and draw them in the chart).
+    /// Show the first N processes of the ranking (leaking first, then by
+    /// growth), and draw them in the chart.
     #[arg(long, value_name = "N", default_value_t = 15)]
     pub top: usize,
 
@@ -238,7 +239,7 @@ async fn top(args: TopArgs) -> Result<()> {
             })
             .collect();
         let title = format!(
-            "leak top: resident memory, {} fastest-growing of {}",
+            "leak top: resident memory, top {} of {}",
             lines.len(),
             scope(&top.args.pid)
         );

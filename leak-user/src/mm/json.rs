@@ -1,12 +1,12 @@
 //! `leak top --json`: every watched process's RSS series and verdict as one
-//! document, fastest-growing first. Schema:
+//! document, in the table's order (leaking first, then by growth). Schema:
 //!
 //! ```text
 //! {
 //!   "duration_secs": number,         // time watched
 //!   "interval_secs": number,         // time between readings
 //!   "scope": string,                 // "every process" or "pid 1, 2"
-//!   "processes": [                   // fastest-growing first
+//!   "processes": [                   // leaking first, then by growth
 //!     {
 //!       "pid": integer,
 //!       "command": string,           // /proc/PID/comm

@@ -81,7 +81,7 @@ pub fn render(header: &Header, rows: &[Row], top: usize, width: Option<usize>) -
     let shown = rows.len().min(top);
     let _ = write!(
         out,
-        "leak top · {} · {} · {} of {} processes, fastest-growing first",
+        "leak top · {} · {} · {} of {} processes, leaking first, then by growth",
         elapsed(header.elapsed_secs),
         header.scope,
         shown,

@@ -155,9 +155,12 @@ impl Watch {
         self.procs.is_empty()
     }
 
-    /// One row per process, the fastest-growing first (ties: larger change,
-    /// then lower pid). With `active_only`, processes whose memory the
-    /// kernel side never saw change are left out.
+    /// One row per process: leaking first, then growing, steady and
+    /// shrinking, each group fastest-growing first (ties: larger change,
+    /// then lower pid). Grouping keeps a process that grew a little over
+    /// two readings (a start-up, a burst) below a confirmed leak. With
+    /// `active_only`, processes whose memory the kernel side never saw
+    /// change are left out.
     pub fn rows(&self, active_only: bool) -> Vec<Row> {
         let mut rows: Vec<Row> = self
             .procs
@@ -181,12 +184,23 @@ impl Watch {
             })
             .collect();
         rows.sort_by(|a, b| {
-            b.growth()
-                .total_cmp(&a.growth())
+            severity(a.trend.verdict)
+                .cmp(&severity(b.trend.verdict))
+                .then(b.growth().total_cmp(&a.growth()))
                 .then(b.change_bytes.total_cmp(&a.change_bytes))
                 .then(a.pid.cmp(&b.pid))
         });
         rows
+    }
+}
+
+/// Order of verdicts in the table: the ones that need a look first.
+fn severity(v: Verdict) -> u8 {
+    match v {
+        Verdict::Leaking => 0,
+        Verdict::Growing => 1,
+        Verdict::Steady | Verdict::Churn => 2,
+        Verdict::Shrinking => 3,
     }
 }
 
@@ -275,9 +289,12 @@ mod tests {
             30.0 * MIB + 0.5 * MIB * t + 4.0 * MIB * ((t / 8.0).fract())
         });
         feed(&mut w, 40, "idle", |_| 9.0 * MIB);
+        // Grew 2 MiB over its only two readings: fast, but unproven.
+        w.record(50, "young", 56.0, reading(MIB), true);
+        w.record(50, "young", 58.0, reading(3.0 * MIB), true);
         let rows = w.rows(true);
         let order: Vec<u32> = rows.iter().map(|r| r.pid).collect();
-        assert_eq!(&order[..2], &[20, 30], "{order:?}");
+        assert_eq!(&order[..3], &[20, 30, 50], "{order:?}");
         let verdict = |pid| rows.iter().find(|r| r.pid == pid).unwrap().trend.verdict;
         assert_eq!(verdict(20), Verdict::Leaking);
         assert_eq!(verdict(30), Verdict::Leaking);
@@ -286,7 +303,11 @@ mod tests {
         assert!((rows[0].change_bytes - 60.0 * MIB).abs() < 1.0);
         assert_eq!(
             verdict_counts(&rows),
-            vec![(Verdict::Leaking, 2), (Verdict::Steady, 2)]
+            vec![
+                (Verdict::Leaking, 2),
+                (Verdict::Growing, 1),
+                (Verdict::Steady, 2)
+            ]
         );
     }
 
