@@ -176,6 +176,21 @@ pub fn go_mprof_free(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Calls of the user's `--work` function (slot 0), per CPU.
+#[map]
+static WORK_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts a call of the `--work` function: the unit of work bytes retained
+/// are measured against. One add on a per-CPU slot, nothing sent.
+#[uprobe]
+pub fn go_work_call(_ctx: ProbeContext) -> u32 {
+    if let Some(c) = WORK_CALLS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+    0
+}
+
 #[uprobe]
 pub fn go_gc_cycle(_ctx: ProbeContext) -> u32 {
     let ev = Event {

@@ -252,6 +252,19 @@ impl Aggregator {
             .collect()
     }
 
+    /// Outstanding bytes per stack (indexed by `StackId`) of objects that
+    /// have lived through at least `collections` GC cycles of their process.
+    pub fn survived_per_stack(&self, collections: u64) -> Vec<f64> {
+        let mut out = vec![0.0; self.per_stack.len()];
+        for ((tgid, _), sample) in &self.live {
+            let cycles = self.gc.get(tgid).map(|g| g.cycles).unwrap_or(0);
+            if sample.birth_cycle + collections <= cycles {
+                out[sample.stack.0 as usize] += sample.bytes;
+            }
+        }
+        out
+    }
+
     fn retire(&mut self, tgid: u32, old: LiveSample) {
         self.per_stack[old.stack.0 as usize].sub_outstanding(old.bytes, old.objects);
         self.total.sub_outstanding(old.bytes, old.objects);
@@ -396,6 +409,19 @@ mod tests {
         // A process that never collected shows nothing as of a GC.
         agg.alloc(2, 0x10, 5, 1, s);
         assert_eq!(agg.stacks_as_of_last_gc()[0].1.outstanding_bytes, 100.0);
+    }
+
+    #[test]
+    fn survivors_of_two_collections() {
+        let mut agg = Aggregator::new();
+        let s = agg.intern(&[1]);
+        agg.alloc(1, 0x10, 100, 1, s);
+        agg.gc_cycle(1);
+        agg.alloc(1, 0x20, 10, 1, s);
+        assert_eq!(agg.survived_per_stack(2), vec![0.0]);
+        agg.gc_cycle(1);
+        assert_eq!(agg.survived_per_stack(2), vec![100.0]);
+        assert_eq!(agg.survived_per_stack(1), vec![110.0]);
     }
 
     #[test]

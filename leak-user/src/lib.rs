@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod cmd;
 pub mod collect;
+pub mod growth;
 pub mod mm;
 pub mod probes;
 pub mod procs;

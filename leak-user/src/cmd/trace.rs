@@ -20,13 +20,20 @@ use tokio::{
 use crate::{
     aggregate::{Aggregator, StackId, Totals},
     collect::{self, KernelCounters, Record},
+    growth::GrowthTracker,
     probes::{self, Attachment},
     procs::{self, FileId, Segment},
-    report::{self, Frame, Losses, Profile, StackProfile},
+    report::{self, Frame, Losses, Profile, StackGrowth, StackProfile, WorkSummary},
     sampling::{self, RateAction, RateHistory},
     symbolize::{SymbolSource, Symbolizer},
     target::{self, GoBinary, RuntimeProbes},
+    trend::Verdict,
 };
+
+/// Stacks whose history is kept for the growth verdict.
+const TRACKED_STACKS: usize = 2048;
+/// Points kept per stack (thinned by half when full).
+const SERIES_POINTS: usize = 720;
 
 /// Find the code paths that hold memory in a running Go program.
 ///
@@ -83,10 +90,16 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// Order of stacks in the text report: bytes still held, or bytes
-    /// allocated since attach (freed or not).
-    #[arg(long, value_enum, default_value_t = SortBy::Outstanding)]
+    /// Order of stacks in the text report: growing stacks first, fastest
+    /// first; or bytes still held; or bytes allocated since attach.
+    #[arg(long, value_enum, default_value_t = SortBy::Growth)]
     pub sort: SortBy,
+
+    /// A function that marks one unit of work, e.g. the request handler
+    /// (`main.(*Server).handle`, `main.main.func1`). leak counts its calls
+    /// and reports the heap each call leaves behind, overall and per stack.
+    #[arg(long, value_name = "SYMBOL")]
+    pub work: Option<String>,
 
     /// Set the target's heap sampling rate (Go's runtime.MemProfileRate) to
     /// one sample per BYTES allocated. Smaller is finer and finds a leak
@@ -106,6 +119,8 @@ pub struct TraceArgs {
 /// Order of stacks in the text report.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SortBy {
+    /// Leaking and growing stacks first, by growth rate.
+    Growth,
     /// Bytes allocated and not yet freed.
     Outstanding,
     /// Bytes allocated since attach.
@@ -242,7 +257,7 @@ fn check_output_path(out: &Path) -> Result<()> {
 }
 
 /// The probes for this binary's Go version, by file offset.
-fn attachments(target: &Target) -> Result<(ProbeConfig, Vec<Attachment>)> {
+fn attachments(target: &Target, work: Option<&str>) -> Result<(ProbeConfig, Vec<Attachment>)> {
     let row = target.runtime;
     let config = ProbeConfig {
         malloc_addr_arg: row.malloc_addr_arg,
@@ -273,6 +288,20 @@ fn attachments(target: &Target) -> Result<(ProbeConfig, Vec<Attachment>)> {
             file_offset,
         });
     }
+    if let Some(function) = work {
+        // Clear error with near matches if the name does not exist.
+        let entry = target.bin.require_function(function)?.entry;
+        let entry = target::prologue::probe_address(&target.bin, entry);
+        let file_offset = target
+            .bin
+            .vaddr_to_file_offset(entry)
+            .with_context(|| format!("{function} is outside every loadable segment"))?;
+        out.push(Attachment {
+            program: "go_work_call",
+            function: function.to_string(),
+            file_offset,
+        });
+    }
     Ok((config, out))
 }
 
@@ -289,7 +318,12 @@ struct Tracer {
     target: Target,
     agg: Aggregator,
     symbols: Symbolizer<Rc<GoBinary>>,
-    stack_frames: HashMap<StackId, Vec<Frame>>,
+    /// Each interned stack's symbolized form, as an index into `merged`:
+    /// stacks that symbolize alike are one stack in every report.
+    merged_of: Vec<u32>,
+    merged: Vec<Vec<Frame>>,
+    merged_index: HashMap<Vec<Frame>, u32>,
+    growth: GrowthTracker<u32>,
     procs: BTreeMap<u32, Process>,
     started: Instant,
     previous_outstanding: Option<f64>,
@@ -297,12 +331,15 @@ struct Tracer {
 }
 
 async fn trace(args: TraceArgs, target: Target) -> Result<()> {
-    let (config, attach) = attachments(&target)?;
+    let (config, attach) = attachments(&target, args.work.as_deref())?;
     let mut tracer = Tracer {
         symbols: Symbolizer::new(target.bin.clone(), target.runtime.profile_skip),
         target,
         agg: Aggregator::new(),
-        stack_frames: HashMap::new(),
+        merged_of: Vec::new(),
+        merged: Vec::new(),
+        merged_index: HashMap::new(),
+        growth: GrowthTracker::new(TRACKED_STACKS, SERIES_POINTS),
         procs: BTreeMap::new(),
         started: Instant::now(),
         previous_outstanding: None,
@@ -316,6 +353,11 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
+    let work_calls: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(ebpf.take_map("WORK_CALLS").context("no WORK_CALLS map")?)?;
+    let read_calls = |m: &PerCpuArray<MapData, u64>| -> u64 {
+        m.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    };
     #[allow(deprecated)] // AsyncFd::register needs a newer tokio API than this MSRV set
     let mut ring = AsyncFd::new(ring)?;
     tracer.started = Instant::now();
@@ -335,6 +377,8 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     let mut report_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut scan_tick = tokio::time::interval(Duration::from_millis(500));
+    // Growth series: one point per stack per second.
+    let mut growth_tick = tokio::time::interval(Duration::from_secs(1));
     let deadline = tracer
         .args
         .duration
@@ -360,6 +404,10 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
                 println!("{}", tracer.render(&profile));
                 tracer.previous_outstanding = Some(profile.total.outstanding_bytes);
             }
+            _ = growth_tick.tick() => {
+                let calls = tracer.args.work.is_some().then(|| read_calls(&work_calls));
+                tracer.record_growth(calls);
+            }
             _ = scan_tick.tick() => {
                 tracer.scan_processes()?;
                 if tracer.all_exited() {
@@ -373,9 +421,12 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     };
     // Whatever the kernel already queued still counts.
     tracer.drain(ring.get_mut());
+    let calls = tracer.args.work.is_some().then(|| read_calls(&work_calls));
+    tracer.record_growth(calls);
     let losses = losses(&KernelCounters::read(&counters));
     // Detach before the slow part (symbolizing, writing files).
     drop(ring);
+    drop(work_calls);
     drop(ebpf);
     match stop {
         Stop::AllExited => eprintln!("leak: every traced process has exited"),
@@ -618,26 +669,69 @@ impl Tracer {
 
     /// The text report, stacks in the order `--sort` asks for.
     fn render(&self, profile: &Profile) -> String {
-        if self.args.sort == SortBy::Allocated {
-            let mut p = profile.clone();
-            p.stacks.sort_by(|a, b| {
+        let mut p = profile.clone();
+        match self.args.sort {
+            SortBy::Outstanding => {}
+            SortBy::Allocated => p.stacks.sort_by(|a, b| {
                 b.totals
                     .allocated_bytes
                     .total_cmp(&a.totals.allocated_bytes)
-            });
-            return report::text::render(&p, self.args.top, true);
+            }),
+            SortBy::Growth => p.stacks.sort_by(|a, b| {
+                growth_rank(a)
+                    .cmp(&growth_rank(b))
+                    .then(growth_rate(b).total_cmp(&growth_rate(a)))
+                    .then(
+                        b.totals
+                            .outstanding_bytes
+                            .total_cmp(&a.totals.outstanding_bytes),
+                    )
+            }),
         }
-        report::text::render(profile, self.args.top, false)
+        report::text::render(&p, self.args.top, self.args.sort == SortBy::Allocated)
     }
 
-    /// Frames of an interned stack, symbolized once.
-    fn frames(&mut self, id: StackId) -> Vec<Frame> {
-        if let Some(f) = self.stack_frames.get(&id) {
-            return f.clone();
+    /// Records every stack's totals (and the work counter) for the growth
+    /// verdicts.
+    fn record_growth(&mut self, calls: Option<u64>) {
+        let t = self.started.elapsed().as_secs_f64();
+        let totals = self.merged_totals(self.agg.stacks().map(|(id, t)| (id, *t)).collect());
+        self.growth.record(t, &totals);
+        if let Some(calls) = calls {
+            self.growth.record_work(t, calls);
         }
-        let frames = self.symbols.stack(self.agg.stack(id));
-        self.stack_frames.insert(id, frames.clone());
-        frames
+    }
+
+    /// The merged stack of an interned one, symbolized on first sight.
+    fn merged_id(&mut self, id: StackId) -> u32 {
+        while self.merged_of.len() <= id.0 as usize {
+            let next = StackId(self.merged_of.len() as u32);
+            let frames = self.symbols.stack(self.agg.stack(next));
+            let m = match self.merged_index.get(&frames) {
+                Some(m) => *m,
+                None => {
+                    let m = self.merged.len() as u32;
+                    self.merged_index.insert(frames.clone(), m);
+                    self.merged.push(frames);
+                    m
+                }
+            };
+            self.merged_of.push(m);
+        }
+        self.merged_of[id.0 as usize]
+    }
+
+    /// Totals per merged stack.
+    fn merged_totals(&mut self, ids: Vec<(StackId, Totals)>) -> Vec<(u32, Totals)> {
+        let mut sums: HashMap<u32, Totals> = HashMap::new();
+        for (id, t) in ids {
+            let e = sums.entry(self.merged_id(id)).or_default();
+            e.outstanding_bytes += t.outstanding_bytes;
+            e.outstanding_objects += t.outstanding_objects;
+            e.allocated_bytes += t.allocated_bytes;
+            e.allocated_objects += t.allocated_objects;
+        }
+        sums.into_iter().collect()
     }
 
     /// A snapshot for the reports; stacks that symbolize alike are merged.
@@ -657,17 +751,49 @@ impl Tracer {
     }
 
     fn profile_of(&mut self, ids: Vec<(StackId, Totals)>, losses: Losses) -> Profile {
-        let mut merged: HashMap<Vec<Frame>, Totals> = HashMap::new();
-        for (id, t) in ids {
-            let e = merged.entry(self.frames(id)).or_default();
-            e.outstanding_bytes += t.outstanding_bytes;
-            e.outstanding_objects += t.outstanding_objects;
-            e.allocated_bytes += t.allocated_bytes;
-            e.allocated_objects += t.allocated_objects;
+        let survived = self.agg.survived_per_stack(2);
+        let mut survived_merged: HashMap<u32, f64> = HashMap::new();
+        for (i, b) in survived.iter().enumerate() {
+            if *b > 0.0 {
+                *survived_merged
+                    .entry(self.merged_id(StackId(i as u32)))
+                    .or_default() += b;
+            }
         }
-        let mut stacks: Vec<StackProfile> = merged
+        let mut retained_per_call = 0.0;
+        let mut any_per_call = false;
+        let mut stacks: Vec<StackProfile> = self
+            .merged_totals(ids)
             .into_iter()
-            .map(|(frames, totals)| StackProfile { frames, totals })
+            .map(|(m, totals)| {
+                let growth = self.growth.assess(&m).map(|trend| {
+                    let per_call = self
+                        .growth
+                        .series(&m)
+                        .and_then(|s| self.growth.per_call(&s.outstanding))
+                        .map(|fit| fit.slope);
+                    if let Some(b) = per_call {
+                        any_per_call = true;
+                        // What the program keeps per call: stacks that hold
+                        // on to memory, not churn.
+                        if b > 0.0 && trend.verdict != Verdict::Churn {
+                            retained_per_call += b;
+                        }
+                    }
+                    StackGrowth {
+                        verdict: trend.verdict,
+                        reason: trend.reason,
+                        bytes_per_sec: trend.slope,
+                        bytes_per_call: per_call,
+                        survived_2_gcs: survived_merged.get(&m).copied().unwrap_or(0.0),
+                    }
+                });
+                StackProfile {
+                    frames: self.merged[m as usize].clone(),
+                    totals,
+                    growth,
+                }
+            })
             .collect();
         stacks.sort_by(|a, b| {
             b.totals
@@ -678,6 +804,11 @@ impl Tracer {
                         .allocated_bytes
                         .total_cmp(&a.totals.allocated_bytes),
                 )
+        });
+        let work = self.args.work.clone().map(|function| WorkSummary {
+            function,
+            calls: self.growth.calls(),
+            bytes_per_call: any_per_call.then_some(retained_per_call),
         });
         let rates: Vec<u64> = self.procs.values().map(|p| p.rates.current()).collect();
         Profile {
@@ -698,6 +829,20 @@ impl Tracer {
             previous_outstanding: self.previous_outstanding,
             stacks,
             losses,
+            work,
         }
     }
+}
+
+/// Leaking first, then growing, then the rest.
+fn growth_rank(s: &StackProfile) -> u8 {
+    match s.growth.as_ref().map(|g| g.verdict) {
+        Some(Verdict::Leaking) => 0,
+        Some(Verdict::Growing) => 1,
+        _ => 2,
+    }
+}
+
+fn growth_rate(s: &StackProfile) -> f64 {
+    s.growth.as_ref().map(|g| g.bytes_per_sec).unwrap_or(0.0)
 }

@@ -56,6 +56,7 @@ mod tests {
 
     fn profile(stacks: Vec<StackProfile>) -> Profile {
         Profile {
+            work: None,
             binary: PathBuf::from("/srv/seed"),
             go_version: "go1.25.5".into(),
             pids: vec![42],
@@ -75,6 +76,7 @@ mod tests {
     #[test]
     fn svg_names_the_leak_and_the_target() {
         let p = profile(vec![StackProfile {
+            growth: None,
             frames: vec![Frame::named("bytes.Repeat"), Frame::named("main.leak")],
             totals: Totals {
                 outstanding_bytes: 1e6,

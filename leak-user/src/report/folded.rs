@@ -61,6 +61,7 @@ mod tests {
 
     fn stack(names: &[&str], bytes: f64) -> StackProfile {
         StackProfile {
+            growth: None,
             frames: names.iter().map(|n| Frame::named(n)).collect(),
             totals: Totals {
                 outstanding_bytes: bytes,
@@ -99,6 +100,7 @@ mod tests {
         b.frames[0].line = 20;
         let c = stack(&["g", "main"], 120.0);
         let p = crate::report::Profile {
+            work: None,
             binary: "/x".into(),
             go_version: "go1.25.5".into(),
             pids: vec![],

@@ -35,9 +35,21 @@
 //!       "outstanding_bytes": integer,
 //!       "outstanding_objects": integer,
 //!       "allocated_bytes": integer,
-//!       "allocated_objects": integer
+//!       "allocated_objects": integer,
+//!       "growth": {                  // null until the stack has a series
+//!         "verdict": string,         // leaking|growing|steady|shrinking|churn
+//!         "reason": string,          // why, in a few words
+//!         "bytes_per_sec": number,   // growth of outstanding bytes
+//!         "bytes_per_call": number | null,  // per --work call
+//!         "survived_2_gcs_bytes": integer   // held through 2+ GC cycles
+//!       } | null
 //!     }
 //!   ],
+//!   "work": {                        // null without --work
+//!     "function": string,
+//!     "calls": integer,
+//!     "bytes_per_call": number | null  // heap retained per call
+//!   } | null,
 //!   "dropped": {
 //!     "allocs": integer,             // allocation samples lost in the kernel
 //!     "frees": integer,              // frees lost in the kernel
@@ -67,7 +79,24 @@ struct Report<'a> {
     samples: u64,
     frees: u64,
     stacks: Vec<Stack<'a>>,
+    work: Option<Work<'a>>,
     dropped: Dropped,
+}
+
+#[derive(Serialize)]
+struct Work<'a> {
+    function: &'a str,
+    calls: u64,
+    bytes_per_call: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Growth<'a> {
+    verdict: &'static str,
+    reason: &'a str,
+    bytes_per_sec: f64,
+    bytes_per_call: Option<f64>,
+    survived_2_gcs_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -100,6 +129,7 @@ struct Stack<'a> {
     frames: Vec<StackFrame<'a>>,
     #[serde(flatten)]
     totals: Counts,
+    growth: Option<Growth<'a>>,
 }
 
 #[derive(Serialize)]
@@ -167,8 +197,20 @@ impl<'a> From<&'a Profile> for Report<'a> {
                 .map(|s| Stack {
                     frames: s.frames.iter().map(StackFrame::from).collect(),
                     totals: Counts::from(&s.totals),
+                    growth: s.growth.as_ref().map(|g| Growth {
+                        verdict: g.verdict.as_str(),
+                        reason: &g.reason,
+                        bytes_per_sec: g.bytes_per_sec,
+                        bytes_per_call: g.bytes_per_call,
+                        survived_2_gcs_bytes: round(g.survived_2_gcs),
+                    }),
                 })
                 .collect(),
+            work: p.work.as_ref().map(|w| Work {
+                function: &w.function,
+                calls: w.calls,
+                bytes_per_call: w.bytes_per_call,
+            }),
             dropped: Dropped {
                 allocs: p.losses.allocs_dropped,
                 frees: p.losses.frees_dropped,
@@ -187,6 +229,11 @@ mod tests {
 
     fn profile() -> Profile {
         Profile {
+            work: Some(crate::report::WorkSummary {
+                function: "main.(*RequestTracker).Track".into(),
+                calls: 2000,
+                bytes_per_call: Some(10240.5),
+            }),
             binary: "/srv/seed".into(),
             go_version: "go1.25.5".into(),
             pids: vec![42, 43],
@@ -204,6 +251,13 @@ mod tests {
             in_use_at_last_gc: Some(10240000.5),
             previous_outstanding: Some(1.0),
             stacks: vec![StackProfile {
+                growth: Some(crate::report::StackGrowth {
+                    verdict: crate::trend::Verdict::Leaking,
+                    reason: "troughs rise".into(),
+                    bytes_per_sec: 204800.0,
+                    bytes_per_call: Some(10240.5),
+                    survived_2_gcs: 10240000.4,
+                }),
                 frames: vec![
                     Frame {
                         function: "bytes.Repeat".into(),
@@ -280,9 +334,21 @@ mod tests {
       "outstanding_bytes": 20480000,
       "outstanding_objects": 20000,
       "allocated_bytes": 40960001,
-      "allocated_objects": 40000
+      "allocated_objects": 40000,
+      "growth": {
+        "verdict": "leaking",
+        "reason": "troughs rise",
+        "bytes_per_sec": 204800.0,
+        "bytes_per_call": 10240.5,
+        "survived_2_gcs_bytes": 10240000
+      }
     }
   ],
+  "work": {
+    "function": "main.(*RequestTracker).Track",
+    "calls": 2000,
+    "bytes_per_call": 10240.5
+  },
   "dropped": {
     "allocs": 1,
     "frees": 2,

@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use crate::aggregate::Totals;
+use crate::{aggregate::Totals, trend::Verdict};
 
 /// One frame of a symbolized stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -52,6 +52,35 @@ pub struct StackProfile {
     pub frames: Vec<Frame>,
     /// Estimated bytes and objects.
     pub totals: Totals,
+    /// How what it holds changes over time, once there is a series.
+    pub growth: Option<StackGrowth>,
+}
+
+/// A stack's trend: is it a leak, a cache that filled, or churn?
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackGrowth {
+    /// The verdict (the same rule as `leak top`'s).
+    pub verdict: Verdict,
+    /// Why, in a few words.
+    pub reason: String,
+    /// Growth of outstanding bytes, bytes per second.
+    pub bytes_per_sec: f64,
+    /// Outstanding bytes gained per call of the `--work` function.
+    pub bytes_per_call: Option<f64>,
+    /// Outstanding bytes that have survived at least two GC cycles.
+    pub survived_2_gcs: f64,
+}
+
+/// Calls of the `--work` function and what each leaves behind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkSummary {
+    /// The function (as the user named it).
+    pub function: String,
+    /// Calls seen since attach.
+    pub calls: u64,
+    /// Heap retained per call (slope of the heap at the last GC against
+    /// calls), once there are enough points.
+    pub bytes_per_call: Option<f64>,
 }
 
 /// What was dropped or could not be matched; shown so no loss is silent.
@@ -95,6 +124,8 @@ pub struct Profile {
     pub stacks: Vec<StackProfile>,
     /// Losses.
     pub losses: Losses,
+    /// The `--work` function's calls, if one was given.
+    pub work: Option<WorkSummary>,
 }
 
 /// Formats a byte count for people: `812 B`, `9.8 KiB`, `20.5 MiB`.

@@ -341,6 +341,7 @@ mod tests {
     /// The leak: `Track` inlined into `handle`, both in one location.
     fn leak_stack(outstanding_bytes: f64) -> StackProfile {
         StackProfile {
+            growth: None,
             frames: vec![
                 frame("bytes.Repeat", BYTES, 595, false),
                 frame("main.(*RequestTracker).Track", SEED, 30, true),
@@ -353,6 +354,7 @@ mod tests {
 
     fn profile(leak_bytes: f64) -> Profile {
         let other = StackProfile {
+            growth: None,
             frames: vec![
                 frame("bytes.Repeat", BYTES, 595, false),
                 frame("main.other", SEED, 70, false),
@@ -361,10 +363,12 @@ mod tests {
             totals: totals(4096.4, 4.0),
         };
         let nothing = StackProfile {
+            growth: None,
             frames: vec![frame("main.idle", SEED, 80, false)],
             totals: totals(0.2, 0.0),
         };
         Profile {
+            work: None,
             binary: "/srv/seed".into(),
             go_version: "go1.25.5".into(),
             pids: vec![42],
@@ -505,6 +509,7 @@ mod tests {
         // A truncated stack can end inside an inlined run.
         let mut p = profile(1000.0);
         p.stacks = vec![StackProfile {
+            growth: None,
             frames: vec![
                 frame("a", "a.go", 1, false),
                 frame("b", "b.go", 2, true),

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{human_bytes, Frame, Profile, StackProfile};
+use crate::trend::Verdict;
 
 /// Caller frames shown under each stack's leaf.
 const CALLERS_SHOWN: usize = 3;
@@ -55,6 +56,18 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
         let _ = write!(out, "  {sign}{} since last report", human_bytes(d.abs()));
     }
     out.push('\n');
+    if let Some(w) = &profile.work {
+        let per_call = match w.bytes_per_call {
+            Some(b) => format!("{} retained per call", human_bytes(b)),
+            None => "too few calls yet for a per-call figure".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "work: {} · {} calls · {per_call}",
+            w.function,
+            thousands(w.calls)
+        );
+    }
     let l = &profile.losses;
     let _ = writeln!(
         out,
@@ -80,8 +93,8 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:>11} {:>9} {:>11}  CODE PATH (allocating function first)",
-        "OUTSTANDING", "OBJECTS", "ALLOCATED"
+        "\n{:>11} {:>9} {:>11} {:>12}  {:<9} CODE PATH (allocating function first)",
+        "OUTSTANDING", "OBJECTS", "ALLOCATED", "GROWTH", "VERDICT"
     );
     for s in shown {
         let mut frames = s.frames.iter();
@@ -89,16 +102,40 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
             .next()
             .map(describe)
             .unwrap_or_else(|| "(unknown)".to_string());
+        let (rate, verdict) = match &s.growth {
+            Some(g) => (
+                format!("{}/s", signed_bytes(g.bytes_per_sec)),
+                match g.verdict {
+                    // Shouted: this is what the reader is looking for.
+                    Verdict::Leaking => "LEAKING".to_string(),
+                    v => v.as_str().to_string(),
+                },
+            ),
+            None => ("-".to_string(), "-".to_string()),
+        };
         let _ = writeln!(
             out,
-            "{:>11} {:>9} {:>11}  {}",
+            "{:>11} {:>9} {:>11} {:>12}  {:<9} {}",
             human_bytes(s.totals.outstanding_bytes),
             thousands(s.totals.outstanding_objects.round() as u64),
             human_bytes(s.totals.allocated_bytes),
+            rate,
+            verdict,
             leaf
         );
         for f in frames.take(CALLERS_SHOWN) {
-            let _ = writeln!(out, "{:>34}← {}", "", describe(f));
+            let _ = writeln!(out, "{:>58}← {}", "", describe(f));
+        }
+        if let Some(g) = &s.growth {
+            let mut notes = Vec::new();
+            if let Some(b) = g.bytes_per_call {
+                notes.push(format!("{}/call", signed_bytes(b)));
+            }
+            if g.survived_2_gcs > 0.0 {
+                notes.push(format!("{} survived 2+ GCs", human_bytes(g.survived_2_gcs)));
+            }
+            notes.push(g.reason.clone());
+            let _ = writeln!(out, "{:>58}  {}", "", notes.join(" · "));
         }
     }
     out
@@ -112,6 +149,12 @@ fn describe(f: &Frame) -> String {
     let file = f.file.rsplit('/').next().unwrap_or(&f.file);
     let inlined = if f.inlined { ", inlined" } else { "" };
     format!("{} ({file}:{}{inlined})", f.function, f.line)
+}
+
+/// `+1.5 KiB` / `-200 B`.
+fn signed_bytes(b: f64) -> String {
+    let sign = if b < 0.0 { "-" } else { "+" };
+    format!("{sign}{}", human_bytes(b.abs()))
 }
 
 /// `1234567` → `1,234,567`.
@@ -158,6 +201,7 @@ mod tests {
     #[test]
     fn report_shows_totals_and_the_leaking_path() {
         let leak = StackProfile {
+            growth: None,
             frames: [
                 "bytes.Repeat",
                 "main.(*RequestTracker).Track",
@@ -176,6 +220,7 @@ mod tests {
             },
         };
         let p = Profile {
+            work: None,
             binary: PathBuf::from("/srv/seed"),
             go_version: "go1.25.5".into(),
             pids: vec![42],
@@ -197,7 +242,7 @@ mod tests {
         );
         assert!(text.contains("heap in use at last GC: 19.0 MiB  outstanding since attach: 20.0 MiB (+1.0 MiB/s)  +10.0 MiB since last report"), "{text}");
         assert!(
-            text.contains("20.0 MiB     2,048    20.0 MiB  bytes.Repeat"),
+            text.contains("20.0 MiB     2,048    20.0 MiB            -  -         bytes.Repeat"),
             "{text}"
         );
         assert!(text.contains("← main.(*RequestTracker).Track"));
