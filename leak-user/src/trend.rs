@@ -398,6 +398,26 @@ pub fn assess(
             _ => (Verdict::Steady, flat),
         }
     };
+    // A steady holder that allocates many times what it holds (a sawtooth
+    // of short-lived objects that levelled off) is churn as well.
+    let (verdict, reason) = match (verdict, allocated_bytes) {
+        (Verdict::Steady, Some(alloc))
+            if enough
+                && alloc
+                    >= thresholds.churn_ratio
+                        * level_bytes.abs().max(thresholds.min_change_bytes) =>
+        {
+            (
+                Verdict::Churn,
+                format!(
+                    "allocated {} while holding about {}",
+                    human_bytes(alloc),
+                    human_bytes(level_bytes)
+                ),
+            )
+        }
+        (verdict, _) => (verdict, reason),
+    };
 
     Trend {
         verdict,
