@@ -275,30 +275,34 @@ impl Top {
     fn read(&mut self, secs: f64) {
         self.last_reading = secs;
         let kernel = self.probes.read();
-        let alive: Vec<u32> = if self.args.pid.is_empty() {
-            procfs::pids()
+        let present: HashSet<u32> = procfs::pids().into_iter().collect();
+        let mut scope: Vec<u32> = if self.args.pid.is_empty() {
+            present.iter().copied().collect()
         } else {
             self.args
                 .pid
                 .iter()
                 .copied()
-                .filter(|&p| procs::alive(p))
+                .filter(|p| present.contains(p))
                 .collect()
         };
-        let alive_set: HashSet<u32> = alive.iter().copied().collect();
+        scope.sort_unstable();
         // Exits: gone quietly, from the table and from the kernel maps.
+        let in_scope: HashSet<u32> = scope.iter().copied().collect();
         let gone: Vec<u32> = self
             .known
             .keys()
             .copied()
-            .chain(kernel.keys().copied())
-            .filter(|p| !alive_set.contains(p))
+            .filter(|p| !in_scope.contains(p))
             .collect();
         for pid in gone {
             self.forget(pid);
         }
-        self.ignored.retain(|p, _| alive_set.contains(p));
-        for pid in alive {
+        for pid in kernel.keys().filter(|p| !present.contains(p)) {
+            self.probes.forget(*pid);
+        }
+        self.ignored.retain(|p, _| present.contains(p));
+        for pid in scope {
             self.read_one(pid, secs, kernel.get(&pid));
         }
     }
@@ -309,30 +313,36 @@ impl Top {
         self.probes.forget(pid);
     }
 
-    /// Adds one reading of `pid`.
+    /// Adds one reading of `pid`, or forgets it if it has exited (a zombie)
+    /// or its pid now names another process.
     fn read_one(&mut self, pid: u32, secs: f64, kernel: Option<&KernelView>) {
         if self.ignored.contains_key(&pid) {
             return;
         }
+        let Some((state, start_time)) = procfs::state(pid) else {
+            self.forget(pid);
+            return;
+        };
+        if procfs::is_dead(state) {
+            self.forget(pid);
+            return;
+        }
+        if self
+            .known
+            .get(&pid)
+            .is_some_and(|k| k.start_time != start_time)
+        {
+            self.forget(pid);
+        }
         let in_kernel_maps = kernel.is_some_and(|k| k.stats.is_some());
-        // A process the kernel side has seen every interval needs no /proc
-        // reads, except on first sight; one that fell out of the maps
-        // (evicted) is read from /proc again.
+        // /proc is read on first sight, and again for a process that fell
+        // out of the kernel maps (evicted): its counters there are gone.
         let first_sight = !self.known.contains_key(&pid);
         let fell_out = self
             .known
             .get(&pid)
             .is_some_and(|k| k.in_kernel_maps && !in_kernel_maps);
         if first_sight || fell_out {
-            let Some(start_time) = procfs::start_time(pid) else {
-                return; // gone meanwhile
-            };
-            if let Some(k) = self.known.get(&pid) {
-                if k.start_time != start_time {
-                    // The pid names another process now.
-                    self.forget(pid);
-                }
-            }
             let Some(baseline) = procfs::rss(pid) else {
                 self.ignored.insert(pid, start_time);
                 return;

@@ -54,10 +54,23 @@ pub fn start_brk(pid: u32) -> Option<u64> {
     stat_field(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?, 47)
 }
 
-/// When the process started (field 22, clock ticks after boot): with the
-/// pid, it names one process even when pids are reused.
-pub fn start_time(pid: u32) -> Option<u64> {
-    stat_field(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?, 22)
+/// State letter (field 3) and start time (field 22, clock ticks after boot)
+/// of process `pid`: with the pid, the start time names one process even
+/// when pids are reused.
+pub fn state(pid: u32) -> Option<(char, u64)> {
+    parse_state(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// State letter and start time from a `/proc/PID/stat` line.
+pub fn parse_state(stat: &str) -> Option<(char, u64)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let state = rest.trim_start().chars().next()?;
+    Some((state, stat_field(stat, 22)?))
+}
+
+/// Whether a state letter means the process has exited (zombie, dead).
+pub fn is_dead(state: char) -> bool {
+    matches!(state, 'Z' | 'X' | 'x')
 }
 
 /// Every process id in `/proc`, ascending.
@@ -112,6 +125,8 @@ Threads:\t8
         assert_eq!(stat_field(stat, 4), Some(1));
         assert_eq!(stat_field(stat, 22), Some(12345));
         assert_eq!(stat_field(stat, 60), None);
+        assert_eq!(parse_state(stat), Some(('S', 12345)));
+        assert!(is_dead('Z') && !is_dead('S'));
     }
 
     #[test]
@@ -120,7 +135,7 @@ Threads:\t8
         assert!(pids().contains(&me));
         let rss = rss(me).unwrap();
         assert!(rss[RSS_ANON] + rss[RSS_FILE] > 0);
-        assert!(start_time(me).is_some());
+        assert!(state(me).is_some_and(|(s, _)| !is_dead(s)));
         assert!(start_brk(me).is_some());
     }
 }
