@@ -18,8 +18,11 @@ use crate::{
 /// One stack's readings: `(seconds since attach, bytes)`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
-    /// Outstanding bytes.
+    /// Outstanding bytes as of the last GC (what the verdict judges).
     pub outstanding: Vec<(f64, f64)>,
+    /// Outstanding bytes right now, garbage not yet swept included (what
+    /// bytes per call is measured on: it does not lag a GC cycle behind).
+    pub current: Vec<(f64, f64)>,
     /// Bytes allocated since attach (cumulative).
     pub allocated: Vec<(f64, f64)>,
 }
@@ -65,13 +68,16 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
         thin(&mut self.work, self.max_points);
     }
 
-    /// Records every stack's totals at `t`. Stacks holding the most win the
-    /// slots; when all are taken, a newcomer that holds more than the
-    /// smallest tracked stack takes its place.
-    pub fn record(&mut self, t: f64, stacks: &[(K, Totals)]) {
-        let mut by_size: Vec<&(K, Totals)> = stacks
+    /// Records every stack's totals at `t`: `(stack, totals as of the last
+    /// GC, outstanding bytes now)`. Stacks holding the most win the slots;
+    /// when all are taken, a newcomer that holds more than the smallest
+    /// tracked stack takes its place.
+    pub fn record(&mut self, t: f64, stacks: &[(K, Totals, f64)]) {
+        let mut by_size: Vec<&(K, Totals, f64)> = stacks
             .iter()
-            .filter(|(_, tot)| tot.outstanding_bytes > 0.0 || tot.allocated_bytes > 0.0)
+            .filter(|(_, tot, now)| {
+                tot.outstanding_bytes > 0.0 || tot.allocated_bytes > 0.0 || *now > 0.0
+            })
             .collect();
         by_size.sort_by(|a, b| {
             b.1.outstanding_bytes
@@ -79,7 +85,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
                 .then(b.1.allocated_bytes.total_cmp(&a.1.allocated_bytes))
                 .then(a.0.cmp(&b.0))
         });
-        for (key, tot) in by_size.into_iter().take(self.max_tracked) {
+        for (key, tot, now) in by_size.into_iter().take(self.max_tracked) {
             if !self.series.contains_key(key) && self.series.len() >= self.max_tracked {
                 // Evict the smallest holder, if smaller than this one.
                 let smallest = self
@@ -96,8 +102,10 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
             }
             let s = self.series.entry(*key).or_default();
             s.outstanding.push((t, tot.outstanding_bytes));
+            s.current.push((t, *now));
             s.allocated.push((t, tot.allocated_bytes));
             thin(&mut s.outstanding, self.max_points);
+            thin(&mut s.current, self.max_points);
             thin(&mut s.allocated, self.max_points);
         }
     }
@@ -157,9 +165,9 @@ mod tests {
             g.record(
                 t,
                 &[
-                    (1u32, held(leak, leak)),
-                    (2, held(cache, cache)),
-                    (3, held(churn, 100.0 * 1024.0 * 1024.0 * t)),
+                    (1u32, held(leak, leak), leak),
+                    (2, held(cache, cache), cache),
+                    (3, held(churn, 100.0 * 1024.0 * 1024.0 * t), churn),
                 ],
             );
         }
@@ -177,9 +185,10 @@ mod tests {
             let t = f64::from(s);
             let calls = u64::from(s * s); // uneven request rate
             g.record_work(t, calls);
-            g.record(t, &[(7u32, held(10240.0 * calls as f64, 0.0))]);
+            let b = 10240.0 * calls as f64;
+            g.record(t, &[(7u32, held(b * 0.5, 0.0), b)]);
         }
-        let fit = g.per_call(&g.series(&7).unwrap().outstanding).unwrap();
+        let fit = g.per_call(&g.series(&7).unwrap().current).unwrap();
         assert!((fit.slope - 10240.0).abs() < 1e-6, "{}", fit.slope);
         assert_eq!(g.calls(), 361);
     }
@@ -192,9 +201,9 @@ mod tests {
             g.record(
                 t,
                 &[
-                    (1u32, held(10.0, 10.0)),
-                    (2, held(20.0, 20.0)),
-                    (3, held(t, t)),
+                    (1u32, held(10.0, 10.0), 10.0),
+                    (2, held(20.0, 20.0), 20.0),
+                    (3, held(t, t), t),
                 ],
             );
         }

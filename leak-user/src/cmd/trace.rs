@@ -692,11 +692,23 @@ impl Tracer {
     }
 
     /// Records every stack's totals (and the work counter) for the growth
-    /// verdicts.
+    /// verdicts. Outstanding bytes are taken "as of the last GC": garbage
+    /// allocated since the last collection is left out, so a stack that only
+    /// churns does not look like it grows when collections space out as the
+    /// heap grows.
     fn record_growth(&mut self, calls: Option<u64>) {
         let t = self.started.elapsed().as_secs_f64();
-        let totals = self.merged_totals(self.agg.stacks().map(|(id, t)| (id, *t)).collect());
-        self.growth.record(t, &totals);
+        let now: HashMap<u32, f64> = self
+            .merged_totals(self.agg.stacks().map(|(id, t)| (id, *t)).collect())
+            .into_iter()
+            .map(|(m, t)| (m, t.outstanding_bytes))
+            .collect();
+        let points: Vec<(u32, Totals, f64)> = self
+            .merged_totals(self.agg.stacks_as_of_last_gc())
+            .into_iter()
+            .map(|(m, t)| (m, t, now.get(&m).copied().unwrap_or(0.0)))
+            .collect();
+        self.growth.record(t, &points);
         if let Some(calls) = calls {
             self.growth.record_work(t, calls);
         }
@@ -770,7 +782,7 @@ impl Tracer {
                     let per_call = self
                         .growth
                         .series(&m)
-                        .and_then(|s| self.growth.per_call(&s.outstanding))
+                        .and_then(|s| self.growth.per_call(&s.current))
                         .map(|fit| fit.slope);
                     if let Some(b) = per_call {
                         any_per_call = true;
