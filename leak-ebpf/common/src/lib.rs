@@ -160,12 +160,11 @@ pub struct MmStats {
     /// Bit `1 << member` is set once `rss[member]` has been reported; an
     /// unset member still holds 0 and means "unchanged since before leak".
     pub rss_seen: u32,
-    /// Padding; always 0.
-    pub _pad: u32,
+    /// `kmem:rss_stat`'s `mm_id` of the process's mm as last seen running
+    /// (it changes at exec): the owner map is written only when it does.
+    pub mm_id: u32,
     /// The program break after the last `brk` call (0 until one).
     pub brk: u64,
-    /// `bpf_ktime_get_ns` of the last update.
-    pub updated_ns: u64,
 }
 
 /// What one process did to its address space, per CPU (sum over CPUs in
@@ -183,8 +182,6 @@ pub struct MmActivity {
     pub advised_away_bytes: u64,
     /// Successful mmap/munmap/mremap/madvise calls and brk calls.
     pub syscalls: u64,
-    /// `kmem:rss_stat` events credited to this process.
-    pub rss_events: u64,
 }
 
 /// A memory syscall in flight on one thread, from sys_enter to sys_exit.

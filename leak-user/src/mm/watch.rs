@@ -62,8 +62,27 @@ pub fn sum_activity<'a>(per_cpu: impl IntoIterator<Item = &'a MmActivity>) -> Mm
             mapped_bytes: acc.mapped_bytes + a.mapped_bytes,
             advised_away_bytes: acc.advised_away_bytes + a.advised_away_bytes,
             syscalls: acc.syscalls + a.syscalls,
-            rss_events: acc.rss_events + a.rss_events,
         })
+}
+
+/// Most points kept per series: past this, pairs of neighbouring points are
+/// merged into the lower one (troughs are what the verdict reads), so a
+/// day-long watch keeps bounded memory at coarser resolution.
+pub const MAX_POINTS: usize = 4096;
+
+/// Halves `series` by keeping the lower point of each neighbouring pair (an
+/// odd last point stays).
+fn compact(series: &mut Vec<(f64, f64)>) {
+    let merged: Vec<(f64, f64)> = series
+        .chunks(2)
+        .map(|pair| {
+            pair.iter()
+                .copied()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .expect("chunks are never empty")
+        })
+        .collect();
+    *series = merged;
 }
 
 /// One watched process.
@@ -126,6 +145,9 @@ impl Watch {
             active: false,
         });
         w.series.push((secs, reading.resident() as f64));
+        if w.series.len() > MAX_POINTS {
+            compact(&mut w.series);
+        }
         w.latest = reading;
         w.active |= active;
     }
@@ -262,19 +284,16 @@ mod tests {
                 mapped_bytes: 8192,
                 advised_away_bytes: 4096,
                 syscalls: 2,
-                rss_events: 10,
             },
             MmActivity {
                 mapped_bytes: -4096,
                 advised_away_bytes: 0,
                 syscalls: 1,
-                rss_events: 5,
             },
         ];
         let sum = sum_activity(&cpus);
         assert_eq!(sum.mapped_bytes, 4096);
         assert_eq!(sum.syscalls, 3);
-        assert_eq!(sum.rss_events, 15);
     }
 
     #[test]
@@ -326,6 +345,23 @@ mod tests {
         w.record(2, "b", 2.0, reading(MIB), true);
         w.record(2, "b", 4.0, reading(MIB), false);
         assert_eq!(w.rows(true).len(), 2);
+    }
+
+    #[test]
+    fn long_series_are_halved_keeping_troughs() {
+        let mut w = Watch::new();
+        // A sawtooth with a 4-reading period, rising slowly.
+        let f = |i: usize| (i / 4) as f64 * 1024.0 + [0.0, 5.0, 9.0, 3.0][i % 4] * MIB;
+        for i in 0..=MAX_POINTS {
+            w.record(1, "long", i as f64, reading(f(i)), true);
+        }
+        let rows = w.rows(true);
+        let series = &rows[0].series;
+        assert_eq!(series.len(), MAX_POINTS / 2 + 1);
+        // Pairs (0, 5 MiB) and (9 MiB, 3 MiB): the lower of each survives.
+        assert_eq!(series[0], (0.0, 0.0));
+        assert_eq!(series[1], (3.0, 3.0 * MIB));
+        assert!(series.windows(2).all(|p| p[0].0 < p[1].0));
     }
 
     #[test]
