@@ -190,30 +190,34 @@ fn three_processes_one_verdict_each() {
 }
 
 /// A watched process that exits mid-run drops out of the table and the JSON
-/// without an error; the others carry on.
-#[test]
-fn exiting_process_drops_out_quietly() {
-    let dir = scratch("top-exit");
+/// without an error; the others carry on. The test process does not reap
+/// its children until the end, so the one that exits is a zombie meanwhile,
+/// as an unreaped child would be.
+fn exiting_process_drops_out(host_wide: bool) {
+    let dir = scratch(&format!(
+        "top-exit-{}",
+        if host_wide { "all" } else { "pids" }
+    ));
     let bin = build_c("leaker");
     let stays = Program::start(&bin, &[]);
     let leaves = Program::start(&bin, &["-t", "5"]);
     let json = dir.join("top.json");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "top",
-            "--duration",
-            "12",
-            "--interval",
-            "1",
-            "--pid",
-            &stays.pid().to_string(),
-            "--pid",
-            &leaves.pid().to_string(),
-            "--json",
-            json.to_str().unwrap(),
-        ],
-    );
+    let (stays_pid, leaves_pid) = (stays.pid().to_string(), leaves.pid().to_string());
+    let mut args = vec![
+        "top",
+        "--duration",
+        "12",
+        "--interval",
+        "1",
+        "--top",
+        "1000",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    if !host_wide {
+        args.extend(["--pid", &stays_pid, "--pid", &leaves_pid]);
+    }
+    let mut leak = Leak::spawn(&dir, &args);
     let status = leak.wait(60);
     let stderr = leak.stderr_text();
     assert!(status.success(), "leak top failed: {stderr}");
@@ -237,6 +241,16 @@ fn exiting_process_drops_out_quietly() {
     let doc = read_json(&json);
     assert!(judged(&doc, leaves.pid()).is_none());
     assert!(judged(&doc, stays.pid()).is_some());
+}
+
+#[test]
+fn exiting_process_drops_out_quietly() {
+    exiting_process_drops_out(false);
+}
+
+#[test]
+fn exiting_process_drops_out_quietly_host_wide() {
+    exiting_process_drops_out(true);
 }
 
 /// `--pid` of a process that does not exist: one clear line, non-zero exit.

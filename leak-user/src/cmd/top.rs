@@ -137,6 +137,8 @@ struct Known {
 /// Why the loop stopped.
 enum Stop {
     Duration,
+    /// Whoever read stdout went away (`leak top | head`).
+    ReaderGone,
     Signal(&'static str),
     AllExited,
 }
@@ -199,7 +201,12 @@ async fn top(args: TopArgs) -> Result<()> {
                 if !top.args.pid.is_empty() && top.watch.is_empty() {
                     break Stop::AllExited;
                 }
-                top.show(false)?;
+                if let Err(e) = top.show(false) {
+                    match e.kind() {
+                        std::io::ErrorKind::BrokenPipe => break Stop::ReaderGone,
+                        _ => return Err(e.into()),
+                    }
+                }
             }
         }
     };
@@ -210,9 +217,11 @@ async fn top(args: TopArgs) -> Result<()> {
     match stop {
         Stop::AllExited => eprintln!("leak: every watched process has exited"),
         Stop::Signal(s) => eprintln!("leak: {s}: stopping"),
-        Stop::Duration => {}
+        Stop::Duration | Stop::ReaderGone => {}
     }
-    top.show(true)?;
+    if !matches!(stop, Stop::ReaderGone) {
+        top.show(true)?;
+    }
     let rows = top.rows();
     let lost = top.probes.lost();
     // Detach before writing files.
@@ -384,7 +393,7 @@ impl Top {
 
     /// Prints the table: redrawn in place on a terminal, appended as plain
     /// lines otherwise.
-    fn show(&self, last: bool) -> Result<()> {
+    fn show(&self, last: bool) -> std::io::Result<()> {
         let rows = self.rows();
         let lost = self.probes.lost();
         let header = Header {
