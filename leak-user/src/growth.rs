@@ -18,7 +18,9 @@ use crate::{
 /// One stack's readings: `(seconds since attach, bytes)`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
-    /// Outstanding bytes as of the last GC (what the verdict judges).
+    /// Outstanding bytes as of the last GC, one point per tick at which a GC
+    /// had completed since the previous point (what the verdict judges,
+    /// once there are enough of them).
     pub outstanding: Vec<(f64, f64)>,
     /// Outstanding bytes right now, garbage not yet swept included (what
     /// bytes per call is measured on: it does not lag a GC cycle behind).
@@ -31,6 +33,8 @@ pub struct Series {
 #[derive(Debug)]
 pub struct GrowthTracker<K> {
     series: HashMap<K, Series>,
+    /// GC cycles at the last `record`.
+    gc_cycles: Option<u64>,
     work: Vec<(f64, f64)>,
     max_tracked: usize,
     max_points: usize,
@@ -56,6 +60,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     pub fn new(max_tracked: usize, max_points: usize) -> Self {
         Self {
             series: HashMap::new(),
+            gc_cycles: None,
             work: Vec::new(),
             max_tracked: max_tracked.max(1),
             max_points: max_points.max(8),
@@ -69,10 +74,13 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     }
 
     /// Records every stack's totals at `t`: `(stack, totals as of the last
-    /// GC, outstanding bytes now)`. Stacks holding the most win the slots;
-    /// when all are taken, a newcomer that holds more than the smallest
-    /// tracked stack takes its place.
-    pub fn record(&mut self, t: f64, stacks: &[(K, Totals, f64)]) {
+    /// GC, outstanding bytes now)`, with the GC cycles completed so far (the
+    /// as-of-GC view only gets a point when that moved). Stacks holding the
+    /// most win the slots; when all are taken, a newcomer that holds more
+    /// than the smallest tracked stack takes its place.
+    pub fn record(&mut self, t: f64, stacks: &[(K, Totals, f64)], gc_cycles: u64) {
+        let after_gc = self.gc_cycles != Some(gc_cycles) && gc_cycles > 0;
+        self.gc_cycles = Some(gc_cycles);
         let mut by_size: Vec<&(K, Totals, f64)> = stacks
             .iter()
             .filter(|(_, tot, now)| {
@@ -101,7 +109,9 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
                 }
             }
             let s = self.series.entry(*key).or_default();
-            s.outstanding.push((t, tot.outstanding_bytes));
+            if after_gc {
+                s.outstanding.push((t, tot.outstanding_bytes));
+            }
             s.current.push((t, *now));
             s.allocated.push((t, tot.allocated_bytes));
             thin(&mut s.outstanding, self.max_points);
@@ -115,14 +125,23 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
         self.series.get(key)
     }
 
-    /// The verdict on one stack, if tracked.
+    /// The verdict on one stack, if tracked: judged on what survives
+    /// collections when enough of them have been seen (so churn never looks
+    /// like growth), else on the bytes held now (a heap that only grows may
+    /// go a long time between collections).
     pub fn assess(&self, key: &K) -> Option<Trend> {
         let s = self.series.get(key)?;
-        Some(trend::assess(
-            &s.outstanding,
-            Some(&s.allocated),
-            &Thresholds::STACK,
-        ))
+        let thresholds = Thresholds::STACK;
+        if s.outstanding.len() >= thresholds.min_points {
+            return Some(trend::assess(
+                &s.outstanding,
+                Some(&s.allocated),
+                &thresholds,
+            ));
+        }
+        let mut trend = trend::assess(&s.current, Some(&s.allocated), &thresholds);
+        trend.reason = format!("{} (few GCs yet: judged on bytes held now)", trend.reason);
+        Some(trend)
     }
 
     /// Bytes gained per unit of work along `series` (the slope of bytes
@@ -169,6 +188,7 @@ mod tests {
                     (2, held(cache, cache), cache),
                     (3, held(churn, 100.0 * 1024.0 * 1024.0 * t), churn),
                 ],
+                u64::from(s),
             );
         }
         let leak = g.assess(&1).unwrap();
@@ -186,7 +206,7 @@ mod tests {
             let calls = u64::from(s * s); // uneven request rate
             g.record_work(t, calls);
             let b = 10240.0 * calls as f64;
-            g.record(t, &[(7u32, held(b * 0.5, 0.0), b)]);
+            g.record(t, &[(7u32, held(b * 0.5, 0.0), b)], u64::from(s));
         }
         let fit = g.per_call(&g.series(&7).unwrap().current).unwrap();
         assert!((fit.slope - 10240.0).abs() < 1e-6, "{}", fit.slope);
@@ -205,6 +225,7 @@ mod tests {
                     (2, held(20.0, 20.0), 20.0),
                     (3, held(t, t), t),
                 ],
+                u64::from(s),
             );
         }
         // Stack 3 grew past stack 1 and took its slot.
@@ -213,6 +234,21 @@ mod tests {
         assert!(s3.outstanding.len() <= 10);
         assert_eq!(s3.outstanding.last().unwrap().0, 99.0);
         assert!(g.series(&2).is_some());
+    }
+
+    #[test]
+    fn few_collections_judge_bytes_held_now() {
+        let mut g = GrowthTracker::new(4, 100);
+        for s in 0..=40u32 {
+            let t = f64::from(s);
+            let now = 1024.0 * 1024.0 * t;
+            // A collection every 10 s: only 4 points as of a GC.
+            g.record(t, &[(1u32, held(now, now), now)], u64::from(s / 10));
+        }
+        assert_eq!(g.series(&1).unwrap().outstanding.len(), 4);
+        let trend = g.assess(&1).unwrap();
+        assert_eq!(trend.verdict, Verdict::Leaking, "{}", trend.reason);
+        assert!(trend.reason.contains("few GCs"), "{}", trend.reason);
     }
 
     #[test]

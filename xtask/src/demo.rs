@@ -16,9 +16,9 @@ use anyhow::{bail, Context, Result};
 use crate::{build, go_bin, root, run_cmd};
 
 /// Requests sent during the demo.
-const REQUESTS: usize = 3000;
-/// How long leak traces.
-const TRACE_SECS: u64 = 20;
+const REQUESTS: usize = 4000;
+/// How long leak traces: long enough (30 s of load) for a leaking verdict.
+const TRACE_SECS: u64 = 40;
 
 /// Runs the demo.
 pub fn run() -> Result<()> {
@@ -57,28 +57,31 @@ pub fn run() -> Result<()> {
 
     let folded = out.join("seed.folded");
     let svg = out.join("seed.svg");
+    let pprof = out.join("seed.pb.gz");
+    let json = out.join("seed.json");
     let mut tracer = Command::new(&leak)
         .args(["trace", "--uprobe"])
         .arg(&seed)
         .args(["--pid", &service.id().to_string()])
-        .args([
-            "--duration",
-            &TRACE_SECS.to_string(),
-            "--interval",
-            "5",
-            "--top",
-            "5",
-        ])
+        .args(["--duration", &TRACE_SECS.to_string()])
+        .args(["--interval", "10", "--top", "3"])
+        // The handler: one call per request.
+        .args(["--work", "main.main.func1"])
         .arg("--folded")
         .arg(&folded)
         .arg("--flamegraph")
         .arg(&svg)
+        .arg("--pprof")
+        .arg(&pprof)
+        .arg("--json")
+        .arg(&json)
         .spawn()
         .context("starting leak")?;
     // Let the probes attach, then load the service steadily.
     thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
-    let pace = Duration::from_secs(TRACE_SECS - 6) / REQUESTS as u32;
+    // Load until just before leak stops.
+    let pace = Duration::from_secs(TRACE_SECS - 3) / REQUESTS as u32;
     for i in 0..REQUESTS {
         get(&addr, "/work").with_context(|| format!("request {i}"))?;
         if let Some(wait) = (pace * (i as u32 + 1)).checked_sub(started.elapsed()) {
@@ -93,9 +96,12 @@ pub fn run() -> Result<()> {
         bail!("leak exited with {status}");
     }
     println!(
-        "demo: folded stacks in {}, flame graph in {}",
+        "demo: wrote {}, {}, {} and {}\n      (try: go tool pprof -top {})",
         folded.display(),
-        svg.display()
+        svg.display(),
+        pprof.display(),
+        json.display(),
+        pprof.display()
     );
     Ok(())
 }

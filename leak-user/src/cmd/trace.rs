@@ -708,7 +708,8 @@ impl Tracer {
             .into_iter()
             .map(|(m, t)| (m, t, now.get(&m).copied().unwrap_or(0.0)))
             .collect();
-        self.growth.record(t, &points);
+        let gc_cycles = self.procs.values().map(|p| p.gc_cycles).sum();
+        self.growth.record(t, &points, gc_cycles);
         if let Some(calls) = calls {
             self.growth.record_work(t, calls);
         }
