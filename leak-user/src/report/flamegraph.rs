@@ -1,11 +1,103 @@
 //! SVG flame graph of outstanding bytes, drawn by inferno from the folded
-//! stacks.
+//! stacks: titled with the binary, pids and duration; sizes in B/KiB/MiB;
+//! inferno's search (Ctrl-F); warm colours for the program's own code, blue
+//! for the standard library, grey-red for the Go runtime.
 
 use std::io::{self, Write};
 
-use inferno::flamegraph::{self, Options};
+use inferno::flamegraph::{
+    self,
+    color::{Color, PaletteMap},
+    Options,
+};
 
-use super::{folded, Profile};
+use super::{folded, human_bytes, Profile};
+
+/// Where a function comes from, for its colour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The Go runtime (`runtime.*`, `internal/runtime/...`).
+    Runtime,
+    /// The standard library: import paths without a dot in their first
+    /// element (`net/http`, `bytes`, `internal/...`).
+    Stdlib,
+    /// The program itself: `main` and module paths (`github.com/...`).
+    Program,
+}
+
+/// Classifies a Go function name by its package path.
+pub fn origin(function: &str) -> Origin {
+    // The package path ends at the last '/' and then the first '.'.
+    let last_slash = function.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let pkg_end = function[last_slash..]
+        .find('.')
+        .map(|i| last_slash + i)
+        .unwrap_or(function.len());
+    let pkg = &function[..pkg_end];
+    if pkg == "runtime" || pkg.starts_with("runtime/") || pkg.starts_with("internal/runtime") {
+        return Origin::Runtime;
+    }
+    let first = pkg.split('/').next().unwrap_or("");
+    if pkg == "main" || first.contains('.') {
+        Origin::Program
+    } else {
+        Origin::Stdlib
+    }
+}
+
+/// A colour for `function`: its origin's hue, a shade from its name.
+fn colour(function: &str) -> Color {
+    let h = function.bytes().fold(2166136261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16777619)
+    });
+    let v = (h % 60) as u8;
+    match origin(function) {
+        Origin::Program => Color {
+            r: 230,
+            g: 120 + v,
+            b: 30,
+        },
+        Origin::Stdlib => Color {
+            r: 70 + v / 2,
+            g: 140 + v,
+            b: 220,
+        },
+        Origin::Runtime => Color {
+            r: 190 + v / 2,
+            g: 150,
+            b: 150,
+        },
+    }
+}
+
+/// Rewrites inferno's `(1,234,567 bytes, 95.00%)` into `(1.2 MiB, 95.00%)`.
+fn humanize_sizes(svg: &str) -> String {
+    const UNIT: &str = " bytes, ";
+    let mut out = String::with_capacity(svg.len());
+    let mut rest = svg;
+    while let Some(at) = rest.find(UNIT) {
+        let head = &rest[..at];
+        let digits = head
+            .rfind(|c: char| !(c.is_ascii_digit() || c == ','))
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let number: String = head[digits..].chars().filter(|c| *c != ',').collect();
+        match number.parse::<f64>() {
+            Ok(n) if digits > 0 && head[..digits].ends_with('(') => {
+                out.push_str(&head[..digits]);
+                out.push_str(&human_bytes(n));
+                out.push_str(", ");
+            }
+            _ => {
+                out.push_str(head);
+                out.push_str(UNIT);
+            }
+        }
+        rest = &rest[at + UNIT.len()..];
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Writes an SVG flame graph of `profile`'s outstanding bytes.
 pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
@@ -28,8 +120,19 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
         // inferno refuses an empty input; an empty graph still says so.
         return write_empty(&opts.title, w);
     }
-    flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), w)
-        .map_err(|e| io::Error::other(e.to_string()))
+    let mut palette = PaletteMap::default();
+    for stack in &profile.stacks {
+        for f in &stack.frames {
+            if palette.get(&f.function).is_none() {
+                palette.insert(&f.function, colour(&f.function));
+            }
+        }
+    }
+    opts.palette_map = Some(&mut palette);
+    let mut svg = Vec::new();
+    flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut svg)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    w.write_all(humanize_sizes(&String::from_utf8_lossy(&svg)).as_bytes())
 }
 
 fn write_empty(title: &str, w: &mut dyn Write) -> io::Result<()> {
@@ -90,7 +193,32 @@ mod tests {
         assert!(svg.contains("bytes.Repeat"));
         assert!(svg.contains("main.leak"));
         assert!(svg.contains("/srv/seed (pid 42)"));
+        // Sizes in binary units, program code in warm colours, search on.
+        assert!(svg.contains("(977 KiB, "), "{svg}");
+        assert!(svg.contains("rgb(230,"));
+        assert!(svg.contains("Search"));
         assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(origin("runtime.mallocgc"), Origin::Runtime);
+        assert_eq!(origin("internal/runtime/maps.newarray"), Origin::Runtime);
+        assert_eq!(origin("runtime/pprof.writeHeap"), Origin::Runtime);
+        assert_eq!(origin("bytes.Repeat"), Origin::Stdlib);
+        assert_eq!(origin("net/http.(*conn).serve"), Origin::Stdlib);
+        assert_eq!(origin("main.(*RequestTracker).Track"), Origin::Program);
+        assert_eq!(origin("github.com/acme/api.(*S).Handle"), Origin::Program);
+        assert_eq!(origin("github.com/acme/api/v2.init.func1"), Origin::Program);
+    }
+
+    #[test]
+    fn sizes_are_human() {
+        let t = "<title>bytes.Repeat (20,480,000 bytes, 95.00%)</title> 5 bytes, x";
+        assert_eq!(
+            humanize_sizes(t),
+            "<title>bytes.Repeat (19.5 MiB, 95.00%)</title> 5 bytes, x"
+        );
     }
 
     #[test]
