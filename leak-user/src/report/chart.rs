@@ -4,10 +4,7 @@
 
 use std::io::{self, Write};
 
-use plotters::{
-    prelude::*,
-    style::{Palette, Palette99},
-};
+use plotters::prelude::*;
 
 /// One line of the chart.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,10 +16,39 @@ pub struct ChartLine {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
-const SIZE: (u32, u32) = (1100, 620);
+const SIZE: (u32, u32) = (1200, 620);
+/// Width of the legend column right of the plot.
+const LEGEND_WIDTH: u32 = 330;
+
+/// Line colours: strong, distinct on white (Tableau 10, then darker
+/// variants), cycled past 16 lines.
+const COLORS: [RGBColor; 16] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 63, 92),
+    RGBColor(122, 0, 25),
+    RGBColor(0, 100, 0),
+    RGBColor(160, 82, 0),
+    RGBColor(75, 0, 130),
+    RGBColor(0, 0, 0),
+];
+
+/// The colour of line `i`.
+pub fn color(i: usize) -> RGBColor {
+    COLORS[i % COLORS.len()]
+}
 
 /// Writes the chart of `lines` under `title` as an SVG document: time on
-/// the x axis (seconds), MiB on the y axis from 0, the legend top left.
+/// the x axis (seconds), MiB on the y axis from 0, the legend (one entry per
+/// line, in order) to the right of the plot.
 pub fn write(title: &str, lines: &[ChartLine], w: &mut dyn Write) -> io::Result<()> {
     let svg = render(title, lines).map_err(io::Error::other)?;
     w.write_all(svg.as_bytes())
@@ -45,8 +71,11 @@ pub fn render(title: &str, lines: &[ChartLine]) -> Result<String, String> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 22))
+        let root = root
+            .titled(title, ("sans-serif", 22))
+            .map_err(|e| e.to_string())?;
+        let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+        let mut chart = ChartBuilder::on(&plot)
             .margin(20)
             .x_label_area_size(50)
             .y_label_area_size(80)
@@ -56,32 +85,47 @@ pub fn render(title: &str, lines: &[ChartLine]) -> Result<String, String> {
             .configure_mesh()
             .x_desc("time since start (s)")
             .y_desc("resident memory (MiB)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .axis_desc_style(("sans-serif", 16))
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(|e| e.to_string())?;
         for (i, line) in lines.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
             chart
                 .draw_series(LineSeries::new(
                     line.points.iter().map(|&(t, b)| (t, b / MIB)),
-                    color.stroke_width(2),
+                    color(i).stroke_width(2),
                 ))
-                .map_err(|e| e.to_string())?
-                .label(line.label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-                });
+                .map_err(|e| e.to_string())?;
+            // A process seen once has no line to draw: mark its point.
+            if let [(t, b)] = line.points[..] {
+                chart
+                    .draw_series(std::iter::once(Circle::new(
+                        (t, b / MIB),
+                        3,
+                        color(i).filled(),
+                    )))
+                    .map_err(|e| e.to_string())?;
+            }
         }
-        if !lines.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .label_font(("sans-serif", 14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw()
+        // The legend, beside the plot so it never hides a line.
+        for (i, line) in lines.iter().enumerate() {
+            let y = 30 + 22 * i as i32;
+            legend
+                .draw(&PathElement::new(
+                    vec![(4, y), (28, y)],
+                    color(i).stroke_width(3),
+                ))
+                .map_err(|e| e.to_string())?;
+            let label: String = line.label.chars().take(44).collect();
+            legend
+                .draw(&Text::new(
+                    label,
+                    (36, y - 8),
+                    ("sans-serif", 14).into_font().color(&BLACK),
+                ))
                 .map_err(|e| e.to_string())?;
         }
         root.present().map_err(|e| e.to_string())?;
@@ -114,8 +158,8 @@ mod tests {
         // One polyline per process in its own colour, plus its legend
         // sample (axes and grid are polylines too, in black and grey).
         for i in 0..lines.len() {
-            let color = Palette99::pick(i).to_rgba();
-            let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", color.0, color.1, color.2);
+            let c = color(i);
+            let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2);
             let polylines = svg
                 .split("<polyline")
                 .skip(1)
@@ -132,6 +176,16 @@ mod tests {
         ] {
             assert!(svg.contains(text), "missing {text}");
         }
+    }
+
+    #[test]
+    fn a_single_reading_is_a_dot() {
+        let lines = vec![ChartLine {
+            label: "short (pid 9): steady".into(),
+            points: vec![(4.0, 50.0 * MIB)],
+        }];
+        let svg = render("one point", &lines).unwrap();
+        assert_eq!(svg.matches("<circle").count(), 1, "{svg}");
     }
 
     #[test]
