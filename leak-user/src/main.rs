@@ -8,9 +8,10 @@ use leak_user::cmd;
 
 /// Find memory leaks in running Go programs, from outside, with eBPF.
 ///
-/// `leak trace` shows which call stacks hold memory that is never freed,
-/// with numbers that agree with Go's own heap profile, as a report, folded
-/// stacks and a flame graph. Run as root.
+/// `leak top` shows which process's memory keeps growing, host-wide, with a
+/// verdict per process. `leak trace` shows which call stacks hold memory
+/// that is never freed, with numbers that agree with Go's own heap profile,
+/// as a report, folded stacks and a flame graph. Run as root.
 #[derive(Parser, Debug)]
 #[command(name = "leak", version, about, long_about)]
 struct Cli {
