@@ -31,6 +31,8 @@
 
 use std::fmt;
 
+use crate::report::{human_bytes, signed_bytes};
+
 const KIB: f64 = 1024.0;
 const MIB: f64 = 1024.0 * KIB;
 
@@ -509,34 +511,6 @@ fn troughs(samples: &[(f64, f64)], windows: usize) -> Vec<(usize, (f64, f64))> {
         .enumerate()
         .filter_map(|(w, low)| low.map(|p| (w, p)))
         .collect()
-}
-
-/// A byte count for people: `812 B`, `9.8 KiB`, `20.5 MiB` (the same form as
-/// the reports use).
-fn human_bytes(bytes: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes;
-    let mut unit = 0;
-    while v.abs() >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{v:.0} {}", UNITS[0])
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-/// A byte change with its sign: `+1.2 MiB`, `-300 KiB`.
-fn signed_bytes(bytes: f64) -> String {
-    if bytes < 0.0 {
-        human_bytes(bytes)
-    } else {
-        format!("+{}", human_bytes(bytes))
-    }
 }
 
 /// A rate in bytes per second, shown per minute: `2.1 MiB/min`.

@@ -146,6 +146,15 @@ pub fn human_bytes(bytes: f64) -> String {
     }
 }
 
+/// A byte change with its sign: `+1.2 MiB`, `-300 KiB`.
+pub fn signed_bytes(bytes: f64) -> String {
+    if bytes < 0.0 {
+        human_bytes(bytes)
+    } else {
+        format!("+{}", human_bytes(bytes))
+    }
+}
+
 /// Writes a file so that it either appears complete or not at all: the
 /// content goes to a hidden temporary file beside it, renamed into place
 /// only once fully written and flushed.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{human_bytes, Frame, Profile, StackProfile};
+use super::{human_bytes, signed_bytes, Frame, Profile, StackProfile};
 use crate::trend::Verdict;
 
 /// Caller frames shown under each stack's leaf.
@@ -149,12 +149,6 @@ fn describe(f: &Frame) -> String {
     let file = f.file.rsplit('/').next().unwrap_or(&f.file);
     let inlined = if f.inlined { ", inlined" } else { "" };
     format!("{} ({file}:{}{inlined})", f.function, f.line)
-}
-
-/// `+1.5 KiB` / `-200 B`.
-fn signed_bytes(b: f64) -> String {
-    let sign = if b < 0.0 { "-" } else { "+" };
-    format!("{sign}{}", human_bytes(b.abs()))
 }
 
 /// `1234567` → `1,234,567`.
