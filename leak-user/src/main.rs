@@ -22,6 +22,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Where is memory held? Outstanding bytes per call stack of a Go binary.
+    #[command(long_about = cmd::trace::LONG_ABOUT)]
     Trace(cmd::trace::TraceArgs),
     /// Which process is leaking? Memory over time per process, with a verdict.
     Top(cmd::top::TopArgs),

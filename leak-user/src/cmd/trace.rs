@@ -35,20 +35,26 @@ const TRACKED_STACKS: usize = 2048;
 /// Points kept per stack (thinned by half when full).
 const SERIES_POINTS: usize = 720;
 
-/// Find the code paths that hold memory in a running Go program.
-///
-/// leak puts entry uprobes on the Go runtime's own heap sampler
-/// (runtime.mProf_Malloc, and the sweeper's free path), so it sees what
-/// `go tool pprof` would see, from outside, without a restart and at next to
-/// no cost. Each sampled allocation is kept with its call stack until the
-/// garbage collector frees it; what is never freed is the leak.
-///
-/// Examples:
-///   leak trace --uprobe /srv/api --pid 4242
-///   leak trace --uprobe ./api --duration 60 --folded api.folded --flamegraph api.svg
-///   leak trace --uprobe ./api --rate 4096      # finer sampling, faster answers
+/// `leak trace --help`: what it does and how to start.
+pub const LONG_ABOUT: &str = "\
+Where is memory held? Outstanding bytes per call stack of a running Go program.
+
+leak puts entry uprobes on the Go runtime's own heap sampler (runtime.mProf_Malloc,
+and the sweeper's free path), so it sees what `go tool pprof` would see, from
+outside, without a restart and at next to no cost. Each sampled allocation is kept
+with its call stack until the garbage collector frees it; what is never freed is
+the leak. Each stack gets a verdict (leaking, growing, steady, churn) from its
+history, and with --work, the bytes each unit of work leaves behind.
+
+Examples:
+  leak trace --uprobe /srv/api --pid 4242
+  leak trace --uprobe /srv/api --work 'main.(*Server).handle' --duration 120
+  leak trace --uprobe ./api --duration 60 --folded api.folded --flamegraph api.svg
+  leak trace --uprobe ./api --pprof api.pb.gz && go tool pprof -top api.pb.gz
+  leak trace --uprobe ./api --rate 4096      # finer sampling, faster answers";
+
+/// Options of `leak trace`.
 #[derive(Args, Debug)]
-#[command(verbatim_doc_comment)]
 pub struct TraceArgs {
     /// The Go executable to trace. Every process running it is traced,
     /// including ones started after leak, unless --pid narrows it to one.
