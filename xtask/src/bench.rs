@@ -158,9 +158,9 @@ impl Sizes {
     /// on two cores.
     const FULL: Sizes = Sizes {
         rounds: 5,
-        service_requests: 25_000,
-        json_records: 150_000,
-        large_objects: 4_000,
+        service_requests: 20_000,
+        json_records: 120_000,
+        large_objects: 3_000,
         scale_depth: 5,
         mmap_cycles: 200_000,
     };
@@ -192,6 +192,8 @@ pub struct Run {
 /// Built programs and tools.
 pub struct Kit {
     pub leak: PathBuf,
+    /// The binary came from `--leak`, not from a build of this tree.
+    pub leak_given: bool,
     pub bpftrace: PathBuf,
     pub bpftrace_version: String,
     pub go_version: String,
@@ -310,6 +312,7 @@ pub fn run(opts: Options) -> Result<()> {
 
 /// Builds leak (release) and the Go programs; finds bpftrace and `leak top`.
 fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
+    let leak_given = leak.is_some();
     let leak = match leak {
         Some(p) => std::fs::canonicalize(&p)
             .with_context(|| format!("--leak {}: no such file", p.display()))?,
@@ -348,6 +351,7 @@ fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
         .unwrap_or(false);
     Ok(Kit {
         leak,
+        leak_given,
         bpftrace,
         bpftrace_version,
         go_version,

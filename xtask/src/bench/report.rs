@@ -28,7 +28,7 @@ pub struct Machine {
 
 impl Machine {
     /// Reads /proc and asks git for the commit measured.
-    pub fn probe(_kit: &Kit) -> Machine {
+    pub fn probe(kit: &Kit) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let field = |text: &str, key: &str| {
@@ -63,7 +63,9 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
-            leak_commit: if dirty {
+            leak_commit: if kit.leak_given {
+                format!("? (binary given with --leak: {})", kit.leak.display())
+            } else if dirty {
                 format!("{commit} (with uncommitted changes to leak)")
             } else {
                 commit
@@ -331,7 +333,7 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
         "- {}; workloads built with it; {}",
         doc.kit.go_version, doc.kit.bpftrace_version
     );
-    let _ = writeln!(o, "- leak at commit {}, release build", m.leak_commit);
+    let _ = writeln!(o, "- leak: commit {}, release build", m.leak_commit);
     let _ = writeln!(
         o,
         "- 1-minute load average at the start of each run: {} — above about 1 on this \

@@ -87,8 +87,7 @@ pub struct Tracer {
 
 impl Tracer {
     /// Starts `argv` and waits until it is attached: leak says "leak:
-    /// tracing", bpftrace "Attaching N probes"; `leak top`, whose output is
-    /// not settled yet, counts as attached at its first line.
+    /// tracing", bpftrace "Attaching N probes", `leak top` "leak: watching".
     pub fn start(arm: Arm, argv: &[String]) -> Result<Tracer> {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);
@@ -99,7 +98,7 @@ impl Tracer {
                 Duration::from_secs(60),
                 |stream, line| match arm {
                     Arm::Bpftrace => line.starts_with("Attaching"),
-                    Arm::LeakTop => stream == Stream::Stdout || line.starts_with("leak:"),
+                    Arm::LeakTop => stream == Stream::Stderr && line.starts_with("leak: watching"),
                     _ => stream == Stream::Stderr && line.starts_with("leak: tracing"),
                 },
             )
