@@ -490,8 +490,8 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
          in that round. The \"sampling on\" arms run the workload with Go's heap sampler on at \
          the same rate and no tracer, so their share is what Go's own sampler costs \
          (`mProf_Malloc` walking the stack and hashing it into a bucket); the rest is the \
-         uprobes (three per sampled object: malloc, freeSpecial, mProf_Free), the eBPF \
-         programs and leak waking up to read the ring buffer. Leak's CPU per sample is its \
+         uprobes on the sampler and free paths, the eBPF programs and leak waking up to \
+         read the ring buffer. Leak's CPU per sample is its \
          own user and system time while attached. With few samples (the default rate) \
          these are dominated by noise.\n"
     );
