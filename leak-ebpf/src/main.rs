@@ -4,6 +4,7 @@
 #![no_main]
 
 mod go;
+mod heap;
 mod mm;
 
 use aya_ebpf::{

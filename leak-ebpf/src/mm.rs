@@ -100,13 +100,13 @@ fn current_tgid() -> u32 {
 }
 
 #[inline(always)]
-fn page_round(len: u64) -> u64 {
+pub(crate) fn page_round(len: u64) -> u64 {
     len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
 }
 
 /// A syscall's return value means failure (-4095..=-1).
 #[inline(always)]
-fn failed(ret: i64) -> bool {
+pub(crate) fn failed(ret: i64) -> bool {
     (-4095..0).contains(&ret)
 }
 
@@ -245,16 +245,16 @@ fn try_mm_rss_stat(ctx: &TracePointContext) -> Result<(), Skip> {
 
 /// The fields of `syscalls:sys_enter_mmap`.
 #[repr(C)]
-struct SysEnterMmap {
-    common: u64,
-    syscall_nr: i32,
-    _pad: u32,
-    addr: u64,
-    len: u64,
-    prot: u64,
-    flags: u64,
-    fd: u64,
-    off: u64,
+pub(crate) struct SysEnterMmap {
+    pub(crate) common: u64,
+    pub(crate) syscall_nr: i32,
+    pub(crate) _pad: u32,
+    pub(crate) addr: u64,
+    pub(crate) len: u64,
+    pub(crate) prot: u64,
+    pub(crate) flags: u64,
+    pub(crate) fd: u64,
+    pub(crate) off: u64,
 }
 
 // syscalls:sys_enter_munmap
@@ -265,12 +265,12 @@ struct SysEnterMmap {
 
 /// The fields of `syscalls:sys_enter_munmap`.
 #[repr(C)]
-struct SysEnterMunmap {
-    common: u64,
-    syscall_nr: i32,
-    _pad: u32,
-    addr: u64,
-    len: u64,
+pub(crate) struct SysEnterMunmap {
+    pub(crate) common: u64,
+    pub(crate) syscall_nr: i32,
+    pub(crate) _pad: u32,
+    pub(crate) addr: u64,
+    pub(crate) len: u64,
 }
 
 // syscalls:sys_enter_mremap
@@ -321,11 +321,11 @@ struct SysEnterMadvise {
 
 /// The fields of every `syscalls:sys_exit_*` event.
 #[repr(C)]
-struct SysExit {
-    common: u64,
-    syscall_nr: i32,
-    _pad: u32,
-    ret: i64,
+pub(crate) struct SysExit {
+    pub(crate) common: u64,
+    pub(crate) syscall_nr: i32,
+    pub(crate) _pad: u32,
+    pub(crate) ret: i64,
 }
 
 /// Remembers a call until its exit says whether it worked.

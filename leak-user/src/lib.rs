@@ -6,7 +6,9 @@
 pub mod aggregate;
 pub mod cmd;
 pub mod collect;
+pub mod elfsym;
 pub mod growth;
+pub mod mapped;
 pub mod mm;
 pub mod probes;
 pub mod procs;

@@ -27,6 +27,9 @@ pub enum EventKind {
     Free = 2,
     /// A garbage collection cycle finished marking: [`Event`].
     GcCycle = 3,
+    /// The traced process mapped or unmapped memory, or moved its program
+    /// break: [`MapEvent`].
+    Map = 4,
 }
 
 impl EventKind {
@@ -36,6 +39,7 @@ impl EventKind {
             1 => Some(Self::Alloc),
             2 => Some(Self::Free),
             3 => Some(Self::GcCycle),
+            4 => Some(Self::Map),
             _ => None,
         }
     }
@@ -121,10 +125,13 @@ pub enum Counter {
     /// recording them, so they never reach `setprofilebucket`): seen at the
     /// next sample on the same thread, or lost from the pending map.
     AllocUnconfirmed = 6,
+    /// brk/mmap/munmap records of `leak trace --syscalls` lost because the
+    /// ring buffer or the pending map was full.
+    MapDropped = 7,
 }
 
 /// Number of slots in `COUNTERS`.
-pub const COUNTERS: u32 = 7;
+pub const COUNTERS: u32 = 8;
 
 #[cfg(feature = "user")]
 mod user {
@@ -244,4 +251,71 @@ mod user_mm {
     unsafe impl aya::Pod for super::MmStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MmActivity {}
+}
+
+// ---- `leak trace --syscalls`: heap growth of any binary (leak-ebpf/src/heap.rs) ----
+
+/// Words copied from the user stack pointer at a brk/mmap call: return
+/// addresses a frame-pointer walk skips (libc has no frame pointers, so the
+/// walk jumps from the syscall straight to the first caller that keeps one).
+pub const STACK_WORDS: usize = 128;
+
+/// Which call a [`MapEvent`] records.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapCall {
+    /// mmap of anonymous memory: `addr` is where it landed, `len` its length.
+    Mmap = 1,
+    /// munmap: `addr`, `len` as passed.
+    Munmap = 2,
+    /// brk: `addr` is the program break after the call.
+    Brk = 3,
+}
+
+/// What the traced process (one tgid, [`HeapConfig::tgid`]) did to its
+/// heap, with the user stack that did it (none for munmap).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MapEvent {
+    /// Always [`EventKind::Map`].
+    pub kind: u32,
+    /// Process (thread group) id.
+    pub tgid: u32,
+    /// A [`MapCall`].
+    pub call: u32,
+    /// Number of valid entries in `stack` (innermost first).
+    pub frames: u32,
+    /// See [`MapCall`].
+    pub addr: u64,
+    /// See [`MapCall`].
+    pub len: u64,
+    /// User stack pointer at the syscall (0 if unknown).
+    pub sp: u64,
+    /// User frame pointer (rbp) at the syscall.
+    pub bp: u64,
+    /// Number of valid entries in `stack_words`.
+    pub words: u32,
+    /// Padding; always 0.
+    pub _pad: u32,
+    /// User stack from `bpf_get_stack`, innermost first.
+    pub stack: [u64; MAX_FRAMES],
+    /// The user stack's memory from `sp` up.
+    pub stack_words: [u64; STACK_WORDS],
+}
+
+/// Which process `leak trace --syscalls` follows, set by user space before
+/// load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeapConfig {
+    /// Thread group id of the traced process.
+    pub tgid: u32,
+    /// Padding; always 0.
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod user_heap {
+    // SAFETY: plain-old-data, `#[repr(C)]`, integers only.
+    unsafe impl aya::Pod for super::HeapConfig {}
 }

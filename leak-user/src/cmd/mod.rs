@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
+pub mod heapgrowth;
 pub mod top;
 pub mod trace;

@@ -51,7 +51,12 @@ Examples:
   leak trace --uprobe /srv/api --work 'main.(*Server).handle' --duration 120
   leak trace --uprobe ./api --duration 60 --folded api.folded --flamegraph api.svg
   leak trace --uprobe ./api --pprof api.pb.gz && go tool pprof -top api.pb.gz
-  leak trace --uprobe ./api --rate 4096      # finer sampling, faster answers";
+  leak trace --uprobe ./api --rate 4096      # finer sampling, faster answers
+
+Any other program (C, C++, Rust, …): `leak trace --pid PID` follows its heap
+growth instead: the user stack at each brk and anonymous mmap, outstanding mapped
+bytes per stack (munmap gives back). --syscalls asks for this on a Go program too.
+  leak trace --pid 4242 --duration 20 --folded heap.folded";
 
 /// Options of `leak trace`.
 #[derive(Args, Debug)]
@@ -59,11 +64,18 @@ pub struct TraceArgs {
     /// The Go executable to trace. Every process running it is traced,
     /// including ones started after leak, unless --pid narrows it to one.
     #[arg(long = "uprobe", value_name = "BINARY")]
-    pub binary: PathBuf,
+    pub binary: Option<PathBuf>,
 
-    /// Trace only this process (it must be running BINARY).
+    /// Trace only this process (with --uprobe, it must be running BINARY).
+    /// Alone: a Go program is traced through its heap sampler, any other
+    /// through its heap growth (brk/mmap stacks).
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
+
+    /// Follow heap growth (user stacks at brk and mmap, munmap subtracts)
+    /// of --pid, whatever language it is written in.
+    #[arg(long, conflicts_with = "binary", requires = "pid")]
+    pub syscalls: bool,
 
     /// Stop after this many seconds (default: run until Ctrl-C, or until every
     /// traced process has exited).
@@ -181,7 +193,18 @@ struct Process {
 
 /// Runs `leak trace`.
 pub fn run(args: TraceArgs) -> Result<()> {
-    let target = open_target(&args.binary)?;
+    let binary = match (&args.binary, args.pid) {
+        _ if args.syscalls => return super::heapgrowth::run(args),
+        (Some(binary), _) => binary.clone(),
+        (None, Some(pid)) => match go_executable(pid)? {
+            Some(exe) => exe,
+            None => return super::heapgrowth::run(args),
+        },
+        (None, None) => {
+            bail!("say what to trace: --uprobe BINARY (a Go program) or --pid PID (any process)")
+        }
+    };
+    let target = open_target(&binary)?;
     for out in [&args.folded, &args.flamegraph, &args.pprof, &args.json]
         .into_iter()
         .flatten()
@@ -211,6 +234,15 @@ pub fn run(args: TraceArgs) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(trace(args, target))
+}
+
+/// The executable of process `pid` if it is a Go program.
+fn go_executable(pid: u32) -> Result<Option<PathBuf>> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("no process with pid {pid}"),
+        _ => anyhow::anyhow!("cannot read the executable of pid {pid}: {e}"),
+    })?;
+    Ok(GoBinary::open(&exe).is_ok().then_some(exe))
 }
 
 /// Opens and checks the binary, and resolves everything the probes need.
@@ -244,7 +276,7 @@ fn open_target(path: &Path) -> Result<Target> {
 }
 
 /// Fails early, before any tracing, if an output file cannot be written.
-fn check_output_path(out: &Path) -> Result<()> {
+pub(crate) fn check_output_path(out: &Path) -> Result<()> {
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

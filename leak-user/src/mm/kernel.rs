@@ -134,7 +134,7 @@ impl MmProbes {
 
 /// Tracepoints are found through tracefs; mount it if nothing is there
 /// (minimal systems and containers often leave it unmounted).
-fn ensure_tracefs() -> Result<()> {
+pub(crate) fn ensure_tracefs() -> Result<()> {
     let mounted = |dir: &str| Path::new(dir).join("events").is_dir();
     if TRACEFS.iter().any(|d| mounted(d)) {
         return Ok(());

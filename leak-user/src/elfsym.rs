@@ -1,0 +1,315 @@
+//! Function names for code addresses of any process: the executable and
+//! its shared libraries, from their ELF symbol tables (`.symtab`, and
+//! `.dynsym` for stripped libraries), read with the `object` crate.
+//!
+//! An address is mapped through `/proc/PID/maps` to a file and a file
+//! offset, the offset through the file's loadable segments to the address
+//! the file was linked at, and that to the nearest function symbol at or
+//! below it. Each file is parsed once. No DWARF: frames carry function
+//! names, not lines.
+
+use std::{collections::HashMap, fs, io, path::Path};
+
+use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+
+use crate::{procs, report::Frame, symbolize::SymbolSource};
+
+/// The function symbols and loadable segments of one ELF file.
+#[derive(Debug, Default)]
+pub struct ElfSymbols {
+    /// (address, size, name), sorted by address.
+    functions: Vec<(u64, u64, String)>,
+    /// (file offset, file size, address) of each loadable segment.
+    segments: Vec<(u64, u64, u64)>,
+}
+
+impl ElfSymbols {
+    /// Reads the symbol tables of the ELF file at `path`.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let data = fs::read(path)?;
+        let file = object::File::parse(&*data)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut functions: Vec<(u64, u64, String)> = file
+            .symbols()
+            .chain(file.dynamic_symbols())
+            .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+            .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
+            .filter(|(_, _, name)| !name.is_empty())
+            .collect();
+        // Sorted by address, and at each address the symbol with a size
+        // first (an alias without one says less).
+        functions.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        functions.dedup_by_key(|f| f.0);
+        let segments = file
+            .segments()
+            .map(|s| {
+                let (offset, size) = s.file_range();
+                (offset, size, s.address())
+            })
+            .collect();
+        Ok(Self {
+            functions,
+            segments,
+        })
+    }
+
+    /// The link-time address of byte `offset` of the file.
+    pub fn address_of_offset(&self, offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|(off, size, _)| (*off..off + size).contains(&offset))
+            .map(|(off, _, addr)| addr + (offset - off))
+    }
+
+    /// Whether a function starts exactly at link-time address `addr`.
+    pub fn starts_function(&self, addr: u64) -> bool {
+        self.functions.binary_search_by_key(&addr, |f| f.0).is_ok()
+    }
+
+    /// The function containing link-time address `addr`.
+    pub fn function_at(&self, addr: u64) -> Option<&str> {
+        let i = self.functions.partition_point(|f| f.0 <= addr);
+        let (start, size, name) = self.functions.get(i.checked_sub(1)?)?;
+        // A symbol without a size (hand-written assembly) covers up to the
+        // next one.
+        (*size == 0 || addr < start + size).then_some(name.as_str())
+    }
+}
+
+/// One executable, file-backed line of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CodeMapping {
+    start: u64,
+    end: u64,
+    offset: u64,
+    path: String,
+}
+
+/// Executable file-backed mappings of a `/proc/PID/maps` text.
+fn code_mappings(maps: &str) -> Vec<CodeMapping> {
+    maps.lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+        .filter_map(|l| procs::parse_maps(l).into_iter().next())
+        .filter(|m| m.inode != 0 && m.path.starts_with('/'))
+        .map(|m| CodeMapping {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            path: m.path,
+        })
+        .collect()
+}
+
+/// The code of one running process, by address.
+pub struct ProcessSymbols {
+    pid: u32,
+    code: Vec<CodeMapping>,
+    /// Parsed files by path (`None`: unreadable or not ELF).
+    files: HashMap<String, Option<ElfSymbols>>,
+}
+
+impl ProcessSymbols {
+    /// Reads the code mappings of process `pid`.
+    pub fn new(pid: u32) -> io::Result<Self> {
+        let mut s = Self {
+            pid,
+            code: Vec::new(),
+            files: HashMap::new(),
+        };
+        s.refresh()?;
+        Ok(s)
+    }
+
+    /// Re-reads the mappings (after the process loaded a library).
+    pub fn refresh(&mut self) -> io::Result<()> {
+        self.code = code_mappings(&fs::read_to_string(format!("/proc/{}/maps", self.pid))?);
+        Ok(())
+    }
+
+    /// Whether `addr` is in the process's code.
+    pub fn is_code(&self, addr: u64) -> bool {
+        self.mapping(addr).is_some()
+    }
+
+    fn mapping(&self, addr: u64) -> Option<&CodeMapping> {
+        self.code.iter().find(|m| (m.start..m.end).contains(&addr))
+    }
+
+    /// The symbols of the file mapped at `addr`, and the offset of `addr`
+    /// in that file.
+    fn file_at(&mut self, addr: u64) -> Option<(CodeMapping, u64, Option<&ElfSymbols>)> {
+        let m = self.mapping(addr)?.clone();
+        let pid = self.pid;
+        let offset = addr - m.start + m.offset;
+        let elf = self
+            .files
+            .entry(m.path.clone())
+            .or_insert_with(|| {
+                // The process may see another filesystem than leak.
+                ElfSymbols::open(Path::new(&m.path))
+                    .or_else(|_| {
+                        ElfSymbols::open(Path::new(&format!("/proc/{pid}/root{}", m.path)))
+                    })
+                    .ok()
+            })
+            .as_ref();
+        Some((m, offset, elf))
+    }
+
+    /// Whether a function of the process starts exactly at `addr`: a
+    /// function pointer, or the address after a call that never returns,
+    /// never the return address of a live frame.
+    pub fn starts_function(&mut self, addr: u64) -> bool {
+        self.file_at(addr)
+            .and_then(|(_, offset, elf)| {
+                let elf = elf?;
+                Some(elf.starts_function(elf.address_of_offset(offset)?))
+            })
+            .unwrap_or(false)
+    }
+
+    /// The function at `addr`, and the file it is in.
+    pub fn function_at(&mut self, addr: u64) -> Option<(String, String)> {
+        let (m, offset, elf) = self.file_at(addr)?;
+        let file_name = m.path.rsplit('/').next().unwrap_or(&m.path).to_string();
+        let name = elf
+            .and_then(|e| e.function_at(e.address_of_offset(offset)?))
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{file_name}+0x{offset:x}"));
+        Some((name, m.path))
+    }
+}
+
+impl SymbolSource for std::cell::RefCell<ProcessSymbols> {
+    fn frames_at(&self, pc: u64) -> Option<Vec<Frame>> {
+        let mut s = self.borrow_mut();
+        let found = match s.function_at(pc) {
+            Some(f) => Some(f),
+            None => {
+                // Perhaps a library loaded since the maps were read.
+                s.refresh().ok()?;
+                s.function_at(pc)
+            }
+        };
+        let (function, file) = found?;
+        Some(vec![Frame {
+            function,
+            file,
+            line: 0,
+            inlined: false,
+        }])
+    }
+}
+
+/// Whether the 8 bytes before a return address end in an x86-64 call
+/// instruction: `call rel32` (E8, 5 bytes) or an indirect `call` (FF /2,
+/// 2 to 7 bytes). Tells a return address on the stack from a stray code
+/// pointer, mostly.
+pub fn follows_call(before: [u8; 8]) -> bool {
+    if before[3] == 0xe8 {
+        return true;
+    }
+    // FF with ModRM.reg = 2, the ModRM byte being the second of the
+    // instruction, for each length an indirect call can have.
+    (2..=7).any(|len| {
+        let at = 8 - len;
+        before[at] == 0xff && (before[at + 1] >> 3) & 7 == 2
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{
+        io::{BufRead, BufReader},
+        process::{Command, Stdio},
+    };
+
+    #[test]
+    fn parses_code_mappings_only() {
+        let maps = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 fd:01 1234 /usr/bin/leaker
+55d0c0a01000-55d0c0a02000 r-xp 00001000 fd:01 1234 /usr/bin/leaker
+55d0c0c00000-55d0c0c21000 rw-p 00000000 00:00 0 [heap]
+7f0000000000-7f0000001000 r-xp 00000000 00:00 0 [vdso]
+";
+        let code = code_mappings(maps);
+        assert_eq!(
+            code,
+            [CodeMapping {
+                start: 0x55d0c0a01000,
+                end: 0x55d0c0a02000,
+                offset: 0x1000,
+                path: "/usr/bin/leaker".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn recognises_calls_before_return_addresses() {
+        // call rel32
+        assert!(follows_call([0, 0, 0, 0xe8, 1, 2, 3, 4]));
+        // call *%rax (ff d0)
+        assert!(follows_call([0, 0, 0, 0, 0, 0, 0xff, 0xd0]));
+        // call *0x10(%rip) (ff 15 disp32)
+        assert!(follows_call([0, 0, 0xff, 0x15, 1, 2, 3, 4]));
+        // jmp *%rax (ff e0) and plain data
+        assert!(!follows_call([0, 0, 0, 0, 0, 0, 0xff, 0xe0]));
+        assert!(!follows_call([0x90; 8]));
+    }
+
+    /// Symbolizes a function of a C program built here, in the running
+    /// process (its own child: no root needed).
+    #[test]
+    fn names_a_function_of_a_running_c_program() {
+        let dir = std::env::temp_dir().join(format!("leak-elfsym-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("prog.c");
+        fs::write(
+            &src,
+            r#"#include <stdio.h>
+__attribute__((noinline)) int grow_the_heap(int n) { return n * 3 + 1; }
+int main(void) {
+    printf("%p\n", (void *)grow_the_heap);
+    fflush(stdout);
+    getchar();
+    return grow_the_heap(1) == 4 ? 0 : 1;
+}
+"#,
+        )
+        .unwrap();
+        let bin = dir.join("prog");
+        let cc = Command::new("cc")
+            .args(["-O1", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .status();
+        match cc {
+            Ok(s) if s.success() => {}
+            other => {
+                eprintln!("skipped: cannot build a C program with cc ({other:?})");
+                return;
+            }
+        }
+        let mut child = Command::new(&bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = u64::from_str_radix(line.trim().trim_start_matches("0x"), 16).unwrap();
+        let mut syms = ProcessSymbols::new(child.id()).unwrap();
+        let found = syms.function_at(addr + 2);
+        drop(child.stdin.take());
+        let _ = child.wait();
+        let _ = fs::remove_dir_all(&dir);
+        let starts = syms.starts_function(addr) && !syms.starts_function(addr + 2);
+        let (name, file) = found.expect("address not in the program's code");
+        assert!(starts, "grow_the_heap's entry not recognised");
+        assert_eq!(name, "grow_the_heap");
+        assert!(file.ends_with("/prog"), "{file}");
+    }
+}
