@@ -75,6 +75,28 @@ impl Workload {
         }
     }
 
+    /// The Go program (under tests/go, built into target/bench/bin).
+    pub fn program(self) -> &'static str {
+        match self {
+            Workload::Service => "benchservice",
+            Workload::BatchJson | Workload::BatchLarge => "benchbatch",
+            Workload::Scale => "benchscale",
+            Workload::Mmap => "benchmmap",
+        }
+    }
+
+    /// The program's arguments: its fixed amount of work.
+    pub fn args(self, sizes: &Sizes) -> Vec<String> {
+        let (flags, n): (&[&str], String) = match self {
+            Workload::Service => return vec![],
+            Workload::BatchJson => (&["-mode", "json", "-n"], sizes.json_records.to_string()),
+            Workload::BatchLarge => (&["-mode", "large", "-n"], sizes.large_objects.to_string()),
+            Workload::Scale => (&["-depth"], sizes.scale_depth.to_string()),
+            Workload::Mmap => (&["-n"], sizes.mmap_cycles.to_string()),
+        };
+        flags.iter().map(|f| f.to_string()).chain([n]).collect()
+    }
+
     /// The arms this workload runs, in the order they alternate.
     pub fn arms(self, leak_top: bool) -> Vec<Arm> {
         match self {
@@ -323,13 +345,12 @@ fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
     fs::create_dir_all(&bin_dir)?;
     fs::create_dir_all(&scratch)?;
     let go = go_bin(GO_VERSION);
-    for program in [
-        "benchservice",
-        "benchload",
-        "benchbatch",
-        "benchscale",
-        "benchmmap",
-    ] {
+    let programs: std::collections::BTreeSet<&str> = Workload::ALL
+        .map(Workload::program)
+        .into_iter()
+        .chain(["benchload"])
+        .collect();
+    for program in programs {
         run_cmd(
             Command::new(&go)
                 .args(["build", "-o"])
@@ -399,39 +420,11 @@ fn ensure_bpftrace() -> Result<(PathBuf, String)> {
 
 /// One run: start the workload, attach the arm's tracer, do the work, stop.
 fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Metrics> {
-    let (bin, mut args): (&str, Vec<String>) = match workload {
-        Workload::Service => ("benchservice", vec![]),
-        Workload::BatchJson => (
-            "benchbatch",
-            vec![
-                "-mode".into(),
-                "json".into(),
-                "-n".into(),
-                sizes.json_records.to_string(),
-            ],
-        ),
-        Workload::BatchLarge => (
-            "benchbatch",
-            vec![
-                "-mode".into(),
-                "large".into(),
-                "-n".into(),
-                sizes.large_objects.to_string(),
-            ],
-        ),
-        Workload::Scale => (
-            "benchscale",
-            vec!["-depth".into(), sizes.scale_depth.to_string()],
-        ),
-        Workload::Mmap => (
-            "benchmmap",
-            vec!["-n".into(), sizes.mmap_cycles.to_string()],
-        ),
-    };
+    let mut args = workload.args(sizes);
     if let Some(rate) = arm.own_sampling_rate() {
         args.extend(["-memprofilerate".into(), rate.to_string()]);
     }
-    let bin = kit.program(bin);
+    let bin = kit.program(workload.program());
     let mut target = Running::spawn(Command::new(&bin).args(&args))?;
     let first = target.wait_for("start-up line", Duration::from_secs(30), |s, _| {
         s == Stream::Stdout
@@ -450,37 +443,15 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Met
     let tracer = argv.map(|argv| Tracer::start(arm, &argv)).transpose()?;
 
     let mut m = Metrics::new();
-    // Slow arms (bpftrace) may take a hundred times longer than untraced.
-    let patience = Duration::from_secs(900);
     if workload == Workload::Service {
-        let addr = first
-            .strip_prefix("listening on ")
-            .context("the service did not say where it listens")?;
-        let out = Command::new(kit.program("benchload"))
-            .args(["-url", &format!("http://{addr}/work")])
-            .args(["-n", &sizes.service_requests.to_string(), "-c", "8"])
-            .output()
-            .context("cannot run benchload")?;
-        if !out.status.success() {
-            bail!(
-                "benchload failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let load: serde_json::Value =
-            serde_json::from_slice(&out.stdout).context("benchload printed no JSON result")?;
-        for key in ["seconds", "rps", "p50_ms", "p99_ms"] {
-            m.insert(
-                key,
-                load[key].as_f64().context("incomplete benchload result")?,
-            );
-        }
+        load_service(kit, sizes, &first, &mut m)?;
     } else {
         if first != "ready" {
             bail!("{} said {first:?}, not ready", bin.display());
         }
         target.send_line("go")?;
-        let line = target.wait_for("result", patience, |s, l| {
+        // Slow arms (bpftrace) may take a hundred times longer than untraced.
+        let line = target.wait_for("result", Duration::from_secs(900), |s, l| {
             s == Stream::Stdout && l.starts_with('{')
         })?;
         let result: serde_json::Value = serde_json::from_str(&line)?;
@@ -490,17 +461,7 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Met
         t.stop(&mut m)?;
     }
     if workload == Workload::Scale {
-        let [folded, ..] = tracer::scale_outputs(&kit.scratch.display().to_string());
-        for f in tracer::scale_outputs(&kit.scratch.display().to_string()) {
-            if !Path::new(&f).is_file() {
-                bail!("leak did not write {f}");
-            }
-        }
-        let text = fs::read_to_string(&folded)?;
-        m.insert(
-            "folded_lines",
-            text.lines().filter(|l| !l.trim().is_empty()).count() as f64,
-        );
+        count_scale_outputs(kit, &mut m)?;
     }
     // The workload's own CPU time, start-up included (the service is killed).
     let exit = if workload == Workload::Service {
@@ -512,4 +473,43 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Met
     };
     m.insert("target_cpu_s", exit.cpu_seconds);
     Ok(m)
+}
+
+/// Runs benchload against the service that printed `listening`.
+fn load_service(kit: &Kit, sizes: &Sizes, listening: &str, m: &mut Metrics) -> Result<()> {
+    let addr = listening
+        .strip_prefix("listening on ")
+        .context("the service did not say where it listens")?;
+    let out = Command::new(kit.program("benchload"))
+        .args(["-url", &format!("http://{addr}/work")])
+        .args(["-n", &sizes.service_requests.to_string(), "-c", "8"])
+        .output()
+        .context("cannot run benchload")?;
+    if !out.status.success() {
+        bail!(
+            "benchload failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let load: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("benchload printed no JSON result")?;
+    for key in ["seconds", "rps", "p50_ms", "p99_ms"] {
+        let v = load[key].as_f64().context("incomplete benchload result")?;
+        m.insert(key, v);
+    }
+    Ok(())
+}
+
+/// Checks the scale arm wrote every output and counts the folded stacks.
+fn count_scale_outputs(kit: &Kit, m: &mut Metrics) -> Result<()> {
+    let outputs = tracer::scale_outputs(&kit.scratch.display().to_string());
+    for f in &outputs {
+        if !Path::new(f).is_file() {
+            bail!("leak did not write {f}");
+        }
+    }
+    let folded = fs::read_to_string(&outputs[0])?;
+    let lines = folded.lines().filter(|l| !l.trim().is_empty()).count();
+    m.insert("folded_lines", lines as f64);
+    Ok(())
 }

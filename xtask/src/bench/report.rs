@@ -184,16 +184,17 @@ impl Document<'_> {
     }
 
     fn workload_command(&self, w: Workload) -> String {
-        let s = self.sizes;
-        match w {
-            Workload::Service => format!(
-                "target/bench/bin/benchservice   # then: target/bench/bin/benchload -url http://$ADDR/work -n {} -c 8",
-                s.service_requests
-            ),
-            Workload::BatchJson => format!("target/bench/bin/benchbatch -mode json -n {}", s.json_records),
-            Workload::BatchLarge => format!("target/bench/bin/benchbatch -mode large -n {}", s.large_objects),
-            Workload::Scale => format!("target/bench/bin/benchscale -depth {}", s.scale_depth),
-            Workload::Mmap => format!("target/bench/bin/benchmmap -n {}", s.mmap_cycles),
+        let line = std::iter::once(format!("target/bench/bin/{}", w.program()))
+            .chain(w.args(self.sizes))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if w == Workload::Service {
+            format!(
+                "{line}   # then: target/bench/bin/benchload -url http://$ADDR/work -n {} -c 8",
+                self.sizes.service_requests
+            )
+        } else {
+            line
         }
     }
 }
@@ -222,7 +223,7 @@ pub fn results_json(doc: &Document) -> String {
             json!(doc.workload_command(w)),
         );
         for arm in w.arms(true) {
-            if let Some(c) = doc.command(arm, &format!("target/bench/bin/{}", program(w))) {
+            if let Some(c) = doc.command(arm, &format!("target/bench/bin/{}", w.program())) {
                 commands.insert(format!("{} {}", w.name(), arm.name()), json!(c));
             }
         }
@@ -261,15 +262,6 @@ fn finite(x: f64) -> Value {
         json!(x)
     } else {
         Value::Null
-    }
-}
-
-fn program(w: Workload) -> &'static str {
-    match w {
-        Workload::Service => "benchservice",
-        Workload::BatchJson | Workload::BatchLarge => "benchbatch",
-        Workload::Scale => "benchscale",
-        Workload::Mmap => "benchmmap",
     }
 }
 
@@ -601,7 +593,7 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
         }
         let _ = writeln!(o, "# {}\n{}", w.name(), doc.workload_command(w));
         for arm in w.arms(true) {
-            if let Some(c) = doc.command(arm, &format!("target/bench/bin/{}", program(w))) {
+            if let Some(c) = doc.command(arm, &format!("target/bench/bin/{}", w.program())) {
                 let _ = writeln!(o, "{c}");
             }
             if let Some(rate) = arm.own_sampling_rate() {

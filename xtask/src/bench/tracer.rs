@@ -120,9 +120,11 @@ impl Tracer {
         let cpu_now = self.process.cpu_seconds_so_far()?;
         let attached = self.ready_at.elapsed().as_secs_f64();
         let started = self.process.started;
+        // bpftrace prints its whole map on exit (up to ~30 s seen here); a
+        // tracer that takes four times that is stuck (seen once in ~40 runs).
         let (exit, stop) = self
             .process
-            .signal_and_reap(libc::SIGINT, Duration::from_secs(300))
+            .signal_and_reap(libc::SIGINT, Duration::from_secs(120))
             .with_context(|| format!("stopping {}", self.arm.name()))?;
         if !exit.success {
             let last = exit.stderr.lines().last().unwrap_or("no message");
