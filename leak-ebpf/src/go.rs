@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 use leak_common::{AllocEvent, Counter, Event, EventKind, GoArg, ProbeConfig, MAX_FRAMES};
 
-use crate::{count, EVENTS};
+use crate::{count, wakeup_flags, EVENTS};
 
 /// Argument positions for this target's Go version (set by user space).
 #[unsafe(no_mangle)]
@@ -134,7 +134,10 @@ pub fn go_alloc_confirm(ctx: ProbeContext) -> u32 {
         return 0;
     }
     // SAFETY: as above; the ring buffer copies the value.
-    if EVENTS.output::<AllocEvent>(unsafe { &*ev }, 0).is_err() {
+    if EVENTS
+        .output::<AllocEvent>(unsafe { &*ev }, wakeup_flags())
+        .is_err()
+    {
         count(Counter::AllocDropped);
     }
     let _ = PENDING_ALLOC.remove(&key);
@@ -170,7 +173,7 @@ pub fn go_mprof_free(_ctx: ProbeContext) -> u32 {
         addr: obj[0],
         size: obj[1],
     };
-    if EVENTS.output::<Event>(&ev, 0).is_err() {
+    if EVENTS.output::<Event>(&ev, wakeup_flags()).is_err() {
         count(Counter::FreeDropped);
     }
     0
@@ -201,7 +204,7 @@ pub fn go_gc_cycle(_ctx: ProbeContext) -> u32 {
         addr: 0,
         size: 0,
     };
-    if EVENTS.output::<Event>(&ev, 0).is_err() {
+    if EVENTS.output::<Event>(&ev, wakeup_flags()).is_err() {
         count(Counter::GcDropped);
     }
     0

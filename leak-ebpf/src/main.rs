@@ -22,6 +22,19 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+/// Ring buffer flags for one record: no wake-up per record (user space
+/// also drains on a short timer), but a forced one once a quarter of the
+/// buffer waits, so bursts are read before it fills.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= 4 * 1024 * 1024 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 /// Adds one to a counter slot.
 #[inline(always)]
 fn count(slot: leak_common::Counter) {

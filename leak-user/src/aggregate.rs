@@ -14,7 +14,10 @@
 //! born before cycle N and is still outstanding when cycle N+1 ends survived
 //! collection N.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 /// Index of an interned stack in [`Aggregator::stacks`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,8 +108,8 @@ pub struct Unmatched {
 /// code path in two processes adds up.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    stack_ids: HashMap<Vec<u64>, StackId>,
-    stacks: Vec<Vec<u64>>,
+    stack_ids: HashMap<Arc<[u64]>, StackId>,
+    stacks: Vec<Arc<[u64]>>,
     per_stack: Vec<Totals>,
     live: HashMap<(u32, u64), LiveSample>,
     gc: HashMap<u32, GcState>,
@@ -128,9 +131,10 @@ impl Aggregator {
             return *id;
         }
         let id = StackId(self.stacks.len() as u32);
-        self.stacks.push(pcs.to_vec());
+        let pcs: Arc<[u64]> = pcs.into();
+        self.stacks.push(pcs.clone());
         self.per_stack.push(Totals::default());
-        self.stack_ids.insert(pcs.to_vec(), id);
+        self.stack_ids.insert(pcs, id);
         id
     }
 
@@ -294,6 +298,11 @@ impl Aggregator {
     /// Events that matched nothing.
     pub fn unmatched(&self) -> Unmatched {
         self.unmatched
+    }
+
+    /// Stacks interned so far.
+    pub fn stack_count(&self) -> usize {
+        self.stacks.len()
     }
 
     /// The frames of an interned stack.

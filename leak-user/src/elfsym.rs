@@ -193,8 +193,8 @@ impl SymbolSource for std::cell::RefCell<ProcessSymbols> {
         };
         let (function, file) = found?;
         Some(vec![Frame {
-            function,
-            file,
+            function: function.into(),
+            file: file.into(),
             line: 0,
             inlined: false,
         }])

@@ -7,7 +7,10 @@
 //! itself (`runtime.*` at the leaf end) are trimmed, as Go's heap profile
 //! trims them, so the leaf is the function that asked for memory.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use crate::report::Frame;
 
@@ -23,6 +26,8 @@ pub trait SymbolSource {
 pub struct Symbolizer<S> {
     source: S,
     cache: HashMap<u64, Vec<Frame>>,
+    /// Every function and file name once: many pcs share them.
+    names: HashSet<Arc<str>>,
     profile_skip: usize,
 }
 
@@ -34,6 +39,7 @@ impl<S: SymbolSource> Symbolizer<S> {
         Self {
             source,
             cache: HashMap::new(),
+            names: HashSet::new(),
             profile_skip,
         }
     }
@@ -48,19 +54,35 @@ impl<S: SymbolSource> Symbolizer<S> {
     pub fn stack(&mut self, return_addresses: &[u64]) -> Vec<Frame> {
         let mut frames = Vec::with_capacity(return_addresses.len());
         for &ra in return_addresses {
-            let source = &self.source;
-            let at = self.cache.entry(ra).or_insert_with(|| {
-                source
+            if !self.cache.contains_key(&ra) {
+                let mut found = self
+                    .source
                     .frames_at(ra.wrapping_sub(1))
-                    .unwrap_or_else(|| vec![Frame::named(&format!("0x{ra:x}"))])
-            });
-            frames.extend(at.iter().cloned());
+                    .unwrap_or_else(|| vec![Frame::named(&format!("0x{ra:x}"))]);
+                for f in &mut found {
+                    f.function = intern(&mut self.names, &f.function);
+                    f.file = intern(&mut self.names, &f.file);
+                }
+                self.cache.insert(ra, found);
+            }
+            frames.extend(self.cache[&ra].iter().cloned());
         }
         // Go's profiles end a goroutine's stack before runtime.goexit.
-        if let Some(goexit) = frames.iter().position(|f| f.function == "runtime.goexit") {
+        if let Some(goexit) = frames.iter().position(|f| &*f.function == "runtime.goexit") {
             frames.truncate(goexit);
         }
         trim_allocator(frames, self.profile_skip)
+    }
+}
+
+/// The shared copy of `name`.
+fn intern(names: &mut HashSet<Arc<str>>, name: &Arc<str>) -> Arc<str> {
+    match names.get(name) {
+        Some(shared) => shared.clone(),
+        None => {
+            names.insert(name.clone());
+            name.clone()
+        }
     }
 }
 
@@ -126,7 +148,7 @@ mod tests {
     }
 
     fn names(f: &[Frame]) -> Vec<&str> {
-        f.iter().map(|f| f.function.as_str()).collect()
+        f.iter().map(|f| &*f.function).collect()
     }
 
     #[test]

@@ -462,7 +462,7 @@ mod tests {
         ];
         let names: Vec<String> = trim_c_library(stack)
             .into_iter()
-            .map(|f| f.function)
+            .map(|f| f.function.to_string())
             .collect();
         assert_eq!(
             names,

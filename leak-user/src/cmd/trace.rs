@@ -5,6 +5,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     rc::Rc,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -31,9 +32,11 @@ use crate::{
 };
 
 /// Stacks whose history is kept for the growth verdict.
-const TRACKED_STACKS: usize = 2048;
+const TRACKED_STACKS: usize = 1024;
+/// Stacks symbolized per tick of the event loop (a few ms of work).
+const SYMBOLIZE_BUDGET: usize = 2000;
 /// Points kept per stack (thinned by half when full).
-const SERIES_POINTS: usize = 720;
+const SERIES_POINTS: usize = 360;
 
 /// `leak trace --help`: what it does and how to start.
 pub const LONG_ABOUT: &str = "\
@@ -169,8 +172,8 @@ impl SymbolSource for Rc<GoBinary> {
                 .into_iter()
                 .filter(|f| !f.wrapper)
                 .map(|f| Frame {
-                    function: f.function,
-                    file: f.file,
+                    function: f.function.into(),
+                    file: f.file.into(),
                     line: f.line,
                     inlined: f.inlined,
                 })
@@ -359,8 +362,8 @@ struct Tracer {
     /// Each interned stack's symbolized form, as an index into `merged`:
     /// stacks that symbolize alike are one stack in every report.
     merged_of: Vec<u32>,
-    merged: Vec<Vec<Frame>>,
-    merged_index: HashMap<Vec<Frame>, u32>,
+    merged: Vec<Arc<[Frame]>>,
+    merged_index: HashMap<Arc<[Frame]>, u32>,
     growth: GrowthTracker<u32>,
     procs: BTreeMap<u32, Process>,
     started: Instant,
@@ -417,6 +420,9 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     let mut scan_tick = tokio::time::interval(Duration::from_millis(500));
     // Growth series: one point per stack per second.
     let mut growth_tick = tokio::time::interval(Duration::from_secs(1));
+    // The kernel side wakes us only when a quarter of the ring buffer
+    // waits; otherwise records are read on this tick, in batches.
+    let mut drain_tick = tokio::time::interval(Duration::from_millis(100));
     let deadline = tracer
         .args
         .duration
@@ -438,9 +444,13 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
             }
             _ = report_tick.tick() => {
                 let losses = losses(&KernelCounters::read(&counters));
-                let profile = tracer.profile(losses);
+                let profile = tracer.profile(losses, false);
                 println!("{}", tracer.render(&profile));
                 tracer.previous_outstanding = Some(profile.total.outstanding_bytes);
+            }
+            _ = drain_tick.tick() => {
+                tracer.drain(ring.get_mut());
+                tracer.symbolize_pending(SYMBOLIZE_BUDGET / 10);
             }
             _ = growth_tick.tick() => {
                 let calls = tracer.args.work.is_some().then(|| read_calls(&work_calls));
@@ -471,7 +481,7 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
         Stop::Signal(s) => eprintln!("leak: {s}: stopping"),
         Stop::Duration => {}
     }
-    let profile = tracer.profile(losses);
+    let profile = tracer.profile(losses, true);
     println!("final report\n{}", tracer.render(&profile));
     if tracer.samples_without_process > 0 {
         eprintln!(
@@ -735,6 +745,7 @@ impl Tracer {
     /// churns does not look like it grows when collections space out as the
     /// heap grows.
     fn record_growth(&mut self, calls: Option<u64>) {
+        self.symbolize_pending(SYMBOLIZE_BUDGET);
         let t = self.started.elapsed().as_secs_f64();
         let now: HashMap<u32, f64> = self
             .merged_totals(self.agg.stacks().map(|(id, t)| (id, *t)).collect())
@@ -753,11 +764,14 @@ impl Tracer {
         }
     }
 
-    /// The merged stack of an interned one, symbolized on first sight.
-    fn merged_id(&mut self, id: StackId) -> u32 {
-        while self.merged_of.len() <= id.0 as usize {
+    /// Symbolizes up to `budget` stacks not yet symbolized, oldest first.
+    /// The event loop spends a bounded slice of time on it per tick, so a
+    /// program with 100,000 new stacks does not stall the ring buffer.
+    fn symbolize_pending(&mut self, budget: usize) {
+        let mut left = budget;
+        while left > 0 && self.merged_of.len() < self.agg.stack_count() {
             let next = StackId(self.merged_of.len() as u32);
-            let frames = self.symbols.stack(self.agg.stack(next));
+            let frames: Arc<[Frame]> = self.symbols.stack(self.agg.stack(next)).into();
             let m = match self.merged_index.get(&frames) {
                 Some(m) => *m,
                 None => {
@@ -768,15 +782,18 @@ impl Tracer {
                 }
             };
             self.merged_of.push(m);
+            left -= 1;
         }
-        self.merged_of[id.0 as usize]
     }
 
-    /// Totals per merged stack.
-    fn merged_totals(&mut self, ids: Vec<(StackId, Totals)>) -> Vec<(u32, Totals)> {
+    /// Totals per merged stack, over the stacks symbolized so far.
+    fn merged_totals(&self, ids: Vec<(StackId, Totals)>) -> Vec<(u32, Totals)> {
         let mut sums: HashMap<u32, Totals> = HashMap::new();
         for (id, t) in ids {
-            let e = sums.entry(self.merged_id(id)).or_default();
+            let Some(&m) = self.merged_of.get(id.0 as usize) else {
+                continue; // symbolized on a later tick
+            };
+            let e = sums.entry(m).or_default();
             e.outstanding_bytes += t.outstanding_bytes;
             e.outstanding_objects += t.outstanding_objects;
             e.allocated_bytes += t.allocated_bytes;
@@ -786,7 +803,14 @@ impl Tracer {
     }
 
     /// A snapshot for the reports; stacks that symbolize alike are merged.
-    fn profile(&mut self, losses: Losses) -> Profile {
+    /// `complete`: every stack symbolized first (the final report), else
+    /// only as many as one tick's budget allows.
+    fn profile(&mut self, losses: Losses, complete: bool) -> Profile {
+        self.symbolize_pending(if complete {
+            usize::MAX
+        } else {
+            SYMBOLIZE_BUDGET
+        });
         let ids: Vec<(StackId, Totals)> = self.agg.stacks().map(|(id, t)| (id, *t)).collect();
         self.profile_of(ids, losses)
     }
@@ -794,6 +818,7 @@ impl Tracer {
     /// The same snapshot with outstanding bytes "as of the last GC", as Go's
     /// heap profile counts them (for `--pprof`).
     fn profile_as_of_last_gc(&mut self, losses: Losses) -> Profile {
+        self.symbolize_pending(usize::MAX);
         let ids = self.agg.stacks_as_of_last_gc();
         let mut p = self.profile_of(ids, losses);
         p.total.outstanding_bytes = p.stacks.iter().map(|s| s.totals.outstanding_bytes).sum();
@@ -805,10 +830,8 @@ impl Tracer {
         let survived = self.agg.survived_per_stack(2);
         let mut survived_merged: HashMap<u32, f64> = HashMap::new();
         for (i, b) in survived.iter().enumerate() {
-            if *b > 0.0 {
-                *survived_merged
-                    .entry(self.merged_id(StackId(i as u32)))
-                    .or_default() += b;
+            if let (true, Some(&m)) = (*b > 0.0, self.merged_of.get(i)) {
+                *survived_merged.entry(m).or_default() += b;
             }
         }
         let mut retained_per_call = 0.0;
@@ -840,7 +863,7 @@ impl Tracer {
                     }
                 });
                 StackProfile {
-                    frames: self.merged[m as usize].clone(),
+                    frames: self.merged[m as usize].to_vec(),
                     totals,
                     growth,
                 }

@@ -15,18 +15,20 @@ use std::{
     fs,
     io::{self, Write},
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use crate::{aggregate::Totals, trend::Verdict};
 
-/// One frame of a symbolized stack.
+/// One frame of a symbolized stack. Names are shared (`Arc<str>`): a
+/// function appears in thousands of stacks, its name is stored once.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Frame {
     /// Function name as Go spells it (`main.(*RequestTracker).Track`).
-    pub function: String,
+    pub function: Arc<str>,
     /// Source file, if known.
-    pub file: String,
+    pub file: Arc<str>,
     /// Source line, 0 if unknown.
     pub line: u32,
     /// True when the compiler inlined this function into the next frame.
@@ -37,8 +39,8 @@ impl Frame {
     /// A frame known only by its function name.
     pub fn named(function: &str) -> Self {
         Self {
-            function: function.to_string(),
-            file: String::new(),
+            function: function.into(),
+            file: "".into(),
             line: 0,
             inlined: false,
         }

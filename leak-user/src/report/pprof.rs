@@ -116,7 +116,7 @@ struct Builder {
     string_index: HashMap<String, i64>,
     functions: Vec<proto::Function>,
     /// Function id by (name, file).
-    function_index: HashMap<(String, String), u64>,
+    function_index: HashMap<(std::sync::Arc<str>, std::sync::Arc<str>), u64>,
     locations: Vec<proto::Location>,
     /// Location id by its lines as (function id, line), innermost first.
     location_index: HashMap<Vec<(u64, i64)>, u64>,

@@ -144,7 +144,7 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
 /// `bytes.Repeat (bytes.go:612)`: the function, and where in it, if known.
 fn describe(f: &Frame) -> String {
     if f.line == 0 || f.file.is_empty() {
-        return f.function.clone();
+        return f.function.to_string();
     }
     let file = f.file.rsplit('/').next().unwrap_or(&f.file);
     let inlined = if f.inlined { ", inlined" } else { "" };
