@@ -23,7 +23,9 @@ use aya_ebpf::{
     programs::ProbeContext,
     EbpfContext,
 };
-use leak_common::{AllocEvent, Counter, Event, EventKind, GoArg, ProbeConfig, MAX_FRAMES};
+use leak_common::{
+    AllocEvent, Counter, Event, EventKind, GoArg, ProbeConfig, ALLOC_HEADER, MAX_FRAMES,
+};
 
 use crate::{count, wakeup_flags, EVENTS};
 
@@ -133,11 +135,14 @@ pub fn go_alloc_confirm(ctx: ProbeContext) -> u32 {
     if unsafe { (*ev).addr } != addr {
         return 0;
     }
-    // SAFETY: as above; the ring buffer copies the value.
-    if EVENTS
-        .output::<AllocEvent>(unsafe { &*ev }, wakeup_flags())
-        .is_err()
-    {
+    // Send the header and the frames actually captured, not all 127 slots:
+    // most stacks are a few dozen frames, a quarter of the record or less.
+    // SAFETY: map value pointer from a successful lookup.
+    let frames = unsafe { (*ev).frames } as usize;
+    let len = ALLOC_HEADER + frames.min(MAX_FRAMES) * 8;
+    // SAFETY: `len` never exceeds the size of the value `ev` points at.
+    let bytes = unsafe { core::slice::from_raw_parts(ev.cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
         count(Counter::AllocDropped);
     }
     let _ = PENDING_ALLOC.remove(&key);

@@ -3,7 +3,7 @@
 use std::mem::size_of;
 
 use aya::maps::{MapData, PerCpuArray};
-use leak_common::{AllocEvent, Counter, Event, EventKind, COUNTERS, MAX_FRAMES};
+use leak_common::{AllocEvent, Counter, Event, EventKind, ALLOC_HEADER, COUNTERS, MAX_FRAMES};
 
 /// One decoded ring buffer record.
 pub enum Record {
@@ -20,11 +20,32 @@ pub enum Record {
 pub fn decode(bytes: &[u8]) -> Option<Record> {
     let kind = EventKind::from_u32(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))?;
     match kind {
-        EventKind::Alloc if bytes.len() >= size_of::<AllocEvent>() => {
-            // SAFETY: length checked; AllocEvent is plain integers.
-            let mut ev: Box<AllocEvent> =
-                Box::new(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) });
-            ev.frames = ev.frames.min(MAX_FRAMES as u32);
+        EventKind::Alloc if bytes.len() >= ALLOC_HEADER => {
+            // Records carry only the frames captured: copy what came, the
+            // rest of the stack stays zero.
+            let mut ev = Box::new(AllocEvent {
+                kind: 0,
+                tgid: 0,
+                timestamp_ns: 0,
+                addr: 0,
+                size: 0,
+                caller: 0,
+                frames: 0,
+                _pad: 0,
+                stack: [0; MAX_FRAMES],
+            });
+            let n = bytes.len().min(size_of::<AllocEvent>());
+            // SAFETY: at most size_of::<AllocEvent>() bytes into a plain-integer
+            // struct.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    (&mut *ev as *mut AllocEvent).cast::<u8>(),
+                    n,
+                )
+            };
+            let carried = (n - ALLOC_HEADER) / 8;
+            ev.frames = ev.frames.min(MAX_FRAMES as u32).min(carried as u32);
             Some(Record::Alloc(ev))
         }
         EventKind::Free | EventKind::GcCycle if bytes.len() >= size_of::<Event>() => {
@@ -107,6 +128,36 @@ mod tests {
             ..Event::default()
         };
         assert!(matches!(decode(&bytes_of(&g)), Some(Record::GcCycle(_))));
+    }
+
+    #[test]
+    fn short_alloc_records_carry_only_their_frames() {
+        let mut a = AllocEvent {
+            kind: EventKind::Alloc as u32,
+            tgid: 7,
+            timestamp_ns: 1,
+            addr: 0x10,
+            size: 64,
+            caller: 0x401000,
+            frames: 3,
+            _pad: 0,
+            stack: [0xdead; MAX_FRAMES],
+        };
+        a.stack[..3].copy_from_slice(&[1, 2, 3]);
+        let bytes = bytes_of(&a);
+        assert_eq!(std::mem::offset_of!(AllocEvent, stack), ALLOC_HEADER);
+        match decode(&bytes[..ALLOC_HEADER + 3 * 8]) {
+            Some(Record::Alloc(ev)) => {
+                assert_eq!(ev.frames, 3);
+                assert_eq!(&ev.stack[..4], &[1, 2, 3, 0]);
+            }
+            _ => panic!("not an alloc"),
+        }
+        // A record claiming more frames than it carries is cut to what came.
+        match decode(&bytes[..ALLOC_HEADER + 8]) {
+            Some(Record::Alloc(ev)) => assert_eq!(ev.frames, 1),
+            _ => panic!("not an alloc"),
+        }
     }
 
     #[test]

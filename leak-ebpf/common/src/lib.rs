@@ -71,6 +71,10 @@ pub struct AllocEvent {
     pub stack: [u64; MAX_FRAMES],
 }
 
+/// Bytes of an [`AllocEvent`] before `stack`: records carry the header and
+/// only the `frames` stack entries captured.
+pub const ALLOC_HEADER: usize = 48;
+
 /// A record without a stack: a free or a GC cycle.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
