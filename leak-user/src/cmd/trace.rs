@@ -834,6 +834,7 @@ impl Tracer {
                 *survived_merged.entry(m).or_default() += b;
             }
         }
+        let gc_cycles: u64 = self.procs.values().map(|p| p.gc_cycles).sum();
         let mut retained_per_call = 0.0;
         let mut any_per_call = false;
         let mut stacks: Vec<StackProfile> = self
@@ -846,11 +847,16 @@ impl Tracer {
                         .series(&m)
                         .and_then(|s| self.growth.per_call(&s.current))
                         .map(|fit| fit.slope);
+                    let survived = survived_merged.get(&m).copied().unwrap_or(0.0);
                     if let Some(b) = per_call {
                         any_per_call = true;
-                        // What the program keeps per call: stacks that hold
-                        // on to memory, not churn.
-                        if b > 0.0 && trend.verdict != Verdict::Churn {
+                        // What the program keeps per call: stacks whose
+                        // memory outlives collections. Per-request garbage
+                        // also piles up between (rare) GCs, but none of it
+                        // survives two; until two GCs are seen, every stack
+                        // that is not churn counts.
+                        let keeps = gc_cycles < 2 || survived >= 0.05 * totals.outstanding_bytes;
+                        if b > 0.0 && trend.verdict != Verdict::Churn && keeps {
                             retained_per_call += b;
                         }
                     }
@@ -859,7 +865,7 @@ impl Tracer {
                         reason: trend.reason,
                         bytes_per_sec: trend.slope,
                         bytes_per_call: per_call,
-                        survived_2_gcs: survived_merged.get(&m).copied().unwrap_or(0.0),
+                        survived_2_gcs: survived,
                     }
                 });
                 StackProfile {
