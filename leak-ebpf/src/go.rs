@@ -11,7 +11,7 @@
 //!   at `mProf_Free` — finalizer specials never reach `mProf_Free`.
 //! * `runtime.gcMarkTermination` marks the end of each GC cycle.
 //!
-//! Entry probes only: uretprobes crash Go programs (goroutine stacks move).
+//! Entry probes only: return probes crash Go programs (goroutine stacks move).
 //! Which register holds which argument depends on the Go version; user space
 //! fills [`CONFIG`] from its per-version table before load.
 
