@@ -1,59 +1,62 @@
-//! Uprobes on the Go runtime's heap profiler.
+//! Uprobes on the Go runtime's heap profiler: two per sampled object, one
+//! when the runtime records it and one when the sweeper frees it.
 //!
-//! * `runtime.mProf_Malloc` runs once per sampled allocation (about one per
-//!   `MemProfileRate` bytes): record the object's address, size and user
-//!   stack, and keep it per thread until `runtime.setprofilebucket(p, b)`
-//!   confirms the runtime recorded it (it returns early, recording nothing,
-//!   while a new M is being set up; such an object is never reported freed).
-//! * `runtime.freeSpecial(s, p, size)` runs for each dead object that carries a
-//!   special; for the profile special it calls `runtime.mProf_Free` next on the
-//!   same thread. Remember `p` per thread at `freeSpecial`, report it as freed
-//!   at `mProf_Free` — finalizer specials never reach `mProf_Free`.
+//! * `runtime.setprofilebucket(p, b)` runs once per sampled allocation
+//!   (about one per `MemProfileRate` bytes), after `mProf_Malloc` has put
+//!   the sample in bucket `b`: the bucket holds the size and the stack Go
+//!   captured for its own profile. The stack goes out with a bucket's first
+//!   sample only ([`KNOWN_BUCKETS`]); later samples name the bucket. No
+//!   stack walk in the kernel, and what leak reports is Go's own stack.
+//! * `runtime.freeSpecial(s, p, size)` runs for each dead object that
+//!   carries a special; it is a sampled object when `s.kind` is the profile
+//!   kind (finalizers, cleanups and weak handles are other kinds).
 //! * `runtime.gcMarkTermination` marks the end of each GC cycle.
 //!
+//! Each uprobe hit costs a trap into the kernel (about 1 µs here when the
+//! probed instruction is emulated, several when it is single-stepped), so
+//! the number of probes per sample is what tracing costs.
+//!
 //! Entry probes only: return probes crash Go programs (goroutine stacks move).
-//! Which register holds which argument depends on the Go version; user space
-//! fills [`CONFIG`] from its per-version table before load.
+//! Which register holds which argument and where `special.kind` sits depend
+//! on the Go version; user space fills [`CONFIG`] from its per-version table
+//! before load.
 
 use aya_ebpf::{
-    bindings::{pt_regs, BPF_F_USER_STACK},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_user},
+    bindings::pt_regs,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::{map, uprobe},
     maps::{LruHashMap, PerCpuArray},
     programs::ProbeContext,
-    EbpfContext,
 };
 use leak_common::{
-    AllocEvent, Counter, Event, EventKind, GoArg, ProbeConfig, ALLOC_HEADER, MAX_FRAMES,
+    AllocEvent, Counter, Event, EventKind, GoArg, ProbeConfig, ALLOC_HAS_STACK, ALLOC_HEADER,
+    BUCKET_NSTK_OFFSET, BUCKET_SIZE_OFFSET, BUCKET_STACK_OFFSET, MAX_FRAMES,
 };
 
 use crate::{count, wakeup_flags, EVENTS};
 
-/// Argument positions for this target's Go version (set by user space).
+/// Argument positions and layouts for this target's Go version (set by
+/// user space).
 #[unsafe(no_mangle)]
 static CONFIG: ProbeConfig = ProbeConfig {
-    malloc_addr_arg: 0,
-    malloc_size_arg: 1,
+    alloc_addr_arg: 0,
+    alloc_bucket_arg: 1,
+    free_special_arg: 0,
     free_addr_arg: 1,
     free_size_arg: 2,
-    confirm_addr_arg: 0,
+    special_kind_offset: 16,
+    special_kind_profile: 4,
     _pad: 0,
 };
 
-/// Sample taken at `mProf_Malloc`, per thread, until `setprofilebucket`
-/// confirms it. Bounded; an entry that is never confirmed is replaced by the
-/// thread's next sample or ages out.
+/// Buckets whose stack user space has: (tgid, bucket address) → 1. LRU: a
+/// bucket that falls out has its stack sent again, nothing is lost.
 #[map]
-static PENDING_ALLOC: LruHashMap<u64, AllocEvent> = LruHashMap::with_max_entries(1024, 0);
+static KNOWN_BUCKETS: LruHashMap<[u64; 2], u8> = LruHashMap::with_max_entries(65536, 0);
 
 /// Room to build one `AllocEvent` (too big for the 512-byte BPF stack).
 #[map]
 static SCRATCH: PerCpuArray<AllocEvent> = PerCpuArray::with_max_entries(1, 0);
-
-/// Object passed to `freeSpecial`, per thread, until `mProf_Free` confirms it
-/// was a profiled object. LRU: bounded, and a stale entry just ages out.
-#[map]
-static PENDING_FREE: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 fn config() -> ProbeConfig {
@@ -83,100 +86,87 @@ fn regs(ctx: &ProbeContext) -> &pt_regs {
 }
 
 #[uprobe]
-pub fn go_malloc(ctx: ProbeContext) -> u32 {
+pub fn go_alloc(ctx: ProbeContext) -> u32 {
     count(Counter::AllocSeen);
     let cfg = config();
     let regs = regs(&ctx);
+    let bucket = go_arg(regs, cfg.alloc_bucket_arg);
     let Some(ev) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: `ev` is this CPU's scratch slot; nothing else runs here.
+    let id = bpf_get_current_pid_tgid();
+    let tgid = id >> 32;
+    let key = [tgid, bucket];
+    // SAFETY: `ev` is this CPU's scratch slot; nothing else runs here. The
+    // bucket is runtime memory that lives as long as the process; a failed
+    // read leaves zeros.
     unsafe {
         (*ev).kind = EventKind::Alloc as u32;
-        (*ev).tgid = (key >> 32) as u32;
+        (*ev).tgid = tgid as u32;
         (*ev).timestamp_ns = bpf_ktime_get_ns();
-        (*ev).addr = go_arg(regs, cfg.malloc_addr_arg);
-        (*ev).size = go_arg(regs, cfg.malloc_size_arg);
-        // Before the frame is set up the return address is at SP.
-        (*ev).caller = bpf_probe_read_user(regs.rsp as *const u64).unwrap_or(0);
-        (*ev)._pad = 0;
-        let n = bpf_get_stack(
-            ctx.as_ptr(),
-            (*ev).stack.as_mut_ptr().cast(),
-            (MAX_FRAMES * 8) as u32,
-            BPF_F_USER_STACK as u64,
-        );
-        if n < 0 {
-            count(Counter::StackFailed);
-            (*ev).frames = 0;
-        } else {
-            (*ev).frames = (n as u32) / 8;
+        (*ev).addr = go_arg(regs, cfg.alloc_addr_arg);
+        (*ev).size = bpf_probe_read_user((bucket + BUCKET_SIZE_OFFSET) as *const u64).unwrap_or(0);
+        (*ev).bucket = bucket;
+        (*ev).frames = 0;
+        (*ev).flags = 0;
+        let known = KNOWN_BUCKETS.get(&key).is_some();
+        if !known {
+            let nstk =
+                bpf_probe_read_user((bucket + BUCKET_NSTK_OFFSET) as *const u64).unwrap_or(0);
+            let n = if nstk > MAX_FRAMES as u64 {
+                MAX_FRAMES as u64
+            } else {
+                nstk
+            };
+            let len = (n as u32 & 0x7f) * 8;
+            let rc = generated::bpf_probe_read_user(
+                (*ev).stack.as_mut_ptr().cast(),
+                len,
+                (bucket + BUCKET_STACK_OFFSET) as *const core::ffi::c_void,
+            );
+            if rc < 0 || n == 0 {
+                count(Counter::StackFailed);
+            } else {
+                (*ev).frames = len / 8;
+                (*ev).flags = ALLOC_HAS_STACK;
+            }
         }
-        // A sample still pending here was dropped by the runtime.
-        if PENDING_ALLOC.get(&key).is_some() {
-            count(Counter::AllocUnconfirmed);
-        }
-        if PENDING_ALLOC.insert(&key, &*ev, 0).is_err() {
+        // The header, and the frames only with a bucket's first sample.
+        let frames = ((*ev).frames as usize).min(MAX_FRAMES);
+        let len = ALLOC_HEADER + frames * 8;
+        // SAFETY: `len` never exceeds the size of the value `ev` points at.
+        let bytes = core::slice::from_raw_parts(ev.cast::<u8>(), len);
+        if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
             count(Counter::AllocDropped);
+        } else if (*ev).flags & ALLOC_HAS_STACK != 0 {
+            // Only once user space is sure to get the stack.
+            count(Counter::StacksSent);
+            let _ = KNOWN_BUCKETS.insert(&key, &1, 0);
         }
     }
     0
 }
 
 #[uprobe]
-pub fn go_alloc_confirm(ctx: ProbeContext) -> u32 {
-    let addr = go_arg(regs(&ctx), config().confirm_addr_arg);
-    let key = bpf_get_current_pid_tgid();
-    let Some(ev) = PENDING_ALLOC.get_ptr(&key) else {
-        return 0;
-    };
-    // SAFETY: map value pointer from a successful lookup.
-    if unsafe { (*ev).addr } != addr {
-        return 0;
-    }
-    // Send the header and the frames actually captured, not all 127 slots:
-    // most stacks are a few dozen frames, a quarter of the record or less.
-    // SAFETY: map value pointer from a successful lookup.
-    let frames = unsafe { (*ev).frames } as usize;
-    let len = ALLOC_HEADER + frames.min(MAX_FRAMES) * 8;
-    // SAFETY: `len` never exceeds the size of the value `ev` points at.
-    let bytes = unsafe { core::slice::from_raw_parts(ev.cast::<u8>(), len) };
-    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
-        count(Counter::AllocDropped);
-    }
-    let _ = PENDING_ALLOC.remove(&key);
-    0
-}
-
-#[uprobe]
-pub fn go_free_special(ctx: ProbeContext) -> u32 {
+pub fn go_free(ctx: ProbeContext) -> u32 {
     let cfg = config();
     let regs = regs(&ctx);
-    let obj = [
-        go_arg(regs, cfg.free_addr_arg),
-        go_arg(regs, cfg.free_size_arg),
-    ];
-    let _ = PENDING_FREE.insert(&bpf_get_current_pid_tgid(), &obj, 0);
-    0
-}
-
-#[uprobe]
-pub fn go_mprof_free(_ctx: ProbeContext) -> u32 {
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(obj) = (unsafe { PENDING_FREE.get(&key) }).copied() else {
+    let special = go_arg(regs, cfg.free_special_arg);
+    // SAFETY: a read of runtime memory; a failed read is not a profile kind.
+    let kind =
+        unsafe { bpf_probe_read_user((special + cfg.special_kind_offset as u64) as *const u8) }
+            .unwrap_or(0);
+    if kind as u32 != cfg.special_kind_profile {
         return 0;
-    };
-    let _ = PENDING_FREE.remove(&key);
+    }
     count(Counter::FreeSeen);
     let ev = Event {
         kind: EventKind::Free as u32,
-        tgid: (key >> 32) as u32,
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         // SAFETY: helper without preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        addr: obj[0],
-        size: obj[1],
+        addr: go_arg(regs, cfg.free_addr_arg),
+        size: go_arg(regs, cfg.free_size_arg),
     };
     if EVENTS.output::<Event>(&ev, wakeup_flags()).is_err() {
         count(Counter::FreeDropped);

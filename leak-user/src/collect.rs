@@ -3,6 +3,8 @@
 use std::mem::size_of;
 
 use aya::maps::{MapData, PerCpuArray};
+#[cfg(test)]
+use leak_common::ALLOC_HAS_STACK;
 use leak_common::{AllocEvent, Counter, Event, EventKind, ALLOC_HEADER, COUNTERS, MAX_FRAMES};
 
 /// One decoded ring buffer record.
@@ -29,9 +31,9 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
                 timestamp_ns: 0,
                 addr: 0,
                 size: 0,
-                caller: 0,
+                bucket: 0,
                 frames: 0,
-                _pad: 0,
+                flags: 0,
                 stack: [0; MAX_FRAMES],
             });
             let n = bytes.len().min(size_of::<AllocEvent>());
@@ -100,9 +102,9 @@ mod tests {
             timestamp_ns: 1,
             addr: 0xc000010000,
             size: 10240,
-            caller: 0x401000,
+            bucket: 0xc000401000,
             frames: 2,
-            _pad: 0,
+            flags: ALLOC_HAS_STACK,
             stack: [0; MAX_FRAMES],
         };
         a.stack[0] = 0x402000;
@@ -111,6 +113,7 @@ mod tests {
             Some(Record::Alloc(ev)) => {
                 assert_eq!(ev.tgid, 7);
                 assert_eq!(ev.size, 10240);
+                assert_eq!((ev.bucket, ev.flags), (0xc000401000, ALLOC_HAS_STACK));
                 assert_eq!(&ev.stack[..2], &[0x402000, 0x403000]);
             }
             _ => panic!("not an alloc"),
@@ -138,9 +141,9 @@ mod tests {
             timestamp_ns: 1,
             addr: 0x10,
             size: 64,
-            caller: 0x401000,
+            bucket: 0xc000401000,
             frames: 3,
-            _pad: 0,
+            flags: ALLOC_HAS_STACK,
             stack: [0xdead; MAX_FRAMES],
         };
         a.stack[..3].copy_from_slice(&[1, 2, 3]);

@@ -1,11 +1,19 @@
 //! From program counters to the frames a person reads, as pprof shows them.
 //!
-//! Stacks arrive as return addresses relocated to the binary's own
-//! addresses. Each is looked up at `pc − 1` (inside the call instruction, so
-//! the line is the call's), expanded into inlined frames, and cached: a leak
-//! repeats the same few stacks thousands of times. Frames of the allocator
-//! itself (`runtime.*` at the leaf end) are trimmed, as Go's heap profile
-//! trims them, so the leaf is the function that asked for memory.
+//! Stacks arrive relocated to the binary's own addresses, in one of two
+//! forms. Each pc is looked up at `pc − 1` (inside the call instruction, so
+//! the line is the call's) and cached: a leak repeats the same few stacks
+//! thousands of times.
+//! * Physical return addresses (a frame-pointer walk, [`Symbolizer::stack`]):
+//!   each expands into the frames inlined at that address.
+//! * Logical pcs, as Go's `runtime.Callers` and its profile buckets hold
+//!   them ([`Symbolizer::logical_stack`]): inlined calls are already
+//!   expanded, one entry per frame, so each pc is exactly one frame, the
+//!   innermost function at `pc − 1`.
+//!
+//! Frames of the allocator itself (`runtime.*` at the leaf end) are
+//! trimmed, as Go's heap profile trims them, so the leaf is the function
+//! that asked for memory.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,27 +28,33 @@ pub trait SymbolSource {
     /// first; `None` if `pc` is in no known function. Compiler-generated
     /// wrappers are left out, so a known pc may have no frames.
     fn frames_at(&self, pc: u64) -> Option<Vec<Frame>>;
+
+    /// The innermost frame at `pc` (the function, inlined or not, whose
+    /// code it is); `Some(None)` for a compiler wrapper, `None` if `pc` is
+    /// in no known function.
+    fn innermost_at(&self, pc: u64) -> Option<Option<Frame>> {
+        self.frames_at(pc).map(|f| f.into_iter().next())
+    }
 }
 
 /// Caching symbolizer over one binary.
 pub struct Symbolizer<S> {
     source: S,
     cache: HashMap<u64, Vec<Frame>>,
+    /// Logical pcs: the one frame each (none for a wrapper).
+    logical: HashMap<u64, Option<Frame>>,
     /// Every function and file name once: many pcs share them.
     names: HashSet<Arc<str>>,
-    profile_skip: usize,
 }
 
 impl<S: SymbolSource> Symbolizer<S> {
-    /// A symbolizer reading `source`. `profile_skip` leaf frames are never
-    /// shown in Go's own profile of this version (the runtime table's
-    /// `profile_skip`); they matter only for all-runtime stacks.
-    pub fn new(source: S, profile_skip: usize) -> Self {
+    /// A symbolizer reading `source`.
+    pub fn new(source: S) -> Self {
         Self {
             source,
             cache: HashMap::new(),
+            logical: HashMap::new(),
             names: HashSet::new(),
-            profile_skip,
         }
     }
 
@@ -60,19 +74,48 @@ impl<S: SymbolSource> Symbolizer<S> {
                     .frames_at(ra.wrapping_sub(1))
                     .unwrap_or_else(|| vec![Frame::named(&format!("0x{ra:x}"))]);
                 for f in &mut found {
-                    f.function = intern(&mut self.names, &f.function);
-                    f.file = intern(&mut self.names, &f.file);
+                    intern_frame(&mut self.names, f);
                 }
                 self.cache.insert(ra, found);
             }
             frames.extend(self.cache[&ra].iter().cloned());
         }
-        // Go's profiles end a goroutine's stack before runtime.goexit.
-        if let Some(goexit) = frames.iter().position(|f| &*f.function == "runtime.goexit") {
-            frames.truncate(goexit);
-        }
-        trim_allocator(frames, self.profile_skip)
+        finish(frames)
     }
+
+    /// Frames of a stack of logical pcs (Go's own, inlining expanded),
+    /// leaf first, allocator frames trimmed.
+    pub fn logical_stack(&mut self, pcs: &[u64]) -> Vec<Frame> {
+        let mut frames = Vec::with_capacity(pcs.len());
+        for &pc in pcs {
+            let frame = self.logical.entry(pc).or_insert_with(|| {
+                let mut found = self
+                    .source
+                    .innermost_at(pc.wrapping_sub(1))
+                    .unwrap_or_else(|| Some(Frame::named(&format!("0x{pc:x}"))));
+                if let Some(f) = &mut found {
+                    intern_frame(&mut self.names, f);
+                }
+                found
+            });
+            frames.extend(frame.iter().cloned());
+        }
+        finish(frames)
+    }
+}
+
+/// Go's profiles end a goroutine's stack before `runtime.goexit`, and start
+/// it at the function that asked for memory.
+fn finish(mut frames: Vec<Frame>) -> Vec<Frame> {
+    if let Some(goexit) = frames.iter().position(|f| &*f.function == "runtime.goexit") {
+        frames.truncate(goexit);
+    }
+    trim_allocator(frames)
+}
+
+fn intern_frame(names: &mut HashSet<Arc<str>>, f: &mut Frame) {
+    f.function = intern(names, &f.function);
+    f.file = intern(names, &f.file);
 }
 
 /// The shared copy of `name`.
@@ -105,11 +148,10 @@ pub fn is_allocator(function: &str) -> bool {
 
 /// Drops leaf-end frames of the allocation machinery (mallocgc, newobject,
 /// makeslice, MakeNoZero, …), as Go's own heap profile does. A stack of
-/// runtime frames alone keeps them, less the `skip` frames Go never records.
-pub fn trim_allocator(frames: Vec<Frame>, skip: usize) -> Vec<Frame> {
+/// runtime frames alone (a goroutine's stack, an M's) is kept whole.
+pub fn trim_allocator(frames: Vec<Frame>) -> Vec<Frame> {
     match frames.iter().position(|f| !is_allocator(&f.function)) {
         Some(first_user) => frames.into_iter().skip(first_user).collect(),
-        None if frames.len() > skip => frames.into_iter().skip(skip).collect(),
         None => frames,
     }
 }
@@ -153,12 +195,9 @@ mod tests {
 
     #[test]
     fn trims_runtime_leaf_frames_and_expands_inlines() {
-        let mut s = Symbolizer::new(
-            Fake {
-                lookups: Cell::new(0),
-            },
-            2,
-        );
+        let mut s = Symbolizer::new(Fake {
+            lookups: Cell::new(0),
+        });
         let frames = s.stack(&[0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x3000]);
         assert_eq!(
             names(&frames),
@@ -177,12 +216,9 @@ mod tests {
 
     #[test]
     fn wrappers_vanish_and_goexit_ends_the_stack() {
-        let mut s = Symbolizer::new(
-            Fake {
-                lookups: Cell::new(0),
-            },
-            2,
-        );
+        let mut s = Symbolizer::new(Fake {
+            lookups: Cell::new(0),
+        });
         let frames = s.stack(&[0x3000, 0x4000, 0x6000, 0x7000, 0x8000]);
         assert_eq!(
             names(&frames),
@@ -191,23 +227,36 @@ mod tests {
     }
 
     #[test]
+    fn logical_pcs_are_one_frame_each() {
+        let mut s = Symbolizer::new(Fake {
+            lookups: Cell::new(0),
+        });
+        // Go's own stack: MakeNoZero (trimmed), bytes.Repeat, a pc in
+        // main.keep inlined into main.handler (only the inlined frame: Go
+        // gives the caller its own entry), a wrapper (elided), an unknown
+        // pc, then goexit ends it.
+        let frames = s.logical_stack(&[0x2000, 0x3000, 0x4000, 0x6000, 0x9000, 0x7000, 0x8000]);
+        assert_eq!(names(&frames), ["bytes.Repeat", "main.keep", "0x9000"]);
+        assert!(frames[1].inlined);
+        // Cached per pc.
+        let lookups = s.source().lookups.get();
+        s.logical_stack(&[0x2000, 0x3000]);
+        assert_eq!(s.source().lookups.get(), lookups);
+    }
+
+    #[test]
     fn all_runtime_stack_is_kept() {
         let all_runtime = || {
-            [
-                "runtime.profilealloc",
-                "runtime.mallocgc",
-                "runtime.newobject",
-                "runtime.main",
-            ]
-            .map(Frame::named)
-            .to_vec()
+            ["runtime.malg", "runtime.newproc1", "runtime.systemstack"]
+                .map(Frame::named)
+                .to_vec()
         };
-        let kept = trim_allocator(all_runtime(), 1);
         assert_eq!(
-            names(&kept),
-            ["runtime.mallocgc", "runtime.newobject", "runtime.main"]
+            names(&trim_allocator(all_runtime())),
+            ["runtime.malg", "runtime.newproc1", "runtime.systemstack"]
         );
-        assert_eq!(names(&trim_allocator(all_runtime(), 3)), ["runtime.main"]);
-        assert_eq!(trim_allocator(all_runtime(), 9).len(), 4);
+        let mut user = all_runtime();
+        user.push(Frame::named("main.main"));
+        assert_eq!(names(&trim_allocator(user)), ["main.main"]);
     }
 }

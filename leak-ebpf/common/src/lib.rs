@@ -45,7 +45,9 @@ impl EventKind {
     }
 }
 
-/// A heap-profile sample taken in `runtime.mProf_Malloc`.
+/// A heap-profile sample, taken in `runtime.setprofilebucket(p, b)`: the
+/// runtime has recorded object `p` under bucket `b`, which holds the
+/// allocation's size and the stack Go itself captured for its profile.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct AllocEvent {
@@ -59,17 +61,24 @@ pub struct AllocEvent {
     pub addr: u64,
     /// Size in bytes the program asked for.
     pub size: u64,
-    /// Return address found at the stack pointer at function entry: the call
-    /// site in the immediate caller, which a frame-pointer walk started at a
-    /// function's first instruction skips.
-    pub caller: u64,
-    /// Number of valid entries in `stack` (innermost first).
+    /// Address of the runtime's profile bucket (one per stack and size;
+    /// buckets live as long as the process). 0 for records without one
+    /// (`leak trace --syscalls`).
+    pub bucket: u64,
+    /// Number of valid entries in `stack` (innermost first). 0 when the
+    /// bucket's stack was sent before: user space keeps it by `bucket`.
     pub frames: u32,
-    /// Padding; always 0.
-    pub _pad: u32,
-    /// User stack from `bpf_get_stack`, innermost first.
+    /// [`ALLOC_HAS_STACK`] when `stack` carries the bucket's stack.
+    pub flags: u32,
+    /// Go: the bucket's stack as the runtime recorded it, one logical frame
+    /// per entry (inlined calls already expanded, return pcs, the
+    /// allocator's own frames skipped). `--syscalls`: the user stack from
+    /// `bpf_get_stack`, return addresses of physical frames.
     pub stack: [u64; MAX_FRAMES],
 }
+
+/// [`AllocEvent::flags`]: the record carries its stack.
+pub const ALLOC_HAS_STACK: u32 = 1;
 
 /// Bytes of an [`AllocEvent`] before `stack`: records carry the header and
 /// only the `frames` stack entries captured.
@@ -91,23 +100,37 @@ pub struct Event {
     pub size: u64,
 }
 
-/// Per-Go-version argument positions, set by user space before load.
+/// Per-Go-version argument positions and layouts, set by user space before
+/// load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProbeConfig {
-    /// `mProf_Malloc`: argument holding the object's address.
-    pub malloc_addr_arg: GoArg,
-    /// `mProf_Malloc`: argument holding the object's size.
-    pub malloc_size_arg: GoArg,
+    /// `setprofilebucket(p, b)`: argument holding the object's address.
+    pub alloc_addr_arg: GoArg,
+    /// `setprofilebucket(p, b)`: argument holding the bucket.
+    pub alloc_bucket_arg: GoArg,
+    /// `freeSpecial(s, p, size)`: argument holding the special record.
+    pub free_special_arg: GoArg,
     /// `freeSpecial`: argument holding the object's address.
     pub free_addr_arg: GoArg,
     /// `freeSpecial`: argument holding the object's size.
     pub free_size_arg: GoArg,
-    /// `setprofilebucket`: argument holding the object's address.
-    pub confirm_addr_arg: GoArg,
+    /// Offset of `kind` (a byte) in the runtime's `special` struct.
+    pub special_kind_offset: u32,
+    /// `_KindSpecialProfile`: the kind of a heap-profile special.
+    pub special_kind_profile: u32,
     /// Padding; always 0.
     pub _pad: u32,
 }
+
+/// Layout of the runtime's `bucket` struct (`runtime/mprof.go`, the same
+/// from go1.21 to go1.27): `next`, `allnext`, `typ`, `hash`, `size`,
+/// `nstk`, then `nstk` pcs.
+pub const BUCKET_SIZE_OFFSET: u64 = 32;
+/// Offset of `nstk` in a bucket; the stack follows it.
+pub const BUCKET_NSTK_OFFSET: u64 = 40;
+/// Offset of the first pc of a bucket's stack.
+pub const BUCKET_STACK_OFFSET: u64 = 48;
 
 /// Slots of the per-CPU counter array `COUNTERS`.
 #[repr(u32)]
@@ -117,7 +140,7 @@ pub enum Counter {
     AllocSeen = 0,
     /// Allocation samples lost because the ring buffer was full.
     AllocDropped = 1,
-    /// Allocation samples whose user stack could not be read.
+    /// Allocation samples whose stack could not be read.
     StackFailed = 2,
     /// Frees of sampled objects seen.
     FreeSeen = 3,
@@ -125,10 +148,8 @@ pub enum Counter {
     FreeDropped = 4,
     /// GC cycle records lost because the ring buffer was full.
     GcDropped = 5,
-    /// Samples the runtime dropped itself (`mProf_Malloc` returned before
-    /// recording them, so they never reach `setprofilebucket`): seen at the
-    /// next sample on the same thread, or lost from the pending map.
-    AllocUnconfirmed = 6,
+    /// Bucket stacks sent (each bucket's stack goes out once).
+    StacksSent = 6,
     /// brk/mmap/munmap records of `leak trace --syscalls` lost because the
     /// ring buffer or the pending map was full.
     MapDropped = 7,

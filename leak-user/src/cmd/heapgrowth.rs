@@ -320,7 +320,7 @@ async fn trace(args: TraceArgs, pid: u32) -> Result<()> {
         pid,
         exe,
         mapped: MappedBytes::new(),
-        symbols: Symbolizer::new(RefCell::new(symbols), 0),
+        symbols: Symbolizer::new(RefCell::new(symbols)),
         frames: HashMap::new(),
         return_addresses: HashMap::new(),
         started: Instant::now(),

@@ -10,9 +10,9 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf};
 use clap::Args;
-use leak_common::{Counter, ProbeConfig};
+use leak_common::{Counter, ProbeConfig, ALLOC_HAS_STACK};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -171,14 +171,23 @@ impl SymbolSource for Rc<GoBinary> {
             frames
                 .into_iter()
                 .filter(|f| !f.wrapper)
-                .map(|f| Frame {
-                    function: f.function.into(),
-                    file: f.file.into(),
-                    line: f.line,
-                    inlined: f.inlined,
-                })
+                .map(report_frame)
                 .collect(),
         )
+    }
+
+    fn innermost_at(&self, pc: u64) -> Option<Option<Frame>> {
+        let f = self.pclntab().frames(pc).into_iter().next()?;
+        Some((!f.wrapper).then(|| report_frame(f)))
+    }
+}
+
+fn report_frame(f: target::pclntab::Frame) -> Frame {
+    Frame {
+        function: f.function.into(),
+        file: f.file.into(),
+        line: f.line,
+        inlined: f.inlined,
     }
 }
 
@@ -192,6 +201,8 @@ struct Process {
     rate_checks_left: u8,
     gc_cycles: u64,
     alive: bool,
+    /// Exit noticed (and its buckets forgotten).
+    gone: bool,
 }
 
 /// Runs `leak trace`.
@@ -301,19 +312,19 @@ pub(crate) fn check_output_path(out: &Path) -> Result<()> {
 fn attachments(target: &Target, work: Option<&str>) -> Result<(ProbeConfig, Vec<Attachment>)> {
     let row = target.runtime;
     let config = ProbeConfig {
-        malloc_addr_arg: row.malloc_addr_arg,
-        malloc_size_arg: row.malloc_size_arg,
+        alloc_addr_arg: row.alloc_addr_arg,
+        alloc_bucket_arg: row.alloc_bucket_arg,
+        free_special_arg: row.free_special_arg,
         free_addr_arg: row.free_addr_arg,
         free_size_arg: row.free_size_arg,
-        confirm_addr_arg: row.alloc_confirm_addr_arg,
+        special_kind_offset: row.special_kind_offset,
+        special_kind_profile: row.special_kind_profile,
         _pad: 0,
     };
     let mut out = Vec::new();
     for (program, function) in [
-        ("go_malloc", row.malloc_fn),
-        ("go_alloc_confirm", row.alloc_confirm_fn),
-        ("go_free_special", row.free_fn),
-        ("go_mprof_free", row.free_confirm_fn),
+        ("go_alloc", row.alloc_fn),
+        ("go_free", row.free_fn),
         ("go_gc_cycle", row.gc_fn),
     ] {
         let entry = target.bin.require_function(function)?.entry;
@@ -369,12 +380,23 @@ struct Tracer {
     started: Instant,
     previous_outstanding: Option<f64>,
     samples_without_process: u64,
+    /// Each profile bucket's stack, by (tgid, bucket address): the kernel
+    /// sends a bucket's stack with its first sample only.
+    buckets: HashMap<(u32, u64), StackId>,
+    /// The kernel's set of buckets whose stack was sent, to forget a
+    /// process's buckets when it exits (its pid may be reused).
+    known_buckets: Option<AyaHashMap<MapData, [u64; 2], u8>>,
+    /// Samples that named a bucket whose stack never arrived.
+    samples_without_stack: u64,
 }
 
 async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     let (config, attach) = attachments(&target, args.work.as_deref())?;
     let mut tracer = Tracer {
-        symbols: Symbolizer::new(target.bin.clone(), target.runtime.profile_skip),
+        symbols: Symbolizer::new(target.bin.clone()),
+        buckets: HashMap::new(),
+        known_buckets: None,
+        samples_without_stack: 0,
         target,
         agg: Aggregator::new(),
         merged_of: Vec::new(),
@@ -393,6 +415,10 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     let mut ebpf = probes::load_and_attach(&tracer.target.path, tracer.args.pid, config, &attach)?;
     let counters: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
+    tracer.known_buckets = Some(AyaHashMap::try_from(
+        ebpf.take_map("KNOWN_BUCKETS")
+            .context("no KNOWN_BUCKETS map")?,
+    )?);
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
     let work_calls: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("WORK_CALLS").context("no WORK_CALLS map")?)?;
@@ -443,7 +469,7 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
                 guard.clear_ready();
             }
             _ = report_tick.tick() => {
-                let losses = losses(&KernelCounters::read(&counters));
+                let losses = tracer.losses(&KernelCounters::read(&counters));
                 let profile = tracer.profile(losses, false);
                 println!("{}", tracer.render(&profile));
                 tracer.previous_outstanding = Some(profile.total.outstanding_bytes);
@@ -471,7 +497,7 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     tracer.drain(ring.get_mut());
     let calls = tracer.args.work.is_some().then(|| read_calls(&work_calls));
     tracer.record_growth(calls);
-    let losses = losses(&KernelCounters::read(&counters));
+    let losses = tracer.losses(&KernelCounters::read(&counters));
     // Detach before the slow part (symbolizing, writing files).
     drop(ring);
     drop(work_calls);
@@ -526,15 +552,15 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     Ok(())
 }
 
-fn losses(c: &KernelCounters) -> Losses {
-    Losses {
-        allocs_dropped: c.get(Counter::AllocDropped),
-        frees_dropped: c.get(Counter::FreeDropped),
-        stacks_failed: c.get(Counter::StackFailed),
-    }
-}
-
 impl Tracer {
+    fn losses(&self, c: &KernelCounters) -> Losses {
+        Losses {
+            allocs_dropped: c.get(Counter::AllocDropped),
+            frees_dropped: c.get(Counter::FreeDropped),
+            stacks_failed: self.samples_without_stack,
+        }
+    }
+
     /// Handles every record waiting in the ring buffer.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
@@ -555,20 +581,23 @@ impl Tracer {
                 };
                 let bias = proc_.bias;
                 let rate = proc_.rates.at(ev.timestamp_ns);
-                // stack[0] is the probed function itself. A frame-pointer
-                // walk started at a function's entry skips the immediate
-                // caller, whose call site is at SP; kernels from 6.13 put it
-                // in the stack themselves when the probed instruction is
-                // `push %rbp`, older ones do not. Everything as return
-                // addresses, relocated.
-                let n = ev.frames as usize;
-                let rest = &ev.stack[1.min(n)..n];
-                let mut pcs = Vec::with_capacity(n.max(1));
-                if rest.first() != Some(&ev.caller) {
-                    pcs.push(ev.caller.wrapping_sub(bias));
-                }
-                pcs.extend(rest.iter().map(|pc| pc.wrapping_sub(bias)));
-                let stack = self.agg.intern(&pcs);
+                // Go's own stack for the bucket, logical pcs, relocated.
+                let key = (ev.tgid, ev.bucket);
+                let stack = if ev.flags & ALLOC_HAS_STACK != 0 {
+                    let n = (ev.frames as usize).min(ev.stack.len());
+                    let pcs: Vec<u64> = ev.stack[..n]
+                        .iter()
+                        .map(|pc| pc.wrapping_sub(bias))
+                        .collect();
+                    let id = self.agg.intern(&pcs);
+                    self.buckets.insert(key, id);
+                    id
+                } else if let Some(&id) = self.buckets.get(&key) {
+                    id
+                } else {
+                    self.samples_without_stack += 1;
+                    self.agg.intern(&[])
+                };
                 self.agg.alloc(ev.tgid, ev.addr, ev.size, rate, stack);
             }
             Record::Free(ev) => {
@@ -598,6 +627,7 @@ impl Tracer {
                     rate_checks_left: 3,
                     gc_cycles: 0,
                     alive: true,
+                    gone: false,
                 },
             );
         }
@@ -643,11 +673,32 @@ impl Tracer {
         for pid in exited {
             // Keep the process in the report, but its memory is gone.
             self.agg.process_exited(pid);
+            if self.procs.get(&pid).is_some_and(|p| !p.gone) {
+                self.forget_buckets(pid);
+            }
             if let Some(p) = self.procs.get_mut(&pid) {
                 p.rate_checks_left = 0;
+                p.gone = true;
             }
         }
         Ok(())
+    }
+
+    /// Forgets the buckets of an exited process, here and in the kernel: a
+    /// new process given the same pid has buckets of its own.
+    fn forget_buckets(&mut self, pid: u32) {
+        let gone: Vec<(u32, u64)> = self
+            .buckets
+            .keys()
+            .filter(|k| k.0 == pid)
+            .copied()
+            .collect();
+        for key in gone {
+            self.buckets.remove(&key);
+            if let Some(known) = &mut self.known_buckets {
+                let _ = known.remove(&[key.0 as u64, key.1]);
+            }
+        }
     }
 
     fn check_rate(&mut self, pid: u32) -> Result<()> {
@@ -661,6 +712,7 @@ impl Tracer {
         let Some(addr) = self.target.mem_profile_rate.map(|a| a.wrapping_add(bias)) else {
             if let Some(p) = self.procs.get_mut(&pid) {
                 p.rate_checks_left = 0;
+                p.gone = true;
             }
             eprintln!(
                 "leak: cannot find runtime.MemProfileRate in {}: assuming Go's default sampling rate",
@@ -771,7 +823,7 @@ impl Tracer {
         let mut left = budget;
         while left > 0 && self.merged_of.len() < self.agg.stack_count() {
             let next = StackId(self.merged_of.len() as u32);
-            let frames: Arc<[Frame]> = self.symbols.stack(self.agg.stack(next)).into();
+            let frames: Arc<[Frame]> = self.symbols.logical_stack(self.agg.stack(next)).into();
             let m = match self.merged_index.get(&frames) {
                 Some(m) => *m,
                 None => {

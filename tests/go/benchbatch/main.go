@@ -21,6 +21,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -87,6 +88,17 @@ func largeObjects(n int) {
 	}
 }
 
+// cpuSeconds is the process's user + system CPU time so far: time spent in
+// uprobe handlers is system time of the thread that hit the probe.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
 func main() {
 	mode := flag.String("mode", "json", "json or large")
 	n := flag.Int("n", 200000, "iterations")
@@ -110,10 +122,12 @@ func main() {
 	if _, err := in.ReadString('\n'); err != nil {
 		os.Exit(1)
 	}
+	cpu0 := cpuSeconds()
 	start := time.Now()
 	work(*n)
 	secs := time.Since(start).Seconds()
-	out, _ := json.Marshal(map[string]any{"mode": *mode, "iterations": *n, "seconds": secs})
+	cpu := cpuSeconds() - cpu0
+	out, _ := json.Marshal(map[string]any{"mode": *mode, "iterations": *n, "seconds": secs, "cpu_seconds": cpu})
 	fmt.Println(string(out))
 	io.Copy(io.Discard, in)
 }
