@@ -1,39 +1,41 @@
 //! Per-process memory, host-wide, for `leak top`: resident memory from the
 //! `kmem:rss_stat` tracepoint, and mapped bytes, the program break and
-//! pages given back from the mmap/munmap/brk/mremap/madvise syscall
-//! tracepoints.
+//! pages given back from the mmap/munmap/brk/mremap/madvise syscalls.
 //!
 //! Everything lands in two maps keyed by process (tgid) that user space
 //! reads every interval: [`MM_STATS`] holds values stored whole (RSS
 //! counters, the program break), [`MM_ACTIVITY`] per-CPU sums (mapped
 //! bytes, bytes given back, call counts). Each event costs a map lookup or
 //! two and a few stores; nothing is sent to user space per event.
-//! `kmem:rss_stat` fires on every page fault, so its program is the one that
-//! matters: one map lookup while the owner runs, no helper but the pid
-//! (`bpf_ktime_get_ns` alone cost ~120 ns a call on the test VM). Measured
-//! with `kernel.bpf_stats_enabled`: ~210 ns per event there, against ~4.5 µs
-//! for the page fault itself.
 //!
-//! `kmem:rss_stat` names the mm, not the process: `mm_id` is a hash of the
-//! `mm_struct` pointer, and `curr` says whether it is the running task's own
-//! mm. Page faults, the common case, run as the owner (`curr` = 1): then the
-//! owner is the current tgid, and [`MM_OWNERS`] remembers it. Reclaim, fork
-//! (filling the child's page tables) and exit (after the task has dropped
-//! its mm) report another mm (`curr` = 0): those are credited through
-//! `MM_OWNERS`, or counted as unattributed when the mm has never been seen
-//! running.
+//! Cost is what matters here: `kmem:rss_stat` fires on every page fault.
+//! Through the event format (a perf buffer record per event, the counter
+//! summed over CPUs) it made an mmap/touch/munmap loop 1.4× slower. So both
+//! hooks are raw tracepoints, which hand the program the tracepoint's own
+//! arguments and nothing else:
+//! * `rss_stat(mm, member)`: the counter is read from the mm at offsets
+//!   user space takes from the kernel's BTF ([`MmKernelLayout`]); the owner
+//!   is the current process when `current->mm` is this mm (page faults,
+//!   the common case), and [`MM_OWNERS`] remembers it for events other
+//!   tasks cause (reclaim, fork, exit), which are credited through it or
+//!   counted as unattributed. Without a layout (no BTF), the program on the
+//!   `kmem:rss_stat` event format is used instead.
+//! * `sys_exit(regs, ret)`: one program for the five calls, filtered on the
+//!   syscall number; the arguments are still in the saved user registers at
+//!   exit, so no enter program and no map of calls in flight are needed.
+//!   The per-call `syscalls:sys_{enter,exit}_*` events would cost a perf
+//!   buffer record each, two per call.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::bpf_get_current_pid_tgid,
-    macros::{map, tracepoint},
+    bindings::{pt_regs, BPF_NOEXIST},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use leak_common::{
-    MmActivity, MmCounter, MmStats, MmSyscall, PendingMmSyscall, MM_COUNTERS, MM_MAX_PROCESSES,
-    RSS_MEMBERS,
+    MmActivity, MmCounter, MmKernelLayout, MmStats, MM_COUNTERS, MM_MAX_PROCESSES, RSS_MEMBERS,
 };
 
 /// Per-process memory state, by tgid. LRU: a host with more processes than
@@ -47,15 +49,20 @@ static MM_STATS: LruHashMap<u32, MmStats> = LruHashMap::with_max_entries(MM_MAX_
 static MM_ACTIVITY: LruPerCpuHashMap<u32, MmActivity> =
     LruPerCpuHashMap::with_max_entries(MM_MAX_PROCESSES, 0);
 
-/// Owner (tgid) of each mm, by `kmem:rss_stat`'s `mm_id`, learnt from events
-/// the owner itself caused.
+/// Owner (tgid) of each mm, by its address (or `mm_id` on the fallback
+/// path), learnt from events the owner itself caused.
 #[map]
-static MM_OWNERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MM_MAX_PROCESSES, 0);
+static MM_OWNERS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(MM_MAX_PROCESSES, 0);
 
-/// The memory syscall each thread is in, by pid_tgid, from sys_enter to
-/// sys_exit: whether it succeeded is only known at exit.
-#[map]
-static MM_PENDING: LruHashMap<u64, PendingMmSyscall> = LruHashMap::with_max_entries(8192, 0);
+/// Kernel struct offsets for the raw `rss_stat` program (set by user space
+/// from BTF before load).
+#[unsafe(no_mangle)]
+static MM_LAYOUT: MmKernelLayout = MmKernelLayout {
+    task_mm: 0,
+    mm_rss_stat: 0,
+    counter_size: 0,
+    counter_count: 0,
+};
 
 /// Per-CPU counters, indexed by [`MmCounter`].
 #[map]
@@ -174,38 +181,81 @@ struct RssStat {
     size: i64,
 }
 
+/// Fallback when the kernel's BTF gave no layout: the event format, which
+/// carries the owner test (`curr`) and the counter's value.
 #[tracepoint(category = "kmem", name = "rss_stat")]
-pub fn mm_rss_stat(ctx: TracePointContext) -> u32 {
-    let _ = try_mm_rss_stat(&ctx);
-    0
-}
-
-fn try_mm_rss_stat(ctx: &TracePointContext) -> Result<(), Skip> {
-    // This runs on every page fault: a direct context load (not a probe
-    // read), one map lookup when the owner is running, nothing else.
+pub fn mm_rss_stat_event(ctx: TracePointContext) -> u32 {
     // SAFETY: the layout above is this tracepoint's format; the verifier
     // bounds context loads by the event's size.
     let ev: RssStat = unsafe { core::ptr::read(ctx.as_ptr() as *const RssStat) };
     count(MmCounter::RssEvents);
-    let member = ev.member as usize;
+    let _ = credit_rss(ev.mm_id as u64, ev.curr != 0, ev.member, ev.size);
+    0
+}
+
+/// `rss_stat(struct mm_struct *mm, int member)` as a raw tracepoint.
+#[raw_tracepoint(tracepoint = "rss_stat")]
+pub fn mm_rss_stat(ctx: RawTracePointContext) -> i32 {
+    let _ = try_mm_rss_stat(&ctx);
+    0
+}
+
+fn try_mm_rss_stat(ctx: &RawTracePointContext) -> Result<(), Skip> {
+    count(MmCounter::RssEvents);
+    // SAFETY: read-only global rewritten by the loader; volatile keeps the
+    // compiler from folding the zeros in.
+    let l = unsafe { core::ptr::read_volatile(&MM_LAYOUT) };
+    let mm: u64 = ctx.arg(0);
+    let member: u64 = ctx.arg(1);
+    let member = member as u32 as i32;
+    if member < 0 || member as usize >= RSS_MEMBERS {
+        return Err(Skip::Nothing);
+    }
+    // SAFETY: kernel reads through the helper, at offsets from this
+    // kernel's BTF; a failed read skips the event.
+    let (current_mm, pages) = unsafe {
+        let task = bpf_get_current_task();
+        let current_mm: u64 = bpf_probe_read_kernel((task + l.task_mm as u64) as *const u64)?;
+        let counter = mm
+            + l.mm_rss_stat as u64
+            + member as u64 * l.counter_size as u64
+            + l.counter_count as u64;
+        let pages: i64 = bpf_probe_read_kernel(counter as *const i64)?;
+        (current_mm, pages)
+    };
+    // As the kernel reads it for /proc: never below zero.
+    let bytes = if pages > 0 {
+        pages * PAGE_SIZE as i64
+    } else {
+        0
+    };
+    credit_rss(mm, current_mm == mm, member, bytes)
+}
+
+/// Stores RSS counter `member` = `bytes` for the owner of `mm`: the current
+/// process if `curr`, else the owner remembered for `mm`.
+#[inline(always)]
+fn credit_rss(mm: u64, curr: bool, member: i32, bytes: i64) -> Result<(), Skip> {
+    let member = member as usize;
+    const _: () = assert!(RSS_MEMBERS == 4);
     if member >= RSS_MEMBERS {
         return Err(Skip::Nothing);
     }
-    let s = if ev.curr != 0 {
+    let s = if curr {
         let tgid = current_tgid();
         let s = stats_of(tgid)?;
         // SAFETY: `s` points at a live map value.
-        if unsafe { (*s).mm_id } != ev.mm_id {
+        if unsafe { (*s).mm } != mm {
             // New process, or a new mm after exec: remember its owner for
             // the events other tasks cause on it.
-            let _ = MM_OWNERS.insert(ev.mm_id, tgid, 0);
+            let _ = MM_OWNERS.insert(mm, tgid, 0);
             // SAFETY: as above.
-            unsafe { (*s).mm_id = ev.mm_id };
+            unsafe { (*s).mm = mm };
         }
         s
     } else {
         // SAFETY: the value is copied out at once.
-        match unsafe { MM_OWNERS.get(ev.mm_id) }.copied() {
+        match unsafe { MM_OWNERS.get(mm) }.copied() {
             Some(tgid) => stats_of(tgid)?,
             None => {
                 count(MmCounter::RssUnattributed);
@@ -217,9 +267,14 @@ fn try_mm_rss_stat(ctx: &TracePointContext) -> Result<(), Skip> {
     // whole, so racing writers leave one of two recent values; `rss_seen`
     // only ever gains bits (a bit lost to a race is set again by the
     // member's next event).
+    // Stores at constant offsets: the verifier loses its bound on `member`
+    // when the value is spilled to the stack, and an indexed store fails.
     unsafe {
-        if let Some(slot) = (*s).rss.get_mut(member) {
-            *slot = ev.size;
+        match member {
+            0 => (*s).rss[0] = bytes,
+            1 => (*s).rss[1] = bytes,
+            2 => (*s).rss[2] = bytes,
+            _ => (*s).rss[3] = bytes,
         }
         let bit = 1u32 << member;
         if (*s).rss_seen & bit == 0 {
@@ -230,6 +285,8 @@ fn try_mm_rss_stat(ctx: &TracePointContext) -> Result<(), Skip> {
 }
 
 // ---------------------------------------------------------------------------
+// Syscall event formats, for `leak trace --syscalls` (heap.rs).
+//
 // syscalls:sys_enter_mmap
 //
 // 	field:int __syscall_nr;	offset:8;	size:4;	signed:1;
@@ -273,48 +330,7 @@ pub(crate) struct SysEnterMunmap {
     pub(crate) len: u64,
 }
 
-// syscalls:sys_enter_mremap
-//
-// 	field:int __syscall_nr;	offset:8;	size:4;	signed:1;
-// 	field:unsigned long addr;	offset:16;	size:8;	signed:0;
-// 	field:unsigned long old_len;	offset:24;	size:8;	signed:0;
-// 	field:unsigned long new_len;	offset:32;	size:8;	signed:0;
-// 	field:unsigned long flags;	offset:40;	size:8;	signed:0;
-// 	field:unsigned long new_addr;	offset:48;	size:8;	signed:0;
-
-/// The fields of `syscalls:sys_enter_mremap`.
-#[repr(C)]
-struct SysEnterMremap {
-    common: u64,
-    syscall_nr: i32,
-    _pad: u32,
-    addr: u64,
-    old_len: u64,
-    new_len: u64,
-    flags: u64,
-    new_addr: u64,
-}
-
-// syscalls:sys_enter_madvise
-//
-// 	field:int __syscall_nr;	offset:8;	size:4;	signed:1;
-// 	field:unsigned long start;	offset:16;	size:8;	signed:0;
-// 	field:size_t len_in;	offset:24;	size:8;	signed:0;
-// 	field:int behavior;	offset:32;	size:8;	signed:0;
-
-/// The fields of `syscalls:sys_enter_madvise` (`behavior` is an int in an
-/// 8-byte slot).
-#[repr(C)]
-struct SysEnterMadvise {
-    common: u64,
-    syscall_nr: i32,
-    _pad: u32,
-    start: u64,
-    len_in: u64,
-    behavior: i64,
-}
-
-// syscalls:sys_exit_{mmap,munmap,brk,mremap,madvise}
+// syscalls:sys_exit_{mmap,munmap,brk}
 //
 // 	field:int __syscall_nr;	offset:8;	size:4;	signed:1;
 // 	field:long ret;	offset:16;	size:8;	signed:1;
@@ -328,188 +344,65 @@ pub(crate) struct SysExit {
     pub(crate) ret: i64,
 }
 
-/// Remembers a call until its exit says whether it worked.
-#[inline(always)]
-fn begin(call: MmSyscall, len: u64, old_len: u64) {
-    let pending = PendingMmSyscall {
-        call: call as u32,
-        _pad: 0,
-        len,
-        old_len,
-    };
-    let _ = MM_PENDING.insert(bpf_get_current_pid_tgid(), pending, 0);
+/// x86_64 syscall numbers.
+const NR_MMAP: u64 = 9;
+const NR_MUNMAP: u64 = 11;
+const NR_BRK: u64 = 12;
+const NR_MREMAP: u64 = 25;
+const NR_MADVISE: u64 = 28;
+
+/// `sys_exit(struct pt_regs *regs, long ret)` as a raw tracepoint: every
+/// syscall's exit, host-wide; all but the five memory calls leave at the
+/// first comparison.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn mm_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = try_mm_sys_exit(&ctx);
+    0
 }
 
-/// The call this thread began, if it is `call`; forgotten either way.
-#[inline(always)]
-fn finish(call: MmSyscall) -> Option<PendingMmSyscall> {
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before the entry is removed.
-    let pending = unsafe { MM_PENDING.get(key) }.copied()?;
-    let _ = MM_PENDING.remove(key);
-    (pending.call == call as u32).then_some(pending)
-}
-
-/// Counts a successful call of this process, returning this CPU's
-/// activity entry for it.
-#[inline(always)]
-fn syscall_done() -> Result<*mut MmActivity, Skip> {
+fn try_mm_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
+    let regs: *const pt_regs = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    // The saved user registers from r10 to orig_rax (x86_64 `pt_regs`
+    // order: r10 r9 r8 rax rcx rdx rsi rdi orig_rax), in one read: at exit
+    // they still hold the call's arguments (only rax is rewritten).
+    // SAFETY: the tracepoint's `regs` argument, read through the helper.
+    let r: [u64; 9] = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).r10).cast()) }?;
+    let (r10, rdx, rsi, nr) = (r[0], r[5], r[6], r[8]);
+    if !matches!(nr, NR_MMAP | NR_MUNMAP | NR_BRK | NR_MREMAP | NR_MADVISE) {
+        return Err(Skip::Nothing);
+    }
+    if failed(ret) {
+        return Err(Skip::Nothing);
+    }
+    let (a1, a2, a3) = (rsi, rdx, r10);
     count(MmCounter::Syscalls);
-    let a = activity_of(current_tgid())?;
-    // SAFETY: `a` points at this CPU's own map value.
-    unsafe { (*a).syscalls += 1 };
-    Ok(a)
-}
-
-#[inline(always)]
-fn exit_ret(ctx: &TracePointContext) -> Result<i64, Skip> {
-    // SAFETY: the layout above is every sys_exit event's format.
-    let ev: SysExit = unsafe { ctx.read_at(0) }?;
-    if failed(ev.ret) {
-        return Err(Skip::Nothing);
+    let tgid = current_tgid();
+    if nr == NR_BRK {
+        // `ret` is the program break after the call (brk returns the old
+        // break when it cannot move it).
+        let s = stats_of(tgid)?;
+        // SAFETY: `s` points at a live map value.
+        unsafe { (*s).brk = ret as u64 };
     }
-    Ok(ev.ret)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
-pub fn mm_enter_mmap(ctx: TracePointContext) -> u32 {
-    let _ = try_mm_enter_mmap(&ctx);
-    0
-}
-
-fn try_mm_enter_mmap(ctx: &TracePointContext) -> Result<(), Skip> {
-    // SAFETY: the layout above is this tracepoint's format.
-    let ev: SysEnterMmap = unsafe { ctx.read_at(0) }?;
-    if ev.flags & MAP_FIXED != 0 {
-        return Err(Skip::Nothing);
+    let a = activity_of(tgid)?;
+    // SAFETY: `a` points at this CPU's own map value.
+    unsafe {
+        (*a).syscalls += 1;
+        match nr {
+            // mmap(addr, len, prot, flags, fd, off): MAP_FIXED replaces a
+            // mapping (Go commits its heap that way): no new address space.
+            NR_MMAP if a3 & MAP_FIXED == 0 => (*a).mapped_bytes += page_round(a1) as i64,
+            // munmap(addr, len)
+            NR_MUNMAP => (*a).mapped_bytes -= page_round(a1) as i64,
+            // mremap(addr, old_len, new_len, flags, new_addr)
+            NR_MREMAP => (*a).mapped_bytes += page_round(a2) as i64 - page_round(a1) as i64,
+            // madvise(start, len, behavior)
+            NR_MADVISE if matches!(a2 as i32 as i64, MADV_DONTNEED | MADV_FREE | MADV_REMOVE) => {
+                (*a).advised_away_bytes += page_round(a1)
+            }
+            _ => {}
+        }
     }
-    begin(MmSyscall::Mmap, page_round(ev.len), 0);
-    Ok(())
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
-pub fn mm_exit_mmap(ctx: TracePointContext) -> u32 {
-    let _ = try_mm_exit_mmap(&ctx);
-    0
-}
-
-fn try_mm_exit_mmap(ctx: &TracePointContext) -> Result<(), Skip> {
-    let pending = finish(MmSyscall::Mmap).ok_or(Skip::Nothing)?;
-    exit_ret(ctx)?;
-    let a = syscall_done()?;
-    // SAFETY: `a` points at this CPU's own map value.
-    unsafe { (*a).mapped_bytes += pending.len as i64 };
-    Ok(())
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_munmap")]
-pub fn mm_enter_munmap(ctx: TracePointContext) -> u32 {
-    let _ = try_mm_enter_munmap(&ctx);
-    0
-}
-
-fn try_mm_enter_munmap(ctx: &TracePointContext) -> Result<(), Skip> {
-    // SAFETY: the layout above is this tracepoint's format.
-    let ev: SysEnterMunmap = unsafe { ctx.read_at(0) }?;
-    begin(MmSyscall::Munmap, page_round(ev.len), 0);
-    Ok(())
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_munmap")]
-pub fn mm_exit_munmap(ctx: TracePointContext) -> u32 {
-    let _ = try_mm_exit_munmap(&ctx);
-    0
-}
-
-fn try_mm_exit_munmap(ctx: &TracePointContext) -> Result<(), Skip> {
-    let pending = finish(MmSyscall::Munmap).ok_or(Skip::Nothing)?;
-    exit_ret(ctx)?;
-    let a = syscall_done()?;
-    // SAFETY: `a` points at this CPU's own map value.
-    unsafe { (*a).mapped_bytes -= pending.len as i64 };
-    Ok(())
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_mremap")]
-pub fn mm_enter_mremap(ctx: TracePointContext) -> u32 {
-    let _ = try_mm_enter_mremap(&ctx);
-    0
-}
-
-fn try_mm_enter_mremap(ctx: &TracePointContext) -> Result<(), Skip> {
-    // SAFETY: the layout above is this tracepoint's format.
-    let ev: SysEnterMremap = unsafe { ctx.read_at(0) }?;
-    begin(
-        MmSyscall::Mremap,
-        page_round(ev.new_len),
-        page_round(ev.old_len),
-    );
-    Ok(())
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_mremap")]
-pub fn mm_exit_mremap(ctx: TracePointContext) -> u32 {
-    let _ = try_mm_exit_mremap(&ctx);
-    0
-}
-
-fn try_mm_exit_mremap(ctx: &TracePointContext) -> Result<(), Skip> {
-    let pending = finish(MmSyscall::Mremap).ok_or(Skip::Nothing)?;
-    exit_ret(ctx)?;
-    let a = syscall_done()?;
-    // SAFETY: `a` points at this CPU's own map value.
-    unsafe { (*a).mapped_bytes += pending.len as i64 - pending.old_len as i64 };
-    Ok(())
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_madvise")]
-pub fn mm_enter_madvise(ctx: TracePointContext) -> u32 {
-    let _ = try_mm_enter_madvise(&ctx);
-    0
-}
-
-fn try_mm_enter_madvise(ctx: &TracePointContext) -> Result<(), Skip> {
-    // SAFETY: the layout above is this tracepoint's format.
-    let ev: SysEnterMadvise = unsafe { ctx.read_at(0) }?;
-    // The int sits in the low half of its 8-byte slot.
-    let behavior = ev.behavior as i32 as i64;
-    if !matches!(behavior, MADV_DONTNEED | MADV_FREE | MADV_REMOVE) {
-        return Err(Skip::Nothing);
-    }
-    begin(MmSyscall::Madvise, page_round(ev.len_in), 0);
-    Ok(())
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_madvise")]
-pub fn mm_exit_madvise(ctx: TracePointContext) -> u32 {
-    let _ = try_mm_exit_madvise(&ctx);
-    0
-}
-
-fn try_mm_exit_madvise(ctx: &TracePointContext) -> Result<(), Skip> {
-    let pending = finish(MmSyscall::Madvise).ok_or(Skip::Nothing)?;
-    exit_ret(ctx)?;
-    let a = syscall_done()?;
-    // SAFETY: `a` points at this CPU's own map value.
-    unsafe { (*a).advised_away_bytes += pending.len };
-    Ok(())
-}
-
-// syscalls:sys_exit_brk: `ret` is the program break after the call (brk
-// never fails in the usual sense: it returns the old break when it cannot
-// move it), so the exit alone is enough.
-
-#[tracepoint(category = "syscalls", name = "sys_exit_brk")]
-pub fn mm_exit_brk(ctx: TracePointContext) -> u32 {
-    let _ = try_mm_exit_brk(&ctx);
-    0
-}
-
-fn try_mm_exit_brk(ctx: &TracePointContext) -> Result<(), Skip> {
-    let brk = exit_ret(ctx)? as u64;
-    syscall_done()?;
-    let s = stats_of(current_tgid())?;
-    // SAFETY: `s` points at a live map value.
-    unsafe { (*s).brk = brk };
     Ok(())
 }

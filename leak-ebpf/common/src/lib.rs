@@ -192,9 +192,12 @@ pub struct MmStats {
     /// Bit `1 << member` is set once `rss[member]` has been reported; an
     /// unset member still holds 0 and means "unchanged since before leak".
     pub rss_seen: u32,
-    /// `kmem:rss_stat`'s `mm_id` of the process's mm as last seen running
-    /// (it changes at exec): the owner map is written only when it does.
-    pub mm_id: u32,
+    /// Padding; always 0.
+    pub _pad: u32,
+    /// The process's mm as last seen running (it changes at exec): its
+    /// address, or `kmem:rss_stat`'s `mm_id` hash on the fallback path.
+    /// The owner map is written only when it changes.
+    pub mm: u64,
     /// The program break after the last `brk` call (0 until one).
     pub brk: u64,
 }
@@ -216,33 +219,23 @@ pub struct MmActivity {
     pub syscalls: u64,
 }
 
-/// A memory syscall in flight on one thread, from sys_enter to sys_exit.
+/// Where the raw `rss_stat` program finds what the `kmem:rss_stat` event
+/// format would have computed for it, read from the running kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`) by user space before load. All zero: not
+/// found, and the format-based program is used instead.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PendingMmSyscall {
-    /// Which call: an [`MmSyscall`].
-    pub call: u32,
-    /// Padding; always 0.
-    pub _pad: u32,
-    /// Bytes the call adds (mmap, mremap's new size) or takes away (munmap,
-    /// madvise, mremap's old size), page-rounded.
-    pub len: u64,
-    /// mremap: the old size, page-rounded; otherwise 0.
-    pub old_len: u64,
-}
-
-/// Memory syscalls the kernel side follows.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MmSyscall {
-    /// mmap (not MAP_FIXED).
-    Mmap = 1,
-    /// munmap.
-    Munmap = 2,
-    /// mremap.
-    Mremap = 3,
-    /// madvise with a behaviour that gives pages back.
-    Madvise = 4,
+pub struct MmKernelLayout {
+    /// `offsetof(struct task_struct, mm)`.
+    pub task_mm: u32,
+    /// `offsetof(struct mm_struct, rss_stat)`: an array of
+    /// `struct percpu_counter`, one per RSS counter.
+    pub mm_rss_stat: u32,
+    /// `sizeof(struct percpu_counter)`.
+    pub counter_size: u32,
+    /// `offsetof(struct percpu_counter, count)`: the counter's value in
+    /// pages, less what CPUs have not folded in yet (as `/proc` reads it).
+    pub counter_count: u32,
 }
 
 /// Slots of the per-CPU counter array `MM_COUNTERS`.
@@ -254,7 +247,8 @@ pub enum MmCounter {
     /// rss_stat events for another task's mm whose owner was not known yet
     /// (dropped: the mm never ran a traced event as `current`).
     RssUnattributed = 1,
-    /// Memory syscalls seen.
+    /// Memory syscalls seen (successful mmap, munmap, mremap, madvise that
+    /// gives pages back, brk).
     Syscalls = 2,
     /// Processes added to `MM_STATS`.
     ProcessesAdded = 3,
@@ -276,6 +270,8 @@ mod user_mm {
     unsafe impl aya::Pod for super::MmStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MmActivity {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MmKernelLayout {}
 }
 
 // ---- `leak trace --syscalls`: heap growth of any binary (leak-ebpf/src/heap.rs) ----

@@ -1,33 +1,25 @@
-//! The kernel side of `leak top`: loads the `kmem:rss_stat` and memory
-//! syscall tracepoint programs (leak-ebpf/src/mm.rs) and reads the
-//! per-process maps they fill.
+//! The kernel side of `leak top`: loads the `rss_stat` and `sys_exit`
+//! tracepoint programs (leak-ebpf/src/mm.rs) and reads the per-process
+//! maps they fill.
 
 use std::{collections::HashMap, path::Path};
 
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use leak_common::{MmActivity, MmCounter, MmStats, MM_COUNTERS};
+use leak_common::{MmActivity, MmCounter, MmKernelLayout, MmStats, MM_COUNTERS};
 
 use super::watch::sum_activity;
 use crate::probes::{kernel_error, EBPF_OBJECT};
 
-/// Program name in the eBPF object, tracepoint category, tracepoint name.
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("mm_rss_stat", "kmem", "rss_stat"),
-    ("mm_enter_mmap", "syscalls", "sys_enter_mmap"),
-    ("mm_exit_mmap", "syscalls", "sys_exit_mmap"),
-    ("mm_enter_munmap", "syscalls", "sys_enter_munmap"),
-    ("mm_exit_munmap", "syscalls", "sys_exit_munmap"),
-    ("mm_enter_mremap", "syscalls", "sys_enter_mremap"),
-    ("mm_exit_mremap", "syscalls", "sys_exit_mremap"),
-    ("mm_enter_madvise", "syscalls", "sys_enter_madvise"),
-    ("mm_exit_madvise", "syscalls", "sys_exit_madvise"),
-    ("mm_exit_brk", "syscalls", "sys_exit_brk"),
-];
+/// Raw tracepoints: program name in the eBPF object, tracepoint name.
+const RAW_SYSCALL_EXIT: (&str, &str) = ("mm_sys_exit", "sys_exit");
+const RAW_RSS_STAT: (&str, &str) = ("mm_rss_stat", "rss_stat");
+/// Without a BTF layout: the `kmem:rss_stat` event format.
+const RSS_STAT_EVENT: (&str, &str, &str) = ("mm_rss_stat_event", "kmem", "rss_stat");
 
 /// Where aya looks for tracefs, in its order.
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -63,12 +55,32 @@ impl MmProbes {
     /// Loads the programs and attaches them to their tracepoints.
     pub fn attach() -> Result<Self> {
         ensure_tracefs()?;
+        // Offsets for the raw rss_stat program; without them, the event
+        // format does the work (slower: a perf record per page fault).
+        let layout = match super::layout::read(Path::new(super::layout::VMLINUX_BTF)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "leak: no kernel layout from BTF ({e:#}); reading RSS through the kmem:rss_stat event format (slower)"
+                );
+                None
+            }
+        };
         let mut ebpf = EbpfLoader::new()
             // The uprobes' ring buffer is not used here: keep it small.
             .map_max_entries("EVENTS", 4096)
+            .override_global(
+                "MM_LAYOUT",
+                &layout.unwrap_or(MmKernelLayout::default()),
+                true,
+            )
             .load(EBPF_OBJECT)
             .map_err(|e| kernel_error("load the eBPF programs", e.into()))?;
-        for &(program, category, name) in TRACEPOINTS {
+        let mut raw = vec![RAW_SYSCALL_EXIT];
+        if layout.is_some() {
+            raw.push(RAW_RSS_STAT);
+        } else {
+            let (program, category, name) = RSS_STAT_EVENT;
             let tp: &mut TracePoint = ebpf
                 .program_mut(program)
                 .with_context(|| format!("eBPF object has no program {program}"))?
@@ -79,6 +91,21 @@ impl MmProbes {
             if let Err(e) = tp.attach(category, name) {
                 return Err(kernel_error(
                     &format!("attach to the tracepoint {category}:{name}"),
+                    e.into(),
+                ));
+            }
+        }
+        for (program, name) in raw {
+            let tp: &mut RawTracePoint = ebpf
+                .program_mut(program)
+                .with_context(|| format!("eBPF object has no program {program}"))?
+                .try_into()?;
+            if let Err(e) = tp.load() {
+                return Err(kernel_error(&format!("load {program}"), e.into()));
+            }
+            if let Err(e) = tp.attach(name) {
+                return Err(kernel_error(
+                    &format!("attach to the raw tracepoint {name}"),
                     e.into(),
                 ));
             }

@@ -5,6 +5,7 @@
 
 pub mod json;
 pub mod kernel;
+pub mod layout;
 pub mod procfs;
 pub mod table;
 pub mod watch;
