@@ -11,6 +11,7 @@ use std::{
     cell::RefCell,
     collections::HashMap,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -183,7 +184,7 @@ struct HeapTracer {
     symbols: Symbolizer<RefCell<ProcessSymbols>>,
     /// Frames of each interned stack, symbolized when first seen (the
     /// process may be gone by the end).
-    frames: HashMap<StackId, Vec<Frame>>,
+    frames: HashMap<StackId, Arc<[Frame]>>,
     /// Whether a code address on the stack is a return address.
     return_addresses: HashMap<u64, bool>,
     started: Instant,
@@ -220,7 +221,7 @@ impl HeapTracer {
         let id = self.mapped.intern(&pcs);
         if !self.frames.contains_key(&id) {
             let frames = trim_c_library(self.symbols.stack(&pcs));
-            self.frames.insert(id, frames);
+            self.frames.insert(id, frames.into());
         }
         id
     }
@@ -255,7 +256,7 @@ impl HeapTracer {
 
     /// A snapshot for the reports; stacks that symbolize alike are merged.
     fn profile(&self, losses: Losses) -> Profile {
-        let mut merged: HashMap<&Vec<Frame>, Totals> = HashMap::new();
+        let mut merged: HashMap<&Arc<[Frame]>, Totals> = HashMap::new();
         for (id, t) in self.mapped.stacks_with_totals() {
             let Some(frames) = self.frames.get(&id) else {
                 continue;

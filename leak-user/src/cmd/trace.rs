@@ -525,6 +525,15 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("leak: wrote {}", path.display());
     }
+    if let Some(path) = &tracer.args.json {
+        report::write_atomically(path, |w| report::json::write(&profile, w))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("leak: wrote {}", path.display());
+    }
+    // The pprof profile is its own snapshot (as of the last GC): let go of
+    // this one first, so the two are never in memory together.
+    let elapsed = profile.elapsed;
+    drop(profile);
     if let Some(path) = tracer.args.pprof.clone() {
         let meta = report::pprof::PprofMeta {
             build_id: tracer
@@ -535,17 +544,12 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
                 .or_else(|| tracer.target.bin.go_build_id()),
             time_nanos: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64 - profile.elapsed.as_nanos() as i64)
+                .map(|d| d.as_nanos() as i64 - elapsed.as_nanos() as i64)
                 .unwrap_or(0),
-            duration_nanos: profile.elapsed.as_nanos() as i64,
+            duration_nanos: elapsed.as_nanos() as i64,
         };
         let gc_view = tracer.profile_as_of_last_gc(losses);
         report::write_atomically(&path, |w| report::pprof::write(&gc_view, &meta, w))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("leak: wrote {}", path.display());
-    }
-    if let Some(path) = &tracer.args.json {
-        report::write_atomically(path, |w| report::json::write(&profile, w))
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("leak: wrote {}", path.display());
     }
@@ -921,7 +925,7 @@ impl Tracer {
                     }
                 });
                 StackProfile {
-                    frames: self.merged[m as usize].to_vec(),
+                    frames: self.merged[m as usize].clone(),
                     totals,
                     growth,
                 }

@@ -122,7 +122,7 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
     }
     let mut palette = PaletteMap::default();
     for stack in &profile.stacks {
-        for f in &stack.frames {
+        for f in stack.frames.iter() {
             if palette.get(&f.function).is_none() {
                 palette.insert(&f.function, colour(&f.function));
             }
@@ -180,7 +180,7 @@ mod tests {
     fn svg_names_the_leak_and_the_target() {
         let p = profile(vec![StackProfile {
             growth: None,
-            frames: vec![Frame::named("bytes.Repeat"), Frame::named("main.leak")],
+            frames: vec![Frame::named("bytes.Repeat"), Frame::named("main.leak")].into(),
             totals: Totals {
                 outstanding_bytes: 1e6,
                 ..Totals::default()

@@ -22,27 +22,37 @@ pub fn line(stack: &StackProfile) -> Option<String> {
     Some(format!("{} {bytes}", frames.join(";")))
 }
 
-/// All stacks of a profile as folded lines, most bytes first. Stacks that
-/// differ only in lines (not functions) become one line, as the format has
-/// function names only.
+/// All stacks of a profile as folded lines, most bytes first (equal bytes
+/// in name order). Stacks that differ only in lines (not functions) become
+/// one line, as the format has function names only. One string per stack,
+/// merged by sorting: no second copy for an index.
 pub fn lines(profile: &Profile) -> Vec<String> {
-    let mut merged: Vec<(String, u64)> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = Default::default();
-    for l in profile.stacks.iter().filter_map(line) {
-        let (frames, bytes) = l.rsplit_once(' ').expect("line() writes a count");
-        let bytes: u64 = bytes.parse().expect("line() writes an integer");
-        match index.get(frames) {
-            Some(&i) => merged[i].1 += bytes,
-            None => {
-                index.insert(frames.to_string(), merged.len());
-                merged.push((frames.to_string(), bytes));
-            }
+    let mut all: Vec<(String, u64)> = profile
+        .stacks
+        .iter()
+        .filter_map(|s| {
+            let mut l = line(s)?;
+            let at = l.rfind(' ').expect("line() writes a count");
+            let bytes = l[at + 1..].parse().expect("line() writes an integer");
+            l.truncate(at);
+            Some((l, bytes))
+        })
+        .collect();
+    all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    all.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 += later.1;
         }
-    }
-    merged.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
-    merged
-        .into_iter()
-        .map(|(f, b)| format!("{f} {b}"))
+        same
+    });
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    all.into_iter()
+        .map(|(mut f, b)| {
+            use std::fmt::Write as _;
+            let _ = write!(f, " {b}");
+            f
+        })
         .collect()
 }
 
@@ -94,10 +104,16 @@ mod tests {
 
     #[test]
     fn stacks_differing_only_in_lines_merge() {
-        let mut a = stack(&["f", "main"], 100.0);
-        a.frames[0].line = 10;
-        let mut b = stack(&["f", "main"], 50.0);
-        b.frames[0].line = 20;
+        let at_line = |s: StackProfile, line| {
+            let mut frames = s.frames.to_vec();
+            frames[0].line = line;
+            StackProfile {
+                frames: frames.into(),
+                ..s
+            }
+        };
+        let a = at_line(stack(&["f", "main"], 100.0), 10);
+        let b = at_line(stack(&["f", "main"], 50.0), 20);
         let c = stack(&["g", "main"], 120.0);
         let p = crate::report::Profile {
             work: None,

@@ -62,7 +62,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{Frame, Profile};
+use super::{Frame, Profile, StackProfile};
 use crate::aggregate::Totals;
 
 /// Writes `profile` as a pretty-printed JSON document and a newline.
@@ -78,7 +78,8 @@ struct Report<'a> {
     gc_cycles: u64,
     samples: u64,
     frees: u64,
-    stacks: Vec<Stack<'a>>,
+    /// Serialized one stack at a time: 100,000 stacks are never copied.
+    stacks: Stacks<'a>,
     work: Option<Work<'a>>,
     dropped: Dropped,
 }
@@ -124,9 +125,25 @@ struct Counts {
     allocated_objects: u64,
 }
 
+struct Stacks<'a>(&'a [StackProfile]);
+
+impl Serialize for Stacks<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(Stack::from))
+    }
+}
+
+struct Frames<'a>(&'a [Frame]);
+
+impl Serialize for Frames<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(StackFrame::from))
+    }
+}
+
 #[derive(Serialize)]
 struct Stack<'a> {
-    frames: Vec<StackFrame<'a>>,
+    frames: Frames<'a>,
     #[serde(flatten)]
     totals: Counts,
     growth: Option<Growth<'a>>,
@@ -174,6 +191,22 @@ impl<'a> From<&'a Frame> for StackFrame<'a> {
     }
 }
 
+impl<'a> From<&'a StackProfile> for Stack<'a> {
+    fn from(s: &'a StackProfile) -> Self {
+        Stack {
+            frames: Frames(&s.frames),
+            totals: Counts::from(&s.totals),
+            growth: s.growth.as_ref().map(|g| Growth {
+                verdict: g.verdict.as_str(),
+                reason: &g.reason,
+                bytes_per_sec: g.bytes_per_sec,
+                bytes_per_call: g.bytes_per_call,
+                survived_2_gcs_bytes: round(g.survived_2_gcs),
+            }),
+        }
+    }
+}
+
 impl<'a> From<&'a Profile> for Report<'a> {
     fn from(p: &'a Profile) -> Self {
         Self {
@@ -191,21 +224,7 @@ impl<'a> From<&'a Profile> for Report<'a> {
             gc_cycles: p.gc_cycles,
             samples: p.samples,
             frees: p.frees,
-            stacks: p
-                .stacks
-                .iter()
-                .map(|s| Stack {
-                    frames: s.frames.iter().map(StackFrame::from).collect(),
-                    totals: Counts::from(&s.totals),
-                    growth: s.growth.as_ref().map(|g| Growth {
-                        verdict: g.verdict.as_str(),
-                        reason: &g.reason,
-                        bytes_per_sec: g.bytes_per_sec,
-                        bytes_per_call: g.bytes_per_call,
-                        survived_2_gcs_bytes: round(g.survived_2_gcs),
-                    }),
-                })
-                .collect(),
+            stacks: Stacks(&p.stacks),
             work: p.work.as_ref().map(|w| Work {
                 function: &w.function,
                 calls: w.calls,
@@ -225,7 +244,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::report::{Losses, StackProfile};
+    use crate::report::Losses;
 
     fn profile() -> Profile {
         Profile {
@@ -272,7 +291,8 @@ mod tests {
                         inlined: true,
                     },
                     Frame::named("main.main"),
-                ],
+                ]
+                .into(),
                 totals: Totals {
                     outstanding_bytes: 20480000.4,
                     outstanding_objects: 20000.0,

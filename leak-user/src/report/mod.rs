@@ -50,8 +50,9 @@ impl Frame {
 /// One call stack with what it holds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StackProfile {
-    /// Frames, leaf (the allocating function) first.
-    pub frames: Vec<Frame>,
+    /// Frames, leaf (the allocating function) first; shared with the
+    /// tracer's own copy (100,000 stacks are not copied to be reported).
+    pub frames: Arc<[Frame]>,
     /// Estimated bytes and objects.
     pub totals: Totals,
     /// How what it holds changes over time, once there is a series.

@@ -347,7 +347,8 @@ mod tests {
                 frame("main.(*RequestTracker).Track", SEED, 30, true),
                 frame("main.handle", SEED, 45, false),
                 frame("main.main", SEED, 60, false),
-            ],
+            ]
+            .into(),
             totals: totals(outstanding_bytes, outstanding_bytes / 1024.0),
         }
     }
@@ -359,12 +360,13 @@ mod tests {
                 frame("bytes.Repeat", BYTES, 595, false),
                 frame("main.other", SEED, 70, false),
                 frame("main.main", SEED, 60, false),
-            ],
+            ]
+            .into(),
             totals: totals(4096.4, 4.0),
         };
         let nothing = StackProfile {
             growth: None,
-            frames: vec![frame("main.idle", SEED, 80, false)],
+            frames: vec![frame("main.idle", SEED, 80, false)].into(),
             totals: totals(0.2, 0.0),
         };
         Profile {
@@ -514,7 +516,8 @@ mod tests {
                 frame("a", "a.go", 1, false),
                 frame("b", "b.go", 2, true),
                 frame("c", "c.go", 3, true),
-            ],
+            ]
+            .into(),
             totals: totals(1000.0, 1.0),
         }];
         let mut out = Vec::new();
