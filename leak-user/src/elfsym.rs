@@ -192,12 +192,7 @@ impl SymbolSource for std::cell::RefCell<ProcessSymbols> {
             }
         };
         let (function, file) = found?;
-        Some(vec![Frame {
-            function: function.into(),
-            file: file.into(),
-            line: 0,
-            inlined: false,
-        }])
+        Some(vec![Frame::new(function, file, 0, false)])
     }
 }
 

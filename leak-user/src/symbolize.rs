@@ -114,8 +114,12 @@ fn finish(mut frames: Vec<Frame>) -> Vec<Frame> {
 }
 
 fn intern_frame(names: &mut HashSet<Arc<str>>, f: &mut Frame) {
-    f.function = intern(names, &f.function);
-    f.file = intern(names, &f.file);
+    *f = Frame::new(
+        intern(names, &f.function),
+        intern(names, &f.file),
+        f.line,
+        f.inlined,
+    );
 }
 
 /// The shared copy of `name`.
@@ -174,10 +178,7 @@ mod tests {
                 0x2fff => vec![Frame::named("bytes.Repeat")],
                 // An inlined helper inside main.handler.
                 0x3fff => vec![
-                    Frame {
-                        inlined: true,
-                        ..Frame::named("main.keep")
-                    },
+                    Frame::new("main.keep", "", 0, true),
                     Frame::named("main.handler"),
                 ],
                 0x5fff => vec![], // a wrapper, elided

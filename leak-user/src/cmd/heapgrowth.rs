@@ -446,12 +446,7 @@ mod tests {
 
     #[test]
     fn c_library_leaf_frames_are_trimmed_to_the_called_one() {
-        let frame = |function: &str, file: &str| Frame {
-            function: function.into(),
-            file: file.into(),
-            line: 0,
-            inlined: false,
-        };
+        let frame = |function: &str, file: &str| Frame::new(function, file, 0, false);
         let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
         let stack = vec![
             frame("brk", libc),

@@ -183,12 +183,7 @@ impl SymbolSource for Rc<GoBinary> {
 }
 
 fn report_frame(f: target::pclntab::Frame) -> Frame {
-    Frame {
-        function: f.function.into(),
-        file: f.file.into(),
-        line: f.line,
-        inlined: f.inlined,
-    }
+    Frame::new(f.function, f.file, f.line, f.inlined)
 }
 
 /// Per-process state.

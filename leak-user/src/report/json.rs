@@ -278,18 +278,8 @@ mod tests {
                     survived_2_gcs: 10240000.4,
                 }),
                 frames: vec![
-                    Frame {
-                        function: "bytes.Repeat".into(),
-                        file: "/go/src/bytes/bytes.go".into(),
-                        line: 595,
-                        inlined: false,
-                    },
-                    Frame {
-                        function: "main.(*RequestTracker).Track".into(),
-                        file: "/src/seed/main.go".into(),
-                        line: 30,
-                        inlined: true,
-                    },
+                    Frame::new("bytes.Repeat", "/go/src/bytes/bytes.go", 595, false),
+                    Frame::new("main.(*RequestTracker).Track", "/src/seed/main.go", 30, true),
                     Frame::named("main.main"),
                 ]
                 .into(),

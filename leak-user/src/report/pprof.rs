@@ -318,12 +318,7 @@ mod tests {
     use crate::{aggregate::Totals, report::StackProfile};
 
     fn frame(function: &str, file: &str, line: u32, inlined: bool) -> Frame {
-        Frame {
-            function: function.into(),
-            file: file.into(),
-            line,
-            inlined,
-        }
+        Frame::new(function, file, line, inlined)
     }
 
     fn totals(outstanding_bytes: f64, objects: f64) -> Totals {

@@ -172,14 +172,9 @@ mod tests {
 
     #[test]
     fn frames_show_file_and_line() {
-        let f = Frame {
-            function: "bytes.Repeat".into(),
-            file: "/usr/lib/go/src/bytes/bytes.go".into(),
-            line: 612,
-            inlined: false,
-        };
+        let f = Frame::new("bytes.Repeat", "/usr/lib/go/src/bytes/bytes.go", 612, false);
         assert_eq!(describe(&f), "bytes.Repeat (bytes.go:612)");
-        let g = Frame { inlined: true, ..f };
+        let g = Frame::new(f.function.clone(), f.file.clone(), f.line, true);
         assert_eq!(describe(&g), "bytes.Repeat (bytes.go:612, inlined)");
         assert_eq!(describe(&Frame::named("x")), "x");
     }
