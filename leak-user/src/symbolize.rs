@@ -37,12 +37,15 @@ pub trait SymbolSource {
     }
 }
 
+/// Hashing for the caches: keys are code addresses, not attacker-chosen.
+type Fast = foldhash::fast::RandomState;
+
 /// Caching symbolizer over one binary.
 pub struct Symbolizer<S> {
     source: S,
-    cache: HashMap<u64, Vec<Frame>>,
+    cache: HashMap<u64, Vec<Frame>, Fast>,
     /// Logical pcs: the one frame each (none for a wrapper).
-    logical: HashMap<u64, Option<Frame>>,
+    logical: HashMap<u64, Option<Frame>, Fast>,
     /// Every function and file name once: many pcs share them.
     names: HashSet<Arc<str>>,
 }
@@ -52,8 +55,8 @@ impl<S: SymbolSource> Symbolizer<S> {
     pub fn new(source: S) -> Self {
         Self {
             source,
-            cache: HashMap::new(),
-            logical: HashMap::new(),
+            cache: HashMap::default(),
+            logical: HashMap::default(),
             names: HashSet::new(),
         }
     }

@@ -106,7 +106,12 @@ mod tests {
     fn stacks_differing_only_in_lines_merge() {
         let at_line = |s: StackProfile, line| {
             let mut frames = s.frames.to_vec();
-            frames[0] = Frame::new(frames[0].function.clone(), frames[0].file.clone(), line, false);
+            frames[0] = Frame::new(
+                frames[0].function.clone(),
+                frames[0].file.clone(),
+                line,
+                false,
+            );
             StackProfile {
                 frames: frames.into(),
                 ..s

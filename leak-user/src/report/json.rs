@@ -279,7 +279,12 @@ mod tests {
                 }),
                 frames: vec![
                     Frame::new("bytes.Repeat", "/go/src/bytes/bytes.go", 595, false),
-                    Frame::new("main.(*RequestTracker).Track", "/src/seed/main.go", 30, true),
+                    Frame::new(
+                        "main.(*RequestTracker).Track",
+                        "/src/seed/main.go",
+                        30,
+                        true,
+                    ),
                     Frame::named("main.main"),
                 ]
                 .into(),
