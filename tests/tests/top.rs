@@ -275,3 +275,70 @@ fn missing_pid_is_one_line_and_fails() {
     assert_eq!(stderr.trim(), format!("leak: no process with pid {pid}"));
     assert!(out.stdout.is_empty());
 }
+
+/// Resident memory read in the kernel (the raw `rss_stat` program, at
+/// offsets from BTF) equals what `/proc/PID/status` says. The C leaker grows
+/// about 1 MiB/s; it is stopped (SIGSTOP) halfway through, so its memory
+/// holds still while `leak top` keeps reading, and the last reading must
+/// match VmRSS within the kernel's per-CPU counter slack.
+#[test]
+fn resident_memory_matches_proc_status() {
+    let dir = scratch("top-rss");
+    let cleak = Program::start(&build_c("leaker"), &[]);
+    let pid = cleak.pid();
+    let json = dir.join("top.json");
+    let mut leak = Leak::spawn(
+        &dir,
+        &[
+            "top",
+            "--pid",
+            &pid.to_string(),
+            "--interval",
+            "0.5",
+            "--duration",
+            "7",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    thread::sleep(Duration::from_secs(4));
+    let stopped = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = leak.wait(30);
+    assert!(status.success(), "leak top failed: {}", leak.stderr_text());
+    let vm_rss_kib: u64 = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+
+    let doc = read_json(&json);
+    let p = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(pid as u64))
+        .unwrap_or_else(|| panic!("pid {pid} not in {}", json.display()));
+    let series = p["series"].as_array().unwrap();
+    let at = |i: usize| series[i][1].as_f64().unwrap();
+    let (first, last) = (at(0), at(series.len() - 1));
+    let proc_rss = (vm_rss_kib * 1024) as f64;
+    eprintln!(
+        "leak top: first {first} B, last {last} B; /proc VmRSS {proc_rss} B ({} points)",
+        series.len()
+    );
+    // It grew while running, so readings came from the kernel side, not
+    // the first /proc read.
+    assert!(last - first >= 1024.0 * 1024.0, "no growth seen: {first} -> {last}");
+    // Per-CPU counter batches (at most 32 pages per CPU here) are the only
+    // expected difference.
+    assert!(
+        (last - proc_rss).abs() <= 512.0 * 1024.0,
+        "leak top {last} B vs /proc VmRSS {proc_rss} B"
+    );
+}
