@@ -315,7 +315,9 @@ fn resident_memory_matches_proc_status() {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS");
-    let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status();
 
     let doc = read_json(&json);
     let p = doc["processes"]
@@ -334,7 +336,10 @@ fn resident_memory_matches_proc_status() {
     );
     // It grew while running, so readings came from the kernel side, not
     // the first /proc read.
-    assert!(last - first >= 1024.0 * 1024.0, "no growth seen: {first} -> {last}");
+    assert!(
+        last - first >= 1024.0 * 1024.0,
+        "no growth seen: {first} -> {last}"
+    );
     // Per-CPU counter batches (at most 32 pages per CPU here) are the only
     // expected difference.
     assert!(

@@ -71,136 +71,91 @@ impl RuntimeProbes {
     }
 }
 
-/// Rows in version order.
-static ROWS: &[RuntimeProbes] = &[
-    // 1.21.13 tree: mheap.go `func setprofilebucket(p unsafe.Pointer, b
-    // *bucket)` (unchanged through 1.27), `func freeSpecial(s *special, p
-    // unsafe.Pointer, size uintptr)` (unchanged through 1.27), `special`
-    // = {next, offset uint16, kind byte}, `_KindSpecialProfile = 2`;
-    // malloc.go: `mallocgc(size, typ, needzero)` does all the work. 1.22
-    // (1.22.10 tree) is the same.
-    RuntimeProbes {
-        since: GoVersion::new(1, 21, 0),
-        alloc_fn: "runtime.setprofilebucket",
-        alloc_addr_arg: 0,
-        alloc_bucket_arg: 1,
-        free_fn: "runtime.freeSpecial",
-        free_special_arg: 0,
-        free_addr_arg: 1,
-        free_size_arg: 2,
-        special_kind_offset: 10,
-        special_kind_profile: 2,
-        gc_fn: "runtime.gcMarkTermination",
-        rate_reader_fn: "runtime.profilealloc",
-        rate_change_noticed: false,
-        exact_alloc_fns: &["runtime.mallocgc"],
-    },
-    // 1.23 (1.23.9 tree): `_KindSpecialProfile = 3` (after
-    // `_KindSpecialReachable`). mallocgc is still one function until 1.24.
-    RuntimeProbes {
-        since: GoVersion::new(1, 23, 0),
-        alloc_fn: "runtime.setprofilebucket",
-        alloc_addr_arg: 0,
-        alloc_bucket_arg: 1,
-        free_fn: "runtime.freeSpecial",
-        free_special_arg: 0,
-        free_addr_arg: 1,
-        free_size_arg: 2,
-        special_kind_offset: 10,
-        special_kind_profile: 3,
-        gc_fn: "runtime.gcMarkTermination",
-        rate_reader_fn: "runtime.profilealloc",
-        rate_change_noticed: false,
-        exact_alloc_fns: &["runtime.mallocgc"],
-    },
-    // 1.24 (1.24.11 tree): `special.offset` is a uintptr, so `kind` moves
-    // to 16; mallocgc dispatches to five leaves, each of which checks
-    // `MemProfileRate != c.memProfRate`.
-    RuntimeProbes {
-        since: GoVersion::new(1, 24, 0),
-        alloc_fn: "runtime.setprofilebucket",
-        alloc_addr_arg: 0,
-        alloc_bucket_arg: 1,
-        free_fn: "runtime.freeSpecial",
-        free_special_arg: 0,
-        free_addr_arg: 1,
-        free_size_arg: 2,
-        special_kind_offset: 16,
-        special_kind_profile: 3,
-        gc_fn: "runtime.gcMarkTermination",
-        rate_reader_fn: "runtime.profilealloc",
-        rate_change_noticed: true,
-        exact_alloc_fns: &[
-            "runtime.mallocgcTiny",
-            "runtime.mallocgcSmallNoscan",
-            "runtime.mallocgcSmallScanNoHeader",
-            "runtime.mallocgcSmallScanHeader",
-            "runtime.mallocgcLarge",
-        ],
-    },
-    // 1.25–1.26 (1.25.5 tree): as 1.24, but `_KindSpecialProfile` is 4 (a
-    // special kind was added before it).
-    RuntimeProbes {
-        since: GoVersion::new(1, 25, 0),
-        alloc_fn: "runtime.setprofilebucket",
-        alloc_addr_arg: 0,
-        alloc_bucket_arg: 1,
-        free_fn: "runtime.freeSpecial",
-        free_special_arg: 0,
-        free_addr_arg: 1,
-        free_size_arg: 2,
-        special_kind_offset: 16,
-        special_kind_profile: 4,
-        gc_fn: "runtime.gcMarkTermination",
-        rate_reader_fn: "runtime.profilealloc",
-        rate_change_noticed: true,
-        exact_alloc_fns: &[
-            "runtime.mallocgcTiny",
-            "runtime.mallocgcSmallNoscan",
-            "runtime.mallocgcSmallScanNoHeader",
-            "runtime.mallocgcSmallScanHeader",
-            "runtime.mallocgcLarge",
-        ],
-    },
-    // 1.27 (1.27.3 tree): small sizes go to size-specialised functions
-    // that the compiler calls directly (malloc_generated.go), mallocgcTiny
-    // is gone.
-    RuntimeProbes {
-        since: GoVersion::new(1, 27, 0),
-        alloc_fn: "runtime.setprofilebucket",
-        alloc_addr_arg: 0,
-        alloc_bucket_arg: 1,
-        free_fn: "runtime.freeSpecial",
-        free_special_arg: 0,
-        free_addr_arg: 1,
-        free_size_arg: 2,
-        special_kind_offset: 16,
-        special_kind_profile: 4,
-        gc_fn: "runtime.gcMarkTermination",
-        rate_reader_fn: "runtime.profilealloc",
-        rate_change_noticed: true,
-        exact_alloc_fns: &[
-            "runtime.mallocgcTinySC2",
-            "runtime.mallocgcSmallNoScanSC2",
-            "runtime.mallocgcSmallNoScanSC3",
-            "runtime.mallocgcSmallNoScanSC4",
-            "runtime.mallocgcSmallNoScanSC5",
-            "runtime.mallocgcSmallNoScanSC6",
-            "runtime.mallocgcSmallNoScanSC7",
-            "runtime.mallocgcSmallScanNoHeaderSC1",
-            "runtime.mallocgcSmallScanNoHeaderSC2",
-            "runtime.mallocgcSmallScanNoHeaderSC3",
-            "runtime.mallocgcSmallScanNoHeaderSC4",
-            "runtime.mallocgcSmallScanNoHeaderSC5",
-            "runtime.mallocgcSmallScanNoHeaderSC6",
-            "runtime.mallocgcSmallScanNoHeaderSC7",
-            "runtime.mallocgcSmallNoscan",
-            "runtime.mallocgcSmallScanNoHeader",
-            "runtime.mallocgcSmallScanHeader",
-            "runtime.mallocgcLarge",
-        ],
-    },
-];
+/// 1.21.13 tree: mheap.go `func setprofilebucket(p unsafe.Pointer, b
+/// *bucket)` (unchanged through 1.27), `func freeSpecial(s *special, p
+/// unsafe.Pointer, size uintptr)` (unchanged through 1.27), `special` =
+/// {next, offset uint16, kind byte}, `_KindSpecialProfile = 2`; malloc.go:
+/// `mallocgc(size, typ, needzero)` does all the work. 1.22 (1.22.10 tree)
+/// is the same.
+const GO1_21: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 21, 0),
+    alloc_fn: "runtime.setprofilebucket",
+    alloc_addr_arg: 0,
+    alloc_bucket_arg: 1,
+    free_fn: "runtime.freeSpecial",
+    free_special_arg: 0,
+    free_addr_arg: 1,
+    free_size_arg: 2,
+    special_kind_offset: 10,
+    special_kind_profile: 2,
+    gc_fn: "runtime.gcMarkTermination",
+    rate_reader_fn: "runtime.profilealloc",
+    rate_change_noticed: false,
+    exact_alloc_fns: &["runtime.mallocgc"],
+};
+
+/// 1.23 (1.23.9 tree): `_KindSpecialProfile = 3` (after
+/// `_KindSpecialReachable`). mallocgc is still one function until 1.24.
+const GO1_23: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 23, 0),
+    special_kind_profile: 3,
+    ..GO1_21
+};
+
+/// 1.24 (1.24.11 tree): `special.offset` is a uintptr, so `kind` moves to
+/// 16; mallocgc dispatches to five leaves, each of which checks
+/// `MemProfileRate != c.memProfRate`.
+const GO1_24: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 24, 0),
+    special_kind_offset: 16,
+    rate_change_noticed: true,
+    exact_alloc_fns: &[
+        "runtime.mallocgcTiny",
+        "runtime.mallocgcSmallNoscan",
+        "runtime.mallocgcSmallScanNoHeader",
+        "runtime.mallocgcSmallScanHeader",
+        "runtime.mallocgcLarge",
+    ],
+    ..GO1_23
+};
+
+/// 1.25–1.26 (1.25.5 and 1.26.6 trees): `_KindSpecialProfile` is 4 (a
+/// special kind was added before it).
+const GO1_25: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 25, 0),
+    special_kind_profile: 4,
+    ..GO1_24
+};
+
+/// 1.27 (1.27.3 tree): small sizes go to size-specialised functions that the
+/// compiler calls directly (malloc_generated.go), mallocgcTiny is gone.
+const GO1_27: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 27, 0),
+    exact_alloc_fns: &[
+        "runtime.mallocgcTinySC2",
+        "runtime.mallocgcSmallNoScanSC2",
+        "runtime.mallocgcSmallNoScanSC3",
+        "runtime.mallocgcSmallNoScanSC4",
+        "runtime.mallocgcSmallNoScanSC5",
+        "runtime.mallocgcSmallNoScanSC6",
+        "runtime.mallocgcSmallNoScanSC7",
+        "runtime.mallocgcSmallScanNoHeaderSC1",
+        "runtime.mallocgcSmallScanNoHeaderSC2",
+        "runtime.mallocgcSmallScanNoHeaderSC3",
+        "runtime.mallocgcSmallScanNoHeaderSC4",
+        "runtime.mallocgcSmallScanNoHeaderSC5",
+        "runtime.mallocgcSmallScanNoHeaderSC6",
+        "runtime.mallocgcSmallScanNoHeaderSC7",
+        "runtime.mallocgcSmallNoscan",
+        "runtime.mallocgcSmallScanNoHeader",
+        "runtime.mallocgcSmallScanHeader",
+        "runtime.mallocgcLarge",
+    ],
+    ..GO1_25
+};
+
+/// Rows in version order; each row is the one before it plus what changed.
+static ROWS: &[RuntimeProbes] = &[GO1_21, GO1_23, GO1_24, GO1_25, GO1_27];
 
 /// All rows, oldest first.
 pub fn rows() -> &'static [RuntimeProbes] {
