@@ -188,7 +188,6 @@ pub fn mm_rss_stat_event(ctx: TracePointContext) -> u32 {
     // SAFETY: the layout above is this tracepoint's format; the verifier
     // bounds context loads by the event's size.
     let ev: RssStat = unsafe { core::ptr::read(ctx.as_ptr() as *const RssStat) };
-    count(MmCounter::RssEvents);
     let _ = credit_rss(ev.mm_id as u64, ev.curr != 0, ev.member, ev.size);
     0
 }
@@ -201,7 +200,6 @@ pub fn mm_rss_stat(ctx: RawTracePointContext) -> i32 {
 }
 
 fn try_mm_rss_stat(ctx: &RawTracePointContext) -> Result<(), Skip> {
-    count(MmCounter::RssEvents);
     // SAFETY: read-only global rewritten by the loader; volatile keeps the
     // compiler from folding the zeros in.
     let l = unsafe { core::ptr::read_volatile(&MM_LAYOUT) };
@@ -376,7 +374,6 @@ fn try_mm_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
         return Err(Skip::Nothing);
     }
     let (a1, a2, a3) = (rsi, rdx, r10);
-    count(MmCounter::Syscalls);
     let tgid = current_tgid();
     if nr == NR_BRK {
         // `ret` is the program break after the call (brk returns the old

@@ -242,23 +242,21 @@ pub struct MmKernelLayout {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MmCounter {
-    /// `kmem:rss_stat` events seen.
-    RssEvents = 0,
     /// rss_stat events for another task's mm whose owner was not known yet
     /// (dropped: the mm never ran a traced event as `current`).
-    RssUnattributed = 1,
-    /// Memory syscalls seen (successful mmap, munmap, mremap, madvise that
-    /// gives pages back, brk).
-    Syscalls = 2,
+    RssUnattributed = 0,
     /// Processes added to `MM_STATS`.
-    ProcessesAdded = 3,
+    ProcessesAdded = 1,
     /// Updates lost because `MM_STATS` or `MM_ACTIVITY` could not take a
     /// new process.
-    StatsInsertFailed = 4,
+    StatsInsertFailed = 2,
 }
 
-/// Number of slots in `MM_COUNTERS`.
-pub const MM_COUNTERS: u32 = 5;
+/// Number of slots in `MM_COUNTERS`. Events themselves are not counted
+/// globally: `rss_stat` fires on every page fault, and each map update
+/// there is paid by the traced program (calls are counted per process in
+/// [`MmActivity::syscalls`]).
+pub const MM_COUNTERS: u32 = 3;
 
 /// Most processes `MM_STATS` and `MM_ACTIVITY` hold at once (least recently updated are
 /// evicted first).
