@@ -30,7 +30,7 @@ use aya_ebpf::{
 };
 use leak_common::{
     AllocEvent, Counter, Event, EventKind, GoArg, ProbeConfig, ALLOC_HAS_STACK, ALLOC_HEADER,
-    BUCKET_NSTK_OFFSET, BUCKET_SIZE_OFFSET, BUCKET_STACK_OFFSET, MAX_FRAMES,
+    BUCKET_NSTK_OFFSET, BUCKET_SIZE_OFFSET, BUCKET_STACK_OFFSET, GO_MAX_FRAMES,
 };
 
 use crate::{count, wakeup_flags, EVENTS};
@@ -113,12 +113,14 @@ pub fn go_alloc(ctx: ProbeContext) -> u32 {
         if !known {
             let nstk =
                 bpf_probe_read_user((bucket + BUCKET_NSTK_OFFSET) as *const u64).unwrap_or(0);
-            let n = if nstk > MAX_FRAMES as u64 {
-                MAX_FRAMES as u64
+            let n = if nstk > GO_MAX_FRAMES as u64 {
+                GO_MAX_FRAMES as u64
             } else {
                 nstk
             };
-            let len = (n as u32 & 0x7f) * 8;
+            // GO_MAX_FRAMES is 255: the mask is the bound the verifier sees.
+            const _: () = assert!(GO_MAX_FRAMES == 0xff);
+            let len = (n as u32 & 0xff) * 8;
             let rc = generated::bpf_probe_read_user(
                 (*ev).stack.as_mut_ptr().cast(),
                 len,
@@ -132,7 +134,7 @@ pub fn go_alloc(ctx: ProbeContext) -> u32 {
             }
         }
         // The header, and the frames only with a bucket's first sample.
-        let frames = ((*ev).frames as usize).min(MAX_FRAMES);
+        let frames = ((*ev).frames as usize).min(GO_MAX_FRAMES);
         let len = ALLOC_HEADER + frames * 8;
         // SAFETY: `len` never exceeds the size of the value `ev` points at.
         let bytes = core::slice::from_raw_parts(ev.cast::<u8>(), len);

@@ -5,7 +5,7 @@ use std::mem::size_of;
 use aya::maps::{MapData, PerCpuArray};
 #[cfg(test)]
 use leak_common::ALLOC_HAS_STACK;
-use leak_common::{AllocEvent, Counter, Event, EventKind, ALLOC_HEADER, COUNTERS, MAX_FRAMES};
+use leak_common::{AllocEvent, Counter, Event, EventKind, ALLOC_HEADER, COUNTERS, GO_MAX_FRAMES};
 
 /// One decoded ring buffer record.
 pub enum Record {
@@ -34,7 +34,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
                 bucket: 0,
                 frames: 0,
                 flags: 0,
-                stack: [0; MAX_FRAMES],
+                stack: [0; GO_MAX_FRAMES],
             });
             let n = bytes.len().min(size_of::<AllocEvent>());
             // SAFETY: at most size_of::<AllocEvent>() bytes into a plain-integer
@@ -47,7 +47,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
                 )
             };
             let carried = (n - ALLOC_HEADER) / 8;
-            ev.frames = ev.frames.min(MAX_FRAMES as u32).min(carried as u32);
+            ev.frames = ev.frames.min(GO_MAX_FRAMES as u32).min(carried as u32);
             Some(Record::Alloc(ev))
         }
         EventKind::Free | EventKind::GcCycle if bytes.len() >= size_of::<Event>() => {
@@ -105,7 +105,7 @@ mod tests {
             bucket: 0xc000401000,
             frames: 2,
             flags: ALLOC_HAS_STACK,
-            stack: [0; MAX_FRAMES],
+            stack: [0; GO_MAX_FRAMES],
         };
         a.stack[0] = 0x402000;
         a.stack[1] = 0x403000;
@@ -144,7 +144,7 @@ mod tests {
             bucket: 0xc000401000,
             frames: 3,
             flags: ALLOC_HAS_STACK,
-            stack: [0xdead; MAX_FRAMES],
+            stack: [0xdead; GO_MAX_FRAMES],
         };
         a.stack[..3].copy_from_slice(&[1, 2, 3]);
         let bytes = bytes_of(&a);

@@ -109,6 +109,55 @@ fn inlined_leak_site_go1_27() {
     inlined_leak_site("1.27.3");
 }
 
+/// A leak 150 calls deep: Go keeps its first 128 frames (go1.23+ default
+/// `profstackdepth`), more than the 127 a kernel stack walk gives, and our
+/// stack is Go's, frame for frame.
+#[test]
+fn deep_stack_as_deep_as_gos() {
+    let version = "1.27.3";
+    let bin = build_go("inlined", version, Variant::Plain);
+    let dir = scratch("deep");
+    let service = Program::start(&bin, &[]);
+    let addr = service.addr();
+    let folded = dir.join("ours.folded");
+    let mut leak = Leak::spawn(
+        &dir,
+        &[
+            "trace",
+            "--uprobe",
+            bin.to_str().unwrap(),
+            "--pid",
+            &service.pid().to_string(),
+            "--folded",
+            folded.to_str().unwrap(),
+        ],
+    );
+    leak.wait_attached();
+    send_requests(&addr, "/deep", 1000);
+    let theirs = dir.join("service.pb.gz");
+    fs::write(&theirs, get(&addr, "/debug/pprof/heap?gc=1")).unwrap();
+    thread::sleep(Duration::from_secs(1));
+    leak.signal(SIGINT);
+    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+
+    let want = trace_with(&pprof_traces(version, &theirs), "main.(*Store).AddDeep");
+    assert!(
+        want.len() > 127,
+        "Go kept only {} frames: {want:?}",
+        want.len()
+    );
+    let top = read_folded(&folded).into_iter().next().expect("no stacks");
+    let got: Vec<String> = top.frames.iter().rev().cloned().collect();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "frames: ours {} vs Go's {}",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(got, want, "folded stack vs Go's heap profile");
+}
+
 /// `go tool pprof -top` of our file lists the same top functions as the
 /// service's own profile, values within 10%. leak attaches before the
 /// service starts, so it sees every sample Go's profile holds.

@@ -10,6 +10,12 @@
 /// for user call chains is 127).
 pub const MAX_FRAMES: usize = 127;
 
+/// Deepest Go stack carried per sampled allocation: Go's own profile keeps
+/// up to `GODEBUG=profstackdepth` frames (128 by default since go1.23, plus
+/// a few on 1.27); 255 keeps every default-depth stack whole and lets the
+/// eBPF side bound the copy with a mask.
+pub const GO_MAX_FRAMES: usize = 255;
+
 /// Go's integer argument registers in ABIInternal order on amd64: RAX, RBX,
 /// RCX, RDI, RSI, R8, R9, R10, R11. A [`GoArg`] is an index into this list.
 pub const GO_ARG_REGS: usize = 9;
@@ -74,7 +80,7 @@ pub struct AllocEvent {
     /// per entry (inlined calls already expanded, return pcs, the
     /// allocator's own frames skipped). `--syscalls`: the user stack from
     /// `bpf_get_stack`, return addresses of physical frames.
-    pub stack: [u64; MAX_FRAMES],
+    pub stack: [u64; GO_MAX_FRAMES],
 }
 
 /// [`AllocEvent::flags`]: the record carries its stack.
