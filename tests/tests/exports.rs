@@ -1,7 +1,13 @@
 //! Symbols and exports end to end: inlined frames, the pprof file read by
 //! Go's own tool, `-base` diffs. Root only; run through `cargo xtask test`.
 
-use std::{fs, path::Path, process::Command, thread, time::Duration};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::Duration,
+};
 
 use leak_tests::*;
 
@@ -53,16 +59,27 @@ fn trace_with(traces: &[Vec<String>], function: &str) -> Vec<String> {
         .clone()
 }
 
-/// A leak inside a function the compiler inlines: our stack equals the
-/// program's own heap profile trace frame for frame, inlined frame included
-/// — in the folded output and in our pprof file.
-fn inlined_leak_site(version: &str) {
+/// What one traced run of the `inlined` service gives: Go's own heap
+/// profile and leak's outputs, after `requests` calls of `path`.
+struct Run {
+    theirs: PathBuf,
+    folded: PathBuf,
+    pprof: PathBuf,
+}
+
+/// Traces the `inlined` service of Go `version` (folded and pprof outputs)
+/// while it serves `requests` calls of `path`, then saves its own heap
+/// profile.
+fn trace_inlined(version: &str, name: &str, path: &str, requests: usize) -> Run {
     let bin = build_go("inlined", version, Variant::Plain);
-    let dir = scratch(&format!("inlined-{version}"));
+    let dir = scratch(name);
     let service = Program::start(&bin, &[]);
     let addr = service.addr();
-    let folded = dir.join("ours.folded");
-    let ours_pprof = dir.join("ours.pb.gz");
+    let run = Run {
+        theirs: dir.join("service.pb.gz"),
+        folded: dir.join("ours.folded"),
+        pprof: dir.join("ours.pb.gz"),
+    };
     let mut leak = Leak::spawn(
         &dir,
         &[
@@ -72,30 +89,44 @@ fn inlined_leak_site(version: &str) {
             "--pid",
             &service.pid().to_string(),
             "--folded",
-            folded.to_str().unwrap(),
+            run.folded.to_str().unwrap(),
             "--pprof",
-            ours_pprof.to_str().unwrap(),
+            run.pprof.to_str().unwrap(),
         ],
     );
     leak.wait_attached();
-    send_requests(&addr, "/work", 1500);
-    let theirs = dir.join("service.pb.gz");
-    fs::write(&theirs, get(&addr, "/debug/pprof/heap?gc=1")).unwrap();
+    send_requests(&addr, path, requests);
+    fs::write(&run.theirs, get(&addr, "/debug/pprof/heap?gc=1")).unwrap();
     thread::sleep(Duration::from_secs(1));
     leak.signal(SIGINT);
     assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    run
+}
 
+/// The top stack of a folded file, leaf first.
+fn top_folded(folded: &Path) -> Vec<String> {
+    let top = read_folded(folded).into_iter().next().expect("no stacks");
+    top.frames.iter().rev().cloned().collect()
+}
+
+/// A leak inside a function the compiler inlines: our stack equals the
+/// program's own heap profile trace frame for frame, inlined frame included
+/// — in the folded output and in our pprof file.
+fn inlined_leak_site(version: &str) {
+    let run = trace_inlined(version, &format!("inlined-{version}"), "/work", 1500);
     // (Add's own `append` may be sampled too: pick the leak's trace.)
-    let want = trace_with(&pprof_traces(version, &theirs), "main.newRecord");
+    let want = trace_with(&pprof_traces(version, &run.theirs), "main.newRecord");
     assert_eq!(
         want[..2],
         ["main.newRecord", "main.(*Store).Add"],
         "Go's own trace: {want:?}"
     );
-    let top = read_folded(&folded).into_iter().next().expect("no stacks");
-    let got: Vec<String> = top.frames.iter().rev().cloned().collect();
-    assert_eq!(got, want, "folded stack vs Go's heap profile");
-    let from_pprof = trace_with(&pprof_traces(version, &ours_pprof), "main.newRecord");
+    assert_eq!(
+        top_folded(&run.folded),
+        want,
+        "folded stack vs Go's heap profile"
+    );
+    let from_pprof = trace_with(&pprof_traces(version, &run.pprof), "main.newRecord");
     assert_eq!(from_pprof, want, "our pprof trace vs Go's heap profile");
 }
 
@@ -115,39 +146,14 @@ fn inlined_leak_site_go1_27() {
 #[test]
 fn deep_stack_as_deep_as_gos() {
     let version = "1.27.3";
-    let bin = build_go("inlined", version, Variant::Plain);
-    let dir = scratch("deep");
-    let service = Program::start(&bin, &[]);
-    let addr = service.addr();
-    let folded = dir.join("ours.folded");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--pid",
-            &service.pid().to_string(),
-            "--folded",
-            folded.to_str().unwrap(),
-        ],
-    );
-    leak.wait_attached();
-    send_requests(&addr, "/deep", 1000);
-    let theirs = dir.join("service.pb.gz");
-    fs::write(&theirs, get(&addr, "/debug/pprof/heap?gc=1")).unwrap();
-    thread::sleep(Duration::from_secs(1));
-    leak.signal(SIGINT);
-    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
-
-    let want = trace_with(&pprof_traces(version, &theirs), "main.(*Store).AddDeep");
+    let run = trace_inlined(version, "deep", "/deep", 1000);
+    let want = trace_with(&pprof_traces(version, &run.theirs), "main.(*Store).AddDeep");
     assert!(
         want.len() > 127,
         "Go kept only {} frames: {want:?}",
         want.len()
     );
-    let top = read_folded(&folded).into_iter().next().expect("no stacks");
-    let got: Vec<String> = top.frames.iter().rev().cloned().collect();
+    let got = top_folded(&run.folded);
     assert_eq!(
         got.len(),
         want.len(),
