@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    programs::{uprobe::UProbeScope, UProbe},
+    programs::{uprobe::UProbeScope, RawTracePoint, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
 use leak_common::ProbeConfig;
@@ -61,6 +61,41 @@ pub fn load_and_attach(
         }
     }
     Ok(ebpf)
+}
+
+/// Loads `program` and attaches it to the tracepoint `category:name`.
+pub(crate) fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    name: &str,
+) -> Result<()> {
+    let tp: &mut TracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("eBPF object has no program {program}"))?
+        .try_into()?;
+    tp.load()
+        .map_err(|e| kernel_error(&format!("load {program}"), e.into()))?;
+    tp.attach(category, name).map_err(|e| {
+        kernel_error(
+            &format!("attach to the tracepoint {category}:{name}"),
+            e.into(),
+        )
+    })?;
+    Ok(())
+}
+
+/// Loads `program` and attaches it to the raw tracepoint `name`.
+pub(crate) fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, name: &str) -> Result<()> {
+    let tp: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("eBPF object has no program {program}"))?
+        .try_into()?;
+    tp.load()
+        .map_err(|e| kernel_error(&format!("load {program}"), e.into()))?;
+    tp.attach(name)
+        .map_err(|e| kernel_error(&format!("attach to the raw tracepoint {name}"), e.into()))?;
+    Ok(())
 }
 
 /// Turns an aya error into one line that says what the kernel refused.

@@ -373,6 +373,21 @@ pub fn heap_at_last_gc(report: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Builds tests/c/NAME.c with frame pointers into target/it-c/NAME.
+pub fn build_c(name: &str) -> PathBuf {
+    let out_dir = root().join("target/it-c");
+    fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(name);
+    let status = Command::new("cc")
+        .args(["-O1", "-fno-omit-frame-pointer", "-Wall", "-o"])
+        .arg(&out)
+        .arg(root().join(format!("tests/c/{name}.c")))
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc {name}.c failed");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,24 +2,9 @@
 //! mmap stacks) of a leaking C program, through the real tracepoints. Root
 //! only; run through `cargo xtask test`.
 
-use std::{fs, path::PathBuf, process::Command};
+use std::{fs, process::Command};
 
 use leak_tests::*;
-
-/// Builds tests/c/NAME.c with frame pointers (as tests/tests/top.rs does).
-fn build_c(name: &str) -> PathBuf {
-    let out_dir = root().join("target/it-c");
-    fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join(format!("{name}-heapgrowth"));
-    let status = Command::new("cc")
-        .args(["-O1", "-fno-omit-frame-pointer", "-Wall", "-o"])
-        .arg(&out)
-        .arg(root().join(format!("tests/c/{name}.c")))
-        .status()
-        .expect("run cc");
-    assert!(status.success(), "cc {name}.c failed");
-    out
-}
 
 /// The C leaker (1 KiB malloc per millisecond, from the main arena, which
 /// glibc grows with brk) traced for 20 s: the stack holding the most mapped

@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -19,21 +19,6 @@ use leak_tests::*;
 const GO: &str = "1.25.5";
 /// Requests per second sent to each Go service.
 const LOAD_RATE: f64 = 150.0;
-
-/// Builds tests/c/NAME.c with frame pointers, once per test run.
-fn build_c(name: &str) -> PathBuf {
-    let out_dir = root().join("target/it-c");
-    fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join(name);
-    let status = Command::new("cc")
-        .args(["-O1", "-fno-omit-frame-pointer", "-Wall", "-o"])
-        .arg(&out)
-        .arg(root().join(format!("tests/c/{name}.c")))
-        .status()
-        .expect("run cc");
-    assert!(status.success(), "cc {name}.c failed");
-    out
-}
 
 /// Sends steady requests to `/work` of each address from a thread of its
 /// own, at `rate` per second, until dropped.

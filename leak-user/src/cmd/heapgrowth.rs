@@ -18,7 +18,6 @@ use std::{
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
     Ebpf, EbpfLoader,
 };
 use leak_common::{Counter, EventKind, HeapConfig, MapCall, MapEvent, MAX_FRAMES, STACK_WORDS};
@@ -85,19 +84,7 @@ fn attach(pid: u32) -> Result<Ebpf> {
         .load(EBPF_OBJECT)
         .map_err(|e| kernel_error("load the eBPF programs", e.into()))?;
     for &(program, name) in TRACEPOINTS {
-        let tp: &mut TracePoint = ebpf
-            .program_mut(program)
-            .with_context(|| format!("eBPF object has no program {program}"))?
-            .try_into()?;
-        if let Err(e) = tp.load() {
-            return Err(kernel_error(&format!("load {program}"), e.into()));
-        }
-        if let Err(e) = tp.attach("syscalls", name) {
-            return Err(kernel_error(
-                &format!("attach to the tracepoint syscalls:{name}"),
-                e.into(),
-            ));
-        }
+        crate::probes::attach_tracepoint(&mut ebpf, program, "syscalls", name)?;
     }
     Ok(ebpf)
 }
@@ -350,15 +337,7 @@ async fn trace(args: TraceArgs, pid: u32) -> Result<()> {
     let mut report_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut alive_tick = tokio::time::interval(Duration::from_millis(500));
-    let deadline = args
-        .duration
-        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
-    let sleep_until_deadline = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
+    let sleep_until_deadline = super::until_deadline(args.duration);
     tokio::pin!(sleep_until_deadline);
 
     let stop = loop {
@@ -395,21 +374,7 @@ async fn trace(args: TraceArgs, pid: u32) -> Result<()> {
         "final report\n{}",
         report::text::render(&profile, args.top, false)
     );
-    if let Some(path) = &args.folded {
-        report::write_atomically(path, |w| report::folded::write(&profile, w))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("leak: wrote {}", path.display());
-    }
-    if let Some(path) = &args.flamegraph {
-        report::write_atomically(path, |w| report::flamegraph::write(&profile, w))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("leak: wrote {}", path.display());
-    }
-    if let Some(path) = &args.json {
-        report::write_atomically(path, |w| report::json::write(&profile, w))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("leak: wrote {}", path.display());
-    }
+    super::write_profile_outputs(&args, &profile)?;
     Ok(())
 }
 

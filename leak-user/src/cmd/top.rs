@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -175,16 +175,7 @@ async fn top(args: TopArgs) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let interval = Duration::from_secs_f64(top.args.interval);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    let deadline = top
-        .args
-        .duration
-        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
-    let sleep_until_deadline = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
+    let sleep_until_deadline = super::until_deadline(top.args.duration);
     tokio::pin!(sleep_until_deadline);
 
     let stop = loop {
@@ -234,9 +225,7 @@ async fn top(args: TopArgs) -> Result<()> {
             rss_events_unattributed: lost.rss_events_unattributed,
             stats_insert_failed: lost.stats_insert_failed,
         };
-        report::write_atomically(path, |w| json::write(&meta, &rows, w))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("leak: wrote {}", path.display());
+        report::write_output(path, |w| json::write(&meta, &rows, w))?;
     }
     if let Some(path) = &top.args.chart {
         let lines: Vec<ChartLine> = rows
@@ -252,9 +241,7 @@ async fn top(args: TopArgs) -> Result<()> {
             lines.len(),
             scope(&top.args.pid)
         );
-        report::write_atomically(path, |w| report::chart::write(&title, &lines, w))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("leak: wrote {}", path.display());
+        report::write_output(path, |w| report::chart::write(&title, &lines, w))?;
     }
     Ok(())
 }

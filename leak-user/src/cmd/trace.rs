@@ -446,16 +446,7 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
     // The kernel side wakes us only when a quarter of the ring buffer
     // waits; otherwise records are read on this tick, in batches.
     let mut drain_tick = tokio::time::interval(Duration::from_millis(100));
-    let deadline = tracer
-        .args
-        .duration
-        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
-    let sleep_until_deadline = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
+    let sleep_until_deadline = super::until_deadline(tracer.args.duration);
     tokio::pin!(sleep_until_deadline);
 
     let stop = loop {
@@ -512,21 +503,7 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
             tracer.samples_without_process
         );
     }
-    if let Some(path) = &tracer.args.folded {
-        report::write_atomically(path, |w| report::folded::write(&profile, w))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("leak: wrote {}", path.display());
-    }
-    if let Some(path) = &tracer.args.flamegraph {
-        report::write_atomically(path, |w| report::flamegraph::write(&profile, w))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("leak: wrote {}", path.display());
-    }
-    if let Some(path) = &tracer.args.json {
-        report::write_atomically(path, |w| report::json::write(&profile, w))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("leak: wrote {}", path.display());
-    }
+    super::write_profile_outputs(&tracer.args, &profile)?;
     // The pprof profile is its own snapshot (as of the last GC): let go of
     // this one first, so the two are never in memory together.
     let elapsed = profile.elapsed;
@@ -546,9 +523,7 @@ async fn trace(args: TraceArgs, target: Target) -> Result<()> {
             duration_nanos: elapsed.as_nanos() as i64,
         };
         let gc_view = tracer.profile_as_of_last_gc(losses);
-        report::write_atomically(&path, |w| report::pprof::write(&gc_view, &meta, w))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("leak: wrote {}", path.display());
+        report::write_output(&path, |w| report::pprof::write(&gc_view, &meta, w))?;
     }
     Ok(())
 }

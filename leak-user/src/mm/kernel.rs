@@ -7,13 +7,12 @@ use std::{collections::HashMap, path::Path};
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
-    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use leak_common::{MmActivity, MmCounter, MmKernelLayout, MmStats, MM_COUNTERS};
 
 use super::watch::sum_activity;
-use crate::probes::{kernel_error, EBPF_OBJECT};
+use crate::probes::{attach_raw_tracepoint, attach_tracepoint, kernel_error, EBPF_OBJECT};
 
 /// Raw tracepoints: program name in the eBPF object, tracepoint name.
 const RAW_SYSCALL_EXIT: (&str, &str) = ("mm_sys_exit", "sys_exit");
@@ -76,39 +75,12 @@ impl MmProbes {
             )
             .load(EBPF_OBJECT)
             .map_err(|e| kernel_error("load the eBPF programs", e.into()))?;
-        let mut raw = vec![RAW_SYSCALL_EXIT];
+        attach_raw_tracepoint(&mut ebpf, RAW_SYSCALL_EXIT.0, RAW_SYSCALL_EXIT.1)?;
         if layout.is_some() {
-            raw.push(RAW_RSS_STAT);
+            attach_raw_tracepoint(&mut ebpf, RAW_RSS_STAT.0, RAW_RSS_STAT.1)?;
         } else {
             let (program, category, name) = RSS_STAT_EVENT;
-            let tp: &mut TracePoint = ebpf
-                .program_mut(program)
-                .with_context(|| format!("eBPF object has no program {program}"))?
-                .try_into()?;
-            if let Err(e) = tp.load() {
-                return Err(kernel_error(&format!("load {program}"), e.into()));
-            }
-            if let Err(e) = tp.attach(category, name) {
-                return Err(kernel_error(
-                    &format!("attach to the tracepoint {category}:{name}"),
-                    e.into(),
-                ));
-            }
-        }
-        for (program, name) in raw {
-            let tp: &mut RawTracePoint = ebpf
-                .program_mut(program)
-                .with_context(|| format!("eBPF object has no program {program}"))?
-                .try_into()?;
-            if let Err(e) = tp.load() {
-                return Err(kernel_error(&format!("load {program}"), e.into()));
-            }
-            if let Err(e) = tp.attach(name) {
-                return Err(kernel_error(
-                    &format!("attach to the raw tracepoint {name}"),
-                    e.into(),
-                ));
-            }
+            attach_tracepoint(&mut ebpf, program, category, name)?;
         }
         let stats = BpfHashMap::try_from(ebpf.take_map("MM_STATS").context("no MM_STATS map")?)?;
         let activity =

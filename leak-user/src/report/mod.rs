@@ -182,6 +182,18 @@ pub fn signed_bytes(bytes: f64) -> String {
     }
 }
 
+/// Writes one requested output file (atomically, see [`write_atomically`])
+/// and says so on stderr; an error names the file.
+pub fn write_output(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    write_atomically(path, fill).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("leak: wrote {}", path.display());
+    Ok(())
+}
+
 /// Writes a file so that it either appears complete or not at all: the
 /// content goes to a hidden temporary file beside it, renamed into place
 /// only once fully written and flushed.
