@@ -87,7 +87,6 @@ fn regs(ctx: &ProbeContext) -> &pt_regs {
 
 #[uprobe]
 pub fn go_alloc(ctx: ProbeContext) -> u32 {
-    count(Counter::AllocSeen);
     let cfg = config();
     let regs = regs(&ctx);
     let bucket = go_arg(regs, cfg.alloc_bucket_arg);
@@ -142,7 +141,6 @@ pub fn go_alloc(ctx: ProbeContext) -> u32 {
             count(Counter::AllocDropped);
         } else if (*ev).flags & ALLOC_HAS_STACK != 0 {
             // Only once user space is sure to get the stack.
-            count(Counter::StacksSent);
             let _ = KNOWN_BUCKETS.insert(&key, &1, 0);
         }
     }
@@ -161,7 +159,6 @@ pub fn go_free(ctx: ProbeContext) -> u32 {
     if kind as u32 != cfg.special_kind_profile {
         return 0;
     }
-    count(Counter::FreeSeen);
     let ev = Event {
         kind: EventKind::Free as u32,
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,

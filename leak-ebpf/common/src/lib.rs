@@ -138,31 +138,27 @@ pub const BUCKET_NSTK_OFFSET: u64 = 40;
 /// Offset of the first pc of a bucket's stack.
 pub const BUCKET_STACK_OFFSET: u64 = 48;
 
-/// Slots of the per-CPU counter array `COUNTERS`.
+/// Slots of the per-CPU counter array `COUNTERS`: losses only. Samples
+/// and frees are counted in user space, from the records themselves; a
+/// counter per probe hit would be paid by the traced program.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Allocation samples seen by the probe.
-    AllocSeen = 0,
     /// Allocation samples lost because the ring buffer was full.
-    AllocDropped = 1,
+    AllocDropped = 0,
     /// Allocation samples whose stack could not be read.
-    StackFailed = 2,
-    /// Frees of sampled objects seen.
-    FreeSeen = 3,
+    StackFailed = 1,
     /// Frees lost because the ring buffer was full.
-    FreeDropped = 4,
+    FreeDropped = 2,
     /// GC cycle records lost because the ring buffer was full.
-    GcDropped = 5,
-    /// Bucket stacks sent (each bucket's stack goes out once).
-    StacksSent = 6,
+    GcDropped = 3,
     /// brk/mmap/munmap records of `leak trace --syscalls` lost because the
     /// ring buffer or the pending map was full.
-    MapDropped = 7,
+    MapDropped = 4,
 }
 
 /// Number of slots in `COUNTERS`.
-pub const COUNTERS: u32 = 8;
+pub const COUNTERS: u32 = 5;
 
 #[cfg(feature = "user")]
 mod user {
