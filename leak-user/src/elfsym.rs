@@ -12,7 +12,11 @@ use std::{collections::HashMap, fs, io, path::Path};
 
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
-use crate::{procs, report::Frame, symbolize::SymbolSource};
+use crate::{
+    frame::Frame,
+    process::maps::{self, Mapping},
+    symbolize::SymbolSource,
+};
 
 /// The function symbols and loadable segments of one ELF file.
 #[derive(Debug, Default)]
@@ -85,12 +89,10 @@ struct CodeMapping {
     path: String,
 }
 
-/// Executable file-backed mappings of a `/proc/PID/maps` text.
-fn code_mappings(maps: &str) -> Vec<CodeMapping> {
-    maps.lines()
-        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
-        .filter_map(|l| procs::parse_maps(l).into_iter().next())
-        .filter(|m| m.inode != 0 && m.path.starts_with('/'))
+/// The executable, file-backed ones of a process's mappings.
+fn code_mappings(maps: Vec<Mapping>) -> Vec<CodeMapping> {
+    maps.into_iter()
+        .filter(|m| m.executable && m.inode != 0 && m.path.starts_with('/'))
         .map(|m| CodeMapping {
             start: m.start,
             end: m.end,
@@ -122,7 +124,7 @@ impl ProcessSymbols {
 
     /// Re-reads the mappings (after the process loaded a library).
     pub fn refresh(&mut self) -> io::Result<()> {
-        self.code = code_mappings(&fs::read_to_string(format!("/proc/{}/maps", self.pid))?);
+        self.code = code_mappings(maps::of(self.pid)?);
         Ok(())
     }
 
@@ -228,7 +230,7 @@ mod tests {
 55d0c0c00000-55d0c0c21000 rw-p 00000000 00:00 0 [heap]
 7f0000000000-7f0000001000 r-xp 00000000 00:00 0 [vdso]
 ";
-        let code = code_mappings(maps);
+        let code = code_mappings(maps::parse_maps(maps));
         assert_eq!(
             code,
             [CodeMapping {

@@ -1,19 +1,27 @@
-//! leak: find memory leaks in running Go programs with eBPF, without
-//! changing or restarting them. The `leak` binary is a thin CLI over these
-//! modules; data flows one way: probes → collect → aggregate → symbolize →
-//! report.
+//! leak: find memory leaks in running programs with eBPF, without changing
+//! or restarting them. The `leak` binary is a thin CLI over these modules.
+//! Data flows one way:
+//!
+//! ```text
+//! probes ─▶ event ─▶ aggregate ─▶ analysis ─▶ report ─▶ outputs
+//!   ▲          (pipeline: one per mode, run by session)
+//! target, process, symbolize: what the pipelines read on the side
+//! ```
 
 pub mod aggregate;
+pub mod analysis;
 pub mod cmd;
-pub mod collect;
 pub mod elfsym;
-pub mod growth;
-pub mod mapped;
+pub mod event;
+pub mod frame;
 pub mod mm;
+pub mod outputs;
+pub mod pipeline;
 pub mod probes;
-pub mod procs;
+pub mod process;
 pub mod report;
 pub mod sampling;
+pub mod session;
 pub mod symbolize;
 pub mod target;
-pub mod trend;
+pub mod units;

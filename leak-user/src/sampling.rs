@@ -12,7 +12,7 @@
 
 use std::{io, thread, time::Duration};
 
-use crate::procs;
+use crate::process::memory::MemoryMut;
 
 /// Go's default `MemProfileRate`: one sample per 512 KiB allocated.
 pub const DEFAULT_RATE: u64 = 512 * 1024;
@@ -56,18 +56,18 @@ pub fn decide(current: i64, requested: Option<u64>, read_only: bool) -> RateActi
     }
 }
 
-/// Sets `MemProfileRate` at `addr` in `pid` to `rate`, first re-reading it
+/// Sets `MemProfileRate` at `addr` in `mem` to `rate`, first re-reading it
 /// (it must still be `expected`) and, for Go ≤1.23, passing through 1 so each
 /// P redraws its next sample point. Returns the monotonic times (ns) at which
 /// rate 1 started and at which `rate` took over.
 pub fn set_rate(
-    pid: u32,
+    mem: &dyn MemoryMut,
     addr: u64,
     expected: i64,
     rate: u64,
     through_one: bool,
 ) -> io::Result<(Option<u64>, u64)> {
-    let now = procs::read_i64(pid, addr)?;
+    let now = mem.read_i64(addr)?;
     if now != expected {
         return Err(io::Error::other(format!(
             "MemProfileRate changed under us ({expected} → {now}); left alone"
@@ -76,10 +76,10 @@ pub fn set_rate(
     let mut one_at = None;
     if through_one && rate != 1 {
         one_at = Some(monotonic_ns());
-        procs::write_i64(pid, addr, 1)?;
+        mem.write_i64(addr, 1)?;
         thread::sleep(Duration::from_millis(5));
     }
-    procs::write_i64(pid, addr, rate as i64)?;
+    mem.write_i64(addr, rate as i64)?;
     Ok((one_at, monotonic_ns()))
 }
 
@@ -134,6 +134,7 @@ impl RateHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::memory::{FakeMemory, Memory};
 
     #[test]
     fn decisions() {
@@ -165,12 +166,11 @@ mod tests {
 
     #[test]
     fn set_rate_refuses_when_the_value_moved() {
-        let cell = Box::new(0i64);
-        let addr = &*cell as *const i64 as u64;
-        let me = std::process::id();
-        assert!(set_rate(me, addr, 5, 4096, false).is_err());
-        let (one, _) = set_rate(me, addr, 0, 4096, true).unwrap();
+        let mem = FakeMemory::with_i64s(&[(0x1000, 0)]);
+        assert!(set_rate(&mem, 0x1000, 5, 4096, false).is_err());
+        assert_eq!(mem.read_i64(0x1000).unwrap(), 0, "left alone");
+        let (one, _) = set_rate(&mem, 0x1000, 0, 4096, true).unwrap();
         assert!(one.is_some());
-        assert_eq!(unsafe { std::ptr::read_volatile(&*cell) }, 4096);
+        assert_eq!(mem.read_i64(0x1000).unwrap(), 4096);
     }
 }

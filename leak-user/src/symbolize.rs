@@ -20,7 +20,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::report::Frame;
+use crate::frame::Frame;
 
 /// Something that knows the frames at a code address (a `.gopclntab`).
 pub trait SymbolSource {
@@ -48,16 +48,29 @@ pub struct Symbolizer<S> {
     logical: HashMap<u64, Option<Frame>, Fast>,
     /// Every function and file name once: many pcs share them.
     names: HashSet<Arc<str>>,
+    /// Stacks are Go's: cut at `runtime.goexit`, the allocator trimmed.
+    go: bool,
 }
 
 impl<S: SymbolSource> Symbolizer<S> {
-    /// A symbolizer reading `source`.
+    /// A symbolizer of a Go binary's stacks reading `source`: stacks end
+    /// before `runtime.goexit` and start at the function that asked for
+    /// memory, as Go's profiles show them.
     pub fn new(source: S) -> Self {
         Self {
             source,
             cache: HashMap::default(),
             logical: HashMap::default(),
             names: HashSet::new(),
+            go: true,
+        }
+    }
+
+    /// A symbolizer of any program's stacks, which keeps every frame.
+    pub fn native(source: S) -> Self {
+        Self {
+            go: false,
+            ..Self::new(source)
         }
     }
 
@@ -66,8 +79,8 @@ impl<S: SymbolSource> Symbolizer<S> {
         &self.source
     }
 
-    /// Frames of a stack of return addresses, leaf first, allocator frames
-    /// trimmed.
+    /// Frames of a stack of return addresses, leaf first (a Go stack with
+    /// its allocator frames trimmed).
     pub fn stack(&mut self, return_addresses: &[u64]) -> Vec<Frame> {
         let mut frames = Vec::with_capacity(return_addresses.len());
         for &ra in return_addresses {
@@ -83,7 +96,7 @@ impl<S: SymbolSource> Symbolizer<S> {
             }
             frames.extend(self.cache[&ra].iter().cloned());
         }
-        finish(frames)
+        self.finish(frames)
     }
 
     /// Frames of a stack of logical pcs (Go's own, inlining expanded),
@@ -103,13 +116,21 @@ impl<S: SymbolSource> Symbolizer<S> {
             });
             frames.extend(frame.iter().cloned());
         }
-        finish(frames)
+        self.finish(frames)
+    }
+
+    fn finish(&self, frames: Vec<Frame>) -> Vec<Frame> {
+        if self.go {
+            finish_go(frames)
+        } else {
+            frames
+        }
     }
 }
 
 /// Go's profiles end a goroutine's stack before `runtime.goexit`, and start
 /// it at the function that asked for memory.
-fn finish(mut frames: Vec<Frame>) -> Vec<Frame> {
+fn finish_go(mut frames: Vec<Frame>) -> Vec<Frame> {
     if let Some(goexit) = frames.iter().position(|f| &*f.function == "runtime.goexit") {
         frames.truncate(goexit);
     }

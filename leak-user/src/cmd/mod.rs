@@ -1,35 +1,25 @@
-//! One module per subcommand.
+//! One module per subcommand: its arguments, their checks, and the
+//! pipeline they choose. The work is in [`crate::pipeline`].
 
-pub mod heapgrowth;
 pub mod top;
 pub mod trace;
 
-use std::time::Duration;
+use anyhow::{bail, Result};
 
-use anyhow::Result;
-
-use crate::report::{self, Profile};
-
-/// The final profile's folded stacks, flame graph and JSON, for each one
-/// `leak trace` was asked for (Go and native modes alike).
-pub(crate) fn write_profile_outputs(args: &trace::TraceArgs, profile: &Profile) -> Result<()> {
-    if let Some(path) = &args.folded {
-        report::write_output(path, |w| report::folded::write(profile, w))?;
-    }
-    if let Some(path) = &args.flamegraph {
-        report::write_output(path, |w| report::flamegraph::write(profile, w))?;
-    }
-    if let Some(path) = &args.json {
-        report::write_output(path, |w| report::json::write(profile, w))?;
+/// `--interval` must be a positive, finite number of seconds.
+fn check_interval(secs: f64) -> Result<()> {
+    if !(secs > 0.0 && secs.is_finite()) {
+        bail!("--interval must be more than 0 seconds");
     }
     Ok(())
 }
 
-/// Resolves `--duration` seconds after it is first polled (at the top of
-/// an event loop); never without a duration.
-pub(crate) async fn until_deadline(duration: Option<f64>) {
-    match duration {
-        Some(d) => tokio::time::sleep(Duration::from_secs_f64(d.max(0.0))).await,
-        None => std::future::pending().await,
+/// `--duration`, if given, must be 0 or more seconds.
+fn check_duration(secs: Option<f64>) -> Result<()> {
+    if let Some(d) = secs {
+        if !(d >= 0.0 && d.is_finite()) {
+            bail!("--duration must be 0 seconds or more");
+        }
     }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf, EbpfLoader,
@@ -19,9 +19,6 @@ const RAW_SYSCALL_EXIT: (&str, &str) = ("mm_sys_exit", "sys_exit");
 const RAW_RSS_STAT: (&str, &str) = ("mm_rss_stat", "rss_stat");
 /// Without a BTF layout: the `kmem:rss_stat` event format.
 const RSS_STAT_EVENT: (&str, &str, &str) = ("mm_rss_stat_event", "kmem", "rss_stat");
-
-/// Where aya looks for tracefs, in its order.
-const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// What the kernel side knows about one process.
 #[derive(Clone, Copy, Debug, Default)]
@@ -53,7 +50,7 @@ pub struct MmProbes {
 impl MmProbes {
     /// Loads the programs and attaches them to their tracepoints.
     pub fn attach() -> Result<Self> {
-        ensure_tracefs()?;
+        crate::probes::ensure_tracefs()?;
         // Offsets for the raw rss_stat program; without them, the event
         // format does the work (slower: a perf record per page fault).
         let layout = match super::layout::read(Path::new(super::layout::VMLINUX_BTF)) {
@@ -129,34 +126,4 @@ impl MmProbes {
             stats_insert_failed: get(MmCounter::StatsInsertFailed),
         }
     }
-}
-
-/// Tracepoints are found through tracefs; mount it if nothing is there
-/// (minimal systems and containers often leave it unmounted).
-pub(crate) fn ensure_tracefs() -> Result<()> {
-    let mounted = |dir: &str| Path::new(dir).join("events").is_dir();
-    if TRACEFS.iter().any(|d| mounted(d)) {
-        return Ok(());
-    }
-    let target = TRACEFS[0];
-    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    let (src, dir, fstype) = (c("nodev"), c(target), c("tracefs"));
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dir.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 || !mounted(target) {
-        bail!(
-            "tracefs is not mounted and mounting it failed ({}): run `mount -t tracefs nodev {target}`",
-            std::io::Error::last_os_error()
-        );
-    }
-    eprintln!("leak: mounted tracefs at {target} (the memory tracepoints are found there)");
-    Ok(())
 }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::watch::Row;
-use crate::report::human_bytes;
+use crate::units::human_bytes;
 
 /// Eight levels, lowest first.
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];

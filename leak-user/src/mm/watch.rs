@@ -1,13 +1,16 @@
 //! The processes `leak top` watches: one RSS series each, judged by
-//! [`crate::trend`] and ranked by growth. Pure: readings come in as plain
+//! [`crate::analysis::trend`] and ranked by growth. Pure: readings come in as plain
 //! values, with no kernel or `/proc` behind them.
 
 use std::collections::BTreeMap;
 
 use leak_common::{MmActivity, MmStats, RSS_ANON, RSS_FILE, RSS_MEMBERS, RSS_SHMEM, RSS_SWAP};
 
-use super::procfs::RssCounters;
-use crate::trend::{self, Thresholds, Trend, Verdict};
+use crate::analysis::{
+    series,
+    trend::{self, Thresholds, Trend, Verdict},
+};
+use crate::process::RssCounters;
 
 /// One look at a process's memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,21 +73,6 @@ pub fn sum_activity<'a>(per_cpu: impl IntoIterator<Item = &'a MmActivity>) -> Mm
 /// day-long watch keeps bounded memory at coarser resolution.
 pub const MAX_POINTS: usize = 4096;
 
-/// Halves `series` by keeping the lower point of each neighbouring pair (an
-/// odd last point stays).
-fn compact(series: &mut Vec<(f64, f64)>) {
-    let merged: Vec<(f64, f64)> = series
-        .chunks(2)
-        .map(|pair| {
-            pair.iter()
-                .copied()
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .expect("chunks are never empty")
-        })
-        .collect();
-    *series = merged;
-}
-
 /// One watched process.
 #[derive(Clone, Debug)]
 struct Watched {
@@ -145,9 +133,7 @@ impl Watch {
             active: false,
         });
         w.series.push((secs, reading.resident() as f64));
-        if w.series.len() > MAX_POINTS {
-            compact(&mut w.series);
-        }
+        series::thin(&mut w.series, MAX_POINTS);
         w.latest = reading;
         w.active |= active;
     }

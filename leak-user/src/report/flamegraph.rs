@@ -11,7 +11,8 @@ use inferno::flamegraph::{
     Options,
 };
 
-use super::{folded, human_bytes, Profile};
+use super::{folded, Profile};
+use crate::units::human_bytes;
 
 /// Where a function comes from, for its colour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,27 +154,13 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::Totals,
-        report::{Frame, Losses, StackProfile},
+        report::{Frame, StackProfile},
     };
-    use std::{path::PathBuf, time::Duration};
 
     fn profile(stacks: Vec<StackProfile>) -> Profile {
-        Profile {
-            work: None,
-            binary: PathBuf::from("/srv/seed"),
-            go_version: "go1.25.5".into(),
-            pids: vec![42],
-            rate: 512 * 1024,
-            elapsed: Duration::from_secs(30),
-            gc_cycles: 3,
-            samples: 10,
-            frees: 0,
-            total: Totals::default(),
-            in_use_at_last_gc: None,
-            previous_outstanding: None,
-            stacks,
-            losses: Losses::default(),
-        }
+        let mut p = crate::report::example(stacks);
+        p.pids = vec![42];
+        p
     }
 
     #[test]

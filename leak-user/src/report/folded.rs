@@ -120,22 +120,7 @@ mod tests {
         let a = at_line(stack(&["f", "main"], 100.0), 10);
         let b = at_line(stack(&["f", "main"], 50.0), 20);
         let c = stack(&["g", "main"], 120.0);
-        let p = crate::report::Profile {
-            work: None,
-            binary: "/x".into(),
-            go_version: "go1.25.5".into(),
-            pids: vec![],
-            rate: 1,
-            elapsed: std::time::Duration::ZERO,
-            gc_cycles: 0,
-            samples: 0,
-            frees: 0,
-            total: Totals::default(),
-            in_use_at_last_gc: None,
-            previous_outstanding: None,
-            stacks: vec![c, a, b],
-            losses: Default::default(),
-        };
+        let p = crate::report::example(vec![c, a, b]);
         assert_eq!(lines(&p), ["main;f 150", "main;g 120"]);
     }
 

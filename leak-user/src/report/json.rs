@@ -7,8 +7,10 @@
 //!   "target": {
 //!     "binary": string,              // path of the traced binary
 //!     "pids": [integer],             // processes traced so far
-//!     "go_version": string,          // e.g. "go1.25.5"
-//!     "sampling_rate": integer,      // MemProfileRate, bytes
+//!     "source": string,              // "go-sampler" | "syscalls" (brk/mmap)
+//!     "unit": string,                // "bytes"
+//!     "go_version": string | null,   // e.g. "go1.25.5"; null unless go-sampler
+//!     "sampling_rate": integer | null, // MemProfileRate, bytes; likewise
 //!     "duration_secs": number        // time since attach
 //!   },
 //!   "totals": {                      // sum over all stacks, since attach
@@ -19,9 +21,9 @@
 //!     "in_use_at_last_gc_bytes": integer | null  // survived the last GC;
 //!                                    // null until two GC cycles are seen
 //!   },
-//!   "gc_cycles": integer,            // GC cycles seen
-//!   "samples": integer,              // sampled allocations seen
-//!   "frees": integer,                // frees of sampled objects seen
+//!   "gc_cycles": integer | null,     // GC cycles seen (go-sampler)
+//!   "samples": integer,              // sampled allocations (brk/mmap calls) seen
+//!   "frees": integer,                // frees of sampled objects (munmaps) seen
 //!   "stacks": [                      // most outstanding bytes first
 //!     {
 //!       "frames": [                  // leaf (the allocating function) first
@@ -53,7 +55,9 @@
 //!   "dropped": {
 //!     "allocs": integer,             // allocation samples lost in the kernel
 //!     "frees": integer,              // frees lost in the kernel
-//!     "stacks": integer              // samples whose stack could not be read
+//!     "stacks": integer,             // samples whose stack could not be read
+//!     "gc_cycles": integer,          // GC cycle markers lost in the kernel
+//!     "no_process": integer          // samples of processes gone too soon
 //!   }
 //! }
 //! ```
@@ -75,7 +79,7 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
 struct Report<'a> {
     target: Target<'a>,
     totals: ReportTotals,
-    gc_cycles: u64,
+    gc_cycles: Option<u64>,
     samples: u64,
     frees: u64,
     /// Serialized one stack at a time: 100,000 stacks are never copied.
@@ -104,8 +108,10 @@ struct Growth<'a> {
 struct Target<'a> {
     binary: String,
     pids: &'a [u32],
-    go_version: &'a str,
-    sampling_rate: u64,
+    source: &'static str,
+    unit: &'static str,
+    go_version: Option<&'a str>,
+    sampling_rate: Option<u64>,
     duration_secs: f64,
 }
 
@@ -162,6 +168,8 @@ struct Dropped {
     allocs: u64,
     frees: u64,
     stacks: u64,
+    gc_cycles: u64,
+    no_process: u64,
 }
 
 /// Estimates are never negative; `as` saturates anything odd to 0.
@@ -209,19 +217,22 @@ impl<'a> From<&'a StackProfile> for Stack<'a> {
 
 impl<'a> From<&'a Profile> for Report<'a> {
     fn from(p: &'a Profile) -> Self {
+        let go = p.go();
         Self {
             target: Target {
                 binary: p.binary.to_string_lossy().into_owned(),
                 pids: &p.pids,
-                go_version: &p.go_version,
-                sampling_rate: p.rate,
+                source: p.source.name(),
+                unit: p.unit.name(),
+                go_version: go.map(|g| g.0),
+                sampling_rate: go.map(|g| g.1),
                 duration_secs: p.elapsed.as_secs_f64(),
             },
             totals: ReportTotals {
                 totals: Counts::from(&p.total),
-                in_use_at_last_gc_bytes: p.in_use_at_last_gc.map(round),
+                in_use_at_last_gc_bytes: go.and_then(|g| g.3).map(round),
             },
-            gc_cycles: p.gc_cycles,
+            gc_cycles: go.map(|g| g.2),
             samples: p.samples,
             frees: p.frees,
             stacks: Stacks(&p.stacks),
@@ -234,6 +245,8 @@ impl<'a> From<&'a Profile> for Report<'a> {
                 allocs: p.losses.allocs_dropped,
                 frees: p.losses.frees_dropped,
                 stacks: p.losses.stacks_failed,
+                gc_cycles: p.losses.gc_dropped,
+                no_process: p.losses.samples_without_process,
             },
         }
     }
@@ -244,7 +257,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::report::Losses;
+    use crate::report::{Losses, Source, Unit};
 
     fn profile() -> Profile {
         Profile {
@@ -254,11 +267,15 @@ mod tests {
                 bytes_per_call: Some(10240.5),
             }),
             binary: "/srv/seed".into(),
-            go_version: "go1.25.5".into(),
+            source: Source::GoSampler {
+                go_version: "go1.25.5".into(),
+                rate: 524288,
+                gc_cycles: 3,
+                in_use_at_last_gc: Some(10240000.5),
+            },
+            unit: Unit::Bytes,
             pids: vec![42, 43],
-            rate: 524288,
             elapsed: Duration::from_millis(30500),
-            gc_cycles: 3,
             samples: 100,
             frees: 20,
             total: Totals {
@@ -267,11 +284,10 @@ mod tests {
                 allocated_bytes: 40968193.2,
                 allocated_objects: 40008.0,
             },
-            in_use_at_last_gc: Some(10240000.5),
             previous_outstanding: Some(1.0),
             stacks: vec![StackProfile {
                 growth: Some(crate::report::StackGrowth {
-                    verdict: crate::trend::Verdict::Leaking,
+                    verdict: crate::analysis::trend::Verdict::Leaking,
                     reason: "troughs rise".into(),
                     bytes_per_sec: 204800.0,
                     bytes_per_call: Some(10240.5),
@@ -299,6 +315,7 @@ mod tests {
                 allocs_dropped: 1,
                 frees_dropped: 2,
                 stacks_failed: 3,
+                ..Losses::default()
             },
         }
     }
@@ -310,6 +327,8 @@ mod tests {
       42,
       43
     ],
+    "source": "go-sampler",
+    "unit": "bytes",
     "go_version": "go1.25.5",
     "sampling_rate": 524288,
     "duration_secs": 30.5
@@ -367,7 +386,9 @@ mod tests {
   "dropped": {
     "allocs": 1,
     "frees": 2,
-    "stacks": 3
+    "stacks": 3,
+    "gc_cycles": 0,
+    "no_process": 0
   }
 }
 "#;
@@ -382,12 +403,24 @@ mod tests {
     #[test]
     fn unknown_in_use_at_last_gc_is_null() {
         let mut p = profile();
-        p.in_use_at_last_gc = None;
+        if let Source::GoSampler {
+            in_use_at_last_gc, ..
+        } = &mut p.source
+        {
+            *in_use_at_last_gc = None;
+        }
         p.stacks.clear();
         let mut out = Vec::new();
         write(&p, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(v["totals"]["in_use_at_last_gc_bytes"].is_null());
         assert_eq!(v["stacks"], serde_json::json!([]));
+        // A native report has no Go figures at all.
+        p.source = Source::Syscalls;
+        let mut out = Vec::new();
+        write(&p, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["target"]["source"], "syscalls");
+        assert!(v["target"]["go_version"].is_null() && v["gc_cycles"].is_null());
     }
 }

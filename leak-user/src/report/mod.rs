@@ -2,7 +2,9 @@
 //! stacks for flame graph tools, and as an SVG flame graph.
 //!
 //! Every renderer takes a [`Profile`], plain data with no kernel or process
-//! behind it, so each format is tested on its own.
+//! behind it, so each format is tested on its own. A profile says where its
+//! numbers came from ([`Source`]) and what they count ([`Unit`]), so a C
+//! program's report carries no Go words.
 
 pub mod chart;
 pub mod flamegraph;
@@ -11,65 +13,10 @@ pub mod json;
 pub mod pprof;
 pub mod text;
 
-use std::{
-    fs,
-    io::{self, Write},
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use crate::{aggregate::Totals, trend::Verdict};
-
-/// What one frame of a symbolized stack says.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct FrameInfo {
-    /// Function name as Go spells it (`main.(*RequestTracker).Track`).
-    pub function: Arc<str>,
-    /// Source file, if known.
-    pub file: Arc<str>,
-    /// Source line, 0 if unknown.
-    pub line: u32,
-    /// True when the compiler inlined this function into the next frame.
-    pub inlined: bool,
-}
-
-/// One frame of a symbolized stack: a shared handle (one pointer) to its
-/// [`FrameInfo`]. The symbolizer makes one per code address, so 100,000
-/// stacks of a dozen frames cost a dozen pointers each, not a dozen copies
-/// of names and lines; names are shared too (`Arc<str>`). Compares and
-/// hashes by what it says.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Frame(Arc<FrameInfo>);
-
-impl std::ops::Deref for Frame {
-    type Target = FrameInfo;
-    fn deref(&self) -> &FrameInfo {
-        &self.0
-    }
-}
-
-impl Frame {
-    /// A frame of `function` at `file`:`line`.
-    pub fn new(
-        function: impl Into<Arc<str>>,
-        file: impl Into<Arc<str>>,
-        line: u32,
-        inlined: bool,
-    ) -> Self {
-        Self(Arc::new(FrameInfo {
-            function: function.into(),
-            file: file.into(),
-            line,
-            inlined,
-        }))
-    }
-
-    /// A frame known only by its function name.
-    pub fn named(function: &str) -> Self {
-        Self::new(function, "", 0, false)
-    }
-}
+pub use crate::frame::{Frame, FrameInfo};
+use crate::{aggregate::Totals, analysis::trend::Verdict};
 
 /// One call stack with what it holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,12 +60,73 @@ pub struct WorkSummary {
 /// What was dropped or could not be matched; shown so no loss is silent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Losses {
-    /// Allocation samples lost in the kernel (ring buffer full).
+    /// Allocation samples (or brk/mmap calls) lost in the kernel: the ring
+    /// buffer was full.
     pub allocs_dropped: u64,
     /// Frees lost in the kernel (ring buffer full).
     pub frees_dropped: u64,
-    /// Samples whose user stack could not be read.
+    /// GC cycle markers lost in the kernel (ring buffer full).
+    pub gc_dropped: u64,
+    /// Samples whose stack could not be read (in the kernel) or never
+    /// arrived (a bucket whose stack was lost).
     pub stacks_failed: u64,
+    /// Samples of processes that exited before they could be placed.
+    pub samples_without_process: u64,
+}
+
+impl Losses {
+    /// Whether anything at all was lost.
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
+/// Where a report's numbers come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// Go's own heap sampler, seen through uprobes on the runtime: sampled
+    /// objects, scaled as pprof scales them.
+    GoSampler {
+        /// Go version, e.g. `go1.25.5`.
+        go_version: String,
+        /// Sampling rate in bytes (`MemProfileRate`) of the traced processes.
+        rate: u64,
+        /// GC cycles seen.
+        gc_cycles: u64,
+        /// Sampled bytes that survived the last complete GC cycle (Go's "as
+        /// of the last GC" view), once two cycles have been seen.
+        in_use_at_last_gc: Option<f64>,
+    },
+    /// brk and anonymous mmap/munmap of a process, whatever its language:
+    /// where the heap grows, not each allocation.
+    Syscalls,
+}
+
+impl Source {
+    /// Short name, as the JSON report spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::GoSampler { .. } => "go-sampler",
+            Source::Syscalls => "syscalls",
+        }
+    }
+}
+
+/// What the numbers of a report count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Unit {
+    /// Bytes of memory (and objects holding them).
+    #[default]
+    Bytes,
+}
+
+impl Unit {
+    /// As the JSON report spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Bytes => "bytes",
+        }
+    }
 }
 
 /// Everything a report shows.
@@ -126,25 +134,20 @@ pub struct Losses {
 pub struct Profile {
     /// The traced binary.
     pub binary: PathBuf,
-    /// Go version, e.g. `go1.25.5`.
-    pub go_version: String,
+    /// Where the numbers come from.
+    pub source: Source,
+    /// What they count.
+    pub unit: Unit,
     /// Processes traced so far.
     pub pids: Vec<u32>,
-    /// Sampling rate in bytes (`MemProfileRate`) of the traced processes.
-    pub rate: u64,
     /// Time since attach.
     pub elapsed: Duration,
-    /// GC cycles seen.
-    pub gc_cycles: u64,
-    /// Sampled allocations seen.
+    /// Events that added to a stack: sampled allocations, brk/mmap calls.
     pub samples: u64,
-    /// Frees of sampled objects seen.
+    /// Events that took away: frees of sampled objects, munmaps.
     pub frees: u64,
     /// Sum over all stacks.
     pub total: Totals,
-    /// Sampled bytes that survived the last complete GC cycle (Go's "as of
-    /// the last GC" view), once two cycles have been seen.
-    pub in_use_at_last_gc: Option<f64>,
     /// Estimated outstanding bytes at the previous report (for the trend).
     pub previous_outstanding: Option<f64>,
     /// Stacks, most outstanding bytes first.
@@ -155,107 +158,55 @@ pub struct Profile {
     pub work: Option<WorkSummary>,
 }
 
-/// Formats a byte count for people: `812 B`, `9.8 KiB`, `20.5 MiB`.
-pub fn human_bytes(bytes: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes;
-    let mut unit = 0;
-    while v.abs() >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{v:.0} {}", UNITS[0])
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-/// A byte change with its sign: `+1.2 MiB`, `-300 KiB`.
-pub fn signed_bytes(bytes: f64) -> String {
-    if bytes < 0.0 {
-        human_bytes(bytes)
-    } else {
-        format!("+{}", human_bytes(bytes))
-    }
-}
-
-/// Writes one requested output file (atomically, see [`write_atomically`])
-/// and says so on stderr; an error names the file.
-pub fn write_output(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    write_atomically(path, fill).with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("leak: wrote {}", path.display());
-    Ok(())
-}
-
-/// Writes a file so that it either appears complete or not at all: the
-/// content goes to a hidden temporary file beside it, renamed into place
-/// only once fully written and flushed.
-pub fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut w = io::BufWriter::new(fs::File::create(&tmp)?);
-        fill(&mut w)?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_bytes_picks_binary_units() {
-        assert_eq!(human_bytes(812.0), "812 B");
-        assert_eq!(human_bytes(10240.0), "10.0 KiB");
-        assert_eq!(human_bytes(20.48e6), "19.5 MiB");
-        assert_eq!(human_bytes(300.0 * 1024.0 * 1024.0), "300 MiB");
-        assert_eq!(human_bytes(-2048.0), "-2.0 KiB");
-    }
-
-    #[test]
-    fn atomic_write_leaves_nothing_on_failure() {
-        let dir = std::env::temp_dir().join(format!("leak-atomic-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("out.txt");
-        let err = write_atomically(&out, |w| {
-            w.write_all(b"half")?;
-            Err(io::Error::other("boom"))
+impl Profile {
+    /// Sorts stacks most outstanding first, then most allocated.
+    pub fn sort_by_outstanding(&mut self) {
+        self.stacks.sort_by(|a, b| {
+            b.totals
+                .outstanding_bytes
+                .total_cmp(&a.totals.outstanding_bytes)
+                .then(
+                    b.totals
+                        .allocated_bytes
+                        .total_cmp(&a.totals.allocated_bytes),
+                )
         });
-        assert!(err.is_err());
-        assert!(!out.exists());
-        assert_eq!(
-            fs::read_dir(&dir).unwrap().count(),
-            0,
-            "temp file left behind"
-        );
-        write_atomically(&out, |w| w.write_all(b"whole")).unwrap();
-        assert_eq!(fs::read_to_string(&out).unwrap(), "whole");
-        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The Go sampler's figures, if the numbers come from it.
+    pub fn go(&self) -> Option<(&str, u64, u64, Option<f64>)> {
+        match &self.source {
+            Source::GoSampler {
+                go_version,
+                rate,
+                gc_cycles,
+                in_use_at_last_gc,
+            } => Some((go_version, *rate, *gc_cycles, *in_use_at_last_gc)),
+            Source::Syscalls => None,
+        }
+    }
+}
+
+/// A small Go profile for the renderers' tests: `stacks` as given.
+#[cfg(test)]
+pub fn example(stacks: Vec<StackProfile>) -> Profile {
+    Profile {
+        binary: "/srv/seed".into(),
+        source: Source::GoSampler {
+            go_version: "go1.25.5".into(),
+            rate: 512 * 1024,
+            gc_cycles: 3,
+            in_use_at_last_gc: Some(20.0e6),
+        },
+        unit: Unit::Bytes,
+        pids: vec![4242],
+        elapsed: Duration::from_secs(30),
+        samples: 100,
+        frees: 10,
+        total: stacks.iter().map(|s| s.totals).sum(),
+        previous_outstanding: None,
+        stacks,
+        losses: Losses::default(),
+        work: None,
     }
 }

@@ -3,8 +3,11 @@
 
 use std::fmt::Write as _;
 
-use super::{human_bytes, signed_bytes, Frame, Profile, StackProfile};
-use crate::trend::Verdict;
+use super::{Frame, Profile, Source, StackProfile};
+use crate::{
+    analysis::trend::Verdict,
+    units::{human_bytes, signed_bytes, thousands},
+};
 
 /// Caller frames shown under each stack's leaf.
 const CALLERS_SHOWN: usize = 3;
@@ -26,23 +29,35 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
                 .join(",")
         ),
     };
-    let _ = writeln!(
-        out,
-        "leak trace · {} ({}) · {} · {:.0}s · rate {} · {} GC cycles",
-        profile.binary.display(),
-        profile.go_version,
-        pids,
-        secs,
-        human_bytes(profile.rate as f64),
-        profile.gc_cycles
-    );
     let held = profile.total.outstanding_bytes;
     let per_sec = if secs > 0.0 { held / secs } else { 0.0 };
-    match profile.in_use_at_last_gc {
-        Some(b) => {
-            let _ = write!(out, "heap in use at last GC: {}  ", human_bytes(b));
+    match &profile.source {
+        Source::GoSampler {
+            go_version,
+            rate,
+            gc_cycles,
+            in_use_at_last_gc,
+        } => {
+            let _ = writeln!(
+                out,
+                "leak trace · {} ({go_version}) · {pids} · {secs:.0}s · rate {} · {gc_cycles} GC cycles",
+                profile.binary.display(),
+                human_bytes(*rate as f64),
+            );
+            match in_use_at_last_gc {
+                Some(b) => {
+                    let _ = write!(out, "heap in use at last GC: {}  ", human_bytes(*b));
+                }
+                None => out.push_str("heap in use at last GC: (after 2 GC cycles)  "),
+            }
         }
-        None => out.push_str("heap in use at last GC: (after 2 GC cycles)  "),
+        Source::Syscalls => {
+            let _ = writeln!(
+                out,
+                "leak trace · {} · {pids} · {secs:.0}s · heap growth from brk/mmap",
+                profile.binary.display(),
+            );
+        }
     }
     let _ = write!(
         out,
@@ -68,16 +83,17 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
             thousands(w.calls)
         );
     }
-    let l = &profile.losses;
+    let (added, taken) = match profile.source {
+        Source::GoSampler { .. } => ("allocations", "frees"),
+        Source::Syscalls => ("brk/mmap calls", "munmaps"),
+    };
     let _ = writeln!(
         out,
-        "samples: {} allocations, {} frees · allocated since attach: {} · dropped: {} allocs, {} frees, {} stacks",
+        "samples: {} {added}, {} {taken} · allocated since attach: {} · dropped: {}",
         profile.samples,
         profile.frees,
         human_bytes(profile.total.allocated_bytes),
-        l.allocs_dropped,
-        l.frees_dropped,
-        l.stacks_failed
+        losses(profile),
     );
     let shown: Vec<&StackProfile> = profile
         .stacks
@@ -88,7 +104,10 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
         .take(top)
         .collect();
     if shown.is_empty() {
-        out.push_str("no outstanding sampled allocations yet\n");
+        out.push_str(match profile.source {
+            Source::GoSampler { .. } => "no outstanding sampled allocations yet\n",
+            Source::Syscalls => "no heap growth seen yet\n",
+        });
         return out;
     }
     let _ = writeln!(
@@ -151,15 +170,25 @@ fn describe(f: &Frame) -> String {
     format!("{} ({file}:{}{inlined})", f.function, f.line)
 }
 
-/// `1234567` → `1,234,567`.
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
+/// `0 allocs, 0 frees, 0 stacks`, plus any other loss that happened.
+fn losses(profile: &Profile) -> String {
+    let l = &profile.losses;
+    let mut out = match profile.source {
+        Source::GoSampler { .. } => format!(
+            "{} allocs, {} frees, {} stacks",
+            l.allocs_dropped, l.frees_dropped, l.stacks_failed
+        ),
+        Source::Syscalls => format!("{} calls, {} stacks", l.allocs_dropped, l.stacks_failed),
+    };
+    if l.gc_dropped > 0 {
+        let _ = write!(out, ", {} GC cycles", l.gc_dropped);
+    }
+    if l.samples_without_process > 0 {
+        let _ = write!(
+            out,
+            ", {} samples of processes gone before they could be read",
+            l.samples_without_process
+        );
     }
     out
 }
@@ -167,8 +196,8 @@ fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{aggregate::Totals, report::Losses};
-    use std::{path::PathBuf, time::Duration};
+    use crate::{aggregate::Totals, report::example};
+    use std::time::Duration;
 
     #[test]
     fn frames_show_file_and_line() {
@@ -177,14 +206,6 @@ mod tests {
         let g = Frame::new(f.function.clone(), f.file.clone(), f.line, true);
         assert_eq!(describe(&g), "bytes.Repeat (bytes.go:612, inlined)");
         assert_eq!(describe(&Frame::named("x")), "x");
-    }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
     }
 
     #[test]
@@ -208,22 +229,16 @@ mod tests {
                 allocated_objects: 2048.0,
             },
         };
-        let p = Profile {
-            work: None,
-            binary: PathBuf::from("/srv/seed"),
+        let mut p = example(vec![leak]);
+        p.pids = vec![42];
+        p.elapsed = Duration::from_secs(20);
+        p.source = Source::GoSampler {
             go_version: "go1.25.5".into(),
-            pids: vec![42],
             rate: 512 * 1024,
-            elapsed: Duration::from_secs(20),
             gc_cycles: 7,
-            samples: 40,
-            frees: 1,
-            total: leak.totals,
             in_use_at_last_gc: Some(19.0 * 1024.0 * 1024.0),
-            previous_outstanding: Some(10.0 * 1024.0 * 1024.0),
-            stacks: vec![leak],
-            losses: Losses::default(),
         };
+        p.previous_outstanding = Some(10.0 * 1024.0 * 1024.0);
         let text = render(&p, 10, false);
         assert!(
             text.contains("/srv/seed (go1.25.5) · pid 42 · 20s · rate 512 KiB · 7 GC cycles"),
@@ -238,5 +253,37 @@ mod tests {
         // Only three callers under the leaf.
         assert!(text.contains("← net/http.HandlerFunc.ServeHTTP"));
         assert!(!text.contains("serverHandler"));
+    }
+
+    #[test]
+    fn a_native_report_has_no_go_words() {
+        let mut p = example(vec![StackProfile {
+            frames: ["malloc", "leak_request_buffer", "main"]
+                .iter()
+                .map(|n| Frame::named(n))
+                .collect(),
+            totals: Totals {
+                outstanding_bytes: 18.0 * 1024.0 * 1024.0,
+                outstanding_objects: 9.0,
+                allocated_bytes: 18.0 * 1024.0 * 1024.0,
+                allocated_objects: 9.0,
+            },
+            growth: None,
+        }]);
+        p.binary = "/usr/bin/leaker".into();
+        p.source = Source::Syscalls;
+        let text = render(&p, 10, false);
+        assert!(
+            text.contains(
+                "leak trace · /usr/bin/leaker · pid 4242 · 30s · heap growth from brk/mmap"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("100 brk/mmap calls, 10 munmaps"), "{text}");
+        for go_word in ["GC", "rate", "sampled", "frees"] {
+            assert!(!text.contains(go_word), "{go_word} in {text}");
+        }
+        p.stacks.clear();
+        assert!(render(&p, 10, false).contains("no heap growth seen yet"));
     }
 }

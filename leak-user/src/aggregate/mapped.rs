@@ -9,9 +9,9 @@
 //! recent growths first. Everything is "since attach": memory mapped before
 //! leak started is unknown, and unmapping it changes nothing here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use crate::aggregate::{StackId, Totals};
+use super::{StackId, StackTable, Totals};
 
 const PAGE: u64 = 4096;
 
@@ -22,9 +22,7 @@ fn page_up(v: u64) -> u64 {
 /// Mapped ranges and brk growths of one process, and their stacks.
 #[derive(Debug, Default)]
 pub struct MappedBytes {
-    stacks: Vec<Vec<u64>>,
-    index: HashMap<Vec<u64>, StackId>,
-    totals: Vec<Totals>,
+    stacks: StackTable,
     /// Live mappings made since attach: start → (end, stack).
     ranges: BTreeMap<u64, (u64, StackId)>,
     /// The program break, page-rounded, once known.
@@ -43,19 +41,17 @@ impl MappedBytes {
 
     /// The id of a stack of code addresses (innermost first).
     pub fn intern(&mut self, pcs: &[u64]) -> StackId {
-        if let Some(id) = self.index.get(pcs) {
-            return *id;
-        }
-        let id = StackId(self.stacks.len() as u32);
-        self.stacks.push(pcs.to_vec());
-        self.totals.push(Totals::default());
-        self.index.insert(pcs.to_vec(), id);
-        id
+        self.stacks.intern(pcs)
+    }
+
+    /// Stacks interned so far.
+    pub fn stack_count(&self) -> usize {
+        self.stacks.len()
     }
 
     /// The addresses of an interned stack.
     pub fn stack(&self, id: StackId) -> &[u64] {
-        &self.stacks[id.0 as usize]
+        self.stacks.stack(id)
     }
 
     /// The program break when tracing began (from `/proc/PID/maps`).
@@ -111,19 +107,14 @@ impl MappedBytes {
     }
 
     fn grow(&mut self, stack: StackId, bytes: u64) {
-        let t = &mut self.totals[stack.0 as usize];
-        t.outstanding_bytes += bytes as f64;
-        t.outstanding_objects += 1.0;
-        t.allocated_bytes += bytes as f64;
-        t.allocated_objects += 1.0;
+        self.stacks.totals_mut(stack).add_alloc(bytes as f64, 1.0);
     }
 
     fn shrink(&mut self, stack: StackId, bytes: u64, whole: bool) {
-        let t = &mut self.totals[stack.0 as usize];
-        t.outstanding_bytes = (t.outstanding_bytes - bytes as f64).max(0.0);
-        if whole {
-            t.outstanding_objects = (t.outstanding_objects - 1.0).max(0.0);
-        }
+        let objects = if whole { 1.0 } else { 0.0 };
+        self.stacks
+            .totals_mut(stack)
+            .sub_outstanding(bytes as f64, objects);
     }
 
     /// Takes `[start, end)` away from the mappings that overlap it.
@@ -159,23 +150,12 @@ impl MappedBytes {
 
     /// Totals per stack that ever held memory.
     pub fn stacks_with_totals(&self) -> impl Iterator<Item = (StackId, &Totals)> {
-        self.totals
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.allocated_bytes > 0.0)
-            .map(|(i, t)| (StackId(i as u32), t))
+        self.stacks.iter().filter(|(_, t)| t.allocated_bytes > 0.0)
     }
 
     /// Totals over all stacks.
     pub fn total(&self) -> Totals {
-        let mut sum = Totals::default();
-        for t in &self.totals {
-            sum.outstanding_bytes += t.outstanding_bytes;
-            sum.outstanding_objects += t.outstanding_objects;
-            sum.allocated_bytes += t.allocated_bytes;
-            sum.allocated_objects += t.allocated_objects;
-        }
-        sum
+        self.stacks.sum()
     }
 
     /// brk and mmap calls seen.
@@ -194,7 +174,7 @@ mod tests {
     use super::*;
 
     fn held(m: &MappedBytes, s: StackId) -> f64 {
-        m.totals[s.0 as usize].outstanding_bytes
+        m.stacks.totals(s).outstanding_bytes
     }
 
     #[test]
@@ -212,7 +192,7 @@ mod tests {
         assert_eq!(m.ranges.len(), 3);
         m.munmap(0x20000, 0x1000);
         assert_eq!(held(&m, b), 0.0);
-        assert_eq!(m.totals[b.0 as usize].outstanding_objects, 0.0);
+        assert_eq!(m.stacks.totals(b).outstanding_objects, 0.0);
         // Across both pieces of a's and beyond.
         m.munmap(0xf000, 0x10000);
         assert_eq!(held(&m, a), 0.0);

@@ -1,9 +1,83 @@
-//! What `/proc` says about a process's memory: the RSS counters the kernel
-//! side may not have reported yet, and which processes exist.
+//! Processes as `/proc` shows them, read in one place: which exist, what
+//! they run, their state and memory counters ([`maps`]: their mappings and
+//! where a binary is loaded; [`memory`]: reading and writing their memory
+//! through one handle per process).
 
-use std::fs;
+pub mod maps;
+pub mod memory;
+
+use std::{
+    fs, io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
 
 use leak_common::{RSS_ANON, RSS_FILE, RSS_MEMBERS, RSS_SHMEM, RSS_SWAP};
+
+/// Identity of a file on disk: the same binary seen through different paths
+/// (symlinks, `/proc/PID/exe`, a container's root) has the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The id of the file at `path` (symlinks followed).
+    pub fn of(path: &Path) -> io::Result<Self> {
+        let md = fs::metadata(path)?;
+        Ok(Self {
+            dev: md.dev(),
+            ino: md.ino(),
+        })
+    }
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    state(pid).is_some_and(|(s, _)| !is_dead(s))
+}
+
+/// The executable of process `pid`; an error that says "no process" when
+/// there is none.
+pub fn exe(pid: u32) -> io::Result<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => io::Error::new(e.kind(), format!("no process with pid {pid}")),
+        _ => io::Error::new(
+            e.kind(),
+            format!("cannot read the executable of pid {pid}: {e}"),
+        ),
+    })
+}
+
+/// Whether process `pid` runs the binary `id`; `None` when there is no such
+/// process (or it is gone).
+pub fn runs_binary(pid: u32, id: FileId) -> Option<bool> {
+    if !alive(pid) {
+        return None;
+    }
+    match FileId::of(Path::new(&format!("/proc/{pid}/exe"))) {
+        Ok(exe) => Some(exe == id),
+        // Kernel threads have no exe; a process may exit under us.
+        Err(_) => Some(false),
+    }
+}
+
+/// Every live process whose executable is `id`, in pid order.
+pub fn processes_running(id: FileId) -> Vec<u32> {
+    pids()
+        .into_iter()
+        .filter(|pid| runs_binary(*pid, id) == Some(true))
+        .collect()
+}
+
+/// The command name of a process (`/proc/PID/comm`).
+pub fn comm(pid: u32) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(s.trim_end().to_string())
+}
 
 /// One process's memory as `/proc/PID/status` shows it, in bytes, indexed
 /// like `kmem:rss_stat`'s counters (`RSS_FILE`, `RSS_ANON`, `RSS_SWAP`,
@@ -137,5 +211,15 @@ Threads:\t8
         assert!(rss[RSS_ANON] + rss[RSS_FILE] > 0);
         assert!(state(me).is_some_and(|(s, _)| !is_dead(s)));
         assert!(start_brk(me).is_some());
+    }
+
+    #[test]
+    fn this_process_is_alive_and_runs_its_exe() {
+        let me = std::process::id();
+        assert!(alive(me));
+        let id = FileId::of(Path::new("/proc/self/exe")).unwrap();
+        assert_eq!(runs_binary(me, id), Some(true));
+        assert!(processes_running(id).contains(&me));
+        assert_eq!(runs_binary(u32::MAX - 1, id), None);
     }
 }

@@ -3,17 +3,19 @@
 //! allocates a lot and keeps nothing (churn), and how much each call of a
 //! unit of work (`--work`) leaves behind.
 //!
-//! The verdict itself is [`crate::trend`]'s, the same rule `leak top` applies
+//! The verdict itself is [`super::trend`]'s, the same rule `leak top` applies
 //! to processes. This module only keeps the series, bounded: at most
 //! `max_tracked` stacks (the largest holders win a slot) with at most
-//! `max_points` points each (older points are thinned by half when full).
+//! `max_points` points each (halved when full, keeping troughs:
+//! [`super::series::thin`]).
 
 use std::{collections::HashMap, hash::Hash};
 
-use crate::{
-    aggregate::Totals,
+use super::{
+    series,
     trend::{self, Fit, Thresholds, Trend},
 };
+use crate::aggregate::Totals;
 
 /// One stack's readings: `(seconds since attach, bytes)`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -40,21 +42,6 @@ pub struct GrowthTracker<K> {
     max_points: usize,
 }
 
-/// Keeps `points` under `max` by dropping every other old point.
-fn thin(points: &mut Vec<(f64, f64)>, max: usize) {
-    if points.len() > max {
-        let last = *points.last().expect("non-empty");
-        let mut i = 0;
-        points.retain(|_| {
-            i += 1;
-            i % 2 == 1
-        });
-        if points.last() != Some(&last) {
-            points.push(last);
-        }
-    }
-}
-
 impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     /// A tracker of at most `max_tracked` stacks, `max_points` points each.
     pub fn new(max_tracked: usize, max_points: usize) -> Self {
@@ -70,7 +57,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     /// Records the work counter (cumulative calls) at `t`.
     pub fn record_work(&mut self, t: f64, calls: u64) {
         self.work.push((t, calls as f64));
-        thin(&mut self.work, self.max_points);
+        series::thin(&mut self.work, self.max_points);
     }
 
     /// Records every stack's totals at `t`: `(stack, totals as of the last
@@ -114,9 +101,9 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
             }
             s.current.push((t, *now));
             s.allocated.push((t, tot.allocated_bytes));
-            thin(&mut s.outstanding, self.max_points);
-            thin(&mut s.current, self.max_points);
-            thin(&mut s.allocated, self.max_points);
+            series::thin(&mut s.outstanding, self.max_points);
+            series::thin(&mut s.current, self.max_points);
+            series::thin(&mut s.allocated, self.max_points);
         }
     }
 
@@ -163,7 +150,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trend::Verdict;
+    use crate::analysis::trend::Verdict;
 
     fn held(b: f64, allocated: f64) -> Totals {
         Totals {

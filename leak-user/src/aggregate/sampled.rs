@@ -14,52 +14,9 @@
 //! born before cycle N and is still outstanding when cycle N+1 ends survived
 //! collection N.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::collections::{BTreeMap, HashMap};
 
-/// Index of an interned stack in [`Aggregator::stacks`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StackId(pub u32);
-
-/// How many objects one sample of `size` bytes stands for at sampling `rate`
-/// (pprof's `scaleHeapSample`). Rates of 0 and 1 mean every allocation was
-/// recorded: weight 1.
-pub fn sample_weight(size: u64, rate: u64) -> f64 {
-    if rate <= 1 || size == 0 {
-        return 1.0;
-    }
-    1.0 / (1.0 - (-(size as f64) / rate as f64).exp())
-}
-
-/// Estimated totals for one stack (or for everything).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Totals {
-    /// Bytes allocated and not yet freed.
-    pub outstanding_bytes: f64,
-    /// Objects allocated and not yet freed.
-    pub outstanding_objects: f64,
-    /// Bytes allocated since attach, freed or not.
-    pub allocated_bytes: f64,
-    /// Objects allocated since attach, freed or not.
-    pub allocated_objects: f64,
-}
-
-impl Totals {
-    fn add_alloc(&mut self, bytes: f64, objects: f64) {
-        self.outstanding_bytes += bytes;
-        self.outstanding_objects += objects;
-        self.allocated_bytes += bytes;
-        self.allocated_objects += objects;
-    }
-
-    fn sub_outstanding(&mut self, bytes: f64, objects: f64) {
-        // Clamp: float sums drift by ulps, never below zero.
-        self.outstanding_bytes = (self.outstanding_bytes - bytes).max(0.0);
-        self.outstanding_objects = (self.outstanding_objects - objects).max(0.0);
-    }
-}
+use super::{sample_weight, StackId, StackTable, Totals};
 
 /// A sampled object that has not been freed yet.
 #[derive(Clone, Copy, Debug)]
@@ -108,9 +65,7 @@ pub struct Unmatched {
 /// code path in two processes adds up.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    stack_ids: HashMap<Arc<[u64]>, StackId>,
-    stacks: Vec<Arc<[u64]>>,
-    per_stack: Vec<Totals>,
+    stacks: StackTable,
     live: HashMap<(u32, u64), LiveSample>,
     gc: HashMap<u32, GcState>,
     total: Totals,
@@ -127,15 +82,7 @@ impl Aggregator {
 
     /// Interns `pcs` and returns its id.
     pub fn intern(&mut self, pcs: &[u64]) -> StackId {
-        if let Some(id) = self.stack_ids.get(pcs) {
-            return *id;
-        }
-        let id = StackId(self.stacks.len() as u32);
-        let pcs: Arc<[u64]> = pcs.into();
-        self.stacks.push(pcs.clone());
-        self.per_stack.push(Totals::default());
-        self.stack_ids.insert(pcs, id);
-        id
+        self.stacks.intern(pcs)
     }
 
     /// Records a sampled allocation of `size` bytes at `addr` in process
@@ -158,7 +105,7 @@ impl Aggregator {
             self.retire(tgid, old);
             self.unmatched.reused_addresses += 1;
         }
-        self.per_stack[stack.0 as usize].add_alloc(bytes, objects);
+        self.stacks.totals_mut(stack).add_alloc(bytes, objects);
         self.total.add_alloc(bytes, objects);
         self.samples += 1;
     }
@@ -234,13 +181,9 @@ impl Aggregator {
     /// `runtime.GC()`), whose sweep is complete, this equals Go's view.
     pub fn stacks_as_of_last_gc(&self) -> Vec<(StackId, Totals)> {
         let mut out: Vec<Totals> = self
-            .per_stack
+            .stacks
             .iter()
-            .map(|t| Totals {
-                outstanding_bytes: 0.0,
-                outstanding_objects: 0.0,
-                ..*t
-            })
+            .map(|(_, t)| t.allocated_only())
             .collect();
         for ((tgid, _), sample) in &self.live {
             let cycles = self.gc.get(tgid).map(|g| g.cycles).unwrap_or(0);
@@ -259,7 +202,7 @@ impl Aggregator {
     /// Outstanding bytes per stack (indexed by `StackId`) of objects that
     /// have lived through at least `collections` GC cycles of their process.
     pub fn survived_per_stack(&self, collections: u64) -> Vec<f64> {
-        let mut out = vec![0.0; self.per_stack.len()];
+        let mut out = vec![0.0; self.stacks.len()];
         for ((tgid, _), sample) in &self.live {
             let cycles = self.gc.get(tgid).map(|g| g.cycles).unwrap_or(0);
             if sample.birth_cycle + collections <= cycles {
@@ -270,7 +213,9 @@ impl Aggregator {
     }
 
     fn retire(&mut self, tgid: u32, old: LiveSample) {
-        self.per_stack[old.stack.0 as usize].sub_outstanding(old.bytes, old.objects);
+        self.stacks
+            .totals_mut(old.stack)
+            .sub_outstanding(old.bytes, old.objects);
         self.total.sub_outstanding(old.bytes, old.objects);
         if let Some(gc) = self.gc.get_mut(&tgid) {
             let bucket = gc.bucket(old.birth_cycle);
@@ -307,15 +252,12 @@ impl Aggregator {
 
     /// The frames of an interned stack.
     pub fn stack(&self, id: StackId) -> &[u64] {
-        &self.stacks[id.0 as usize]
+        self.stacks.stack(id)
     }
 
     /// Every stack with its totals, in interning order.
     pub fn stacks(&self) -> impl Iterator<Item = (StackId, &Totals)> {
-        self.per_stack
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (StackId(i as u32), t))
+        self.stacks.iter()
     }
 }
 
@@ -324,18 +266,6 @@ mod tests {
     use super::*;
 
     const RATE: u64 = 512 * 1024;
-
-    #[test]
-    fn weight_matches_pprof_formula() {
-        // A 10 KiB object at the default rate stands for ~51.7 objects.
-        let w = sample_weight(10240, RATE);
-        assert!((w - 51.70).abs() < 0.01, "{w}");
-        // Objects far larger than the rate are always sampled.
-        assert!((sample_weight(64 << 20, RATE) - 1.0).abs() < 1e-9);
-        // Rate 1 (every allocation) and rate 0 are unscaled.
-        assert_eq!(sample_weight(100, 1), 1.0);
-        assert_eq!(sample_weight(100, 0), 1.0);
-    }
 
     #[test]
     fn outstanding_follows_allocs_and_frees() {

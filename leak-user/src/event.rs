@@ -1,11 +1,16 @@
-//! Reading what the kernel side sends: ring buffer records and counters.
+//! What the kernel side sends, decoded once: ring buffer records of every
+//! kind (Go samples, frees and GC cycles; brk/mmap calls) and the loss
+//! counters.
 
 use std::mem::size_of;
 
 use aya::maps::{MapData, PerCpuArray};
 #[cfg(test)]
 use leak_common::ALLOC_HAS_STACK;
-use leak_common::{AllocEvent, Counter, Event, EventKind, ALLOC_HEADER, COUNTERS, GO_MAX_FRAMES};
+use leak_common::{
+    AllocEvent, Counter, Event, EventKind, MapEvent, ALLOC_HEADER, COUNTERS, GO_MAX_FRAMES,
+    MAX_FRAMES, STACK_WORDS,
+};
 
 /// One decoded ring buffer record.
 pub enum Record {
@@ -15,6 +20,8 @@ pub enum Record {
     Free(Event),
     /// A GC cycle ended.
     GcCycle(Event),
+    /// A brk, mmap or munmap of a traced process.
+    Map(Box<MapEvent>),
 }
 
 /// Decodes a ring buffer record; `None` for a record of unknown kind or
@@ -58,6 +65,14 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             } else {
                 Record::GcCycle(ev)
             })
+        }
+        EventKind::Map if bytes.len() >= size_of::<MapEvent>() => {
+            // SAFETY: length checked; MapEvent is plain integers.
+            let mut ev: Box<MapEvent> =
+                Box::new(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) });
+            ev.frames = ev.frames.min(MAX_FRAMES as u32);
+            ev.words = ev.words.min(STACK_WORDS as u32);
+            Some(Record::Map(ev))
         }
         _ => None,
     }

@@ -1,0 +1,240 @@
+//! The files a run writes on exit, one flattened argument group shared by
+//! every subcommand: checked before anything is attached, written at the
+//! end, each whole or not at all.
+
+use std::{
+    fs,
+    io::{self, Write},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+
+use crate::report::{self, chart::ChartLine, Profile};
+
+/// Output files, written when the run ends.
+#[derive(Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Outputs (written on exit, each whole or not at all)")]
+pub struct Outputs {
+    /// Folded stacks (flamegraph.pl / inferno input): frames root first
+    /// joined by ';', a space, outstanding bytes. leak trace.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+
+    /// An SVG flame graph of outstanding bytes. leak trace.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<PathBuf>,
+
+    /// A gzipped pprof heap profile (read it with `go tool pprof`; `-base`
+    /// diffs two of them). leak trace on a Go program.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+
+    /// The report as JSON (schemas in the README).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// An SVG chart over time: resident memory of the top processes (leak
+    /// top), or bytes held by the top stacks (leak trace), verdicts in the
+    /// legend.
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<PathBuf>,
+}
+
+/// One kind of output file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// `--folded`.
+    Folded,
+    /// `--flamegraph`.
+    Flamegraph,
+    /// `--pprof`.
+    Pprof,
+    /// `--json`.
+    Json,
+    /// `--chart`.
+    Chart,
+}
+
+impl Output {
+    /// The flag that asks for it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Output::Folded => "--folded",
+            Output::Flamegraph => "--flamegraph",
+            Output::Pprof => "--pprof",
+            Output::Json => "--json",
+            Output::Chart => "--chart",
+        }
+    }
+}
+
+impl Outputs {
+    /// Every requested output with its path.
+    pub fn requested(&self) -> impl Iterator<Item = (Output, &Path)> {
+        [
+            (Output::Folded, &self.folded),
+            (Output::Flamegraph, &self.flamegraph),
+            (Output::Pprof, &self.pprof),
+            (Output::Json, &self.json),
+            (Output::Chart, &self.chart),
+        ]
+        .into_iter()
+        .filter_map(|(o, p)| p.as_deref().map(|p| (o, p)))
+    }
+
+    /// Fails, before any tracing, if an output is asked of a mode that
+    /// cannot write it (`mode` says which, and `instead` what would) or a
+    /// file cannot be written.
+    pub fn check(&self, supported: &[Output], mode: &str, instead: &str) -> Result<()> {
+        for (output, path) in self.requested() {
+            if !supported.contains(&output) {
+                bail!("{} is not written by {mode}: {instead}", output.flag());
+            }
+            check_writable(path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the profile's folded stacks, flame graph and JSON, each that
+    /// was asked for.
+    pub fn write_profile(&self, profile: &Profile) -> Result<()> {
+        if let Some(path) = &self.folded {
+            write(path, |w| report::folded::write(profile, w))?;
+        }
+        if let Some(path) = &self.flamegraph {
+            write(path, |w| report::flamegraph::write(profile, w))?;
+        }
+        if let Some(path) = &self.json {
+            write(path, |w| report::json::write(profile, w))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the chart, if asked for.
+    pub fn write_chart(&self, title: &str, lines: &[ChartLine]) -> Result<()> {
+        if let Some(path) = &self.chart {
+            write(path, |w| report::chart::write(title, lines, w))?;
+        }
+        Ok(())
+    }
+}
+
+/// Fails if `out` cannot be written: no such directory, or a directory.
+pub fn check_writable(out: &Path) -> Result<()> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            out.display(),
+            dir.display()
+        );
+    }
+    if out.is_dir() {
+        bail!("cannot write {}: it is a directory", out.display());
+    }
+    Ok(())
+}
+
+/// Writes one output file (atomically, see [`write_atomically`]) and says
+/// so on stderr; an error names the file.
+pub fn write(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<()> {
+    write_atomically(path, fill).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("leak: wrote {}", path.display());
+    Ok(())
+}
+
+/// Writes a file so that it either appears complete or not at all: the
+/// content goes to a hidden temporary file beside it, renamed into place
+/// only once fully written and flushed.
+pub fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
+    let tmp = dir.join(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut w = io::BufWriter::new(fs::File::create(&tmp)?);
+        fill(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_leaves_nothing_on_failure() {
+        let dir = std::env::temp_dir().join(format!("leak-atomic-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out.txt");
+        let err = write_atomically(&out, |w| {
+            w.write_all(b"half")?;
+            Err(io::Error::other("boom"))
+        });
+        assert!(err.is_err());
+        assert!(!out.exists());
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            0,
+            "temp file left behind"
+        );
+        write_atomically(&out, |w| w.write_all(b"whole")).unwrap();
+        assert_eq!(fs::read_to_string(&out).unwrap(), "whole");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unsupported_or_unwritable_outputs_fail_before_tracing() {
+        let o = Outputs {
+            pprof: Some("x.pb.gz".into()),
+            ..Outputs::default()
+        };
+        let e = o
+            .check(&[Output::Json], "leak top", "use leak trace")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--pprof is not written by leak top: use leak trace"
+        );
+        let o = Outputs {
+            chart: Some("/no/such/dir/x.svg".into()),
+            ..Outputs::default()
+        };
+        let e = o.check(&[Output::Chart], "leak top", "").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("directory /no/such/dir does not exist"),
+            "{e}"
+        );
+        let o = Outputs {
+            json: Some(std::env::temp_dir()),
+            ..Outputs::default()
+        };
+        assert!(o
+            .check(&[Output::Json], "", "")
+            .unwrap_err()
+            .to_string()
+            .contains("is a directory"));
+    }
+}

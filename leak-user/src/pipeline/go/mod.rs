@@ -1,0 +1,413 @@
+//! The Go pipeline: uprobes on the runtime's own heap sampler
+//! (`setprofilebucket`, the sweeper's `freeSpecial`, GC mark termination,
+//! and `--work`'s function), outstanding bytes per call stack, the growth
+//! series and verdicts, and the reports. [`target`] opens the binary and
+//! plans the probes, [`processes`] follows the processes running it,
+//! [`buckets`] maps Go's profile buckets to stacks, [`profile`] turns the
+//! numbers into a report.
+
+pub mod buckets;
+pub mod processes;
+pub mod profile;
+pub mod target;
+
+use std::{
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
+    Ebpf,
+};
+use leak_common::{Counter, ALLOC_HAS_STACK};
+
+use self::{
+    buckets::BucketStacks,
+    processes::{Process, Processes, RatePolicy},
+    profile::{SortBy, SYMBOLIZE_BUDGET},
+    target::Target,
+};
+use crate::{
+    aggregate::{merged::MergedStacks, sampled::Aggregator},
+    analysis::growth::GrowthTracker,
+    event::{self, KernelCounters, Record},
+    outputs::Outputs,
+    probes,
+    process::{self, memory::ProcessMemory},
+    report::{self, chart::ChartLine, Losses},
+    sampling,
+    session::{self, Pipeline, Stop, Timing},
+    symbolize::Symbolizer,
+    target::GoBinary,
+};
+
+/// Stacks whose history is kept for the growth verdict.
+const TRACKED_STACKS: usize = 1024;
+/// Points kept per stack (halved when full).
+const SERIES_POINTS: usize = 360;
+/// How often processes running the binary are looked for.
+const SCAN_EVERY: Duration = Duration::from_millis(500);
+/// How often each stack's growth series gets a point.
+const GROWTH_EVERY: Duration = Duration::from_secs(1);
+/// Records are read in batches this often; the kernel side wakes leak
+/// early only when a quarter of the ring buffer waits.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// What `leak trace` on a Go program was asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Only this process (it must run the binary).
+    pub pid: Option<u32>,
+    /// `--work`: the function that marks a unit of work.
+    pub work: Option<String>,
+    /// `--rate`.
+    pub rate: Option<u64>,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// Stacks in the text report.
+    pub top: usize,
+    /// Their order.
+    pub sort: SortBy,
+    /// Seconds between reports.
+    pub interval: f64,
+    /// Stop after this many seconds.
+    pub duration: Option<f64>,
+    /// Files to write at the end.
+    pub outputs: Outputs,
+}
+
+/// Kernel maps the pipeline reads while tracing.
+struct Maps {
+    counters: PerCpuArray<MapData, u64>,
+    work_calls: PerCpuArray<MapData, u64>,
+    /// The kernel's set of buckets whose stack was sent, to forget a
+    /// process's buckets when it exits (its pid may be reused).
+    known_buckets: AyaHashMap<MapData, [u64; 2], u8>,
+}
+
+/// The state of one `leak trace` of a Go binary.
+pub struct GoPipeline {
+    options: Options,
+    target: Target,
+    agg: Aggregator,
+    symbols: Symbolizer<Rc<GoBinary>>,
+    merged: MergedStacks,
+    growth: GrowthTracker<u32>,
+    procs: Processes,
+    buckets: BucketStacks,
+    maps: Option<Maps>,
+    started: Instant,
+    previous_outstanding: Option<f64>,
+    samples_without_process: u64,
+    last_scan: Instant,
+    last_growth: Instant,
+}
+
+/// Checks the request against the opened binary, then traces until told
+/// to stop and writes every requested output.
+pub fn run(target: Target, options: Options) -> Result<()> {
+    if let Some(pid) = options.pid {
+        match process::runs_binary(pid, target.id) {
+            None => bail!("no process with pid {pid}"),
+            Some(false) => {
+                let exe = process::exe(pid)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "something else".into());
+                bail!(
+                    "pid {pid} is not running {} (it runs {exe})",
+                    target.path.display()
+                );
+            }
+            Some(true) => {}
+        }
+    }
+    session::block_on(trace(options, target))
+}
+
+async fn trace(options: Options, target: Target) -> Result<()> {
+    let (config, attach) = target.attachments(options.work.as_deref())?;
+    let now = Instant::now();
+    let mut p = GoPipeline {
+        symbols: Symbolizer::new(target.bin.clone()),
+        target,
+        agg: Aggregator::new(),
+        merged: MergedStacks::default(),
+        growth: GrowthTracker::new(TRACKED_STACKS, SERIES_POINTS),
+        procs: Processes::default(),
+        buckets: BucketStacks::default(),
+        maps: None,
+        started: now,
+        previous_outstanding: None,
+        samples_without_process: 0,
+        last_scan: now,
+        last_growth: now,
+        options,
+    };
+    // Before attaching: a process that cannot be seen fails now, not later.
+    p.scan_processes()?;
+    let mut ebpf = probes::load_and_attach(&p.target.path, p.options.pid, config, &attach)?;
+    let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+    p.maps = Some(Maps {
+        counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
+        work_calls: PerCpuArray::try_from(take_map(&mut ebpf, "WORK_CALLS")?)?,
+        known_buckets: AyaHashMap::try_from(take_map(&mut ebpf, "KNOWN_BUCKETS")?)?,
+    });
+    p.started = Instant::now();
+    eprintln!(
+        "leak: tracing {} ({}){}; Ctrl-C to stop",
+        p.target.path.display(),
+        p.target.version,
+        match p.options.pid {
+            Some(pid) => format!(", pid {pid}"),
+            None => ", every process running it".to_string(),
+        }
+    );
+    let timing = Timing {
+        report_every: Duration::from_secs_f64(p.options.interval),
+        poll_every: Some(DRAIN_EVERY),
+        duration: p.options.duration,
+    };
+    let stop = session::run(&mut p, Some(ring), timing).await?;
+    p.record_growth();
+    let losses = p.losses();
+    // Detach before the slow part (symbolizing, writing files); the
+    // numbers already read stay.
+    p.maps = None;
+    drop(ebpf);
+    if stop == Stop::AllExited {
+        eprintln!("leak: every traced process has exited");
+    }
+    p.finish(losses)
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("the eBPF object has no {name} map"))
+}
+
+impl Pipeline for GoPipeline {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            let record = event::decode(&item);
+            drop(item);
+            if let Some(record) = record {
+                self.handle(record);
+            }
+        }
+    }
+
+    fn poll(&mut self) -> Result<Option<Stop>> {
+        self.symbolize_pending(SYMBOLIZE_BUDGET / 10);
+        if self.last_growth.elapsed() >= GROWTH_EVERY {
+            self.last_growth = Instant::now();
+            self.record_growth();
+        }
+        if self.last_scan.elapsed() >= SCAN_EVERY {
+            self.last_scan = Instant::now();
+            self.scan_processes()?;
+            if self.procs.all_exited() {
+                return Ok(Some(Stop::AllExited));
+            }
+        }
+        Ok(None)
+    }
+
+    fn report(&mut self) -> Result<Option<Stop>> {
+        let mut profile = self.profile(false);
+        self.previous_outstanding = Some(profile.total.outstanding_bytes);
+        profile::sort_for_text(&mut profile, self.options.sort);
+        println!("{}", self.render(&profile));
+        Ok(None)
+    }
+}
+
+impl GoPipeline {
+    fn render(&self, profile: &report::Profile) -> String {
+        report::text::render(
+            profile,
+            self.options.top,
+            self.options.sort == SortBy::Allocated,
+        )
+    }
+
+    fn handle(&mut self, record: Record) {
+        match record {
+            Record::Alloc(ev) => {
+                let Some(p) = self.process(ev.tgid) else {
+                    self.samples_without_process += 1;
+                    return;
+                };
+                let (bias, rate) = (p.bias, p.rates.at(ev.timestamp_ns));
+                let carried = (ev.flags & ALLOC_HAS_STACK != 0)
+                    .then(|| &ev.stack[..(ev.frames as usize).min(ev.stack.len())]);
+                let stack = self
+                    .buckets
+                    .stack_of(ev.tgid, ev.bucket, carried, bias, &mut self.agg);
+                self.agg.alloc(ev.tgid, ev.addr, ev.size, rate, stack);
+            }
+            Record::Free(ev) => {
+                self.agg.free(ev.tgid, ev.addr);
+            }
+            Record::GcCycle(ev) => {
+                if let Some(p) = self.process(ev.tgid) {
+                    p.gc_cycles += 1;
+                    self.agg.gc_cycle(ev.tgid);
+                }
+            }
+            Record::Map(_) => {}
+        }
+    }
+
+    /// Process `tgid`, placed on first sight: its load bias, its memory,
+    /// the sampling rate in force.
+    fn process(&mut self, tgid: u32) -> Option<&mut Process> {
+        if !self.procs.contains(tgid) {
+            let bias = self.target.load_bias(tgid)?;
+            let (_, start_time) = process::state(tgid)?;
+            let memory = ProcessMemory::open(tgid).ok();
+            let rate = match (&memory, self.target.mem_profile_rate) {
+                (Some(m), Some(addr)) => {
+                    use crate::process::memory::Memory;
+                    m.read_i64(addr.wrapping_add(bias)).ok()
+                }
+                _ => None,
+            }
+            .unwrap_or(sampling::DEFAULT_RATE as i64);
+            let memory = memory.map(|m| Box::new(m) as Box<dyn process::memory::MemoryMut>);
+            self.procs.insert(
+                tgid,
+                Process::new(bias, start_time, memory, rate.max(0) as u64),
+            );
+        }
+        self.procs.get_mut(tgid)
+    }
+
+    /// Finds processes running the binary, notes exits (and pids reused),
+    /// and makes sure each one samples its heap.
+    fn scan_processes(&mut self) -> Result<()> {
+        let pids = match self.options.pid {
+            Some(pid) => vec![pid],
+            None => process::processes_running(self.target.id),
+        };
+        let running: Vec<(u32, u64)> = pids
+            .into_iter()
+            .filter_map(|pid| match process::state(pid) {
+                Some((s, start)) if !process::is_dead(s) => Some((pid, start)),
+                _ => None,
+            })
+            .collect();
+        for pid in self.procs.update(&running).exited {
+            // Kept in the report, but its memory is gone; so are its
+            // buckets, here and in the kernel.
+            self.agg.process_exited(pid);
+            for key in self.buckets.forget(pid) {
+                if let Some(m) = &mut self.maps {
+                    let _ = m.known_buckets.remove(&[key.0 as u64, key.1]);
+                }
+            }
+        }
+        let policy = RatePolicy {
+            addr: self.target.mem_profile_rate,
+            requested: self.options.rate,
+            read_only: self.options.read_only,
+            through_one: !self.target.runtime.rate_change_noticed,
+        };
+        let binary = self.target.path.display().to_string();
+        for (pid, _) in running {
+            if self.process(pid).is_some() {
+                self.procs.check_rate(pid, &policy, &binary)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls of the `--work` function so far, if one was given.
+    fn work_calls(&self) -> Option<u64> {
+        self.options.work.as_ref()?;
+        let m = self.maps.as_ref()?;
+        Some(m.work_calls.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0))
+    }
+
+    /// Losses counted in the kernel, while the maps are there.
+    fn kernel_losses(&self) -> Losses {
+        self.maps
+            .as_ref()
+            .map(|m| kernel_losses(&KernelCounters::read(&m.counters)))
+            .unwrap_or_default()
+    }
+
+    /// The final report and every requested output, after detaching.
+    fn finish(mut self, losses: Losses) -> Result<()> {
+        let mut profile = self.profile(true);
+        profile.losses = losses;
+        let mut shown = profile.clone();
+        profile::sort_for_text(&mut shown, self.options.sort);
+        println!("final report\n{}", self.render(&shown));
+        self.options.outputs.write_profile(&profile)?;
+        self.write_chart(&shown)?;
+        drop(shown);
+        // The pprof profile is its own snapshot (as of the last GC): let go
+        // of this one first, so the two are never in memory together.
+        let elapsed = profile.elapsed;
+        drop(profile);
+        if let Some(path) = self.options.outputs.pprof.clone() {
+            let meta = report::pprof::PprofMeta {
+                build_id: self.target.build_id(),
+                time_nanos: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i64 - elapsed.as_nanos() as i64)
+                    .unwrap_or(0),
+                duration_nanos: elapsed.as_nanos() as i64,
+            };
+            let mut gc_view = self.profile_as_of_last_gc();
+            gc_view.losses = losses;
+            crate::outputs::write(&path, |w| report::pprof::write(&gc_view, &meta, w))?;
+        }
+        Ok(())
+    }
+
+    /// `--chart`: bytes held by the report's top stacks over time.
+    fn write_chart(&self, shown: &report::Profile) -> Result<()> {
+        if self.options.outputs.chart.is_none() {
+            return Ok(());
+        }
+        let lines: Vec<ChartLine> = shown
+            .stacks
+            .iter()
+            .take(self.options.top)
+            .filter_map(|s| {
+                let m = self.merged.id_of(&s.frames)?;
+                let series = self.growth.series(&m)?;
+                let verdict = s.growth.as_ref().map(|g| g.verdict.as_str()).unwrap_or("-");
+                let leaf = s
+                    .frames
+                    .first()
+                    .map(|f| f.function.to_string())
+                    .unwrap_or_default();
+                Some(ChartLine {
+                    label: format!("{leaf}: {verdict}"),
+                    points: series.current.clone(),
+                })
+            })
+            .collect();
+        let title = format!(
+            "leak trace: bytes held per stack, top {} of {}",
+            lines.len(),
+            self.target.path.display()
+        );
+        self.options.outputs.write_chart(&title, &lines)
+    }
+}
+
+/// The Go probes' losses, from the kernel's counters.
+fn kernel_losses(c: &KernelCounters) -> Losses {
+    Losses {
+        allocs_dropped: c.get(Counter::AllocDropped),
+        frees_dropped: c.get(Counter::FreeDropped),
+        gc_dropped: c.get(Counter::GcDropped),
+        stacks_failed: c.get(Counter::StackFailed),
+        samples_without_process: 0,
+    }
+}

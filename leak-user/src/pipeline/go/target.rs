@@ -1,0 +1,155 @@
+//! The Go binary being traced: opened and checked once, with what the
+//! probes need (entry points past the stack-growth check, by file offset)
+//! and what the reports need (its symbols, through `.gopclntab`).
+
+use std::{
+    path::{Path, PathBuf},
+    rc::Rc,
+};
+
+use anyhow::{Context, Result};
+use leak_common::ProbeConfig;
+
+use crate::{
+    frame::Frame,
+    probes::Attachment,
+    process::{self, maps::Segment, FileId},
+    symbolize::SymbolSource,
+    target::{self, GoBinary, RuntimeProbes},
+};
+
+/// What leak knows about the traced binary.
+pub struct Target {
+    /// Canonical path.
+    pub path: PathBuf,
+    /// Identity on disk (processes are matched by it).
+    pub id: FileId,
+    /// The parsed binary.
+    pub bin: Rc<GoBinary>,
+    /// `go1.25.5`.
+    pub version: String,
+    /// Probes and argument positions for this Go version.
+    pub runtime: &'static RuntimeProbes,
+    /// Loadable segments (for the load bias of each process).
+    pub segments: Vec<Segment>,
+    /// Link-time address of `runtime.MemProfileRate`, if found.
+    pub mem_profile_rate: Option<u64>,
+}
+
+impl Target {
+    /// Opens and checks the binary, and resolves everything the probes need.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bin = GoBinary::open(path)?;
+        let (version, _source) = bin.go_version();
+        let runtime = target::probes_for(&version)?;
+        let id = FileId::of(path).with_context(|| format!("cannot stat {}", path.display()))?;
+        let segments = bin
+            .load_segments()
+            .iter()
+            .map(|s| Segment {
+                vaddr: s.vaddr,
+                offset: s.file_offset,
+                filesz: s.file_size,
+            })
+            .collect();
+        let mem_profile_rate = target::mem_profile_rate_addr(&bin)
+            .ok()
+            .map(|(addr, _)| addr);
+        Ok(Self {
+            version: version.to_string(),
+            runtime,
+            mem_profile_rate,
+            path: std::fs::canonicalize(path)?,
+            id,
+            bin: Rc::new(bin),
+            segments,
+        })
+    }
+
+    /// The load bias of this binary in process `pid` (0 unless PIE).
+    pub fn load_bias(&self, pid: u32) -> Option<u64> {
+        process::maps::process_load_bias(pid, self.id.ino, &self.segments)
+    }
+
+    /// Where a uprobe on `function` goes: just past its stack-growth check
+    /// (a call that grows its stack re-runs from the entry, and would be
+    /// seen twice), as a file offset.
+    fn probe_offset(&self, function: &str) -> Result<u64> {
+        // A clear error with near matches if the name does not exist.
+        let entry = self.bin.require_function(function)?.entry;
+        let at = target::prologue::probe_address(&self.bin, entry);
+        self.bin
+            .vaddr_to_file_offset(at)
+            .with_context(|| format!("{function} at {at:#x} is outside every loadable segment"))
+    }
+
+    /// The probes for this binary's Go version, and `--work`'s function.
+    pub fn attachments(&self, work: Option<&str>) -> Result<(ProbeConfig, Vec<Attachment>)> {
+        let row = self.runtime;
+        let config = ProbeConfig {
+            alloc_addr_arg: row.alloc_addr_arg,
+            alloc_bucket_arg: row.alloc_bucket_arg,
+            free_special_arg: row.free_special_arg,
+            free_addr_arg: row.free_addr_arg,
+            free_size_arg: row.free_size_arg,
+            special_kind_offset: row.special_kind_offset,
+            special_kind_profile: row.special_kind_profile,
+            _pad: 0,
+        };
+        let mut out = Vec::new();
+        let probes = [
+            ("go_alloc", row.alloc_fn),
+            ("go_free", row.free_fn),
+            ("go_gc_cycle", row.gc_fn),
+        ];
+        let work = work.map(|f| ("go_work_call", f));
+        for (program, function) in probes.into_iter().chain(work) {
+            out.push(Attachment {
+                program,
+                function: function.to_string(),
+                file_offset: self.probe_offset(function)?,
+            });
+        }
+        Ok((config, out))
+    }
+
+    /// Build ids for the pprof mapping: the ELF one, else Go's.
+    pub fn build_id(&self) -> Option<String> {
+        self.bin
+            .build_id()
+            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
+            .or_else(|| self.bin.go_build_id())
+    }
+}
+
+/// The executable of process `pid` if it is a Go program.
+pub fn go_executable(pid: u32) -> Result<Option<PathBuf>> {
+    let exe = process::exe(pid)?;
+    Ok(GoBinary::open(&exe).is_ok().then_some(exe))
+}
+
+/// Frames of the binary, as Go's profiles name them.
+impl SymbolSource for Rc<GoBinary> {
+    fn frames_at(&self, pc: u64) -> Option<Vec<Frame>> {
+        let frames = self.pclntab().frames(pc);
+        if frames.is_empty() {
+            return None;
+        }
+        Some(
+            frames
+                .into_iter()
+                .filter(|f| !f.wrapper)
+                .map(report_frame)
+                .collect(),
+        )
+    }
+
+    fn innermost_at(&self, pc: u64) -> Option<Option<Frame>> {
+        let f = self.pclntab().frames(pc).into_iter().next()?;
+        Some((!f.wrapper).then(|| report_frame(f)))
+    }
+}
+
+fn report_frame(f: target::pclntab::Frame) -> Frame {
+    Frame::new(f.function, f.file, f.line, f.inlined)
+}

@@ -1,0 +1,403 @@
+//! The native pipeline: `leak trace --pid PID` on a program that is not
+//! Go, or `leak trace --syscalls`. Where does the heap grow? User stacks at
+//! every brk and anonymous mmap of one process, outstanding mapped bytes per
+//! stack (munmap and brk shrinking give back), the same reports as the Go
+//! pipeline.
+//!
+//! This sees the allocator asking the kernel for memory, not each malloc:
+//! a stack here is the one whose allocation made the heap grow, which for a
+//! steady leak is, with time, the leaking one.
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    Ebpf, EbpfLoader,
+};
+use leak_common::{Counter, HeapConfig, MapCall, MapEvent};
+
+use crate::{
+    aggregate::{mapped::MappedBytes, merged::MergedStacks, StackId},
+    elfsym::{follows_call, ProcessSymbols},
+    event::{self, KernelCounters, Record},
+    frame::Frame,
+    outputs::Outputs,
+    probes::{self, kernel_error, EBPF_OBJECT},
+    process::{
+        self,
+        memory::{Memory, ProcessMemory},
+    },
+    report::{Losses, Profile, Source, StackProfile, Unit},
+    session::{self, Pipeline, Stop, Timing},
+    symbolize::Symbolizer,
+};
+
+/// Program name in the eBPF object, tracepoint name (category `syscalls`).
+const TRACEPOINTS: &[(&str, &str)] = &[
+    ("heap_enter_brk", "sys_enter_brk"),
+    ("heap_exit_brk", "sys_exit_brk"),
+    ("heap_enter_mmap", "sys_enter_mmap"),
+    ("heap_exit_mmap", "sys_exit_mmap"),
+    ("heap_enter_munmap", "sys_enter_munmap"),
+];
+
+/// How often leak checks that the process still runs.
+const ALIVE_EVERY: Duration = Duration::from_millis(500);
+
+/// What `leak trace --pid` on a native program was asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The process.
+    pub pid: u32,
+    /// Stacks in the text report.
+    pub top: usize,
+    /// Seconds between reports.
+    pub interval: f64,
+    /// Stop after this many seconds.
+    pub duration: Option<f64>,
+    /// Files to write at the end.
+    pub outputs: Outputs,
+}
+
+/// Checks the process, then traces its heap growth until told to stop and
+/// writes every requested output.
+pub fn run(options: Options) -> Result<()> {
+    if !process::alive(options.pid) {
+        bail!("no process with pid {}", options.pid);
+    }
+    session::block_on(trace(options))
+}
+
+/// Loads the heap-growth programs for process `pid` and attaches them.
+fn attach(pid: u32) -> Result<Ebpf> {
+    probes::ensure_tracefs()?;
+    let config = HeapConfig { tgid: pid, _pad: 0 };
+    let mut ebpf = EbpfLoader::new()
+        .override_global("HEAP_CONFIG", &config, true)
+        .load(EBPF_OBJECT)
+        .map_err(|e| kernel_error("load the eBPF programs", e.into()))?;
+    for &(program, name) in TRACEPOINTS {
+        probes::attach_tracepoint(&mut ebpf, program, "syscalls", name)?;
+    }
+    Ok(ebpf)
+}
+
+/// The stack of a brk or mmap, innermost first: where the syscall was made;
+/// then the return addresses found on the stack memory (`words`, read
+/// from `sp` up) below the first frame pointer `bp` — the frames of code
+/// without frame pointers, libc's, which the walk skips; then the rest of
+/// the frame-pointer walk. When `bp` is not within the words, the scan
+/// stops at the walk's first return address instead.
+pub fn user_stack(
+    walk: &[u64],
+    sp: u64,
+    bp: u64,
+    words: &[u64],
+    mut is_return_address: impl FnMut(u64) -> bool,
+) -> Vec<u64> {
+    let Some((&leaf, callers)) = walk.split_first() else {
+        return Vec::new();
+    };
+    let mut out = vec![leaf];
+    let span = words.len() as u64 * 8;
+    let scanned = if bp > sp && bp - sp < span {
+        &words[..((bp - sp) / 8) as usize]
+    } else {
+        words
+    };
+    for &w in scanned {
+        if callers.first() == Some(&w) {
+            break;
+        }
+        if is_return_address(w) {
+            out.push(w);
+        }
+    }
+    out.extend_from_slice(callers);
+    out
+}
+
+/// Whether a frame is in the C library or the dynamic loader.
+fn in_c_library(frame: &Frame) -> bool {
+    let name = frame.file.rsplit('/').next().unwrap_or_default();
+    ["libc.so", "libc-", "libc.musl", "ld-linux", "ld-musl"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// Drops the C library's frames at the leaf end but the one the program
+/// called (`malloc`), so the leaf is where the program asked for memory, as
+/// Go's profiles trim the runtime. A stack of C library frames alone stays.
+pub fn trim_c_library(frames: Vec<Frame>) -> Vec<Frame> {
+    match frames.iter().position(|f| !in_c_library(f)) {
+        Some(first_own) if first_own > 1 => frames.into_iter().skip(first_own - 1).collect(),
+        _ => frames,
+    }
+}
+
+struct NativePipeline {
+    options: Options,
+    exe: PathBuf,
+    memory: Option<ProcessMemory>,
+    mapped: MappedBytes,
+    symbols: Symbolizer<RefCell<ProcessSymbols>>,
+    /// Stacks symbolized when first seen (the process may be gone by the
+    /// end), merged by what they read.
+    merged: MergedStacks,
+    /// Whether a code address on the stack is a return address.
+    return_addresses: HashMap<u64, bool>,
+    counters: Option<PerCpuArray<MapData, u64>>,
+    started: Instant,
+    previous_outstanding: Option<f64>,
+    last_alive_check: Instant,
+}
+
+async fn trace(options: Options) -> Result<()> {
+    let pid = options.pid;
+    let exe = process::exe(pid)?;
+    let symbols = ProcessSymbols::new(pid)
+        .with_context(|| format!("cannot read the memory map of pid {pid}"))?;
+    let now = Instant::now();
+    let mut p = NativePipeline {
+        exe,
+        memory: ProcessMemory::open(pid).ok(),
+        mapped: MappedBytes::new(),
+        symbols: Symbolizer::native(RefCell::new(symbols)),
+        merged: MergedStacks::default(),
+        return_addresses: HashMap::new(),
+        counters: None,
+        started: now,
+        previous_outstanding: None,
+        last_alive_check: now,
+        options,
+    };
+    let mut ebpf = attach(pid)?;
+    // After attaching: a brk from here on is seen, so the break read now is
+    // where growth starts.
+    if let Some(brk) = process::maps::program_break(pid) {
+        p.mapped.set_break(brk);
+    }
+    p.counters = Some(PerCpuArray::try_from(
+        ebpf.take_map("COUNTERS").context("no COUNTERS map")?,
+    )?);
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
+    p.started = Instant::now();
+    eprintln!(
+        "leak: tracing heap growth (brk, mmap, munmap) of pid {pid} ({}); Ctrl-C to stop",
+        p.exe.display()
+    );
+    let timing = Timing {
+        report_every: Duration::from_secs_f64(p.options.interval),
+        poll_every: Some(ALIVE_EVERY),
+        duration: p.options.duration,
+    };
+    let stop = session::run(&mut p, Some(ring), timing).await?;
+    let losses = p.losses();
+    p.counters = None;
+    drop(ebpf);
+    if stop == Stop::AllExited {
+        eprintln!("leak: the traced process has exited");
+    }
+    let mut profile = p.profile();
+    profile.losses = losses;
+    println!(
+        "final report\n{}",
+        crate::report::text::render(&profile, p.options.top, false)
+    );
+    p.options.outputs.write_profile(&profile)
+}
+
+impl Pipeline for NativePipeline {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            let record = event::decode(&item);
+            drop(item);
+            if let Some(Record::Map(ev)) = record {
+                self.handle(&ev);
+            }
+        }
+    }
+
+    fn poll(&mut self) -> Result<Option<Stop>> {
+        if self.last_alive_check.elapsed() >= ALIVE_EVERY {
+            self.last_alive_check = Instant::now();
+            if !process::alive(self.options.pid) {
+                return Ok(Some(Stop::AllExited));
+            }
+        }
+        Ok(None)
+    }
+
+    fn report(&mut self) -> Result<Option<Stop>> {
+        let profile = self.profile();
+        println!(
+            "{}",
+            crate::report::text::render(&profile, self.options.top, false)
+        );
+        self.previous_outstanding = Some(profile.total.outstanding_bytes);
+        Ok(None)
+    }
+}
+
+impl NativePipeline {
+    fn is_return_address(&mut self, addr: u64) -> bool {
+        if let Some(known) = self.return_addresses.get(&addr) {
+            return *known;
+        }
+        let mut symbols = self.symbols.source().borrow_mut();
+        let yes = symbols.is_code(addr)
+            && !symbols.starts_function(addr)
+            && self
+                .memory
+                .as_ref()
+                .and_then(|m| m.read_i64(addr.wrapping_sub(8)).ok())
+                .is_some_and(|v| follows_call(v.to_le_bytes()));
+        drop(symbols);
+        self.return_addresses.insert(addr, yes);
+        yes
+    }
+
+    fn stack_of(&mut self, ev: &MapEvent) -> StackId {
+        let walk = &ev.stack[..ev.frames as usize];
+        let words = &ev.stack_words[..ev.words as usize];
+        let pcs = user_stack(walk, ev.sp, ev.bp, words, |a| self.is_return_address(a));
+        log::debug!(
+            "walk {:x?} sp {:#x} bp {:#x} → stack {:x?}",
+            walk,
+            ev.sp,
+            ev.bp,
+            pcs
+        );
+        let id = self.mapped.intern(&pcs);
+        // Symbolized now: the process may be gone by the end.
+        let (mapped, symbols) = (&self.mapped, &mut self.symbols);
+        self.merged
+            .catch_up(mapped.stack_count(), usize::MAX, |id| {
+                trim_c_library(symbols.stack(mapped.stack(id)))
+            });
+        id
+    }
+
+    fn handle(&mut self, ev: &MapEvent) {
+        if ev.tgid != self.options.pid {
+            return;
+        }
+        match ev.call {
+            c if c == MapCall::Mmap as u32 => {
+                let stack = self.stack_of(ev);
+                self.mapped.mmap(ev.addr, ev.len, stack);
+            }
+            c if c == MapCall::Brk as u32 => {
+                let stack = self.stack_of(ev);
+                self.mapped.brk(ev.addr, stack);
+            }
+            c if c == MapCall::Munmap as u32 => self.mapped.munmap(ev.addr, ev.len),
+            _ => {}
+        }
+    }
+
+    fn losses(&self) -> Losses {
+        let Some(counters) = &self.counters else {
+            return Losses::default();
+        };
+        let c = KernelCounters::read(counters);
+        Losses {
+            allocs_dropped: c.get(Counter::MapDropped),
+            stacks_failed: c.get(Counter::StackFailed),
+            ..Losses::default()
+        }
+    }
+
+    /// A snapshot for the reports; stacks that symbolize alike are merged.
+    fn profile(&self) -> Profile {
+        let totals = self
+            .merged
+            .totals(self.mapped.stacks_with_totals().map(|(id, t)| (id, *t)));
+        let stacks = totals
+            .into_iter()
+            .map(|(m, totals)| StackProfile {
+                frames: self.merged.frames(m).clone(),
+                totals,
+                growth: None,
+            })
+            .collect();
+        let mut profile = Profile {
+            binary: self.exe.clone(),
+            source: Source::Syscalls,
+            unit: Unit::Bytes,
+            pids: vec![self.options.pid],
+            elapsed: self.started.elapsed(),
+            samples: self.mapped.calls(),
+            frees: self.mapped.unmaps(),
+            total: self.mapped.total(),
+            previous_outstanding: self.previous_outstanding,
+            stacks,
+            losses: self.losses(),
+            work: None,
+        };
+        profile.sort_by_outstanding();
+        profile
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_scan_fills_in_frames_without_frame_pointers() {
+        // Syscall in libc at 0x7000; libc frames 0x7100, 0x7200 on the
+        // stack, then the C function's return 0x4100, a stray value, and
+        // the walk's first return address 0x4200 at bp+8.
+        let sp = 0x1000;
+        let words = [
+            0x7100,
+            0x55,
+            0x7200,
+            0x4100,
+            0x4200 - 1,
+            0x2000,
+            0x4200,
+            0x9999,
+        ];
+        let is_ra = |a: u64| matches!(a, 0x7100 | 0x7200 | 0x4100 | 0x4200 | 0x9999);
+        let walk = [0x7000, 0x4200, 0x4300];
+        // bp points at the saved rbp (word 5), the walk continues at word 6.
+        let with_bp = user_stack(&walk, sp, sp + 5 * 8, &words, is_ra);
+        assert_eq!(with_bp, [0x7000, 0x7100, 0x7200, 0x4100, 0x4200, 0x4300]);
+        // bp unusable: scan up to the walk's first return address.
+        let without = user_stack(&walk, sp, 0, &words, is_ra);
+        assert_eq!(without, with_bp);
+        assert!(user_stack(&[], sp, 0, &words, is_ra).is_empty());
+    }
+
+    #[test]
+    fn c_library_leaf_frames_are_trimmed_to_the_called_one() {
+        let frame = |function: &str, file: &str| Frame::new(function, file, 0, false);
+        let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+        let stack = vec![
+            frame("brk", libc),
+            frame("sbrk", libc),
+            frame("malloc", libc),
+            frame("leak_request_buffer", "/tmp/leaker"),
+            frame("main", "/tmp/leaker"),
+            frame("__libc_start_main", libc),
+        ];
+        let names: Vec<String> = trim_c_library(stack)
+            .into_iter()
+            .map(|f| f.function.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["malloc", "leak_request_buffer", "main", "__libc_start_main"]
+        );
+        let only_libc = vec![frame("brk", libc), frame("exit", libc)];
+        assert_eq!(trim_c_library(only_libc).len(), 2);
+    }
+}

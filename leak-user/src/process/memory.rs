@@ -1,0 +1,137 @@
+//! The memory of another process, through `/proc/PID/mem`: one open handle
+//! per process, reads that never stop it, and the one write leak ever makes
+//! (`runtime.MemProfileRate`). Readers take the [`Memory`] trait, so they
+//! are tested on a fake.
+
+use std::{fs, io, os::unix::fs::FileExt};
+
+/// Memory that can be read at an address.
+pub trait Memory {
+    /// Fills `buf` from `addr`.
+    fn read_at(&self, addr: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// A little-endian `i64` at `addr`.
+    fn read_i64(&self, addr: u64) -> io::Result<i64> {
+        let mut b = [0u8; 8];
+        self.read_at(addr, &mut b)?;
+        Ok(i64::from_le_bytes(b))
+    }
+}
+
+/// Memory that can also be written (one `i64` at a time: all leak ever
+/// writes).
+pub trait MemoryMut: Memory {
+    /// Writes a little-endian `i64` at `addr`.
+    fn write_i64(&self, addr: u64, value: i64) -> io::Result<()>;
+}
+
+/// One process's memory, opened once.
+#[derive(Debug)]
+pub struct ProcessMemory {
+    pid: u32,
+    file: fs::File,
+}
+
+impl ProcessMemory {
+    /// Opens the memory of process `pid` for reading.
+    pub fn open(pid: u32) -> io::Result<Self> {
+        Ok(Self {
+            pid,
+            file: fs::File::open(format!("/proc/{pid}/mem"))?,
+        })
+    }
+
+    /// The process.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl Memory for ProcessMemory {
+    fn read_at(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, addr)
+    }
+}
+
+impl MemoryMut for ProcessMemory {
+    /// Opens the memory for writing just for this: leak writes nothing
+    /// else, ever.
+    fn write_i64(&self, addr: u64, value: i64) -> io::Result<()> {
+        let mem = fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{}/mem", self.pid))?;
+        mem.write_all_at(&value.to_le_bytes(), addr)
+    }
+}
+
+/// Memory made of a few byte ranges, for tests of what reads (and writes)
+/// memory.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct FakeMemory(pub std::cell::RefCell<Vec<(u64, Vec<u8>)>>);
+
+#[cfg(test)]
+impl FakeMemory {
+    /// Memory holding `values` at their addresses.
+    pub fn with_i64s(values: &[(u64, i64)]) -> Self {
+        Self(std::cell::RefCell::new(
+            values
+                .iter()
+                .map(|(a, v)| (*a, v.to_le_bytes().to_vec()))
+                .collect(),
+        ))
+    }
+}
+
+#[cfg(test)]
+impl MemoryMut for FakeMemory {
+    fn write_i64(&self, addr: u64, value: i64) -> io::Result<()> {
+        for (start, bytes) in self.0.borrow_mut().iter_mut() {
+            if addr >= *start && addr + 8 <= *start + bytes.len() as u64 {
+                let from = (addr - *start) as usize;
+                bytes[from..from + 8].copy_from_slice(&value.to_le_bytes());
+                return Ok(());
+            }
+        }
+        Err(io::Error::other(format!("{addr:#x} is not mapped")))
+    }
+}
+
+#[cfg(test)]
+impl Memory for FakeMemory {
+    fn read_at(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        for (start, bytes) in self.0.borrow().iter() {
+            let end = start + bytes.len() as u64;
+            if addr >= *start && addr + buf.len() as u64 <= end {
+                let from = (addr - start) as usize;
+                buf.copy_from_slice(&bytes[from..from + buf.len()]);
+                return Ok(());
+            }
+        }
+        Err(io::Error::other(format!("{addr:#x} is not mapped")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_writes_own_memory() {
+        let cell = Box::new(0x1234i64);
+        let addr = &*cell as *const i64 as u64;
+        let mem = ProcessMemory::open(std::process::id()).unwrap();
+        assert_eq!(mem.read_i64(addr).unwrap(), 0x1234);
+        mem.write_i64(addr, 77).unwrap();
+        assert_eq!(unsafe { std::ptr::read_volatile(&*cell) }, 77);
+    }
+
+    #[test]
+    fn fake_memory_reads_inside_its_ranges_only() {
+        let fake = FakeMemory::with_i64s(&[(0x1000, 42)]);
+        assert_eq!(fake.read_i64(0x1000).unwrap(), 42);
+        assert!(fake.read_i64(0x1004).is_err());
+        fake.write_i64(0x1000, 7).unwrap();
+        assert_eq!(fake.read_i64(0x1000).unwrap(), 7);
+    }
+}
