@@ -112,10 +112,10 @@ impl Outputs {
         Ok(())
     }
 
-    /// Writes the chart, if asked for.
-    pub fn write_chart(&self, title: &str, lines: &[ChartLine]) -> Result<()> {
+    /// Writes the chart of `quantity` over time, if asked for.
+    pub fn write_chart(&self, title: &str, quantity: &str, lines: &[ChartLine]) -> Result<()> {
         if let Some(path) = &self.chart {
-            write(path, |w| report::chart::write(title, lines, w))?;
+            write(path, |w| report::chart::write(title, quantity, lines, w))?;
         }
         Ok(())
     }

@@ -136,7 +136,9 @@ async fn top(args: Options) -> Result<()> {
         lines.len(),
         scope(&top.args.pids)
     );
-    top.args.outputs.write_chart(&title, &lines)
+    top.args
+        .outputs
+        .write_chart(&title, "resident memory", &lines)
 }
 
 impl Pipeline for Top {

@@ -1,6 +1,7 @@
-//! An SVG line chart of memory over time, one labelled line per process:
-//! the Grafana panel an SRE would squint at, drawn by `leak top --chart`.
-//! Pure: takes plain series, writes SVG text.
+//! An SVG line chart of memory over time, one labelled line per process
+//! (`leak top --chart`) or per call stack (`leak trace --chart`): the
+//! Grafana panel an SRE would squint at. Pure: takes plain series, writes
+//! SVG text.
 
 use std::io::{self, Write};
 
@@ -47,26 +48,56 @@ pub fn color(i: usize) -> RGBColor {
 }
 
 /// Writes the chart of `lines` under `title` as an SVG document: time on
-/// the x axis (seconds), MiB on the y axis from 0, the legend (one entry per
-/// line, in order) to the right of the plot.
-pub fn write(title: &str, lines: &[ChartLine], w: &mut dyn Write) -> io::Result<()> {
-    let svg = render(title, lines).map_err(io::Error::other)?;
+/// the x axis (seconds), `quantity` (e.g. "resident memory") on the y axis
+/// from 0, in MiB (KiB when every line stays under 1 MiB), the legend (one
+/// entry per line, in order) to the right of the plot.
+pub fn write(
+    title: &str,
+    quantity: &str,
+    lines: &[ChartLine],
+    w: &mut dyn Write,
+) -> io::Result<()> {
+    let svg = render(title, quantity, lines).map_err(io::Error::other)?;
     w.write_all(svg.as_bytes())
 }
 
+/// The y axis unit for values up to `max_bytes`, and its size in bytes:
+/// MiB, or KiB for lines that all stay under 1 MiB.
+fn y_unit(max_bytes: f64) -> (&'static str, f64) {
+    if max_bytes > 0.0 && max_bytes < MIB {
+        ("KiB", 1024.0)
+    } else {
+        ("MiB", MIB)
+    }
+}
+
+/// Decimals a tick label needs on an axis reaching `max`: whole numbers,
+/// unless the ticks would repeat ("1, 1, 2, 2").
+fn decimals(max: f64) -> usize {
+    if max < 2.0 {
+        2
+    } else if max < 20.0 {
+        1
+    } else {
+        0
+    }
+}
+
 /// The SVG text of the chart.
-pub fn render(title: &str, lines: &[ChartLine]) -> Result<String, String> {
+pub fn render(title: &str, quantity: &str, lines: &[ChartLine]) -> Result<String, String> {
     let x_max = lines
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.0))
         .fold(0.0f64, f64::max)
         .max(1.0);
-    let y_max = lines
+    let max_bytes = lines
         .iter()
-        .flat_map(|l| l.points.iter().map(|p| p.1 / MIB))
-        .fold(0.0f64, f64::max)
-        .max(1.0)
-        * 1.08;
+        .flat_map(|l| l.points.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max);
+    let (unit, scale) = y_unit(max_bytes);
+    let y_max = (max_bytes / scale).max(1.0) * 1.08;
+    let places = decimals(y_max);
+    let y_desc = format!("{quantity} ({unit})");
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -84,9 +115,9 @@ pub fn render(title: &str, lines: &[ChartLine]) -> Result<String, String> {
         chart
             .configure_mesh()
             .x_desc("time since start (s)")
-            .y_desc("resident memory (MiB)")
+            .y_desc(y_desc)
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .y_label_formatter(&|y| format!("{y:.places$}"))
             .axis_desc_style(("sans-serif", 16))
             .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
@@ -95,7 +126,7 @@ pub fn render(title: &str, lines: &[ChartLine]) -> Result<String, String> {
         for (i, line) in lines.iter().enumerate() {
             chart
                 .draw_series(LineSeries::new(
-                    line.points.iter().map(|&(t, b)| (t, b / MIB)),
+                    line.points.iter().map(|&(t, b)| (t, b / scale)),
                     color(i).stroke_width(2),
                 ))
                 .map_err(|e| e.to_string())?;
@@ -103,7 +134,7 @@ pub fn render(title: &str, lines: &[ChartLine]) -> Result<String, String> {
             if let [(t, b)] = line.points[..] {
                 chart
                     .draw_series(std::iter::once(Circle::new(
-                        (t, b / MIB),
+                        (t, b / scale),
                         3,
                         color(i).filled(),
                     )))
@@ -152,7 +183,7 @@ mod tests {
             line("cleak (pid 2): leaking", |t| 2.0 * MIB + MIB * t),
             line("steady (pid 3): steady", |_| 30.0 * MIB),
         ];
-        let svg = render("leak top: resident memory", &lines).unwrap();
+        let svg = render("leak top: resident memory", "resident memory", &lines).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
         assert!(svg.trim_end().ends_with("</svg>"));
         // One polyline per process in its own colour, plus its legend
@@ -184,14 +215,25 @@ mod tests {
             label: "short (pid 9): steady".into(),
             points: vec![(4.0, 50.0 * MIB)],
         }];
-        let svg = render("one point", &lines).unwrap();
+        let svg = render("one point", "resident memory", &lines).unwrap();
         assert_eq!(svg.matches("<circle").count(), 1, "{svg}");
     }
 
     #[test]
     fn empty_chart_still_draws_axes() {
-        let svg = render("nothing", &[]).unwrap();
+        let svg = render("nothing", "resident memory", &[]).unwrap();
         assert!(svg.contains("time since start (s)"));
         assert!(svg.contains("resident memory (MiB)"));
+    }
+
+    #[test]
+    fn small_values_get_kib_and_ticks_that_do_not_repeat() {
+        assert_eq!(y_unit(300.0 * 1024.0), ("KiB", 1024.0));
+        assert_eq!(y_unit(3.0 * MIB).0, "MiB");
+        assert_eq!(y_unit(0.0).0, "MiB");
+        assert_eq!((decimals(1.5), decimals(8.0), decimals(300.0)), (2, 1, 0));
+        let lines = vec![line("bytes.Repeat: growing", |t| t * 0.02 * MIB)];
+        let svg = render("leak trace", "bytes held", &lines).unwrap();
+        assert!(svg.contains("bytes held (MiB)"), "{svg}");
     }
 }

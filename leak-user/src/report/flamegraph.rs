@@ -11,7 +11,7 @@ use inferno::flamegraph::{
     Options,
 };
 
-use super::{folded, Profile};
+use super::{folded, Profile, Source};
 use crate::units::human_bytes;
 
 /// Where a function comes from, for its colour.
@@ -105,8 +105,12 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
     let lines = folded::lines(profile);
     let mut opts = Options::default();
     let pids: Vec<String> = profile.pids.iter().map(u32::to_string).collect();
+    let what = match profile.source {
+        Source::GoSampler { .. } => "Outstanding heap",
+        Source::Syscalls => "Heap growth (brk/mmap)",
+    };
     opts.title = format!(
-        "Outstanding heap: {} (pid {}) over {}s",
+        "{what}: {} (pid {}) over {}s",
         profile.binary.display(),
         if pids.is_empty() {
             "-".to_string()
@@ -133,7 +137,27 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
     let mut svg = Vec::new();
     flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut svg)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    w.write_all(humanize_sizes(&String::from_utf8_lossy(&svg)).as_bytes())
+    let svg = humanize_sizes(&String::from_utf8_lossy(&svg));
+    w.write_all(label_root(&svg).as_bytes())
+}
+
+/// Writes the root bar's label, which inferno leaves empty: `all (3.0 MiB,
+/// 100%)`, as its tooltip says.
+fn label_root(svg: &str) -> String {
+    const TITLE: &str = "<title>all (";
+    let Some(at) = svg.find(TITLE) else {
+        return svg.to_string();
+    };
+    let Some(end) = svg[at..].find("</title>").map(|e| at + e) else {
+        return svg.to_string();
+    };
+    let label = &svg[at + "<title>".len()..end];
+    match svg[end..].find("></text>").map(|e| end + e + 1) {
+        Some(empty) if !svg[end..empty].contains("</g>") => {
+            format!("{}{label}{}", &svg[..empty], &svg[empty..])
+        }
+        _ => svg.to_string(),
+    }
 }
 
 fn write_empty(title: &str, w: &mut dyn Write) -> io::Result<()> {
@@ -182,6 +206,8 @@ mod tests {
         assert!(svg.contains("/srv/seed (pid 42)"));
         // Sizes in binary units, program code in warm colours, search on.
         assert!(svg.contains("(977 KiB, "), "{svg}");
+        // The root bar says what it is.
+        assert!(svg.contains(">all (977 KiB, 100%)</text>"), "{svg}");
         assert!(svg.contains("rgb(230,"));
         assert!(svg.contains("Search"));
         assert!(svg.trim_end().ends_with("</svg>"));

@@ -397,7 +397,9 @@ impl GoPipeline {
             lines.len(),
             self.target.path.display()
         );
-        self.options.outputs.write_chart(&title, &lines)
+        self.options
+            .outputs
+            .write_chart(&title, "bytes held", &lines)
     }
 }
 
