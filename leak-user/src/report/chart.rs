@@ -97,6 +97,7 @@ pub fn render(title: &str, quantity: &str, lines: &[ChartLine]) -> Result<String
     let (unit, scale) = y_unit(max_bytes);
     let y_max = (max_bytes / scale).max(1.0) * 1.08;
     let places = decimals(y_max);
+    let x_places = decimals(x_max);
     let y_desc = format!("{quantity} ({unit})");
     let mut svg = String::new();
     {
@@ -116,7 +117,7 @@ pub fn render(title: &str, quantity: &str, lines: &[ChartLine]) -> Result<String
             .configure_mesh()
             .x_desc("time since start (s)")
             .y_desc(y_desc)
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&|x| format!("{x:.x_places$}"))
             .y_label_formatter(&|y| format!("{y:.places$}"))
             .axis_desc_style(("sans-serif", 16))
             .label_style(("sans-serif", 13))
