@@ -38,10 +38,38 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the outermost context, then its causes.
-            let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("leak: {}", causes.join(": "));
+            eprintln!("leak: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One line: the outermost context, then each cause that it does not
+/// already say (an error that quotes its source is not repeated).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if line.contains(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        let io = std::io::Error::other("Is a directory (os error 21)");
+        let e = anyhow::Error::new(io).context("cannot read /tmp: Is a directory (os error 21)");
+        assert_eq!(one_line(&e), "cannot read /tmp: Is a directory (os error 21)");
+        let e = anyhow::anyhow!("no such file").context("cannot open /x");
+        assert_eq!(one_line(&e), "cannot open /x: no such file");
     }
 }
