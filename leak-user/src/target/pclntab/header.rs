@@ -1,11 +1,11 @@
 //! Finding the table in the file: the pcHeader, and `runtime.firstmoduledata`
 //! with the fields of it the reader needs (`text`, `gofunc`).
 
-use super::{
-    le_u32, le_u64, HEADER_SIZE, MAGIC_GO118, MAGIC_GO120, MODULEDATA_GOFUNC_FROM_127,
-    MODULEDATA_GOFUNC_UNTIL_126,
+use super::{le_u32, le_u64, HEADER_SIZE, MAGIC_GO118, MAGIC_GO120};
+use crate::target::{
+    elf::{read_u64_at, ElfLayout, Section},
+    runtime,
 };
-use crate::target::elf::{read_u64_at, ElfLayout, Section};
 
 /// The words of a pcHeader after magic/pad/minLC/ptrSize.
 pub(super) struct Header {
@@ -140,7 +140,8 @@ pub(super) fn find_header(data: &[u8], layout: &ElfLayout) -> Option<(u64, usize
 }
 
 /// Finds `runtime.firstmoduledata`: the data word that points at the
-/// pcHeader, followed by `funcnametab.ptr` (pcHeader + funcnameOffset).
+/// pcHeader, and `funcnametab.ptr` (pcHeader + funcnameOffset), where a
+/// layout of the runtime table puts them.
 pub(super) fn find_moduledata(
     data: &[u8],
     layout: &ElfLayout,
@@ -155,7 +156,15 @@ pub(super) fn find_moduledata(
         .map(|s| (s.name != ".go.module", s));
     let mut sections: Vec<_> = candidates.collect();
     sections.sort_by_key(|&(rank, _)| rank);
-    let needle = header_vaddr.to_le_bytes();
+    let mut fields: Vec<(usize, usize)> = runtime::moduledata_layouts()
+        .filter_map(|l| {
+            Some((
+                usize::try_from(l.pcheader).ok()?,
+                usize::try_from(l.funcnametab).ok()?,
+            ))
+        })
+        .collect();
+    fields.dedup();
     for (_, s) in sections {
         let (Some(off), Ok(len)) = (
             s.file_offset.and_then(|o| usize::try_from(o).ok()),
@@ -168,7 +177,10 @@ pub(super) fn find_moduledata(
         };
         let start_pad = (8 - (s.vaddr % 8) as usize) % 8;
         let found = (start_pad..len.saturating_sub(16)).step_by(8).find(|&i| {
-            bytes[i..i + 8] == needle && le_u64(bytes, i + 8) == Some(header_vaddr + funcname)
+            fields.iter().any(|&(pcheader, funcnametab)| {
+                le_u64(bytes, i + pcheader) == Some(header_vaddr)
+                    && le_u64(bytes, i + funcnametab) == Some(header_vaddr + funcname)
+            })
         });
         if let Some(i) = found {
             return Some(s.vaddr + i as u64);
@@ -177,9 +189,10 @@ pub(super) fn find_moduledata(
     None
 }
 
-/// Reads `moduledata.gofunc`, telling the two layouts apart: before 1.27
-/// the words at 312/320 are `rodata ≤ gofunc`, both addresses in the image;
-/// in 1.27 the word at 320 is `itaboffset`, a small offset below `etypes`.
+/// Reads `moduledata.gofunc`, trying the runtime table's layouts oldest
+/// first and telling them apart: where a layout has `rodata, gofunc`, both
+/// are addresses in the image and `rodata ≤ gofunc` (before 1.27 the words
+/// at 312/320; in 1.27 the word at 320 is `itaboffset`, a small offset).
 pub(super) fn moduledata_gofunc(data: &[u8], layout: &ElfLayout, md: u64) -> Option<u64> {
     let word = |at: u64| read_u64_at(&layout.segments, data, md + at);
     let mapped = |vaddr: u64| {
@@ -188,10 +201,8 @@ pub(super) fn moduledata_gofunc(data: &[u8], layout: &ElfLayout, md: u64) -> Opt
             .iter()
             .any(|s| s.contains(vaddr) && !s.executable)
     };
-    [MODULEDATA_GOFUNC_UNTIL_126, MODULEDATA_GOFUNC_FROM_127]
-        .into_iter()
-        .find_map(|(rodata_at, gofunc_at)| {
-            let (rodata, gofunc) = (word(rodata_at)?, word(gofunc_at)?);
-            (rodata != 0 && rodata <= gofunc && mapped(gofunc)).then_some(gofunc)
-        })
+    runtime::moduledata_layouts().find_map(|l| {
+        let (rodata, gofunc) = (word(l.rodata)?, word(l.gofunc)?);
+        (rodata != 0 && rodata <= gofunc && mapped(gofunc)).then_some(gofunc)
+    })
 }

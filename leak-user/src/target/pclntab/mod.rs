@@ -29,7 +29,10 @@ mod tests;
 pub use lines::{pcvalue, read_varint};
 pub use names::print_name;
 
-use super::elf::{read_u64_at, read_vaddr, ElfLayout, LoadSegment, TargetError};
+use super::{
+    elf::{read_u64_at, read_vaddr, ElfLayout, LoadSegment, TargetError},
+    runtime,
+};
 use header::{find_header, find_moduledata, moduledata_gofunc, Header};
 
 /// `abi.Go118PCLnTabMagic`: Go 1.18 and 1.19.
@@ -46,16 +49,6 @@ const FUNCDATA_INL_TREE: u32 = 3;
 
 /// Size of the pcHeader: 8 bytes then 8 pointer-sized words.
 const HEADER_SIZE: usize = 8 + 8 * 8;
-
-/// Byte offset of `moduledata.text` (after `pcHeader *`, six slices and
-/// `findfunctab, minpc, maxpc`): the same in the 1.21, 1.25 and 1.27 trees.
-const MODULEDATA_TEXT: u64 = 176;
-/// `moduledata.{rodata, gofunc}` offsets, Go 1.18–1.26 (`types, etypes,
-/// rodata, gofunc`; 1.26 appends `epclntab` after `gofunc`).
-const MODULEDATA_GOFUNC_UNTIL_126: (u64, u64) = (312, 320);
-/// `moduledata.{rodata, gofunc}` offsets, Go 1.27 (`types, typedesclen,
-/// etypes, itaboffset, itabsize, rodata, gofunc, epclntab`).
-const MODULEDATA_GOFUNC_FROM_127: (u64, u64) = (336, 344);
 
 /// Which pclntab format the binary uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +219,7 @@ impl Pclntab {
             m if MAGIC_OLD.contains(&m) => {
                 return Err(TargetError::UnsupportedGoVersion {
                     version: "a Go release older than go1.18".into(),
-                    supported: super::runtime_table::SUPPORTED,
+                    supported: super::runtime::SUPPORTED,
                 })
             }
             m => return Err(malformed(format!("unknown magic {m:#x}"))),
@@ -256,7 +249,9 @@ impl Pclntab {
             |at: u64| moduledata.and_then(|md| read_u64_at(&layout.segments, data, md + at));
         let (text_start, text_start_source) = if header.text_start != 0 {
             (header.text_start, TextStartSource::Header)
-        } else if let Some(text) = md_word(MODULEDATA_TEXT).filter(|&t| t != 0) {
+        } else if let Some(text) =
+            runtime::moduledata_layouts().find_map(|l| md_word(l.text).filter(|&t| t != 0))
+        {
             (text, TextStartSource::Moduledata)
         } else if let Some(text) = layout.text_symbol {
             (text, TextStartSource::Symbol)
