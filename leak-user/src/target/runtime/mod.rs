@@ -16,6 +16,8 @@ mod tests;
 
 pub use rows::{rows, ALLOCATOR_FRAMES};
 
+use leak_common::ProbeConfig;
+
 use super::{elf::TargetError, version::GoVersion};
 
 /// The range leak supports, for error messages.
@@ -136,6 +138,23 @@ impl AllocatorFrames {
 }
 
 impl RuntimeProbes {
+    /// What the kernel side needs of this row: argument positions and the
+    /// `special` and `bucket` layouts, given to the eBPF programs at load.
+    pub fn probe_config(&self) -> ProbeConfig {
+        ProbeConfig {
+            alloc_addr_arg: self.alloc_addr_arg,
+            alloc_bucket_arg: self.alloc_bucket_arg,
+            free_special_arg: self.free_special_arg,
+            free_addr_arg: self.free_addr_arg,
+            free_size_arg: self.free_size_arg,
+            special_kind_offset: self.special_kind_offset,
+            special_kind_profile: self.special_kind_profile,
+            bucket_size_offset: self.bucket.size,
+            bucket_nstk_offset: self.bucket.nstk,
+            bucket_stack_offset: self.bucket.stack,
+        }
+    }
+
     /// Every function this row names, for checking a binary has them all.
     pub fn functions(&self) -> impl Iterator<Item = &'static str> + '_ {
         [self.marker_fn, self.alloc_fn, self.free_fn, self.gc_fn]

@@ -102,3 +102,23 @@ fn bucket_stack_follows_the_header() {
         assert_eq!(b.stack, b.nstk + 8, "{}", row.since);
     }
 }
+
+#[test]
+fn probe_config_carries_the_row() {
+    let row = probes_for(&GoVersion::new(1, 25, 5)).unwrap();
+    let cfg = row.probe_config();
+    assert_eq!((cfg.alloc_addr_arg, cfg.alloc_bucket_arg), (0, 1));
+    assert_eq!(
+        (cfg.free_special_arg, cfg.free_addr_arg, cfg.free_size_arg),
+        (0, 1, 2)
+    );
+    assert_eq!((cfg.special_kind_offset, cfg.special_kind_profile), (16, 4));
+    assert_eq!(
+        (
+            cfg.bucket_size_offset,
+            cfg.bucket_nstk_offset,
+            cfg.bucket_stack_offset
+        ),
+        (32, 40, 48)
+    );
+}
