@@ -16,6 +16,12 @@
 //! probed instruction is emulated, several when it is single-stepped), so
 //! the number of probes per sample is what tracing costs.
 //!
+//! Where a probe meets the unexpected (a user-memory read that fails, a
+//! bucket or special that does not match the table, a full ring buffer) it
+//! says so with `aya_log_ebpf::debug!`: shown by `leak --debug` (or
+//! `RUST_LOG=debug`), switched off at load otherwise (`AYA_LOG_LEVEL` 0).
+//! No log statement is on the path a normal sample takes.
+//!
 //! Entry probes only: return probes crash Go programs (goroutine stacks move).
 //! Which register holds which argument, where `special.kind` sits and the
 //! `bucket` layout depend on the Go version; user space fills [`CONFIG`]
@@ -28,6 +34,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
     programs::ProbeContext,
 };
+use aya_log_ebpf::debug;
 use leak_common::{
     AllocEvent, Counter, Event, EventKind, GoArg, ProbeConfig, ALLOC_HAS_STACK, ALLOC_HEADER,
     GO_MAX_FRAMES,
@@ -129,14 +136,24 @@ fn try_go_alloc(ctx: &ProbeContext) -> Result<(), Skip> {
     ev.addr = go_arg(regs, cfg.alloc_addr_arg);
     // The bucket is runtime memory that lives as long as the process; a
     // failed read sends size 0.
-    ev.size = read_user::<u64>(bucket + cfg.bucket_size_offset as u64).unwrap_or(0);
+    ev.size = match read_user::<u64>(bucket + cfg.bucket_size_offset as u64) {
+        Ok(0) => {
+            debug!(ctx, "go_alloc: bucket {:x} has size 0", bucket);
+            0
+        }
+        Ok(size) => size,
+        Err(_) => {
+            debug!(ctx, "go_alloc: cannot read the size of bucket {:x}", bucket);
+            0
+        }
+    };
     ev.bucket = bucket;
     ev.frames = 0;
     ev.flags = 0;
     // SAFETY: the value is copied out before the map can change.
     let known = unsafe { KNOWN_BUCKETS.get(&key) }.is_some();
     if !known {
-        match read_stack(&cfg, bucket, ev) {
+        match read_stack(ctx, &cfg, bucket, ev) {
             Ok(frames) => {
                 ev.frames = frames;
                 ev.flags = ALLOC_HAS_STACK;
@@ -151,6 +168,10 @@ fn try_go_alloc(ctx: &ProbeContext) -> Result<(), Skip> {
     let bytes = unsafe { core::slice::from_raw_parts((ev as *const AllocEvent).cast::<u8>(), len) };
     if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
         count(Counter::AllocDropped);
+        debug!(
+            ctx,
+            "go_alloc: ring buffer full, sample of pid {} dropped", tgid
+        );
         return Err(Skip::Full);
     }
     if ev.flags & ALLOC_HAS_STACK != 0 {
@@ -162,10 +183,18 @@ fn try_go_alloc(ctx: &ProbeContext) -> Result<(), Skip> {
 
 /// Copies the bucket's stack into `ev.stack`; the number of pcs copied.
 #[inline(always)]
-fn read_stack(cfg: &ProbeConfig, bucket: u64, ev: &mut AllocEvent) -> Result<u32, Skip> {
-    let nstk = read_user::<u64>(bucket + cfg.bucket_nstk_offset as u64)?;
-    let n = if nstk > GO_MAX_FRAMES as u64 {
-        GO_MAX_FRAMES as u64
+fn read_stack(
+    ctx: &ProbeContext,
+    cfg: &ProbeConfig,
+    bucket: u64,
+    ev: &mut AllocEvent,
+) -> Result<u32, Skip> {
+    let nstk = read_user::<u64>(bucket + cfg.bucket_nstk_offset as u64).inspect_err(|_| {
+        debug!(ctx, "go_alloc: cannot read nstk of bucket {:x}", bucket);
+    })?;
+    let n = if nstk == 0 || nstk > GO_MAX_FRAMES as u64 {
+        debug!(ctx, "go_alloc: bucket {:x} has nstk {}", bucket, nstk);
+        nstk.min(GO_MAX_FRAMES as u64)
     } else {
         nstk
     };
@@ -181,7 +210,14 @@ fn read_stack(cfg: &ProbeConfig, bucket: u64, ev: &mut AllocEvent) -> Result<u32
             (bucket + cfg.bucket_stack_offset as u64) as *const core::ffi::c_void,
         )
     };
-    if rc < 0 || n == 0 {
+    if rc < 0 {
+        debug!(
+            ctx,
+            "go_alloc: cannot read the stack of bucket {:x}: {}", bucket, rc
+        );
+        return Err(Skip::Read);
+    }
+    if n == 0 {
         return Err(Skip::Read);
     }
     Ok(len / 8)
@@ -205,7 +241,16 @@ fn try_go_free(ctx: &ProbeContext) -> Result<(), Skip> {
     let cfg = config();
     let regs = regs(ctx);
     let special = go_arg(regs, cfg.free_special_arg);
-    let kind = read_user::<u8>(special + cfg.special_kind_offset as u64)?;
+    let kind = read_user::<u8>(special + cfg.special_kind_offset as u64).inspect_err(|_| {
+        debug!(
+            ctx,
+            "go_free: cannot read the kind of special {:x}", special
+        );
+    })?;
+    if kind == 0 {
+        // Kinds start at 1: the table's offset does not fit this runtime.
+        debug!(ctx, "go_free: special {:x} has kind 0", special);
+    }
     if kind as u32 != cfg.special_kind_profile {
         return Err(Skip::NotProfile);
     }
@@ -219,6 +264,10 @@ fn try_go_free(ctx: &ProbeContext) -> Result<(), Skip> {
     };
     if EVENTS.output::<Event>(&ev, wakeup_flags()).is_err() {
         count(Counter::FreeDropped);
+        debug!(
+            ctx,
+            "go_free: ring buffer full, free of pid {} dropped", ev.tgid
+        );
         return Err(Skip::Full);
     }
     Ok(())
@@ -240,7 +289,7 @@ pub fn go_work_call(_ctx: ProbeContext) -> u32 {
 }
 
 #[uprobe]
-pub fn go_gc_cycle(_ctx: ProbeContext) -> u32 {
+pub fn go_gc_cycle(ctx: ProbeContext) -> u32 {
     let ev = Event {
         kind: EventKind::GcCycle as u32,
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
@@ -251,6 +300,10 @@ pub fn go_gc_cycle(_ctx: ProbeContext) -> u32 {
     };
     if EVENTS.output::<Event>(&ev, wakeup_flags()).is_err() {
         count(Counter::GcDropped);
+        debug!(
+            &ctx,
+            "go_gc_cycle: ring buffer full, GC cycle of pid {} dropped", ev.tgid
+        );
     }
     0
 }
