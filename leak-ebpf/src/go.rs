@@ -16,10 +16,16 @@
 //! probed instruction is emulated, several when it is single-stepped), so
 //! the number of probes per sample is what tracing costs.
 //!
+//! Where a probe meets the unexpected (a user-memory read that fails, a
+//! bucket or special that does not match the table, a full ring buffer) it
+//! says so with `aya_log_ebpf::debug!`: shown by `leak --debug` (or
+//! `RUST_LOG=debug`), switched off at load otherwise (`AYA_LOG_LEVEL` 0).
+//! No log statement is on the path a normal sample takes.
+//!
 //! Entry probes only: return probes crash Go programs (goroutine stacks move).
-//! Which register holds which argument and where `special.kind` sits depend
-//! on the Go version; user space fills [`CONFIG`] from its per-version table
-//! before load.
+//! Which register holds which argument, where `special.kind` sits and the
+//! `bucket` layout depend on the Go version; user space fills [`CONFIG`]
+//! from its per-version table before load.
 
 use aya_ebpf::{
     bindings::pt_regs,
@@ -28,25 +34,28 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
     programs::ProbeContext,
 };
+use aya_log_ebpf::debug;
 use leak_common::{
     AllocEvent, Counter, Event, EventKind, GoArg, ProbeConfig, ALLOC_HAS_STACK, ALLOC_HEADER,
-    BUCKET_NSTK_OFFSET, BUCKET_SIZE_OFFSET, BUCKET_STACK_OFFSET, GO_MAX_FRAMES,
+    GO_MAX_FRAMES,
 };
 
 use crate::{count, wakeup_flags, EVENTS};
 
-/// Argument positions and layouts for this target's Go version (set by
-/// user space).
+/// Argument positions and layouts for this target's Go version: always set
+/// by user space (the zeros are placeholders, not a Go release's layout).
 #[unsafe(no_mangle)]
 static CONFIG: ProbeConfig = ProbeConfig {
     alloc_addr_arg: 0,
-    alloc_bucket_arg: 1,
+    alloc_bucket_arg: 0,
     free_special_arg: 0,
-    free_addr_arg: 1,
-    free_size_arg: 2,
-    special_kind_offset: 16,
-    special_kind_profile: 4,
-    _pad: 0,
+    free_addr_arg: 0,
+    free_size_arg: 0,
+    special_kind_offset: 0,
+    special_kind_profile: 0,
+    bucket_size_offset: 0,
+    bucket_nstk_offset: 0,
+    bucket_stack_offset: 0,
 };
 
 /// Buckets whose stack user space has: (tgid, bucket address) → 1. LRU: a
@@ -85,79 +94,165 @@ fn regs(ctx: &ProbeContext) -> &pt_regs {
     unsafe { &*ctx.regs }
 }
 
+/// Why a probe hit sent nothing (the programs return 0 either way).
+enum Skip {
+    /// This CPU's scratch slot is missing (never, once loaded).
+    NoScratch,
+    /// The ring buffer was full: counted as a loss.
+    Full,
+    /// A user-memory read failed.
+    Read,
+    /// Not a heap-profile special (a finalizer, a cleanup, …).
+    NotProfile,
+}
+
+impl From<i32> for Skip {
+    fn from(_: i32) -> Self {
+        Skip::Read
+    }
+}
+
 #[uprobe]
 pub fn go_alloc(ctx: ProbeContext) -> u32 {
+    let _ = try_go_alloc(&ctx);
+    0
+}
+
+/// Sends one sample: the object, its bucket's size, and the bucket's stack
+/// the first time this bucket is seen.
+fn try_go_alloc(ctx: &ProbeContext) -> Result<(), Skip> {
     let cfg = config();
-    let regs = regs(&ctx);
+    let regs = regs(ctx);
     let bucket = go_arg(regs, cfg.alloc_bucket_arg);
-    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    let id = bpf_get_current_pid_tgid();
-    let tgid = id >> 32;
+    let ev = SCRATCH.get_ptr_mut(0).ok_or(Skip::NoScratch)?;
+    // SAFETY: this CPU's scratch slot; nothing else runs here.
+    let ev = unsafe { &mut *ev };
+    let tgid = bpf_get_current_pid_tgid() >> 32;
     let key = [tgid, bucket];
-    // SAFETY: `ev` is this CPU's scratch slot; nothing else runs here. The
-    // bucket is runtime memory that lives as long as the process; a failed
-    // read leaves zeros.
-    unsafe {
-        (*ev).kind = EventKind::Alloc as u32;
-        (*ev).tgid = tgid as u32;
-        (*ev).timestamp_ns = bpf_ktime_get_ns();
-        (*ev).addr = go_arg(regs, cfg.alloc_addr_arg);
-        (*ev).size = bpf_probe_read_user((bucket + BUCKET_SIZE_OFFSET) as *const u64).unwrap_or(0);
-        (*ev).bucket = bucket;
-        (*ev).frames = 0;
-        (*ev).flags = 0;
-        let known = KNOWN_BUCKETS.get(&key).is_some();
-        if !known {
-            let nstk =
-                bpf_probe_read_user((bucket + BUCKET_NSTK_OFFSET) as *const u64).unwrap_or(0);
-            let n = if nstk > GO_MAX_FRAMES as u64 {
-                GO_MAX_FRAMES as u64
-            } else {
-                nstk
-            };
-            // GO_MAX_FRAMES is 255: the mask is the bound the verifier sees.
-            const _: () = assert!(GO_MAX_FRAMES == 0xff);
-            let len = (n as u32 & 0xff) * 8;
-            let rc = generated::bpf_probe_read_user(
-                (*ev).stack.as_mut_ptr().cast(),
-                len,
-                (bucket + BUCKET_STACK_OFFSET) as *const core::ffi::c_void,
-            );
-            if rc < 0 || n == 0 {
-                count(Counter::StackFailed);
-            } else {
-                (*ev).frames = len / 8;
-                (*ev).flags = ALLOC_HAS_STACK;
-            }
+    ev.kind = EventKind::Alloc as u32;
+    ev.tgid = tgid as u32;
+    // SAFETY: helper without preconditions.
+    ev.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    ev.addr = go_arg(regs, cfg.alloc_addr_arg);
+    // The bucket is runtime memory that lives as long as the process; a
+    // failed read sends size 0.
+    ev.size = match read_user::<u64>(bucket + cfg.bucket_size_offset as u64) {
+        Ok(0) => {
+            debug!(ctx, "go_alloc: bucket {:x} has size 0", bucket);
+            0
         }
-        // The header, and the frames only with a bucket's first sample.
-        let frames = ((*ev).frames as usize).min(GO_MAX_FRAMES);
-        let len = ALLOC_HEADER + frames * 8;
-        // SAFETY: `len` never exceeds the size of the value `ev` points at.
-        let bytes = core::slice::from_raw_parts(ev.cast::<u8>(), len);
-        if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
-            count(Counter::AllocDropped);
-        } else if (*ev).flags & ALLOC_HAS_STACK != 0 {
-            // Only once user space is sure to get the stack.
-            let _ = KNOWN_BUCKETS.insert(&key, &1, 0);
+        Ok(size) => size,
+        Err(_) => {
+            debug!(ctx, "go_alloc: cannot read the size of bucket {:x}", bucket);
+            0
+        }
+    };
+    ev.bucket = bucket;
+    ev.frames = 0;
+    ev.flags = 0;
+    // SAFETY: the value is copied out before the map can change.
+    let known = unsafe { KNOWN_BUCKETS.get(&key) }.is_some();
+    if !known {
+        match read_stack(ctx, &cfg, bucket, ev) {
+            Ok(frames) => {
+                ev.frames = frames;
+                ev.flags = ALLOC_HAS_STACK;
+            }
+            Err(_) => count(Counter::StackFailed),
         }
     }
-    0
+    // The header, and the frames only with a bucket's first sample.
+    let frames = (ev.frames as usize).min(GO_MAX_FRAMES);
+    let len = ALLOC_HEADER + frames * 8;
+    // SAFETY: `len` never exceeds the size of the value `ev` points at.
+    let bytes = unsafe { core::slice::from_raw_parts((ev as *const AllocEvent).cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
+        count(Counter::AllocDropped);
+        debug!(
+            ctx,
+            "go_alloc: ring buffer full, sample of pid {} dropped", tgid
+        );
+        return Err(Skip::Full);
+    }
+    if ev.flags & ALLOC_HAS_STACK != 0 {
+        // Only once user space is sure to get the stack.
+        let _ = KNOWN_BUCKETS.insert(&key, &1, 0);
+    }
+    Ok(())
+}
+
+/// Copies the bucket's stack into `ev.stack`; the number of pcs copied.
+#[inline(always)]
+fn read_stack(
+    ctx: &ProbeContext,
+    cfg: &ProbeConfig,
+    bucket: u64,
+    ev: &mut AllocEvent,
+) -> Result<u32, Skip> {
+    let nstk = read_user::<u64>(bucket + cfg.bucket_nstk_offset as u64).inspect_err(|_| {
+        debug!(ctx, "go_alloc: cannot read nstk of bucket {:x}", bucket);
+    })?;
+    let n = if nstk == 0 || nstk > GO_MAX_FRAMES as u64 {
+        debug!(ctx, "go_alloc: bucket {:x} has nstk {}", bucket, nstk);
+        nstk.min(GO_MAX_FRAMES as u64)
+    } else {
+        nstk
+    };
+    // GO_MAX_FRAMES is 255: the mask is the bound the verifier sees.
+    const _: () = assert!(GO_MAX_FRAMES == 0xff);
+    let len = (n as u32 & 0xff) * 8;
+    // SAFETY: `len` is at most the size of `ev.stack`; the source is
+    // runtime memory, read with the fault-safe helper.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            ev.stack.as_mut_ptr().cast(),
+            len,
+            (bucket + cfg.bucket_stack_offset as u64) as *const core::ffi::c_void,
+        )
+    };
+    if rc < 0 {
+        debug!(
+            ctx,
+            "go_alloc: cannot read the stack of bucket {:x}: {}", bucket, rc
+        );
+        return Err(Skip::Read);
+    }
+    if n == 0 {
+        return Err(Skip::Read);
+    }
+    Ok(len / 8)
+}
+
+/// Reads a `T` from the traced program's memory.
+#[inline(always)]
+fn read_user<T>(addr: u64) -> Result<T, Skip> {
+    // SAFETY: the helper checks the address; a fault is an error.
+    Ok(unsafe { bpf_probe_read_user(addr as *const T) }?)
 }
 
 #[uprobe]
 pub fn go_free(ctx: ProbeContext) -> u32 {
+    let _ = try_go_free(&ctx);
+    0
+}
+
+/// Sends a free when the special is the heap profile's.
+fn try_go_free(ctx: &ProbeContext) -> Result<(), Skip> {
     let cfg = config();
-    let regs = regs(&ctx);
+    let regs = regs(ctx);
     let special = go_arg(regs, cfg.free_special_arg);
-    // SAFETY: a read of runtime memory; a failed read is not a profile kind.
-    let kind =
-        unsafe { bpf_probe_read_user((special + cfg.special_kind_offset as u64) as *const u8) }
-            .unwrap_or(0);
+    let kind = read_user::<u8>(special + cfg.special_kind_offset as u64).inspect_err(|_| {
+        debug!(
+            ctx,
+            "go_free: cannot read the kind of special {:x}", special
+        );
+    })?;
+    if kind == 0 {
+        // Kinds start at 1: the table's offset does not fit this runtime.
+        debug!(ctx, "go_free: special {:x} has kind 0", special);
+    }
     if kind as u32 != cfg.special_kind_profile {
-        return 0;
+        return Err(Skip::NotProfile);
     }
     let ev = Event {
         kind: EventKind::Free as u32,
@@ -169,8 +264,13 @@ pub fn go_free(ctx: ProbeContext) -> u32 {
     };
     if EVENTS.output::<Event>(&ev, wakeup_flags()).is_err() {
         count(Counter::FreeDropped);
+        debug!(
+            ctx,
+            "go_free: ring buffer full, free of pid {} dropped", ev.tgid
+        );
+        return Err(Skip::Full);
     }
-    0
+    Ok(())
 }
 
 /// Calls of the user's `--work` function (slot 0), per CPU.
@@ -189,7 +289,7 @@ pub fn go_work_call(_ctx: ProbeContext) -> u32 {
 }
 
 #[uprobe]
-pub fn go_gc_cycle(_ctx: ProbeContext) -> u32 {
+pub fn go_gc_cycle(ctx: ProbeContext) -> u32 {
     let ev = Event {
         kind: EventKind::GcCycle as u32,
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
@@ -200,6 +300,10 @@ pub fn go_gc_cycle(_ctx: ProbeContext) -> u32 {
     };
     if EVENTS.output::<Event>(&ev, wakeup_flags()).is_err() {
         count(Counter::GcDropped);
+        debug!(
+            &ctx,
+            "go_gc_cycle: ring buffer full, GC cycle of pid {} dropped", ev.tgid
+        );
     }
     0
 }

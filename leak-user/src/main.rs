@@ -15,6 +15,11 @@ use leak_user::cmd;
 #[derive(Parser, Debug)]
 #[command(name = "leak", version, about, long_about)]
 struct Cli {
+    /// Log what leak and its probes see at debug level (as RUST_LOG=debug
+    /// would, for leak's own modules only): failed reads, unexpected
+    /// runtime data, full buffers.
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,8 +34,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    if cli.debug {
+        // `leak` is the kernel side's target (its crate's binary name).
+        logger.filter_module("leak", log::LevelFilter::Debug);
+        logger.filter_module("leak_user", log::LevelFilter::Debug);
+    }
+    logger.init();
     let result = match cli.command {
         Command::Trace(args) => cmd::trace::run(args),
         Command::Top(args) => cmd::top::run(args),

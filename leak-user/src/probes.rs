@@ -33,10 +33,15 @@ pub fn load_and_attach(
     config: ProbeConfig,
     attachments: &[Attachment],
 ) -> Result<Ebpf> {
+    let kernel_logs = kernel_logs_enabled();
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
+        .override_global(aya_log::LEVEL, &kernel_log_level(kernel_logs), false)
         .load(EBPF_OBJECT)
         .map_err(|e| kernel_error("load the eBPF programs", e.into()))?;
+    if kernel_logs {
+        start_kernel_logger(&mut ebpf);
+    }
     let scope = match pid.and_then(std::num::NonZeroU32::new) {
         Some(pid) => UProbeScope::OneProcess(pid),
         None => UProbeScope::AllProcesses,
@@ -61,6 +66,56 @@ pub fn load_and_attach(
         }
     }
     Ok(ebpf)
+}
+
+/// Whether the kernel side's diagnostics are wanted: leak logs at debug
+/// level (`--debug`, or `RUST_LOG=debug`).
+pub fn kernel_logs_enabled() -> bool {
+    log::log_enabled!(target: "leak", log::Level::Debug)
+}
+
+/// The `AYA_LOG_LEVEL` to load the programs with: debug when the logs are
+/// wanted, otherwise 0, so a log statement costs one load and compare, and
+/// only on the paths where something unexpected happened.
+pub fn kernel_log_level(enabled: bool) -> u8 {
+    if enabled {
+        aya_log::Level::Debug as u8
+    } else {
+        0
+    }
+}
+
+/// Forwards the kernel side's log records (`aya_log_ebpf::debug!`) to
+/// leak's logger, from a task on the current tokio runtime. Never fails
+/// the run: without a runtime or the log map it says why at debug level.
+pub fn start_kernel_logger(ebpf: &mut Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(e) => {
+            log::debug!("no kernel-side logs: {e}");
+            return;
+        }
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        log::debug!("no kernel-side logs: no tokio runtime to read them from");
+        return;
+    };
+    let _guard = runtime.enter();
+    #[allow(deprecated)] // as the ring buffer's AsyncFd in cmd/trace.rs
+    let mut logger =
+        match tokio::io::unix::AsyncFd::with_interest(logger, tokio::io::Interest::READABLE) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::debug!("no kernel-side logs: {e}");
+                return;
+            }
+        };
+    runtime.spawn(async move {
+        while let Ok(mut guard) = logger.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
 }
 
 /// Loads `program` and attaches it to the tracepoint `category:name`.

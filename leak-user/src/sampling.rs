@@ -14,14 +14,16 @@ use std::{io, thread, time::Duration};
 
 use crate::process::memory::MemoryMut;
 
-/// Go's default `MemProfileRate`: one sample per 512 KiB allocated.
-pub const DEFAULT_RATE: u64 = 512 * 1024;
+/// Go's default `MemProfileRate`: one sample per 512 KiB allocated (defined
+/// in the runtime table).
+pub use crate::target::runtime::DEFAULT_MEM_PROFILE_RATE as DEFAULT_RATE;
 
 /// Largest rate leak accepts as a real `MemProfileRate` value (1 GiB).
 const MAX_PLAUSIBLE: i64 = 1 << 30;
 
-/// Whether `v` can be a `MemProfileRate` (guards against writing through a
-/// wrong address).
+/// Whether `v` can be a `MemProfileRate`: 0 (profiling off) or a sampling
+/// interval of at most 1 GiB. Anything else means the address is wrong, so
+/// never write over it.
 pub fn plausible(v: i64) -> bool {
     (0..=MAX_PLAUSIBLE).contains(&v)
 }
@@ -150,6 +152,17 @@ mod tests {
             decide(0x7f00_0000_0000, None, false),
             RateAction::Implausible
         );
+    }
+
+    #[test]
+    fn plausible_rates() {
+        assert!(plausible(0));
+        assert!(plausible(1));
+        assert!(plausible(512 * 1024));
+        assert!(plausible(1 << 30));
+        assert!(!plausible(-1));
+        assert!(!plausible((1 << 30) + 1));
+        assert!(!plausible(0x00c0_0001_2000)); // a heap pointer
     }
 
     #[test]

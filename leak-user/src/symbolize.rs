@@ -11,16 +11,16 @@
 //!   expanded, one entry per frame, so each pc is exactly one frame, the
 //!   innermost function at `pc − 1`.
 //!
-//! Frames of the allocator itself (`runtime.*` at the leaf end) are
-//! trimmed, as Go's heap profile trims them, so the leaf is the function
-//! that asked for memory.
+//! Frames of the allocator itself (`runtime.*` at the leaf end, and the
+//! runtime table's other allocator frames) are trimmed, as Go's heap
+//! profile trims them, so the leaf is the function that asked for memory.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
 };
 
-use crate::frame::Frame;
+use crate::{frame::Frame, target::runtime::ALLOCATOR_FRAMES};
 
 /// Something that knows the frames at a code address (a `.gopclntab`).
 pub trait SymbolSource {
@@ -157,21 +157,10 @@ fn intern(names: &mut HashSet<Arc<str>>, name: &Arc<str>) -> Arc<str> {
     }
 }
 
-/// Runtime code that other packages reach by `go:linkname` under their own
-/// name; it allocates on the caller's behalf, so Go's profile never shows it
-/// as the allocating function (`bytes.Repeat`, not `MakeNoZero`).
-const LINKNAMED_ALLOCATORS: &[&str] = &[
-    "internal/bytealg.MakeNoZero",
-    "reflect.unsafe_New",
-    "reflect.unsafe_NewArray",
-    "reflect.mallocgc",
-];
-
-/// Whether a frame belongs to the allocation machinery.
+/// Whether a frame belongs to the allocation machinery (the runtime
+/// table's [`ALLOCATOR_FRAMES`]).
 pub fn is_allocator(function: &str) -> bool {
-    function.starts_with("runtime.")
-        || function.starts_with("internal/runtime/")
-        || LINKNAMED_ALLOCATORS.contains(&function)
+    ALLOCATOR_FRAMES.contains(function)
 }
 
 /// Drops leaf-end frames of the allocation machinery (mallocgc, newobject,

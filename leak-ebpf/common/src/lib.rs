@@ -107,9 +107,10 @@ pub struct Event {
 }
 
 /// Per-Go-version argument positions and layouts, set by user space before
-/// load.
+/// load from its runtime table (`RuntimeProbes::probe_config`): the kernel
+/// side compiles in no Go layout.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProbeConfig {
     /// `setprofilebucket(p, b)`: argument holding the object's address.
     pub alloc_addr_arg: GoArg,
@@ -125,18 +126,13 @@ pub struct ProbeConfig {
     pub special_kind_offset: u32,
     /// `_KindSpecialProfile`: the kind of a heap-profile special.
     pub special_kind_profile: u32,
-    /// Padding; always 0.
-    pub _pad: u32,
+    /// Offset of `size` (a u64) in the runtime's `bucket` struct.
+    pub bucket_size_offset: u32,
+    /// Offset of `nstk` (a u64, the number of pcs) in a bucket.
+    pub bucket_nstk_offset: u32,
+    /// Offset of the first pc of a bucket's stack.
+    pub bucket_stack_offset: u32,
 }
-
-/// Layout of the runtime's `bucket` struct (`runtime/mprof.go`, the same
-/// from go1.21 to go1.27): `next`, `allnext`, `typ`, `hash`, `size`,
-/// `nstk`, then `nstk` pcs.
-pub const BUCKET_SIZE_OFFSET: u64 = 32;
-/// Offset of `nstk` in a bucket; the stack follows it.
-pub const BUCKET_NSTK_OFFSET: u64 = 40;
-/// Offset of the first pc of a bucket's stack.
-pub const BUCKET_STACK_OFFSET: u64 = 48;
 
 /// Slots of the per-CPU counter array `COUNTERS`: losses only. Samples
 /// and frees are counted in user space, from the records themselves; a

@@ -82,7 +82,7 @@ pub enum TargetError {
         suggestions: String,
     },
     /// `runtime.MemProfileRate` could not be located.
-    #[error("{path}: cannot locate runtime.MemProfileRate ({reason}); use exact mode or rebuild without -ldflags=-s")]
+    #[error("{path}: cannot locate runtime.MemProfileRate ({reason}); rebuild without -ldflags=-s so leak can read and set the sampling rate")]
     MemProfileRateNotFound {
         /// The file.
         path: PathBuf,

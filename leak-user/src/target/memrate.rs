@@ -3,25 +3,17 @@
 //!
 //! `.symtab` names it when present. Stripped binaries keep no data
 //! symbols, but the runtime's own code still loads it: the RIP-relative
-//! memory operands of `runtime.profilealloc` (and, failing that, the
-//! malloc functions that compare it with `mcache.memProfRate`) are the
-//! candidates, and the variable is the one whose initial value in the file
-//! is the default rate, 512 KiB.
+//! memory operands of the functions the runtime table names for the
+//! binary's version (`runtime.profilealloc` first, then the malloc
+//! functions that read it) are the candidates, and the variable is the one
+//! whose initial value in the file is the default rate, 512 KiB.
 
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
-use super::elf::{GoBinary, TargetError};
-
-/// `runtime.MemProfileRate`'s initial value (`512 * 1024`).
-pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
-
-/// Functions whose code reads `MemProfileRate`, most direct first.
-const RATE_READERS: &[&str] = &[
-    "runtime.profilealloc",
-    "runtime.mallocgc",
-    "runtime.mallocgcSmallNoscan",
-    "runtime.mallocgcLarge",
-];
+use super::{
+    elf::{GoBinary, TargetError},
+    runtime::{self, DEFAULT_MEM_PROFILE_RATE},
+};
 
 /// How the address was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +40,11 @@ pub fn mem_profile_rate_by_disassembly(bin: &GoBinary) -> Result<u64, TargetErro
         path: bin.path().to_path_buf(),
         reason,
     };
+    let readers = runtime::probes_for(&bin.go_version().0)
+        .map_err(|e| not_found(e.to_string()))?
+        .rate_reader_fns;
     let mut seen_any = false;
-    for name in RATE_READERS {
+    for name in readers {
         let Some(func) = bin.pclntab().func_by_name(name) else {
             continue;
         };
@@ -107,27 +102,9 @@ pub fn rip_relative_operands(code: &[u8], ip: u64) -> Vec<u64> {
     out
 }
 
-/// Whether `v` can be a `MemProfileRate`: 0 (profiling off) or a sampling
-/// interval of at most 1 GiB. Anything else means the address is wrong, so
-/// never write over it.
-pub fn plausible_rate(v: i64) -> bool {
-    v == 0 || (1..=1 << 30).contains(&v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plausible_rates() {
-        assert!(plausible_rate(0));
-        assert!(plausible_rate(1));
-        assert!(plausible_rate(512 * 1024));
-        assert!(plausible_rate(1 << 30));
-        assert!(!plausible_rate(-1));
-        assert!(!plausible_rate((1 << 30) + 1));
-        assert!(!plausible_rate(0x00c0_0001_2000)); // a heap pointer
-    }
 
     #[test]
     fn decodes_rip_relative_loads() {

@@ -14,14 +14,14 @@
 //! let bin = GoBinary::open("/proc/1234/exe")?;
 //! let (go, _source) = version::detect(&bin);
 //! let probes = probes_for(&go)?;
-//! let malloc = bin.pclntab().func_by_name(probes.malloc_fn);
+//! let alloc = bin.pclntab().func_by_name(probes.alloc_fn);
 //! ```
 
 pub mod elf;
 pub mod memrate;
 pub mod pclntab;
 pub mod prologue;
-pub mod runtime_table;
+pub mod runtime;
 pub mod version;
 
 #[cfg(test)]
@@ -30,7 +30,7 @@ mod tests;
 mod testutil;
 
 pub use elf::{GoBinary, LoadSegment, Section, Symbol, TargetError};
-pub use memrate::{mem_profile_rate_addr, plausible_rate, RateSource};
+pub use memrate::{mem_profile_rate_addr, RateSource};
 pub use pclntab::{Frame, FuncInfo, Pclntab};
-pub use runtime_table::{probes_for, RuntimeProbes};
+pub use runtime::{probes_for, RuntimeProbes};
 pub use version::{GoVersion, VersionSource};

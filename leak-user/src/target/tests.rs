@@ -9,7 +9,7 @@ use super::{
     elf::{GoBinary, TargetError},
     memrate::{self, RateSource},
     pclntab::{self, TextStartSource},
-    runtime_table::{self, probes_for},
+    runtime::{self, probes_for},
     testutil::{self, Variant, VERSIONS},
     version::{self, GoVersion, VersionSource},
 };
@@ -98,15 +98,51 @@ fn each_toolchain_lands_on_its_row() {
         let row = probes_for(&expected_version(v)).unwrap();
         assert_eq!(row.since.minor, since_minor, "go{v}");
     }
-    // Every row's function set, except the version-specific malloc leaves,
-    // is checked on some binary above; the 1.23 row differs from the 1.21
-    // row only in argument positions.
-    let rows = runtime_table::rows();
-    let (r21, r23) = (&rows[0], &rows[1]);
-    assert_eq!(
-        r21.functions().collect::<Vec<_>>(),
-        r23.functions().collect::<Vec<_>>()
-    );
+    // Every row's function set is checked on some binary above, except the
+    // 1.23 and 1.24 rows': 1.23 probes the 1.21 row's functions (only the
+    // profile kind and the marker differ), 1.24 the 1.25 row's.
+    let rows = runtime::rows();
+    let probed = |r: &runtime::RuntimeProbes| {
+        let mut names = vec![r.alloc_fn, r.free_fn, r.gc_fn];
+        names.extend(r.rate_reader_fns);
+        names
+    };
+    assert_eq!(probed(&rows[0]), probed(&rows[1]));
+    assert_eq!(probed(&rows[2]), probed(&rows[3]));
+}
+
+/// Each row's rate readers load `runtime.MemProfileRate` (found by symbol
+/// in a plain build), and each toolchain's binary has its row's marker but
+/// not the next row's: inference lands on the row.
+#[test]
+fn rate_readers_and_markers_hold_for_real_binaries() {
+    for v in VERSIONS {
+        let Some(path) = testutil::seed(v, Variant::Plain) else {
+            return;
+        };
+        let bin = open(&path);
+        let row = probes_for(&expected_version(v)).unwrap();
+        let rate = bin.symbol("runtime.MemProfileRate").unwrap().vaddr;
+        for name in row.rate_reader_fns {
+            let f = bin.pclntab().func_by_name(name).unwrap();
+            let code = bin.read_vaddr(f.entry, (f.end - f.entry) as usize).unwrap();
+            assert!(
+                memrate::rip_relative_operands(code, f.entry).contains(&rate),
+                "go{v}: {name} does not read MemProfileRate"
+            );
+        }
+        let rows = runtime::rows();
+        let at = rows.iter().position(|r| r == row).unwrap();
+        assert!(bin.pclntab().func_by_name(row.marker_fn).is_some(), "go{v}");
+        if let Some(next) = rows.get(at + 1) {
+            assert!(
+                bin.pclntab().func_by_name(next.marker_fn).is_none(),
+                "go{v} has {}, the marker of {}",
+                next.marker_fn,
+                next.since
+            );
+        }
+    }
 }
 
 /// Unstripped binaries let us check the values found without symbols
@@ -411,7 +447,7 @@ fn mem_profile_rate_found_without_symbols() {
             let bin = open(&path);
             let (addr, source) = memrate::mem_profile_rate_addr(&bin).unwrap();
             assert_eq!(source, RateSource::Disassembly);
-            assert_eq!(bin.read_u64(addr), Some(memrate::DEFAULT_MEM_PROFILE_RATE));
+            assert_eq!(bin.read_u64(addr), Some(runtime::DEFAULT_MEM_PROFILE_RATE));
             let section = bin.section_containing(addr).unwrap();
             assert_eq!(section.name, ".noptrdata", "go{v} {variant:?}");
         }

@@ -3,11 +3,12 @@
 //! In order of trust: the build info (`.go.buildinfo`, what `go version BIN`
 //! prints); the `runtime.buildVersion` string in the data (still there when
 //! the build info was cut out); and last, an inference from which runtime
-//! functions the `.gopclntab` lists, which only gives a lower bound.
+//! functions the `.gopclntab` lists (the runtime table's markers), which
+//! only gives a lower bound.
 
 use std::fmt;
 
-use super::{elf::GoBinary, pclntab::TextStartSource};
+use super::{elf::GoBinary, pclntab::TextStartSource, runtime};
 
 /// A Go release, e.g. `go1.25.5`. Pre-releases (`go1.22rc1`) count as the
 /// `.0` release.
@@ -170,47 +171,21 @@ fn from_build_version(bin: &GoBinary, at_least: GoVersion) -> Option<GoVersion> 
     }
 }
 
-/// Runtime functions that first appear in a release, newest first. Each is
-/// reached from the scheduler or the allocator, so every program has it.
-/// Checked in the 1.21.13, 1.25.5 and 1.27.3 trees and binaries; the
-/// in-between releases are from the Go release history (noted per row).
-const MARKERS: &[(&str, GoVersion)] = &[
-    // Size-specialised malloc (GOEXPERIMENT sizespecializedmalloc, on by
-    // default in 1.27: internal/buildcfg/exp.go). A 1.26 build with the
-    // experiment turned on by hand would also match.
-    ("runtime.mallocgcSmallNoScanSC2", GoVersion::new(1, 27, 0)),
-    // Container-aware GOMAXPROCS (proc.go, called from schedinit) is new
-    // in 1.25; the 1.24.11 tree has no such function. Needed: the profile
-    // special's kind changed from 3 to 4 at 1.25.
-    ("runtime.defaultGOMAXPROCS", GoVersion::new(1, 25, 0)),
-    // mallocgc split into mallocgcTiny/SmallNoscan/…/Large in 1.24; 1.27
-    // still has mallocgcLarge but no mallocgcTiny.
-    ("runtime.mallocgcLarge", GoVersion::new(1, 24, 0)),
-    // 1.23 moved per-P timer state into `type timers` (time.go); 1.22 and
-    // 1.21 have `checkTimers(pp, now)` in proc.go instead.
-    ("runtime.(*timers).check", GoVersion::new(1, 23, 0)),
-    // The traceback rewrite (`type unwinder`, traceback.go) landed in 1.21.
-    ("runtime.(*unwinder).next", GoVersion::new(1, 21, 0)),
-];
-
 /// The oldest release consistent with the runtime functions and table
-/// format present in `bin`.
+/// format present in `bin`: the newest runtime-table row whose marker
+/// function is there (`RuntimeProbes::marker_fn`), raised by what the
+/// table format says.
 pub fn infer(bin: &GoBinary) -> GoVersion {
     let tab = bin.pclntab();
     let mut version = match tab.format() {
         super::pclntab::PclntabFormat::Go118 => GoVersion::new(1, 18, 0),
         super::pclntab::PclntabFormat::Go120 => GoVersion::new(1, 20, 0),
     };
-    // Go 1.26 stopped storing pcHeader.textStart (runtime/symtab.go: "The
-    // next field used to be textStart"); it is 0 in 1.27 binaries.
     if tab.text_start_source() != TextStartSource::Header {
-        version = version.max(GoVersion::new(1, 26, 0));
+        version = version.max(runtime::TEXT_START_DROPPED);
     }
-    if let Some(&(_, marked)) = MARKERS
-        .iter()
-        .find(|(name, _)| tab.func_by_name(name).is_some())
-    {
-        version = version.max(marked);
+    if let Some(row) = runtime::row_by_markers(|name| tab.func_by_name(name).is_some()) {
+        version = version.max(row.since);
     }
     version
 }

