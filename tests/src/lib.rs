@@ -61,8 +61,19 @@ pub enum Variant {
     StrippedPie,
 }
 
-/// Builds test program `prog` (a directory of tests/go) with Go `version`,
-/// once per test run, and returns the binary's path.
+/// Where test program `prog` comes from: its directory of tests/go and its
+/// build tags. `seednoprof` is `seed` without its `net/http/pprof` import,
+/// so Go starts it with heap sampling off.
+fn go_source(prog: &str) -> (&str, Option<&str>) {
+    match prog {
+        "seednoprof" => ("seed", Some("noprof")),
+        _ => (prog, None),
+    }
+}
+
+/// Builds test program `prog` (a directory of tests/go, or a build of one
+/// with tags: see [`go_source`]) with Go `version`, once per test run, and
+/// returns the binary's path.
 pub fn build_go(prog: &str, version: &str, variant: Variant) -> PathBuf {
     let out_dir = root().join("target/it-go");
     fs::create_dir_all(&out_dir).unwrap();
@@ -78,7 +89,11 @@ pub fn build_go(prog: &str, version: &str, variant: Variant) -> PathBuf {
     if variant == Variant::StrippedPie {
         cmd.args(["-ldflags=-s -w", "-buildmode=pie"]);
     }
-    cmd.arg(format!("./{prog}"));
+    let (source, tags) = go_source(prog);
+    if let Some(tags) = tags {
+        cmd.args(["-tags", tags]);
+    }
+    cmd.arg(format!("./{source}"));
     let status = cmd.status().expect("run go build");
     assert!(status.success(), "go build {prog} with {version} failed");
     out
