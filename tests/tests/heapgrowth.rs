@@ -16,21 +16,12 @@ fn c_heap_growth_stack_names_the_leaking_function() {
     let leaker = Program::start(&bin, &["-t", "60"]);
     let folded = dir.join("leaker.folded");
     let svg = dir.join("leaker.svg");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--pid",
-            &leaker.pid().to_string(),
-            "--duration",
-            "20",
-            "--folded",
-            folded.to_str().unwrap(),
-            "--flamegraph",
-            svg.to_str().unwrap(),
-        ],
-    );
-    leak.wait_attached();
+    let mut leak = LeakArgs::trace_any()
+        .pid(leaker.pid())
+        .opt("--duration", 20)
+        .out("--folded", &folded)
+        .out("--flamegraph", &svg)
+        .attach(&dir);
     let status = leak.wait(60);
     assert!(status.success(), "leak failed: {}", leak.stderr_text());
 
