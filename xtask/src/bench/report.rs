@@ -3,7 +3,7 @@
 //! Hand-written analysis below a marker in BENCHMARKS.md survives reruns.
 //!
 //! Here: the machine, the figures drawn from the runs (per-round pairs
-//! against the untraced run, medians) and results.json. `markdown` lays
+//! against each arm's baseline, medians) and results.json. `markdown` lays
 //! out BENCHMARKS.md; `tables` writes its tables.
 
 mod markdown;
@@ -118,25 +118,52 @@ impl Document<'_> {
         stats::summarize_rounds(&self.values(w, arm, key))
     }
 
-    /// Per round, seconds `arm` took beyond the untraced run.
+    /// The untraced run `arm` is compared with: the one on the same work
+    /// (the bpftrace arm runs on the peer's share of it).
+    fn baseline(arm: Arm) -> Arm {
+        match arm {
+            Arm::Bpftrace | Arm::PeerBaseline => Arm::PeerBaseline,
+            _ => Arm::Untraced,
+        }
+    }
+
+    /// How many times the work `arm` gets the full work is.
+    fn work_factor(&self, w: Workload, arm: Arm) -> f64 {
+        w.units(self.sizes) as f64 / w.units(&self.sizes.for_arm(arm)) as f64
+    }
+
+    /// The arm's name in the tables, with its share of the work if partial.
+    fn label(&self, arm: Arm) -> String {
+        let share = self.sizes.peer_share;
+        match arm {
+            Arm::Bpftrace => format!("bpftrace, 1/{share} of the work"),
+            Arm::PeerBaseline => format!("untraced, 1/{share} of the work"),
+            _ => arm.name().to_string(),
+        }
+    }
+
+    /// Per round, seconds `arm` took beyond its baseline, for the full work:
+    /// an arm on a share of the work has its added time scaled up by the
+    /// same factor (added time per unit of work, times the full work).
     fn added_by_round(&self, w: Workload, arm: Arm) -> Vec<(usize, f64)> {
+        let factor = self.work_factor(w, arm);
         stats::paired(
             &self.values(w, arm, "seconds"),
-            &self.values(w, Arm::Untraced, "seconds"),
-            |a, b| a - b,
+            &self.values(w, Self::baseline(arm), "seconds"),
+            |a, b| (a - b) * factor,
         )
     }
 
-    /// Per-round `arm / untraced` of a figure.
+    /// Per-round `arm / baseline` of a figure.
     fn ratio(&self, w: Workload, arm: Arm, key: &str) -> Option<Summary> {
         stats::summarize_rounds(&stats::paired(
             &self.values(w, arm, key),
-            &self.values(w, Arm::Untraced, key),
+            &self.values(w, Self::baseline(arm), key),
             |a, b| a / b,
         ))
     }
 
-    /// Per-round seconds added over the untraced run.
+    /// Per-round seconds added over the baseline, for the full work.
     fn added(&self, w: Workload, arm: Arm) -> Option<Summary> {
         stats::summarize_rounds(&self.added_by_round(w, arm))
     }
@@ -188,15 +215,17 @@ impl Document<'_> {
         )
     }
 
-    fn workload_command(&self, w: Workload) -> String {
+    /// The workload's command line with the work `arm` gets.
+    fn workload_command(&self, w: Workload, arm: Arm) -> String {
+        let sizes = self.sizes.for_arm(arm);
         let line = std::iter::once(format!("target/bench/bin/{}", w.program()))
-            .chain(w.args(self.sizes))
+            .chain(w.args(&sizes))
             .collect::<Vec<_>>()
             .join(" ");
         if w == Workload::Service {
             format!(
                 "{line}   # then: target/bench/bin/benchload -url http://$ADDR/work -n {} -c 8",
-                self.sizes.service_requests
+                sizes.service_requests
             )
         } else {
             line
@@ -225,9 +254,16 @@ pub fn results_json(doc: &Document) -> String {
     for w in Workload::ALL {
         commands.insert(
             format!("{} workload", w.name()),
-            json!(doc.workload_command(w)),
+            json!(doc.workload_command(w, Arm::Untraced)),
         );
-        for arm in w.arms(true) {
+        let arms = w.arms(true);
+        if arms.contains(&Arm::Bpftrace) {
+            commands.insert(
+                format!("{} workload, peer's work", w.name()),
+                json!(doc.workload_command(w, Arm::Bpftrace)),
+            );
+        }
+        for arm in arms {
             if let Some(c) = doc.command(arm, &format!("target/bench/bin/{}", w.program())) {
                 commands.insert(format!("{} {}", w.name(), arm.name()), json!(c));
             }
@@ -254,6 +290,7 @@ pub fn results_json(doc: &Document) -> String {
             "large_objects": doc.sizes.large_objects,
             "scale_stacks": 10u64.pow(doc.sizes.scale_depth),
             "mmap_cycles": doc.sizes.mmap_cycles,
+            "peer_share": doc.sizes.peer_share,
         },
         "leak_top_available": doc.kit.leak_top,
         "commands": commands,
@@ -267,5 +304,77 @@ fn finite(x: f64) -> Value {
         json!(x)
     } else {
         Value::Null
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::Metrics;
+
+    fn run(round: usize, workload: Workload, arm: Arm, seconds: f64) -> Run {
+        Run {
+            round,
+            workload,
+            arm,
+            loadavg: 0.5,
+            metrics: Metrics::from([("seconds", seconds)]),
+            error: None,
+        }
+    }
+
+    fn with_doc(runs: &[Run], check: impl FnOnce(&Document)) {
+        let machine = Machine {
+            cores: 2,
+            cpu_model: "cpu".into(),
+            memory_gib: 1.0,
+            kernel: "6.18".into(),
+            leak_commit: "abc".into(),
+            date: "today".into(),
+        };
+        let kit = Kit {
+            leak: "leak".into(),
+            leak_given: false,
+            bpftrace: "bpftrace".into(),
+            bpftrace_version: "v0".into(),
+            go_version: "go".into(),
+            leak_top: true,
+            bin_dir: "bin".into(),
+            scratch: "scratch".into(),
+        };
+        let doc = Document {
+            machine: &machine,
+            kit: &kit,
+            sizes: &Sizes::FULL,
+            runs,
+            took: Duration::from_secs(60),
+            quick: false,
+            results_path: "bench/results.json".into(),
+        };
+        check(&doc);
+    }
+
+    #[test]
+    fn the_peer_is_compared_on_its_share_and_priced_for_the_full_work() {
+        let w = Workload::BatchJson;
+        let runs = [
+            run(0, w, Arm::Untraced, 1.0),
+            run(0, w, Arm::Leak, 1.1),
+            run(0, w, Arm::PeerBaseline, 0.125),
+            run(0, w, Arm::Bpftrace, 3.125),
+        ];
+        with_doc(&runs, |doc| {
+            let median = |s: Option<Summary>| s.unwrap().median;
+            // 3 s more than the untraced run on an eighth of the work: 24 s
+            // for the whole of it.
+            assert_eq!(median(doc.added(w, Arm::Bpftrace)), 24.0);
+            assert_eq!(median(doc.ratio(w, Arm::Bpftrace, "seconds")), 25.0);
+            assert!((median(doc.added(w, Arm::Leak)) - 0.1).abs() < 1e-9);
+            assert!((median(doc.ratio(w, Arm::Leak, "seconds")) - 1.1).abs() < 1e-9);
+            let md = markdown(doc, None);
+            assert!(md.contains("| bpftrace, 1/8 of the work | 3.125 | 25.000× | 24.000 |"));
+            assert!(md.contains("| untraced, 1/8 of the work | 0.125 | 1.000× | — |"));
+            assert!(md.contains("-mode json -n 15000"), "{md}");
+        });
     }
 }

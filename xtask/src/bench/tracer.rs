@@ -48,7 +48,7 @@ pub fn command_line(
         v
     };
     Some(match arm {
-        Arm::Untraced | Arm::GoSampler | Arm::GoSampler4096 => return None,
+        Arm::Untraced | Arm::PeerBaseline | Arm::GoSampler | Arm::GoSampler4096 => return None,
         Arm::Leak => trace(&[]),
         Arm::LeakRate4096 => trace(&["--rate", "4096"]),
         Arm::LeakScale => {

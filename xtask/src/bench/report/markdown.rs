@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::{tables, Document};
 use crate::bench::{
     stats::{self, Summary},
-    Workload,
+    Arm, Workload,
 };
 
 /// Lines after this one in BENCHMARKS.md are kept when the bench rewrites it.
@@ -122,10 +122,27 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
         if w.arms(doc.kit.leak_top).is_empty() {
             continue;
         }
-        let _ = writeln!(o, "# {}\n{}", w.name(), doc.workload_command(w));
+        let _ = writeln!(
+            o,
+            "# {}\n{}",
+            w.name(),
+            doc.workload_command(w, Arm::Untraced)
+        );
         for arm in w.arms(true) {
+            if arm == Arm::PeerBaseline {
+                let _ = writeln!(
+                    o,
+                    "# {}, no tracer: {}",
+                    doc.label(arm),
+                    doc.workload_command(w, arm)
+                );
+            }
             if let Some(c) = doc.command(arm, &format!("target/bench/bin/{}", w.program())) {
-                let _ = writeln!(o, "{c}");
+                if arm.on_peer_share() {
+                    let _ = writeln!(o, "{c}   # on the same 1/{} of the work", s.peer_share);
+                } else {
+                    let _ = writeln!(o, "{c}");
+                }
             }
             if let Some(rate) = arm.own_sampling_rate() {
                 let _ = writeln!(
@@ -137,6 +154,23 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
         }
     }
     o.push_str("```\n\n");
+    let peer = s.for_arm(Arm::Bpftrace);
+    let _ = writeln!(
+        o,
+        "bpftrace's work is bounded: it makes these workloads 8–70× slower, so it runs \
+         on 1/{n} of each workload's work ({} requests, {} JSON records, {} large objects), \
+         right after an untraced run of that same 1/{n} in the same round (\"untraced, 1/{n} \
+         of the work\"). Its time and p99 ratios are against that run. Its added time is \
+         its difference from that run times {n}, the factor between its work and the \
+         full work: added time per unit of work, priced for the full work the leak arms \
+         do, since bpftrace's cost (a uprobe trap and a stack walk on every `mallocgc` \
+         call) grows with the work. Its own CPU, peak RSS and the time it takes to print \
+         its map on exit (in no figure) are those of the smaller run.\n",
+        peer.service_requests,
+        peer.json_records,
+        peer.large_objects,
+        n = s.peer_share,
+    );
     let _ = writeln!(
         o,
         "The workloads do not import `net/http/pprof` or `runtime/pprof`, so Go starts them \

@@ -14,8 +14,10 @@ pub(super) fn targets(doc: &Document, o: &mut String) {
     let _ = writeln!(
         o,
         "Medians of per-round ratios; each traced run is compared with the untraced run of \
-         its round. \"missed\" means the median is past the target, whatever the cause \
-         (see the analysis at the end).\n"
+         its round on the same work (bpftrace's added time is scaled from its 1/{} of the \
+         work to the full work: see Commands). \"missed\" means the median is past the \
+         target, whatever the cause (see the analysis at the end).\n",
+        doc.sizes.peer_share
     );
     let _ = writeln!(o, "| Target | Measured | |\n|---|---|---|");
     for w in [Workload::Service, Workload::BatchJson, Workload::BatchLarge] {
@@ -117,9 +119,11 @@ pub(super) fn service(doc: &Document, o: &mut String) {
         "## Service: {} requests, concurrency 8\n\nA standard-library HTTP service \
          (`tests/go/benchservice`: decode a small JSON order, build 40 records, encode them) \
          under closed-loop load from `tests/go/benchload` (after 200 uncounted warm-up \
-         requests). Time ratio = time for the fixed requests / the untraced run's in the \
-         same round.\n",
-        s.service_requests
+         requests). Time ratio = time for the fixed requests / the untraced run's on the \
+         same requests in the same round (bpftrace: {} requests, against an untraced run \
+         of those).\n",
+        s.service_requests,
+        s.for_arm(Arm::Bpftrace).service_requests,
     );
     let _ = writeln!(
         o,
@@ -131,7 +135,7 @@ pub(super) fn service(doc: &Document, o: &mut String) {
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            arm.name(),
+            doc.label(arm),
             cell(doc.summary(w, arm, "rps"), 0),
             cell(doc.summary(w, arm, "p99_ms"), 2),
             ratio_cell(doc.ratio(w, arm, "seconds")),
@@ -166,7 +170,7 @@ pub(super) fn batches(doc: &Document, o: &mut String) {
         let _ = writeln!(o, "## Batch: {title}\n");
         let _ = writeln!(
             o,
-            "| Arm | Wall (s) | Ratio | Added (s) | Tracer CPU attached (s) | Tracer CPU (% of one core) | Tracer peak RSS (MiB) | Samples/s | Dropped (allocs/frees/stacks) |"
+            "| Arm | Wall (s) | Ratio | Added, full work (s) | Tracer CPU attached (s) | Tracer CPU (% of one core) | Tracer peak RSS (MiB) | Samples/s | Dropped (allocs/frees/stacks) |"
         );
         let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
         for arm in w.arms(true) {
@@ -189,10 +193,10 @@ pub(super) fn batches(doc: &Document, o: &mut String) {
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                arm.name(),
+                doc.label(arm),
                 cell(doc.summary(w, arm, "seconds"), 3),
                 ratio_cell(doc.ratio(w, arm, "seconds")),
-                if arm == Arm::Untraced {
+                if matches!(arm, Arm::Untraced | Arm::PeerBaseline) {
                     "—".into()
                 } else {
                     cell(doc.added(w, arm), 3)
@@ -213,13 +217,17 @@ pub(super) fn added_time(doc: &Document, o: &mut String) {
     let _ = writeln!(o, "## Added time: leak against bpftrace\n");
     let _ = writeln!(
         o,
-        "Seconds each traced run took beyond the untraced run of its round (medians of the \
-         per-round differences), and how many times more bpftrace adds. When leak's median \
-         added time is not above zero it is below the noise, and the ratio has no finite value.\n"
+        "Seconds each traced run took beyond the untraced run of its round on the same work \
+         (medians of the per-round differences), and how many times more bpftrace adds. \
+         bpftrace ran on 1/{n} of the work: its differences are multiplied by {n}, to the \
+         full work leak's are measured on. When leak's median added time is not above zero \
+         it is below the noise, and the ratio has no finite value.\n",
+        n = doc.sizes.peer_share
     );
     let _ = writeln!(
         o,
-        "| Workload | bpftrace adds (s) | leak adds (s) | bpftrace / leak | leak --rate 4096 adds (s) | bpftrace / leak --rate 4096 |"
+        "| Workload | bpftrace adds ({}× its 1/{} run, s) | leak adds (s) | bpftrace / leak | leak --rate 4096 adds (s) | bpftrace / leak --rate 4096 |",
+        doc.sizes.peer_share, doc.sizes.peer_share
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|");
     for w in [Workload::Service, Workload::BatchJson, Workload::BatchLarge] {
