@@ -452,6 +452,20 @@ pub fn heap_at_last_gc(report: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Checks a flame graph leak wrote: a whole SVG (it ends with `</svg>`)
+/// that names each of `functions`.
+pub fn assert_flamegraph(svg: &Path, functions: &[&str]) {
+    let text = fs::read_to_string(svg).unwrap_or_else(|e| panic!("read {}: {e}", svg.display()));
+    assert!(
+        text.trim_end().ends_with("</svg>"),
+        "{}: not a whole SVG",
+        svg.display()
+    );
+    for f in functions {
+        assert!(text.contains(f), "{}: no {f}", svg.display());
+    }
+}
+
 /// Builds tests/c/NAME.c with frame pointers into target/it-c/NAME.
 pub fn build_c(name: &str) -> PathBuf {
     let out_dir = root().join("target/it-c");

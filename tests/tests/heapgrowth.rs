@@ -2,7 +2,7 @@
 //! mmap stacks) of a leaking C program, through the real tracepoints. Root
 //! only; run through `cargo xtask test`.
 
-use std::{fs, process::Command};
+use std::process::Command;
 
 use leak_tests::*;
 
@@ -36,8 +36,7 @@ fn c_heap_growth_stack_names_the_leaking_function() {
     // Nominally 1 MiB/s for 20 s (about 0.85 MiB/s measured); a loaded
     // host sleeps longer between blocks.
     assert!(top.bytes > 5 << 20, "only {} B on the top stack", top.bytes);
-    let svg = fs::read_to_string(&svg).unwrap();
-    assert!(svg.contains("leak_request_buffer") && svg.trim_end().ends_with("</svg>"));
+    assert_flamegraph(&svg, &["leak_request_buffer"]);
     let report = leak.stdout_text();
     assert!(report.contains("final report"), "{report}");
 }

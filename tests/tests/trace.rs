@@ -59,8 +59,7 @@ fn seed_matches_pprof(version: &str, variant: Variant) {
         "leak {} B vs pprof {truth} B",
         top.bytes
     );
-    let svg = fs::read_to_string(&svg).unwrap();
-    assert!(svg.contains("bytes.Repeat") && svg.trim_end().ends_with("</svg>"));
+    assert_flamegraph(&svg, &["bytes.Repeat"]);
     let report = leak.stdout_text();
     assert!(report.contains("final report"), "{report}");
 }
@@ -253,10 +252,7 @@ fn interrupted() {
     leak.stop(SIGINT);
     let stacks = read_folded(&folded);
     assert!(!stacks.is_empty());
-    assert!(fs::read_to_string(&svg)
-        .unwrap()
-        .trim_end()
-        .ends_with("</svg>"));
+    assert_flamegraph(&svg, &[]);
     // No leftover temporary files.
     let names: Vec<String> = fs::read_dir(&dir)
         .unwrap()
