@@ -268,6 +268,8 @@ pub struct Kit {
     pub leak_given: bool,
     pub bpftrace: PathBuf,
     pub bpftrace_version: String,
+    /// Where each workload program's `runtime.mallocgc` is: the peer's probe.
+    pub mallocgc: BTreeMap<String, u64>,
     pub go_version: String,
     /// `leak top --help` works (the subcommand has landed).
     pub leak_top: bool,
@@ -413,6 +415,11 @@ fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
         )
         .with_context(|| format!("building {program}"))?;
     }
+    let mut mallocgc = BTreeMap::new();
+    for program in Workload::ALL.map(Workload::program) {
+        let addr = tracer::mallocgc_address(&go, &bin_dir.join(program))?;
+        mallocgc.insert(program.to_string(), addr);
+    }
     let go_version = first_line(Command::new(&go).arg("version"))?;
     let (bpftrace, bpftrace_version) = ensure_bpftrace()?;
     let leak_top = Command::new(&leak)
@@ -425,6 +432,7 @@ fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
         leak_given,
         bpftrace,
         bpftrace_version,
+        mallocgc,
         go_version,
         leak_top,
         bin_dir,
@@ -491,7 +499,10 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Met
         &target.pid.to_string(),
         &kit.scratch.display().to_string(),
     );
-    let tracer = argv.map(|argv| Tracer::start(arm, &argv)).transpose()?;
+    let probe = (arm == Arm::Bpftrace).then(|| (target.pid, kit.mallocgc[workload.program()]));
+    let tracer = argv
+        .map(|argv| Tracer::start(arm, &argv, probe))
+        .transpose()?;
 
     let mut m = Metrics::new();
     if workload == Workload::Service {

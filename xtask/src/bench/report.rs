@@ -337,6 +337,7 @@ mod tests {
             leak_given: false,
             bpftrace: "bpftrace".into(),
             bpftrace_version: "v0".into(),
+            mallocgc: Default::default(),
             go_version: "go".into(),
             leak_top: true,
             bin_dir: "bin".into(),
