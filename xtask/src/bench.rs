@@ -206,11 +206,9 @@ pub struct Sizes {
 }
 
 impl Sizes {
-    /// Full runs: about a second or two of work per untraced arm. bpftrace
-    /// makes that 13–30 s plus up to 13 s to print its map: 80 s a round,
-    /// three quarters of a 9-minute run at load 1–2 and past 20 minutes on a
-    /// busier host. On an eighth of the work the same run takes about 4
-    /// minutes (the bpftrace arms' work divided by 8 in that run's timings).
+    /// Full runs: a second or two of work per untraced arm. bpftrace makes
+    /// that 13–30 s plus up to 13 s to print its map (80 s a round, 3/4 of a
+    /// 9-minute run); on an eighth of the work that run would take ~4 min.
     const FULL: Sizes = Sizes {
         rounds: 5,
         service_requests: 20_000,
