@@ -61,8 +61,19 @@ pub enum Variant {
     StrippedPie,
 }
 
-/// Builds test program `prog` (a directory of tests/go) with Go `version`,
-/// once per test run, and returns the binary's path.
+/// Where test program `prog` comes from: its directory of tests/go and its
+/// build tags. `seednoprof` is `seed` without its `net/http/pprof` import,
+/// so Go starts it with heap sampling off.
+fn go_source(prog: &str) -> (&str, Option<&str>) {
+    match prog {
+        "seednoprof" => ("seed", Some("noprof")),
+        _ => (prog, None),
+    }
+}
+
+/// Builds test program `prog` (a directory of tests/go, or a build of one
+/// with tags: see [`go_source`]) with Go `version`, once per test run, and
+/// returns the binary's path.
 pub fn build_go(prog: &str, version: &str, variant: Variant) -> PathBuf {
     let out_dir = root().join("target/it-go");
     fs::create_dir_all(&out_dir).unwrap();
@@ -78,7 +89,11 @@ pub fn build_go(prog: &str, version: &str, variant: Variant) -> PathBuf {
     if variant == Variant::StrippedPie {
         cmd.args(["-ldflags=-s -w", "-buildmode=pie"]);
     }
-    cmd.arg(format!("./{prog}"));
+    let (source, tags) = go_source(prog);
+    if let Some(tags) = tags {
+        cmd.args(["-tags", tags]);
+    }
+    cmd.arg(format!("./{source}"));
     let status = cmd.status().expect("run go build");
     assert!(status.success(), "go build {prog} with {version} failed");
     out
@@ -238,6 +253,14 @@ impl Leak {
         }
     }
 
+    /// Stops leak with `sig` (SIGINT or SIGTERM) and checks that it exits
+    /// successfully within 60 s.
+    pub fn stop(&mut self, sig: i32) {
+        self.signal(sig);
+        let status = self.wait(60);
+        assert!(status.success(), "leak failed: {}", self.stderr_text());
+    }
+
     /// Its stdout so far.
     pub fn stdout_text(&self) -> String {
         fs::read_to_string(&self.stdout).unwrap_or_default()
@@ -246,6 +269,62 @@ impl Leak {
     /// Its stderr so far.
     pub fn stderr_text(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// The command line of one `leak` run, built flag by flag: e.g.
+/// `LeakArgs::trace(&bin).pid(pid).out("--folded", &f).attach(&dir)`.
+#[derive(Clone, Debug)]
+pub struct LeakArgs(Vec<String>);
+
+impl LeakArgs {
+    /// `leak trace --uprobe BIN`: a Go program's heap.
+    pub fn trace(bin: &Path) -> Self {
+        Self(vec![]).flag("trace").out("--uprobe", bin)
+    }
+
+    /// `leak trace` with no binary (give `--pid`): any program's heap growth.
+    pub fn trace_any() -> Self {
+        Self(vec![]).flag("trace")
+    }
+
+    /// `leak top`.
+    pub fn top() -> Self {
+        Self(vec![]).flag("top")
+    }
+
+    /// `--pid PID`.
+    pub fn pid(self, pid: u32) -> Self {
+        self.opt("--pid", pid)
+    }
+
+    /// `FLAG VALUE`, e.g. `.opt("--rate", 4096)`.
+    pub fn opt(self, flag: &str, value: impl ToString) -> Self {
+        self.flag(flag).flag(&value.to_string())
+    }
+
+    /// `FLAG PATH`, e.g. an output file.
+    pub fn out(self, flag: &str, path: &Path) -> Self {
+        self.opt(flag, path.to_str().expect("a UTF-8 path"))
+    }
+
+    /// One more argument as it is, e.g. `--read-only`.
+    pub fn flag(mut self, arg: &str) -> Self {
+        self.0.push(arg.to_string());
+        self
+    }
+
+    /// Starts leak with these arguments, output in `dir`.
+    pub fn spawn(self, dir: &Path) -> Leak {
+        let args: Vec<&str> = self.0.iter().map(String::as_str).collect();
+        Leak::spawn(dir, &args)
+    }
+
+    /// Starts leak, output in `dir`, and waits until its probes are attached.
+    pub fn attach(self, dir: &Path) -> Leak {
+        let mut leak = self.spawn(dir);
+        leak.wait_attached();
+        leak
     }
 }
 
@@ -371,6 +450,20 @@ pub fn heap_at_last_gc(report: &str) -> Vec<f64> {
             Some(v * mult)
         })
         .collect()
+}
+
+/// Checks a flame graph leak wrote: a whole SVG (it ends with `</svg>`)
+/// that names each of `functions`.
+pub fn assert_flamegraph(svg: &Path, functions: &[&str]) {
+    let text = fs::read_to_string(svg).unwrap_or_else(|e| panic!("read {}: {e}", svg.display()));
+    assert!(
+        text.trim_end().ends_with("</svg>"),
+        "{}: not a whole SVG",
+        svg.display()
+    );
+    for f in functions {
+        assert!(text.contains(f), "{}: no {f}", svg.display());
+    }
 }
 
 /// Builds tests/c/NAME.c with frame pointers into target/it-c/NAME.

@@ -80,26 +80,15 @@ fn trace_inlined(version: &str, name: &str, path: &str, requests: usize) -> Run 
         folded: dir.join("ours.folded"),
         pprof: dir.join("ours.pb.gz"),
     };
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--pid",
-            &service.pid().to_string(),
-            "--folded",
-            run.folded.to_str().unwrap(),
-            "--pprof",
-            run.pprof.to_str().unwrap(),
-        ],
-    );
-    leak.wait_attached();
+    let mut leak = LeakArgs::trace(&bin)
+        .pid(service.pid())
+        .out("--folded", &run.folded)
+        .out("--pprof", &run.pprof)
+        .attach(&dir);
     send_requests(&addr, path, requests);
     fs::write(&run.theirs, get(&addr, "/debug/pprof/heap?gc=1")).unwrap();
     thread::sleep(Duration::from_secs(1));
-    leak.signal(SIGINT);
-    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    leak.stop(SIGINT);
     run
 }
 
@@ -173,25 +162,14 @@ fn pprof_round_trip() {
     let bin = build_go("seed", version, Variant::Plain);
     let dir = scratch("pprof-round-trip");
     let ours = dir.join("ours.pb.gz");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--pprof",
-            ours.to_str().unwrap(),
-        ],
-    );
-    leak.wait_attached();
+    let mut leak = LeakArgs::trace(&bin).out("--pprof", &ours).attach(&dir);
     let service = Program::start(&bin, &[]);
     let addr = service.addr();
     send_requests(&addr, "/work", 2000);
     let theirs = dir.join("service.pb.gz");
     fs::write(&theirs, get(&addr, "/debug/pprof/heap?gc=1")).unwrap();
     thread::sleep(Duration::from_secs(1));
-    leak.signal(SIGINT);
-    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    leak.stop(SIGINT);
 
     let top3 = |p: &Path| -> Vec<(String, u64)> {
         pprof_inuse(version, p)
@@ -223,42 +201,28 @@ fn pprof_base_diff() {
     let dir = scratch("pprof-base");
     let service = Program::start(&bin, &[]);
     let addr = service.addr();
-    let pid = service.pid().to_string();
     let (a, b) = (dir.join("a.pb.gz"), dir.join("b.pb.gz"));
     // Finer sampling than the default, so 1,000 requests are ~600 samples
     // and the check is not at the mercy of sampling noise.
     let spawn = |name: &str, out: &Path| {
         let sub = dir.join(name);
         fs::create_dir_all(&sub).unwrap();
-        let mut l = Leak::spawn(
-            &sub,
-            &[
-                "trace",
-                "--uprobe",
-                bin.to_str().unwrap(),
-                "--pid",
-                &pid,
-                "--rate",
-                "16384",
-                "--pprof",
-                out.to_str().unwrap(),
-            ],
-        );
-        l.wait_attached();
-        l
+        LeakArgs::trace(&bin)
+            .pid(service.pid())
+            .opt("--rate", 16384)
+            .out("--pprof", out)
+            .attach(&sub)
     };
     let mut leak_a = spawn("a", &a);
     let mut leak_b = spawn("b", &b);
     send_requests(&addr, "/work", 1000);
     get(&addr, "/debug/pprof/heap?gc=1");
     thread::sleep(Duration::from_secs(1));
-    leak_a.signal(SIGINT);
-    assert!(leak_a.wait(60).success(), "{}", leak_a.stderr_text());
+    leak_a.stop(SIGINT);
     send_requests(&addr, "/work", 1000);
     get(&addr, "/debug/pprof/heap?gc=1");
     thread::sleep(Duration::from_secs(1));
-    leak_b.signal(SIGINT);
-    assert!(leak_b.wait(60).success(), "{}", leak_b.stderr_text());
+    leak_b.stop(SIGINT);
 
     let out = Command::new(go(version))
         .args([

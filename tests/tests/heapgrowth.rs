@@ -2,7 +2,7 @@
 //! mmap stacks) of a leaking C program, through the real tracepoints. Root
 //! only; run through `cargo xtask test`.
 
-use std::{fs, process::Command};
+use std::process::Command;
 
 use leak_tests::*;
 
@@ -16,21 +16,12 @@ fn c_heap_growth_stack_names_the_leaking_function() {
     let leaker = Program::start(&bin, &["-t", "60"]);
     let folded = dir.join("leaker.folded");
     let svg = dir.join("leaker.svg");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--pid",
-            &leaker.pid().to_string(),
-            "--duration",
-            "20",
-            "--folded",
-            folded.to_str().unwrap(),
-            "--flamegraph",
-            svg.to_str().unwrap(),
-        ],
-    );
-    leak.wait_attached();
+    let mut leak = LeakArgs::trace_any()
+        .pid(leaker.pid())
+        .opt("--duration", 20)
+        .out("--folded", &folded)
+        .out("--flamegraph", &svg)
+        .attach(&dir);
     let status = leak.wait(60);
     assert!(status.success(), "leak failed: {}", leak.stderr_text());
 
@@ -45,8 +36,7 @@ fn c_heap_growth_stack_names_the_leaking_function() {
     // Nominally 1 MiB/s for 20 s (about 0.85 MiB/s measured); a loaded
     // host sleeps longer between blocks.
     assert!(top.bytes > 5 << 20, "only {} B on the top stack", top.bytes);
-    let svg = fs::read_to_string(&svg).unwrap();
-    assert!(svg.contains("leak_request_buffer") && svg.trim_end().ends_with("</svg>"));
+    assert_flamegraph(&svg, &["leak_request_buffer"]);
     let report = leak.stdout_text();
     assert!(report.contains("final report"), "{report}");
 }

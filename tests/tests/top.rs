@@ -115,18 +115,11 @@ fn three_processes_one_verdict_each() {
 
     let json = dir.join("top.json");
     let chart = dir.join("top.svg");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "top",
-            "--duration",
-            "60",
-            "--json",
-            json.to_str().unwrap(),
-            "--chart",
-            chart.to_str().unwrap(),
-        ],
-    );
+    let mut leak = LeakArgs::top()
+        .opt("--duration", 60)
+        .out("--json", &json)
+        .out("--chart", &chart)
+        .spawn(&dir);
     let status = leak.wait(120);
     let sent = load.finish();
     assert!(status.success(), "leak top failed: {}", leak.stderr_text());
@@ -187,22 +180,15 @@ fn exiting_process_drops_out(host_wide: bool) {
     let stays = Program::start(&bin, &[]);
     let leaves = Program::start(&bin, &["-t", "5"]);
     let json = dir.join("top.json");
-    let (stays_pid, leaves_pid) = (stays.pid().to_string(), leaves.pid().to_string());
-    let mut args = vec![
-        "top",
-        "--duration",
-        "12",
-        "--interval",
-        "1",
-        "--top",
-        "1000",
-        "--json",
-        json.to_str().unwrap(),
-    ];
+    let mut args = LeakArgs::top()
+        .opt("--duration", 12)
+        .opt("--interval", 1)
+        .opt("--top", 1000)
+        .out("--json", &json);
     if !host_wide {
-        args.extend(["--pid", &stays_pid, "--pid", &leaves_pid]);
+        args = args.pid(stays.pid()).pid(leaves.pid());
     }
-    let mut leak = Leak::spawn(&dir, &args);
+    let mut leak = args.spawn(&dir);
     let status = leak.wait(60);
     let stderr = leak.stderr_text();
     assert!(status.success(), "leak top failed: {stderr}");
@@ -272,20 +258,12 @@ fn resident_memory_matches_proc_status() {
     let cleak = Program::start(&build_c("leaker"), &[]);
     let pid = cleak.pid();
     let json = dir.join("top.json");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "top",
-            "--pid",
-            &pid.to_string(),
-            "--interval",
-            "0.5",
-            "--duration",
-            "7",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-    );
+    let mut leak = LeakArgs::top()
+        .pid(pid)
+        .opt("--interval", 0.5)
+        .opt("--duration", 7)
+        .out("--json", &json)
+        .spawn(&dir);
     thread::sleep(Duration::from_secs(4));
     let stopped = Command::new("kill")
         .args(["-STOP", &pid.to_string()])

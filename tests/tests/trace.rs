@@ -20,31 +20,18 @@ fn seed_matches_pprof(version: &str, variant: Variant) {
     let addr = service.addr();
     let folded = dir.join("seed.folded");
     let svg = dir.join("seed.svg");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--pid",
-            &service.pid().to_string(),
-            "--interval",
-            "2",
-            "--folded",
-            folded.to_str().unwrap(),
-            "--flamegraph",
-            svg.to_str().unwrap(),
-        ],
-    );
-    leak.wait_attached();
+    let mut leak = LeakArgs::trace(&bin)
+        .pid(service.pid())
+        .opt("--interval", 2)
+        .out("--folded", &folded)
+        .out("--flamegraph", &svg)
+        .attach(&dir);
     send_requests(&addr, "/work", SEED_REQUESTS);
     let heap = dir.join("heap.pb.gz");
     fs::write(&heap, get(&addr, "/debug/pprof/heap?gc=1")).unwrap();
     // Let the frees of that GC's sweep reach leak.
     thread::sleep(Duration::from_secs(1));
-    leak.signal(SIGINT);
-    let status = leak.wait(60);
-    assert!(status.success(), "leak failed: {}", leak.stderr_text());
+    leak.stop(SIGINT);
 
     let stacks = read_folded(&folded);
     let top = stacks.first().expect("no stacks in folded output");
@@ -72,8 +59,7 @@ fn seed_matches_pprof(version: &str, variant: Variant) {
         "leak {} B vs pprof {truth} B",
         top.bytes
     );
-    let svg = fs::read_to_string(&svg).unwrap();
-    assert!(svg.contains("bytes.Repeat") && svg.trim_end().ends_with("</svg>"));
+    assert_flamegraph(&svg, &["bytes.Repeat"]);
     let report = leak.stdout_text();
     assert!(report.contains("final report"), "{report}");
 }
@@ -108,19 +94,11 @@ fn sampling_off(version: &str) {
     // --read-only: nothing can be seen, so leak says so and fails.
     let service = Program::start(&bin, &[]);
     let folded = dir.join("ro.folded");
-    let mut ro = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--pid",
-            &service.pid().to_string(),
-            "--read-only",
-            "--folded",
-            folded.to_str().unwrap(),
-        ],
-    );
+    let mut ro = LeakArgs::trace(&bin)
+        .pid(service.pid())
+        .flag("--read-only")
+        .out("--folded", &folded)
+        .spawn(&dir);
     let status = ro.wait(30);
     assert!(
         !status.success(),
@@ -139,19 +117,10 @@ fn sampling_off(version: &str) {
     let service = Program::start(&bin, &[]);
     let addr = service.addr();
     let folded = dir.join("seed.folded");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--pid",
-            &service.pid().to_string(),
-            "--folded",
-            folded.to_str().unwrap(),
-        ],
-    );
-    leak.wait_attached();
+    let mut leak = LeakArgs::trace(&bin)
+        .pid(service.pid())
+        .out("--folded", &folded)
+        .attach(&dir);
     assert!(
         leak.stderr_text().contains("sampling was off"),
         "should say it turned sampling on: {}",
@@ -160,8 +129,7 @@ fn sampling_off(version: &str) {
     let requests = 4000;
     send_requests(&addr, "/work", requests);
     thread::sleep(Duration::from_secs(1));
-    leak.signal(SIGINT);
-    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    leak.stop(SIGINT);
     let stacks = read_folded(&folded);
     let top = stacks
         .first()
@@ -207,20 +175,11 @@ fn no_leak_steady_live_set() {
     let dir = scratch("steady");
     let live = 32.0 * 1024.0 * 1024.0;
     let program = Program::start(&bin, &["-live", "33554432"]);
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--pid",
-            &program.pid().to_string(),
-            "--interval",
-            "2",
-            "--duration",
-            "20",
-        ],
-    );
+    let mut leak = LeakArgs::trace(&bin)
+        .pid(program.pid())
+        .opt("--interval", 2)
+        .opt("--duration", 20)
+        .spawn(&dir);
     assert!(leak.wait(60).success(), "{}", leak.stderr_text());
     let heap = heap_at_last_gc(&leak.stdout_text());
     eprintln!(
@@ -256,22 +215,11 @@ fn started_later() {
     let bin = build_go("seed", version, Variant::Plain);
     let dir = scratch("started-later");
     let folded = dir.join("later.folded");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--folded",
-            folded.to_str().unwrap(),
-        ],
-    );
-    leak.wait_attached();
+    let mut leak = LeakArgs::trace(&bin).out("--folded", &folded).attach(&dir);
     let service = Program::start(&bin, &[]);
     send_requests(&service.addr(), "/work", 3000);
     thread::sleep(Duration::from_secs(1));
-    leak.signal(SIGTERM);
-    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    leak.stop(SIGTERM);
     let stacks = read_folded(&folded);
     let top = stacks
         .first()
@@ -294,32 +242,17 @@ fn interrupted() {
     let addr = service.addr();
     let folded = dir.join("int.folded");
     let svg = dir.join("int.svg");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--pid",
-            &service.pid().to_string(),
-            "--duration",
-            "600",
-            "--folded",
-            folded.to_str().unwrap(),
-            "--flamegraph",
-            svg.to_str().unwrap(),
-        ],
-    );
-    leak.wait_attached();
+    let mut leak = LeakArgs::trace(&bin)
+        .pid(service.pid())
+        .opt("--duration", 600)
+        .out("--folded", &folded)
+        .out("--flamegraph", &svg)
+        .attach(&dir);
     send_requests(&addr, "/work", 1500);
-    leak.signal(SIGINT);
-    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    leak.stop(SIGINT);
     let stacks = read_folded(&folded);
     assert!(!stacks.is_empty());
-    assert!(fs::read_to_string(&svg)
-        .unwrap()
-        .trim_end()
-        .ends_with("</svg>"));
+    assert_flamegraph(&svg, &[]);
     // No leftover temporary files.
     let names: Vec<String> = fs::read_dir(&dir)
         .unwrap()

@@ -38,24 +38,13 @@ fn three_behaviours_in_one_process() {
     let dir = scratch("behaviours");
     let program = Program::start(&bin, &[]);
     let json = dir.join("report.json");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--pid",
-            &program.pid().to_string(),
-            "--rate",
-            "65536",
-            "--duration",
-            "60",
-            "--interval",
-            "20",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-    );
+    let mut leak = LeakArgs::trace(&bin)
+        .pid(program.pid())
+        .opt("--rate", 65536)
+        .opt("--duration", 60)
+        .opt("--interval", 20)
+        .out("--json", &json)
+        .spawn(&dir);
     assert!(leak.wait(120).success(), "{}", leak.stderr_text());
     let report: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
     let (leak_s, cache, churn) = (
@@ -121,27 +110,15 @@ fn bytes_per_request() {
     let service = Program::start(&bin, &[]);
     let addr = service.addr();
     let json = dir.join("report.json");
-    let mut leak = Leak::spawn(
-        &dir,
-        &[
-            "trace",
-            "--uprobe",
-            bin.to_str().unwrap(),
-            "--pid",
-            &service.pid().to_string(),
-            "--rate",
-            "16384",
-            "--work",
-            "main.main.func1",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-    );
-    leak.wait_attached();
+    let mut leak = LeakArgs::trace(&bin)
+        .pid(service.pid())
+        .opt("--rate", 16384)
+        .opt("--work", "main.main.func1")
+        .out("--json", &json)
+        .attach(&dir);
     paced_requests(&addr, 2000, 200.0);
     thread::sleep(Duration::from_secs(2));
-    leak.signal(SIGINT);
-    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    leak.stop(SIGINT);
     let report: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
     let calls = report["work"]["calls"].as_u64().unwrap();
     let overall = report["work"]["bytes_per_call"].as_f64().unwrap();
@@ -166,21 +143,13 @@ fn time_to_detect(rate: Option<&str>, limit_secs: u64) -> Option<f64> {
     let dir = scratch(&format!("detect-{}", rate.unwrap_or("default")));
     let service = Program::start(&bin, &[]);
     let addr = service.addr();
-    let pid = service.pid().to_string();
-    let mut args = vec![
-        "trace",
-        "--uprobe",
-        bin.to_str().unwrap(),
-        "--pid",
-        &pid,
-        "--interval",
-        "1",
-    ];
+    let mut args = LeakArgs::trace(&bin)
+        .pid(service.pid())
+        .opt("--interval", 1);
     if let Some(r) = rate {
-        args.extend(["--rate", r]);
+        args = args.opt("--rate", r);
     }
-    let mut leak = Leak::spawn(&dir, &args);
-    leak.wait_attached();
+    let mut leak = args.attach(&dir);
     let start = Instant::now();
     let load = {
         let addr = addr.clone();

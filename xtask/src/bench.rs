@@ -7,6 +7,11 @@
 //! Each workload is a Go program under `tests/go/bench*` that starts, waits
 //! to be told to go (so the tracer attaches first), does a fixed amount of
 //! work and times it itself; the service is loaded by `benchload`.
+//!
+//! bpftrace slows the workloads 8–70×, so it is given a share of the work
+//! (`Sizes::peer_share`) next to an untraced run of the same share: its
+//! ratios are against that run and its added time is scaled up to the
+//! full work, which bounds the suite's time whatever the peer costs.
 
 mod process;
 mod report;
@@ -85,14 +90,27 @@ impl Workload {
         }
     }
 
-    /// The program's arguments: its fixed amount of work.
+    /// How much work `sizes` gives it: requests, records, objects, stacks
+    /// or cycles.
+    pub fn units(self, sizes: &Sizes) -> usize {
+        match self {
+            Workload::Service => sizes.service_requests,
+            Workload::BatchJson => sizes.json_records,
+            Workload::BatchLarge => sizes.large_objects,
+            Workload::Scale => 10usize.pow(sizes.scale_depth),
+            Workload::Mmap => sizes.mmap_cycles,
+        }
+    }
+
+    /// The program's arguments: its fixed amount of work (for the service,
+    /// the work is benchload's request count: no arguments).
     pub fn args(self, sizes: &Sizes) -> Vec<String> {
         let (flags, n): (&[&str], String) = match self {
             Workload::Service => return vec![],
-            Workload::BatchJson => (&["-mode", "json", "-n"], sizes.json_records.to_string()),
-            Workload::BatchLarge => (&["-mode", "large", "-n"], sizes.large_objects.to_string()),
+            Workload::BatchJson => (&["-mode", "json", "-n"], self.units(sizes).to_string()),
+            Workload::BatchLarge => (&["-mode", "large", "-n"], self.units(sizes).to_string()),
             Workload::Scale => (&["-depth"], sizes.scale_depth.to_string()),
-            Workload::Mmap => (&["-n"], sizes.mmap_cycles.to_string()),
+            Workload::Mmap => (&["-n"], self.units(sizes).to_string()),
         };
         flags.iter().map(|f| f.to_string()).chain([n]).collect()
     }
@@ -104,6 +122,7 @@ impl Workload {
                 Arm::Untraced,
                 Arm::Leak,
                 Arm::LeakRate4096,
+                Arm::PeerBaseline,
                 Arm::Bpftrace,
                 Arm::GoSampler,
                 Arm::GoSampler4096,
@@ -124,6 +143,9 @@ pub enum Arm {
     LeakRate4096,
     /// `leak trace --rate 1` writing every output: each allocation sampled.
     LeakScale,
+    /// No tracer, on the bpftrace arm's share of the work: its baseline.
+    PeerBaseline,
+    /// The bpftrace one-liner, on `Sizes::peer_share` of the work.
     Bpftrace,
     LeakTop,
     /// No tracer, but the program turns Go's heap sampling on itself at
@@ -141,11 +163,17 @@ impl Arm {
             Arm::Leak => "leak",
             Arm::LeakRate4096 => "leak --rate 4096",
             Arm::LeakScale => "leak --rate 1",
+            Arm::PeerBaseline => "untraced, peer's work",
             Arm::Bpftrace => "bpftrace",
             Arm::LeakTop => "leak top",
             Arm::GoSampler => "untraced, sampling on",
             Arm::GoSampler4096 => "untraced, sampling 4096",
         }
+    }
+
+    /// Runs on the peer's share of the work, not the full work.
+    fn on_peer_share(self) -> bool {
+        matches!(self, Arm::Bpftrace | Arm::PeerBaseline)
     }
 
     fn is_leak_trace(self) -> bool {
@@ -172,12 +200,15 @@ pub struct Sizes {
     /// 10^scale_depth distinct stacks.
     pub scale_depth: u32,
     pub mmap_cycles: usize,
+    /// The bpftrace arm and its untraced baseline get 1/peer_share of the
+    /// service's, batch-json's and batch-large's work.
+    pub peer_share: usize,
 }
 
 impl Sizes {
-    /// Full runs: about a second or two of work per untraced arm, so five
-    /// rounds including the slow bpftrace arms fit in well under 20 minutes
-    /// on two cores.
+    /// Full runs: a second or two of work per untraced arm. bpftrace makes
+    /// that 13–30 s plus up to 13 s to print its map (80 s a round, 3/4 of a
+    /// 9-minute run); on an eighth of the work that run would take ~4 min.
     const FULL: Sizes = Sizes {
         rounds: 5,
         service_requests: 20_000,
@@ -185,6 +216,7 @@ impl Sizes {
         large_objects: 3_000,
         scale_depth: 5,
         mmap_cycles: 200_000,
+        peer_share: 8,
     };
     const QUICK: Sizes = Sizes {
         rounds: 2,
@@ -193,7 +225,23 @@ impl Sizes {
         large_objects: 300,
         scale_depth: 4,
         mmap_cycles: 40_000,
+        peer_share: 4,
     };
+
+    /// The sizes `arm` runs with: the peer's share of the work for the
+    /// bpftrace arm and its baseline, the full work for the others.
+    pub fn for_arm(&self, arm: Arm) -> Sizes {
+        if !arm.on_peer_share() {
+            return *self;
+        }
+        let share = |n: usize| n.div_ceil(self.peer_share);
+        Sizes {
+            service_requests: share(self.service_requests),
+            json_records: share(self.json_records),
+            large_objects: share(self.large_objects),
+            ..*self
+        }
+    }
 }
 
 /// Named figures of one run (seconds, rps, tracer_peak_rss_mib, …).
@@ -218,6 +266,8 @@ pub struct Kit {
     pub leak_given: bool,
     pub bpftrace: PathBuf,
     pub bpftrace_version: String,
+    /// Where each workload program's `runtime.mallocgc` is: the peer's probe.
+    pub mallocgc: BTreeMap<String, u64>,
     pub go_version: String,
     /// `leak top --help` works (the subcommand has landed).
     pub leak_top: bool,
@@ -363,6 +413,11 @@ fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
         )
         .with_context(|| format!("building {program}"))?;
     }
+    let mut mallocgc = BTreeMap::new();
+    for program in Workload::ALL.map(Workload::program) {
+        let addr = tracer::mallocgc_address(&go, &bin_dir.join(program))?;
+        mallocgc.insert(program.to_string(), addr);
+    }
     let go_version = first_line(Command::new(&go).arg("version"))?;
     let (bpftrace, bpftrace_version) = ensure_bpftrace()?;
     let leak_top = Command::new(&leak)
@@ -375,6 +430,7 @@ fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
         leak_given,
         bpftrace,
         bpftrace_version,
+        mallocgc,
         go_version,
         leak_top,
         bin_dir,
@@ -420,6 +476,7 @@ fn ensure_bpftrace() -> Result<(PathBuf, String)> {
 
 /// One run: start the workload, attach the arm's tracer, do the work, stop.
 fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Metrics> {
+    let sizes = &sizes.for_arm(arm);
     let mut args = workload.args(sizes);
     if let Some(rate) = arm.own_sampling_rate() {
         args.extend(["-memprofilerate".into(), rate.to_string()]);
@@ -440,7 +497,10 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Met
         &target.pid.to_string(),
         &kit.scratch.display().to_string(),
     );
-    let tracer = argv.map(|argv| Tracer::start(arm, &argv)).transpose()?;
+    let probe = (arm == Arm::Bpftrace).then(|| (target.pid, kit.mallocgc[workload.program()]));
+    let tracer = argv
+        .map(|argv| Tracer::start(arm, &argv, probe))
+        .transpose()?;
 
     let mut m = Metrics::new();
     if workload == Workload::Service {
@@ -512,4 +572,28 @@ fn count_scale_outputs(kit: &Kit, m: &mut Metrics) -> Result<()> {
     let lines = folded.lines().filter(|l| !l.trim().is_empty()).count();
     m.insert("folded_lines", lines as f64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_and_its_baseline_get_a_share_of_the_work() {
+        let full = Sizes::FULL;
+        for arm in [Arm::Bpftrace, Arm::PeerBaseline] {
+            let s = full.for_arm(arm);
+            assert_eq!(
+                (s.service_requests, s.json_records, s.large_objects),
+                (2_500, 15_000, 375)
+            );
+            assert_eq!((s.scale_depth, s.mmap_cycles), (5, 200_000));
+        }
+        let s = full.for_arm(Arm::Leak);
+        assert_eq!((s.json_records, s.large_objects), (120_000, 3_000));
+        assert_eq!(
+            Workload::BatchLarge.args(&full.for_arm(Arm::Bpftrace)),
+            ["-mode", "large", "-n", "375"]
+        );
+    }
 }

@@ -39,35 +39,29 @@ fn output(cmd: &mut Command) -> Result<String> {
 }
 
 fn rust_src() -> Result<()> {
-    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
-    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        eprintln!("setup: installing the nightly toolchain");
-        run_cmd(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
-    }
-    let installed = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--installed",
-        "--toolchain",
+    rustup_unless_listed(
+        &["toolchain", "list"],
         "nightly",
-    ]))?;
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("setup: adding rust-src to nightly");
-        run_cmd(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+        "installing the nightly toolchain",
+        &["toolchain", "install", "nightly", "--profile", "minimal"],
+    )?;
+    rustup_unless_listed(
+        &["component", "list", "--installed", "--toolchain", "nightly"],
+        "rust-src",
+        "adding rust-src to nightly",
+        &["component", "add", "rust-src", "--toolchain", "nightly"],
+    )
+}
+
+/// Runs `rustup INSTALL` (saying `doing`) unless a line of `rustup LIST`
+/// starts with `name`.
+fn rustup_unless_listed(list: &[&str], name: &str, doing: &str, install: &[&str]) -> Result<()> {
+    let listed = output(Command::new("rustup").args(list))?;
+    if listed.lines().any(|l| l.starts_with(name)) {
+        return Ok(());
     }
-    Ok(())
+    eprintln!("setup: {doing}");
+    run_cmd(Command::new("rustup").args(install))
 }
 
 /// bpf-linker links the eBPF object with LLVM; it must use the same LLVM as

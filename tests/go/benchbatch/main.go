@@ -4,25 +4,21 @@
 //	-mode json   JSON round trips of small records (many small objects)
 //	-mode large  building and encoding large objects (slices, maps, buffers)
 //
-// It prints "ready", waits for a line on stdin (so a tracer can attach
-// first), does the work, prints one JSON line, then waits for stdin to close
-// before exiting (so a tracer can be stopped while the process still runs).
-// It does not import runtime/pprof: heap sampling starts off, unless
-// -memprofilerate turns it on (to tell Go's own sampling cost from leak's).
+// It follows the protocol of package bench ("ready", a line on stdin, one
+// JSON line, wait for stdin to close). It does not import runtime/pprof:
+// heap sampling starts off, unless -memprofilerate turns it on (to tell Go's
+// own sampling cost from leak's).
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"runtime"
 	"strconv"
-	"syscall"
-	"time"
+
+	"leaktests/internal/bench"
 )
 
 // Record is one small JSON record.
@@ -88,25 +84,12 @@ func largeObjects(n int) {
 	}
 }
 
-// cpuSeconds is the process's user + system CPU time so far: time spent in
-// uprobe handlers is system time of the thread that hit the probe.
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return tv(ru.Utime) + tv(ru.Stime)
-}
-
 func main() {
 	mode := flag.String("mode", "json", "json or large")
 	n := flag.Int("n", 200000, "iterations")
-	rate := flag.Int("memprofilerate", 0, "if > 0, turn Go's heap sampling on at this rate (no tracer needed)")
+	sampling := bench.SamplingFlag()
 	flag.Parse()
-	if *rate > 0 {
-		runtime.MemProfileRate = *rate
-	}
+	sampling()
 	var work func(int)
 	switch *mode {
 	case "json":
@@ -117,17 +100,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchbatch: -mode must be json or large")
 		os.Exit(2)
 	}
-	fmt.Println("ready")
-	in := bufio.NewReader(os.Stdin)
-	if _, err := in.ReadString('\n'); err != nil {
-		os.Exit(1)
-	}
-	cpu0 := cpuSeconds()
-	start := time.Now()
+	run := bench.Ready()
 	work(*n)
-	secs := time.Since(start).Seconds()
-	cpu := cpuSeconds() - cpu0
-	out, _ := json.Marshal(map[string]any{"mode": *mode, "iterations": *n, "seconds": secs, "cpu_seconds": cpu})
-	fmt.Println(string(out))
-	io.Copy(io.Discard, in)
+	run.Done(map[string]any{"mode": *mode, "iterations": *n})
 }

@@ -7,18 +7,14 @@
 // last one allocates. Folded stacks keep function names, so the distinct
 // function sequences are distinct lines in `leak trace --folded`.
 //
-// It prints "ready", waits for a line on stdin, allocates, prints one JSON
-// line, then waits for stdin to close before exiting.
+// It follows package bench's protocol: "ready", a line on stdin, allocate,
+// one JSON line, then wait for stdin to close before exiting.
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"flag"
-	"fmt"
-	"io"
-	"os"
-	"time"
+
+	"leaktests/internal/bench"
 )
 
 const objectSize = 128
@@ -153,19 +149,11 @@ func main() {
 		stacks *= 10
 	}
 	live = make([][]byte, 0, stacks**passes)
-	fmt.Println("ready")
-	in := bufio.NewReader(os.Stdin)
-	if _, err := in.ReadString('\n'); err != nil {
-		os.Exit(1)
-	}
-	start := time.Now()
+	run := bench.Ready()
 	for p := 0; p < *passes; p++ {
 		for n := 0; n < stacks; n++ {
 			next(*depth-1, n)
 		}
 	}
-	secs := time.Since(start).Seconds()
-	out, _ := json.Marshal(map[string]any{"stacks": stacks, "objects": len(live), "seconds": secs})
-	fmt.Println(string(out))
-	io.Copy(io.Discard, in)
+	run.Done(map[string]any{"stacks": stacks, "objects": len(live)})
 }

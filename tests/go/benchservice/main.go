@@ -10,13 +10,12 @@ package main
 import (
 	"encoding/json"
 	"flag"
-	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"runtime"
 	"strconv"
 	"strings"
+
+	"leaktests/internal/bench"
+	"leaktests/internal/svc"
 )
 
 // Item is one line of a response.
@@ -58,20 +57,9 @@ func work(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
-	rate := flag.Int("memprofilerate", 0, "if > 0, turn Go's heap sampling on at this rate (no tracer needed)")
+	sampling := bench.SamplingFlag()
 	flag.Parse()
-	if *rate > 0 {
-		runtime.MemProfileRate = *rate
-	}
+	sampling()
 	http.HandleFunc("/work", work)
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	if err := http.Serve(ln, nil); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	svc.Serve(*addr)
 }

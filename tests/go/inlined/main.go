@@ -6,12 +6,11 @@ package main
 
 import (
 	"flag"
-	"fmt"
-	"net"
 	"net/http"
 	_ "net/http/pprof"
-	"os"
 	"sync"
+
+	"leaktests/internal/svc"
 )
 
 // newRecord is small enough to be inlined.
@@ -64,14 +63,5 @@ func main() {
 		descend(store, 150)
 		w.Write([]byte("ok\n"))
 	})
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	if err := http.Serve(ln, nil); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	svc.Serve(*addr)
 }

@@ -1,17 +1,17 @@
 // seed is the service from the seed article: its /work handler keeps 10,000
 // bytes per request forever, in (*RequestTracker).Track. It serves its own
-// heap profile at /debug/pprof/heap, the ground truth leak is checked against.
+// heap profile at /debug/pprof/heap (pprof.go), the ground truth leak is
+// checked against. Built with -tags noprof it is seednoprof: no profiling
+// package, so Go starts it with heap sampling off (MemProfileRate = 0).
 package main
 
 import (
 	"bytes"
 	"flag"
-	"fmt"
-	"net"
 	"net/http"
-	_ "net/http/pprof"
-	"os"
 	"sync"
+
+	"leaktests/internal/svc"
 )
 
 // RequestTracker remembers every request's payload: the leak.
@@ -35,14 +35,5 @@ func main() {
 		tracker.Track(r)
 		w.Write([]byte("ok\n"))
 	})
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	if err := http.Serve(ln, nil); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	svc.Serve(*addr)
 }

@@ -7,11 +7,10 @@ package main
 import (
 	"bytes"
 	"flag"
-	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"sync"
+
+	"leaktests/internal/svc"
 )
 
 // RecentRequests remembers the payloads of the last few requests only.
@@ -38,14 +37,5 @@ func main() {
 		recent.Track(r)
 		w.Write([]byte("ok\n"))
 	})
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	if err := http.Serve(ln, nil); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	svc.Serve(*addr)
 }

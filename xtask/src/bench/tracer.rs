@@ -4,8 +4,11 @@
 //! process, awaited until it says it is attached, and stopped with SIGINT.
 
 use std::{
+    fs::File,
+    os::unix::fs::FileExt,
     path::Path,
     process::Command,
+    thread,
     time::{Duration, Instant},
 };
 
@@ -21,6 +24,47 @@ use super::{
 /// keyed by the user stack.
 pub fn bpftrace_program(bin: &str) -> String {
     format!(r#"uprobe:{bin}:runtime.mallocgc {{ @[ustack] = sum(reg("ax")); }}"#)
+}
+
+/// Where `runtime.mallocgc`, the peer's probe, starts in the Go program
+/// `bin` (built as a plain executable, not PIE: the address is the one it
+/// runs at), from `go tool nm`.
+pub fn mallocgc_address(go: &Path, bin: &Path) -> Result<u64> {
+    let out = Command::new(go)
+        .args(["tool", "nm"])
+        .arg(bin)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .context("cannot run go tool nm")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let (addr, rest) = l.trim().split_once(' ')?;
+            (rest == "T runtime.mallocgc").then(|| u64::from_str_radix(addr, 16).ok())?
+        })
+        .with_context(|| format!("no runtime.mallocgc in {}", bin.display()))
+}
+
+/// Waits until a uprobe's breakpoint (int3, 0xCC) sits at `addr` in the
+/// memory of process `pid`. bpftrace prints "Attaching 1 probe..." before
+/// it attaches: a run started on that line alone is partly untraced, and
+/// a SIGINT that comes while bpftrace is still attaching leaves it hung.
+fn wait_for_breakpoint(pid: u32, addr: u64, timeout: Duration) -> Result<()> {
+    let mem = File::open(format!("/proc/{pid}/mem"))
+        .with_context(|| format!("cannot open /proc/{pid}/mem"))?;
+    let deadline = Instant::now() + timeout;
+    let mut byte = [0u8];
+    loop {
+        mem.read_exact_at(&mut byte, addr)
+            .with_context(|| format!("cannot read /proc/{pid}/mem at {addr:#x}"))?;
+        if byte[0] == 0xCC {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("no uprobe at {addr:#x} in pid {pid} within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Files the scale arm writes, under `dir`: folded, SVG, pprof, JSON.
@@ -48,7 +92,7 @@ pub fn command_line(
         v
     };
     Some(match arm {
-        Arm::Untraced | Arm::GoSampler | Arm::GoSampler4096 => return None,
+        Arm::Untraced | Arm::PeerBaseline | Arm::GoSampler | Arm::GoSampler4096 => return None,
         Arm::Leak => trace(&[]),
         Arm::LeakRate4096 => trace(&["--rate", "4096"]),
         Arm::LeakScale => {
@@ -87,8 +131,10 @@ pub struct Tracer {
 
 impl Tracer {
     /// Starts `argv` and waits until it is attached: leak says "leak:
-    /// tracing", bpftrace "Attaching N probes", `leak top` "leak: watching".
-    pub fn start(arm: Arm, argv: &[String]) -> Result<Tracer> {
+    /// tracing", `leak top` "leak: watching"; bpftrace says "Attaching N
+    /// probes" and is attached once its breakpoint is in the target:
+    /// `probe` is the target's pid and the probed address.
+    pub fn start(arm: Arm, argv: &[String], probe: Option<(u32, u64)>) -> Result<Tracer> {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);
         let process = Running::spawn(&mut cmd)?;
@@ -103,6 +149,10 @@ impl Tracer {
                 },
             )
             .with_context(|| format!("{} did not attach", arm.name()))?;
+        if let Some((pid, addr)) = probe {
+            wait_for_breakpoint(pid, addr, Duration::from_secs(60))
+                .with_context(|| format!("{} did not attach", arm.name()))?;
+        }
         let cpu_at_ready = process.cpu_seconds_so_far()?;
         Ok(Tracer {
             arm,
