@@ -80,7 +80,10 @@ mod tests {
     fn causes_already_quoted_are_not_repeated() {
         let io = std::io::Error::other("Is a directory (os error 21)");
         let e = anyhow::Error::new(io).context("cannot read /tmp: Is a directory (os error 21)");
-        assert_eq!(one_line(&e), "cannot read /tmp: Is a directory (os error 21)");
+        assert_eq!(
+            one_line(&e),
+            "cannot read /tmp: Is a directory (os error 21)"
+        );
         let e = anyhow::anyhow!("no such file").context("cannot open /x");
         assert_eq!(one_line(&e), "cannot open /x: no such file");
     }
