@@ -12,127 +12,13 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use object::{
-    elf,
-    read::elf::{ElfFile64, FileHeader, ProgramHeader},
-    Architecture, Endianness, FileKind, Object, ObjectSection, ObjectSymbol, SectionFlags,
-    SectionKind,
-};
+use object::{read::elf::ElfFile64, Endianness, Object, ObjectSymbol};
 
 use super::{
+    error::TargetError,
+    image::{read_u64_at, read_vaddr, vaddr_to_file_offset, ElfLayout, LoadSegment, Section},
     pclntab::{FuncInfo, Pclntab},
-    version::{GoVersion, VersionSource},
 };
-
-/// Everything that can go wrong while reading a target program.
-///
-/// Each message is one line that tells the user what to do next.
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    /// The path does not exist.
-    #[error("{0}: no such file; pass the path of the program's executable (for a running process: /proc/PID/exe)")]
-    NotFound(PathBuf),
-    /// The file exists but could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file that failed.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not an ELF executable (a script, a PE/Mach-O file, …).
-    #[error("{0} is not an ELF executable; leak traces Linux programs (for a wrapper script, pass the program it starts)")]
-    NotElf(PathBuf),
-    /// An ELF file without a Go symbol table.
-    #[error("{0} is not a Go program: it has no .gopclntab")]
-    NotGo(PathBuf),
-    /// Built for a CPU leak cannot trace yet.
-    #[error("{path} is built for {arch}; leak supports only x86_64 programs for now")]
-    UnsupportedArch {
-        /// The file.
-        path: PathBuf,
-        /// The architecture it was built for.
-        arch: String,
-    },
-    /// Go's tables are present but do not decode.
-    #[error("{path}: cannot decode Go's symbol table (.gopclntab): {reason}; is the file truncated or packed (upx)?")]
-    Malformed {
-        /// The file.
-        path: PathBuf,
-        /// What did not add up.
-        reason: String,
-    },
-    /// The Go version has no row in the runtime table.
-    #[error("the program was built with {version}, which leak does not support; rebuild it with {supported}")]
-    UnsupportedGoVersion {
-        /// The detected version, e.g. `go1.20.3`.
-        version: String,
-        /// The supported range, e.g. `go1.21 or later`.
-        supported: &'static str,
-    },
-    /// A runtime function the probes need is not in the binary.
-    #[error("{path} has no function {name}{suggestions}; leak cannot probe this program")]
-    MissingFunction {
-        /// The file.
-        path: PathBuf,
-        /// The function that was looked for.
-        name: String,
-        /// `" (did you mean …?)"` or empty.
-        suggestions: String,
-    },
-    /// `runtime.MemProfileRate` could not be located.
-    #[error("{path}: cannot locate runtime.MemProfileRate ({reason}); rebuild without -ldflags=-s so leak can read and set the sampling rate")]
-    MemProfileRateNotFound {
-        /// The file.
-        path: PathBuf,
-        /// Why the search failed.
-        reason: String,
-    },
-}
-
-/// One `PT_LOAD` program header: how a part of the file is mapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadSegment {
-    /// `p_vaddr`: link-time virtual address of the segment.
-    pub vaddr: u64,
-    /// `p_memsz`: size in memory (≥ `file_size`; the rest is zero-filled).
-    pub mem_size: u64,
-    /// `p_offset`: where the segment starts in the file.
-    pub file_offset: u64,
-    /// `p_filesz`: bytes backed by the file.
-    pub file_size: u64,
-    /// `p_flags` has `PF_X`.
-    pub executable: bool,
-    /// `p_flags` has `PF_W`.
-    pub writable: bool,
-}
-
-/// One section header, reduced to what leak uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Section {
-    /// Section name, e.g. `.gopclntab`.
-    pub name: String,
-    /// Link-time virtual address (0 if not allocated).
-    pub vaddr: u64,
-    /// Size in memory.
-    pub size: u64,
-    /// File offset of the contents; `None` for `SHT_NOBITS` (`.bss`).
-    pub file_offset: Option<u64>,
-    /// `SHF_ALLOC`: part of the loaded image.
-    pub alloc: bool,
-    /// `SHF_WRITE`.
-    pub writable: bool,
-    /// `SHF_EXECINSTR`.
-    pub executable: bool,
-}
-
-impl Section {
-    /// Whether `vaddr` falls inside this (allocated) section.
-    pub fn contains(&self, vaddr: u64) -> bool {
-        self.alloc && vaddr >= self.vaddr && vaddr - self.vaddr < self.size
-    }
-}
 
 /// A `.symtab` symbol: where and how big.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,11 +110,6 @@ impl GoBinary {
                 },
             }
         })
-    }
-
-    /// The Go release that built the program, and how that was learned.
-    pub fn go_version(&self) -> (GoVersion, VersionSource) {
-        super::version::detect(self)
     }
 
     /// Whether the executable is position independent (`ET_DYN`): its
@@ -346,123 +227,6 @@ fn parse_go_buildid_note(bytes: &[u8]) -> Option<String> {
     let desc_at = 12 + namesz.next_multiple_of(4);
     let desc = bytes.get(desc_at..desc_at + descsz)?;
     String::from_utf8(desc.to_vec()).ok()
-}
-
-pub(super) fn vaddr_to_file_offset(segments: &[LoadSegment], vaddr: u64) -> Option<u64> {
-    segments
-        .iter()
-        .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)
-        .map(|s| vaddr - s.vaddr + s.file_offset)
-}
-
-pub(super) fn read_vaddr<'a>(
-    segments: &[LoadSegment],
-    data: &'a [u8],
-    vaddr: u64,
-    len: usize,
-) -> Option<&'a [u8]> {
-    let seg = segments
-        .iter()
-        .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)?;
-    // The whole range must be file-backed by the same segment.
-    let end = vaddr.checked_add(len as u64)?;
-    if end > seg.vaddr + seg.file_size {
-        return None;
-    }
-    let start = usize::try_from(vaddr - seg.vaddr + seg.file_offset).ok()?;
-    data.get(start..start.checked_add(len)?)
-}
-
-pub(super) fn read_u64_at(segments: &[LoadSegment], data: &[u8], vaddr: u64) -> Option<u64> {
-    let b = read_vaddr(segments, data, vaddr, 8)?;
-    Some(u64::from_le_bytes(b.try_into().ok()?))
-}
-
-/// Headers of a checked ELF file, before the Go tables are read.
-pub(super) struct ElfLayout {
-    pub pie: bool,
-    pub segments: Vec<LoadSegment>,
-    pub sections: Vec<Section>,
-    /// `.symtab` addresses of the few symbols that help find Go's tables.
-    pub pclntab_symbol: Option<u64>,
-    pub text_symbol: Option<u64>,
-    pub gofunc_symbol: Option<u64>,
-}
-
-impl ElfLayout {
-    pub(super) fn parse(path: &Path, data: &[u8]) -> Result<Self, TargetError> {
-        match FileKind::parse(data) {
-            Ok(FileKind::Elf64) => {}
-            Ok(FileKind::Elf32) => {
-                return Err(TargetError::UnsupportedArch {
-                    path: path.to_path_buf(),
-                    arch: "a 32-bit CPU".into(),
-                })
-            }
-            _ => return Err(TargetError::NotElf(path.to_path_buf())),
-        }
-        let file = ElfFile64::<Endianness>::parse(data)
-            .map_err(|_| TargetError::NotElf(path.to_path_buf()))?;
-        if file.architecture() != Architecture::X86_64 {
-            return Err(TargetError::UnsupportedArch {
-                path: path.to_path_buf(),
-                arch: format!("{:?}", file.architecture()).to_lowercase(),
-            });
-        }
-        let endian = file.endian();
-        let header = file.elf_header();
-        let pie = header.e_type(endian) == elf::ET_DYN;
-
-        let segments = file
-            .elf_program_headers()
-            .iter()
-            .filter(|ph| ph.p_type(endian) == elf::PT_LOAD)
-            .map(|ph| {
-                let flags = ph.p_flags(endian);
-                LoadSegment {
-                    vaddr: ph.p_vaddr(endian),
-                    mem_size: ph.p_memsz(endian),
-                    file_offset: ph.p_offset(endian),
-                    file_size: ph.p_filesz(endian),
-                    executable: flags & elf::PF_X != 0,
-                    writable: flags & elf::PF_W != 0,
-                }
-            })
-            .collect();
-
-        let sections = file
-            .sections()
-            .map(|s| {
-                let sh_flags = match s.flags() {
-                    SectionFlags::Elf { sh_flags } => sh_flags,
-                    _ => 0,
-                };
-                Section {
-                    name: s.name().unwrap_or("").to_owned(),
-                    vaddr: s.address(),
-                    size: s.size(),
-                    file_offset: (s.kind() != SectionKind::UninitializedData
-                        && s.kind() != SectionKind::UninitializedTls)
-                        .then(|| s.file_range().map(|(off, _)| off))
-                        .flatten(),
-                    alloc: sh_flags & u64::from(elf::SHF_ALLOC) != 0,
-                    writable: sh_flags & u64::from(elf::SHF_WRITE) != 0,
-                    executable: sh_flags & u64::from(elf::SHF_EXECINSTR) != 0,
-                }
-            })
-            .collect();
-
-        let sym = |name: &str| file.symbol_by_name(name).map(|s| s.address());
-        Ok(Self {
-            pie,
-            segments,
-            sections,
-            pclntab_symbol: sym("runtime.pclntab"),
-            text_symbol: sym("runtime.text"),
-            // Go 1.20 renamed go.func.* to go:func.*.
-            gofunc_symbol: sym("go:func.*").or_else(|| sym("go.func.*")),
-        })
-    }
 }
 
 #[cfg(test)]

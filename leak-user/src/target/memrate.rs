@@ -11,7 +11,8 @@
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
 use super::{
-    elf::{GoBinary, TargetError},
+    elf::GoBinary,
+    error::TargetError,
     runtime::{self, DEFAULT_MEM_PROFILE_RATE},
 };
 

@@ -18,6 +18,8 @@
 //! ```
 
 pub mod elf;
+pub mod error;
+pub mod image;
 pub mod memrate;
 pub mod pclntab;
 pub mod prologue;
@@ -29,7 +31,9 @@ mod tests;
 #[cfg(test)]
 mod testutil;
 
-pub use elf::{GoBinary, LoadSegment, Section, Symbol, TargetError};
+pub use elf::{GoBinary, Symbol};
+pub use error::TargetError;
+pub use image::{LoadSegment, Section};
 pub use memrate::{mem_profile_rate_addr, RateSource};
 pub use pclntab::{Frame, FuncInfo, Pclntab};
 pub use runtime::{probes_for, RuntimeProbes};

@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use super::{
-    elf::{GoBinary, TargetError},
+    elf::GoBinary,
+    error::TargetError,
     memrate::{self, RateSource},
     pclntab::{self, TextStartSource},
     runtime::{self, probes_for},

@@ -190,6 +190,13 @@ pub fn infer(bin: &GoBinary) -> GoVersion {
     version
 }
 
+impl GoBinary {
+    /// The Go release that built the program, and how that was learned.
+    pub fn go_version(&self) -> (GoVersion, VersionSource) {
+        detect(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use super::{le_u32, le_u64, HEADER_SIZE, MAGIC_GO118, MAGIC_GO120};
 use crate::target::{
-    elf::{read_u64_at, ElfLayout, Section},
+    image::{read_u64_at, ElfLayout, Section},
     runtime,
 };
 

@@ -30,7 +30,8 @@ pub use lines::{pcvalue, read_varint};
 pub use names::print_name;
 
 use super::{
-    elf::{read_u64_at, read_vaddr, ElfLayout, LoadSegment, TargetError},
+    error::TargetError,
+    image::{read_u64_at, read_vaddr, ElfLayout, LoadSegment},
     runtime,
 };
 use header::{find_header, find_moduledata, moduledata_gofunc, Header};

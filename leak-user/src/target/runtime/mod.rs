@@ -20,7 +20,7 @@ pub use rows::{rows, ALLOCATOR_FRAMES};
 
 use leak_common::ProbeConfig;
 
-use super::{elf::TargetError, version::GoVersion};
+use super::{error::TargetError, version::GoVersion};
 
 /// The range leak supports, for error messages.
 pub const SUPPORTED: &str = "go1.21 or later";
