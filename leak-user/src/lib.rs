@@ -14,6 +14,7 @@ pub mod cmd;
 pub mod elfsym;
 pub mod event;
 pub mod frame;
+pub mod goheap;
 pub mod mm;
 pub mod outputs;
 pub mod pipeline;

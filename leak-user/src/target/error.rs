@@ -68,4 +68,12 @@ pub enum TargetError {
         /// Why the search failed.
         reason: String,
     },
+    /// Go's heap profile records (`runtime.mbuckets`) could not be located.
+    #[error("{path}: cannot locate Go's heap profile records ({reason})")]
+    HeapRecordsNotFound {
+        /// The file.
+        path: PathBuf,
+        /// Why the search failed.
+        reason: String,
+    },
 }

@@ -8,7 +8,7 @@
 //! functions that read it) are the candidates, and the variable is the one
 //! whose initial value in the file is the default rate, 512 KiB.
 
-use iced_x86::{Decoder, DecoderOptions, Instruction};
+use iced_x86::{Decoder, DecoderOptions, Instruction, MemorySize, Mnemonic, OpKind};
 
 use super::{
     elf::GoBinary,
@@ -103,9 +103,52 @@ pub fn rip_relative_operands(code: &[u8], ip: u64) -> Vec<u64> {
     out
 }
 
+/// The RIP-relative loads (`mov reg, [rip+x]`) in x86-64 `code` that
+/// starts at `ip`: (address, bytes loaded), in code order.
+pub fn rip_relative_loads(code: &[u8], ip: u64) -> Vec<(u64, usize)> {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut out = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        let load = instruction.mnemonic() == Mnemonic::Mov
+            && instruction.op_count() == 2
+            && instruction.op1_kind() == OpKind::Memory
+            && instruction.is_ip_rel_memory_operand();
+        let size = match instruction.memory_size() {
+            MemorySize::UInt64 | MemorySize::Int64 => 8,
+            MemorySize::UInt32 | MemorySize::Int32 => 4,
+            MemorySize::UInt16 | MemorySize::Int16 => 2,
+            MemorySize::UInt8 | MemorySize::Int8 => 1,
+            _ => continue,
+        };
+        if load {
+            out.push((instruction.ip_rel_memory_address(), size));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tells_loads_by_size() {
+        // mov ecx, [rip+0x10]; mov rcx, [rip+0x20]; lea rax, [rip+0x30];
+        // mov [rip+0x40], rax
+        let code = [
+            0x8b, 0x0d, 0x10, 0x00, 0x00, 0x00, // 6 bytes
+            0x48, 0x8b, 0x0d, 0x20, 0x00, 0x00, 0x00, // 7
+            0x48, 0x8d, 0x05, 0x30, 0x00, 0x00, 0x00, // 7
+            0x48, 0x89, 0x05, 0x40, 0x00, 0x00, 0x00, // 7
+        ];
+        let ip = 0x1000;
+        assert_eq!(
+            rip_relative_loads(&code, ip),
+            vec![(ip + 6 + 0x10, 4), (ip + 13 + 0x20, 8)]
+        );
+    }
 
     #[test]
     fn decodes_rip_relative_loads() {

@@ -19,6 +19,7 @@
 
 pub mod elf;
 pub mod error;
+pub mod heapvars;
 pub mod image;
 pub mod memrate;
 pub mod pclntab;

