@@ -31,6 +31,10 @@ enum Command {
     Trace(cmd::trace::TraceArgs),
     /// Which process is leaking? Memory over time per process, with a verdict.
     Top(cmd::top::TopArgs),
+    /// What does a Go program's heap hold? Its own heap profile, read from
+    /// outside (no eBPF).
+    #[command(long_about = cmd::heap::LONG_ABOUT)]
+    Heap(cmd::heap::HeapArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Trace(args) => cmd::trace::run(args),
         Command::Top(args) => cmd::top::run(args),
+        Command::Heap(args) => cmd::heap::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! One module per subcommand: its arguments, their checks, and the
 //! pipeline they choose. The work is in [`crate::pipeline`].
 
+pub mod heap;
 pub mod top;
 pub mod trace;
 

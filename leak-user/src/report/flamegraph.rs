@@ -107,6 +107,7 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
     let pids: Vec<String> = profile.pids.iter().map(u32::to_string).collect();
     let what = match profile.source {
         Source::GoSampler { .. } => "Outstanding heap",
+        Source::GoRecords { .. } => "Heap in use at the last GC",
         Source::Syscalls => "Heap growth (brk/mmap)",
     };
     opts.title = format!(

@@ -97,6 +97,18 @@ pub enum Source {
         /// of the last GC" view), once two cycles have been seen.
         in_use_at_last_gc: Option<f64>,
     },
+    /// Go's own heap profile records, read from the process's memory: what
+    /// `/debug/pprof/heap` serves, as of the last GC, since start-up.
+    GoRecords {
+        /// Go version, e.g. `go1.25.5`.
+        go_version: String,
+        /// `MemProfileRate` the records were scaled with.
+        rate: u64,
+        /// GC cycles the records have seen.
+        gc_cycles: u64,
+        /// Heap buckets read (one per stack and object size).
+        buckets: usize,
+    },
     /// brk and anonymous mmap/munmap of a process, whatever its language:
     /// where the heap grows, not each allocation.
     Syscalls,
@@ -107,6 +119,7 @@ impl Source {
     pub fn name(&self) -> &'static str {
         match self {
             Source::GoSampler { .. } => "go-sampler",
+            Source::GoRecords { .. } => "go-records",
             Source::Syscalls => "syscalls",
         }
     }
@@ -182,6 +195,17 @@ impl Profile {
                 gc_cycles,
                 in_use_at_last_gc,
             } => Some((go_version, *rate, *gc_cycles, *in_use_at_last_gc)),
+            Source::GoRecords {
+                go_version,
+                rate,
+                gc_cycles,
+                ..
+            } => Some((
+                go_version,
+                *rate,
+                *gc_cycles,
+                Some(self.total.outstanding_bytes),
+            )),
             Source::Syscalls => None,
         }
     }

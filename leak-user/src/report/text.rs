@@ -16,6 +16,9 @@ const CALLERS_SHOWN: usize = 3;
 /// `by_allocated` shows stacks that allocated anything (not only those that
 /// still hold memory).
 pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
+    if let Source::GoRecords { .. } = profile.source {
+        return render_records(profile, top, by_allocated);
+    }
     let mut out = String::new();
     let secs = profile.elapsed.as_secs_f64();
     let pids = match profile.pids.as_slice() {
@@ -51,6 +54,7 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
                 None => out.push_str("heap in use at last GC: (after 2 GC cycles)  "),
             }
         }
+        Source::GoRecords { .. } => unreachable!("rendered by render_records"),
         Source::Syscalls => {
             let _ = writeln!(
                 out,
@@ -84,7 +88,7 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
         );
     }
     let (added, taken) = match profile.source {
-        Source::GoSampler { .. } => ("allocations", "frees"),
+        Source::GoSampler { .. } | Source::GoRecords { .. } => ("allocations", "frees"),
         Source::Syscalls => ("brk/mmap calls", "munmaps"),
     };
     let _ = writeln!(
@@ -105,7 +109,9 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
         .collect();
     if shown.is_empty() {
         out.push_str(match profile.source {
-            Source::GoSampler { .. } => "no outstanding sampled allocations yet\n",
+            Source::GoSampler { .. } | Source::GoRecords { .. } => {
+                "no outstanding sampled allocations yet\n"
+            }
             Source::Syscalls => "no heap growth seen yet\n",
         });
         return out;
@@ -115,7 +121,63 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
         "\n{:>11} {:>9} {:>11} {:>12}  {:<9} CODE PATH (allocating function first)",
         "OUTSTANDING", "OBJECTS", "ALLOCATED", "GROWTH", "VERDICT"
     );
-    for s in shown {
+    stack_rows(&mut out, &shown);
+    out
+}
+
+/// A snapshot of Go's own heap profile (`leak heap`): what each stack
+/// holds as of the last GC, since the program started.
+fn render_records(profile: &Profile, top: usize, by_allocated: bool) -> String {
+    let mut out = String::new();
+    let Some((go_version, rate, gc_cycles, _)) = profile.go() else {
+        return out;
+    };
+    let buckets = match profile.source {
+        Source::GoRecords { buckets, .. } => buckets,
+        _ => 0,
+    };
+    let pid = profile.pids.first().map(u32::to_string).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "leak heap · {} ({go_version}) · pid {pid} · Go's heap profile as of the last GC ({gc_cycles} GC cycles) · rate {}",
+        profile.binary.display(),
+        human_bytes(rate as f64),
+    );
+    let t = &profile.total;
+    let _ = writeln!(
+        out,
+        "in use: {} in {} objects · allocated since start: {} in {} objects · {} stacks ({} buckets)",
+        human_bytes(t.outstanding_bytes),
+        thousands(t.outstanding_objects.round() as u64),
+        human_bytes(t.allocated_bytes),
+        thousands(t.allocated_objects.round() as u64),
+        thousands(profile.stacks.len() as u64),
+        thousands(buckets as u64),
+    );
+    let shown: Vec<&StackProfile> = profile
+        .stacks
+        .iter()
+        .filter(|s| {
+            s.totals.outstanding_bytes >= 0.5 || (by_allocated && s.totals.allocated_bytes >= 0.5)
+        })
+        .take(top)
+        .collect();
+    if shown.is_empty() {
+        out.push_str("no heap in use in the profile\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:>11} {:>9} {:>11} {:>12}  {:<9} CODE PATH (allocating function first)",
+        "IN USE", "OBJECTS", "ALLOCATED", "", ""
+    );
+    stack_rows(&mut out, &shown);
+    out
+}
+
+/// One row per stack: its figures, the leaf, a few callers, notes.
+fn stack_rows(out: &mut String, shown: &[&StackProfile]) {
+    for s in shown.iter().copied() {
         let mut frames = s.frames.iter();
         let leaf = frames
             .next()
@@ -157,7 +219,6 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
             let _ = writeln!(out, "{:>58}  {}", "", notes.join(" · "));
         }
     }
-    out
 }
 
 /// `bytes.Repeat (bytes.go:612)`: the function, and where in it, if known.
@@ -178,6 +239,7 @@ fn losses(profile: &Profile) -> String {
             "{} allocs, {} frees, {} stacks",
             l.allocs_dropped, l.frees_dropped, l.stacks_failed
         ),
+        Source::GoRecords { .. } => String::from("none (read from the runtime's own records)"),
         Source::Syscalls => format!("{} calls, {} stacks", l.allocs_dropped, l.stacks_failed),
     };
     if l.gc_dropped > 0 {

@@ -7,6 +7,7 @@
 //! numbers into a report.
 
 pub mod buckets;
+pub mod history;
 pub mod processes;
 pub mod profile;
 pub mod target;

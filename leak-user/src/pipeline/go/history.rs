@@ -1,0 +1,185 @@
+//! What a Go process's heap held before leak looked: its runtime's own heap
+//! profile records ([`crate::goheap`]), located in the binary, read through
+//! the process's memory, scaled with the rate in force and symbolized into
+//! stacks. `leak heap` prints them; `leak trace` starts from them.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+
+use super::target::Target;
+use crate::{
+    aggregate::Totals,
+    frame::Frame,
+    goheap::{self, Location, ReadError, Snapshot},
+    process::{
+        self,
+        memory::{Memory, ProcessMemory},
+    },
+    sampling,
+    symbolize::Symbolizer,
+    target::{heapvars, GoBinary},
+};
+
+/// One process's heap profile records, ready to be read.
+pub struct Records {
+    pid: u32,
+    memory: ProcessMemory,
+    at: Location,
+    bias: u64,
+    rate_addr: Option<u64>,
+}
+
+/// One read: the records and the rate they are scaled with.
+pub struct Read {
+    /// The buckets as `runtime.MemProfile` reports them.
+    pub snapshot: Snapshot,
+    /// `runtime.MemProfileRate` when read (Go's default if it could not be
+    /// located).
+    pub rate: i64,
+}
+
+impl Records {
+    /// Locates the records of process `pid`, which runs `target`'s binary.
+    pub fn open(target: &Target, pid: u32) -> Result<Self> {
+        let vars = heapvars::heap_vars(&target.bin, target.runtime)?;
+        let bias = target.load_bias(pid).with_context(|| {
+            format!(
+                "pid {pid}: cannot find {} in its memory map",
+                target.path.display()
+            )
+        })?;
+        let memory = ProcessMemory::open(pid).map_err(|e| memory_error(pid, e))?;
+        Ok(Self {
+            pid,
+            memory,
+            at: Location {
+                buckets: vars.buckets.wrapping_add(bias),
+                cycle: vars.cycle.wrapping_add(bias),
+            },
+            bias,
+            rate_addr: target.mem_profile_rate.map(|a| a.wrapping_add(bias)),
+        })
+    }
+
+    /// Load bias of the binary in the process.
+    pub fn bias(&self) -> u64 {
+        self.bias
+    }
+
+    /// Reads every record now. Fails in one line if the process is gone or
+    /// what was located is not the records.
+    pub fn read(&self, target: &Target) -> Result<Read> {
+        let pid = self.pid;
+        let rate = match self.rate_addr {
+            Some(addr) => self
+                .memory
+                .read_i64(addr)
+                .map_err(|e| self.gone_or(e.into()))?,
+            None => sampling::DEFAULT_RATE as i64,
+        };
+        let bin: &GoBinary = &target.bin;
+        let bias = self.bias;
+        let is_code = |pc: u64| {
+            bin.pclntab()
+                .find_func(pc.wrapping_sub(bias).wrapping_sub(1))
+                .is_some()
+        };
+        let snapshot =
+            goheap::read(&self.memory, target.runtime, self.at, &is_code).map_err(|e| match e {
+                ReadError::Memory { .. } => self.gone_or(e.into()),
+                ReadError::NotRecords(_) => anyhow::Error::new(e).context(format!(
+                    "pid {pid}: what leak located in {} is not its heap profile",
+                    target.path.display()
+                )),
+                ReadError::Busy => anyhow::Error::new(e).context(format!("pid {pid}")),
+            })?;
+        Ok(Read { snapshot, rate })
+    }
+
+    /// The error of a failed read: the process exited meanwhile, or `e`.
+    fn gone_or(&self, e: anyhow::Error) -> anyhow::Error {
+        if process::alive(self.pid) {
+            e.context(format!("pid {}: cannot read its heap profile", self.pid))
+        } else {
+            anyhow::anyhow!("pid {} exited while its heap profile was read", self.pid)
+        }
+    }
+}
+
+/// Why a process's memory cannot be opened, in one line.
+fn memory_error(pid: u32, e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("no process with pid {pid}"),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "cannot read the memory of pid {pid}: permission denied (run as root, or as its user where ptrace is allowed)"
+        ),
+        _ => anyhow::Error::new(e).context(format!("cannot open the memory of pid {pid}")),
+    }
+}
+
+/// Why there is no history to read, if so: sampling is off (the program
+/// links no heap profiler: the runtime turned it off at start-up, and the
+/// few records are of start-up only), or nothing was sampled yet.
+pub fn why_empty(read: &Read) -> Option<String> {
+    let n = read.snapshot.buckets.len();
+    if read.rate == 0 {
+        return Some(format!(
+            "Go heap sampling is off (MemProfileRate = 0: the program links no heap profiler), so the runtime keeps no history{}",
+            if n > 0 {
+                format!(" (only {n} from start-up)")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    (n == 0).then(|| "the runtime has not sampled any allocation yet".to_string())
+}
+
+/// One bucket's figures, scaled as pprof scales them with `rate`.
+pub fn bucket_totals(size: u64, counts: &goheap::Counts, rate: i64) -> Totals {
+    let (alloc_objects, alloc_bytes) = goheap::scale(counts.allocs, size, rate);
+    let (inuse_objects, inuse_bytes) = goheap::scale(counts.inuse_objects(), size, rate);
+    Totals {
+        outstanding_bytes: inuse_bytes as f64,
+        outstanding_objects: inuse_objects as f64,
+        allocated_bytes: alloc_bytes as f64,
+        allocated_objects: alloc_objects as f64,
+    }
+}
+
+/// The records as stacks: each bucket symbolized (its pcs less the load
+/// bias), buckets whose stacks read alike summed, most in use first.
+pub fn stacks<S: crate::symbolize::SymbolSource>(
+    read: &Read,
+    bias: u64,
+    symbols: &mut Symbolizer<S>,
+) -> Vec<(Vec<Frame>, Totals)> {
+    let mut by_frames: HashMap<Vec<Frame>, Totals> = HashMap::new();
+    for b in &read.snapshot.buckets {
+        let pcs: Vec<u64> = b.stack.iter().map(|pc| pc.wrapping_sub(bias)).collect();
+        let frames = symbols.logical_stack(&pcs);
+        *by_frames.entry(frames).or_default() += bucket_totals(b.size, &b.counts, read.rate);
+    }
+    let mut out: Vec<(Vec<Frame>, Totals)> = by_frames.into_iter().collect();
+    out.sort_by(|a, b| b.1.outstanding_bytes.total_cmp(&a.1.outstanding_bytes));
+    out
+}
+
+/// Fails unless `pid` runs a Go program; returns its executable.
+pub fn go_process(pid: u32) -> Result<std::path::PathBuf> {
+    if !process::alive(pid) {
+        bail!("no process with pid {pid}");
+    }
+    match super::target::go_executable(pid)? {
+        Some(exe) => Ok(exe),
+        None => {
+            let exe = process::exe(pid)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            bail!(
+                "pid {pid} ({exe}) is not a Go program: Go heap profiles exist only in Go programs"
+            )
+        }
+    }
+}
