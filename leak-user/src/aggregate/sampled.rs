@@ -165,6 +165,21 @@ impl Aggregator {
         self.gc.get(&tgid).map(|g| g.cycles).unwrap_or(0)
     }
 
+    /// What process `tgid`'s samples hold "as of its last GC", per stack
+    /// (bytes, objects): the part of Go's own records that leak has seen.
+    pub fn held_at_last_gc_of(&self, tgid: u32) -> HashMap<StackId, (f64, f64)> {
+        let cycles = self.gc.get(&tgid).map(|g| g.cycles).unwrap_or(0);
+        let mut out: HashMap<StackId, (f64, f64)> = HashMap::new();
+        for ((t, _), sample) in &self.live {
+            if *t == tgid && sample.birth_cycle < cycles {
+                let e = out.entry(sample.stack).or_default();
+                e.0 += sample.bytes;
+                e.1 += sample.objects;
+            }
+        }
+        out
+    }
+
     /// Bytes sampled since attach that survived the last complete GC cycle,
     /// summed over processes: the heap in use "as of the last GC", as Go's
     /// own profile reports it. `None` until two cycles have been seen.

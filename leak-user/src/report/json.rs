@@ -7,19 +7,24 @@
 //!   "target": {
 //!     "binary": string,              // path of the traced binary
 //!     "pids": [integer],             // processes traced so far
-//!     "source": string,              // "go-sampler" | "syscalls" (brk/mmap)
+//!     "source": string,              // "go-sampler" | "go-records" (leak heap)
+//!                                    // | "syscalls" (brk/mmap)
 //!     "unit": string,                // "bytes"
 //!     "go_version": string | null,   // e.g. "go1.25.5"; null unless go-sampler
 //!     "sampling_rate": integer | null, // MemProfileRate, bytes; likewise
 //!     "duration_secs": number        // time since attach
 //!   },
-//!   "totals": {                      // sum over all stacks, since attach
-//!     "outstanding_bytes": integer,  // allocated and not yet freed
+//!   "totals": {                      // sum over all stacks
+//!     "outstanding_bytes": integer,  // allocated and not yet freed (held now,
+//!                                    // history included)
 //!     "outstanding_objects": integer,
 //!     "allocated_bytes": integer,    // allocated, freed or not
 //!     "allocated_objects": integer,
 //!     "in_use_at_last_gc_bytes": integer | null  // survived the last GC;
 //!                                    // null until two GC cycles are seen
+//!     "history_bytes": integer | null  // of outstanding_bytes, what was held
+//!                                    // before attach (Go's own records);
+//!                                    // null when there is no history
 //!   },
 //!   "gc_cycles": integer | null,     // GC cycles seen (go-sampler)
 //!   "samples": integer,              // sampled allocations (brk/mmap calls) seen
@@ -66,7 +71,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{Frame, Profile, StackProfile};
+use super::{Frame, Profile, Source, StackProfile};
 use crate::aggregate::Totals;
 
 /// Writes `profile` as a pretty-printed JSON document and a newline.
@@ -120,6 +125,7 @@ struct ReportTotals {
     #[serde(flatten)]
     totals: Counts,
     in_use_at_last_gc_bytes: Option<u64>,
+    history_bytes: Option<u64>,
 }
 
 /// Estimated bytes and objects, rounded.
@@ -231,6 +237,10 @@ impl<'a> From<&'a Profile> for Report<'a> {
             totals: ReportTotals {
                 totals: Counts::from(&p.total),
                 in_use_at_last_gc_bytes: go.and_then(|g| g.3).map(round),
+                history_bytes: match p.source {
+                    Source::GoSampler { history_bytes, .. } => history_bytes.map(round),
+                    _ => None,
+                },
             },
             gc_cycles: go.map(|g| g.2),
             samples: p.samples,
@@ -272,6 +282,7 @@ mod tests {
                 rate: 524288,
                 gc_cycles: 3,
                 in_use_at_last_gc: Some(10240000.5),
+                history_bytes: None,
             },
             unit: Unit::Bytes,
             pids: vec![42, 43],
@@ -338,7 +349,8 @@ mod tests {
     "outstanding_objects": 20004,
     "allocated_bytes": 40968193,
     "allocated_objects": 40008,
-    "in_use_at_last_gc_bytes": 10240001
+    "in_use_at_last_gc_bytes": 10240001,
+    "history_bytes": null
   },
   "gc_cycles": 3,
   "samples": 100,

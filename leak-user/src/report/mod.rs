@@ -96,6 +96,10 @@ pub enum Source {
         /// Sampled bytes that survived the last complete GC cycle (Go's "as
         /// of the last GC" view), once two cycles have been seen.
         in_use_at_last_gc: Option<f64>,
+        /// Bytes held from before leak attached (from Go's own records,
+        /// still in use as of the last GC), included in the stacks; `None`
+        /// when no process had such a history.
+        history_bytes: Option<f64>,
     },
     /// Go's own heap profile records, read from the process's memory: what
     /// `/debug/pprof/heap` serves, as of the last GC, since start-up.
@@ -194,6 +198,7 @@ impl Profile {
                 rate,
                 gc_cycles,
                 in_use_at_last_gc,
+                ..
             } => Some((go_version, *rate, *gc_cycles, *in_use_at_last_gc)),
             Source::GoRecords {
                 go_version,
@@ -221,6 +226,7 @@ pub fn example(stacks: Vec<StackProfile>) -> Profile {
             rate: 512 * 1024,
             gc_cycles: 3,
             in_use_at_last_gc: Some(20.0e6),
+            history_bytes: None,
         },
         unit: Unit::Bytes,
         pids: vec![4242],

@@ -33,13 +33,19 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
         ),
     };
     let held = profile.total.outstanding_bytes;
-    let per_sec = if secs > 0.0 { held / secs } else { 0.0 };
+    let history = match profile.source {
+        Source::GoSampler { history_bytes, .. } => history_bytes,
+        _ => None,
+    };
+    let live = held - history.unwrap_or(0.0);
+    let per_sec = if secs > 0.0 { live / secs } else { 0.0 };
     match &profile.source {
         Source::GoSampler {
             go_version,
             rate,
             gc_cycles,
             in_use_at_last_gc,
+            ..
         } => {
             let _ = writeln!(
                 out,
@@ -63,12 +69,26 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
             );
         }
     }
-    let _ = write!(
-        out,
-        "outstanding since attach: {} (+{}/s)",
-        human_bytes(held),
-        human_bytes(per_sec)
-    );
+    match history {
+        Some(h) => {
+            let _ = write!(
+                out,
+                "held now: {} = {} from before attach (Go's own records) + {} since attach (+{}/s)",
+                human_bytes(held),
+                human_bytes(h),
+                human_bytes(live),
+                human_bytes(per_sec)
+            );
+        }
+        None => {
+            let _ = write!(
+                out,
+                "outstanding since attach: {} (+{}/s)",
+                human_bytes(held),
+                human_bytes(per_sec)
+            );
+        }
+    }
     if let Some(prev) = profile.previous_outstanding {
         let d = held - prev;
         let sign = if d >= 0.0 { "+" } else { "-" };
@@ -261,6 +281,51 @@ mod tests {
     use crate::{aggregate::Totals, report::example};
     use std::time::Duration;
 
+    fn one_stack(held: f64) -> Profile {
+        let s = StackProfile {
+            growth: None,
+            frames: vec![Frame::named("bytes.Repeat"), Frame::named("main.track")].into(),
+            totals: Totals {
+                outstanding_bytes: held,
+                outstanding_objects: 10.0,
+                allocated_bytes: 1024.0 * 1024.0,
+                allocated_objects: 1.0,
+            },
+        };
+        example(vec![s])
+    }
+
+    #[test]
+    fn history_is_told_apart_from_what_was_seen_live() {
+        let mut p = one_stack(30.0 * 1024.0 * 1024.0);
+        p.elapsed = Duration::from_secs(10);
+        if let Source::GoSampler { history_bytes, .. } = &mut p.source {
+            *history_bytes = Some(28.0 * 1024.0 * 1024.0);
+        }
+        let text = render(&p, 10, false);
+        assert!(
+            text.contains("held now: 30.0 MiB = 28.0 MiB from before attach (Go's own records) + 2.0 MiB since attach (+205 KiB/s)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_records_snapshot_reads_as_go_profile() {
+        let mut p = one_stack(28.0 * 1024.0 * 1024.0);
+        p.source = Source::GoRecords {
+            go_version: "go1.21.13".into(),
+            rate: 512 * 1024,
+            gc_cycles: 12,
+            buckets: 3,
+        };
+        let text = render(&p, 10, false);
+        assert!(text.starts_with("leak heap · /srv/seed (go1.21.13) · pid 4242 · Go's heap profile as of the last GC (12 GC cycles) · rate 512 KiB\n"), "{text}");
+        assert!(text.contains("in use: 28.0 MiB in 10 objects"), "{text}");
+        assert!(text.contains("IN USE"), "{text}");
+        assert!(text.contains("bytes.Repeat"), "{text}");
+        assert!(!text.contains("since attach"), "{text}");
+    }
+
     #[test]
     fn frames_show_file_and_line() {
         let f = Frame::new("bytes.Repeat", "/usr/lib/go/src/bytes/bytes.go", 612, false);
@@ -299,6 +364,7 @@ mod tests {
             rate: 512 * 1024,
             gc_cycles: 7,
             in_use_at_last_gc: Some(19.0 * 1024.0 * 1024.0),
+            history_bytes: None,
         };
         p.previous_outstanding = Some(10.0 * 1024.0 * 1024.0);
         let text = render(&p, 10, false);

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use super::target::Target;
 use crate::{
-    aggregate::Totals,
+    aggregate::{sampled::Aggregator, StackId, Totals},
     frame::Frame,
     goheap::{self, Location, ReadError, Snapshot},
     process::{
@@ -182,4 +182,128 @@ pub fn go_process(pid: u32) -> Result<std::path::PathBuf> {
             )
         }
     }
+}
+
+/// What one traced process held before leak attached, from its runtime's
+/// records: read at first sight, read again after each GC publishes new
+/// numbers. The part of a stack leak has not seen live (objects sampled
+/// before attach, still in use as of the last GC) is the records' in-use
+/// less what the live samples of the same stack hold as of that GC, so a
+/// stack has one number: history plus live.
+pub struct ProcessHistory {
+    records: Records,
+    /// The rate the records were first read at. If it changes (leak or
+    /// someone else wrote `MemProfileRate`), later reads would scale old
+    /// samples with the new rate, as pprof does: the history is kept as
+    /// last read instead.
+    rate: i64,
+    frozen: bool,
+    /// Per stack, what the live samples do not account for (outstanding
+    /// bytes and objects only).
+    part: HashMap<StackId, Totals>,
+    /// Buckets at the last read.
+    pub buckets: usize,
+    /// GC cycles of the process (as leak counts them) at the last read.
+    read_at_gc: u64,
+}
+
+impl ProcessHistory {
+    /// Reads the history of process `pid`; `Err` says in one line why
+    /// there is none.
+    pub fn open(target: &Target, pid: u32, agg: &mut Aggregator) -> Result<Self, String> {
+        let records = Records::open(target, pid).map_err(|e| format!("{e:#}"))?;
+        let read = records.read(target).map_err(|e| format!("{e:#}"))?;
+        if let Some(why) = why_empty(&read) {
+            return Err(why);
+        }
+        let mut h = Self {
+            records,
+            rate: read.rate,
+            frozen: false,
+            part: HashMap::new(),
+            buckets: 0,
+            read_at_gc: 0,
+        };
+        h.take(&read, &HashMap::new(), agg);
+        Ok(h)
+    }
+
+    /// Reads the records again if the process has finished a GC since the
+    /// last read and its rate is the one they were first scaled with.
+    pub fn refresh(
+        &mut self,
+        target: &Target,
+        rate_now: u64,
+        gc_cycles: u64,
+        agg: &mut Aggregator,
+    ) {
+        if self.frozen || gc_cycles == self.read_at_gc {
+            return;
+        }
+        if rate_now as i64 != self.rate {
+            self.frozen = true;
+            return;
+        }
+        match self.records.read(target) {
+            Ok(read) if read.rate == self.rate => {
+                let seen = agg.held_at_last_gc_of(self.records.pid);
+                self.take(&read, &seen, agg);
+                self.read_at_gc = gc_cycles;
+            }
+            // Gone, or the rate moved: keep what was read.
+            _ => self.frozen = true,
+        }
+    }
+
+    fn take(&mut self, read: &Read, seen: &HashMap<StackId, (f64, f64)>, agg: &mut Aggregator) {
+        let bias = self.records.bias();
+        let mut part: HashMap<StackId, Totals> = HashMap::new();
+        for b in &read.snapshot.buckets {
+            let pcs: Vec<u64> = b.stack.iter().map(|pc| pc.wrapping_sub(bias)).collect();
+            let t = bucket_totals(b.size, &b.counts, read.rate);
+            let e = part.entry(agg.intern(&pcs)).or_default();
+            e.outstanding_bytes += t.outstanding_bytes;
+            e.outstanding_objects += t.outstanding_objects;
+        }
+        for (id, (bytes, objects)) in seen {
+            if let Some(t) = part.get_mut(id) {
+                t.sub_outstanding(*bytes, *objects);
+            }
+        }
+        part.retain(|_, t| t.outstanding_bytes > 0.0);
+        self.part = part;
+        self.buckets = read.snapshot.buckets.len();
+    }
+
+    /// Per stack, what the history adds to the live samples.
+    pub fn part(&self) -> &HashMap<StackId, Totals> {
+        &self.part
+    }
+
+    /// Bytes the history adds, over all stacks.
+    pub fn held(&self) -> f64 {
+        self.part.values().map(|t| t.outstanding_bytes).sum()
+    }
+}
+
+/// `live` (stack totals from the samples) with each process's history
+/// added: stacks only the history knows are appended.
+pub fn with_history<'a>(
+    mut live: Vec<(StackId, Totals)>,
+    histories: impl Iterator<Item = &'a ProcessHistory>,
+) -> Vec<(StackId, Totals)> {
+    let mut extra: HashMap<StackId, Totals> = HashMap::new();
+    for h in histories {
+        for (id, t) in h.part() {
+            *extra.entry(*id).or_default() += *t;
+        }
+    }
+    for (id, t) in live.iter_mut() {
+        if let Some(h) = extra.remove(id) {
+            t.outstanding_bytes += h.outstanding_bytes;
+            t.outstanding_objects += h.outstanding_objects;
+        }
+    }
+    live.extend(extra);
+    live
 }

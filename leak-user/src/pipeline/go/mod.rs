@@ -13,6 +13,7 @@ pub mod profile;
 pub mod target;
 
 use std::{
+    collections::BTreeMap,
     rc::Rc,
     time::{Duration, Instant},
 };
@@ -26,6 +27,7 @@ use leak_common::{Counter, ALLOC_HAS_STACK};
 
 use self::{
     buckets::BucketStacks,
+    history::ProcessHistory,
     processes::{Process, Processes, RatePolicy},
     profile::{SortBy, SYMBOLIZE_BUDGET},
     target::Target,
@@ -98,6 +100,8 @@ pub struct GoPipeline {
     growth: GrowthTracker<u32>,
     procs: Processes,
     buckets: BucketStacks,
+    /// What each process held before leak saw it, from its own records.
+    history: BTreeMap<u32, ProcessHistory>,
     maps: Option<Maps>,
     started: Instant,
     previous_outstanding: Option<f64>,
@@ -138,6 +142,7 @@ async fn trace(options: Options, target: Target) -> Result<()> {
         growth: GrowthTracker::new(TRACKED_STACKS, SERIES_POINTS),
         procs: Processes::default(),
         buckets: BucketStacks::default(),
+        history: BTreeMap::new(),
         maps: None,
         started: now,
         previous_outstanding: None,
@@ -165,6 +170,10 @@ async fn trace(options: Options, target: Target) -> Result<()> {
             None => ", every process running it".to_string(),
         }
     );
+    if !p.history.is_empty() {
+        // What the processes held before: the first report, now.
+        session::Pipeline::report(&mut p)?;
+    }
     let timing = Timing {
         report_every: Duration::from_secs_f64(p.options.interval),
         poll_every: Some(DRAIN_EVERY),
@@ -203,6 +212,7 @@ impl Pipeline for GoPipeline {
         self.symbolize_pending(SYMBOLIZE_BUDGET / 10);
         if self.last_growth.elapsed() >= GROWTH_EVERY {
             self.last_growth = Instant::now();
+            self.refresh_history();
             self.record_growth();
         }
         if self.last_scan.elapsed() >= SCAN_EVERY {
@@ -281,6 +291,18 @@ impl GoPipeline {
                 tgid,
                 Process::new(bias, start_time, memory, rate.max(0) as u64),
             );
+            // Before leak changes the rate: the records are scaled with it.
+            match ProcessHistory::open(&self.target, tgid, &mut self.agg) {
+                Ok(h) => {
+                    eprintln!(
+                        "leak: pid {tgid}: history: {} held before leak attached, in {} stacks (Go's own heap profile records, as of its last GC)",
+                        crate::units::human_bytes(h.held()),
+                        h.part().len()
+                    );
+                    self.history.insert(tgid, h);
+                }
+                Err(why) => eprintln!("leak: pid {tgid}: no history: {why}; counting from now"),
+            }
         }
         self.procs.get_mut(tgid)
     }
@@ -303,6 +325,7 @@ impl GoPipeline {
             // Kept in the report, but its memory is gone; so are its
             // buckets, here and in the kernel.
             self.agg.process_exited(pid);
+            self.history.remove(&pid);
             for key in self.buckets.forget(pid) {
                 if let Some(m) = &mut self.maps {
                     let _ = m.known_buckets.remove(&[key.0 as u64, key.1]);
@@ -324,6 +347,16 @@ impl GoPipeline {
         Ok(())
     }
 
+    /// Reads again the records of each process that finished a GC.
+    fn refresh_history(&mut self) {
+        for (pid, h) in self.history.iter_mut() {
+            if let Some(p) = self.procs.get_mut(*pid) {
+                let (rate, gc) = (p.rates.current(), p.gc_cycles);
+                h.refresh(&self.target, rate, gc, &mut self.agg);
+            }
+        }
+    }
+
     /// Calls of the `--work` function so far, if one was given.
     fn work_calls(&self) -> Option<u64> {
         self.options.work.as_ref()?;
@@ -341,6 +374,7 @@ impl GoPipeline {
 
     /// The final report and every requested output, after detaching.
     fn finish(mut self, losses: Losses) -> Result<()> {
+        self.refresh_history();
         let mut profile = self.profile(true);
         profile.losses = losses;
         let mut shown = profile.clone();

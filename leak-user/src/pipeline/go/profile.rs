@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::GoPipeline;
+use super::{history, GoPipeline};
 use crate::{
     aggregate::{merged::MergedId, StackId, Totals},
     analysis::trend::Verdict,
@@ -94,7 +94,7 @@ impl GoPipeline {
         } else {
             SYMBOLIZE_BUDGET
         });
-        let ids: Vec<(StackId, Totals)> = self.agg.stacks().map(|(id, t)| (id, *t)).collect();
+        let ids = self.live_and_history();
         self.profile_of(ids)
     }
 
@@ -102,12 +102,24 @@ impl GoPipeline {
     /// heap profile counts them (for `--pprof`).
     pub(super) fn profile_as_of_last_gc(&mut self) -> Profile {
         self.symbolize_pending(usize::MAX);
-        let ids = self.agg.stacks_as_of_last_gc();
+        let ids = history::with_history(self.agg.stacks_as_of_last_gc(), self.history.values());
         let mut p = self.profile_of(ids);
         let held: Totals = p.stacks.iter().map(|s| s.totals).sum();
         p.total.outstanding_bytes = held.outstanding_bytes;
         p.total.outstanding_objects = held.outstanding_objects;
         p
+    }
+
+    /// Every stack's totals: the live samples plus what each process's
+    /// history adds.
+    fn live_and_history(&self) -> Vec<(StackId, Totals)> {
+        let live = self.agg.stacks().map(|(id, t)| (id, *t)).collect();
+        history::with_history(live, self.history.values())
+    }
+
+    /// Bytes the processes' histories add, if any has one.
+    fn history_bytes(&self) -> Option<f64> {
+        (!self.history.is_empty()).then(|| self.history.values().map(|h| h.held()).sum())
     }
 
     /// Symbolizes up to `budget` stacks not yet symbolized, oldest first.
@@ -147,14 +159,30 @@ impl GoPipeline {
                 go_version: self.target.version.clone(),
                 rate: self.procs.rate(),
                 gc_cycles,
-                in_use_at_last_gc: self.agg.in_use_at_last_gc(),
+                // History is "as of the last GC" too.
+                in_use_at_last_gc: match (self.agg.in_use_at_last_gc(), self.history_bytes()) {
+                    (Some(live), h) => Some(live + h.unwrap_or(0.0)),
+                    (None, Some(h)) if h > 0.0 => Some(h),
+                    (None, _) => None,
+                },
+                history_bytes: self.history_bytes(),
             },
             unit: Unit::Bytes,
             pids: self.procs.pids(),
             elapsed: self.started.elapsed(),
             samples: self.agg.samples(),
             frees: self.agg.frees(),
-            total: self.agg.total(),
+            total: {
+                let mut t = self.agg.total();
+                t.outstanding_bytes += self.history_bytes().unwrap_or(0.0);
+                t.outstanding_objects += self
+                    .history
+                    .values()
+                    .flat_map(|h| h.part().values())
+                    .map(|t| t.outstanding_objects)
+                    .sum::<f64>();
+                t
+            },
             previous_outstanding: self.previous_outstanding,
             stacks,
             losses: self.losses(),
@@ -199,13 +227,16 @@ impl GoPipeline {
         let t = self.started.elapsed().as_secs_f64();
         let now: HashMap<MergedId, f64> = self
             .merged
-            .totals(self.agg.stacks().map(|(id, t)| (id, *t)))
+            .totals(self.live_and_history())
             .into_iter()
             .map(|(m, t)| (m, t.outstanding_bytes))
             .collect();
         let points: Vec<(MergedId, Totals, f64)> = self
             .merged
-            .totals(self.agg.stacks_as_of_last_gc())
+            .totals(history::with_history(
+                self.agg.stacks_as_of_last_gc(),
+                self.history.values(),
+            ))
             .into_iter()
             .map(|(m, t)| (m, t, now.get(&m).copied().unwrap_or(0.0)))
             .collect();
