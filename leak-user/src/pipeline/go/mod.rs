@@ -102,6 +102,9 @@ pub struct GoPipeline {
     buckets: BucketStacks,
     /// What each process held before leak saw it, from its own records.
     history: BTreeMap<u32, ProcessHistory>,
+    /// Lines for the user about processes placed, printed once the scan
+    /// that placed them has gone through.
+    notes: Vec<String>,
     maps: Option<Maps>,
     started: Instant,
     previous_outstanding: Option<f64>,
@@ -143,6 +146,7 @@ async fn trace(options: Options, target: Target) -> Result<()> {
         procs: Processes::default(),
         buckets: BucketStacks::default(),
         history: BTreeMap::new(),
+        notes: Vec::new(),
         maps: None,
         started: now,
         previous_outstanding: None,
@@ -294,14 +298,16 @@ impl GoPipeline {
             // Before leak changes the rate: the records are scaled with it.
             match ProcessHistory::open(&self.target, tgid, &mut self.agg) {
                 Ok(h) => {
-                    eprintln!(
+                    self.notes.push(format!(
                         "leak: pid {tgid}: history: {} held before leak attached, in {} stacks (Go's own heap profile records, as of its last GC)",
                         crate::units::human_bytes(h.held()),
                         h.part().len()
-                    );
+                    ));
                     self.history.insert(tgid, h);
                 }
-                Err(why) => eprintln!("leak: pid {tgid}: no history: {why}; counting from now"),
+                Err(why) => self.notes.push(format!(
+                    "leak: pid {tgid}: no history: {why}; counting from now"
+                )),
             }
         }
         self.procs.get_mut(tgid)
@@ -343,6 +349,9 @@ impl GoPipeline {
             if self.process(pid).is_some() {
                 self.procs.check_rate(pid, &policy, &binary)?;
             }
+        }
+        for note in self.notes.drain(..) {
+            eprintln!("{note}");
         }
         Ok(())
     }
