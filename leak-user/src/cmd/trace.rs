@@ -26,6 +26,14 @@ with its call stack until the garbage collector frees it; what is never freed is
 the leak. Each stack gets a verdict (leaking, growing, steady, churn) from its
 history, and with --work, the bytes each unit of work leaves behind.
 
+leak starts from history: at attach it reads what the runtime itself recorded since
+the program started (Go's own heap profile records, the data behind
+/debug/pprof/heap, read from /proc/PID/mem), so a service that has leaked for days
+shows its leak in the first report, not after an hour of new samples. The report
+says which part is history and which was seen live. A program that links no heap
+profiler has sampling off and no history: leak turns sampling on and counts from
+then. For a one-shot look without eBPF, see `leak heap`.
+
 Examples:
   leak trace --uprobe /srv/api --pid 4242
   leak trace --uprobe /srv/api --work 'main.(*Server).handle' --duration 120

@@ -205,6 +205,8 @@ pub struct ProcessHistory {
     pub buckets: usize,
     /// GC cycles of the process (as leak counts them) at the last read.
     read_at_gc: u64,
+    /// GC cycles at the previous call of `refresh`.
+    last_seen_gc: u64,
 }
 
 impl ProcessHistory {
@@ -223,21 +225,29 @@ impl ProcessHistory {
             part: HashMap::new(),
             buckets: 0,
             read_at_gc: 0,
+            last_seen_gc: 0,
         };
         h.take(&read, &HashMap::new(), agg);
         Ok(h)
     }
 
     /// Reads the records again if the process has finished a GC since the
-    /// last read and its rate is the one they were first scaled with.
+    /// last read and its rate is the one they were first scaled with. The
+    /// runtime publishes a cycle's frees only once its sweep is done, while
+    /// leak sees each free as it happens: unless `now`, the read waits until
+    /// the GC count has held still for one call (a second), so both views
+    /// are of the same finished cycle.
     pub fn refresh(
         &mut self,
         target: &Target,
         rate_now: u64,
         gc_cycles: u64,
+        now: bool,
         agg: &mut Aggregator,
     ) {
-        if self.frozen || gc_cycles == self.read_at_gc {
+        let settled = now || gc_cycles == self.last_seen_gc;
+        self.last_seen_gc = gc_cycles;
+        if self.frozen || gc_cycles == self.read_at_gc || !settled {
             return;
         }
         if rate_now as i64 != self.rate {
@@ -256,22 +266,7 @@ impl ProcessHistory {
     }
 
     fn take(&mut self, read: &Read, seen: &HashMap<StackId, (f64, f64)>, agg: &mut Aggregator) {
-        let bias = self.records.bias();
-        let mut part: HashMap<StackId, Totals> = HashMap::new();
-        for b in &read.snapshot.buckets {
-            let pcs: Vec<u64> = b.stack.iter().map(|pc| pc.wrapping_sub(bias)).collect();
-            let t = bucket_totals(b.size, &b.counts, read.rate);
-            let e = part.entry(agg.intern(&pcs)).or_default();
-            e.outstanding_bytes += t.outstanding_bytes;
-            e.outstanding_objects += t.outstanding_objects;
-        }
-        for (id, (bytes, objects)) in seen {
-            if let Some(t) = part.get_mut(id) {
-                t.sub_outstanding(*bytes, *objects);
-            }
-        }
-        part.retain(|_, t| t.outstanding_bytes > 0.0);
-        self.part = part;
+        self.part = unseen_part(read, self.records.bias(), seen, agg);
         self.buckets = read.snapshot.buckets.len();
     }
 
@@ -286,15 +281,49 @@ impl ProcessHistory {
     }
 }
 
+/// Per stack, what `read`'s records hold (pcs less `bias`, interned in
+/// `agg`) less what leak's live samples hold as of the same GC (`seen`):
+/// the objects sampled before leak attached that are still in use.
+pub fn unseen_part(
+    read: &Read,
+    bias: u64,
+    seen: &HashMap<StackId, (f64, f64)>,
+    agg: &mut Aggregator,
+) -> HashMap<StackId, Totals> {
+    let mut part: HashMap<StackId, Totals> = HashMap::new();
+    for b in &read.snapshot.buckets {
+        let pcs: Vec<u64> = b.stack.iter().map(|pc| pc.wrapping_sub(bias)).collect();
+        let t = bucket_totals(b.size, &b.counts, read.rate);
+        let e = part.entry(agg.intern(&pcs)).or_default();
+        e.outstanding_bytes += t.outstanding_bytes;
+        e.outstanding_objects += t.outstanding_objects;
+    }
+    for (id, (bytes, objects)) in seen {
+        if let Some(t) = part.get_mut(id) {
+            t.sub_outstanding(*bytes, *objects);
+        }
+    }
+    part.retain(|_, t| t.outstanding_bytes > 0.0);
+    part
+}
+
 /// `live` (stack totals from the samples) with each process's history
 /// added: stacks only the history knows are appended.
 pub fn with_history<'a>(
-    mut live: Vec<(StackId, Totals)>,
+    live: Vec<(StackId, Totals)>,
     histories: impl Iterator<Item = &'a ProcessHistory>,
 ) -> Vec<(StackId, Totals)> {
+    with_parts(live, histories.map(ProcessHistory::part))
+}
+
+/// `live` with each of `parts` added, stack by stack.
+fn with_parts<'a>(
+    mut live: Vec<(StackId, Totals)>,
+    parts: impl Iterator<Item = &'a HashMap<StackId, Totals>>,
+) -> Vec<(StackId, Totals)> {
     let mut extra: HashMap<StackId, Totals> = HashMap::new();
-    for h in histories {
-        for (id, t) in h.part() {
+    for part in parts {
+        for (id, t) in part {
             *extra.entry(*id).or_default() += *t;
         }
     }
@@ -306,4 +335,97 @@ pub fn with_history<'a>(
     }
     live.extend(extra);
     live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::goheap::{BucketRecord, Counts};
+
+    fn read_of(buckets: &[(u64, &[u64], u64, u64)]) -> Read {
+        Read {
+            snapshot: Snapshot {
+                buckets: buckets
+                    .iter()
+                    .map(|&(size, stack, allocs, frees)| BucketRecord {
+                        addr: 0,
+                        size,
+                        stack: stack.to_vec(),
+                        counts: Counts {
+                            allocs,
+                            frees,
+                            alloc_bytes: allocs * size,
+                            free_bytes: frees * size,
+                        },
+                    })
+                    .collect(),
+                gc_cycles: 3,
+                before_first_gc: false,
+            },
+            rate: 1,
+        }
+    }
+
+    #[test]
+    fn history_is_what_the_live_samples_do_not_account_for() {
+        let mut agg = Aggregator::new();
+        // Two sizes of one stack (PIE bias 0x1000), and a stack all freed.
+        let read = read_of(&[
+            (10_000, &[0x1100, 0x1200], 5, 1),
+            (20_000, &[0x1100, 0x1200], 1, 0),
+            (64, &[0x1300], 10, 10),
+        ]);
+        let stack = agg.intern(&[0x100, 0x200]);
+        let none = HashMap::new();
+        let part = unseen_part(&read, 0x1000, &none, &mut agg);
+        assert_eq!(part.len(), 1, "the freed stack adds nothing");
+        assert_eq!(part[&stack].outstanding_bytes, 60_000.0);
+        assert_eq!(part[&stack].outstanding_objects, 5.0);
+        assert_eq!(
+            part[&stack].allocated_bytes, 0.0,
+            "allocated counts since attach"
+        );
+        // Leak saw 2 of those objects live: they are not history.
+        let seen = HashMap::from([(stack, (20_000.0, 2.0))]);
+        let part = unseen_part(&read, 0x1000, &seen, &mut agg);
+        assert_eq!(part[&stack].outstanding_bytes, 40_000.0);
+        // More seen than recorded (frees not yet published): never below 0.
+        let seen = HashMap::from([(stack, (90_000.0, 9.0))]);
+        assert!(unseen_part(&read, 0x1000, &seen, &mut agg).is_empty());
+    }
+
+    #[test]
+    fn one_stack_one_number() {
+        let t = |held: f64, allocated: f64| Totals {
+            outstanding_bytes: held,
+            outstanding_objects: held / 100.0,
+            allocated_bytes: allocated,
+            allocated_objects: allocated / 100.0,
+        };
+        let live = vec![(StackId(0), t(1000.0, 5000.0)), (StackId(1), t(0.0, 100.0))];
+        let extra: HashMap<StackId, Totals> =
+            HashMap::from([(StackId(0), t(20_000.0, 0.0)), (StackId(7), t(300.0, 0.0))]);
+        let mut out = with_parts(live, [&extra].into_iter());
+        out.sort_by_key(|(id, _)| *id);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].1.outstanding_bytes, 21_000.0);
+        assert_eq!(out[0].1.allocated_bytes, 5000.0);
+        assert_eq!(out[1].1.outstanding_bytes, 0.0);
+        assert_eq!((out[2].0, out[2].1.outstanding_bytes), (StackId(7), 300.0));
+    }
+
+    #[test]
+    fn no_history_says_why() {
+        let mut r = read_of(&[]);
+        r.rate = 0;
+        assert!(why_empty(&r).unwrap().contains("sampling is off"));
+        r.rate = 512 * 1024;
+        assert!(why_empty(&r)
+            .unwrap()
+            .contains("not sampled any allocation yet"));
+        let mut r = read_of(&[(8, &[0x1], 1, 0)]);
+        assert!(why_empty(&r).is_none());
+        r.rate = 0;
+        assert!(why_empty(&r).unwrap().contains("only 1 from start-up"));
+    }
 }

@@ -14,6 +14,7 @@ pub mod target;
 
 use std::{
     collections::BTreeMap,
+    io::{IsTerminal, Write},
     rc::Rc,
     time::{Duration, Instant},
 };
@@ -105,6 +106,8 @@ pub struct GoPipeline {
     /// Lines for the user about processes placed, printed once the scan
     /// that placed them has gone through.
     notes: Vec<String>,
+    /// Standard output is a terminal: reports redraw in place.
+    terminal: bool,
     maps: Option<Maps>,
     started: Instant,
     previous_outstanding: Option<f64>,
@@ -147,6 +150,7 @@ async fn trace(options: Options, target: Target) -> Result<()> {
         buckets: BucketStacks::default(),
         history: BTreeMap::new(),
         notes: Vec::new(),
+        terminal: std::io::stdout().is_terminal(),
         maps: None,
         started: now,
         previous_outstanding: None,
@@ -216,7 +220,7 @@ impl Pipeline for GoPipeline {
         self.symbolize_pending(SYMBOLIZE_BUDGET / 10);
         if self.last_growth.elapsed() >= GROWTH_EVERY {
             self.last_growth = Instant::now();
-            self.refresh_history();
+            self.refresh_history(false);
             self.record_growth();
         }
         if self.last_scan.elapsed() >= SCAN_EVERY {
@@ -233,7 +237,14 @@ impl Pipeline for GoPipeline {
         let mut profile = self.profile(false);
         self.previous_outstanding = Some(profile.total.outstanding_bytes);
         profile::sort_for_text(&mut profile, self.options.sort);
-        println!("{}", self.render(&profile));
+        let text = self.render(&profile);
+        let mut out = std::io::stdout().lock();
+        if self.terminal {
+            // Redrawn in place, as `leak top` draws its table: home, clear.
+            write!(out, "\x1b[H\x1b[2J")?;
+        }
+        writeln!(out, "{text}")?;
+        out.flush()?;
         Ok(None)
     }
 }
@@ -356,12 +367,13 @@ impl GoPipeline {
         Ok(())
     }
 
-    /// Reads again the records of each process that finished a GC.
-    fn refresh_history(&mut self) {
+    /// Reads again the records of each process that finished a GC (`now`:
+    /// without waiting for its sweep to settle).
+    fn refresh_history(&mut self, now: bool) {
         for (pid, h) in self.history.iter_mut() {
             if let Some(p) = self.procs.get_mut(*pid) {
                 let (rate, gc) = (p.rates.current(), p.gc_cycles);
-                h.refresh(&self.target, rate, gc, &mut self.agg);
+                h.refresh(&self.target, rate, gc, now, &mut self.agg);
             }
         }
     }
@@ -383,7 +395,7 @@ impl GoPipeline {
 
     /// The final report and every requested output, after detaching.
     fn finish(mut self, losses: Losses) -> Result<()> {
-        self.refresh_history();
+        self.refresh_history(true);
         let mut profile = self.profile(true);
         profile.losses = losses;
         let mut shown = profile.clone();
