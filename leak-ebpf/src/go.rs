@@ -150,6 +150,7 @@ fn try_go_alloc(ctx: &ProbeContext) -> Result<(), Skip> {
     ev.bucket = bucket;
     ev.frames = 0;
     ev.flags = 0;
+    ev.ip = regs.rip;
     // SAFETY: the value is copied out before the map can change.
     let known = unsafe { KNOWN_BUCKETS.get(&key) }.is_some();
     if !known {
@@ -284,6 +285,33 @@ pub fn go_work_call(_ctx: ProbeContext) -> u32 {
     if let Some(c) = WORK_CALLS.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *c += 1 };
+    }
+    0
+}
+
+/// A process of the traced binary starts its Go program (`runtime.main`,
+/// once per process, after the runtime's own start-up): user space learns
+/// of it at once, with its load bias, however short its life.
+#[uprobe]
+pub fn go_start(ctx: ProbeContext) -> u32 {
+    let ev = Event {
+        kind: EventKind::Start as u32,
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        // SAFETY: helper without preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        addr: regs(&ctx).rip,
+        size: 0,
+    };
+    // Wake user space now: a short job may need its rate written soon.
+    if EVENTS
+        .output::<Event>(&ev, aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64)
+        .is_err()
+    {
+        count(Counter::AllocDropped);
+        debug!(
+            &ctx,
+            "go_start: ring buffer full, start of pid {} dropped", ev.tgid
+        );
     }
     0
 }

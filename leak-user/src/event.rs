@@ -20,6 +20,9 @@ pub enum Record {
     Free(Event),
     /// A GC cycle ended.
     GcCycle(Event),
+    /// A process of the traced binary started (`addr`: the probe's
+    /// instruction pointer).
+    Start(Event),
     /// A brk, mmap or munmap of a traced process.
     Map(Box<MapEvent>),
 }
@@ -41,6 +44,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
                 bucket: 0,
                 frames: 0,
                 flags: 0,
+                ip: 0,
                 stack: [0; GO_MAX_FRAMES],
             });
             let n = bytes.len().min(size_of::<AllocEvent>());
@@ -57,13 +61,15 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             ev.frames = ev.frames.min(GO_MAX_FRAMES as u32).min(carried as u32);
             Some(Record::Alloc(ev))
         }
-        EventKind::Free | EventKind::GcCycle if bytes.len() >= size_of::<Event>() => {
+        EventKind::Free | EventKind::GcCycle | EventKind::Start
+            if bytes.len() >= size_of::<Event>() =>
+        {
             // SAFETY: length checked; Event is plain integers.
             let ev: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-            Some(if kind == EventKind::Free {
-                Record::Free(ev)
-            } else {
-                Record::GcCycle(ev)
+            Some(match kind {
+                EventKind::Free => Record::Free(ev),
+                EventKind::GcCycle => Record::GcCycle(ev),
+                _ => Record::Start(ev),
             })
         }
         EventKind::Map if bytes.len() >= size_of::<MapEvent>() => {
@@ -120,6 +126,7 @@ mod tests {
             bucket: 0xc000401000,
             frames: 2,
             flags: ALLOC_HAS_STACK,
+            ip: 0x401000,
             stack: [0; GO_MAX_FRAMES],
         };
         a.stack[0] = 0x402000;
@@ -159,6 +166,7 @@ mod tests {
             bucket: 0xc000401000,
             frames: 3,
             flags: ALLOC_HAS_STACK,
+            ip: 0,
             stack: [0xdead; GO_MAX_FRAMES],
         };
         a.stack[..3].copy_from_slice(&[1, 2, 3]);

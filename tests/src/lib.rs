@@ -62,11 +62,13 @@ pub enum Variant {
 }
 
 /// Where test program `prog` comes from: its directory of tests/go and its
-/// build tags. `seednoprof` is `seed` without its `net/http/pprof` import,
+/// build tags. `seednoprof` is `seed` without its `net/http/pprof` import
+/// (`shortjobnoprof` likewise),
 /// so Go starts it with heap sampling off.
 fn go_source(prog: &str) -> (&str, Option<&str>) {
     match prog {
         "seednoprof" => ("seed", Some("noprof")),
+        "shortjobnoprof" => ("shortjob", Some("noprof")),
         _ => (prog, None),
     }
 }

@@ -36,6 +36,10 @@ pub enum EventKind {
     /// The traced process mapped or unmapped memory, or moved its program
     /// break: [`MapEvent`].
     Map = 4,
+    /// A process of the traced binary started its Go runtime
+    /// (`runtime.main`): [`Event`], `addr` the instruction pointer at the
+    /// probe (its load bias, with no read of /proc).
+    Start = 5,
 }
 
 impl EventKind {
@@ -46,6 +50,7 @@ impl EventKind {
             2 => Some(Self::Free),
             3 => Some(Self::GcCycle),
             4 => Some(Self::Map),
+            5 => Some(Self::Start),
             _ => None,
         }
     }
@@ -76,6 +81,11 @@ pub struct AllocEvent {
     pub frames: u32,
     /// [`ALLOC_HAS_STACK`] when `stack` carries the bucket's stack.
     pub flags: u32,
+    /// Go: the instruction pointer at the probe, a runtime address of a
+    /// known file address: the process's load bias without reading /proc
+    /// (which a short-lived process no longer has when user space looks).
+    /// 0 for `--syscalls` records.
+    pub ip: u64,
     /// Go: the bucket's stack as the runtime recorded it, one logical frame
     /// per entry (inlined calls already expanded, return pcs, the
     /// allocator's own frames skipped). `--syscalls`: the user stack from
@@ -88,9 +98,9 @@ pub const ALLOC_HAS_STACK: u32 = 1;
 
 /// Bytes of an [`AllocEvent`] before `stack`: records carry the header and
 /// only the `frames` stack entries captured.
-pub const ALLOC_HEADER: usize = 48;
+pub const ALLOC_HEADER: usize = 56;
 
-/// A record without a stack: a free or a GC cycle.
+/// A record without a stack: a free, a GC cycle, a process start.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Event {
@@ -100,7 +110,8 @@ pub struct Event {
     pub tgid: u32,
     /// `bpf_ktime_get_ns` at the probe.
     pub timestamp_ns: u64,
-    /// Address of the freed object (0 for GC cycles).
+    /// Address of the freed object (0 for GC cycles; the instruction
+    /// pointer for a start).
     pub addr: u64,
     /// Size of the freed object (0 for GC cycles).
     pub size: u64,

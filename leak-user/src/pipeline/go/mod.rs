@@ -108,6 +108,9 @@ pub struct GoPipeline {
     notes: Vec<String>,
     /// Standard output is a terminal: reports redraw in place.
     terminal: bool,
+    /// Processes whose start was seen since the last poll: their sampling
+    /// rate is checked then.
+    started_pids: Vec<u32>,
     maps: Option<Maps>,
     started: Instant,
     previous_outstanding: Option<f64>,
@@ -151,6 +154,7 @@ async fn trace(options: Options, target: Target) -> Result<()> {
         history: BTreeMap::new(),
         notes: Vec::new(),
         terminal: std::io::stdout().is_terminal(),
+        started_pids: Vec::new(),
         maps: None,
         started: now,
         previous_outstanding: None,
@@ -217,6 +221,7 @@ impl Pipeline for GoPipeline {
     }
 
     fn poll(&mut self) -> Result<Option<Stop>> {
+        self.check_started()?;
         self.symbolize_pending(SYMBOLIZE_BUDGET / 10);
         if self.last_growth.elapsed() >= GROWTH_EVERY {
             self.last_growth = Instant::now();
@@ -226,7 +231,9 @@ impl Pipeline for GoPipeline {
         if self.last_scan.elapsed() >= SCAN_EVERY {
             self.last_scan = Instant::now();
             self.scan_processes()?;
-            if self.procs.all_exited() {
+            // With --pid, the one process is the trace; without, processes
+            // started later are traced too, so leak keeps watching.
+            if self.options.pid.is_some() && self.procs.all_exited() {
                 return Ok(Some(Stop::AllExited));
             }
         }
@@ -261,7 +268,8 @@ impl GoPipeline {
     fn handle(&mut self, record: Record) {
         match record {
             Record::Alloc(ev) => {
-                let Some(p) = self.process(ev.tgid) else {
+                let seen_bias = (ev.ip != 0).then(|| self.target.bias_from_ip(ev.ip));
+                let Some(p) = self.place(ev.tgid, seen_bias) else {
                     self.samples_without_process += 1;
                     return;
                 };
@@ -277,9 +285,17 @@ impl GoPipeline {
                 self.agg.free(ev.tgid, ev.addr);
             }
             Record::GcCycle(ev) => {
-                if let Some(p) = self.process(ev.tgid) {
+                if let Some(p) = self.place(ev.tgid, None) {
                     p.gc_cycles += 1;
                     self.agg.gc_cycle(ev.tgid);
+                }
+            }
+            Record::Start(ev) => {
+                // Placed now, while it runs; its rate is checked at the
+                // next poll (a tenth of a second), not the next scan.
+                let bias = self.target.bias_from_start_ip(ev.addr);
+                if self.place(ev.tgid, Some(bias)).is_some() {
+                    self.started_pids.push(ev.tgid);
                 }
             }
             Record::Map(_) => {}
@@ -287,11 +303,21 @@ impl GoPipeline {
     }
 
     /// Process `tgid`, placed on first sight: its load bias, its memory,
-    /// the sampling rate in force.
-    fn process(&mut self, tgid: u32) -> Option<&mut Process> {
+    /// the sampling rate in force. `seen_bias` is the bias a record's
+    /// instruction pointer gives: with it, a process that has already
+    /// exited (a short job) is placed all the same, with the rate of the
+    /// others, and no sample of it is lost.
+    fn place(&mut self, tgid: u32, seen_bias: Option<u64>) -> Option<&mut Process> {
         if !self.procs.contains(tgid) {
-            let bias = self.target.load_bias(tgid)?;
-            let (_, start_time) = process::state(tgid)?;
+            let bias = match seen_bias {
+                Some(b) => b,
+                None => self.target.load_bias(tgid)?,
+            };
+            let Some((_, start_time)) = process::state(tgid) else {
+                let gone = Process::new(bias, 0, None, self.procs.rate());
+                self.procs.insert(tgid, gone);
+                return self.procs.get_mut(tgid);
+            };
             let memory = ProcessMemory::open(tgid).ok();
             let rate = match (&memory, self.target.mem_profile_rate) {
                 (Some(m), Some(addr)) => {
@@ -349,15 +375,38 @@ impl GoPipeline {
                 }
             }
         }
-        let policy = RatePolicy {
+        let policy = self.rate_policy();
+        let binary = self.target.path.display().to_string();
+        for (pid, _) in running {
+            if self.place(pid, None).is_some() {
+                self.procs.check_rate(pid, &policy, &binary)?;
+            }
+        }
+        for note in self.notes.drain(..) {
+            eprintln!("{note}");
+        }
+        Ok(())
+    }
+
+    /// What leak may do to a target's sampling rate.
+    fn rate_policy(&self) -> RatePolicy {
+        RatePolicy {
             addr: self.target.mem_profile_rate,
             requested: self.options.rate,
             read_only: self.options.read_only,
             through_one: !self.target.runtime.rate_change_noticed,
-        };
+        }
+    }
+
+    /// Checks the sampling rate of processes whose start was just seen.
+    fn check_started(&mut self) -> Result<()> {
+        if self.started_pids.is_empty() {
+            return Ok(());
+        }
+        let policy = self.rate_policy();
         let binary = self.target.path.display().to_string();
-        for (pid, _) in running {
-            if self.process(pid).is_some() {
+        for pid in std::mem::take(&mut self.started_pids) {
+            if process::alive(pid) {
                 self.procs.check_rate(pid, &policy, &binary)?;
             }
         }

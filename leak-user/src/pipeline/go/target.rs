@@ -34,6 +34,11 @@ pub struct Target {
     pub segments: Vec<Segment>,
     /// Link-time address of `runtime.MemProfileRate`, if found.
     pub mem_profile_rate: Option<u64>,
+    /// Link-time address of the allocation probe: an alloc record's
+    /// instruction pointer less this is the process's load bias.
+    pub alloc_probe: u64,
+    /// The same for the start probe.
+    pub start_probe: u64,
 }
 
 impl Target {
@@ -55,7 +60,15 @@ impl Target {
         let mem_profile_rate = target::mem_profile_rate_addr(&bin)
             .ok()
             .map(|(addr, _)| addr);
+        let probe = |f: &str| -> Result<u64> {
+            let entry = bin.require_function(f)?.entry;
+            Ok(target::prologue::probe_address(&bin, entry))
+        };
+        let alloc_probe = probe(runtime.alloc_fn)?;
+        let start_probe = probe(runtime.start_fn)?;
         Ok(Self {
+            alloc_probe,
+            start_probe,
             version: version.to_string(),
             runtime,
             mem_profile_rate,
@@ -69,6 +82,19 @@ impl Target {
     /// The load bias of this binary in process `pid` (0 unless PIE).
     pub fn load_bias(&self, pid: u32) -> Option<u64> {
         process::maps::process_load_bias(pid, self.id.ino, &self.segments)
+    }
+
+    /// The load bias of the process whose alloc probe saw `ip`, with no
+    /// read of /proc: PIE biases are page-aligned, so whether the kernel
+    /// reports the breakpoint's address or the one after it, the page-aligned
+    /// difference is the bias.
+    pub fn bias_from_ip(&self, ip: u64) -> u64 {
+        bias_from_ip(ip, self.alloc_probe)
+    }
+
+    /// The same from a start record's instruction pointer.
+    pub fn bias_from_start_ip(&self, ip: u64) -> u64 {
+        bias_from_ip(ip, self.start_probe)
     }
 
     /// Where a uprobe on `function` goes: just past its stack-growth check
@@ -92,6 +118,7 @@ impl Target {
             ("go_alloc", row.alloc_fn),
             ("go_free", row.free_fn),
             ("go_gc_cycle", row.gc_fn),
+            ("go_start", row.start_fn),
         ];
         let work = work.map(|f| ("go_work_call", f));
         for (program, function) in probes.into_iter().chain(work) {
@@ -111,6 +138,12 @@ impl Target {
             .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
             .or_else(|| self.bin.go_build_id())
     }
+}
+
+/// `ip` (at or just past the probe) less the probe's link-time address,
+/// rounded down to the page.
+pub fn bias_from_ip(ip: u64, probe: u64) -> u64 {
+    ip.wrapping_sub(probe) & !0xfff
 }
 
 /// The executable of process `pid` if it is a Go program.
@@ -143,4 +176,20 @@ impl SymbolSource for Rc<GoBinary> {
 
 fn report_frame(f: target::pclntab::Frame) -> Frame {
     Frame::new(f.function, f.file, f.line, f.inlined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bias_from_ip;
+
+    #[test]
+    fn bias_comes_from_the_probes_own_address() {
+        // Not PIE: the probe runs where it was linked.
+        assert_eq!(bias_from_ip(0x41_2345, 0x41_2345), 0);
+        assert_eq!(bias_from_ip(0x41_2346, 0x41_2345), 0, "ip past the int3");
+        // PIE: loaded at a page-aligned bias.
+        let bias = 0x5555_5555_4000;
+        assert_eq!(bias_from_ip(bias + 0x1_2345, 0x1_2345), bias);
+        assert_eq!(bias_from_ip(bias + 0x1_2346, 0x1_2345), bias);
+    }
 }

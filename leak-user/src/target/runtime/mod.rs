@@ -78,6 +78,9 @@ pub struct RuntimeProbes {
     pub moduledata: ModuledataLayout,
     /// Runs once per GC cycle, at mark termination.
     pub gc_fn: &'static str,
+    /// Runs once per process, after the runtime's start-up (heap sampling
+    /// already set) and before `main.main`.
+    pub start_fn: &'static str,
     /// Functions whose code loads `runtime.MemProfileRate`, most direct
     /// first: their RIP-relative operands locate the variable in stripped
     /// binaries.
@@ -198,6 +201,7 @@ impl RuntimeProbes {
             self.alloc_fn,
             self.free_fn,
             self.gc_fn,
+            self.start_fn,
             self.profile_reader_fn,
         ]
         .into_iter()

@@ -77,6 +77,7 @@ const GO1_21: RuntimeProbes = RuntimeProbes {
         gofunc: 320,
     },
     gc_fn: "runtime.gcMarkTermination",
+    start_fn: "runtime.main",
     rate_reader_fns: &["runtime.profilealloc", "runtime.mallocgc"],
     rate_change_noticed: false,
     allocator_frames: &ALLOCATOR_FRAMES,

@@ -1,0 +1,72 @@
+//! Short-lived processes: a job that lives about 60 ms, run 20 times while
+//! `leak trace --uprobe BIN` watches, is seen every time and no sample is
+//! left out because the process was gone before leak read /proc. Root only;
+//! run through `cargo xtask test`.
+
+use std::{fs, process::Command, thread, time::Duration};
+
+use leak_tests::*;
+
+const RUNS: usize = 20;
+/// What each run keeps in `main.keep`: 32 × 64 KiB.
+const KEPT_PER_RUN: f64 = 32.0 * 64.0 * 1024.0;
+
+fn every_run_seen(variant: Variant) {
+    let bin = build_go("shortjob", "1.25.5", variant);
+    let dir = scratch(&format!("shortlived-{variant:?}"));
+    let report = dir.join("leak.json");
+    let mut leak = LeakArgs::trace(&bin).out("--json", &report).attach(&dir);
+    let mut pids = Vec::new();
+    for _ in 0..RUNS {
+        let mut child = Command::new(&bin).spawn().expect("run the job");
+        pids.push(child.id());
+        assert!(child.wait().unwrap().success());
+    }
+    // Let the last records drain (leak reads the ring buffer every 100 ms).
+    thread::sleep(Duration::from_millis(500));
+    leak.stop(SIGINT);
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let ctx = format!("{variant:?}");
+    let seen: Vec<u64> = v["target"]["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    let found = pids
+        .iter()
+        .filter(|p| seen.contains(&u64::from(**p)))
+        .count();
+    assert!(
+        found >= RUNS - 1,
+        "{ctx}: {found} of {RUNS} runs in target.pids {seen:?} (runs {pids:?})\n{}",
+        leak.stderr_text()
+    );
+    assert_eq!(
+        v["dropped"]["no_process"], 0,
+        "{ctx}: samples left out: {v}"
+    );
+    let allocated: f64 = v["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["frames"][0]["function"] == "main.keep")
+        .map(|s| s["allocated_bytes"].as_f64().unwrap())
+        .sum();
+    let want = RUNS as f64 * KEPT_PER_RUN;
+    eprintln!("{ctx}: {found}/{RUNS} runs seen, main.keep allocated {allocated:.0} B of {want:.0}");
+    assert!(
+        (allocated - want).abs() <= 0.3 * want,
+        "{ctx}: main.keep allocated {allocated} B, {want} B expected within 30 %"
+    );
+}
+
+#[test]
+fn short_job_every_run_seen() {
+    every_run_seen(Variant::Plain);
+}
+
+#[test]
+fn short_job_every_run_seen_stripped_pie() {
+    every_run_seen(Variant::StrippedPie);
+}
