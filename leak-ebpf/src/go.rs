@@ -31,7 +31,7 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::{map, uprobe},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::ProbeContext,
 };
 use aya_log_ebpf::debug;
@@ -57,6 +57,9 @@ static CONFIG: ProbeConfig = ProbeConfig {
     bucket_nstk_offset: 0,
     bucket_stack_offset: 0,
 };
+
+/// SIGSTOP on Linux.
+const SIGSTOP: u32 = 19;
 
 /// Buckets whose stack user space has: (tgid, bucket address) → 1. LRU: a
 /// bucket that falls out has its stack sent again, nothing is lost.
@@ -289,11 +292,30 @@ pub fn go_work_call(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Processes leak started itself (`leak trace -- CMD`) that must stop at
+/// `runtime.main` until user space has set their sampling rate: tgid → 1.
+/// Each entry is used once.
+#[map]
+static STOP_AT_START: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
 /// A process of the traced binary starts its Go program (`runtime.main`,
 /// once per process, after the runtime's own start-up): user space learns
-/// of it at once, with its load bias, however short its life.
+/// of it at once, with its load bias, however short its life. A process
+/// leak launched is stopped here (SIGSTOP, delivered as the probe returns,
+/// before `main.main` runs) so its rate is set before its first allocation;
+/// leak continues it.
 #[uprobe]
 pub fn go_start(ctx: ProbeContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is not kept.
+    if unsafe { STOP_AT_START.get(&tgid) }.is_some() {
+        let _ = STOP_AT_START.remove(&tgid);
+        // SAFETY: helper without preconditions; signals the current process.
+        let rc = unsafe { generated::bpf_send_signal(SIGSTOP) };
+        if rc < 0 {
+            debug!(&ctx, "go_start: cannot stop pid {}: {}", tgid, rc);
+        }
+    }
     let ev = Event {
         kind: EventKind::Start as u32,
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,

@@ -35,6 +35,11 @@ pub trait Pipeline {
     }
     /// The periodic report, every [`Timing::report_every`].
     fn report(&mut self) -> Result<Option<Stop>>;
+    /// SIGINT or SIGTERM arrived: whether to stop now (a pipeline that ran
+    /// the program itself passes the signal on and stops when it exits).
+    fn on_signal(&mut self, _name: &'static str) -> bool {
+        true
+    }
 }
 
 /// When a session does what.
@@ -73,8 +78,12 @@ pub async fn run(
             // tick due at the same instant, and Ctrl-C over a busy ring.
             biased;
             _ = &mut deadline => break Stop::Duration,
-            _ = sigint.recv() => break Stop::Signal("SIGINT"),
-            _ = sigterm.recv() => break Stop::Signal("SIGTERM"),
+            _ = sigint.recv() => if pipeline.on_signal("SIGINT") {
+                break Stop::Signal("SIGINT");
+            },
+            _ = sigterm.recv() => if pipeline.on_signal("SIGTERM") {
+                break Stop::Signal("SIGTERM");
+            },
             guard = async { ring.as_mut().expect("checked").readable_mut().await }, if ring.is_some() => {
                 let mut guard = guard?;
                 pipeline.drain(guard.get_inner_mut());

@@ -70,3 +70,69 @@ fn short_job_every_run_seen() {
 fn short_job_every_run_seen_stripped_pie() {
     every_run_seen(Variant::StrippedPie);
 }
+
+/// `leak trace -- CMD`: leak starts a job that links no heap profiler, so
+/// Go starts it with sampling off; leak turns sampling on before
+/// `main.main` and finds all it keeps; the job's exit status is leak's.
+fn launched(version: &str) {
+    let bin = build_go("shortjobnoprof", version, Variant::Plain);
+    let dir = scratch(&format!("launched-{version}"));
+    let report = dir.join("leak.json");
+    let mut leak = LeakArgs::trace_any()
+        .opt("--rate", 4096)
+        .out("--json", &report)
+        .flag("--")
+        .flag(bin.to_str().unwrap())
+        .opt("-exit", 3)
+        .spawn(&dir);
+    let status = leak.wait(60);
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "go{version}: {}",
+        leak.stderr_text()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let kept: f64 = v["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["frames"][0]["function"] == "main.keep")
+        .map(|s| s["allocated_bytes"].as_f64().unwrap())
+        .sum();
+    eprintln!("go{version}: main.keep {kept:.0} B of {KEPT_PER_RUN}");
+    assert!(
+        (kept - KEPT_PER_RUN).abs() <= 0.1 * KEPT_PER_RUN,
+        "go{version}: main.keep allocated {kept} B, {KEPT_PER_RUN} expected within 10 %: {}",
+        leak.stderr_text()
+    );
+    assert_eq!(v["dropped"]["no_process"], 0);
+}
+
+#[test]
+fn launched_job_traced_from_its_start() {
+    launched("1.25.5");
+}
+
+#[test]
+fn launched_job_traced_from_its_start_go1_21() {
+    launched("1.21.13");
+}
+
+/// A command that is not there or cannot be run: one line, a shell's status.
+#[test]
+fn launch_bad_command_is_a_shells_error() {
+    let dir = scratch("launch-bad");
+    for (cmd, code, says) in [
+        ("/no/such/job", 127, "command not found"),
+        ("no-such-job-in-path", 127, "command not found"),
+        ("/etc/passwd", 126, "permission denied"),
+    ] {
+        let mut leak = LeakArgs::trace_any().flag("--").flag(cmd).spawn(&dir);
+        let status = leak.wait(30);
+        let err = leak.stderr_text();
+        assert_eq!(status.code(), Some(code), "{cmd}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{cmd}: {err}");
+        assert!(err.contains(says), "{cmd}: {err}");
+    }
+}

@@ -106,12 +106,21 @@ pub struct TraceArgs {
 
     #[command(flatten)]
     pub outputs: Outputs,
+
+    /// Start this program under leak and trace it from its first
+    /// allocation (`leak trace [OPTIONS] -- ./job ARGS…`). stdin, stdout
+    /// and stderr are the program's; Ctrl-C goes to the program; the outputs
+    /// are written when it exits, and its exit status is leak's.
+    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["pid", "binary", "syscalls"])]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// The pipeline a `leak trace` runs.
 enum Mode {
     /// Go's heap sampler, on this executable.
     Go(PathBuf),
+    /// Go's heap sampler on a program leak starts: its path and arguments.
+    Launch(PathBuf, Vec<std::ffi::OsString>),
     /// brk/mmap of this process.
     Native(u32),
 }
@@ -119,6 +128,10 @@ enum Mode {
 /// Runs `leak trace`.
 pub fn run(args: TraceArgs) -> Result<()> {
     let mode = match (&args.binary, args.pid) {
+        _ if !args.command.is_empty() => {
+            let program = go::launch::resolve(&args.command[0])?;
+            Mode::Launch(program, args.command[1..].to_vec())
+        }
         (_, Some(pid)) if args.syscalls => Mode::Native(pid),
         (Some(binary), _) => Mode::Go(binary.clone()),
         (None, Some(pid)) => match go_executable(pid)? {
@@ -132,34 +145,23 @@ pub fn run(args: TraceArgs) -> Result<()> {
     super::check_interval(args.interval)?;
     super::check_duration(args.duration)?;
     match mode {
+        Mode::Launch(program, program_args) => {
+            let target = go::target::Target::open(&program).map_err(|e| {
+                e.context(format!(
+                    "leak trace -- CMD runs Go programs for now; start {} yourself and use --pid",
+                    program.display()
+                ))
+            })?;
+            check_go_outputs(&args.outputs)?;
+            probes::require_root()?;
+            let child = go::launch::spawn_paused(&program, &program_args)?;
+            go::run_launched(target, go_options(&args), child)
+        }
         Mode::Go(binary) => {
             let target = go::target::Target::open(&binary)?;
-            args.outputs.check(
-                &[
-                    Output::Folded,
-                    Output::Flamegraph,
-                    Output::Pprof,
-                    Output::Json,
-                    Output::Chart,
-                ],
-                "leak trace",
-                "",
-            )?;
+            check_go_outputs(&args.outputs)?;
             probes::require_root()?;
-            go::run(
-                target,
-                go::Options {
-                    pid: args.pid,
-                    work: args.work,
-                    rate: args.rate,
-                    read_only: args.read_only,
-                    top: args.top,
-                    sort: args.sort,
-                    interval: args.interval,
-                    duration: args.duration,
-                    outputs: args.outputs,
-                },
-            )
+            go::run(target, go_options(&args))
         }
         Mode::Native(pid) => {
             if args.work.is_some() || args.rate.is_some() {
@@ -179,5 +181,36 @@ pub fn run(args: TraceArgs) -> Result<()> {
                 outputs: args.outputs,
             })
         }
+    }
+}
+
+/// Every output a Go trace writes; each path checked before attaching.
+fn check_go_outputs(outputs: &Outputs) -> Result<()> {
+    outputs.check(
+        &[
+            Output::Folded,
+            Output::Flamegraph,
+            Output::Pprof,
+            Output::Json,
+            Output::Chart,
+        ],
+        "leak trace",
+        "",
+    )
+}
+
+/// The Go pipeline's options from the arguments.
+fn go_options(args: &TraceArgs) -> go::Options {
+    go::Options {
+        pid: args.pid,
+        work: args.work.clone(),
+        rate: args.rate,
+        read_only: args.read_only,
+        top: args.top,
+        sort: args.sort,
+        interval: args.interval,
+        duration: args.duration,
+        outputs: args.outputs.clone(),
+        launched: false,
     }
 }

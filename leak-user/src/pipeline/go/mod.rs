@@ -8,6 +8,7 @@
 
 pub mod buckets;
 pub mod history;
+pub mod launch;
 pub mod processes;
 pub mod profile;
 pub mod target;
@@ -80,6 +81,10 @@ pub struct Options {
     pub duration: Option<f64>,
     /// Files to write at the end.
     pub outputs: Outputs,
+    /// `leak trace -- CMD`: `pid` is the program leak started, paused
+    /// before its exec; it is stopped again at `runtime.main` and let go
+    /// once its rate is set.
+    pub launched: bool,
 }
 
 /// Kernel maps the pipeline reads while tracing.
@@ -89,6 +94,8 @@ struct Maps {
     /// The kernel's set of buckets whose stack was sent, to forget a
     /// process's buckets when it exits (its pid may be reused).
     known_buckets: AyaHashMap<MapData, [u64; 2], u8>,
+    /// Processes to stop at `runtime.main` (`leak trace -- CMD`).
+    stop_at_start: AyaHashMap<MapData, u32, u8>,
 }
 
 /// The state of one `leak trace` of a Go binary.
@@ -117,6 +124,36 @@ pub struct GoPipeline {
     samples_without_process: u64,
     last_scan: Instant,
     last_growth: Instant,
+}
+
+/// `leak trace -- CMD`: traces `child` (started paused by
+/// [`launch::spawn_paused`]) from its first allocation until it exits, then
+/// writes every output; leak's exit status is the program's.
+pub fn run_launched(
+    target: Target,
+    mut options: Options,
+    mut child: std::process::Child,
+) -> Result<()> {
+    let pid = child.id();
+    options.pid = Some(pid);
+    options.launched = true;
+    let traced = session::block_on(trace(options, target));
+    if traced.is_err() {
+        // Never left stopped, never run untraced: it goes with leak.
+        let _ = child.kill();
+    } else {
+        launch::resume(pid);
+    }
+    let status = child.wait().context("cannot wait for the program")?;
+    traced?;
+    match launch::exit_code(status) {
+        0 => Ok(()),
+        code => Err(crate::cmd::Exit {
+            code,
+            message: None,
+        }
+        .into()),
+    }
 }
 
 /// Checks the request against the opened binary, then traces until told
@@ -171,7 +208,14 @@ async fn trace(options: Options, target: Target) -> Result<()> {
         counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
         work_calls: PerCpuArray::try_from(take_map(&mut ebpf, "WORK_CALLS")?)?,
         known_buckets: AyaHashMap::try_from(take_map(&mut ebpf, "KNOWN_BUCKETS")?)?,
+        stop_at_start: AyaHashMap::try_from(take_map(&mut ebpf, "STOP_AT_START")?)?,
     });
+    if let (true, Some(pid), Some(m)) = (p.options.launched, p.options.pid, p.maps.as_mut()) {
+        m.stop_at_start
+            .insert(pid, 1, 0)
+            .context("cannot mark the program to stop at start")?;
+        launch::resume(pid);
+    }
     p.started = Instant::now();
     eprintln!(
         "leak: tracing {} ({}){}; Ctrl-C to stop",
@@ -222,6 +266,11 @@ impl Pipeline for GoPipeline {
 
     fn poll(&mut self) -> Result<Option<Stop>> {
         self.check_started()?;
+        if let (true, Some(pid)) = (self.options.launched, self.options.pid) {
+            if !process::alive(pid) {
+                return Ok(Some(Stop::AllExited));
+            }
+        }
         self.symbolize_pending(SYMBOLIZE_BUDGET / 10);
         if self.last_growth.elapsed() >= GROWTH_EVERY {
             self.last_growth = Instant::now();
@@ -238,6 +287,24 @@ impl Pipeline for GoPipeline {
             }
         }
         Ok(None)
+    }
+
+    fn on_signal(&mut self, name: &'static str) -> bool {
+        match (self.options.launched, self.options.pid) {
+            (true, Some(pid)) if process::alive(pid) => {
+                // The program gets it (a terminal's Ctrl-C reached it too);
+                // leak stops when it exits.
+                eprintln!("leak: {name}: passed to pid {pid}; stopping when it exits");
+                let sig = if name == "SIGINT" {
+                    libc::SIGINT
+                } else {
+                    libc::SIGTERM
+                };
+                launch::signal(pid, sig);
+                false
+            }
+            _ => true,
+        }
     }
 
     fn report(&mut self) -> Result<Option<Stop>> {
@@ -295,7 +362,11 @@ impl GoPipeline {
                 // next poll (a tenth of a second), not the next scan.
                 let bias = self.target.bias_from_start_ip(ev.addr);
                 if self.place(ev.tgid, Some(bias)).is_some() {
-                    self.started_pids.push(ev.tgid);
+                    if self.options.launched && self.options.pid == Some(ev.tgid) {
+                        self.start_launched(ev.tgid);
+                    } else {
+                        self.started_pids.push(ev.tgid);
+                    }
                 }
             }
             Record::Map(_) => {}
@@ -396,6 +467,17 @@ impl GoPipeline {
             read_only: self.options.read_only,
             through_one: !self.target.runtime.rate_change_noticed,
         }
+    }
+
+    /// The program leak started is stopped at `runtime.main`: set its rate
+    /// (as for any process) and let it go.
+    fn start_launched(&mut self, pid: u32) {
+        let policy = self.rate_policy();
+        let binary = self.target.path.display().to_string();
+        if let Err(e) = self.procs.check_rate(pid, &policy, &binary) {
+            eprintln!("leak: {e:#}");
+        }
+        launch::resume(pid);
     }
 
     /// Checks the sampling rate of processes whose start was just seen.

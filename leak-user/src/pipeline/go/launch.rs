@@ -1,0 +1,153 @@
+//! `leak trace -- CMD [ARGS…]`: leak starts the program itself, as
+//! heaptrack, valgrind and perf do, so it is traced from its first
+//! allocation.
+//!
+//! The command is found as a shell finds it (a path, or a name looked up in
+//! `PATH`; 127 if there is none, 126 if it cannot be run). It starts under
+//! `/bin/sh`, which stops itself before it `exec`s the program (the pid
+//! stays the same): leak attaches in that pause and marks the pid, so the
+//! kernel side stops the program again at `runtime.main`, after the Go
+//! runtime's start-up (which turns sampling off in programs that link no
+//! heap profiler) and before `main.main`. There leak sets the sampling rate
+//! and continues it. stdin, stdout and stderr are the program's; its exit
+//! status is leak's.
+
+use std::{
+    ffi::OsString,
+    fs,
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cmd::Exit, process};
+
+/// How long the shell may take to stop itself.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where `command` is, as a shell would find it; a shell's exit status and
+/// message when it cannot be run.
+pub fn resolve(command: &OsString) -> Result<PathBuf, Exit> {
+    let name = Path::new(command);
+    let shown = name.display().to_string();
+    let candidates: Vec<PathBuf> = if shown.contains('/') {
+        vec![name.to_path_buf()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
+            .unwrap_or_default()
+    };
+    let mut not_executable = None;
+    for path in candidates {
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+            return Ok(path);
+        }
+        not_executable.get_or_insert(path);
+    }
+    Err(match not_executable {
+        Some(path) => Exit {
+            code: 126,
+            message: Some(format!(
+                "{}: permission denied (not an executable file)",
+                path.display()
+            )),
+        },
+        None => Exit {
+            code: 127,
+            message: Some(format!("{shown}: command not found")),
+        },
+    })
+}
+
+/// Starts `program` with `args` under a shell that stops itself before it
+/// execs the program; returns once it has stopped.
+pub fn spawn_paused(program: &Path, args: &[OsString]) -> Result<Child> {
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(r#"kill -STOP $$ && exec "$0" "$@""#)
+        .arg(program)
+        .args(args)
+        .spawn()
+        .context("cannot start /bin/sh to run the program")?;
+    let pid = child.id();
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        match process::state(pid) {
+            Some(('T', _)) => return Ok(child),
+            Some(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(1)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "the shell that starts {} did not stop as asked",
+                    program.display()
+                );
+            }
+        }
+    }
+}
+
+/// Lets a stopped process go on.
+pub fn resume(pid: u32) {
+    signal(pid, libc::SIGCONT);
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid leak started.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// leak's exit status for the program's: its code, or 128 + the signal
+/// that ended it, as a shell reports it.
+pub fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
+        (None, None) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_commands_as_a_shell_does() {
+        assert!(resolve(&"sh".into()).unwrap().ends_with("sh"));
+        assert_eq!(
+            resolve(&"/bin/sh".into()).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
+        let e = resolve(&"no-such-command-leak".into()).unwrap_err();
+        assert_eq!(e.code, 127);
+        assert!(e.to_string().contains("command not found"), "{e}");
+        let e = resolve(&"/etc/passwd".into()).unwrap_err();
+        assert_eq!(e.code, 126, "{e}");
+        let e = resolve(&"/no/such/file".into()).unwrap_err();
+        assert_eq!(e.code, 127);
+    }
+
+    #[test]
+    fn exit_codes_are_a_shells() {
+        let status = |raw: i32| ExitStatus::from_raw(raw);
+        assert_eq!(exit_code(status(3 << 8)), 3);
+        assert_eq!(exit_code(status(0)), 0);
+        assert_eq!(exit_code(status(libc::SIGKILL)), 137);
+    }
+
+    #[test]
+    fn a_paused_program_runs_when_resumed() {
+        let mut child = spawn_paused(Path::new("/bin/true"), &[]).unwrap();
+        assert!(matches!(process::state(child.id()), Some(('T', _))));
+        resume(child.id());
+        assert!(child.wait().unwrap().success());
+    }
+}
