@@ -24,7 +24,7 @@ use aya::{
     maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
-use leak_common::{Counter, ALLOC_HAS_STACK};
+use leak_common::{Counter, ProbeConfig, ALLOC_HAS_STACK};
 
 use self::{
     buckets::BucketStacks,
@@ -39,9 +39,10 @@ use crate::{
     event::{self, KernelCounters, Record},
     outputs::Outputs,
     probes,
+    probes::Attachment,
     process::{self, memory::ProcessMemory},
     report::{self, chart::ChartLine, Losses},
-    sampling,
+    sampling::{self, guard::GuardProcess},
     session::{self, Pipeline, Stop, Timing},
     symbolize::Symbolizer,
     target::GoBinary,
@@ -70,6 +71,8 @@ pub struct Options {
     pub rate: Option<u64>,
     /// `--read-only`.
     pub read_only: bool,
+    /// `--keep-rate`: leave the rate leak wrote in place at exit.
+    pub keep_rate: bool,
     /// Stacks in the text report.
     pub top: usize,
     /// Their order.
@@ -163,39 +166,24 @@ async fn trace(options: Options, target: Target) -> Result<()> {
         last_growth: now,
         options,
     };
-    // Before attaching: a process that cannot be seen fails now, not later.
-    p.scan_processes()?;
-    let mut ebpf = probes::load_and_attach(&p.target.path, p.options.pid, config, &attach)?;
-    let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
-    p.maps = Some(Maps {
-        counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
-        work_calls: PerCpuArray::try_from(take_map(&mut ebpf, "WORK_CALLS")?)?,
-        known_buckets: AyaHashMap::try_from(take_map(&mut ebpf, "KNOWN_BUCKETS")?)?,
-    });
-    p.started = Instant::now();
-    eprintln!(
-        "leak: tracing {} ({}){}; Ctrl-C to stop",
-        p.target.path.display(),
-        p.target.version,
-        match p.options.pid {
-            Some(pid) => format!(", pid {pid}"),
-            None => ", every process running it".to_string(),
-        }
-    );
-    if !p.history.is_empty() {
-        // What the processes held before: the first report, now.
-        session::Pipeline::report(&mut p)?;
+    if !p.options.keep_rate {
+        p.procs.guard_with(Box::new(GuardProcess::new()));
     }
-    let timing = Timing {
-        report_every: Duration::from_secs_f64(p.options.interval),
-        poll_every: Some(DRAIN_EVERY),
-        duration: p.options.duration,
-    };
-    let stop = session::run(&mut p, Some(ring), timing).await?;
+    let traced = p.trace_session(config, &attach).await;
+    // Whatever ended it (a signal, --duration, an error after a write), put
+    // back the rates leak wrote first: detaching takes a while.
+    if !p.options.keep_rate {
+        p.procs.restore_rates(|pid| {
+            process::state(pid)
+                .filter(|(s, _)| !process::is_dead(*s))
+                .map(|(_, start)| start)
+        });
+    }
+    let (stop, ebpf) = traced?;
     p.record_growth();
     let losses = p.losses();
-    // Detach before the slow part (symbolizing, writing files); the
-    // numbers already read stay.
+    // Detach before the slow part (symbolizing, writing files); the numbers
+    // already read stay.
     p.maps = None;
     drop(ebpf);
     if stop == Stop::AllExited {
@@ -257,6 +245,47 @@ impl Pipeline for GoPipeline {
 }
 
 impl GoPipeline {
+    /// Finds the processes, attaches, and traces until told to stop: the
+    /// span in which leak may write into a target. Returns why it stopped,
+    /// and the probes, still attached.
+    async fn trace_session(
+        &mut self,
+        config: ProbeConfig,
+        attach: &[Attachment],
+    ) -> Result<(Stop, Ebpf)> {
+        // Before attaching: a process that cannot be seen fails now, not later.
+        self.scan_processes()?;
+        let mut ebpf =
+            probes::load_and_attach(&self.target.path, self.options.pid, config, attach)?;
+        let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+        self.maps = Some(Maps {
+            counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
+            work_calls: PerCpuArray::try_from(take_map(&mut ebpf, "WORK_CALLS")?)?,
+            known_buckets: AyaHashMap::try_from(take_map(&mut ebpf, "KNOWN_BUCKETS")?)?,
+        });
+        self.started = Instant::now();
+        eprintln!(
+            "leak: tracing {} ({}){}; Ctrl-C to stop",
+            self.target.path.display(),
+            self.target.version,
+            match self.options.pid {
+                Some(pid) => format!(", pid {pid}"),
+                None => ", every process running it".to_string(),
+            }
+        );
+        if !self.history.is_empty() {
+            // What the processes held before: the first report, now.
+            session::Pipeline::report(self)?;
+        }
+        let timing = Timing {
+            report_every: Duration::from_secs_f64(self.options.interval),
+            poll_every: Some(DRAIN_EVERY),
+            duration: self.options.duration,
+        };
+        let stop = session::run(self, Some(ring), timing).await?;
+        Ok((stop, ebpf))
+    }
+
     fn render(&self, profile: &report::Profile) -> String {
         report::text::render(
             profile,
@@ -395,6 +424,7 @@ impl GoPipeline {
             requested: self.options.rate,
             read_only: self.options.read_only,
             through_one: !self.target.runtime.rate_change_noticed,
+            keep: self.options.keep_rate,
         }
     }
 
