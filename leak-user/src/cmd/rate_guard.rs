@@ -4,13 +4,17 @@
 //!
 //! It has to outlive what kills leak: it ignores SIGINT, SIGTERM, SIGHUP
 //! and SIGQUIT (leak starts it in its own process group, so Ctrl-C on the
-//! terminal does not reach it anyway), asks the OOM killer to spare it
+//! terminal does not reach it anyway) and SIGTTOU (a background process
+//! group writing to a terminal set to `tostop` would be stopped), asks the OOM killer to spare it
 //! (`oom_score_adj` -1000, which needs CAP_SYS_RESOURCE; without it its
 //! small size still ranks it far below leak), holds no more than a line per
 //! traced process, and exits as soon as leak says `done` or is gone. No
 //! async runtime, no threads.
 
-use std::{fs, io};
+use std::{
+    fs,
+    io::{self, Write},
+};
 
 use anyhow::Result;
 
@@ -18,7 +22,13 @@ use crate::sampling::{self, guard};
 
 /// Runs the guard until leak says `done` or goes away.
 pub fn run() -> Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGTTOU,
+    ] {
         // SAFETY: setting a signal's disposition to "ignore" touches no
         // memory of ours.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
@@ -29,19 +39,23 @@ pub fn run() -> Result<()> {
     let Some(outstanding) = guard::follow(io::stdin().lock()) else {
         return Ok(()); // leak put everything back itself
     };
+    // Never eprintln!: it panics when stderr is gone (leak's reader may have
+    // died with it), and every entry must still be restored.
+    let mut stderr = io::stderr();
     for e in outstanding {
-        match guard::restore(&e) {
+        let line = match guard::restore(&e) {
             Ok(Some(decision)) => {
                 let note = " (by leak's guard: leak ended without restoring it)";
-                if let Some(line) = sampling::restore_line(e.pid, decision, &e.written, note) {
-                    eprintln!("{line}");
-                }
+                sampling::restore_line(e.pid, decision, &e.written, note)
             }
-            Ok(None) => {} // the process is gone
-            Err(err) => eprintln!(
+            Ok(None) => None, // the process is gone
+            Err(err) => Some(format!(
                 "leak: pid {}: cannot restore MemProfileRate to {}: {err}",
                 e.pid, e.written.original
-            ),
+            )),
+        };
+        if let Some(line) = line {
+            let _ = writeln!(stderr, "{line}");
         }
     }
     Ok(())

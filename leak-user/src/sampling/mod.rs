@@ -155,8 +155,8 @@ pub fn restore_decision(current: i64, written: &Written) -> Restore {
     }
 }
 
-/// The one line said about a restore in process `pid` (`note` added to a
-/// restore, e.g. who did it); `None` when it already held the original.
+/// The one line said about a restore in process `pid` (`note` added, e.g.
+/// who did it); `None` when it already held the original.
 pub fn restore_line(pid: u32, decision: Restore, written: &Written, note: &str) -> Option<String> {
     match decision {
         Restore::Write(v) => Some(format!(
@@ -166,7 +166,7 @@ pub fn restore_line(pid: u32, decision: Restore, written: &Written, note: &str) 
         Restore::ChangedSince(now) => {
             let ours = written.values.last().copied().unwrap_or_default();
             Some(format!(
-                "leak: pid {pid}: MemProfileRate is {now}, not the {ours} leak wrote: changed by someone else since, left alone"
+                "leak: pid {pid}: MemProfileRate is {now}, not the {ours} leak wrote: changed by someone else since, left alone{note}"
             ))
         }
     }

@@ -4,7 +4,7 @@
 //! makes into a target: turning heap sampling on, or to `--rate`, and
 //! putting back at exit what it found.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, io::Write};
 
 use anyhow::{bail, Context, Result};
 
@@ -271,17 +271,18 @@ impl Processes {
             let Some(entry) = p.written.take() else {
                 continue;
             };
-            match restore_one(p, &entry, &start_of) {
-                Ok(Some(decision)) => {
-                    if let Some(line) = sampling::restore_line(*pid, decision, &entry.written, "") {
-                        eprintln!("{line}");
-                    }
-                }
-                Ok(None) => {} // gone: nothing to put back
-                Err(e) => eprintln!(
+            let line = match restore_one(p, &entry, &start_of) {
+                Ok(Some(decision)) => sampling::restore_line(*pid, decision, &entry.written, ""),
+                Ok(None) => None, // gone: nothing to put back
+                Err(e) => Some(format!(
                     "leak: pid {pid}: cannot restore MemProfileRate to {}: {e}",
                     entry.written.original
-                ),
+                )),
+            };
+            // Not eprintln!, which panics if stderr is gone: the other
+            // processes still need their rate back.
+            if let Some(line) = line {
+                let _ = writeln!(std::io::stderr(), "{line}");
             }
             if let Some(g) = self.guard.as_mut() {
                 g.send(&Message::Forget(*pid));
