@@ -124,13 +124,17 @@ impl Processes {
         let mut reused = Vec::new();
         for (pid, p) in self.procs.iter_mut() {
             let was_alive = p.alive;
-            match now.get(pid) {
-                Some(&start) if start == p.start_time => p.alive = true,
+            let gone = match now.get(pid) {
+                Some(&start) if start == p.start_time => {
+                    p.alive = true;
+                    false
+                }
                 Some(_) => {
                     if was_alive {
                         result.exited.push(*pid);
                     }
                     reused.push(*pid);
+                    true
                 }
                 None => {
                     p.alive = false;
@@ -139,6 +143,14 @@ impl Processes {
                     }
                     p.rate_checks_left = 0;
                     p.memory = None;
+                    true
+                }
+            };
+            // Nothing to put back in a process that is gone: the guard
+            // forgets it too, so its state stays one line per live process.
+            if gone && p.written.take().is_some() {
+                if let Some(g) = self.guard.as_mut() {
+                    g.send(&Message::Forget(*pid));
                 }
             }
         }
@@ -481,6 +493,26 @@ mod tests {
         ps.restore_rates(all_started_at(7));
         assert_eq!(rate_in(&mut ps, 10), 4096);
         assert_eq!(told.lines().len(), 4, "the guard is told once");
+    }
+
+    #[test]
+    fn the_guard_forgets_a_process_that_exited() {
+        let told = Told::default();
+        let mut ps = Processes::default();
+        ps.guard_with(Box::new(told.clone()));
+        ps.insert(10, process(0, 7));
+        ps.insert(11, process(0, 7));
+        ps.check_rate(10, &policy(Some(4096), false), "/srv/app")
+            .unwrap();
+        ps.check_rate(11, &policy(Some(4096), false), "/srv/app")
+            .unwrap();
+        ps.update(&[(10, 7), (11, 7)]);
+        assert_eq!(told.lines().len(), 4, "two writes each, nothing forgotten");
+        ps.update(&[(11, 7)]);
+        ps.update(&[(11, 7)]);
+        assert_eq!(told.lines()[4..], ["forget 10"]);
+        ps.restore_rates(all_started_at(7));
+        assert_eq!(told.lines()[5..], ["forget 11", "done"]);
     }
 
     #[test]
