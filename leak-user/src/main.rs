@@ -35,6 +35,10 @@ enum Command {
     /// outside (no eBPF).
     #[command(long_about = cmd::heap::LONG_ABOUT)]
     Heap(cmd::heap::HeapArgs),
+    /// Started by `leak trace` itself: puts back a target's sampling rate if
+    /// leak is killed before it can.
+    #[command(name = "__rate-guard", hide = true)]
+    RateGuard,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => cmd::trace::run(args),
         Command::Top(args) => cmd::top::run(args),
         Command::Heap(args) => cmd::heap::run(args),
+        Command::RateGuard => cmd::rate_guard::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +92,16 @@ fn one_line(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_guard_is_a_hidden_subcommand() {
+        use clap::CommandFactory;
+        let name = leak_user::sampling::guard::GUARD_COMMAND;
+        let cli = Cli::try_parse_from(["leak", name]).unwrap();
+        assert!(matches!(cli.command, Command::RateGuard));
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains(name), "{help}");
+    }
 
     #[test]
     fn causes_already_quoted_are_not_repeated() {

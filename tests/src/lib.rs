@@ -13,6 +13,7 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -107,11 +108,44 @@ pub struct Program {
     pub child: Child,
     /// Its first line of output (for services: "listening on ADDR").
     pub first_line: String,
+    /// Its later lines, when started with [`Program::start_following`].
+    lines: Option<mpsc::Receiver<String>>,
 }
 
 impl Program {
     /// Starts `bin` with `args` and waits for its first line of output.
     pub fn start(bin: &Path, args: &[&str]) -> Self {
+        Self::start_with(bin, args, false)
+    }
+
+    /// Like [`Program::start`], and keeps every later line of output for
+    /// [`Program::wait_line`].
+    pub fn start_following(bin: &Path, args: &[&str]) -> Self {
+        Self::start_with(bin, args, true)
+    }
+
+    /// Waits at most `timeout` for a line of output (after those already
+    /// taken) that satisfies `want`, and returns it; the lines before it
+    /// are taken too. `None` on timeout or when the program is gone.
+    pub fn wait_line(&mut self, timeout: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
+        let lines = self.lines.as_ref().expect("started with start_following");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let line = lines.recv_timeout(left).ok()?;
+            if want(&line) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// Every line of output waiting now, without blocking.
+    pub fn lines_now(&mut self) -> Vec<String> {
+        let lines = self.lines.as_ref().expect("started with start_following");
+        lines.try_iter().collect()
+    }
+
+    fn start_with(bin: &Path, args: &[&str], follow: bool) -> Self {
         let mut child = Command::new(bin)
             .args(args)
             .stdout(Stdio::piped())
@@ -123,11 +157,28 @@ impl Program {
         let mut first_line = String::new();
         reader.read_line(&mut first_line).unwrap();
         // Keep draining so the program never blocks on a full pipe.
-        thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = reader.read_to_end(&mut sink);
-        });
-        Self { child, first_line }
+        let lines = if follow {
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                for line in reader.lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            Some(rx)
+        } else {
+            thread::spawn(move || {
+                let mut sink = Vec::new();
+                let _ = reader.read_to_end(&mut sink);
+            });
+            None
+        };
+        Self {
+            child,
+            first_line,
+            lines,
+        }
     }
 
     /// The process id.
@@ -341,6 +392,8 @@ impl Drop for Leak {
 pub const SIGINT: i32 = 2;
 /// SIGTERM.
 pub const SIGTERM: i32 = 15;
+/// SIGKILL.
+pub const SIGKILL: i32 = 9;
 
 extern "C" {
     #[link_name = "kill"]

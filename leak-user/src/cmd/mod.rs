@@ -2,6 +2,7 @@
 //! pipeline they choose. The work is in [`crate::pipeline`].
 
 pub mod heap;
+pub mod rate_guard;
 pub mod top;
 pub mod trace;
 

@@ -42,6 +42,14 @@ Examples:
   leak trace --uprobe ./api --chart held.svg   # bytes held per stack over time
   leak trace --uprobe ./api --rate 4096      # finer sampling, faster answers
 
+The target's sampling rate (runtime.MemProfileRate) is the one thing leak writes:
+when sampling is off (programs that import no profiling package) or with --rate.
+When leak exits (Ctrl-C, SIGTERM, --duration, an error) it writes back the value
+it found, in each process it wrote to that still runs, unless someone else
+changed the rate since (then it leaves it and says so). If leak is killed
+(SIGKILL, the OOM killer), a small guard process it started does the same.
+--keep-rate leaves the written rate in place; --read-only writes nothing.
+
 Any other program (C, C++, Rust, …): `leak trace --pid PID` follows its heap
 growth instead: the user stack at each brk and anonymous mmap, outstanding mapped
 bytes per stack (munmap gives back). --syscalls asks for this on a Go program too.
@@ -104,6 +112,12 @@ pub struct TraceArgs {
     #[arg(long)]
     pub read_only: bool,
 
+    /// Leave the sampling rate leak wrote in place when it exits. By
+    /// default leak writes back the value it found (and a guard process
+    /// does so if leak is killed), unless someone else changed it since.
+    #[arg(long, conflicts_with = "read_only")]
+    pub keep_rate: bool,
+
     #[command(flatten)]
     pub outputs: Outputs,
 
@@ -155,7 +169,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             check_go_outputs(&args.outputs)?;
             probes::require_root()?;
             let child = go::launch::spawn_paused(&program, &program_args)?;
-            go::run_launched(target, go_options(&args), child)
+            go::launch::run_launched(target, go_options(&args), child)
         }
         Mode::Go(binary) => {
             let target = go::target::Target::open(&binary)?;
@@ -164,8 +178,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
             go::run(target, go_options(&args))
         }
         Mode::Native(pid) => {
-            if args.work.is_some() || args.rate.is_some() {
-                bail!("--work and --rate need Go's heap sampler: use them with --uprobe on a Go program");
+            if args.work.is_some() || args.rate.is_some() || args.keep_rate {
+                bail!("--work, --rate and --keep-rate need Go's heap sampler: use them with --uprobe on a Go program");
             }
             args.outputs.check(
                 &[Output::Folded, Output::Flamegraph, Output::Json],
@@ -206,6 +220,7 @@ fn go_options(args: &TraceArgs) -> go::Options {
         work: args.work.clone(),
         rate: args.rate,
         read_only: args.read_only,
+        keep_rate: args.keep_rate,
         top: args.top,
         sort: args.sort,
         interval: args.interval,

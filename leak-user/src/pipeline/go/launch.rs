@@ -24,7 +24,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cmd::Exit, process};
+use super::{processes::RatePolicy, target::Target, GoPipeline, Options};
+use crate::{cmd::Exit, process, session};
 
 /// How long the shell may take to stop itself.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,7 +97,7 @@ pub fn spawn_paused(program: &Path, args: &[OsString]) -> Result<Child> {
 
 /// Lets a stopped process go on.
 pub fn resume(pid: u32) {
-    signal(pid, libc::SIGCONT);
+    process::resume(pid);
 }
 
 /// Sends `sig` to `pid`.
@@ -112,6 +113,72 @@ pub fn exit_code(status: ExitStatus) -> u8 {
         (Some(code), _) => code as u8,
         (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
         (None, None) => 1,
+    }
+}
+
+/// `leak trace -- CMD`: traces `child` (started paused by
+/// [`launch::spawn_paused`]) from its first allocation until it exits, then
+/// writes every output; leak's exit status is the program's.
+pub fn run_launched(
+    target: Target,
+    mut options: Options,
+    mut child: std::process::Child,
+) -> Result<()> {
+    let pid = child.id();
+    options.pid = Some(pid);
+    options.launched = true;
+    let traced = session::block_on(super::trace(options, target));
+    if traced.is_err() {
+        // Never left stopped, never run untraced: it goes with leak.
+        let _ = child.kill();
+    } else {
+        resume(pid);
+    }
+    let status = child.wait().context("cannot wait for the program")?;
+    traced?;
+    match exit_code(status) {
+        0 => Ok(()),
+        code => Err(crate::cmd::Exit {
+            code,
+            message: None,
+        }
+        .into()),
+    }
+}
+
+impl GoPipeline {
+    /// The program leak started is stopped at `runtime.main`: set its rate
+    /// (as for any process) and let it go.
+    pub(super) fn start_launched(&mut self, pid: u32) {
+        let policy = RatePolicy {
+            resume_after_one: Some(pid),
+            ..self.rate_policy()
+        };
+        let binary = self.target.path.display().to_string();
+        if let Err(e) = self.procs.check_rate(pid, &policy, &binary) {
+            eprintln!("leak: {e:#}");
+        }
+        resume(pid);
+    }
+
+    /// Whether SIGINT/SIGTERM stops the trace: not while the program leak
+    /// started runs (it gets the signal; leak stops when it exits).
+    pub(super) fn signal_stops(&mut self, name: &'static str) -> bool {
+        match (self.options.launched, self.options.pid) {
+            (true, Some(pid)) if process::alive(pid) => {
+                // The program gets it (a terminal's Ctrl-C reached it too);
+                // leak stops when it exits.
+                eprintln!("leak: {name}: passed to pid {pid}; stopping when it exits");
+                let sig = if name == "SIGINT" {
+                    libc::SIGINT
+                } else {
+                    libc::SIGTERM
+                };
+                signal(pid, sig);
+                false
+            }
+            _ => true,
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use aya::{
     maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
-use leak_common::{Counter, ALLOC_HAS_STACK};
+use leak_common::{Counter, ProbeConfig, ALLOC_HAS_STACK};
 
 use self::{
     buckets::BucketStacks,
@@ -40,9 +40,10 @@ use crate::{
     event::{self, KernelCounters, Record},
     outputs::Outputs,
     probes,
+    probes::Attachment,
     process::{self, memory::ProcessMemory},
     report::{self, chart::ChartLine, Losses},
-    sampling,
+    sampling::{self, guard::GuardProcess},
     session::{self, Pipeline, Stop, Timing},
     symbolize::Symbolizer,
     target::GoBinary,
@@ -71,6 +72,8 @@ pub struct Options {
     pub rate: Option<u64>,
     /// `--read-only`.
     pub read_only: bool,
+    /// `--keep-rate`: leave the rate leak wrote in place at exit.
+    pub keep_rate: bool,
     /// Stacks in the text report.
     pub top: usize,
     /// Their order.
@@ -126,36 +129,6 @@ pub struct GoPipeline {
     last_growth: Instant,
 }
 
-/// `leak trace -- CMD`: traces `child` (started paused by
-/// [`launch::spawn_paused`]) from its first allocation until it exits, then
-/// writes every output; leak's exit status is the program's.
-pub fn run_launched(
-    target: Target,
-    mut options: Options,
-    mut child: std::process::Child,
-) -> Result<()> {
-    let pid = child.id();
-    options.pid = Some(pid);
-    options.launched = true;
-    let traced = session::block_on(trace(options, target));
-    if traced.is_err() {
-        // Never left stopped, never run untraced: it goes with leak.
-        let _ = child.kill();
-    } else {
-        launch::resume(pid);
-    }
-    let status = child.wait().context("cannot wait for the program")?;
-    traced?;
-    match launch::exit_code(status) {
-        0 => Ok(()),
-        code => Err(crate::cmd::Exit {
-            code,
-            message: None,
-        }
-        .into()),
-    }
-}
-
 /// Checks the request against the opened binary, then traces until told
 /// to stop and writes every requested output.
 pub fn run(target: Target, options: Options) -> Result<()> {
@@ -200,46 +173,24 @@ async fn trace(options: Options, target: Target) -> Result<()> {
         last_growth: now,
         options,
     };
-    // Before attaching: a process that cannot be seen fails now, not later.
-    p.scan_processes()?;
-    let mut ebpf = probes::load_and_attach(&p.target.path, p.options.pid, config, &attach)?;
-    let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
-    p.maps = Some(Maps {
-        counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
-        work_calls: PerCpuArray::try_from(take_map(&mut ebpf, "WORK_CALLS")?)?,
-        known_buckets: AyaHashMap::try_from(take_map(&mut ebpf, "KNOWN_BUCKETS")?)?,
-        stop_at_start: AyaHashMap::try_from(take_map(&mut ebpf, "STOP_AT_START")?)?,
-    });
-    if let (true, Some(pid), Some(m)) = (p.options.launched, p.options.pid, p.maps.as_mut()) {
-        m.stop_at_start
-            .insert(pid, 1, 0)
-            .context("cannot mark the program to stop at start")?;
-        launch::resume(pid);
+    if !p.options.keep_rate {
+        p.procs.guard_with(Box::new(GuardProcess::new()));
     }
-    p.started = Instant::now();
-    eprintln!(
-        "leak: tracing {} ({}){}; Ctrl-C to stop",
-        p.target.path.display(),
-        p.target.version,
-        match p.options.pid {
-            Some(pid) => format!(", pid {pid}"),
-            None => ", every process running it".to_string(),
-        }
-    );
-    if !p.history.is_empty() {
-        // What the processes held before: the first report, now.
-        session::Pipeline::report(&mut p)?;
+    let traced = p.trace_session(config, &attach).await;
+    // Whatever ended it (a signal, --duration, an error after a write), put
+    // back the rates leak wrote first: detaching takes a while.
+    if !p.options.keep_rate {
+        p.procs.restore_rates(|pid| {
+            process::state(pid)
+                .filter(|(s, _)| !process::is_dead(*s))
+                .map(|(_, start)| start)
+        });
     }
-    let timing = Timing {
-        report_every: Duration::from_secs_f64(p.options.interval),
-        poll_every: Some(DRAIN_EVERY),
-        duration: p.options.duration,
-    };
-    let stop = session::run(&mut p, Some(ring), timing).await?;
+    let (stop, ebpf) = traced?;
     p.record_growth();
     let losses = p.losses();
-    // Detach before the slow part (symbolizing, writing files); the
-    // numbers already read stay.
+    // Detach before the slow part (symbolizing, writing files); the numbers
+    // already read stay.
     p.maps = None;
     drop(ebpf);
     if stop == Stop::AllExited {
@@ -290,21 +241,7 @@ impl Pipeline for GoPipeline {
     }
 
     fn on_signal(&mut self, name: &'static str) -> bool {
-        match (self.options.launched, self.options.pid) {
-            (true, Some(pid)) if process::alive(pid) => {
-                // The program gets it (a terminal's Ctrl-C reached it too);
-                // leak stops when it exits.
-                eprintln!("leak: {name}: passed to pid {pid}; stopping when it exits");
-                let sig = if name == "SIGINT" {
-                    libc::SIGINT
-                } else {
-                    libc::SIGTERM
-                };
-                launch::signal(pid, sig);
-                false
-            }
-            _ => true,
-        }
+        self.signal_stops(name)
     }
 
     fn report(&mut self) -> Result<Option<Stop>> {
@@ -324,6 +261,56 @@ impl Pipeline for GoPipeline {
 }
 
 impl GoPipeline {
+    /// Finds the processes, attaches, and traces until told to stop: the
+    /// span in which leak may write into a target. Returns why it stopped,
+    /// and the probes, still attached.
+    async fn trace_session(
+        &mut self,
+        config: ProbeConfig,
+        attach: &[Attachment],
+    ) -> Result<(Stop, Ebpf)> {
+        // Before attaching: a process that cannot be seen fails now, not later.
+        self.scan_processes()?;
+        let mut ebpf =
+            probes::load_and_attach(&self.target.path, self.options.pid, config, attach)?;
+        let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
+        self.maps = Some(Maps {
+            counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
+            work_calls: PerCpuArray::try_from(take_map(&mut ebpf, "WORK_CALLS")?)?,
+            known_buckets: AyaHashMap::try_from(take_map(&mut ebpf, "KNOWN_BUCKETS")?)?,
+            stop_at_start: AyaHashMap::try_from(take_map(&mut ebpf, "STOP_AT_START")?)?,
+        });
+        if let (true, Some(pid), Some(m)) =
+            (self.options.launched, self.options.pid, self.maps.as_mut())
+        {
+            m.stop_at_start
+                .insert(pid, 1, 0)
+                .context("cannot mark the program to stop at start")?;
+            launch::resume(pid);
+        }
+        self.started = Instant::now();
+        eprintln!(
+            "leak: tracing {} ({}){}; Ctrl-C to stop",
+            self.target.path.display(),
+            self.target.version,
+            match self.options.pid {
+                Some(pid) => format!(", pid {pid}"),
+                None => ", every process running it".to_string(),
+            }
+        );
+        if !self.history.is_empty() {
+            // What the processes held before: the first report, now.
+            session::Pipeline::report(self)?;
+        }
+        let timing = Timing {
+            report_every: Duration::from_secs_f64(self.options.interval),
+            poll_every: Some(DRAIN_EVERY),
+            duration: self.options.duration,
+        };
+        let stop = session::run(self, Some(ring), timing).await?;
+        Ok((stop, ebpf))
+    }
+
     fn render(&self, profile: &report::Profile) -> String {
         report::text::render(
             profile,
@@ -466,18 +453,9 @@ impl GoPipeline {
             requested: self.options.rate,
             read_only: self.options.read_only,
             through_one: !self.target.runtime.rate_change_noticed,
+            keep: self.options.keep_rate,
+            resume_after_one: None,
         }
-    }
-
-    /// The program leak started is stopped at `runtime.main`: set its rate
-    /// (as for any process) and let it go.
-    fn start_launched(&mut self, pid: u32) {
-        let policy = self.rate_policy();
-        let binary = self.target.path.display().to_string();
-        if let Err(e) = self.procs.check_rate(pid, &policy, &binary) {
-            eprintln!("leak: {e:#}");
-        }
-        launch::resume(pid);
     }
 
     /// Checks the sampling rate of processes whose start was just seen.

@@ -1,15 +1,20 @@
 //! The processes running the traced binary: found by scanning, placed (load
 //! bias, memory handle, sampling rate in force), told apart when a pid is
 //! reused, and kept in the report after they exit. Also the one write leak
-//! makes into a target: turning heap sampling on, or to `--rate`.
+//! makes into a target: turning heap sampling on, or to `--rate`, and
+//! putting back at exit what it found.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, io::Write};
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
     process::memory::MemoryMut,
-    sampling::{self, RateAction, RateHistory},
+    sampling::{
+        self,
+        guard::{Entry, Guard, Message},
+        RateAction, RateHistory, Restore, Written,
+    },
 };
 
 /// Scans in which to re-check a process's sampling rate: one found right
@@ -29,6 +34,8 @@ pub struct Process {
     rate_checks_left: u8,
     /// GC cycles seen.
     pub gc_cycles: u64,
+    /// What leak wrote into its `MemProfileRate`, to put back at exit.
+    pub written: Option<Entry>,
     alive: bool,
 }
 
@@ -42,6 +49,7 @@ impl Process {
             rates: RateHistory::starting_at(rate),
             rate_checks_left: RATE_CHECKS,
             gc_cycles: 0,
+            written: None,
             alive: true,
         }
     }
@@ -65,12 +73,20 @@ pub struct RatePolicy {
     /// Write 1 before a new rate (Go ≤1.23: each P redraws its next sample
     /// point only then).
     pub through_one: bool,
+    /// `--keep-rate`: what leak writes stays after it exits.
+    pub keep: bool,
+    /// A process stopped at its start (`leak trace -- CMD`) to continue
+    /// once 1 is written: Go ≤1.23 redraws its sample points only on an
+    /// allocation at rate 1, so it must run between the two writes.
+    pub resume_after_one: Option<u32>,
 }
 
 /// Every process seen, by pid.
 #[derive(Default)]
 pub struct Processes {
     procs: BTreeMap<u32, Process>,
+    /// Told of every write before it is made, to undo it if leak dies.
+    guard: Option<Box<dyn Guard>>,
 }
 
 /// What a scan changed.
@@ -82,6 +98,11 @@ pub struct ScanResult {
 }
 
 impl Processes {
+    /// From now on, tells `guard` of every rate write before making it.
+    pub fn guard_with(&mut self, guard: Box<dyn Guard>) {
+        self.guard = Some(guard);
+    }
+
     /// A known process.
     pub fn get_mut(&mut self, pid: u32) -> Option<&mut Process> {
         self.procs.get_mut(&pid)
@@ -107,13 +128,17 @@ impl Processes {
         let mut reused = Vec::new();
         for (pid, p) in self.procs.iter_mut() {
             let was_alive = p.alive;
-            match now.get(pid) {
-                Some(&start) if start == p.start_time => p.alive = true,
+            let gone = match now.get(pid) {
+                Some(&start) if start == p.start_time => {
+                    p.alive = true;
+                    false
+                }
                 Some(_) => {
                     if was_alive {
                         result.exited.push(*pid);
                     }
                     reused.push(*pid);
+                    true
                 }
                 None => {
                     p.alive = false;
@@ -122,6 +147,14 @@ impl Processes {
                     }
                     p.rate_checks_left = 0;
                     p.memory = None;
+                    true
+                }
+            };
+            // Nothing to put back in a process that is gone: the guard
+            // forgets it too, so its state stays one line per live process.
+            if gone && p.written.take().is_some() {
+                if let Some(g) = self.guard.as_mut() {
+                    g.send(&Message::Forget(*pid));
                 }
             }
         }
@@ -198,28 +231,116 @@ impl Processes {
                  or import net/http/pprof or runtime/pprof in the program"
             ),
             RateAction::Enable(rate) | RateAction::Change(rate) => {
+                let written = Written::before_write(
+                    p.written.as_ref().map(|e| &e.written),
+                    current,
+                    rate,
+                    policy.through_one,
+                );
+                let mut entry = Entry {
+                    pid,
+                    start_time: p.start_time,
+                    addr,
+                    written,
+                };
+                if let Some(g) = self.guard.as_mut() {
+                    g.send(&Message::Set(entry.clone()));
+                }
+                p.written = Some(entry.clone());
                 let (one_at, rate_at) =
-                    sampling::set_rate(mem, addr, current, rate, policy.through_one)
+                    sampling::set_rate(mem, addr, current, rate, policy.through_one, &|| {
+                        if let Some(pid) = policy.resume_after_one {
+                            crate::process::resume(pid);
+                        }
+                    })
                         .with_context(|| format!("pid {pid}: cannot set runtime.MemProfileRate"))?;
+                if entry.written.values.len() > 1 {
+                    entry.written.completed(rate);
+                    if let Some(g) = self.guard.as_mut() {
+                        g.send(&Message::Set(entry.clone()));
+                    }
+                    p.written = Some(entry);
+                }
                 if let Some(t) = one_at {
                     p.rates.change(t, 1);
                 }
                 p.rates.change(rate_at, rate);
+                let (until, hint) = match policy.keep {
+                    false => (" until leak exits", " (--read-only forbids this)"),
+                    true => (", to stay after leak exits (--keep-rate)", ""),
+                };
                 if matches!(action, RateAction::Enable(_)) {
                     eprintln!(
-                        "leak: pid {pid}: Go heap sampling was off (MemProfileRate=0); turned it on at {rate} bytes (--read-only forbids this)"
+                        "leak: pid {pid}: Go heap sampling was off (MemProfileRate=0); turned it on at {rate} bytes{until}{hint}"
                     );
                 } else {
-                    eprintln!("leak: pid {pid}: MemProfileRate {current} → {rate} (--rate)");
+                    eprintln!("leak: pid {pid}: MemProfileRate {current} → {rate} (--rate){until}");
                 }
             }
         }
         Ok(())
     }
+
+    /// Puts back the rate leak found in each process it wrote to that still
+    /// runs (`start_of` gives a live pid's start time: the same pid and
+    /// start time is the same process), unless someone else changed it
+    /// since; one line for each process where something was done or left.
+    /// Then tells the guard that all is settled.
+    pub fn restore_rates(&mut self, start_of: impl Fn(u32) -> Option<u64>) {
+        for (pid, p) in self.procs.iter_mut() {
+            let Some(entry) = p.written.take() else {
+                continue;
+            };
+            let line = match restore_one(p, &entry, &start_of) {
+                Ok(Some(decision)) => sampling::restore_line(*pid, decision, &entry.written, ""),
+                Ok(None) => None, // gone: nothing to put back
+                Err(e) => Some(format!(
+                    "leak: pid {pid}: cannot restore MemProfileRate to {}: {e}",
+                    entry.written.original
+                )),
+            };
+            // Not eprintln!, which panics if stderr is gone: the other
+            // processes still need their rate back.
+            if let Some(line) = line {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+            if let Some(g) = self.guard.as_mut() {
+                g.send(&Message::Forget(*pid));
+            }
+        }
+        if let Some(mut g) = self.guard.take() {
+            g.send(&Message::Done);
+        }
+    }
+}
+
+/// Restores `entry` in `p` if it is still the process leak wrote to; `None`
+/// if it is gone.
+fn restore_one(
+    p: &Process,
+    entry: &Entry,
+    start_of: &impl Fn(u32) -> Option<u64>,
+) -> std::io::Result<Option<Restore>> {
+    if start_of(entry.pid) != Some(entry.start_time) {
+        return Ok(None);
+    }
+    let Some(mem) = p.memory.as_deref() else {
+        return Ok(None);
+    };
+    let Ok(current) = mem.read_i64(entry.addr) else {
+        return Ok(None); // exited meanwhile
+    };
+    let decision = sampling::restore_decision(current, &entry.written);
+    if let Restore::Write(v) = decision {
+        mem.write_i64(entry.addr, v)?;
+    }
+    Ok(Some(decision))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::{cell::RefCell, rc::Rc};
+
     use super::*;
     use crate::process::memory::FakeMemory;
 
@@ -236,7 +357,40 @@ mod tests {
             requested,
             read_only,
             through_one: true,
+            keep: false,
+            resume_after_one: None,
         }
+    }
+
+    /// A guard that keeps what it is told.
+    #[derive(Clone, Default)]
+    struct Told(Rc<RefCell<Vec<Message>>>);
+
+    impl Guard for Told {
+        fn send(&mut self, message: &Message) {
+            self.0.borrow_mut().push(message.clone());
+        }
+    }
+
+    impl Told {
+        fn lines(&self) -> Vec<String> {
+            self.0.borrow().iter().map(Message::to_string).collect()
+        }
+    }
+
+    /// Every pid runs, started at `start`.
+    fn all_started_at(start: u64) -> impl Fn(u32) -> Option<u64> {
+        move |_| Some(start)
+    }
+
+    fn set_rate_in(p: &mut Processes, pid: u32, v: i64) {
+        p.get_mut(pid)
+            .unwrap()
+            .memory
+            .as_deref()
+            .unwrap()
+            .write_i64(RATE_AT, v)
+            .unwrap();
     }
 
     fn rate_in(p: &mut Processes, pid: u32) -> i64 {
@@ -324,5 +478,103 @@ mod tests {
         ps.check_rate(12, &policy(Some(4096), false), "/srv/app")
             .unwrap();
         assert_eq!(rate_in(&mut ps, 12), -7);
+    }
+
+    #[test]
+    fn what_leak_wrote_is_put_back_and_the_guard_told_first() {
+        let told = Told::default();
+        let mut ps = Processes::default();
+        ps.guard_with(Box::new(told.clone()));
+        ps.insert(10, process(0, 7));
+        ps.check_rate(10, &policy(Some(4096), false), "/srv/app")
+            .unwrap();
+        assert_eq!(rate_in(&mut ps, 10), 4096);
+        // Before the write, both values it may leave; after, just the rate.
+        assert_eq!(
+            told.lines(),
+            ["set 10 7 0x5000 0 1,4096", "set 10 7 0x5000 0 4096"]
+        );
+        ps.restore_rates(all_started_at(7));
+        assert_eq!(rate_in(&mut ps, 10), 0);
+        assert_eq!(told.lines()[2..], ["forget 10", "done"]);
+        // Restored once: a second call finds nothing to do.
+        set_rate_in(&mut ps, 10, 4096);
+        ps.restore_rates(all_started_at(7));
+        assert_eq!(rate_in(&mut ps, 10), 4096);
+        assert_eq!(told.lines().len(), 4, "the guard is told once");
+    }
+
+    #[test]
+    fn the_guard_forgets_a_process_that_exited() {
+        let told = Told::default();
+        let mut ps = Processes::default();
+        ps.guard_with(Box::new(told.clone()));
+        ps.insert(10, process(0, 7));
+        ps.insert(11, process(0, 7));
+        ps.check_rate(10, &policy(Some(4096), false), "/srv/app")
+            .unwrap();
+        ps.check_rate(11, &policy(Some(4096), false), "/srv/app")
+            .unwrap();
+        ps.update(&[(10, 7), (11, 7)]);
+        assert_eq!(told.lines().len(), 4, "two writes each, nothing forgotten");
+        ps.update(&[(11, 7)]);
+        ps.update(&[(11, 7)]);
+        assert_eq!(told.lines()[4..], ["forget 10"]);
+        ps.restore_rates(all_started_at(7));
+        assert_eq!(told.lines()[5..], ["forget 11", "done"]);
+    }
+
+    #[test]
+    fn a_rate_changed_since_or_another_process_is_left_alone() {
+        let mut ps = Processes::default();
+        ps.insert(10, process(524288, 7));
+        ps.insert(11, process(0, 7));
+        ps.insert(12, process(524288, 7));
+        for pid in [10, 11, 12] {
+            ps.check_rate(pid, &policy(Some(4096), false), "/srv/app")
+                .unwrap();
+            assert_eq!(rate_in(&mut ps, pid), 4096);
+        }
+        set_rate_in(&mut ps, 10, 8192); // the program, or a person
+        ps.restore_rates(|pid| Some(if pid == 11 { 8 } else { 7 }));
+        assert_eq!(rate_in(&mut ps, 10), 8192, "changed since: left alone");
+        assert_eq!(rate_in(&mut ps, 11), 4096, "not the process leak wrote to");
+        assert_eq!(rate_in(&mut ps, 12), 524288, "put back");
+    }
+
+    #[test]
+    fn nothing_written_nothing_restored() {
+        let told = Told::default();
+        let mut ps = Processes::default();
+        ps.guard_with(Box::new(told.clone()));
+        ps.insert(10, process(524288, 7));
+        ps.check_rate(10, &policy(None, false), "/srv/app").unwrap();
+        set_rate_in(&mut ps, 10, 1000);
+        ps.restore_rates(all_started_at(7));
+        assert_eq!(rate_in(&mut ps, 10), 1000);
+        assert_eq!(told.lines(), ["done"]);
+        // An exited process is not touched either.
+        let mut gone = Processes::default();
+        gone.insert(11, process(0, 7));
+        gone.check_rate(11, &policy(None, false), "/srv/app")
+            .unwrap();
+        gone.restore_rates(|_| None);
+        assert_eq!(rate_in(&mut gone, 11), sampling::DEFAULT_RATE as i64);
+    }
+
+    #[test]
+    fn the_value_set_between_two_writes_is_the_one_put_back() {
+        // Caught before the runtime's start-up turned sampling off: leak
+        // writes over 524288, the runtime writes 0, leak writes again.
+        let mut ps = Processes::default();
+        ps.insert(10, process(524288, 7));
+        ps.check_rate(10, &policy(Some(4096), false), "/srv/app")
+            .unwrap();
+        set_rate_in(&mut ps, 10, 0);
+        ps.check_rate(10, &policy(Some(4096), false), "/srv/app")
+            .unwrap();
+        assert_eq!(rate_in(&mut ps, 10), 4096);
+        ps.restore_rates(all_started_at(7));
+        assert_eq!(rate_in(&mut ps, 10), 0);
     }
 }

@@ -9,6 +9,11 @@
 //! never does while the rate is 0: write 1 first (every allocation samples and
 //! redraws), then the wanted rate a few milliseconds later. Go ≥1.24 notices a
 //! new rate by itself.
+//!
+//! On exit leak puts back what it found ([`restore_decision`]), and a small
+//! guard process ([`guard`]) does so if leak dies without doing it.
+
+pub mod guard;
 
 use std::{io, thread, time::Duration};
 
@@ -60,7 +65,8 @@ pub fn decide(current: i64, requested: Option<u64>, read_only: bool) -> RateActi
 
 /// Sets `MemProfileRate` at `addr` in `mem` to `rate`, first re-reading it
 /// (it must still be `expected`) and, for Go ≤1.23, passing through 1 so each
-/// P redraws its next sample point. Returns the monotonic times (ns) at which
+/// P redraws its next sample point (`after_one` runs once 1 is written).
+/// Returns the monotonic times (ns) at which
 /// rate 1 started and at which `rate` took over.
 pub fn set_rate(
     mem: &dyn MemoryMut,
@@ -68,6 +74,7 @@ pub fn set_rate(
     expected: i64,
     rate: u64,
     through_one: bool,
+    after_one: &dyn Fn(),
 ) -> io::Result<(Option<u64>, u64)> {
     let now = mem.read_i64(addr)?;
     if now != expected {
@@ -79,10 +86,93 @@ pub fn set_rate(
     if through_one && rate != 1 {
         one_at = Some(monotonic_ns());
         mem.write_i64(addr, 1)?;
+        after_one();
         thread::sleep(Duration::from_millis(5));
     }
     mem.write_i64(addr, rate as i64)?;
     Ok((one_at, monotonic_ns()))
+}
+
+/// What leak wrote into one process's `MemProfileRate`, to put it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The value leak found before it first wrote (or, if something else
+    /// changed the rate between two of leak's writes, the value it set).
+    pub original: i64,
+    /// The values leak may have left there: its last write, and during a
+    /// pass through 1 (Go ≤1.23) that 1 too.
+    pub values: Vec<i64>,
+}
+
+impl Written {
+    /// About to write `rate` over `current` (passing through 1 first if
+    /// `through_one`), after `before` (what leak wrote earlier, if anything).
+    /// If `current` is still leak's own, the first original stays; if not,
+    /// something else set it and that value is the one to put back.
+    pub fn before_write(
+        before: Option<&Written>,
+        current: i64,
+        rate: u64,
+        through_one: bool,
+    ) -> Self {
+        let original = match before {
+            Some(w) if w.values.contains(&current) => w.original,
+            _ => current,
+        };
+        let mut values = vec![rate as i64];
+        if through_one && rate != 1 {
+            values.insert(0, 1);
+        }
+        Self { original, values }
+    }
+
+    /// The write went through: only `rate` can be there now.
+    pub fn completed(&mut self, rate: u64) {
+        self.values = vec![rate as i64];
+    }
+}
+
+/// What to do at exit about a rate leak wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restore {
+    /// It still holds what leak wrote: write the original back.
+    Write(i64),
+    /// It already holds the original: nothing to do.
+    AsFound,
+    /// Someone else changed it since leak wrote: leave it alone.
+    ChangedSince(i64),
+}
+
+/// Decides, from the value there now, whether to put back what leak found:
+/// only if it still holds a value leak wrote, so a rate someone else set in
+/// the meantime is never overwritten. Rate 0 stops sampling at once; a
+/// higher rate takes over at each P's next sample, so no pass through 1 is
+/// needed on any Go version.
+pub fn restore_decision(current: i64, written: &Written) -> Restore {
+    if current == written.original {
+        Restore::AsFound
+    } else if written.values.contains(&current) {
+        Restore::Write(written.original)
+    } else {
+        Restore::ChangedSince(current)
+    }
+}
+
+/// The one line said about a restore in process `pid` (`note` added, e.g.
+/// who did it); `None` when it already held the original.
+pub fn restore_line(pid: u32, decision: Restore, written: &Written, note: &str) -> Option<String> {
+    match decision {
+        Restore::Write(v) => Some(format!(
+            "leak: pid {pid}: MemProfileRate restored to {v}{note}"
+        )),
+        Restore::AsFound => None,
+        Restore::ChangedSince(now) => {
+            let ours = written.values.last().copied().unwrap_or_default();
+            Some(format!(
+                "leak: pid {pid}: MemProfileRate is {now}, not the {ours} leak wrote: changed by someone else since, left alone{note}"
+            ))
+        }
+    }
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -178,11 +268,63 @@ mod tests {
     }
 
     #[test]
+    fn restore_only_what_leak_left_there() {
+        let w = Written::before_write(None, 0, 4096, false);
+        assert_eq!(
+            w,
+            Written {
+                original: 0,
+                values: vec![4096]
+            }
+        );
+        assert_eq!(restore_decision(4096, &w), Restore::Write(0));
+        assert_eq!(restore_decision(0, &w), Restore::AsFound);
+        assert_eq!(restore_decision(8192, &w), Restore::ChangedSince(8192));
+        assert_eq!(restore_decision(1, &w), Restore::ChangedSince(1));
+        assert_eq!(
+            restore_line(123, Restore::Write(0), &w, "").unwrap(),
+            "leak: pid 123: MemProfileRate restored to 0"
+        );
+        assert_eq!(
+            restore_line(123, Restore::ChangedSince(8192), &w, "").unwrap(),
+            "leak: pid 123: MemProfileRate is 8192, not the 4096 leak wrote: changed by someone else since, left alone"
+        );
+        assert_eq!(restore_line(123, Restore::AsFound, &w, ""), None);
+    }
+
+    #[test]
+    fn a_pass_through_one_is_restored_too_until_the_write_completes() {
+        let mut w = Written::before_write(None, 524288, 4096, true);
+        assert_eq!(w.values, vec![1, 4096]);
+        // leak died between writing 1 and the rate: 1 is leak's, put back.
+        assert_eq!(restore_decision(1, &w), Restore::Write(524288));
+        w.completed(4096);
+        assert_eq!(restore_decision(1, &w), Restore::ChangedSince(1));
+        assert_eq!(restore_decision(4096, &w), Restore::Write(524288));
+        // No pass through 1 when 1 is the rate asked for.
+        assert_eq!(Written::before_write(None, 0, 1, true).values, vec![1]);
+    }
+
+    #[test]
+    fn a_rate_changed_between_two_writes_is_the_one_to_put_back() {
+        // Found at 524288 (the initial value, before the runtime's start-up
+        // turned sampling off), leak wrote 4096; the runtime then wrote 0.
+        let first = Written::before_write(None, 524288, 4096, false);
+        let second = Written::before_write(Some(&first), 0, 4096, false);
+        assert_eq!(second.original, 0);
+        // leak's own value still there: the first original stays.
+        let again = Written::before_write(Some(&first), 4096, 8192, false);
+        assert_eq!(again.original, 524288);
+    }
+
+    #[test]
     fn set_rate_refuses_when_the_value_moved() {
         let mem = FakeMemory::with_i64s(&[(0x1000, 0)]);
-        assert!(set_rate(&mem, 0x1000, 5, 4096, false).is_err());
+        assert!(set_rate(&mem, 0x1000, 5, 4096, false, &|| {}).is_err());
         assert_eq!(mem.read_i64(0x1000).unwrap(), 0, "left alone");
-        let (one, _) = set_rate(&mem, 0x1000, 0, 4096, true).unwrap();
+        let called = std::cell::Cell::new(false);
+        let (one, _) = set_rate(&mem, 0x1000, 0, 4096, true, &|| called.set(true)).unwrap();
+        assert!(called.get(), "after_one runs once 1 is written");
         assert!(one.is_some());
         assert_eq!(mem.read_i64(0x1000).unwrap(), 4096);
     }
