@@ -102,6 +102,37 @@ pub fn build_go(prog: &str, version: &str, variant: Variant) -> PathBuf {
     out
 }
 
+/// esbuild from npm (`@esbuild/linux-x64`, a pinned release): a stripped
+/// Go binary with no build info that somebody else builds and ships.
+/// Downloaded once, with `npm pack`, into target/it-npm.
+pub fn esbuild() -> PathBuf {
+    const PACKAGE: &str = "@esbuild/linux-x64@0.28.2";
+    let dir = root().join("target/it-npm");
+    let bin = dir.join("package/bin/esbuild");
+    if bin.exists() {
+        return bin;
+    }
+    fs::create_dir_all(&dir).unwrap();
+    let out = Command::new("npm")
+        .args(["pack", "--silent", PACKAGE])
+        .current_dir(&dir)
+        .output()
+        .expect("run npm (Node.js is on every machine of this kind)");
+    assert!(
+        out.status.success(),
+        "npm pack {PACKAGE}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tarball = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let status = Command::new("tar")
+        .args(["xzf", &tarball])
+        .current_dir(&dir)
+        .status()
+        .expect("run tar");
+    assert!(status.success() && bin.exists(), "unpack {tarball}");
+    bin
+}
+
 /// A running test program; killed when dropped.
 pub struct Program {
     /// The process.

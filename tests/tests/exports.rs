@@ -203,13 +203,16 @@ fn pprof_base_diff() {
     let addr = service.addr();
     let (a, b) = (dir.join("a.pb.gz"), dir.join("b.pb.gz"));
     // Finer sampling than the default, so 1,000 requests are ~600 samples
-    // and the check is not at the mercy of sampling noise.
+    // and the check is not at the mercy of sampling noise. --keep-rate: the
+    // first leak to exit would otherwise put Go's default back under the
+    // second (which follows it, but on ~20 samples).
     let spawn = |name: &str, out: &Path| {
         let sub = dir.join(name);
         fs::create_dir_all(&sub).unwrap();
         LeakArgs::trace(&bin)
             .pid(service.pid())
             .opt("--rate", 16384)
+            .flag("--keep-rate")
             .out("--pprof", out)
             .attach(&sub)
     };

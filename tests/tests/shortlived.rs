@@ -136,3 +136,53 @@ fn launch_bad_command_is_a_shells_error() {
         assert!(err.contains(says), "{cmd}: {err}");
     }
 }
+
+/// esbuild (the stripped npm binary, somebody else's Go program) run five
+/// times under `leak trace --uprobe`: every run seen, none left out.
+#[test]
+fn esbuild_every_run_seen() {
+    let bin = esbuild();
+    let dir = scratch("esbuild");
+    let input = dir.join("big.js");
+    let source: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "export function f{i}(a, b) {{ return [a + {i}, b * {i}, 's{i}'.repeat(2)]; }}\n"
+            )
+        })
+        .collect();
+    fs::write(&input, source).unwrap();
+    let report = dir.join("leak.json");
+    let mut leak = LeakArgs::trace(&bin).out("--json", &report).attach(&dir);
+    let mut pids = Vec::new();
+    for _ in 0..5 {
+        let mut child = Command::new(&bin)
+            .arg(&input)
+            .args(["--bundle", "--minify", "--log-level=warning"])
+            .arg(format!("--outfile={}", dir.join("out.js").display()))
+            .spawn()
+            .expect("run esbuild");
+        pids.push(child.id());
+        assert!(child.wait().unwrap().success());
+    }
+    thread::sleep(Duration::from_millis(500));
+    leak.stop(SIGINT);
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let seen: Vec<u64> = v["target"]["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    for pid in &pids {
+        assert!(
+            seen.contains(&u64::from(*pid)),
+            "run {pid} not in {seen:?}: {}",
+            leak.stderr_text()
+        );
+    }
+    assert_eq!(v["dropped"]["no_process"], 0, "{v}");
+    let stacks = v["stacks"].as_array().unwrap();
+    assert!(!stacks.is_empty(), "no stack from five esbuild runs");
+    eprintln!("esbuild: {} runs seen, {} stacks", pids.len(), stacks.len());
+}

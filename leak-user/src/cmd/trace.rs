@@ -41,6 +41,7 @@ Examples:
   leak trace --uprobe ./api --pprof api.pb.gz && go tool pprof -top api.pb.gz
   leak trace --uprobe ./api --chart held.svg   # bytes held per stack over time
   leak trace --uprobe ./api --rate 4096      # finer sampling, faster answers
+  leak trace --rate 4096 --json job.json -- ./job --input data  # start it under leak
 
 The target's sampling rate (runtime.MemProfileRate) is the one thing leak writes:
 when sampling is off (programs that import no profiling package) or with --rate.

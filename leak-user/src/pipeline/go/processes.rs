@@ -32,6 +32,9 @@ pub struct Process {
     /// The sampling rate over time.
     pub rates: RateHistory,
     rate_checks_left: u8,
+    /// Whether the rate is read at each scan (not when its address is
+    /// unknown or reads as no rate at all).
+    rate_followed: bool,
     /// GC cycles seen.
     pub gc_cycles: u64,
     /// What leak wrote into its `MemProfileRate`, to put back at exit.
@@ -48,6 +51,7 @@ impl Process {
             memory,
             rates: RateHistory::starting_at(rate),
             rate_checks_left: RATE_CHECKS,
+            rate_followed: true,
             gc_cycles: 0,
             written: None,
             alive: true,
@@ -190,15 +194,28 @@ impl Processes {
 
     /// Makes process `pid` sample its heap, within `policy`: reads the rate
     /// in force and, where the policy allows and asks for it, writes a new
-    /// one (and says so). Checked on the first few scans only.
+    /// one (and says so). Written on the first few scans only; followed at
+    /// every scan after.
     pub fn check_rate(&mut self, pid: u32, policy: &RatePolicy, binary: &str) -> Result<()> {
         let Some(p) = self.procs.get_mut(&pid) else {
             return Ok(());
         };
         if p.rate_checks_left == 0 {
+            // No more writes, but the rate is still followed: another tool
+            // (or another leak restoring what it found) may change it, and
+            // each sample is weighted with the rate in force.
+            let addr = policy.addr.map(|a| a.wrapping_add(p.bias));
+            if let (true, Some(addr), Some(mem)) = (p.rate_followed, addr, p.memory.as_deref()) {
+                if let Ok(current) = mem.read_i64(addr) {
+                    if sampling::plausible(current) && p.rates.current() != current as u64 {
+                        p.rates.change(sampling::monotonic_ns(), current as u64);
+                    }
+                }
+            }
             return Ok(());
         }
         let Some(addr) = policy.addr.map(|a| a.wrapping_add(p.bias)) else {
+            p.rate_followed = false;
             p.rate_checks_left = 0;
             eprintln!(
                 "leak: cannot find runtime.MemProfileRate in {binary}: assuming Go's default sampling rate"
@@ -220,6 +237,7 @@ impl Processes {
                 }
             }
             RateAction::Implausible => {
+                p.rate_followed = false;
                 p.rate_checks_left = 0;
                 eprintln!(
                     "leak: pid {pid}: runtime.MemProfileRate reads {current}, not a sampling rate; leaving it alone"
