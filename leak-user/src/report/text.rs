@@ -21,17 +21,7 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
     }
     let mut out = String::new();
     let secs = profile.elapsed.as_secs_f64();
-    let pids = match profile.pids.as_slice() {
-        [] => "no process yet".to_string(),
-        [one] => format!("pid {one}"),
-        many => format!(
-            "pids {}",
-            many.iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-    };
+    let pids = pids_label(&profile.pids);
     let held = profile.total.outstanding_bytes;
     let history = match profile.source {
         Source::GoSampler { history_bytes, .. } => history_bytes,
@@ -241,6 +231,25 @@ fn stack_rows(out: &mut String, shown: &[&StackProfile]) {
     }
 }
 
+/// `pid 42`, `pids 42,43`, or for many (a batch job run again and again)
+/// how many and the first and last: `20 processes (pids 100…180)`.
+fn pids_label(pids: &[u32]) -> String {
+    match pids {
+        [] => "no process yet".to_string(),
+        [one] => format!("pid {one}"),
+        few if few.len() <= 4 => format!(
+            "pids {}",
+            few.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        ),
+        many => format!(
+            "{} processes (pids {}…{})",
+            many.len(),
+            many[0],
+            many[many.len() - 1]
+        ),
+    }
+}
+
 /// `bytes.Repeat (bytes.go:612)`: the function, and where in it, if known.
 fn describe(f: &Frame) -> String {
     if f.line == 0 || f.file.is_empty() {
@@ -324,6 +333,15 @@ mod tests {
         assert!(text.contains("IN USE"), "{text}");
         assert!(text.contains("bytes.Repeat"), "{text}");
         assert!(!text.contains("since attach"), "{text}");
+    }
+
+    #[test]
+    fn many_processes_are_counted_not_listed() {
+        assert_eq!(pids_label(&[]), "no process yet");
+        assert_eq!(pids_label(&[7]), "pid 7");
+        assert_eq!(pids_label(&[7, 8]), "pids 7,8");
+        let many: Vec<u32> = (100..120).collect();
+        assert_eq!(pids_label(&many), "20 processes (pids 100…119)");
     }
 
     #[test]

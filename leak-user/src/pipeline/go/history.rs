@@ -99,11 +99,17 @@ impl Records {
 
     /// The error of a failed read: the process exited meanwhile, or `e`.
     fn gone_or(&self, e: anyhow::Error) -> anyhow::Error {
-        if process::alive(self.pid) {
-            e.context(format!("pid {}: cannot read its heap profile", self.pid))
-        } else {
-            anyhow::anyhow!("pid {} exited while its heap profile was read", self.pid)
-        }
+        read_failure(self.pid, process::alive(self.pid), e)
+    }
+}
+
+/// A read of `pid`'s memory failed with `e`: if the process is gone
+/// (`alive` false) that is why, in one line; else `e` with the pid.
+fn read_failure(pid: u32, alive: bool, e: anyhow::Error) -> anyhow::Error {
+    if alive {
+        e.context(format!("pid {pid}: cannot read its heap profile"))
+    } else {
+        anyhow::anyhow!("pid {pid} exited while its heap profile was read")
     }
 }
 
@@ -412,6 +418,21 @@ mod tests {
         assert_eq!(out[0].1.allocated_bytes, 5000.0);
         assert_eq!(out[1].1.outstanding_bytes, 0.0);
         assert_eq!((out[2].0, out[2].1.outstanding_bytes), (StackId(7), 300.0));
+    }
+
+    #[test]
+    fn a_process_that_exits_mid_read_says_so() {
+        // The walk fails where the memory went away…
+        let e = goheap::ReadError::Memory {
+            addr: 0xc000_1000,
+            source: std::io::Error::from_raw_os_error(libc::ESRCH),
+        };
+        // …and the process is gone: that is the one line.
+        let gone = read_failure(42, false, e.into());
+        assert_eq!(format!("{gone:#}"), "pid 42 exited while its heap profile was read");
+        let e = goheap::ReadError::NotRecords("x".into());
+        let alive = read_failure(42, true, e.into());
+        assert!(format!("{alive:#}").starts_with("pid 42: cannot read its heap profile"), "{alive:#}");
     }
 
     #[test]
