@@ -14,6 +14,7 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use serde_json::{json, Value};
 
 use super::{
+    records as arms,
     stats::{self, Summary},
     tracer, Arm, Kit, Run, Sizes, Workload,
 };
@@ -119,10 +120,12 @@ impl Document<'_> {
     }
 
     /// The untraced run `arm` is compared with: the one on the same work
-    /// (the bpftrace arm runs on the peer's share of it).
+    /// (the bpftrace arm runs on the peer's share of it), and for the read
+    /// loop the run with sampling on at the same rate and no reader.
     fn baseline(arm: Arm) -> Arm {
         match arm {
             Arm::Bpftrace | Arm::PeerBaseline => Arm::PeerBaseline,
+            Arm::HeapReadLoop | Arm::HeapReadOther => Arm::GoSampler,
             _ => Arm::Untraced,
         }
     }
@@ -191,6 +194,16 @@ impl Document<'_> {
         self.runs.iter().filter(|r| r.error.is_some()).collect()
     }
 
+    /// The commands of a records arm with placeholders, as shell lines.
+    fn records_commands(&self, arm: Arm) -> Vec<String> {
+        arms::commands(
+            arm,
+            self.sizes,
+            "target/release/leak",
+            "target/bench/scratch",
+        )
+    }
+
     /// The command of an arm with placeholders, as a shell line.
     fn command(&self, arm: Arm, bin: &str) -> Option<String> {
         let argv = tracer::command_line(
@@ -222,10 +235,10 @@ impl Document<'_> {
             .chain(w.args(&sizes))
             .collect::<Vec<_>>()
             .join(" ");
-        if w == Workload::Service {
+        if matches!(w, Workload::Service | Workload::Seed) {
             format!(
                 "{line}   # then: target/bench/bin/benchload -url http://$ADDR/work -n {} -c 8",
-                sizes.service_requests
+                w.units(&sizes)
             )
         } else {
             line
@@ -246,6 +259,7 @@ pub fn results_json(doc: &Document) -> String {
                 "arm": r.arm.name(),
                 "loadavg_1m": finite(r.loadavg),
                 "metrics": r.metrics,
+                "series": r.series,
                 "error": r.error,
             })
         })
@@ -266,6 +280,10 @@ pub fn results_json(doc: &Document) -> String {
         for arm in arms {
             if let Some(c) = doc.command(arm, &format!("target/bench/bin/{}", w.program())) {
                 commands.insert(format!("{} {}", w.name(), arm.name()), json!(c));
+            }
+            let lines = doc.records_commands(arm);
+            if !lines.is_empty() {
+                commands.insert(format!("{} {}", w.name(), arm.name()), json!(lines));
             }
         }
     }
@@ -291,6 +309,10 @@ pub fn results_json(doc: &Document) -> String {
             "scale_stacks": 10u64.pow(doc.sizes.scale_depth),
             "mmap_cycles": doc.sizes.mmap_cycles,
             "peer_share": doc.sizes.peer_share,
+            "heap_reads": doc.sizes.heap_reads,
+            "heap_read_interval_ms": arms::READ_INTERVAL.as_millis() as u64,
+            "seed_pairs": arms::SEED_PAIRS,
+            "seed_requests": doc.sizes.seed_requests,
         },
         "leak_top_available": doc.kit.leak_top,
         "commands": commands,
@@ -319,6 +341,7 @@ mod tests {
             arm,
             loadavg: 0.5,
             metrics: Metrics::from([("seconds", seconds)]),
+            series: Default::default(),
             error: None,
         }
     }

@@ -129,6 +129,12 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
             doc.workload_command(w, Arm::Untraced)
         );
         for arm in w.arms(true) {
+            if arm.reads_records() {
+                for line in doc.records_commands(arm) {
+                    let _ = writeln!(o, "{line}");
+                }
+                continue;
+            }
             if arm == Arm::PeerBaseline {
                 let _ = writeln!(
                     o,
