@@ -7,6 +7,7 @@
 //! out BENCHMARKS.md; `tables` writes its tables.
 
 mod markdown;
+mod records;
 mod tables;
 
 use std::{path::PathBuf, process::Command, time::Duration};
@@ -117,6 +118,19 @@ impl Document<'_> {
 
     fn summary(&self, w: Workload, arm: Arm, key: &str) -> Option<Summary> {
         stats::summarize_rounds(&self.values(w, arm, key))
+    }
+
+    /// Every value of one series of one arm, over all its runs.
+    fn series(&self, w: Workload, arm: Arm, key: &str) -> Option<Summary> {
+        let all: Vec<f64> = self
+            .runs
+            .iter()
+            .filter(|r| r.workload == w && r.arm == arm && r.error.is_none())
+            .filter_map(|r| r.series.get(key))
+            .flatten()
+            .copied()
+            .collect();
+        stats::summarize(&all)
     }
 
     /// The untraced run `arm` is compared with: the one on the same work
@@ -330,11 +344,11 @@ fn finite(x: f64) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::bench::Metrics;
 
-    fn run(round: usize, workload: Workload, arm: Arm, seconds: f64) -> Run {
+    pub(super) fn run(round: usize, workload: Workload, arm: Arm, seconds: f64) -> Run {
         Run {
             round,
             workload,
@@ -346,7 +360,7 @@ mod tests {
         }
     }
 
-    fn with_doc(runs: &[Run], check: impl FnOnce(&Document)) {
+    pub(super) fn with_doc(runs: &[Run], check: impl FnOnce(&Document)) {
         let machine = Machine {
             cores: 2,
             cpu_model: "cpu".into(),

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{tables, Document};
+use super::{records, tables, Document};
 use crate::bench::{
     stats::{self, Summary},
     Arm, Workload,
@@ -104,6 +104,7 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
     tables::per_sample(doc, &mut o);
     tables::scale(doc, &mut o);
     tables::leak_top(doc, &mut o);
+    records::section(doc, &mut o);
 
     let _ = writeln!(o, "## Commands\n");
     let _ = writeln!(
