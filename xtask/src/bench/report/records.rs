@@ -375,6 +375,7 @@ fn floor(doc: &Document, o: &mut String) {
         100.0 * NEAR_ONE
     );
     let (thr, p99) = (reading_itself(doc, "rps"), reading_itself(doc, "p99_ms"));
+    let rounds = thr.map(|s| s.n).unwrap_or(0);
     use AgainstOne::*;
     let verdict = match (against_one(thr), against_one(p99)) {
         (Some(Near), Some(Near)) => format!(
@@ -395,9 +396,10 @@ fn floor(doc: &Document, o: &mut String) {
         ),
         (Some(_), Some(_)) => format!(
             "- **Default:** at least one ratio of reading the service itself has 1.0 outside \
-             its range over the rounds ({rule}): in this run being read cost the target \
-             something beyond the reader's CPU (not examined here). These figures do not \
-             favour records as the default until that is understood."
+             its range over the {rounds} rounds ({rule}): this run does not show being read as \
+             free for the target beyond the reader's CPU. It may cost something (not examined \
+             here), or the rounds were too few for the noise (load average above). These \
+             figures do not favour records as the default; rerun on a quiet machine."
         ),
         _ => "- **Default:** too few rounds to say (one round has no range).".to_string(),
     };
