@@ -12,8 +12,16 @@
 //! (`Sizes::peer_share`) next to an untraced run of the same share: its
 //! ratios are against that run and its added time is scaled up to the
 //! full work, which bounds the suite's time whatever the peer costs.
+//!
+//! The records arms (`records`) price the other way to see a heap: `leak
+//! heap` reading the program's own profile records from outside, with no
+//! probes: how long a read of 10^4–10^5 buckets takes, what a service pays
+//! while it is read every 100 ms, and a read against the program's own
+//! `/debug/pprof/heap`.
 
+mod kit;
 mod process;
+mod records;
 mod report;
 mod stats;
 mod tracer;
@@ -28,7 +36,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, go_bin, root, run_cmd};
+use crate::root;
+pub use kit::Kit;
 use process::{Running, Stream};
 use tracer::Tracer;
 
@@ -58,15 +67,19 @@ pub enum Workload {
     Scale,
     /// mmap/munmap cycles, for `leak top`.
     Mmap,
+    /// The seed service (serves its own /debug/pprof/heap) after a load:
+    /// `leak heap` against that endpoint.
+    Seed,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Service,
         Workload::BatchJson,
         Workload::BatchLarge,
         Workload::Scale,
         Workload::Mmap,
+        Workload::Seed,
     ];
 
     /// Short name, as in results.json.
@@ -77,6 +90,7 @@ impl Workload {
             Workload::BatchLarge => "batch-large",
             Workload::Scale => "scale",
             Workload::Mmap => "mmap",
+            Workload::Seed => "seed",
         }
     }
 
@@ -87,6 +101,7 @@ impl Workload {
             Workload::BatchJson | Workload::BatchLarge => "benchbatch",
             Workload::Scale => "benchscale",
             Workload::Mmap => "benchmmap",
+            Workload::Seed => "seed",
         }
     }
 
@@ -99,14 +114,15 @@ impl Workload {
             Workload::BatchLarge => sizes.large_objects,
             Workload::Scale => 10usize.pow(sizes.scale_depth),
             Workload::Mmap => sizes.mmap_cycles,
+            Workload::Seed => sizes.seed_requests,
         }
     }
 
-    /// The program's arguments: its fixed amount of work (for the service,
-    /// the work is benchload's request count: no arguments).
+    /// The program's arguments: its fixed amount of work (for the
+    /// services, the work is benchload's request count: no arguments).
     pub fn args(self, sizes: &Sizes) -> Vec<String> {
         let (flags, n): (&[&str], String) = match self {
-            Workload::Service => return vec![],
+            Workload::Service | Workload::Seed => return vec![],
             Workload::BatchJson => (&["-mode", "json", "-n"], self.units(sizes).to_string()),
             Workload::BatchLarge => (&["-mode", "large", "-n"], self.units(sizes).to_string()),
             Workload::Scale => (&["-depth"], sizes.scale_depth.to_string()),
@@ -118,19 +134,32 @@ impl Workload {
     /// The arms this workload runs, in the order they alternate.
     pub fn arms(self, leak_top: bool) -> Vec<Arm> {
         match self {
-            Workload::Service | Workload::BatchJson | Workload::BatchLarge => vec![
-                Arm::Untraced,
-                Arm::Leak,
-                Arm::LeakRate4096,
-                Arm::PeerBaseline,
-                Arm::Bpftrace,
-                Arm::GoSampler,
-                Arm::GoSampler4096,
-            ],
-            Workload::Scale => vec![Arm::LeakScale],
+            Workload::Service | Workload::BatchJson | Workload::BatchLarge => {
+                let mut arms = vec![
+                    Arm::Untraced,
+                    Arm::Leak,
+                    Arm::LeakRate4096,
+                    Arm::PeerBaseline,
+                    Arm::Bpftrace,
+                    Arm::GoSampler,
+                    Arm::GoSampler4096,
+                ];
+                if self == Workload::Service {
+                    // Right after their baseline: sampling on, no reader.
+                    arms.splice(6..6, [Arm::HeapReadLoop, Arm::HeapReadOther]);
+                }
+                arms
+            }
+            Workload::Scale => vec![Arm::LeakScale, Arm::HeapRead],
             Workload::Mmap if leak_top => vec![Arm::Untraced, Arm::LeakTop],
             Workload::Mmap => vec![],
+            Workload::Seed => vec![Arm::HeapVsPprof],
         }
+    }
+
+    /// An HTTP service loaded by benchload (and killed), not a batch job.
+    fn serves_http(self) -> bool {
+        matches!(self, Workload::Service | Workload::Seed)
     }
 }
 
@@ -153,6 +182,17 @@ pub enum Arm {
     GoSampler,
     /// The same at 4096 bytes, to set against `leak --rate 4096`.
     GoSampler4096,
+    /// No tracer; the program samples every allocation itself (rate 1) and
+    /// `leak heap` reads its records after the work.
+    HeapRead,
+    /// Sampling on at 512 KiB as in `GoSampler`, and `leak heap` reading
+    /// the records every 100 ms during the load.
+    HeapReadLoop,
+    /// The same reads of another process (an idle copy of the program):
+    /// the reader's CPU on the same cores, without reading the target.
+    HeapReadOther,
+    /// `leak heap` and a GET of the program's /debug/pprof/heap, in turn.
+    HeapVsPprof,
 }
 
 impl Arm {
@@ -168,7 +208,19 @@ impl Arm {
             Arm::LeakTop => "leak top",
             Arm::GoSampler => "untraced, sampling on",
             Arm::GoSampler4096 => "untraced, sampling 4096",
+            Arm::HeapRead => "leak heap",
+            Arm::HeapReadLoop => "sampling on, leak heap every 100 ms",
+            Arm::HeapReadOther => "sampling on, leak heap of another process every 100 ms",
+            Arm::HeapVsPprof => "leak heap vs /debug/pprof/heap",
         }
+    }
+
+    /// Reads the program's profile records with `leak heap` (no tracer).
+    fn reads_records(self) -> bool {
+        matches!(
+            self,
+            Arm::HeapRead | Arm::HeapReadLoop | Arm::HeapReadOther | Arm::HeapVsPprof
+        )
     }
 
     /// Runs on the peer's share of the work, not the full work.
@@ -183,8 +235,9 @@ impl Arm {
     /// The `-memprofilerate` the workload sets itself in this arm.
     fn own_sampling_rate(self) -> Option<u32> {
         match self {
-            Arm::GoSampler => Some(512 * 1024),
+            Arm::GoSampler | Arm::HeapReadLoop | Arm::HeapReadOther => Some(512 * 1024),
             Arm::GoSampler4096 => Some(4096),
+            Arm::HeapRead => Some(1),
             _ => None,
         }
     }
@@ -203,6 +256,10 @@ pub struct Sizes {
     /// The bpftrace arm and its untraced baseline get 1/peer_share of the
     /// service's, batch-json's and batch-large's work.
     pub peer_share: usize,
+    /// `leak heap` reads of each kind in one records run.
+    pub heap_reads: usize,
+    /// Requests the seed service gets before it is read (10 kB kept each).
+    pub seed_requests: usize,
 }
 
 impl Sizes {
@@ -217,6 +274,8 @@ impl Sizes {
         scale_depth: 5,
         mmap_cycles: 200_000,
         peer_share: 8,
+        heap_reads: 2,
+        seed_requests: 2_000,
     };
     const QUICK: Sizes = Sizes {
         rounds: 2,
@@ -226,6 +285,8 @@ impl Sizes {
         scale_depth: 4,
         mmap_cycles: 40_000,
         peer_share: 4,
+        heap_reads: 3,
+        seed_requests: 1_000,
     };
 
     /// The sizes `arm` runs with: the peer's share of the work for the
@@ -247,6 +308,9 @@ impl Sizes {
 /// Named figures of one run (seconds, rps, tracer_peak_rss_mib, …).
 pub type Metrics = BTreeMap<&'static str, f64>;
 
+/// Named figures measured several times in one run (each `leak heap` read).
+pub type Series = BTreeMap<&'static str, Vec<f64>>;
+
 /// One arm of one workload in one round.
 #[derive(Debug)]
 pub struct Run {
@@ -256,30 +320,8 @@ pub struct Run {
     /// 1-minute load average when the run started (other work on the host).
     pub loadavg: f64,
     pub metrics: Metrics,
+    pub series: Series,
     pub error: Option<String>,
-}
-
-/// Built programs and tools.
-pub struct Kit {
-    pub leak: PathBuf,
-    /// The binary came from `--leak`, not from a build of this tree.
-    pub leak_given: bool,
-    pub bpftrace: PathBuf,
-    pub bpftrace_version: String,
-    /// Where each workload program's `runtime.mallocgc` is: the peer's probe.
-    pub mallocgc: BTreeMap<String, u64>,
-    pub go_version: String,
-    /// `leak top --help` works (the subcommand has landed).
-    pub leak_top: bool,
-    pub bin_dir: PathBuf,
-    /// Scratch directory for the scale arm's outputs.
-    pub scratch: PathBuf,
-}
-
-impl Kit {
-    fn program(&self, name: &str) -> PathBuf {
-        self.bin_dir.join(name)
-    }
 }
 
 /// Runs the whole benchmark.
@@ -300,7 +342,7 @@ pub fn run(opts: Options) -> Result<()> {
         sizes.rounds = r;
     }
     let started = Instant::now();
-    let kit = prepare(opts.leak.clone())?;
+    let kit = kit::prepare(opts.leak.clone())?;
     let out_dir = if opts.quick {
         root().join("target/bench")
     } else {
@@ -319,15 +361,15 @@ pub fn run(opts: Options) -> Result<()> {
             for arm in workload.arms(kit.leak_top) {
                 let loadavg = report::loadavg();
                 let t = Instant::now();
-                let (metrics, error) = match measure(&kit, &sizes, workload, arm) {
-                    Ok(m) => (m, None),
+                let (metrics, series, error) = match measure(&kit, &sizes, workload, arm) {
+                    Ok((m, series)) => (m, series, None),
                     Err(e) => {
                         let msg = e
                             .chain()
                             .map(|c| c.to_string())
                             .collect::<Vec<_>>()
                             .join(": ");
-                        (Metrics::new(), Some(msg))
+                        (Metrics::new(), Series::new(), Some(msg))
                     }
                 };
                 eprintln!(
@@ -347,6 +389,7 @@ pub fn run(opts: Options) -> Result<()> {
                     arm,
                     loadavg,
                     metrics,
+                    series,
                     error,
                 });
             }
@@ -382,100 +425,9 @@ pub fn run(opts: Options) -> Result<()> {
     Ok(())
 }
 
-/// Builds leak (release) and the Go programs; finds bpftrace and `leak top`.
-fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
-    let leak_given = leak.is_some();
-    let leak = match leak {
-        Some(p) => std::fs::canonicalize(&p)
-            .with_context(|| format!("--leak {}: no such file", p.display()))?,
-        None => build(true)?,
-    };
-    let bin_dir = root().join("target/bench/bin");
-    let scratch = root().join("target/bench/scratch");
-    fs::create_dir_all(&bin_dir)?;
-    fs::create_dir_all(&scratch)?;
-    let go = go_bin(GO_VERSION);
-    let programs: std::collections::BTreeSet<&str> = Workload::ALL
-        .map(Workload::program)
-        .into_iter()
-        .chain(["benchload"])
-        .collect();
-    for program in programs {
-        run_cmd(
-            Command::new(&go)
-                .args(["build", "-o"])
-                .arg(bin_dir.join(program))
-                .arg(format!("./{program}"))
-                .current_dir(root().join("tests/go"))
-                .env("GOTOOLCHAIN", "local")
-                .env("GOFLAGS", "-mod=mod")
-                .env("GOCACHE", root().join("target/gocache")),
-        )
-        .with_context(|| format!("building {program}"))?;
-    }
-    let mut mallocgc = BTreeMap::new();
-    for program in Workload::ALL.map(Workload::program) {
-        let addr = tracer::mallocgc_address(&go, &bin_dir.join(program))?;
-        mallocgc.insert(program.to_string(), addr);
-    }
-    let go_version = first_line(Command::new(&go).arg("version"))?;
-    let (bpftrace, bpftrace_version) = ensure_bpftrace()?;
-    let leak_top = Command::new(&leak)
-        .args(["top", "--help"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    Ok(Kit {
-        leak,
-        leak_given,
-        bpftrace,
-        bpftrace_version,
-        mallocgc,
-        go_version,
-        leak_top,
-        bin_dir,
-        scratch,
-    })
-}
-
-fn first_line(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string())
-}
-
-/// bpftrace from Debian, installed if missing.
-fn ensure_bpftrace() -> Result<(PathBuf, String)> {
-    let version = || first_line(Command::new("bpftrace").arg("--version")).ok();
-    if let Some(v) = version().filter(|v| !v.is_empty()) {
-        return Ok(("bpftrace".into(), v));
-    }
-    eprintln!("bench: installing bpftrace (apt-get)");
-    let quiet = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if !(quiet(&["update", "-qq"]) && quiet(&["install", "-y", "-qq", "bpftrace"])) {
-        bail!("bpftrace is missing and `apt-get install -y bpftrace` failed: install it and rerun");
-    }
-    match version().filter(|v| !v.is_empty()) {
-        Some(v) => Ok(("bpftrace".into(), v)),
-        None => bail!("bpftrace was installed but `bpftrace --version` does not run"),
-    }
-}
-
-/// One run: start the workload, attach the arm's tracer, do the work, stop.
-fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Metrics> {
+/// One run: start the workload, attach the arm's tracer (or start reading
+/// its records), do the work, stop.
+fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<(Metrics, Series)> {
     let sizes = &sizes.for_arm(arm);
     let mut args = workload.args(sizes);
     if let Some(rate) = arm.own_sampling_rate() {
@@ -501,10 +453,11 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Met
     let tracer = argv
         .map(|argv| Tracer::start(arm, &argv, probe))
         .transpose()?;
+    let reader = records::Reader::start(kit, arm, target.pid)?;
 
-    let mut m = Metrics::new();
-    if workload == Workload::Service {
-        load_service(kit, sizes, &first, &mut m)?;
+    let (mut m, mut series) = (Metrics::new(), Series::new());
+    if workload.serves_http() {
+        load_service(kit, workload.units(sizes), &first, &mut m)?;
     } else {
         if first != "ready" {
             bail!("{} said {first:?}, not ready", bin.display());
@@ -516,15 +469,19 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Met
         })?;
         let result: serde_json::Value = serde_json::from_str(&line)?;
         m.insert("seconds", result["seconds"].as_f64().context("no seconds")?);
+        if let Some(n) = result["objects"].as_f64() {
+            m.insert("objects", n);
+        }
     }
     if let Some(t) = tracer {
         t.stop(&mut m)?;
     }
-    if workload == Workload::Scale {
+    reader.finish(kit, sizes, &first, &mut m, &mut series)?;
+    if arm == Arm::LeakScale {
         count_scale_outputs(kit, &mut m)?;
     }
-    // The workload's own CPU time, start-up included (the service is killed).
-    let exit = if workload == Workload::Service {
+    // The workload's own CPU time, start-up included (a service is killed).
+    let exit = if workload.serves_http() {
         target
             .signal_and_reap(libc::SIGKILL, Duration::from_secs(30))?
             .0
@@ -532,17 +489,18 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<Met
         target.close_and_reap(Duration::from_secs(30))?
     };
     m.insert("target_cpu_s", exit.cpu_seconds);
-    Ok(m)
+    Ok((m, series))
 }
 
-/// Runs benchload against the service that printed `listening`.
-fn load_service(kit: &Kit, sizes: &Sizes, listening: &str, m: &mut Metrics) -> Result<()> {
+/// Runs benchload (`requests` requests) against the service that printed
+/// `listening`.
+fn load_service(kit: &Kit, requests: usize, listening: &str, m: &mut Metrics) -> Result<()> {
     let addr = listening
         .strip_prefix("listening on ")
         .context("the service did not say where it listens")?;
     let out = Command::new(kit.program("benchload"))
         .args(["-url", &format!("http://{addr}/work")])
-        .args(["-n", &sizes.service_requests.to_string(), "-c", "8"])
+        .args(["-n", &requests.to_string(), "-c", "8"])
         .output()
         .context("cannot run benchload")?;
     if !out.status.success() {

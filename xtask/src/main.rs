@@ -48,7 +48,7 @@ enum Task {
     Demo,
     /// Measure what tracing costs: Go workloads untraced, under `leak trace`
     /// and under bpftrace, in alternating rounds; writes BENCHMARKS.md and
-    /// bench/results.json (root; about 4 minutes on two cores).
+    /// bench/results.json (root; about 5 minutes on two cores).
     Bench {
         /// Rounds, each running every arm once (default 5; 2 with --quick).
         #[arg(long)]

@@ -7,6 +7,10 @@
 // last one allocates. Folded stacks keep function names, so the distinct
 // function sequences are distinct lines in `leak trace --folded`.
 //
+// -memprofilerate 1 has Go's own sampler record every allocation, so the
+// program's own heap profile holds a bucket per stack: what `leak heap`
+// reads in the bench's records arm.
+//
 // It follows package bench's protocol: "ready", a line on stdin, allocate,
 // one JSON line, then wait for stdin to close before exiting.
 package main
@@ -143,7 +147,9 @@ func f9(d, n int) {
 func main() {
 	depth := flag.Int("depth", 5, "digits per stack: 10^depth distinct stacks")
 	passes := flag.Int("passes", 1, "objects allocated per stack")
+	sampling := bench.SamplingFlag()
 	flag.Parse()
+	sampling()
 	stacks := 1
 	for i := 0; i < *depth; i++ {
 		stacks *= 10

@@ -136,23 +136,7 @@ impl Running {
     /// are 10 ms, too coarse for a tracer that is mostly asleep), or
     /// utime + stime from /proc/PID/stat if schedstat is missing.
     pub fn cpu_seconds_so_far(&self) -> Result<f64> {
-        let mut ns = 0u64;
-        let mut threads = 0;
-        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
-            let path = task?.path().join("schedstat");
-            if let Some(n) = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            {
-                ns += n;
-                threads += 1;
-            }
-        }
-        if threads > 0 {
-            return Ok(ns as f64 / 1e9);
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        cpu_seconds_from_stat(&stat, clock_ticks()).context("unreadable /proc/PID/stat")
+        cpu_seconds_of(self.pid)
     }
 
     /// Sends `signal`, then reaps the process, waiting at most `timeout`
@@ -221,6 +205,28 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.kill_and_reap();
     }
+}
+
+/// CPU seconds used so far by all threads of process `pid` (see
+/// [`Running::cpu_seconds_so_far`]).
+pub fn cpu_seconds_of(pid: u32) -> Result<f64> {
+    let mut ns = 0u64;
+    let mut threads = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        if let Some(n) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            ns += n;
+            threads += 1;
+        }
+    }
+    if threads > 0 {
+        return Ok(ns as f64 / 1e9);
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    cpu_seconds_from_stat(&stat, clock_ticks()).context("unreadable /proc/PID/stat")
 }
 
 /// The last few lines of some output, on one line, for an error message.

@@ -7,6 +7,7 @@
 //! out BENCHMARKS.md; `tables` writes its tables.
 
 mod markdown;
+mod records;
 mod tables;
 
 use std::{path::PathBuf, process::Command, time::Duration};
@@ -14,6 +15,7 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use serde_json::{json, Value};
 
 use super::{
+    records as arms,
     stats::{self, Summary},
     tracer, Arm, Kit, Run, Sizes, Workload,
 };
@@ -118,11 +120,26 @@ impl Document<'_> {
         stats::summarize_rounds(&self.values(w, arm, key))
     }
 
+    /// Every value of one series of one arm, over all its runs.
+    fn series(&self, w: Workload, arm: Arm, key: &str) -> Option<Summary> {
+        let all: Vec<f64> = self
+            .runs
+            .iter()
+            .filter(|r| r.workload == w && r.arm == arm && r.error.is_none())
+            .filter_map(|r| r.series.get(key))
+            .flatten()
+            .copied()
+            .collect();
+        stats::summarize(&all)
+    }
+
     /// The untraced run `arm` is compared with: the one on the same work
-    /// (the bpftrace arm runs on the peer's share of it).
+    /// (the bpftrace arm runs on the peer's share of it), and for the read
+    /// loop the run with sampling on at the same rate and no reader.
     fn baseline(arm: Arm) -> Arm {
         match arm {
             Arm::Bpftrace | Arm::PeerBaseline => Arm::PeerBaseline,
+            Arm::HeapReadLoop | Arm::HeapReadOther => Arm::GoSampler,
             _ => Arm::Untraced,
         }
     }
@@ -191,6 +208,16 @@ impl Document<'_> {
         self.runs.iter().filter(|r| r.error.is_some()).collect()
     }
 
+    /// The commands of a records arm with placeholders, as shell lines.
+    fn records_commands(&self, arm: Arm) -> Vec<String> {
+        arms::commands(
+            arm,
+            self.sizes,
+            "target/release/leak",
+            "target/bench/scratch",
+        )
+    }
+
     /// The command of an arm with placeholders, as a shell line.
     fn command(&self, arm: Arm, bin: &str) -> Option<String> {
         let argv = tracer::command_line(
@@ -222,10 +249,10 @@ impl Document<'_> {
             .chain(w.args(&sizes))
             .collect::<Vec<_>>()
             .join(" ");
-        if w == Workload::Service {
+        if matches!(w, Workload::Service | Workload::Seed) {
             format!(
                 "{line}   # then: target/bench/bin/benchload -url http://$ADDR/work -n {} -c 8",
-                sizes.service_requests
+                w.units(&sizes)
             )
         } else {
             line
@@ -246,6 +273,7 @@ pub fn results_json(doc: &Document) -> String {
                 "arm": r.arm.name(),
                 "loadavg_1m": finite(r.loadavg),
                 "metrics": r.metrics,
+                "series": r.series,
                 "error": r.error,
             })
         })
@@ -266,6 +294,10 @@ pub fn results_json(doc: &Document) -> String {
         for arm in arms {
             if let Some(c) = doc.command(arm, &format!("target/bench/bin/{}", w.program())) {
                 commands.insert(format!("{} {}", w.name(), arm.name()), json!(c));
+            }
+            let lines = doc.records_commands(arm);
+            if !lines.is_empty() {
+                commands.insert(format!("{} {}", w.name(), arm.name()), json!(lines));
             }
         }
     }
@@ -291,6 +323,10 @@ pub fn results_json(doc: &Document) -> String {
             "scale_stacks": 10u64.pow(doc.sizes.scale_depth),
             "mmap_cycles": doc.sizes.mmap_cycles,
             "peer_share": doc.sizes.peer_share,
+            "heap_reads": doc.sizes.heap_reads,
+            "heap_read_interval_ms": arms::READ_INTERVAL.as_millis() as u64,
+            "seed_pairs": arms::SEED_PAIRS,
+            "seed_requests": doc.sizes.seed_requests,
         },
         "leak_top_available": doc.kit.leak_top,
         "commands": commands,
@@ -308,22 +344,23 @@ fn finite(x: f64) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::bench::Metrics;
 
-    fn run(round: usize, workload: Workload, arm: Arm, seconds: f64) -> Run {
+    pub(super) fn run(round: usize, workload: Workload, arm: Arm, seconds: f64) -> Run {
         Run {
             round,
             workload,
             arm,
             loadavg: 0.5,
             metrics: Metrics::from([("seconds", seconds)]),
+            series: Default::default(),
             error: None,
         }
     }
 
-    fn with_doc(runs: &[Run], check: impl FnOnce(&Document)) {
+    pub(super) fn with_doc(runs: &[Run], check: impl FnOnce(&Document)) {
         let machine = Machine {
             cores: 2,
             cpu_model: "cpu".into(),

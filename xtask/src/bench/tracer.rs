@@ -92,7 +92,14 @@ pub fn command_line(
         v
     };
     Some(match arm {
-        Arm::Untraced | Arm::PeerBaseline | Arm::GoSampler | Arm::GoSampler4096 => return None,
+        Arm::Untraced
+        | Arm::PeerBaseline
+        | Arm::GoSampler
+        | Arm::GoSampler4096
+        | Arm::HeapRead
+        | Arm::HeapReadLoop
+        | Arm::HeapReadOther
+        | Arm::HeapVsPprof => return None,
         Arm::Leak => trace(&[]),
         Arm::LeakRate4096 => trace(&["--rate", "4096"]),
         Arm::LeakScale => {

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{tables, Document};
+use super::{records, tables, Document};
 use crate::bench::{
     stats::{self, Summary},
     Arm, Workload,
@@ -50,7 +50,9 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
     let _ = writeln!(
         o,
         "What does tracing a Go program with `leak` cost, next to the program untraced and \
-         next to the bpftrace one-liner people use today? Written by `cargo xtask bench`{} on \
+         next to the bpftrace one-liner people use today, and what does reading its own heap \
+         profile records with `leak heap` cost instead (Records, at the end)? Written by \
+         `cargo xtask bench`{} on \
          {} ({} rounds, {:.1} minutes); every run is in `{}`. Rerun it as root with \
          `cargo xtask bench` (`--rounds N`, `--quick` for a smaller run written under \
          `target/bench/`).\n",
@@ -104,6 +106,7 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
     tables::per_sample(doc, &mut o);
     tables::scale(doc, &mut o);
     tables::leak_top(doc, &mut o);
+    records::section(doc, &mut o);
 
     let _ = writeln!(o, "## Commands\n");
     let _ = writeln!(
@@ -129,6 +132,12 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
             doc.workload_command(w, Arm::Untraced)
         );
         for arm in w.arms(true) {
+            if arm.reads_records() {
+                for line in doc.records_commands(arm) {
+                    let _ = writeln!(o, "{line}");
+                }
+                continue;
+            }
             if arm == Arm::PeerBaseline {
                 let _ = writeln!(
                     o,
