@@ -11,6 +11,27 @@ const RUNS: usize = 20;
 /// What each run keeps in `main.keep`: 32 × 64 KiB.
 const KEPT_PER_RUN: f64 = 32.0 * 64.0 * 1024.0;
 
+/// Bytes allocated by the stacks whose leaf is `function`, in a JSON report.
+fn allocated_by_leaf(report: &serde_json::Value, function: &str) -> f64 {
+    report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["frames"][0]["function"] == function)
+        .map(|s| s["allocated_bytes"].as_f64().unwrap())
+        .sum()
+}
+
+/// The processes a JSON report says were traced.
+fn pids_seen(report: &serde_json::Value) -> Vec<u64> {
+    report["target"]["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect()
+}
+
 fn every_run_seen(variant: Variant) {
     let bin = build_go("shortjob", "1.25.5", variant);
     let dir = scratch(&format!("shortlived-{variant:?}"));
@@ -27,12 +48,7 @@ fn every_run_seen(variant: Variant) {
     leak.stop(SIGINT);
     let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
     let ctx = format!("{variant:?}");
-    let seen: Vec<u64> = v["target"]["pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_u64().unwrap())
-        .collect();
+    let seen = pids_seen(&v);
     let found = pids
         .iter()
         .filter(|p| seen.contains(&u64::from(**p)))
@@ -46,13 +62,7 @@ fn every_run_seen(variant: Variant) {
         v["dropped"]["no_process"], 0,
         "{ctx}: samples left out: {v}"
     );
-    let allocated: f64 = v["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["frames"][0]["function"] == "main.keep")
-        .map(|s| s["allocated_bytes"].as_f64().unwrap())
-        .sum();
+    let allocated = allocated_by_leaf(&v, "main.keep");
     let want = RUNS as f64 * KEPT_PER_RUN;
     eprintln!("{ctx}: {found}/{RUNS} runs seen, main.keep allocated {allocated:.0} B of {want:.0}");
     assert!(
@@ -93,13 +103,7 @@ fn launched(version: &str) {
         leak.stderr_text()
     );
     let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
-    let kept: f64 = v["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["frames"][0]["function"] == "main.keep")
-        .map(|s| s["allocated_bytes"].as_f64().unwrap())
-        .sum();
+    let kept = allocated_by_leaf(&v, "main.keep");
     eprintln!("go{version}: main.keep {kept:.0} B of {KEPT_PER_RUN}");
     assert!(
         (kept - KEPT_PER_RUN).abs() <= 0.1 * KEPT_PER_RUN,
@@ -168,12 +172,7 @@ fn esbuild_every_run_seen() {
     thread::sleep(Duration::from_millis(500));
     leak.stop(SIGINT);
     let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
-    let seen: Vec<u64> = v["target"]["pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_u64().unwrap())
-        .collect();
+    let seen = pids_seen(&v);
     for pid in &pids {
         assert!(
             seen.contains(&u64::from(*pid)),

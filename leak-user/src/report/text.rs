@@ -109,14 +109,7 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
         human_bytes(profile.total.allocated_bytes),
         losses(profile),
     );
-    let shown: Vec<&StackProfile> = profile
-        .stacks
-        .iter()
-        .filter(|s| {
-            s.totals.outstanding_bytes >= 0.5 || (by_allocated && s.totals.allocated_bytes >= 0.5)
-        })
-        .take(top)
-        .collect();
+    let shown = shown_stacks(profile, top, by_allocated);
     if shown.is_empty() {
         out.push_str(match profile.source {
             Source::GoSampler { .. } | Source::GoRecords { .. } => {
@@ -164,14 +157,7 @@ fn render_records(profile: &Profile, top: usize, by_allocated: bool) -> String {
         thousands(profile.stacks.len() as u64),
         thousands(buckets as u64),
     );
-    let shown: Vec<&StackProfile> = profile
-        .stacks
-        .iter()
-        .filter(|s| {
-            s.totals.outstanding_bytes >= 0.5 || (by_allocated && s.totals.allocated_bytes >= 0.5)
-        })
-        .take(top)
-        .collect();
+    let shown = shown_stacks(profile, top, by_allocated);
     if shown.is_empty() {
         out.push_str("no heap in use in the profile\n");
         return out;
@@ -183,6 +169,19 @@ fn render_records(profile: &Profile, top: usize, by_allocated: bool) -> String {
     );
     stack_rows(&mut out, &shown);
     out
+}
+
+/// The first `top` stacks that hold memory (or, `by_allocated`, that
+/// allocated any).
+fn shown_stacks(profile: &Profile, top: usize, by_allocated: bool) -> Vec<&StackProfile> {
+    profile
+        .stacks
+        .iter()
+        .filter(|s| {
+            s.totals.outstanding_bytes >= 0.5 || (by_allocated && s.totals.allocated_bytes >= 0.5)
+        })
+        .take(top)
+        .collect()
 }
 
 /// One row per stack: its figures, the leaf, a few callers, notes.

@@ -429,10 +429,16 @@ mod tests {
         };
         // …and the process is gone: that is the one line.
         let gone = read_failure(42, false, e.into());
-        assert_eq!(format!("{gone:#}"), "pid 42 exited while its heap profile was read");
+        assert_eq!(
+            format!("{gone:#}"),
+            "pid 42 exited while its heap profile was read"
+        );
         let e = goheap::ReadError::NotRecords("x".into());
         let alive = read_failure(42, true, e.into());
-        assert!(format!("{alive:#}").starts_with("pid 42: cannot read its heap profile"), "{alive:#}");
+        assert!(
+            format!("{alive:#}").starts_with("pid 42: cannot read its heap profile"),
+            "{alive:#}"
+        );
     }
 
     #[test]
