@@ -150,11 +150,18 @@ pub fn write(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -
 
 /// Writes a file so that it either appears complete or not at all: the
 /// content goes to a hidden temporary file beside it, renamed into place
-/// only once fully written and flushed.
+/// only once fully written and flushed. A path that is not a regular file
+/// (`/dev/null`, `/dev/stdout`, a FIFO) is written straight into: renaming
+/// over it would replace a device with a file.
 pub fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
+    if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        let mut w = io::BufWriter::new(fs::OpenOptions::new().write(true).open(path)?);
+        fill(&mut w)?;
+        return w.flush();
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -182,6 +189,13 @@ pub fn write_atomically(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_are_written_into_not_replaced() {
+        write_atomically(Path::new("/dev/null"), |w| w.write_all(b"gone")).unwrap();
+        let meta = fs::metadata("/dev/null").unwrap();
+        assert!(!meta.is_file(), "/dev/null is still a device");
+    }
 
     #[test]
     fn atomic_write_leaves_nothing_on_failure() {
