@@ -155,7 +155,7 @@ fn read_facts(path: &Path, structs: &[&str], constants: &[&str]) -> Facts {
 fn rows_match_the_dwarf_of_their_release() {
     for v in VERSIONS {
         let Some(path) = testutil::seed(v, Variant::Plain) else {
-            return;
+            continue;
         };
         let bin = GoBinary::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let row = probes_for(&bin.go_version().0).unwrap();
