@@ -39,7 +39,8 @@ pub fn leak_bin() -> PathBuf {
     p
 }
 
-/// The `go` command of toolchain `version` (e.g. "1.25.5").
+/// The `go` command of toolchain `version` (e.g. "1.25.5"; "1.19.8" is
+/// Debian's golang-1.19-go, which `cargo xtask setup` links there).
 pub fn go(version: &str) -> PathBuf {
     let dir = std::env::var_os("LEAK_GO_ROOT")
         .map(PathBuf::from)
@@ -60,6 +61,12 @@ pub enum Variant {
     Plain,
     /// `-ldflags='-s -w' -buildmode=pie`: no symbols, no DWARF, relocated.
     StrippedPie,
+    /// `-ldflags='-s -w'`, `.go.buildinfo` cut out and the text of
+    /// `runtime.buildVersion` blanked ("go1.19.8" → "go0.00.0"): nothing in
+    /// the file names the release, so leak infers it from the runtime's
+    /// functions. The program runs as before (only `runtime.Version()`
+    /// reads that text).
+    NoVersion,
 }
 
 /// Where test program `prog` comes from: its directory of tests/go and its
@@ -89,8 +96,19 @@ pub fn build_go(prog: &str, version: &str, variant: Variant) -> PathBuf {
         .env("GOTOOLCHAIN", "local")
         .env("GOFLAGS", "-mod=mod")
         .env("GOCACHE", root().join("target/gocache"));
-    if variant == Variant::StrippedPie {
-        cmd.args(["-ldflags=-s -w", "-buildmode=pie"]);
+    match variant {
+        Variant::Plain => {}
+        Variant::StrippedPie => {
+            cmd.args(["-ldflags=-s -w", "-buildmode=pie"]);
+        }
+        Variant::NoVersion => {
+            cmd.args(["-ldflags=-s -w"]);
+        }
+    }
+    if variant == Variant::NoVersion {
+        // go build leaves an output it thinks up to date (its build id is
+        // still there) alone: rebuild, so the blanking below finds its text.
+        let _ = fs::remove_file(&out);
     }
     let (source, tags) = go_source(prog);
     if let Some(tags) = tags {
@@ -99,6 +117,9 @@ pub fn build_go(prog: &str, version: &str, variant: Variant) -> PathBuf {
     cmd.arg(format!("./{source}"));
     let status = cmd.status().expect("run go build");
     assert!(status.success(), "go build {prog} with {version} failed");
+    if variant == Variant::NoVersion {
+        blank_version(&out, version);
+    }
     out
 }
 
@@ -131,6 +152,39 @@ pub fn esbuild() -> PathBuf {
         .expect("run tar");
     assert!(status.success() && bin.exists(), "unpack {tarball}");
     bin
+}
+
+/// Cuts `.go.buildinfo` out of `bin` and overwrites each `go{version}` in
+/// it with as many bytes of `go0.00.0`-like text.
+fn blank_version(bin: &Path, version: &str) {
+    let status = Command::new("objcopy")
+        .args(["--remove-section", ".go.buildinfo"])
+        .arg(bin)
+        .status()
+        .expect("run objcopy (binutils)");
+    assert!(status.success(), "objcopy failed on {}", bin.display());
+    let mut data = fs::read(bin).unwrap();
+    let text = format!("go{version}").into_bytes();
+    let blank: Vec<u8> = text
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if i >= 2 && b.is_ascii_digit() {
+                b'0'
+            } else {
+                b
+            }
+        })
+        .collect();
+    let mut found = 0;
+    let mut i = 0;
+    while let Some(at) = data[i..].windows(text.len()).position(|w| w == text) {
+        data[i + at..i + at + text.len()].copy_from_slice(&blank);
+        i += at + text.len();
+        found += 1;
+    }
+    assert!(found > 0, "{}: no {version} text", bin.display());
+    fs::write(bin, data).unwrap();
 }
 
 /// A running test program; killed when dropped.
@@ -475,7 +529,8 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
 }
 
 /// Inuse_space bytes per function in a Go heap profile, as
-/// `go tool pprof -top` computes them: (function, flat, cum). Cum counts
+/// `go tool pprof -top` computes them: (function, flat, cum), the function
+/// named without the " (inline)" that Go 1.19's pprof adds. Cum counts
 /// what the function's callees allocated on its behalf too (Go 1.27's own
 /// profile puts `bytes.Repeat`'s bytes flat in `internal/bytealg.MakeNoZero`).
 pub fn pprof_inuse(go_version: &str, profile: &Path) -> Vec<(String, u64, u64)> {
@@ -512,7 +567,10 @@ pub fn pprof_inuse(go_version: &str, profile: &Path) -> Vec<(String, u64, u64)> 
             }
             let flat = bytes(f[0])?;
             let cum = bytes(f[3])?;
-            Some((f[5..].join(" "), flat, cum))
+            // Go 1.19's pprof marks inlined functions: "bytes.Repeat (inline)".
+            let name = f[5..].join(" ");
+            let name = name.strip_suffix(" (inline)").unwrap_or(&name);
+            Some((name.to_string(), flat, cum))
         })
         .collect()
 }
