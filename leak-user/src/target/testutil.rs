@@ -41,6 +41,8 @@ pub enum Variant {
     /// C linker folds `.gopclntab` into `.data.rel.ro`, and `.text` starts
     /// before `runtime.text`.
     ExternalPie,
+    /// `GOARCH=arm64 go build`: a program leak cannot trace.
+    Arm64,
 }
 
 impl Variant {
@@ -52,12 +54,13 @@ impl Variant {
             Variant::StrippedPie => "stripped-pie",
             Variant::NoBuildInfo => "nobuildinfo",
             Variant::ExternalPie => "external-pie",
+            Variant::Arm64 => "arm64",
         }
     }
 
     fn go_flags(self) -> &'static [&'static str] {
         match self {
-            Variant::Plain => &[],
+            Variant::Plain | Variant::Arm64 => &[],
             Variant::Stripped | Variant::NoBuildInfo => &["-ldflags=-s -w"],
             Variant::Pie => &["-buildmode=pie"],
             Variant::StrippedPie => &["-buildmode=pie", "-ldflags=-s -w"],
@@ -255,6 +258,14 @@ fn build(
         .env("GOTOOLCHAIN", "local")
         .env("GOCACHE", test_go.join(format!("gocache-{version}")))
         .env("GOFLAGS", "")
+        .env(
+            "GOARCH",
+            if variant == Variant::Arm64 {
+                "arm64"
+            } else {
+                "amd64"
+            },
+        )
         .env(
             "CGO_ENABLED",
             if variant == Variant::ExternalPie {
