@@ -18,6 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod gobuild;
+
+pub use gobuild::{build_go, esbuild, go, Variant};
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,100 +41,6 @@ pub fn leak_bin() -> PathBuf {
         p.display()
     );
     p
-}
-
-/// The `go` command of toolchain `version` (e.g. "1.25.5").
-pub fn go(version: &str) -> PathBuf {
-    let dir = std::env::var_os("LEAK_GO_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/tools"));
-    let go = dir.join(format!("go-{version}/bin/go"));
-    assert!(
-        go.exists(),
-        "{} missing: run `cargo xtask setup`",
-        go.display()
-    );
-    go
-}
-
-/// How a test program is built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
-    /// `go build`.
-    Plain,
-    /// `-ldflags='-s -w' -buildmode=pie`: no symbols, no DWARF, relocated.
-    StrippedPie,
-}
-
-/// Where test program `prog` comes from: its directory of tests/go and its
-/// build tags. `seednoprof` is `seed` without its `net/http/pprof` import
-/// (`shortjobnoprof` likewise),
-/// so Go starts it with heap sampling off.
-fn go_source(prog: &str) -> (&str, Option<&str>) {
-    match prog {
-        "seednoprof" => ("seed", Some("noprof")),
-        "shortjobnoprof" => ("shortjob", Some("noprof")),
-        _ => (prog, None),
-    }
-}
-
-/// Builds test program `prog` (a directory of tests/go, or a build of one
-/// with tags: see [`go_source`]) with Go `version`, once per test run, and
-/// returns the binary's path.
-pub fn build_go(prog: &str, version: &str, variant: Variant) -> PathBuf {
-    let out_dir = root().join("target/it-go");
-    fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join(format!("{prog}-{version}-{variant:?}").to_lowercase());
-    let mut cmd = Command::new(go(version));
-    cmd.arg("build")
-        .arg("-o")
-        .arg(&out)
-        .current_dir(root().join("tests/go"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOCACHE", root().join("target/gocache"));
-    if variant == Variant::StrippedPie {
-        cmd.args(["-ldflags=-s -w", "-buildmode=pie"]);
-    }
-    let (source, tags) = go_source(prog);
-    if let Some(tags) = tags {
-        cmd.args(["-tags", tags]);
-    }
-    cmd.arg(format!("./{source}"));
-    let status = cmd.status().expect("run go build");
-    assert!(status.success(), "go build {prog} with {version} failed");
-    out
-}
-
-/// esbuild from npm (`@esbuild/linux-x64`, a pinned release): a stripped
-/// Go binary with no build info that somebody else builds and ships.
-/// Downloaded once, with `npm pack`, into target/it-npm.
-pub fn esbuild() -> PathBuf {
-    const PACKAGE: &str = "@esbuild/linux-x64@0.28.2";
-    let dir = root().join("target/it-npm");
-    let bin = dir.join("package/bin/esbuild");
-    if bin.exists() {
-        return bin;
-    }
-    fs::create_dir_all(&dir).unwrap();
-    let out = Command::new("npm")
-        .args(["pack", "--silent", PACKAGE])
-        .current_dir(&dir)
-        .output()
-        .expect("run npm (Node.js is on every machine of this kind)");
-    assert!(
-        out.status.success(),
-        "npm pack {PACKAGE}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tarball = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let status = Command::new("tar")
-        .args(["xzf", &tarball])
-        .current_dir(&dir)
-        .status()
-        .expect("run tar");
-    assert!(status.success() && bin.exists(), "unpack {tarball}");
-    bin
 }
 
 /// A running test program; killed when dropped.
@@ -475,7 +385,8 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
 }
 
 /// Inuse_space bytes per function in a Go heap profile, as
-/// `go tool pprof -top` computes them: (function, flat, cum). Cum counts
+/// `go tool pprof -top` computes them: (function, flat, cum), the function
+/// named without the " (inline)" that Go 1.19's pprof adds. Cum counts
 /// what the function's callees allocated on its behalf too (Go 1.27's own
 /// profile puts `bytes.Repeat`'s bytes flat in `internal/bytealg.MakeNoZero`).
 pub fn pprof_inuse(go_version: &str, profile: &Path) -> Vec<(String, u64, u64)> {
@@ -512,7 +423,10 @@ pub fn pprof_inuse(go_version: &str, profile: &Path) -> Vec<(String, u64, u64)> 
             }
             let flat = bytes(f[0])?;
             let cum = bytes(f[3])?;
-            Some((f[5..].join(" "), flat, cum))
+            // Go 1.19's pprof marks inlined functions: "bytes.Repeat (inline)".
+            let name = f[5..].join(" ");
+            let name = name.strip_suffix(" (inline)").unwrap_or(&name);
+            Some((name.to_string(), flat, cum))
         })
         .collect()
 }

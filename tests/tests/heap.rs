@@ -114,6 +114,16 @@ fn matches_own_profile(version: &str, variant: Variant) {
 }
 
 #[test]
+fn heap_matches_own_profile_go1_19() {
+    matches_own_profile("1.19.8", Variant::Plain);
+}
+
+#[test]
+fn heap_matches_own_profile_go1_19_stripped_pie() {
+    matches_own_profile("1.19.8", Variant::StrippedPie);
+}
+
+#[test]
 fn heap_matches_own_profile_go1_21() {
     matches_own_profile("1.21.13", Variant::Plain);
 }

@@ -102,6 +102,16 @@ fn leak_before_attach(version: &str, variant: Variant) {
 }
 
 #[test]
+fn history_go1_19() {
+    leak_before_attach("1.19.8", Variant::Plain);
+}
+
+#[test]
+fn history_go1_19_stripped_pie() {
+    leak_before_attach("1.19.8", Variant::StrippedPie);
+}
+
+#[test]
 fn history_go1_21() {
     leak_before_attach("1.21.13", Variant::Plain);
 }

@@ -142,6 +142,17 @@ fn sigkill_go1_21() {
     rate_is_put_back("1.21.13", "sigkill", End::Signal(SIGKILL));
 }
 
+/// Go 1.19 keeps the rate in .noptrbss, set by the runtime's init.
+#[test]
+fn sigint_go1_19() {
+    rate_is_put_back("1.19.8", "sigint", End::Signal(SIGINT));
+}
+
+#[test]
+fn sigkill_go1_19() {
+    rate_is_put_back("1.19.8", "sigkill", End::Signal(SIGKILL));
+}
+
 /// `--keep-rate`: the written rate stays after leak exits, and no guard
 /// touches it.
 #[test]

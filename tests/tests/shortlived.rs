@@ -32,9 +32,9 @@ fn pids_seen(report: &serde_json::Value) -> Vec<u64> {
         .collect()
 }
 
-fn every_run_seen(variant: Variant) {
-    let bin = build_go("shortjob", "1.25.5", variant);
-    let dir = scratch(&format!("shortlived-{variant:?}"));
+fn every_run_seen(version: &str, variant: Variant) {
+    let bin = build_go("shortjob", version, variant);
+    let dir = scratch(&format!("shortlived-{version}-{variant:?}"));
     let report = dir.join("leak.json");
     let mut leak = LeakArgs::trace(&bin).out("--json", &report).attach(&dir);
     let mut pids = Vec::new();
@@ -47,7 +47,7 @@ fn every_run_seen(variant: Variant) {
     thread::sleep(Duration::from_millis(500));
     leak.stop(SIGINT);
     let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
-    let ctx = format!("{variant:?}");
+    let ctx = format!("go{version} {variant:?}");
     let seen = pids_seen(&v);
     let found = pids
         .iter()
@@ -73,12 +73,19 @@ fn every_run_seen(variant: Variant) {
 
 #[test]
 fn short_job_every_run_seen() {
-    every_run_seen(Variant::Plain);
+    every_run_seen("1.25.5", Variant::Plain);
 }
 
 #[test]
 fn short_job_every_run_seen_stripped_pie() {
-    every_run_seen(Variant::StrippedPie);
+    every_run_seen("1.25.5", Variant::StrippedPie);
+}
+
+/// Go 1.19's start probe is `runtime.gcenable` (its rate is set by the
+/// runtime's init, inside `runtime.main`).
+#[test]
+fn short_job_every_run_seen_go1_19_stripped_pie() {
+    every_run_seen("1.19.8", Variant::StrippedPie);
 }
 
 /// `leak trace -- CMD`: leak starts a job that links no heap profiler, so
@@ -121,6 +128,14 @@ fn launched_job_traced_from_its_start() {
 #[test]
 fn launched_job_traced_from_its_start_go1_21() {
     launched("1.21.13");
+}
+
+/// Stopped at `runtime.gcenable`, after the runtime's init has set the
+/// rate to 0 (no profiler linked): a rate set at `runtime.main` would be
+/// overwritten.
+#[test]
+fn launched_job_traced_from_its_start_go1_19() {
+    launched("1.19.8");
 }
 
 /// A command that is not there or cannot be run: one line, a shell's status.

@@ -13,7 +13,8 @@ const SEED_LEAK_PER_REQUEST: f64 = 10240.0;
 /// The seed acceptance check for one build of the service: our top folded
 /// stack is bytes.Repeat under (*RequestTracker).Track, and its bytes are
 /// within 10% of what the service's own heap profile says bytes.Repeat holds.
-fn seed_matches_pprof(version: &str, variant: Variant) {
+/// Returns leak's text report.
+fn seed_matches_pprof(version: &str, variant: Variant) -> String {
     let bin = build_go("seed", version, variant);
     let dir = scratch(&format!("seed-{version}-{variant:?}"));
     let service = Program::start(&bin, &[]);
@@ -62,6 +63,27 @@ fn seed_matches_pprof(version: &str, variant: Variant) {
     assert_flamegraph(&svg, &["bytes.Repeat"]);
     let report = leak.stdout_text();
     assert!(report.contains("final report"), "{report}");
+    report
+}
+
+/// Debian 12's Go (its daemons are go1.19.8, stripped).
+#[test]
+fn seed_go1_19() {
+    seed_matches_pprof("1.19.8", Variant::Plain);
+}
+
+#[test]
+fn seed_go1_19_stripped_pie() {
+    seed_matches_pprof("1.19.8", Variant::StrippedPie);
+}
+
+/// Nothing in the file names the release: leak infers go1.19 from the
+/// runtime's functions (its GC CPU limiter, and no 1.21 unwinder) and the
+/// `.gopclntab` format, and traces with the 1.19 row.
+#[test]
+fn seed_go1_19_version_inferred() {
+    let report = seed_matches_pprof("1.19.8", Variant::NoVersion);
+    assert!(report.contains("(go1.19.0)"), "{report}");
 }
 
 #[test]
@@ -154,6 +176,11 @@ fn sampling_off(version: &str) {
         "estimate {} B vs leaked {truth} B",
         top.bytes
     );
+}
+
+#[test]
+fn sampling_off_go1_19() {
+    sampling_off("1.19.8");
 }
 
 #[test]

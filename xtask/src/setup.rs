@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{go_bin, go_root, run_cmd, GO_VERSIONS};
+use crate::{go_bin, go_root, run_cmd, DEBIAN_GO, GO_VERSIONS};
 
 /// Runs every setup step.
 pub fn run() -> Result<()> {
@@ -17,6 +17,11 @@ pub fn run() -> Result<()> {
     step("bpf-linker", bpf_linker)?;
     for v in GO_VERSIONS {
         step(&format!("Go {v}"), || go_toolchain(v))?;
+    }
+    for &(v, package, goroot) in DEBIAN_GO {
+        step(&format!("Go {v} ({package})"), || {
+            debian_go(v, package, Path::new(goroot))
+        })?;
     }
     Ok(())
 }
@@ -140,4 +145,38 @@ fn go_toolchain(version: &str) -> Result<()> {
         bail!("{} reports {out}", go.display());
     }
     Ok(())
+}
+
+/// A Go toolchain from a Debian package: installed with apt-get if its
+/// `go` is missing or another release, then linked as `target/tools/go-<v>`.
+fn debian_go(version: &str, package: &str, goroot: &Path) -> Result<()> {
+    let go = goroot.join("bin/go");
+    let reports = |go: &Path| {
+        output(Command::new(go).arg("version"))
+            .is_ok_and(|out| out.contains(&format!("go{version} ")))
+    };
+    if !reports(&go) {
+        eprintln!("setup: installing {package} (Go {version}) with apt-get");
+        // The package lists may be missing or stale on a fresh machine.
+        run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+        run_cmd(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", package])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        if !reports(&go) {
+            bail!(
+                "{} is not Go {version} after installing {package}",
+                go.display()
+            );
+        }
+    }
+    let link = go_root().join(format!("go-{version}"));
+    if fs::read_link(&link).is_ok_and(|to| to == goroot) && reports(&go_bin(version)) {
+        return Ok(());
+    }
+    fs::create_dir_all(go_root())?;
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(goroot, &link)
+        .with_context(|| format!("cannot link {} to {}", link.display(), goroot.display()))
 }

@@ -27,7 +27,7 @@ pub enum TargetError {
     #[error("{0} is not a Go program: it has no .gopclntab")]
     NotGo(PathBuf),
     /// Built for a CPU leak cannot trace yet.
-    #[error("{path} is built for {arch}; leak supports only x86_64 programs for now")]
+    #[error("{path} is built for {arch}: leak reads only x86_64 programs (its probes take Go's arguments from amd64 registers and it finds runtime variables by decoding x86-64 code)")]
     UnsupportedArch {
         /// The file.
         path: PathBuf,
@@ -43,11 +43,13 @@ pub enum TargetError {
         reason: String,
     },
     /// The Go version has no row in the runtime table.
-    #[error("the program was built with {version}, which leak does not support; rebuild it with {supported}")]
+    #[error("the program was built with {version}: {missing}; leak supports {supported}")]
     UnsupportedGoVersion {
         /// The detected version, e.g. `go1.20.3`.
         version: String,
-        /// The supported range, e.g. `go1.21 or later`.
+        /// What leak lacks for it, e.g. no row in the runtime table.
+        missing: String,
+        /// The supported range, e.g. `go1.19, and go1.21 or later`.
         supported: &'static str,
     },
     /// A runtime function the probes need is not in the binary.
@@ -61,7 +63,7 @@ pub enum TargetError {
         suggestions: String,
     },
     /// `runtime.MemProfileRate` could not be located.
-    #[error("{path}: cannot locate runtime.MemProfileRate ({reason}); rebuild without -ldflags=-s so leak can read and set the sampling rate")]
+    #[error("{path}: cannot locate runtime.MemProfileRate ({reason}), so leak can neither read nor set the sampling rate")]
     MemProfileRateNotFound {
         /// The file.
         path: PathBuf,

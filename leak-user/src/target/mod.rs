@@ -28,6 +28,8 @@ pub mod runtime;
 pub mod version;
 
 #[cfg(test)]
+mod refusals;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod testutil;

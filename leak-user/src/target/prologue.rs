@@ -90,22 +90,31 @@ mod tests {
         for v in VERSIONS {
             for variant in [Variant::Plain, Variant::StrippedPie] {
                 let Some(path) = testutil::seed(v, variant) else {
-                    return;
+                    continue;
                 };
                 let bin = GoBinary::open(&path).unwrap();
                 let row = probes_for(&bin.go_version().0).unwrap();
-                for name in [row.alloc_fn, row.free_fn, row.gc_fn] {
+                for name in [row.alloc_fn, row.free_fn, row.gc_fn, row.start_fn] {
                     let f = bin.pclntab().func_by_name(name).unwrap();
                     let at = probe_address(&bin, f.entry);
                     assert!(
                         at > f.entry && at < f.entry + 24,
                         "go{v} {variant:?} {name}"
                     );
-                    // The frame is set up right after: PUSHQ BP.
-                    assert_eq!(
-                        bin.read_vaddr(at, 1),
-                        Some(&[0x55u8][..]),
-                        "go{v} {variant:?} {name}"
+                    // The frame is set up right after, so SP still points at
+                    // the return address: PUSHQ BP (1.21 on), or SUBQ $n, SP
+                    // then MOVQ BP, n-8(SP) (1.19).
+                    let code = bin.read_vaddr(at, 16).unwrap();
+                    let next = Decoder::with_ip(64, code, at, DecoderOptions::NONE).decode();
+                    let sets_up_frame = match next.mnemonic() {
+                        Mnemonic::Push => next.op0_register() == Register::RBP,
+                        Mnemonic::Sub => next.op0_register() == Register::RSP,
+                        _ => false,
+                    };
+                    assert!(
+                        sets_up_frame,
+                        "go{v} {variant:?} {name}: {:?}",
+                        next.mnemonic()
                     );
                 }
             }
@@ -134,7 +143,7 @@ mod tests {
         ];
         for v in VERSIONS {
             let Some(path) = testutil::seed(v, Variant::Plain) else {
-                return;
+                continue;
             };
             let bin = GoBinary::open(&path).unwrap();
             let row = probes_for(&bin.go_version().0).unwrap();

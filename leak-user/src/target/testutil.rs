@@ -1,8 +1,9 @@
 //! Builds real Go programs for the tests, once per toolchain and variant.
 //!
 //! Toolchains are `$LEAK_GO_ROOT/go-<ver>/bin/go` (default
-//! `<repo>/target/tools`, where `cargo xtask setup` installs them; `<repo>`
-//! is `$LEAK_REPO_ROOT` or the parent of this crate). Binaries are cached in
+//! `<repo>/target/tools`, where `cargo xtask setup` installs them, linking
+//! Debian's `/usr/lib/go-1.19` there as `go-1.19.8`; `<repo>` is
+//! `$LEAK_REPO_ROOT` or the parent of this crate). Binaries are cached in
 //! `<repo>/target/test-go/<ver>-<variant>/`, keyed by a hash of the Go
 //! sources. A missing toolchain or tool skips the test with a printed
 //! reason; a failed build panics.
@@ -15,8 +16,10 @@ use std::{
     sync::Mutex,
 };
 
-/// The Go releases the tests cover, one per runtime-table era.
-pub const VERSIONS: [&str; 3] = ["1.21.13", "1.25.5", "1.27.3"];
+/// The Go releases the tests cover, one per runtime-table era, oldest
+/// first. 1.19.8 is Debian 12's (golang-1.19-go), what its Go daemons are
+/// built with.
+pub const VERSIONS: [&str; 4] = ["1.19.8", "1.21.13", "1.25.5", "1.27.3"];
 
 /// How a test program is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub enum Variant {
     /// C linker folds `.gopclntab` into `.data.rel.ro`, and `.text` starts
     /// before `runtime.text`.
     ExternalPie,
+    /// `GOARCH=arm64 go build`: a program leak cannot trace.
+    Arm64,
 }
 
 impl Variant {
@@ -49,12 +54,13 @@ impl Variant {
             Variant::StrippedPie => "stripped-pie",
             Variant::NoBuildInfo => "nobuildinfo",
             Variant::ExternalPie => "external-pie",
+            Variant::Arm64 => "arm64",
         }
     }
 
     fn go_flags(self) -> &'static [&'static str] {
         match self {
-            Variant::Plain => &[],
+            Variant::Plain | Variant::Arm64 => &[],
             Variant::Stripped | Variant::NoBuildInfo => &["-ldflags=-s -w"],
             Variant::Pie => &["-buildmode=pie"],
             Variant::StrippedPie => &["-buildmode=pie", "-ldflags=-s -w"],
@@ -252,6 +258,14 @@ fn build(
         .env("GOTOOLCHAIN", "local")
         .env("GOCACHE", test_go.join(format!("gocache-{version}")))
         .env("GOFLAGS", "")
+        .env(
+            "GOARCH",
+            if variant == Variant::Arm64 {
+                "arm64"
+            } else {
+                "amd64"
+            },
+        )
         .env(
             "CGO_ENABLED",
             if variant == Variant::ExternalPie {

@@ -1,11 +1,8 @@
 //! Finding the table in the file: the pcHeader, and `runtime.firstmoduledata`
 //! with the fields of it the reader needs (`text`, `gofunc`).
 
-use super::{le_u32, le_u64, HEADER_SIZE, MAGIC_GO118, MAGIC_GO120};
-use crate::target::{
-    image::{read_u64_at, ElfLayout, Section},
-    runtime,
-};
+use super::{le_u32, le_u64, PclntabFormat, HEADER_SIZE, MAGIC_GO118, MAGIC_GO120};
+use crate::target::image::{read_u64_at, ElfLayout, Section};
 
 /// The words of a pcHeader after magic/pad/minLC/ptrSize.
 pub(super) struct Header {
@@ -141,10 +138,11 @@ pub(super) fn find_header(data: &[u8], layout: &ElfLayout) -> Option<(u64, usize
 
 /// Finds `runtime.firstmoduledata`: the data word that points at the
 /// pcHeader, and `funcnametab.ptr` (pcHeader + funcnameOffset), where a
-/// layout of the runtime table puts them.
+/// layout of the runtime table for the table's `format` puts them.
 pub(super) fn find_moduledata(
     data: &[u8],
     layout: &ElfLayout,
+    format: PclntabFormat,
     header_vaddr: u64,
     funcname: u64,
 ) -> Option<u64> {
@@ -156,7 +154,8 @@ pub(super) fn find_moduledata(
         .map(|s| (s.name != ".go.module", s));
     let mut sections: Vec<_> = candidates.collect();
     sections.sort_by_key(|&(rank, _)| rank);
-    let mut fields: Vec<(usize, usize)> = runtime::moduledata_layouts()
+    let mut fields: Vec<(usize, usize)> = format
+        .moduledata_layouts()
         .filter_map(|l| {
             Some((
                 usize::try_from(l.pcheader).ok()?,
@@ -189,11 +188,19 @@ pub(super) fn find_moduledata(
     None
 }
 
-/// Reads `moduledata.gofunc`, trying the runtime table's layouts oldest
-/// first and telling them apart: where a layout has `rodata, gofunc`, both
-/// are addresses in the image and `rodata ≤ gofunc` (before 1.27 the words
-/// at 312/320; in 1.27 the word at 320 is `itaboffset`, a small offset).
-pub(super) fn moduledata_gofunc(data: &[u8], layout: &ElfLayout, md: u64) -> Option<u64> {
+/// Reads `moduledata.gofunc`, trying the layouts of the runtime table's rows
+/// for the table's `format` oldest first and telling them apart: where a
+/// layout has `rodata, gofunc`, both are addresses in the image and
+/// `rodata ≤ gofunc` (1.21–1.26 the words at 312/320; in 1.27 the word at
+/// 320 is `itaboffset`, a small offset). 1.19 (296/304) has a format of
+/// its own: on a later table its words would be `types, etypes`, which
+/// pass the same test.
+pub(super) fn moduledata_gofunc(
+    data: &[u8],
+    layout: &ElfLayout,
+    format: PclntabFormat,
+    md: u64,
+) -> Option<u64> {
     let word = |at: u64| read_u64_at(&layout.segments, data, md + at);
     let mapped = |vaddr: u64| {
         layout
@@ -201,7 +208,7 @@ pub(super) fn moduledata_gofunc(data: &[u8], layout: &ElfLayout, md: u64) -> Opt
             .iter()
             .any(|s| s.contains(vaddr) && !s.executable)
     };
-    runtime::moduledata_layouts().find_map(|l| {
+    format.moduledata_layouts().find_map(|l| {
         let (rodata, gofunc) = (word(l.rodata)?, word(l.gofunc)?);
         (rodata != 0 && rodata <= gofunc && mapped(gofunc)).then_some(gofunc)
     })

@@ -33,6 +33,7 @@ use super::{
     error::TargetError,
     image::{read_u64_at, read_vaddr, ElfLayout, LoadSegment},
     runtime,
+    version::GoVersion,
 };
 use header::{find_header, find_moduledata, moduledata_gofunc, Header};
 
@@ -40,8 +41,20 @@ use header::{find_header, find_moduledata, moduledata_gofunc, Header};
 const MAGIC_GO118: u32 = 0xffff_fff0;
 /// `abi.Go120PCLnTabMagic`: Go 1.20 and later.
 const MAGIC_GO120: u32 = 0xffff_fff1;
-/// Magics of Go 1.2–1.17, recognised only to say the binary is too old.
-const MAGIC_OLD: [u32; 2] = [0xffff_fffb, 0xffff_fffa];
+/// Magics of older tables, recognised only to say what leak lacks for
+/// them: the release range, and what is missing.
+const MAGIC_OLD: [(u32, &str, &str); 2] = [
+    (
+        0xffff_fffa,
+        "go1.16 or go1.17",
+        "leak reads only the .gopclntab format of go1.18 and later (magic 0xfffffff0/0xfffffff1, this one is 0xfffffffa)",
+    ),
+    (
+        0xffff_fffb,
+        "a Go release from go1.2 to go1.15",
+        "it passes arguments on the stack (the register ABI leak's probes read came in go1.17) and its .gopclntab format (magic 0xfffffffb) is not read by leak",
+    ),
+];
 
 /// `abi.PCDATA_InlTreeIndex`.
 const PCDATA_INL_TREE_INDEX: u32 = 2;
@@ -62,6 +75,21 @@ pub enum PclntabFormat {
 }
 
 impl PclntabFormat {
+    /// The releases that write this format: `[from, before)`.
+    pub fn versions(self) -> (GoVersion, Option<GoVersion>) {
+        match self {
+            Self::Go118 => (GoVersion::new(1, 18, 0), Some(GoVersion::new(1, 20, 0))),
+            Self::Go120 => (GoVersion::new(1, 20, 0), None),
+        }
+    }
+
+    /// The `moduledata` layouts of the runtime-table rows this format's
+    /// releases can have, oldest first.
+    fn moduledata_layouts(self) -> impl Iterator<Item = &'static runtime::ModuledataLayout> {
+        let (from, before) = self.versions();
+        runtime::moduledata_layouts(from, before)
+    }
+
     /// Size of the fixed part of `_func`, before its `pcdata` array.
     fn func_header_size(self) -> usize {
         match self {
@@ -214,15 +242,16 @@ impl Pclntab {
         };
         let tab = &data[base..base + len];
         let magic = le_u32(tab, 0).ok_or_else(|| malformed("truncated header".into()))?;
+        if let Some(&(_, version, missing)) = MAGIC_OLD.iter().find(|o| o.0 == magic) {
+            return Err(TargetError::UnsupportedGoVersion {
+                version: version.into(),
+                missing: missing.into(),
+                supported: runtime::SUPPORTED,
+            });
+        }
         let format = match magic {
             MAGIC_GO118 => PclntabFormat::Go118,
             MAGIC_GO120 => PclntabFormat::Go120,
-            m if MAGIC_OLD.contains(&m) => {
-                return Err(TargetError::UnsupportedGoVersion {
-                    version: "a Go release older than go1.18".into(),
-                    supported: super::runtime::SUPPORTED,
-                })
-            }
             m => return Err(malformed(format!("unknown magic {m:#x}"))),
         };
         let header = Header::read(tab).ok_or_else(|| malformed("bad header".into()))?;
@@ -245,13 +274,14 @@ impl Pclntab {
             return Err(malformed(format!("{nfunc} functions do not fit")));
         }
 
-        let moduledata = find_moduledata(data, layout, header_vaddr, header.funcname);
+        let moduledata = find_moduledata(data, layout, format, header_vaddr, header.funcname);
         let md_word =
             |at: u64| moduledata.and_then(|md| read_u64_at(&layout.segments, data, md + at));
         let (text_start, text_start_source) = if header.text_start != 0 {
             (header.text_start, TextStartSource::Header)
-        } else if let Some(text) =
-            runtime::moduledata_layouts().find_map(|l| md_word(l.text).filter(|&t| t != 0))
+        } else if let Some(text) = format
+            .moduledata_layouts()
+            .find_map(|l| md_word(l.text).filter(|&t| t != 0))
         {
             (text, TextStartSource::Moduledata)
         } else if let Some(text) = layout.text_symbol {
@@ -263,13 +293,9 @@ impl Pclntab {
                 "no text base: textStart is 0 and no moduledata".into(),
             ));
         };
-        // The moduledata layouts are checked for 1.21–1.27 only: for older
-        // tables trust the symbol first.
-        let from_moduledata = || moduledata.and_then(|md| moduledata_gofunc(data, layout, md));
-        let gofunc = match format {
-            PclntabFormat::Go120 => from_moduledata().or(layout.gofunc_symbol),
-            PclntabFormat::Go118 => layout.gofunc_symbol.or_else(from_moduledata),
-        };
+        let gofunc = moduledata
+            .and_then(|md| moduledata_gofunc(data, layout, format, md))
+            .or(layout.gofunc_symbol);
 
         let table = Self {
             data: Arc::clone(data),

@@ -155,7 +155,7 @@ fn read_facts(path: &Path, structs: &[&str], constants: &[&str]) -> Facts {
 fn rows_match_the_dwarf_of_their_release() {
     for v in VERSIONS {
         let Some(path) = testutil::seed(v, Variant::Plain) else {
-            return;
+            continue;
         };
         let bin = GoBinary::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let row = probes_for(&bin.go_version().0).unwrap();
@@ -168,6 +168,7 @@ fn rows_match_the_dwarf_of_their_release() {
                 "runtime.moduledata",
                 "runtime.memRecord",
                 "runtime.memRecordCycle",
+                "runtime.mcache",
             ],
             &[
                 "runtime._KindSpecialProfile",
@@ -249,6 +250,16 @@ fn rows_match_the_dwarf_of_their_release() {
         for (field, offset) in want {
             assert_eq!(moduledata(field), offset, "{ctx}: moduledata.{field}");
         }
+
+        // The runtime notices a new rate by itself where each mcache keeps
+        // the rate its next sample point was drawn with (1.24 on).
+        let (_, mcache) = &facts.structs["runtime.mcache"];
+        assert!(mcache.contains_key("nextSample"), "{ctx}: mcache");
+        assert_eq!(
+            mcache.contains_key("memProfRate"),
+            row.rate_change_noticed,
+            "{ctx}: mcache.memProfRate"
+        );
 
         for name in row.functions() {
             assert!(facts.functions.contains(name), "{ctx}: no function {name}");

@@ -23,10 +23,10 @@ use leak_common::ProbeConfig;
 use super::{error::TargetError, version::GoVersion};
 
 /// The range leak supports, for error messages.
-pub const SUPPORTED: &str = "go1.21 or later";
+pub const SUPPORTED: &str = "go1.19, and go1.21 or later";
 
-/// `runtime.MemProfileRate`'s initial value, `512 * 1024` (mprof.go, the
-/// same in 1.21–1.27): one heap sample per 512 KiB allocated.
+/// `runtime.MemProfileRate`'s default, `512 * 1024` (mprof.go, the same in
+/// 1.19–1.27): one heap sample per 512 KiB allocated.
 pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
 
 /// The runtime functions leak probes for one range of Go versions, where
@@ -34,8 +34,12 @@ pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeProbes {
     /// First release of the range (inclusive); the range ends where the
-    /// next row starts.
+    /// next row starts, or at `ends_before`.
     pub since: GoVersion,
+    /// The first release after the range when it ends before the next row
+    /// starts: the releases between have no row (nothing was checked
+    /// against them) and are refused.
+    pub ends_before: Option<GoVersion>,
     /// A runtime function that first appears in this range and that every
     /// program links (reached from the scheduler or the allocator): tells
     /// this row from the one before when the version is not written in the
@@ -79,12 +83,19 @@ pub struct RuntimeProbes {
     /// Runs once per GC cycle, at mark termination.
     pub gc_fn: &'static str,
     /// Runs once per process, after the runtime's start-up (heap sampling
-    /// already set) and before `main.main`.
+    /// already set: `MemProfileRate` holds its default, or 0 in a program
+    /// that links no heap profiler) and before `main.main`.
     pub start_fn: &'static str,
     /// Functions whose code loads `runtime.MemProfileRate`, most direct
     /// first: their RIP-relative operands locate the variable in stripped
     /// binaries.
     pub rate_reader_fns: &'static [&'static str],
+    /// Where `MemProfileRate` gets its default. `None`: it is initialised
+    /// data, 524288 in the file. `Some(f)`: it is zero in the file and the
+    /// function `f` stores the default at start-up (`mov $0x80000` into a
+    /// register, then that register into the variable), which is what
+    /// locates it in stripped binaries.
+    pub rate_set_by: Option<&'static str>,
     /// The runtime notices a new `MemProfileRate` by itself (it compares it
     /// with `mcache.memProfRate`); if false, write 1 first so every P
     /// recomputes its next sample point.
@@ -206,29 +217,58 @@ impl RuntimeProbes {
         ]
         .into_iter()
         .chain(self.rate_reader_fns.iter().copied())
+        .chain(self.rate_set_by)
+    }
+
+    /// The first release after this row's range (`None`: no end).
+    pub fn end(&self) -> Option<GoVersion> {
+        let rows = rows();
+        let next = rows.iter().find(|r| r.since > self.since).map(|r| r.since);
+        self.ends_before.or(next)
+    }
+
+    /// Whether the row's range has a release in `[from, before)`.
+    fn meets(&self, from: GoVersion, before: Option<GoVersion>) -> bool {
+        self.end().is_none_or(|end| end > from) && before.is_none_or(|b| self.since < b)
     }
 }
 
-/// The row for Go version `v`; an error names the supported range.
+/// The row for Go version `v`; an error says what is missing for it and
+/// names the supported range.
 pub fn probes_for(v: &GoVersion) -> Result<&'static RuntimeProbes, TargetError> {
     rows()
         .iter()
         .rev()
         .find(|row| row.since <= *v)
+        .filter(|row| row.end().is_none_or(|end| *v < end))
         .ok_or_else(|| TargetError::UnsupportedGoVersion {
             version: v.to_string(),
+            missing: format!(
+                "leak's runtime table has no row for go{}.{} (its probe functions, struct layouts and offsets were never checked against that release)",
+                v.major, v.minor
+            ),
             supported: SUPPORTED,
         })
 }
 
-/// The `moduledata` layouts of all rows, oldest first, each once: the
-/// `.gopclntab` reader runs before the version is known, so it tries them
-/// in turn.
-pub fn moduledata_layouts() -> impl Iterator<Item = &'static ModuledataLayout> {
+/// The `moduledata` layouts of the rows with a release in `[from, before)`
+/// (the releases a `.gopclntab` format can come from), oldest first, each
+/// once: the `.gopclntab` reader runs before the version is known, so it
+/// tries them in turn.
+pub fn moduledata_layouts(
+    from: GoVersion,
+    before: Option<GoVersion>,
+) -> impl Iterator<Item = &'static ModuledataLayout> {
     let rows = rows();
+    let meets = move |row: &RuntimeProbes| row.meets(from, before);
     rows.iter()
         .enumerate()
-        .filter(move |&(i, row)| rows[..i].iter().all(|r| r.moduledata != row.moduledata))
+        .filter(move |&(_, row)| meets(row))
+        .filter(move |&(i, row)| {
+            rows[..i]
+                .iter()
+                .all(|r| !meets(r) || r.moduledata != row.moduledata)
+        })
         .map(|(_, row)| &row.moduledata)
 }
 

