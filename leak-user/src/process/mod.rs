@@ -40,6 +40,16 @@ pub fn alive(pid: u32) -> bool {
     state(pid).is_some_and(|(s, _)| !is_dead(s))
 }
 
+/// Now, in clock ticks since boot: the unit of a process's start time in
+/// `/proc/PID/stat`.
+pub fn boot_ticks() -> Option<u64> {
+    let uptime = fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| (secs * hz as f64) as u64)
+}
+
 /// Lets a stopped process go on (SIGCONT).
 pub fn resume(pid: u32) {
     // SAFETY: kill(2) has no memory preconditions.
@@ -167,6 +177,17 @@ pub fn pids() -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn boot_ticks_count_as_start_times_do() {
+        let (_, started) = state(std::process::id()).unwrap();
+        let now = boot_ticks().unwrap();
+        assert!(started <= now, "started at {started}, now {now}");
+        assert!(
+            now - started < 100 * 3600,
+            "a test runs for less than an hour"
+        );
+    }
     use super::*;
 
     const STATUS: &str = "\

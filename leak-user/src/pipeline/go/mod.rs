@@ -121,6 +121,9 @@ pub struct GoPipeline {
     /// Processes whose start was seen since the last poll: their sampling
     /// rate is checked then.
     started_pids: Vec<u32>,
+    /// When the probes were attached, in clock ticks since boot (the unit
+    /// of a process's start time); `None` before.
+    attached_at: Option<u64>,
     maps: Option<Maps>,
     started: Instant,
     previous_outstanding: Option<f64>,
@@ -165,6 +168,7 @@ async fn trace(options: Options, target: Target) -> Result<()> {
         notes: Vec::new(),
         terminal: std::io::stdout().is_terminal(),
         started_pids: Vec::new(),
+        attached_at: None,
         maps: None,
         started: now,
         previous_outstanding: None,
@@ -289,6 +293,7 @@ impl GoPipeline {
             launch::resume(pid);
         }
         self.started = Instant::now();
+        self.attached_at = process::boot_ticks();
         eprintln!(
             "leak: tracing {} ({}){}; Ctrl-C to stop",
             self.target.path.display(),
@@ -390,7 +395,14 @@ impl GoPipeline {
                 tgid,
                 Process::new(bias, start_time, memory, rate.max(0) as u64),
             );
-            // Before leak changes the rate: the records are scaled with it.
+            // Only a process that ran before leak attached has a history
+            // (one started since is seen live from its start: its records
+            // hold nothing leak has not seen). Read before leak changes the
+            // rate: the records are scaled with it.
+            let ran_before = self.attached_at.is_none_or(|at| start_time < at);
+            if !ran_before {
+                return self.procs.get_mut(tgid);
+            }
             match ProcessHistory::open(&self.target, tgid, &mut self.agg) {
                 Ok(h) => {
                     self.notes.push(format!(
