@@ -47,7 +47,7 @@ pub fn boot_ticks() -> Option<u64> {
     let secs: f64 = uptime.split_whitespace().next()?.parse().ok()?;
     // SAFETY: sysconf has no memory preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| (secs * hz as f64) as u64)
+    (hz > 0).then_some((secs * hz as f64) as u64)
 }
 
 /// Lets a stopped process go on (SIGCONT).
