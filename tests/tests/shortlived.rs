@@ -200,3 +200,58 @@ fn esbuild_every_run_seen() {
     assert!(!stacks.is_empty(), "no stack from five esbuild runs");
     eprintln!("esbuild: {} runs seen, {} stacks", pids.len(), stacks.len());
 }
+
+/// `leak trace -- CMD` on a service: SIGINT to leak is passed to the
+/// program, leak writes its outputs when the program has exited, and exits
+/// as a shell reports a program killed by SIGINT (130).
+#[test]
+fn launched_service_ends_on_sigint() {
+    let bin = build_go("seed", "1.25.5", Variant::Plain);
+    let dir = scratch("launched-service");
+    let report = dir.join("leak.json");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut leak = LeakArgs::trace_any()
+        .opt("--rate", 4096)
+        .out("--json", &report)
+        .flag("--")
+        .flag(bin.to_str().unwrap())
+        .opt("-addr", &addr)
+        .spawn(&dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            leak.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    send_requests(&addr, "/work", 200);
+    leak.signal(SIGINT);
+    let status = leak.wait(60);
+    assert_eq!(status.code(), Some(130), "{}", leak.stderr_text());
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let track: f64 = v["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["function"] == "main.(*RequestTracker).Track")
+        })
+        .map(|s| s["allocated_bytes"].as_f64().unwrap())
+        .sum();
+    // 200 requests of 10,240 bytes, sampled at 4 KiB.
+    assert!(
+        (track / 2_048_000.0 - 1.0).abs() <= 0.2,
+        "Track allocated {track} B of 2,048,000"
+    );
+}

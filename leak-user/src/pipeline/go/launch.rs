@@ -15,6 +15,7 @@
 use std::{
     ffi::OsString,
     fs,
+    io::IsTerminal,
     os::unix::{fs::PermissionsExt, process::ExitStatusExt},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus},
@@ -166,15 +167,23 @@ impl GoPipeline {
     pub(super) fn signal_stops(&mut self, name: &'static str) -> bool {
         match (self.options.launched, self.options.pid) {
             (true, Some(pid)) if process::alive(pid) => {
-                // The program gets it (a terminal's Ctrl-C reached it too);
-                // leak stops when it exits.
-                eprintln!("leak: {name}: passed to pid {pid}; stopping when it exits");
-                let sig = if name == "SIGINT" {
-                    libc::SIGINT
+                // A Ctrl-C typed at the terminal reached the program too (it
+                // is in leak's process group): passing it on would be a
+                // second one, which many programs take as "quit now". A
+                // signal sent to leak alone is passed on. Either way leak
+                // stops when the program exits.
+                let from_terminal = name == "SIGINT" && std::io::stdin().is_terminal();
+                if from_terminal {
+                    eprintln!("leak: {name}: the program has it too; stopping when it exits");
                 } else {
-                    libc::SIGTERM
-                };
-                signal(pid, sig);
+                    eprintln!("leak: {name}: passed to pid {pid}; stopping when it exits");
+                    let sig = if name == "SIGINT" {
+                        libc::SIGINT
+                    } else {
+                        libc::SIGTERM
+                    };
+                    signal(pid, sig);
+                }
                 false
             }
             _ => true,
