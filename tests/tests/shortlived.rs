@@ -22,6 +22,18 @@ fn allocated_by_leaf(report: &serde_json::Value, function: &str) -> f64 {
         .sum()
 }
 
+/// Bytes the stacks whose leaf is `function` held in processes when they
+/// exited.
+fn held_at_exit_by_leaf(report: &serde_json::Value, function: &str) -> f64 {
+    report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["frames"][0]["function"] == function)
+        .map(|s| s["held_at_exit_bytes"].as_f64().unwrap())
+        .sum()
+}
+
 /// The processes a JSON report says were traced.
 fn pids_seen(report: &serde_json::Value) -> Vec<u64> {
     report["target"]["pids"]
@@ -63,6 +75,14 @@ fn every_run_seen(version: &str, variant: Variant) {
         "{ctx}: samples left out: {v}"
     );
     let allocated = allocated_by_leaf(&v, "main.keep");
+    // Each run keeps everything it allocates there until it exits: what
+    // exited processes held is kept in the report (the last run's exit may
+    // come after leak's last look).
+    let held = held_at_exit_by_leaf(&v, "main.keep");
+    assert!(
+        held <= allocated + 1.0 && held >= 0.8 * allocated,
+        "{ctx}: main.keep held {held} B at exit, allocated {allocated} B"
+    );
     let want = RUNS as f64 * KEPT_PER_RUN;
     eprintln!("{ctx}: {found}/{RUNS} runs seen, main.keep allocated {allocated:.0} B of {want:.0}");
     assert!(

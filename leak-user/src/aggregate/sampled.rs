@@ -72,6 +72,8 @@ pub struct Aggregator {
     samples: u64,
     frees: u64,
     unmatched: Unmatched,
+    /// Bytes per stack held by processes when they exited.
+    held_at_exit: HashMap<StackId, f64>,
 }
 
 impl Aggregator {
@@ -136,6 +138,7 @@ impl Aggregator {
             .collect();
         for key in gone {
             if let Some(old) = self.live.remove(&key) {
+                *self.held_at_exit.entry(old.stack).or_default() += old.bytes;
                 self.retire(tgid, old);
             }
         }
@@ -163,6 +166,16 @@ impl Aggregator {
     /// GC cycles of `tgid` seen since attach.
     pub fn gc_cycles(&self, tgid: u32) -> u64 {
         self.gc.get(&tgid).map(|g| g.cycles).unwrap_or(0)
+    }
+
+    /// Bytes each stack held in processes that have exited, when they
+    /// exited, indexed by stack id.
+    pub fn held_at_exit_per_stack(&self) -> Vec<f64> {
+        let mut out = vec![0.0; self.stacks.len()];
+        for (id, bytes) in &self.held_at_exit {
+            out[id.0 as usize] += bytes;
+        }
+        out
     }
 
     /// What process `tgid`'s samples hold "as of its last GC", per stack
@@ -278,6 +291,21 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_exited_process_leaves_what_it_held() {
+        let mut a = Aggregator::new();
+        let s = a.intern(&[1, 2]);
+        a.alloc(7, 0x10, 1000, 1, s);
+        a.alloc(7, 0x20, 1000, 1, s);
+        a.free(7, 0x20);
+        a.alloc(8, 0x10, 500, 1, s);
+        a.process_exited(7);
+        assert_eq!(a.held_at_exit_per_stack()[s.0 as usize], 1000.0);
+        // Still allocated since attach; no longer outstanding.
+        let t = a.stacks().find(|(id, _)| *id == s).unwrap().1;
+        assert_eq!((t.allocated_bytes, t.outstanding_bytes), (2500.0, 500.0));
+    }
     use super::*;
 
     const RATE: u64 = 512 * 1024;

@@ -42,6 +42,7 @@ pub fn run(target: Target, options: Options) -> Result<()> {
     let stacks: Vec<StackProfile> = history::stacks(&read, records.bias(), &mut symbols)
         .into_iter()
         .map(|(frames, totals)| StackProfile {
+            held_at_exit: 0.0,
             frames: frames.into(),
             totals,
             growth: None,

@@ -322,6 +322,7 @@ impl NativePipeline {
         let stacks = totals
             .into_iter()
             .map(|(m, totals)| StackProfile {
+                held_at_exit: 0.0,
                 frames: self.merged.frames(m).clone(),
                 totals,
                 growth: None,

@@ -71,6 +71,7 @@ mod tests {
 
     fn stack(names: &[&str], bytes: f64) -> StackProfile {
         StackProfile {
+            held_at_exit: 0.0,
             growth: None,
             frames: names.iter().map(|n| Frame::named(n)).collect(),
             totals: Totals {
@@ -113,6 +114,7 @@ mod tests {
                 false,
             );
             StackProfile {
+                held_at_exit: 0.0,
                 frames: frames.into(),
                 ..s
             }

@@ -43,6 +43,9 @@
 //!       "outstanding_objects": integer,
 //!       "allocated_bytes": integer,
 //!       "allocated_objects": integer,
+//!       "held_at_exit_bytes": integer, // held by processes that exited, at
+//!                                    // their exit (their memory is gone,
+//!                                    // not freed)
 //!       "growth": {                  // null until the stack has a series
 //!         "verdict": string,         // leaking|growing|steady|shrinking|churn
 //!         "reason": string,          // why, in a few words
@@ -158,6 +161,7 @@ struct Stack<'a> {
     frames: Frames<'a>,
     #[serde(flatten)]
     totals: Counts,
+    held_at_exit_bytes: u64,
     growth: Option<Growth<'a>>,
 }
 
@@ -210,6 +214,7 @@ impl<'a> From<&'a StackProfile> for Stack<'a> {
         Stack {
             frames: Frames(&s.frames),
             totals: Counts::from(&s.totals),
+            held_at_exit_bytes: round(s.held_at_exit),
             growth: s.growth.as_ref().map(|g| Growth {
                 verdict: g.verdict.as_str(),
                 reason: &g.reason,
@@ -297,6 +302,7 @@ mod tests {
             },
             previous_outstanding: Some(1.0),
             stacks: vec![StackProfile {
+                held_at_exit: 0.0,
                 growth: Some(crate::report::StackGrowth {
                     verdict: crate::analysis::trend::Verdict::Leaking,
                     reason: "troughs rise".into(),
@@ -381,6 +387,7 @@ mod tests {
       "outstanding_objects": 20000,
       "allocated_bytes": 40960001,
       "allocated_objects": 40000,
+      "held_at_exit_bytes": 0,
       "growth": {
         "verdict": "leaking",
         "reason": "troughs rise",

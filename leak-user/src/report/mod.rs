@@ -28,6 +28,9 @@ pub struct StackProfile {
     pub totals: Totals,
     /// How what it holds changes over time, once there is a series.
     pub growth: Option<StackGrowth>,
+    /// Bytes it held in processes that have exited, when they exited (a
+    /// short job's memory is gone with it, not freed: it is kept here).
+    pub held_at_exit: f64,
 }
 
 /// A stack's trend: is it a leak, a cache that filled, or churn?

@@ -216,6 +216,14 @@ fn stack_rows(out: &mut String, shown: &[&StackProfile]) {
         for f in frames.take(CALLERS_SHOWN) {
             let _ = writeln!(out, "{:>58}← {}", "", describe(f));
         }
+        if s.held_at_exit >= 0.5 {
+            let _ = writeln!(
+                out,
+                "{:>58}  {} held by processes when they exited",
+                "",
+                human_bytes(s.held_at_exit)
+            );
+        }
         if let Some(g) = &s.growth {
             let mut notes = Vec::new();
             if let Some(b) = g.bytes_per_call {
@@ -291,6 +299,7 @@ mod tests {
 
     fn one_stack(held: f64) -> Profile {
         let s = StackProfile {
+            held_at_exit: 0.0,
             growth: None,
             frames: vec![Frame::named("bytes.Repeat"), Frame::named("main.track")].into(),
             totals: Totals {
@@ -355,6 +364,7 @@ mod tests {
     #[test]
     fn report_shows_totals_and_the_leaking_path() {
         let leak = StackProfile {
+            held_at_exit: 0.0,
             growth: None,
             frames: [
                 "bytes.Repeat",
@@ -403,6 +413,7 @@ mod tests {
     #[test]
     fn a_native_report_has_no_go_words() {
         let mut p = example(vec![StackProfile {
+            held_at_exit: 0.0,
             frames: ["malloc", "leak_request_buffer", "main"]
                 .iter()
                 .map(|n| Frame::named(n))

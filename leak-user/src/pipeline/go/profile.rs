@@ -132,12 +132,16 @@ impl GoPipeline {
 
     fn profile_of(&mut self, ids: Vec<(StackId, Totals)>) -> Profile {
         let survived = self.merged.sum_per_stack(&self.agg.survived_per_stack(2));
+        let at_exit = self
+            .merged
+            .sum_per_stack(&self.agg.held_at_exit_per_stack());
         let gc_cycles = self.procs.gc_cycles();
         let stacks: Vec<StackProfile> = self
             .merged
             .totals(ids)
             .into_iter()
             .map(|(m, totals)| StackProfile {
+                held_at_exit: at_exit.get(&m).copied().unwrap_or(0.0),
                 frames: self.merged.frames(m).clone(),
                 totals,
                 growth: self.stack_growth(m, &survived),
@@ -284,6 +288,7 @@ mod tests {
     #[test]
     fn growth_order_puts_leaks_first() {
         let stack = |name: &str, held: f64, g: Option<StackGrowth>| StackProfile {
+            held_at_exit: 0.0,
             frames: vec![Frame::named(name)].into(),
             totals: Totals {
                 outstanding_bytes: held,

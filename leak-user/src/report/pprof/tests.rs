@@ -26,6 +26,7 @@ const BYTES: &str = "/go/src/bytes/bytes.go";
 /// The leak: `Track` inlined into `handle`, both in one location.
 fn leak_stack(outstanding_bytes: f64) -> StackProfile {
     StackProfile {
+        held_at_exit: 0.0,
         growth: None,
         frames: vec![
             frame("bytes.Repeat", BYTES, 595, false),
@@ -40,6 +41,7 @@ fn leak_stack(outstanding_bytes: f64) -> StackProfile {
 
 fn profile(leak_bytes: f64) -> Profile {
     let other = StackProfile {
+        held_at_exit: 0.0,
         growth: None,
         frames: vec![
             frame("bytes.Repeat", BYTES, 595, false),
@@ -50,6 +52,7 @@ fn profile(leak_bytes: f64) -> Profile {
         totals: totals(4096.4, 4.0),
     };
     let nothing = StackProfile {
+        held_at_exit: 0.0,
         growth: None,
         frames: vec![frame("main.idle", SEED, 80, false)].into(),
         totals: totals(0.2, 0.0),
@@ -184,6 +187,7 @@ fn trailing_inlined_frames_form_a_location() {
     // A truncated stack can end inside an inlined run.
     let mut p = profile(1000.0);
     p.stacks = vec![StackProfile {
+        held_at_exit: 0.0,
         growth: None,
         frames: vec![
             frame("a", "a.go", 1, false),
