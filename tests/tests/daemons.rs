@@ -153,6 +153,19 @@ fn hold_against_own(name: &str, bin: &Path, daemon: &mut Daemon, at: &Endpoints,
     );
 
     let v = json(&report);
+    // leak's report starts from the same records the profile was cut from.
+    let history = v["totals"]["history_bytes"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{name}: no history_bytes in leak's report"));
+    let off = history / total as f64 - 1.0;
+    eprintln!(
+        "{name}: leak trace history {history} B ({:+.1} % of the own profile)",
+        off * 100.0
+    );
+    assert!(
+        off.abs() <= TOP_TOLERANCE,
+        "{name}: leak trace history {history} vs the daemon's own {total}"
+    );
     let mut top: Vec<&(String, u64, u64)> = theirs.iter().filter(|f| f.2 > 0).collect();
     top.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     let mut failures = Vec::new();
