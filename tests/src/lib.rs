@@ -18,8 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod debian;
 mod gobuild;
 
+pub use debian::{base64, debian_binary, free_port, request, request_ok, Daemon};
 pub use gobuild::{build_go, esbuild, go, Variant};
 
 /// The workspace root.
