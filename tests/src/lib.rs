@@ -45,6 +45,31 @@ pub fn leak_bin() -> PathBuf {
     p
 }
 
+/// A `--json` report of leak, parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The sum of `field` (e.g. "outstanding_bytes") over the stacks of a JSON
+/// report that pass through `function` (each stack once, however many of its
+/// frames are that function).
+pub fn sum_through(report: &serde_json::Value, function: &str, field: &str) -> f64 {
+    report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["function"] == function)
+        })
+        .map(|s| s[field].as_f64().unwrap())
+        .sum()
+}
+
 /// A running test program; killed when dropped.
 pub struct Program {
     /// The process.

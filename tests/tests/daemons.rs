@@ -33,28 +33,6 @@ const SCRAPES: usize = 50;
 /// Share of the frames of leak's stacks that must have a name.
 const NAMED: f64 = 0.99;
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
-}
-
-/// Outstanding bytes of the report's stacks that pass through `function`
-/// (each stack once, however many of its frames are that function).
-fn held_by(report: &serde_json::Value, function: &str) -> f64 {
-    report["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| {
-            s["frames"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|f| f["function"] == function)
-        })
-        .map(|s| s["outstanding_bytes"].as_f64().unwrap())
-        .sum()
-}
-
 /// (named, all) frames of the report's stacks; a frame without a name is
 /// printed as its address ("0x…").
 fn named_frames(report: &serde_json::Value) -> (usize, usize) {
@@ -136,7 +114,7 @@ fn hold_against_own(name: &str, bin: &Path, daemon: &mut Daemon, at: &Endpoints,
     }
     let total: u64 = theirs.iter().map(|f| f.1).sum();
     assert!(total > 0, "{name}: its own profile holds nothing");
-    let heap = json(&heap_json);
+    let heap = read_json(&heap_json);
     let heap_total = heap["totals"]["outstanding_bytes"].as_f64().unwrap();
     let off = heap_total / total as f64 - 1.0;
     eprintln!(
@@ -186,7 +164,7 @@ fn hold_against_own(name: &str, bin: &Path, daemon: &mut Daemon, at: &Endpoints,
     }
     let total: u64 = theirs.iter().map(|f| f.1).sum();
 
-    let v = json(&report);
+    let v = read_json(&report);
     // leak's report starts from the same records the profile was cut from.
     let history = v["totals"]["history_bytes"]
         .as_f64()
@@ -204,7 +182,7 @@ fn hold_against_own(name: &str, bin: &Path, daemon: &mut Daemon, at: &Endpoints,
     top.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     let mut failures = Vec::new();
     for (i, (function, _, want)) in top.into_iter().take(10).enumerate() {
-        let got = held_by(&v, function);
+        let got = sum_through(&v, function, "outstanding_bytes");
         let off = got / *want as f64 - 1.0;
         eprintln!(
             "{name}: #{:<2} {want:>10} B own  {got:>10} B leak  {:+6.1} %  {function}",

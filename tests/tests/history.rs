@@ -3,7 +3,7 @@
 //! own `/debug/pprof/heap` taken just before. Root only; run through
 //! `cargo xtask test`.
 
-use std::{fs, path::Path, time::Instant};
+use std::{fs, time::Instant};
 
 use leak_tests::*;
 
@@ -15,27 +15,6 @@ const TRACK: &str = "main.(*RequestTracker).Track";
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= TOLERANCE * b.max(1.0)
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
-}
-
-/// Outstanding bytes of the report's stacks that pass through `function`.
-fn held_by(report: &serde_json::Value, function: &str) -> f64 {
-    report["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| {
-            s["frames"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|f| f["function"] == function)
-        })
-        .map(|s| s["outstanding_bytes"].as_f64().unwrap())
-        .sum()
 }
 
 /// A service that leaked 30 MB before leak attached, then no load.
@@ -81,8 +60,8 @@ fn leak_before_attach(version: &str, variant: Variant) {
     );
     assert!(err.contains("history:"), "{ctx}: {err}");
 
-    let v = json(&report);
-    let got = held_by(&v, TRACK);
+    let v = read_json(&report);
+    let got = sum_through(&v, TRACK, "outstanding_bytes");
     assert!(
         close(got, want),
         "{ctx}: {TRACK} holds {got} in leak's report, {want} in the program's"
@@ -163,11 +142,11 @@ fn history_none_when_sampling_was_off() {
         err.contains("no history: Go heap sampling is off"),
         "says why: {err}"
     );
-    let v = json(&report);
+    let v = read_json(&report);
     assert!(v["totals"]["history_bytes"].is_null(), "{v}");
     // 1,000 requests after the turn-on, 10,000 bytes each; the 1,000
     // before are not invented.
-    let got = held_by(&v, TRACK);
+    let got = sum_through(&v, TRACK, "outstanding_bytes");
     assert!(
         (5e6..15e6).contains(&got),
         "{TRACK}: {got} B, expected about 10 MB from the turn-on"

@@ -256,19 +256,7 @@ fn launched_service_ends_on_sigint() {
     let status = leak.wait(60);
     assert_eq!(status.code(), Some(130), "{}", leak.stderr_text());
     let v: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
-    let track: f64 = v["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| {
-            s["frames"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|f| f["function"] == "main.(*RequestTracker).Track")
-        })
-        .map(|s| s["allocated_bytes"].as_f64().unwrap())
-        .sum();
+    let track = sum_through(&v, "main.(*RequestTracker).Track", "allocated_bytes");
     // 200 requests of 10,240 bytes, sampled at 4 KiB.
     assert!(
         (track / 2_048_000.0 - 1.0).abs() <= 0.2,
