@@ -10,8 +10,11 @@ use leak_user::cmd;
 ///
 /// `leak top` shows which process's memory keeps growing, host-wide, with a
 /// verdict per process. `leak trace` shows which call stacks hold memory
-/// that is never freed, with numbers that agree with Go's own heap profile,
-/// as a report, folded stacks and a flame graph. Run as root.
+/// that is never freed, starting from what the program held before leak
+/// looked, with numbers that agree with Go's own heap profile, as a report,
+/// folded stacks and a flame graph; `leak trace -- CMD` starts a program
+/// under leak. `leak heap` reads a Go program's own heap profile from
+/// outside, with no eBPF. Run as root.
 #[derive(Parser, Debug)]
 #[command(name = "leak", version, about, long_about)]
 struct Cli {
