@@ -65,6 +65,16 @@ impl Totals {
             ..self
         }
     }
+
+    /// What is outstanding, with nothing allocated (a stack's history: what
+    /// it held before attach, none of it allocated since).
+    pub fn outstanding_only(self) -> Self {
+        Self {
+            outstanding_bytes: self.outstanding_bytes,
+            outstanding_objects: self.outstanding_objects,
+            ..Self::default()
+        }
+    }
 }
 
 impl AddAssign for Totals {

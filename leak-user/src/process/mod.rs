@@ -50,10 +50,15 @@ pub fn boot_ticks() -> Option<u64> {
     (hz > 0).then_some((secs * hz as f64) as u64)
 }
 
+/// Sends signal `sig` to process `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory preconditions.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
 /// Lets a stopped process go on (SIGCONT).
 pub fn resume(pid: u32) {
-    // SAFETY: kill(2) has no memory preconditions.
-    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    signal(pid, libc::SIGCONT);
 }
 
 /// The executable of process `pid`; an error that says "no process" when

@@ -119,12 +119,7 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
         });
         return out;
     }
-    let _ = writeln!(
-        out,
-        "\n{:>11} {:>9} {:>11} {:>12}  {:<9} CODE PATH (allocating function first)",
-        "OUTSTANDING", "OBJECTS", "ALLOCATED", "GROWTH", "VERDICT"
-    );
-    stack_rows(&mut out, &shown);
+    stack_table(&mut out, &shown, ["OUTSTANDING", "GROWTH", "VERDICT"]);
     out
 }
 
@@ -162,12 +157,7 @@ fn render_records(profile: &Profile, top: usize, by_allocated: bool) -> String {
         out.push_str("no heap in use in the profile\n");
         return out;
     }
-    let _ = writeln!(
-        out,
-        "\n{:>11} {:>9} {:>11} {:>12}  {:<9} CODE PATH (allocating function first)",
-        "IN USE", "OBJECTS", "ALLOCATED", "", ""
-    );
-    stack_rows(&mut out, &shown);
+    stack_table(&mut out, &shown, ["IN USE", "", ""]);
     out
 }
 
@@ -184,8 +174,16 @@ fn shown_stacks(profile: &Profile, top: usize, by_allocated: bool) -> Vec<&Stack
         .collect()
 }
 
-/// One row per stack: its figures, the leaf, a few callers, notes.
-fn stack_rows(out: &mut String, shown: &[&StackProfile]) {
+/// The table of stacks: a header whose first, growth and verdict columns
+/// are named by `columns`, then one row per stack: its figures, the leaf, a
+/// few callers, notes.
+fn stack_table(out: &mut String, shown: &[&StackProfile], columns: [&str; 3]) {
+    let [held, growth, verdict] = columns;
+    let _ = writeln!(
+        out,
+        "\n{held:>11} {:>9} {:>11} {growth:>12}  {verdict:<9} CODE PATH (allocating function first)",
+        "OBJECTS", "ALLOCATED"
+    );
     for s in shown.iter().copied() {
         let mut frames = s.frames.iter();
         let leaf = frames

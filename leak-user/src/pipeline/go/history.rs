@@ -18,7 +18,7 @@ use crate::{
     },
     sampling,
     symbolize::Symbolizer,
-    target::{heapvars, GoBinary},
+    target::GoBinary,
 };
 
 /// One process's heap profile records, ready to be read.
@@ -42,7 +42,7 @@ pub struct Read {
 impl Records {
     /// Locates the records of process `pid`, which runs `target`'s binary.
     pub fn open(target: &Target, pid: u32) -> Result<Self> {
-        let vars = heapvars::heap_vars(&target.bin, target.runtime)?;
+        let vars = target.heap_records.clone().map_err(anyhow::Error::msg)?;
         let bias = target.load_bias(pid).with_context(|| {
             format!(
                 "pid {pid}: cannot find {} in its memory map",
@@ -154,20 +154,32 @@ pub fn bucket_totals(size: u64, counts: &goheap::Counts, rate: i64) -> Totals {
     }
 }
 
-/// The records as stacks: each bucket symbolized (its pcs less the load
-/// bias), buckets whose stacks read alike summed, most in use first.
+/// Each bucket's scaled figures, summed per `key` of its stack (its pcs
+/// less the load bias).
+fn per_stack<K: std::hash::Hash + Eq>(
+    read: &Read,
+    bias: u64,
+    mut key: impl FnMut(&[u64]) -> K,
+) -> HashMap<K, Totals> {
+    let mut out: HashMap<K, Totals> = HashMap::new();
+    for b in &read.snapshot.buckets {
+        let pcs: Vec<u64> = b.stack.iter().map(|pc| pc.wrapping_sub(bias)).collect();
+        *out.entry(key(&pcs)).or_default() += bucket_totals(b.size, &b.counts, read.rate);
+    }
+    out
+}
+
+/// The records as stacks: each bucket symbolized, buckets whose stacks read
+/// alike summed, most in use first.
 pub fn stacks<S: crate::symbolize::SymbolSource>(
     read: &Read,
     bias: u64,
     symbols: &mut Symbolizer<S>,
 ) -> Vec<(Vec<Frame>, Totals)> {
-    let mut by_frames: HashMap<Vec<Frame>, Totals> = HashMap::new();
-    for b in &read.snapshot.buckets {
-        let pcs: Vec<u64> = b.stack.iter().map(|pc| pc.wrapping_sub(bias)).collect();
-        let frames = symbols.logical_stack(&pcs);
-        *by_frames.entry(frames).or_default() += bucket_totals(b.size, &b.counts, read.rate);
-    }
-    let mut out: Vec<(Vec<Frame>, Totals)> = by_frames.into_iter().collect();
+    let mut out: Vec<(Vec<Frame>, Totals)> =
+        per_stack(read, bias, |pcs| symbols.logical_stack(pcs))
+            .into_iter()
+            .collect();
     out.sort_by(|a, b| b.1.outstanding_bytes.total_cmp(&a.1.outstanding_bytes));
     out
 }
@@ -207,8 +219,6 @@ pub struct ProcessHistory {
     /// Per stack, what the live samples do not account for (outstanding
     /// bytes and objects only).
     part: HashMap<StackId, Totals>,
-    /// Buckets at the last read.
-    pub buckets: usize,
     /// GC cycles of the process (as leak counts them) at the last read.
     read_at_gc: u64,
     /// GC cycles at the previous call of `refresh`.
@@ -229,7 +239,6 @@ impl ProcessHistory {
             rate: read.rate,
             frozen: false,
             part: HashMap::new(),
-            buckets: 0,
             read_at_gc: 0,
             last_seen_gc: 0,
         };
@@ -273,7 +282,6 @@ impl ProcessHistory {
 
     fn take(&mut self, read: &Read, seen: &HashMap<StackId, (f64, f64)>, agg: &mut Aggregator) {
         self.part = unseen_part(read, self.records.bias(), seen, agg);
-        self.buckets = read.snapshot.buckets.len();
     }
 
     /// Per stack, what the history adds to the live samples.
@@ -296,14 +304,11 @@ pub fn unseen_part(
     seen: &HashMap<StackId, (f64, f64)>,
     agg: &mut Aggregator,
 ) -> HashMap<StackId, Totals> {
-    let mut part: HashMap<StackId, Totals> = HashMap::new();
-    for b in &read.snapshot.buckets {
-        let pcs: Vec<u64> = b.stack.iter().map(|pc| pc.wrapping_sub(bias)).collect();
-        let t = bucket_totals(b.size, &b.counts, read.rate);
-        let e = part.entry(agg.intern(&pcs)).or_default();
-        e.outstanding_bytes += t.outstanding_bytes;
-        e.outstanding_objects += t.outstanding_objects;
-    }
+    // Outstanding only: what was allocated is counted since attach.
+    let mut part: HashMap<StackId, Totals> = per_stack(read, bias, |pcs| agg.intern(pcs))
+        .into_iter()
+        .map(|(id, t)| (id, t.outstanding_only()))
+        .collect();
     for (id, (bytes, objects)) in seen {
         if let Some(t) = part.get_mut(id) {
             t.sub_outstanding(*bytes, *objects);

@@ -96,16 +96,7 @@ pub fn spawn_paused(program: &Path, args: &[OsString]) -> Result<Child> {
     }
 }
 
-/// Lets a stopped process go on.
-pub fn resume(pid: u32) {
-    process::resume(pid);
-}
-
-/// Sends `sig` to `pid`.
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) with a pid leak started.
-    unsafe { libc::kill(pid as i32, sig) };
-}
+pub use crate::process::{resume, signal};
 
 /// leak's exit status for the program's: its code, or 128 + the signal
 /// that ended it, as a shell reports it.

@@ -452,10 +452,15 @@ impl GoPipeline {
                 self.procs.check_rate(pid, &policy, &binary)?;
             }
         }
+        self.print_notes();
+        Ok(())
+    }
+
+    /// Prints the lines about processes placed since the last call.
+    fn print_notes(&mut self) {
         for note in self.notes.drain(..) {
             eprintln!("{note}");
         }
-        Ok(())
     }
 
     /// What leak may do to a target's sampling rate.
@@ -482,9 +487,7 @@ impl GoPipeline {
                 self.procs.check_rate(pid, &policy, &binary)?;
             }
         }
-        for note in self.notes.drain(..) {
-            eprintln!("{note}");
-        }
+        self.print_notes();
         Ok(())
     }
 

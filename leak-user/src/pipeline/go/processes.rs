@@ -200,18 +200,7 @@ impl Processes {
         let Some(p) = self.procs.get_mut(&pid) else {
             return Ok(());
         };
-        if p.rate_checks_left == 0 {
-            // No more writes, but the rate is still followed: another tool
-            // (or another leak restoring what it found) may change it, and
-            // each sample is weighted with the rate in force.
-            let addr = policy.addr.map(|a| a.wrapping_add(p.bias));
-            if let (true, Some(addr), Some(mem)) = (p.rate_followed, addr, p.memory.as_deref()) {
-                if let Ok(current) = mem.read_i64(addr) {
-                    if sampling::plausible(current) && p.rates.current() != current as u64 {
-                        p.rates.change(sampling::monotonic_ns(), current as u64);
-                    }
-                }
-            }
+        if p.rate_checks_left == 0 && !p.rate_followed {
             return Ok(());
         }
         let Some(addr) = policy.addr.map(|a| a.wrapping_add(p.bias)) else {
@@ -228,6 +217,15 @@ impl Processes {
         let Ok(current) = mem.read_i64(addr) else {
             return Ok(()); // gone meanwhile
         };
+        if p.rate_checks_left == 0 {
+            // No more writes, but the rate is still followed: another tool
+            // (or another leak restoring what it found) may change it, and
+            // each sample is weighted with the rate in force.
+            if sampling::plausible(current) && p.rates.current() != current as u64 {
+                p.rates.change(sampling::monotonic_ns(), current as u64);
+            }
+            return Ok(());
+        }
         p.rate_checks_left -= 1;
         let action = sampling::decide(current, policy.requested, policy.read_only);
         match action {

@@ -117,9 +117,14 @@ impl GoPipeline {
         history::with_history(live, self.history.values())
     }
 
-    /// Bytes the processes' histories add, if any has one.
-    fn history_bytes(&self) -> Option<f64> {
-        (!self.history.is_empty()).then(|| self.history.values().map(|h| h.held()).sum())
+    /// What the processes' histories add (outstanding only), if any has one.
+    fn history_totals(&self) -> Option<Totals> {
+        (!self.history.is_empty()).then(|| {
+            self.history
+                .values()
+                .flat_map(|h| h.part().values().copied())
+                .sum()
+        })
     }
 
     /// Symbolizes up to `budget` stacks not yet symbolized, oldest first.
@@ -157,6 +162,12 @@ impl GoPipeline {
             calls: self.growth.calls(),
             bytes_per_call: retained_per_call(&growths, &held, gc_cycles),
         });
+        let history = self.history_totals();
+        let history_bytes = history.map(|t| t.outstanding_bytes);
+        let mut total = self.agg.total();
+        if let Some(h) = history {
+            total += h;
+        }
         let mut profile = Profile {
             binary: self.target.path.clone(),
             source: Source::GoSampler {
@@ -164,29 +175,19 @@ impl GoPipeline {
                 rate: self.procs.rate(),
                 gc_cycles,
                 // History is "as of the last GC" too.
-                in_use_at_last_gc: match (self.agg.in_use_at_last_gc(), self.history_bytes()) {
+                in_use_at_last_gc: match (self.agg.in_use_at_last_gc(), history_bytes) {
                     (Some(live), h) => Some(live + h.unwrap_or(0.0)),
                     (None, Some(h)) if h > 0.0 => Some(h),
                     (None, _) => None,
                 },
-                history_bytes: self.history_bytes(),
+                history_bytes,
             },
             unit: Unit::Bytes,
             pids: self.procs.pids(),
             elapsed: self.started.elapsed(),
             samples: self.agg.samples(),
             frees: self.agg.frees(),
-            total: {
-                let mut t = self.agg.total();
-                t.outstanding_bytes += self.history_bytes().unwrap_or(0.0);
-                t.outstanding_objects += self
-                    .history
-                    .values()
-                    .flat_map(|h| h.part().values())
-                    .map(|t| t.outstanding_objects)
-                    .sum::<f64>();
-                t
-            },
+            total,
             previous_outstanding: self.previous_outstanding,
             stacks,
             losses: self.losses(),

@@ -39,6 +39,9 @@ pub struct Target {
     pub alloc_probe: u64,
     /// The same for the start probe.
     pub start_probe: u64,
+    /// Where the heap profile's records are (link-time addresses), located
+    /// once for every process; why not, in one line.
+    pub heap_records: Result<target::heapvars::HeapVars, String>,
 }
 
 impl Target {
@@ -66,7 +69,9 @@ impl Target {
         };
         let alloc_probe = probe(runtime.alloc_fn)?;
         let start_probe = probe(runtime.start_fn)?;
+        let heap_records = target::heapvars::heap_vars(&bin, runtime).map_err(|e| e.to_string());
         Ok(Self {
+            heap_records,
             alloc_probe,
             start_probe,
             version: version.to_string(),
