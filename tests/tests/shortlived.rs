@@ -44,9 +44,11 @@ fn pids_seen(report: &serde_json::Value) -> Vec<u64> {
         .collect()
 }
 
-fn every_run_seen(version: &str, variant: Variant) {
+/// 20 runs of the job under one `leak trace`: every run seen, none left out,
+/// what each held at exit kept. Returns what `main.keep` allocated.
+fn batch(version: &str, variant: Variant, attempt: usize) -> f64 {
     let bin = build_go("shortjob", version, variant);
-    let dir = scratch(&format!("shortlived-{version}-{variant:?}"));
+    let dir = scratch(&format!("shortlived-{version}-{variant:?}-{attempt}"));
     let report = dir.join("leak.json");
     let mut leak = LeakArgs::trace(&bin).out("--json", &report).attach(&dir);
     let mut pids = Vec::new();
@@ -83,11 +85,26 @@ fn every_run_seen(version: &str, variant: Variant) {
         held <= allocated + 1.0 && held >= 0.8 * allocated,
         "{ctx}: main.keep held {held} B at exit, allocated {allocated} B"
     );
+    eprintln!("{ctx}: {found}/{RUNS} runs seen, main.keep allocated {allocated:.0} B");
+    allocated
+}
+
+/// The job's 2 MiB × 20 is found within 30 % at Go's default rate. About 75
+/// samples make the estimate's spread about ±11 %, with a tail past 30 %
+/// in roughly one batch of twenty seen here; a second batch is run then. A
+/// systematic loss or double count fails both.
+fn every_run_seen(version: &str, variant: Variant) {
     let want = RUNS as f64 * KEPT_PER_RUN;
-    eprintln!("{ctx}: {found}/{RUNS} runs seen, main.keep allocated {allocated:.0} B of {want:.0}");
+    let within = |a: f64| (a - want).abs() <= 0.3 * want;
+    let first = batch(version, variant, 1);
+    if within(first) {
+        return;
+    }
+    eprintln!("go{version} {variant:?}: {first} B is outside 30 % of {want}: a second batch");
+    let second = batch(version, variant, 2);
     assert!(
-        (allocated - want).abs() <= 0.3 * want,
-        "{ctx}: main.keep allocated {allocated} B, {want} B expected within 30 %"
+        within(second),
+        "go{version} {variant:?}: main.keep allocated {first} B, then {second} B; {want} B expected within 30 %"
     );
 }
 
