@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, io::Write};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::{
     process::memory::MemoryMut,
@@ -262,14 +262,38 @@ impl Processes {
                 if let Some(g) = self.guard.as_mut() {
                     g.send(&Message::Set(entry.clone()));
                 }
-                p.written = Some(entry.clone());
-                let (one_at, rate_at) =
-                    sampling::set_rate(mem, addr, current, rate, policy.through_one, &|| {
-                        if let Some(pid) = policy.resume_after_one {
-                            crate::process::resume(pid);
+                let previous = p.written.replace(entry.clone());
+                let set = sampling::set_rate(mem, addr, current, rate, policy.through_one, &|| {
+                    if let Some(pid) = policy.resume_after_one {
+                        crate::process::resume(pid);
+                    }
+                });
+                let (one_at, rate_at) = match set {
+                    Ok(times) => times,
+                    Err(e) => {
+                        // The value moved between leak's read and its write
+                        // (a Go 1.19 process still in start-up sets its rate
+                        // in runtime.init; or another tool): nothing was
+                        // written. Undo what the guard was told and decide
+                        // again at the next scan.
+                        let moved = mem
+                            .read_i64(addr)
+                            .is_ok_and(|now| now != current && !entry.written.values.contains(&now));
+                        if !moved {
+                            return Err(anyhow::Error::new(e)
+                                .context(format!("pid {pid}: cannot set runtime.MemProfileRate")));
                         }
-                    })
-                        .with_context(|| format!("pid {pid}: cannot set runtime.MemProfileRate"))?;
+                        if let Some(g) = self.guard.as_mut() {
+                            match &previous {
+                                Some(before) => g.send(&Message::Set(before.clone())),
+                                None => g.send(&Message::Forget(pid)),
+                            }
+                        }
+                        p.written = previous;
+                        p.rate_checks_left += 1;
+                        return Ok(());
+                    }
+                };
                 if entry.written.values.len() > 1 {
                     entry.written.completed(rate);
                     if let Some(g) = self.guard.as_mut() {
