@@ -20,7 +20,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::{frame::Frame, target::runtime::ALLOCATOR_FRAMES};
+use crate::{frame::Frame, go::table::ALLOCATOR_FRAMES};
 
 /// Something that knows the frames at a code address (a `.gopclntab`).
 pub trait SymbolSource {

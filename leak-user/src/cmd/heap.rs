@@ -1,15 +1,19 @@
 //! `leak heap`: a read-only snapshot of a running Go program's own heap
 //! profile, with no eBPF.
 
+use std::{rc::Rc, time::Duration};
+
 use anyhow::Result;
 use clap::Args;
 
 use crate::{
-    outputs::{Output, Outputs},
-    pipeline::{
-        go::{history, target::Target},
-        heap,
+    go::{
+        records::{self, Read},
+        GoProcess,
     },
+    outputs::{Output, Outputs},
+    report::{self, Losses, Profile, Source, StackProfile, Unit},
+    symbolize::Symbolizer,
 };
 
 /// `leak heap --help`: what it does and how to start.
@@ -59,7 +63,8 @@ pub struct HeapArgs {
     pub outputs: Outputs,
 }
 
-/// Runs `leak heap`.
+/// Runs `leak heap`: the Go layer reads the records, the report renders
+/// them.
 pub fn run(args: HeapArgs) -> Result<()> {
     args.outputs.check(
         &[
@@ -71,15 +76,70 @@ pub fn run(args: HeapArgs) -> Result<()> {
         "leak heap",
         "--chart draws memory over time: use it with leak trace or leak top",
     )?;
-    let exe = history::go_process(args.pid)?;
-    let target = Target::open(&exe)?;
-    heap::run(
-        target,
-        heap::Options {
-            pid: args.pid,
-            top: args.top,
-            by_allocated: args.by_allocated,
-            outputs: args.outputs,
+    let process = GoProcess::open_pid(args.pid)?;
+    let read = records::read_once(&process)?;
+    let mut profile = profile_of(&process, &read);
+    if args.by_allocated {
+        profile.stacks.sort_by(|a, b| {
+            b.totals
+                .allocated_bytes
+                .total_cmp(&a.totals.allocated_bytes)
+        });
+    }
+    print!(
+        "{}",
+        report::text::render(&profile, args.top, args.by_allocated)
+    );
+    if read.snapshot.before_first_gc {
+        eprintln!("leak: pid {}: no GC has run yet, so \"in use\" counts every allocation (as Go's own profile does then)", args.pid);
+    }
+    args.outputs.write_profile(&profile)?;
+    if let Some(path) = &args.outputs.pprof {
+        let meta = report::pprof::PprofMeta {
+            build_id: process.program().build_id(),
+            time_nanos: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+            duration_nanos: 0,
+        };
+        crate::outputs::write(path, |w| report::pprof::write(&profile, &meta, w))?;
+    }
+    Ok(())
+}
+
+/// The records of `process` as a report: each bucket symbolized, stacks
+/// that read alike summed.
+fn profile_of(process: &GoProcess, read: &Read) -> Profile {
+    let program = process.program();
+    let mut symbols = Symbolizer::new(Rc::clone(&program.bin));
+    let stacks: Vec<StackProfile> = records::stacks(read, process.bias(), &mut symbols)
+        .into_iter()
+        .map(|(frames, totals)| StackProfile {
+            held_at_exit: 0.0,
+            frames: frames.into(),
+            totals,
+            growth: None,
+        })
+        .collect();
+    let buckets = &read.snapshot.buckets;
+    Profile {
+        binary: program.path.clone(),
+        source: Source::GoRecords {
+            go_version: program.version.clone(),
+            rate: read.rate.max(0) as u64,
+            gc_cycles: u64::from(read.snapshot.gc_cycles),
+            buckets: buckets.len(),
         },
-    )
+        unit: Unit::Bytes,
+        pids: vec![process.pid()],
+        elapsed: Duration::ZERO,
+        samples: buckets.iter().map(|b| b.counts.allocs).sum(),
+        frees: buckets.iter().map(|b| b.counts.frees).sum(),
+        total: stacks.iter().map(|s| s.totals).sum(),
+        previous_outstanding: None,
+        stacks,
+        losses: Losses::default(),
+        work: None,
+    }
 }

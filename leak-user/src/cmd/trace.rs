@@ -7,9 +7,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::{
+    go::{process::go_executable, Program},
     outputs::{Output, Outputs},
     pipeline::{
-        go::{self, profile::SortBy, target::go_executable},
+        go::{self, profile::SortBy},
         native,
     },
     probes,
@@ -161,8 +162,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
     super::check_duration(args.duration)?;
     match mode {
         Mode::Launch(program, program_args) => {
-            let target = go::target::Target::open(&program).map_err(|e| {
-                e.context(format!(
+            let target = Program::open(&program).map_err(|e| {
+                anyhow::Error::new(e).context(format!(
                     "leak trace -- CMD runs Go programs for now; start {} yourself and use --pid",
                     program.display()
                 ))
@@ -173,7 +174,7 @@ pub fn run(args: TraceArgs) -> Result<()> {
             go::launch::run_launched(target, go_options(&args), child)
         }
         Mode::Go(binary) => {
-            let target = go::target::Target::open(&binary)?;
+            let target = Program::open(&binary)?;
             check_go_outputs(&args.outputs)?;
             probes::require_root()?;
             go::run(target, go_options(&args))

@@ -7,6 +7,5 @@
 //! - [`top`]: resident memory of every process, from memory tracepoints.
 
 pub mod go;
-pub mod heap;
 pub mod native;
 pub mod top;

@@ -21,7 +21,7 @@ use crate::process::memory::MemoryMut;
 
 /// Go's default `MemProfileRate`: one sample per 512 KiB allocated (defined
 /// in the runtime table).
-pub use crate::target::runtime::DEFAULT_MEM_PROFILE_RATE as DEFAULT_RATE;
+pub use crate::go::table::DEFAULT_MEM_PROFILE_RATE as DEFAULT_RATE;
 
 /// Largest rate leak accepts as a real `MemProfileRate` value (1 GiB).
 const MAX_PLAUSIBLE: i64 = 1 << 30;

@@ -25,7 +25,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::{processes::RatePolicy, target::Target, GoPipeline, Options};
+use super::{processes::RatePolicy, GoPipeline, Options};
+use crate::go::Program;
 use crate::{cmd::Exit, process, session};
 
 /// How long the shell may take to stop itself.
@@ -112,14 +113,14 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 /// [`launch::spawn_paused`]) from its first allocation until it exits, then
 /// writes every output; leak's exit status is the program's.
 pub fn run_launched(
-    target: Target,
+    program: Program,
     mut options: Options,
     mut child: std::process::Child,
 ) -> Result<()> {
     let pid = child.id();
     options.pid = Some(pid);
     options.launched = true;
-    let traced = session::block_on(super::trace(options, target));
+    let traced = session::block_on(super::trace(options, std::rc::Rc::new(program)));
     if traced.is_err() {
         // Never left stopped, never run untraced: it goes with leak.
         let _ = child.kill();
@@ -146,7 +147,7 @@ impl GoPipeline {
             resume_after_one: Some(pid),
             ..self.rate_policy()
         };
-        let binary = self.target.path.display().to_string();
+        let binary = self.program.path.display().to_string();
         if let Err(e) = self.procs.check_rate(pid, &policy, &binary) {
             eprintln!("leak: {e:#}");
         }

@@ -1,8 +1,9 @@
 //! The Go pipeline: uprobes on the runtime's own heap sampler
 //! (`setprofilebucket`, the sweeper's `freeSpecial`, GC mark termination,
 //! and `--work`'s function), outstanding bytes per call stack, the growth
-//! series and verdicts, and the reports. [`target`] opens the binary and
-//! plans the probes, [`processes`] follows the processes running it,
+//! series and verdicts, and the reports. The binary is a
+//! [`crate::go::Program`] (the Go layer), [`attachments`] plans its probes,
+//! [`processes`] follows the processes running it,
 //! [`buckets`] maps Go's profile buckets to stacks, [`profile`] turns the
 //! numbers into a report.
 
@@ -11,7 +12,6 @@ pub mod history;
 pub mod launch;
 pub mod processes;
 pub mod profile;
-pub mod target;
 
 use std::{
     collections::BTreeMap,
@@ -32,12 +32,12 @@ use self::{
     history::ProcessHistory,
     processes::{Process, Processes, RatePolicy},
     profile::{SortBy, SYMBOLIZE_BUDGET},
-    target::Target,
 };
 use crate::{
     aggregate::{merged::MergedStacks, sampled::Aggregator},
     analysis::growth::GrowthTracker,
     event::{self, KernelCounters, Record},
+    go::{GoBinary, GoError, Program},
     outputs::Outputs,
     probes,
     probes::Attachment,
@@ -46,7 +46,6 @@ use crate::{
     sampling::{self, guard::GuardProcess},
     session::{self, Pipeline, Stop, Timing},
     symbolize::Symbolizer,
-    target::GoBinary,
 };
 
 /// Stacks whose history is kept for the growth verdict.
@@ -104,7 +103,7 @@ struct Maps {
 /// The state of one `leak trace` of a Go binary.
 pub struct GoPipeline {
     options: Options,
-    target: Target,
+    program: Rc<Program>,
     agg: Aggregator,
     symbols: Symbolizer<Rc<GoBinary>>,
     merged: MergedStacks,
@@ -134,9 +133,9 @@ pub struct GoPipeline {
 
 /// Checks the request against the opened binary, then traces until told
 /// to stop and writes every requested output.
-pub fn run(target: Target, options: Options) -> Result<()> {
+pub fn run(program: Program, options: Options) -> Result<()> {
     if let Some(pid) = options.pid {
-        match process::runs_binary(pid, target.id) {
+        match process::runs_binary(pid, program.id) {
             None => bail!("no process with pid {pid}"),
             Some(false) => {
                 let exe = process::exe(pid)
@@ -144,21 +143,21 @@ pub fn run(target: Target, options: Options) -> Result<()> {
                     .unwrap_or_else(|_| "something else".into());
                 bail!(
                     "pid {pid} is not running {} (it runs {exe})",
-                    target.path.display()
+                    program.path.display()
                 );
             }
             Some(true) => {}
         }
     }
-    session::block_on(trace(options, target))
+    session::block_on(trace(options, Rc::new(program)))
 }
 
-async fn trace(options: Options, target: Target) -> Result<()> {
-    let (config, attach) = target.attachments(options.work.as_deref())?;
+async fn trace(options: Options, program: Rc<Program>) -> Result<()> {
+    let (config, attach) = attachments(&program, options.work.as_deref())?;
     let now = Instant::now();
     let mut p = GoPipeline {
-        symbols: Symbolizer::new(target.bin.clone()),
-        target,
+        symbols: Symbolizer::new(program.bin.clone()),
+        program,
         agg: Aggregator::new(),
         merged: MergedStacks::default(),
         growth: GrowthTracker::new(TRACKED_STACKS, SERIES_POINTS),
@@ -201,6 +200,34 @@ async fn trace(options: Options, target: Target) -> Result<()> {
         eprintln!("leak: every traced process has exited");
     }
     p.finish(losses)
+}
+
+/// The probes for `program`'s Go version, and `--work`'s function: each
+/// on its function just past the stack-growth check, by file offset.
+pub fn attachments(
+    program: &Program,
+    work: Option<&str>,
+) -> Result<(ProbeConfig, Vec<Attachment>), GoError> {
+    let row = program.runtime;
+    let probes = [
+        ("go_alloc", row.alloc_fn),
+        ("go_free", row.free_fn),
+        ("go_gc_cycle", row.gc_fn),
+        ("go_start", row.start_fn),
+    ];
+    let work = work.map(|f| ("go_work_call", f));
+    let out = probes
+        .into_iter()
+        .chain(work)
+        .map(|(name, function)| {
+            Ok(Attachment {
+                program: name,
+                function: function.to_string(),
+                file_offset: program.probe_offset(function)?,
+            })
+        })
+        .collect::<Result<_, GoError>>()?;
+    Ok((row.probe_config(), out))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
@@ -276,7 +303,7 @@ impl GoPipeline {
         // Before attaching: a process that cannot be seen fails now, not later.
         self.scan_processes()?;
         let mut ebpf =
-            probes::load_and_attach(&self.target.path, self.options.pid, config, attach)?;
+            probes::load_and_attach(&self.program.path, self.options.pid, config, attach)?;
         let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
         self.maps = Some(Maps {
             counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
@@ -296,8 +323,8 @@ impl GoPipeline {
         self.attached_at = process::boot_ticks();
         eprintln!(
             "leak: tracing {} ({}){}; Ctrl-C to stop",
-            self.target.path.display(),
-            self.target.version,
+            self.program.path.display(),
+            self.program.version,
             match self.options.pid {
                 Some(pid) => format!(", pid {pid}"),
                 None => ", every process running it".to_string(),
@@ -327,7 +354,7 @@ impl GoPipeline {
     fn handle(&mut self, record: Record) {
         match record {
             Record::Alloc(ev) => {
-                let seen_bias = (ev.ip != 0).then(|| self.target.bias_from_ip(ev.ip));
+                let seen_bias = (ev.ip != 0).then(|| self.program.bias_from_ip(ev.ip));
                 let Some(p) = self.place(ev.tgid, seen_bias) else {
                     self.samples_without_process += 1;
                     return;
@@ -352,7 +379,7 @@ impl GoPipeline {
             Record::Start(ev) => {
                 // Placed now, while it runs; its rate is checked at the
                 // next poll (a tenth of a second), not the next scan.
-                let bias = self.target.bias_from_start_ip(ev.addr);
+                let bias = self.program.bias_from_start_ip(ev.addr);
                 if self.place(ev.tgid, Some(bias)).is_some() {
                     if self.options.launched && self.options.pid == Some(ev.tgid) {
                         self.start_launched(ev.tgid);
@@ -374,7 +401,7 @@ impl GoPipeline {
         if !self.procs.contains(tgid) {
             let bias = match seen_bias {
                 Some(b) => b,
-                None => self.target.load_bias(tgid)?,
+                None => self.program.load_bias(tgid)?,
             };
             let Some((_, start_time)) = process::state(tgid) else {
                 let gone = Process::new(bias, 0, None, self.procs.rate());
@@ -382,7 +409,7 @@ impl GoPipeline {
                 return self.procs.get_mut(tgid);
             };
             let memory = ProcessMemory::open(tgid).ok();
-            let rate = match (&memory, self.target.mem_profile_rate) {
+            let rate = match (&memory, self.program.mem_profile_rate) {
                 (Some(m), Some(addr)) => {
                     use crate::process::memory::Memory;
                     m.read_i64(addr.wrapping_add(bias)).ok()
@@ -403,7 +430,7 @@ impl GoPipeline {
             if !ran_before {
                 return self.procs.get_mut(tgid);
             }
-            match ProcessHistory::open(&self.target, tgid, &mut self.agg) {
+            match ProcessHistory::open(&self.program, tgid, &mut self.agg) {
                 Ok(h) => {
                     self.notes.push(format!(
                         "leak: pid {tgid}: history: {} held before leak attached, in {} stacks (Go's own heap profile records, as of its last GC)",
@@ -425,7 +452,7 @@ impl GoPipeline {
     fn scan_processes(&mut self) -> Result<()> {
         let pids = match self.options.pid {
             Some(pid) => vec![pid],
-            None => process::processes_running(self.target.id),
+            None => process::processes_running(self.program.id),
         };
         let running: Vec<(u32, u64)> = pids
             .into_iter()
@@ -446,7 +473,7 @@ impl GoPipeline {
             }
         }
         let policy = self.rate_policy();
-        let binary = self.target.path.display().to_string();
+        let binary = self.program.path.display().to_string();
         for (pid, _) in running {
             if self.place(pid, None).is_some() {
                 self.procs.check_rate(pid, &policy, &binary)?;
@@ -466,10 +493,10 @@ impl GoPipeline {
     /// What leak may do to a target's sampling rate.
     fn rate_policy(&self) -> RatePolicy {
         RatePolicy {
-            addr: self.target.mem_profile_rate,
+            addr: self.program.mem_profile_rate,
             requested: self.options.rate,
             read_only: self.options.read_only,
-            through_one: !self.target.runtime.rate_change_noticed,
+            through_one: !self.program.runtime.rate_change_noticed,
             keep: self.options.keep_rate,
             resume_after_one: None,
         }
@@ -481,7 +508,7 @@ impl GoPipeline {
             return Ok(());
         }
         let policy = self.rate_policy();
-        let binary = self.target.path.display().to_string();
+        let binary = self.program.path.display().to_string();
         for pid in std::mem::take(&mut self.started_pids) {
             if process::alive(pid) {
                 self.procs.check_rate(pid, &policy, &binary)?;
@@ -497,7 +524,7 @@ impl GoPipeline {
         for (pid, h) in self.history.iter_mut() {
             if let Some(p) = self.procs.get_mut(*pid) {
                 let (rate, gc) = (p.rates.current(), p.gc_cycles);
-                h.refresh(&self.target, rate, gc, now, &mut self.agg);
+                h.refresh(rate, gc, now, &mut self.agg);
             }
         }
     }
@@ -534,7 +561,7 @@ impl GoPipeline {
         drop(profile);
         if let Some(path) = self.options.outputs.pprof.clone() {
             let meta = report::pprof::PprofMeta {
-                build_id: self.target.build_id(),
+                build_id: self.program.build_id(),
                 time_nanos: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_nanos() as i64 - elapsed.as_nanos() as i64)
@@ -575,7 +602,7 @@ impl GoPipeline {
         let title = format!(
             "leak trace: bytes held per stack, top {} of {}",
             lines.len(),
-            self.target.path.display()
+            self.program.path.display()
         );
         self.options
             .outputs

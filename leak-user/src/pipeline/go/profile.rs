@@ -169,9 +169,9 @@ impl GoPipeline {
             total += h;
         }
         let mut profile = Profile {
-            binary: self.target.path.clone(),
+            binary: self.program.path.clone(),
             source: Source::GoSampler {
-                go_version: self.target.version.clone(),
+                go_version: self.program.version.clone(),
                 rate: self.procs.rate(),
                 gc_cycles,
                 // History is "as of the last GC" too.

@@ -12,9 +12,9 @@ use std::{
 use gimli::{constants, AttributeValue, EndianSlice, LittleEndian};
 use object::{CompressionFormat, Object, ObjectSection};
 
-use crate::target::{
+use crate::go::{
     elf::GoBinary,
-    runtime::probes_for,
+    table::probes_for,
     testutil::{self, Variant, VERSIONS},
 };
 

@@ -13,7 +13,7 @@
 //! releases have no row and are refused.
 
 use super::{AllocatorFrames, BucketLayout, MemRecordLayout, ModuledataLayout, RuntimeProbes};
-use crate::target::version::GoVersion;
+use crate::go::version::GoVersion;
 
 /// What Go's heap profile trims from the leaf end of a stack, the same for
 /// every row: runtime packages, and runtime code that other packages reach

@@ -30,9 +30,9 @@ pub use lines::{pcvalue, read_varint};
 pub use names::print_name;
 
 use super::{
-    error::TargetError,
+    error::GoError,
     image::{read_u64_at, read_vaddr, ElfLayout, LoadSegment},
-    runtime,
+    table,
     version::GoVersion,
 };
 use header::{find_header, find_moduledata, moduledata_gofunc, Header};
@@ -85,9 +85,9 @@ impl PclntabFormat {
 
     /// The `moduledata` layouts of the runtime-table rows this format's
     /// releases can have, oldest first.
-    fn moduledata_layouts(self) -> impl Iterator<Item = &'static runtime::ModuledataLayout> {
+    fn moduledata_layouts(self) -> impl Iterator<Item = &'static table::ModuledataLayout> {
         let (from, before) = self.versions();
-        runtime::moduledata_layouts(from, before)
+        table::moduledata_layouts(from, before)
     }
 
     /// Size of the fixed part of `_func`, before its `pcdata` array.
@@ -222,9 +222,9 @@ impl Pclntab {
         path: &Path,
         data: &Arc<[u8]>,
         layout: &ElfLayout,
-    ) -> Result<Self, TargetError> {
+    ) -> Result<Self, GoError> {
         let (vaddr, base, len) =
-            find_header(data, layout).ok_or_else(|| TargetError::NotGo(path.to_path_buf()))?;
+            find_header(data, layout).ok_or_else(|| GoError::NotGo(path.to_path_buf()))?;
         Self::parse(path, data, layout, vaddr, base, len)
     }
 
@@ -235,18 +235,18 @@ impl Pclntab {
         header_vaddr: u64,
         base: usize,
         len: usize,
-    ) -> Result<Self, TargetError> {
-        let malformed = |reason: String| TargetError::Malformed {
+    ) -> Result<Self, GoError> {
+        let malformed = |reason: String| GoError::Malformed {
             path: path.to_path_buf(),
             reason,
         };
         let tab = &data[base..base + len];
         let magic = le_u32(tab, 0).ok_or_else(|| malformed("truncated header".into()))?;
         if let Some(&(_, version, missing)) = MAGIC_OLD.iter().find(|o| o.0 == magic) {
-            return Err(TargetError::UnsupportedGoVersion {
+            return Err(GoError::UnsupportedGoVersion {
                 version: version.into(),
                 missing: missing.into(),
-                supported: runtime::SUPPORTED,
+                supported: table::SUPPORTED,
             });
         }
         let format = match magic {

@@ -20,7 +20,7 @@ pub use rows::{rows, ALLOCATOR_FRAMES};
 
 use leak_common::ProbeConfig;
 
-use super::{error::TargetError, version::GoVersion};
+use super::{error::GoError, version::GoVersion};
 
 /// The range leak supports, for error messages.
 pub const SUPPORTED: &str = "go1.19, and go1.21 or later";
@@ -235,13 +235,13 @@ impl RuntimeProbes {
 
 /// The row for Go version `v`; an error says what is missing for it and
 /// names the supported range.
-pub fn probes_for(v: &GoVersion) -> Result<&'static RuntimeProbes, TargetError> {
+pub fn probes_for(v: &GoVersion) -> Result<&'static RuntimeProbes, GoError> {
     rows()
         .iter()
         .rev()
         .find(|row| row.since <= *v)
         .filter(|row| row.end().is_none_or(|end| *v < end))
-        .ok_or_else(|| TargetError::UnsupportedGoVersion {
+        .ok_or_else(|| GoError::UnsupportedGoVersion {
             version: v.to_string(),
             missing: format!(
                 "leak's runtime table has no row for go{}.{} (its probe functions, struct layouts and offsets were never checked against that release)",

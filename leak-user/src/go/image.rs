@@ -12,7 +12,7 @@ use object::{
     SectionKind,
 };
 
-use super::error::TargetError;
+use super::error::GoError;
 
 /// One `PT_LOAD` program header: how a part of the file is mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,21 +99,21 @@ pub(super) struct ElfLayout {
 }
 
 impl ElfLayout {
-    pub(super) fn parse(path: &Path, data: &[u8]) -> Result<Self, TargetError> {
+    pub(super) fn parse(path: &Path, data: &[u8]) -> Result<Self, GoError> {
         match FileKind::parse(data) {
             Ok(FileKind::Elf64) => {}
             Ok(FileKind::Elf32) => {
-                return Err(TargetError::UnsupportedArch {
+                return Err(GoError::UnsupportedArch {
                     path: path.to_path_buf(),
                     arch: "a 32-bit CPU".into(),
                 })
             }
-            _ => return Err(TargetError::NotElf(path.to_path_buf())),
+            _ => return Err(GoError::NotElf(path.to_path_buf())),
         }
         let file = ElfFile64::<Endianness>::parse(data)
-            .map_err(|_| TargetError::NotElf(path.to_path_buf()))?;
+            .map_err(|_| GoError::NotElf(path.to_path_buf()))?;
         if file.architecture() != Architecture::X86_64 {
-            return Err(TargetError::UnsupportedArch {
+            return Err(GoError::UnsupportedArch {
                 path: path.to_path_buf(),
                 arch: format!("{:?}", file.architecture()).to_lowercase(),
             });

@@ -1,25 +1,25 @@
-//! The Go binary being traced: opened and checked once, with what the
-//! probes need (entry points past the stack-growth check, by file offset)
-//! and what the reports need (its symbols, through `.gopclntab`).
+//! A Go program's executable, opened and checked once, with everything leak
+//! locates in it: its Go release and runtime table row, its loadable
+//! segments (for each process's load bias), where its probes go (entry
+//! points past the stack-growth check, by file offset), and the runtime
+//! globals leak reads (`MemProfileRate`, the heap records).
 
 use std::{
     path::{Path, PathBuf},
     rc::Rc,
 };
 
-use anyhow::{Context, Result};
-use leak_common::ProbeConfig;
-
-use crate::{
-    frame::Frame,
-    probes::Attachment,
-    process::{self, maps::Segment, FileId},
-    symbolize::SymbolSource,
-    target::{self, GoBinary, RuntimeProbes},
+use super::{
+    error::GoError,
+    heapvars::{self, HeapVars},
+    memrate, prologue,
+    table::{self, RuntimeProbes},
+    GoBinary,
 };
+use crate::process::{self, maps::Segment, FileId};
 
-/// What leak knows about the traced binary.
-pub struct Target {
+/// What leak knows about a Go executable.
+pub struct Program {
     /// Canonical path.
     pub path: PathBuf,
     /// Identity on disk (processes are matched by it).
@@ -41,16 +41,20 @@ pub struct Target {
     pub start_probe: u64,
     /// Where the heap profile's records are (link-time addresses), located
     /// once for every process; why not, in one line.
-    pub heap_records: Result<target::heapvars::HeapVars, String>,
+    pub heap_records: Result<HeapVars, String>,
 }
 
-impl Target {
+impl Program {
     /// Opens and checks the binary, and resolves everything the probes need.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub fn open(path: &Path) -> Result<Self, GoError> {
         let bin = GoBinary::open(path)?;
         let (version, _source) = bin.go_version();
-        let runtime = target::probes_for(&version)?;
-        let id = FileId::of(path).with_context(|| format!("cannot stat {}", path.display()))?;
+        let runtime = table::probes_for(&version)?;
+        let io = |source| GoError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let id = FileId::of(path).map_err(io)?;
         let segments = bin
             .load_segments()
             .iter()
@@ -60,16 +64,16 @@ impl Target {
                 filesz: s.file_size,
             })
             .collect();
-        let mem_profile_rate = target::mem_profile_rate_addr(&bin)
+        let mem_profile_rate = memrate::mem_profile_rate_addr(&bin)
             .ok()
             .map(|(addr, _)| addr);
-        let probe = |f: &str| -> Result<u64> {
+        let probe = |f: &str| -> Result<u64, GoError> {
             let entry = bin.require_function(f)?.entry;
-            Ok(target::prologue::probe_address(&bin, entry))
+            Ok(prologue::probe_address(&bin, entry))
         };
         let alloc_probe = probe(runtime.alloc_fn)?;
         let start_probe = probe(runtime.start_fn)?;
-        let heap_records = target::heapvars::heap_vars(&bin, runtime).map_err(|e| e.to_string());
+        let heap_records = heapvars::heap_vars(&bin, runtime).map_err(|e| e.to_string());
         Ok(Self {
             heap_records,
             alloc_probe,
@@ -77,7 +81,7 @@ impl Target {
             version: version.to_string(),
             runtime,
             mem_profile_rate,
-            path: std::fs::canonicalize(path)?,
+            path: std::fs::canonicalize(path).map_err(io)?,
             id,
             bin: Rc::new(bin),
             segments,
@@ -105,35 +109,16 @@ impl Target {
     /// Where a uprobe on `function` goes: just past its stack-growth check
     /// (a call that grows its stack re-runs from the entry, and would be
     /// seen twice), as a file offset.
-    fn probe_offset(&self, function: &str) -> Result<u64> {
+    pub fn probe_offset(&self, function: &str) -> Result<u64, GoError> {
         // A clear error with near matches if the name does not exist.
         let entry = self.bin.require_function(function)?.entry;
-        let at = target::prologue::probe_address(&self.bin, entry);
+        let at = prologue::probe_address(&self.bin, entry);
         self.bin
             .vaddr_to_file_offset(at)
-            .with_context(|| format!("{function} at {at:#x} is outside every loadable segment"))
-    }
-
-    /// The probes for this binary's Go version, and `--work`'s function.
-    pub fn attachments(&self, work: Option<&str>) -> Result<(ProbeConfig, Vec<Attachment>)> {
-        let row = self.runtime;
-        let config = row.probe_config();
-        let mut out = Vec::new();
-        let probes = [
-            ("go_alloc", row.alloc_fn),
-            ("go_free", row.free_fn),
-            ("go_gc_cycle", row.gc_fn),
-            ("go_start", row.start_fn),
-        ];
-        let work = work.map(|f| ("go_work_call", f));
-        for (program, function) in probes.into_iter().chain(work) {
-            out.push(Attachment {
-                program,
+            .ok_or_else(|| GoError::OutsideSegments {
                 function: function.to_string(),
-                file_offset: self.probe_offset(function)?,
-            });
-        }
-        Ok((config, out))
+                addr: at,
+            })
     }
 
     /// Build ids for the pprof mapping: the ELF one, else Go's.
@@ -149,38 +134,6 @@ impl Target {
 /// rounded down to the page.
 pub fn bias_from_ip(ip: u64, probe: u64) -> u64 {
     ip.wrapping_sub(probe) & !0xfff
-}
-
-/// The executable of process `pid` if it is a Go program.
-pub fn go_executable(pid: u32) -> Result<Option<PathBuf>> {
-    let exe = process::exe(pid)?;
-    Ok(GoBinary::open(&exe).is_ok().then_some(exe))
-}
-
-/// Frames of the binary, as Go's profiles name them.
-impl SymbolSource for Rc<GoBinary> {
-    fn frames_at(&self, pc: u64) -> Option<Vec<Frame>> {
-        let frames = self.pclntab().frames(pc);
-        if frames.is_empty() {
-            return None;
-        }
-        Some(
-            frames
-                .into_iter()
-                .filter(|f| !f.wrapper)
-                .map(report_frame)
-                .collect(),
-        )
-    }
-
-    fn innermost_at(&self, pc: u64) -> Option<Option<Frame>> {
-        let f = self.pclntab().frames(pc).into_iter().next()?;
-        Some((!f.wrapper).then(|| report_frame(f)))
-    }
-}
-
-fn report_frame(f: target::pclntab::Frame) -> Frame {
-    Frame::new(f.function, f.file, f.line, f.inlined)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! `runtime/symtabinl.go`).
 
 use super::{names::print_name, Frame, Pclntab, RawFunc, FUNCDATA_INL_TREE, PCDATA_INL_TREE_INDEX};
-use crate::target::image::read_vaddr;
+use crate::go::image::read_vaddr;
 
 impl Pclntab {
     /// Source frames of `pc`, innermost first: the inlined calls that

@@ -15,8 +15,8 @@ use iced_x86::{Decoder, DecoderOptions, Instruction, MemorySize, Mnemonic, OpKin
 
 use super::{
     elf::GoBinary,
-    error::TargetError,
-    runtime::{self, DEFAULT_MEM_PROFILE_RATE},
+    error::GoError,
+    table::{self, DEFAULT_MEM_PROFILE_RATE},
 };
 
 /// How the address was found.
@@ -30,7 +30,7 @@ pub enum RateSource {
 
 /// Link-time address of `runtime.MemProfileRate` (an 8-byte `int`): from
 /// `.symtab`, else by disassembly. Add the load bias for a PIE process.
-pub fn mem_profile_rate_addr(bin: &GoBinary) -> Result<(u64, RateSource), TargetError> {
+pub fn mem_profile_rate_addr(bin: &GoBinary) -> Result<(u64, RateSource), GoError> {
     if let Some(sym) = bin.symbol("runtime.MemProfileRate") {
         return Ok((sym.vaddr, RateSource::Symbol));
     }
@@ -39,12 +39,12 @@ pub fn mem_profile_rate_addr(bin: &GoBinary) -> Result<(u64, RateSource), Target
 
 /// Finds `runtime.MemProfileRate` without symbols, from the code of the
 /// functions that read it.
-pub fn mem_profile_rate_by_disassembly(bin: &GoBinary) -> Result<u64, TargetError> {
-    let not_found = |reason: String| TargetError::MemProfileRateNotFound {
+pub fn mem_profile_rate_by_disassembly(bin: &GoBinary) -> Result<u64, GoError> {
+    let not_found = |reason: String| GoError::MemProfileRateNotFound {
         path: bin.path().to_path_buf(),
         reason,
     };
-    let row = runtime::probes_for(&bin.go_version().0).map_err(|e| not_found(e.to_string()))?;
+    let row = table::probes_for(&bin.go_version().0).map_err(|e| not_found(e.to_string()))?;
     let readers = row.rate_reader_fns;
     // Where the default is stored at start-up, if it is not in the file.
     let stored = match row.rate_set_by {

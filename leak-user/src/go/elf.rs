@@ -15,7 +15,7 @@ use std::{
 use object::{read::elf::ElfFile64, Endianness, Object, ObjectSymbol};
 
 use super::{
-    error::TargetError,
+    error::GoError,
     image::{read_u64_at, read_vaddr, vaddr_to_file_offset, ElfLayout, LoadSegment, Section},
     pclntab::{FuncInfo, Pclntab},
 };
@@ -57,14 +57,14 @@ impl GoBinary {
     ///
     /// For a process in another mount namespace pass `/proc/PID/exe` or
     /// `/proc/PID/root/<path>`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, TargetError> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, GoError> {
         let path = path.as_ref().to_path_buf();
         let data: Arc<[u8]> = match std::fs::read(&path) {
             Ok(d) => d.into(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(TargetError::NotFound(path))
+                return Err(GoError::NotFound(path))
             }
-            Err(source) => return Err(TargetError::Io { path, source }),
+            Err(source) => return Err(GoError::Io { path, source }),
         };
         let layout = ElfLayout::parse(&path, &data)?;
         let pclntab = Pclntab::locate(&path, &data, &layout)?;
@@ -97,10 +97,10 @@ impl GoBinary {
     /// The function named `name`, or an error that suggests close names
     /// (for functions a user asked to probe, or that a runtime-table row
     /// needs).
-    pub fn require_function(&self, name: &str) -> Result<FuncInfo<'_>, TargetError> {
+    pub fn require_function(&self, name: &str) -> Result<FuncInfo<'_>, GoError> {
         self.pclntab.func_by_name(name).ok_or_else(|| {
             let near = self.pclntab.near_matches(name, 3);
-            TargetError::MissingFunction {
+            GoError::MissingFunction {
                 path: self.path.clone(),
                 name: name.to_owned(),
                 suggestions: if near.is_empty() {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::{process::memory::FakeMemory, target::runtime::rows};
+use crate::{go::table::rows, process::memory::FakeMemory};
 
 const HEAD: u64 = 0x9000;
 const CYCLE: u64 = 0x9100;

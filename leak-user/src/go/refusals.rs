@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use super::{
     elf::GoBinary,
-    error::TargetError,
+    error::GoError,
     testutil::{self, Variant, VERSIONS},
 };
 
 /// A refusal's message: one line, no advice to rebuild.
-fn one_line(err: &TargetError) -> String {
+fn one_line(err: &GoError) -> String {
     let msg = err.to_string();
     assert_eq!(msg.lines().count(), 1, "{msg}");
     assert!(!msg.contains("rebuild"), "{msg}");
@@ -23,10 +23,7 @@ fn arm64_is_refused_saying_what_is_missing() {
         return;
     };
     let err = GoBinary::open(&path).unwrap_err();
-    assert!(
-        matches!(err, TargetError::UnsupportedArch { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, GoError::UnsupportedArch { .. }), "{err:?}");
     let msg = one_line(&err);
     assert!(
         msg.contains("aarch64") && msg.contains("amd64 registers"),
@@ -63,7 +60,7 @@ fn old_tables_are_refused_saying_what_is_missing() {
         let err = GoBinary::open(&path).unwrap_err();
         std::fs::remove_file(&path).ok();
         assert!(
-            matches!(err, TargetError::UnsupportedGoVersion { .. }),
+            matches!(err, GoError::UnsupportedGoVersion { .. }),
             "{err:?}"
         );
         let msg = one_line(&err);

@@ -2,7 +2,7 @@
 //! with the fields of it the reader needs (`text`, `gofunc`).
 
 use super::{le_u32, le_u64, PclntabFormat, HEADER_SIZE, MAGIC_GO118, MAGIC_GO120};
-use crate::target::image::{read_u64_at, ElfLayout, Section};
+use crate::go::image::{read_u64_at, ElfLayout, Section};
 
 /// The words of a pcHeader after magic/pad/minLC/ptrSize.
 pub(super) struct Header {

@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn real_runtime_functions_have_the_check() {
-        use crate::target::{
+        use crate::go::{
             probes_for,
             testutil::{self, Variant, VERSIONS},
         };
@@ -126,7 +126,7 @@ mod tests {
     /// argument (it switches on the kind at once).
     #[test]
     fn free_special_reads_kind_where_the_table_says() {
-        use crate::target::{
+        use crate::go::{
             probes_for,
             testutil::{self, Variant, VERSIONS},
         };

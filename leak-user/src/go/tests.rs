@@ -7,10 +7,10 @@ use std::path::Path;
 
 use super::{
     elf::GoBinary,
-    error::TargetError,
+    error::GoError,
     memrate::{self, RateSource},
     pclntab::{self, TextStartSource},
-    runtime::{self, probes_for},
+    table::{self, probes_for},
     testutil::{self, Variant, VERSIONS},
     version::{self, GoVersion, VersionSource},
 };
@@ -28,7 +28,7 @@ fn open(path: &Path) -> GoBinary {
 #[test]
 fn missing_file_is_not_found() {
     let err = GoBinary::open("/nonexistent/leak-test-binary").unwrap_err();
-    assert!(matches!(err, TargetError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, GoError::NotFound(_)), "{err:?}");
     assert!(err.to_string().contains("/proc/PID/exe"), "{err}");
 }
 
@@ -38,7 +38,7 @@ fn text_file_is_not_elf() {
     std::fs::write(&path, "#!/bin/sh\necho hi\n").unwrap();
     let err = GoBinary::open(&path).unwrap_err();
     std::fs::remove_file(&path).ok();
-    assert!(matches!(err, TargetError::NotElf(_)), "{err:?}");
+    assert!(matches!(err, GoError::NotElf(_)), "{err:?}");
 }
 
 #[test]
@@ -49,7 +49,7 @@ fn c_program_is_not_go() {
         return;
     }
     let err = GoBinary::open(ls).unwrap_err();
-    assert!(matches!(err, TargetError::NotGo(_)), "{err:?}");
+    assert!(matches!(err, GoError::NotGo(_)), "{err:?}");
     assert_eq!(
         err.to_string(),
         "/bin/ls is not a Go program: it has no .gopclntab"
@@ -108,7 +108,7 @@ fn each_toolchain_lands_on_its_row() {
     // 1.23 and 1.24 rows': 1.23 probes the 1.21 row's functions (only the
     // profile kind and the marker differ), 1.24 the 1.25 row's.
     let row = |minor| probes_for(&GoVersion::new(1, minor, 0)).unwrap();
-    let probed = |r: &runtime::RuntimeProbes| {
+    let probed = |r: &table::RuntimeProbes| {
         let mut names = vec![r.alloc_fn, r.free_fn, r.gc_fn, r.start_fn];
         names.extend(r.rate_reader_fns);
         names
@@ -142,13 +142,13 @@ fn rate_readers_and_markers_hold_for_real_binaries() {
             );
         }
         // Where the file holds no default, the row's function stores it.
-        let in_file = bin.read_u64(rate) == Some(runtime::DEFAULT_MEM_PROFILE_RATE);
+        let in_file = bin.read_u64(rate) == Some(table::DEFAULT_MEM_PROFILE_RATE);
         assert_eq!(in_file, row.rate_set_by.is_none(), "go{v}");
         if let Some(name) = row.rate_set_by {
             let (code, entry) = code_of(name);
             assert_eq!(memrate::stores_of_default(code, entry), [rate], "go{v}");
         }
-        let rows = runtime::rows();
+        let rows = table::rows();
         let at = rows.iter().position(|r| r == row).unwrap();
         assert!(bin.pclntab().func_by_name(row.marker_fn).is_some(), "go{v}");
         if let Some(next) = rows.get(at + 1) {
@@ -484,7 +484,7 @@ fn mem_profile_rate_found_without_symbols() {
             let section = bin.section_containing(addr).unwrap();
             // Initialised data, or (1.19) zero until the runtime's init.
             let (want, value) = match row.rate_set_by {
-                None => (".noptrdata", Some(runtime::DEFAULT_MEM_PROFILE_RATE)),
+                None => (".noptrdata", Some(table::DEFAULT_MEM_PROFILE_RATE)),
                 Some(_) => (".noptrbss", None),
             };
             assert_eq!(section.name, want, "go{v} {variant:?}");

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use super::{elf::GoBinary, pclntab::TextStartSource, runtime};
+use super::{elf::GoBinary, pclntab::TextStartSource, table};
 
 /// A Go release, e.g. `go1.25.5`. Pre-releases (`go1.22rc1`) count as the
 /// `.0` release.
@@ -182,9 +182,9 @@ pub fn infer(bin: &GoBinary) -> GoVersion {
         super::pclntab::PclntabFormat::Go120 => GoVersion::new(1, 20, 0),
     };
     if tab.text_start_source() != TextStartSource::Header {
-        version = version.max(runtime::TEXT_START_DROPPED);
+        version = version.max(table::TEXT_START_DROPPED);
     }
-    if let Some(row) = runtime::row_by_markers(|name| tab.func_by_name(name).is_some()) {
+    if let Some(row) = table::row_by_markers(|name| tab.func_by_name(name).is_some()) {
         version = version.max(row.since);
     }
     version

@@ -11,9 +11,7 @@
 //! 8-byte one. An address found this way is a candidate until a walk of the
 //! list it points to proves it (see `goheap`).
 
-use super::{
-    elf::GoBinary, error::TargetError, memrate::rip_relative_loads, runtime::RuntimeProbes,
-};
+use super::{elf::GoBinary, error::GoError, memrate::rip_relative_loads, table::RuntimeProbes};
 
 /// How the addresses were found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +36,7 @@ pub struct HeapVars {
 
 /// Finds `runtime.mbuckets` and `runtime.mProfCycle` in `bin`, whose
 /// runtime is described by `row`.
-pub fn heap_vars(bin: &GoBinary, row: &RuntimeProbes) -> Result<HeapVars, TargetError> {
+pub fn heap_vars(bin: &GoBinary, row: &RuntimeProbes) -> Result<HeapVars, GoError> {
     if let (Some(b), Some(c)) = (
         bin.symbol("runtime.mbuckets"),
         bin.symbol("runtime.mProfCycle"),
@@ -53,11 +51,8 @@ pub fn heap_vars(bin: &GoBinary, row: &RuntimeProbes) -> Result<HeapVars, Target
 }
 
 /// Finds both from the loads of the records' reader, without symbols.
-pub fn heap_vars_by_disassembly(
-    bin: &GoBinary,
-    row: &RuntimeProbes,
-) -> Result<HeapVars, TargetError> {
-    let not_found = |reason: String| TargetError::HeapRecordsNotFound {
+pub fn heap_vars_by_disassembly(bin: &GoBinary, row: &RuntimeProbes) -> Result<HeapVars, GoError> {
+    let not_found = |reason: String| GoError::HeapRecordsNotFound {
         path: bin.path().to_path_buf(),
         reason,
     };
@@ -80,7 +75,7 @@ pub fn heap_vars_by_disassembly(
     loads.retain(|&(addr, _)| in_bss(addr));
     loads.sort_unstable();
     loads.dedup();
-    let pick = |size: usize, what: &str| -> Result<u64, TargetError> {
+    let pick = |size: usize, what: &str| -> Result<u64, GoError> {
         let found: Vec<u64> = loads
             .iter()
             .filter(|&&(_, s)| s == size)
@@ -105,8 +100,8 @@ pub fn heap_vars_by_disassembly(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::{
-        runtime::probes_for,
+    use crate::go::{
+        table::probes_for,
         testutil::{self, Variant, VERSIONS},
     };
 

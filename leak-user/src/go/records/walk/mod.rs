@@ -17,7 +17,7 @@
 #[cfg(test)]
 mod tests;
 
-use crate::{process::memory::Memory, target::RuntimeProbes};
+use crate::{go::table::RuntimeProbes, process::memory::Memory};
 
 /// `bucketType` of heap buckets (`memProfile`, mprof.go).
 const MEM_PROFILE: u64 = 1;
