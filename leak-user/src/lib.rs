@@ -11,11 +11,11 @@
 pub mod aggregate;
 pub mod analysis;
 pub mod cmd;
-pub mod elfsym;
 pub mod event;
 pub mod frame;
 pub mod go;
 pub mod mm;
+pub mod native;
 pub mod outputs;
 pub mod pipeline;
 pub mod probes;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
+
+use crate::event::{self, Record};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -26,8 +28,8 @@ pub enum Stop {
 
 /// One mode of leak: events in, numbers kept, reports out.
 pub trait Pipeline {
-    /// Handles every record waiting in the ring buffer.
-    fn drain(&mut self, _ring: &mut RingBuf<MapData>) {}
+    /// Handles one record from the kernel side, decoded.
+    fn handle(&mut self, _record: Record) {}
     /// Housekeeping, every [`Timing::poll_every`]; a [`Stop`] ends the
     /// session.
     fn poll(&mut self) -> Result<Option<Stop>> {
@@ -86,7 +88,7 @@ pub async fn run(
             },
             guard = async { ring.as_mut().expect("checked").readable_mut().await }, if ring.is_some() => {
                 let mut guard = guard?;
-                pipeline.drain(guard.get_inner_mut());
+                drain(pipeline, guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = report_tick.tick() => {
@@ -96,7 +98,7 @@ pub async fn run(
             }
             _ = poll_tick.tick(), if timing.poll_every.is_some() => {
                 if let Some(r) = ring.as_mut() {
-                    pipeline.drain(r.get_mut());
+                    drain(pipeline, r.get_mut());
                 }
                 if let Some(stop) = pipeline.poll()? {
                     break stop;
@@ -105,12 +107,24 @@ pub async fn run(
         }
     };
     if let Some(mut r) = ring {
-        pipeline.drain(r.get_mut());
+        drain(pipeline, r.get_mut());
     }
     if let Stop::Signal(s) = stop {
         eprintln!("leak: {s}: stopping");
     }
     Ok(stop)
+}
+
+/// Hands every record waiting in the ring buffer to `pipeline`, decoded
+/// once here: a pipeline sees [`Record`]s, never the ring.
+fn drain(pipeline: &mut impl Pipeline, ring: &mut RingBuf<MapData>) {
+    while let Some(item) = ring.next() {
+        let record = event::decode(&item);
+        drop(item);
+        if let Some(record) = record {
+            pipeline.handle(record);
+        }
+    }
 }
 
 /// Resolves `duration` seconds after it is first polled; never without a

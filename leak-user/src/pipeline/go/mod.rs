@@ -36,7 +36,7 @@ use self::{
 use crate::{
     aggregate::{merged::MergedStacks, sampled::Aggregator},
     analysis::growth::GrowthTracker,
-    event::{self, KernelCounters, Record},
+    event::{KernelCounters, Record},
     go::{GoBinary, GoError, Program},
     outputs::Outputs,
     probes,
@@ -236,14 +236,8 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
 }
 
 impl Pipeline for GoPipeline {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
-            let record = event::decode(&item);
-            drop(item);
-            if let Some(record) = record {
-                self.handle(record);
-            }
-        }
+    fn handle(&mut self, record: Record) {
+        self.handle_record(record);
     }
 
     fn poll(&mut self) -> Result<Option<Stop>> {
@@ -351,7 +345,7 @@ impl GoPipeline {
         )
     }
 
-    fn handle(&mut self, record: Record) {
+    fn handle_record(&mut self, record: Record) {
         match record {
             Record::Alloc(ev) => {
                 let seen_bias = (ev.ip != 0).then(|| self.program.bias_from_ip(ev.ip));

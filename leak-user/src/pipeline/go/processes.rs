@@ -247,74 +247,14 @@ impl Processes {
                  or import net/http/pprof or runtime/pprof in the program"
             ),
             RateAction::Enable(rate) | RateAction::Change(rate) => {
-                let written = Written::before_write(
-                    p.written.as_ref().map(|e| &e.written),
+                let target = RateTarget {
+                    pid,
+                    addr,
                     current,
                     rate,
-                    policy.through_one,
-                );
-                let mut entry = Entry {
-                    pid,
-                    start_time: p.start_time,
-                    addr,
-                    written,
                 };
-                if let Some(g) = self.guard.as_mut() {
-                    g.send(&Message::Set(entry.clone()));
-                }
-                let previous = p.written.replace(entry.clone());
-                let set = sampling::set_rate(mem, addr, current, rate, policy.through_one, &|| {
-                    if let Some(pid) = policy.resume_after_one {
-                        crate::process::resume(pid);
-                    }
-                });
-                let (one_at, rate_at) = match set {
-                    Ok(times) => times,
-                    Err(e) => {
-                        // The value moved between leak's read and its write
-                        // (a Go 1.19 process still in start-up sets its rate
-                        // in runtime.init; or another tool): nothing was
-                        // written. Undo what the guard was told and decide
-                        // again at the next scan.
-                        let moved = mem
-                            .read_i64(addr)
-                            .is_ok_and(|now| now != current && !entry.written.values.contains(&now));
-                        if !moved {
-                            return Err(anyhow::Error::new(e)
-                                .context(format!("pid {pid}: cannot set runtime.MemProfileRate")));
-                        }
-                        if let Some(g) = self.guard.as_mut() {
-                            match &previous {
-                                Some(before) => g.send(&Message::Set(before.clone())),
-                                None => g.send(&Message::Forget(pid)),
-                            }
-                        }
-                        p.written = previous;
-                        p.rate_checks_left += 1;
-                        return Ok(());
-                    }
-                };
-                if entry.written.values.len() > 1 {
-                    entry.written.completed(rate);
-                    if let Some(g) = self.guard.as_mut() {
-                        g.send(&Message::Set(entry.clone()));
-                    }
-                    p.written = Some(entry);
-                }
-                if let Some(t) = one_at {
-                    p.rates.change(t, 1);
-                }
-                p.rates.change(rate_at, rate);
-                let (until, hint) = match policy.keep {
-                    false => (" until leak exits", " (--read-only forbids this)"),
-                    true => (", to stay after leak exits (--keep-rate)", ""),
-                };
-                if matches!(action, RateAction::Enable(_)) {
-                    eprintln!(
-                        "leak: pid {pid}: Go heap sampling was off (MemProfileRate=0); turned it on at {rate} bytes{until}{hint}"
-                    );
-                } else {
-                    eprintln!("leak: pid {pid}: MemProfileRate {current} → {rate} (--rate){until}");
+                if write_rate(p, &mut self.guard, target, policy)? {
+                    say_rate_written(pid, current, rate, &action, policy.keep);
                 }
             }
         }
@@ -356,6 +296,101 @@ impl Processes {
 
 /// Restores `entry` in `p` if it is still the process leak wrote to; `None`
 /// if it is gone.
+
+/// One rate write: which process, where, what it holds, what to write.
+#[derive(Clone, Copy)]
+struct RateTarget {
+    pid: u32,
+    addr: u64,
+    current: i64,
+    rate: u64,
+}
+
+/// Writes `t.rate` into `p`'s `MemProfileRate`, telling `guard` first what
+/// is about to be written (and again once a write through 1 is complete).
+/// `Ok(false)`: the value moved between leak's read and its write (a Go
+/// 1.19 process still in start-up sets its rate in `runtime.init`; or
+/// another tool): nothing was written, the guard is told so, and the next
+/// scan decides again.
+fn write_rate(
+    p: &mut Process,
+    guard: &mut Option<Box<dyn Guard>>,
+    t: RateTarget,
+    policy: &RatePolicy,
+) -> Result<bool> {
+    let Some(mem) = p.memory.as_deref() else {
+        return Ok(false);
+    };
+    let written = Written::before_write(
+        p.written.as_ref().map(|e| &e.written),
+        t.current,
+        t.rate,
+        policy.through_one,
+    );
+    let mut entry = Entry {
+        pid: t.pid,
+        start_time: p.start_time,
+        addr: t.addr,
+        written,
+    };
+    let tell = |guard: &mut Option<Box<dyn Guard>>, m: Message| {
+        if let Some(g) = guard.as_mut() {
+            g.send(&m);
+        }
+    };
+    tell(guard, Message::Set(entry.clone()));
+    let previous = p.written.replace(entry.clone());
+    let set = sampling::set_rate(mem, t.addr, t.current, t.rate, policy.through_one, &|| {
+        if let Some(pid) = policy.resume_after_one {
+            crate::process::resume(pid);
+        }
+    });
+    let (one_at, rate_at) = match set {
+        Ok(times) => times,
+        Err(e) => {
+            let moved = mem
+                .read_i64(t.addr)
+                .is_ok_and(|now| now != t.current && !entry.written.values.contains(&now));
+            if !moved {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("pid {}: cannot set runtime.MemProfileRate", t.pid)));
+            }
+            match &previous {
+                Some(before) => tell(guard, Message::Set(before.clone())),
+                None => tell(guard, Message::Forget(t.pid)),
+            }
+            p.written = previous;
+            p.rate_checks_left += 1;
+            return Ok(false);
+        }
+    };
+    if entry.written.values.len() > 1 {
+        entry.written.completed(t.rate);
+        tell(guard, Message::Set(entry.clone()));
+        p.written = Some(entry);
+    }
+    if let Some(at) = one_at {
+        p.rates.change(at, 1);
+    }
+    p.rates.change(rate_at, t.rate);
+    Ok(true)
+}
+
+/// The one line that says leak changed a process's rate, and until when.
+fn say_rate_written(pid: u32, current: i64, rate: u64, action: &RateAction, keep: bool) {
+    let (until, hint) = match keep {
+        false => (" until leak exits", " (--read-only forbids this)"),
+        true => (", to stay after leak exits (--keep-rate)", ""),
+    };
+    if matches!(action, RateAction::Enable(_)) {
+        eprintln!(
+            "leak: pid {pid}: Go heap sampling was off (MemProfileRate=0); turned it on at {rate} bytes{until}{hint}"
+        );
+    } else {
+        eprintln!("leak: pid {pid}: MemProfileRate {current} → {rate} (--rate){until}");
+    }
+}
+
 fn restore_one(
     p: &Process,
     entry: &Entry,

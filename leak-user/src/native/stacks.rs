@@ -1,0 +1,115 @@
+//! Native user stacks rebuilt from what the kernel side copies at a
+//! syscall: the frame-pointer walk, with the frames of code built without
+//! frame pointers (the C library's) recovered from return addresses found
+//! on the stack, and the C library's own leaf frames trimmed.
+
+use crate::frame::Frame;
+
+/// The stack of a brk or mmap, innermost first: where the syscall was made;
+/// then the return addresses found on the stack memory (`words`, read
+/// from `sp` up) below the first frame pointer `bp` — the frames of code
+/// without frame pointers, libc's, which the walk skips; then the rest of
+/// the frame-pointer walk. When `bp` is not within the words, the scan
+/// stops at the walk's first return address instead.
+pub fn user_stack(
+    walk: &[u64],
+    sp: u64,
+    bp: u64,
+    words: &[u64],
+    mut is_return_address: impl FnMut(u64) -> bool,
+) -> Vec<u64> {
+    let Some((&leaf, callers)) = walk.split_first() else {
+        return Vec::new();
+    };
+    let mut out = vec![leaf];
+    let span = words.len() as u64 * 8;
+    let scanned = if bp > sp && bp - sp < span {
+        &words[..((bp - sp) / 8) as usize]
+    } else {
+        words
+    };
+    for &w in scanned {
+        if callers.first() == Some(&w) {
+            break;
+        }
+        if is_return_address(w) {
+            out.push(w);
+        }
+    }
+    out.extend_from_slice(callers);
+    out
+}
+
+/// Whether a frame is in the C library or the dynamic loader.
+fn in_c_library(frame: &Frame) -> bool {
+    let name = frame.file.rsplit('/').next().unwrap_or_default();
+    ["libc.so", "libc-", "libc.musl", "ld-linux", "ld-musl"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// Drops the C library's frames at the leaf end but the one the program
+/// called (`malloc`), so the leaf is where the program asked for memory, as
+/// Go's profiles trim the runtime. A stack of C library frames alone stays.
+pub fn trim_c_library(frames: Vec<Frame>) -> Vec<Frame> {
+    match frames.iter().position(|f| !in_c_library(f)) {
+        Some(first_own) if first_own > 1 => frames.into_iter().skip(first_own - 1).collect(),
+        _ => frames,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_scan_fills_in_frames_without_frame_pointers() {
+        // Syscall in libc at 0x7000; libc frames 0x7100, 0x7200 on the
+        // stack, then the C function's return 0x4100, a stray value, and
+        // the walk's first return address 0x4200 at bp+8.
+        let sp = 0x1000;
+        let words = [
+            0x7100,
+            0x55,
+            0x7200,
+            0x4100,
+            0x4200 - 1,
+            0x2000,
+            0x4200,
+            0x9999,
+        ];
+        let is_ra = |a: u64| matches!(a, 0x7100 | 0x7200 | 0x4100 | 0x4200 | 0x9999);
+        let walk = [0x7000, 0x4200, 0x4300];
+        // bp points at the saved rbp (word 5), the walk continues at word 6.
+        let with_bp = user_stack(&walk, sp, sp + 5 * 8, &words, is_ra);
+        assert_eq!(with_bp, [0x7000, 0x7100, 0x7200, 0x4100, 0x4200, 0x4300]);
+        // bp unusable: scan up to the walk's first return address.
+        let without = user_stack(&walk, sp, 0, &words, is_ra);
+        assert_eq!(without, with_bp);
+        assert!(user_stack(&[], sp, 0, &words, is_ra).is_empty());
+    }
+
+    #[test]
+    fn c_library_leaf_frames_are_trimmed_to_the_called_one() {
+        let frame = |function: &str, file: &str| Frame::new(function, file, 0, false);
+        let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+        let stack = vec![
+            frame("brk", libc),
+            frame("sbrk", libc),
+            frame("malloc", libc),
+            frame("leak_request_buffer", "/tmp/leaker"),
+            frame("main", "/tmp/leaker"),
+            frame("__libc_start_main", libc),
+        ];
+        let names: Vec<String> = trim_c_library(stack)
+            .into_iter()
+            .map(|f| f.function.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["malloc", "leak_request_buffer", "main", "__libc_start_main"]
+        );
+        let only_libc = vec![frame("brk", libc), frame("exit", libc)];
+        assert_eq!(trim_c_library(only_libc).len(), 2);
+    }
+}
