@@ -148,7 +148,7 @@ impl GoPipeline {
             ..self.rate_policy()
         };
         let binary = self.program.path.display().to_string();
-        if let Err(e) = self.procs.check_rate(pid, &policy, &binary) {
+        if let Err(e) = self.core.procs.check_rate(pid, &policy, &binary) {
             eprintln!("leak: {e:#}");
         }
         resume(pid);

@@ -8,13 +8,13 @@
 //! numbers into a report.
 
 pub mod buckets;
+pub mod core;
 pub mod history;
 pub mod launch;
 pub mod processes;
 pub mod profile;
 
 use std::{
-    collections::BTreeMap,
     io::{IsTerminal, Write},
     rc::Rc,
     time::{Duration, Instant},
@@ -25,25 +25,24 @@ use aya::{
     maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
     Ebpf,
 };
-use leak_common::{Counter, ProbeConfig, ALLOC_HAS_STACK};
+use leak_common::{Counter, ProbeConfig};
 
 use self::{
-    buckets::BucketStacks,
-    history::ProcessHistory,
-    processes::{Process, Processes, RatePolicy},
+    core::{launched_pid, Core, ProbeSites, ProcHost},
+    processes::RatePolicy,
     profile::{SortBy, SYMBOLIZE_BUDGET},
 };
 use crate::{
-    aggregate::{merged::MergedStacks, sampled::Aggregator},
+    aggregate::merged::MergedStacks,
     analysis::growth::GrowthTracker,
     event::{KernelCounters, Record},
     go::{GoBinary, GoError, Program},
     outputs::Outputs,
     probes,
     probes::Attachment,
-    process::{self, memory::ProcessMemory},
+    process,
     report::{self, chart::ChartLine, Losses},
-    sampling::{self, guard::GuardProcess},
+    sampling::guard::GuardProcess,
     session::{self, Pipeline, Stop, Timing},
     symbolize::Symbolizer,
 };
@@ -104,29 +103,16 @@ struct Maps {
 pub struct GoPipeline {
     options: Options,
     program: Rc<Program>,
-    agg: Aggregator,
+    /// Records in, numbers kept: the part tested without a kernel.
+    core: Core,
     symbols: Symbolizer<Rc<GoBinary>>,
     merged: MergedStacks,
     growth: GrowthTracker<u32>,
-    procs: Processes,
-    buckets: BucketStacks,
-    /// What each process held before leak saw it, from its own records.
-    history: BTreeMap<u32, ProcessHistory>,
-    /// Lines for the user about processes placed, printed once the scan
-    /// that placed them has gone through.
-    notes: Vec<String>,
     /// Standard output is a terminal: reports redraw in place.
     terminal: bool,
-    /// Processes whose start was seen since the last poll: their sampling
-    /// rate is checked then.
-    started_pids: Vec<u32>,
-    /// When the probes were attached, in clock ticks since boot (the unit
-    /// of a process's start time); `None` before.
-    attached_at: Option<u64>,
     maps: Option<Maps>,
     started: Instant,
     previous_outstanding: Option<f64>,
-    samples_without_process: u64,
     last_scan: Instant,
     last_growth: Instant,
 }
@@ -157,33 +143,30 @@ async fn trace(options: Options, program: Rc<Program>) -> Result<()> {
     let now = Instant::now();
     let mut p = GoPipeline {
         symbols: Symbolizer::new(program.bin.clone()),
+        core: Core::new(
+            ProbeSites::of(&program),
+            Box::new(ProcHost(Rc::clone(&program))),
+            launched_pid(&options),
+        ),
         program,
-        agg: Aggregator::new(),
         merged: MergedStacks::default(),
         growth: GrowthTracker::new(TRACKED_STACKS, SERIES_POINTS),
-        procs: Processes::default(),
-        buckets: BucketStacks::default(),
-        history: BTreeMap::new(),
-        notes: Vec::new(),
         terminal: std::io::stdout().is_terminal(),
-        started_pids: Vec::new(),
-        attached_at: None,
         maps: None,
         started: now,
         previous_outstanding: None,
-        samples_without_process: 0,
         last_scan: now,
         last_growth: now,
         options,
     };
     if !p.options.keep_rate {
-        p.procs.guard_with(Box::new(GuardProcess::new()));
+        p.core.procs.guard_with(Box::new(GuardProcess::new()));
     }
     let traced = p.trace_session(config, &attach).await;
     // Whatever ended it (a signal, --duration, an error after a write), put
     // back the rates leak wrote first: detaching takes a while.
     if !p.options.keep_rate {
-        p.procs.restore_rates(|pid| {
+        p.core.procs.restore_rates(|pid| {
             process::state(pid)
                 .filter(|(s, _)| !process::is_dead(*s))
                 .map(|(_, start)| start)
@@ -237,7 +220,9 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
 
 impl Pipeline for GoPipeline {
     fn handle(&mut self, record: Record) {
-        self.handle_record(record);
+        if let Some(pid) = self.core.handle(record) {
+            self.start_launched(pid);
+        }
     }
 
     fn poll(&mut self) -> Result<Option<Stop>> {
@@ -258,7 +243,7 @@ impl Pipeline for GoPipeline {
             self.scan_processes()?;
             // With --pid, the one process is the trace; without, processes
             // started later are traced too, so leak keeps watching.
-            if self.options.pid.is_some() && self.procs.all_exited() {
+            if self.options.pid.is_some() && self.core.procs.all_exited() {
                 return Ok(Some(Stop::AllExited));
             }
         }
@@ -314,7 +299,7 @@ impl GoPipeline {
             launch::resume(pid);
         }
         self.started = Instant::now();
-        self.attached_at = process::boot_ticks();
+        self.core.attached_at = process::boot_ticks();
         eprintln!(
             "leak: tracing {} ({}){}; Ctrl-C to stop",
             self.program.path.display(),
@@ -324,7 +309,7 @@ impl GoPipeline {
                 None => ", every process running it".to_string(),
             }
         );
-        if !self.history.is_empty() {
+        if !self.core.history.is_empty() {
             // What the processes held before: the first report, now.
             session::Pipeline::report(self)?;
         }
@@ -345,102 +330,6 @@ impl GoPipeline {
         )
     }
 
-    fn handle_record(&mut self, record: Record) {
-        match record {
-            Record::Alloc(ev) => {
-                let seen_bias = (ev.ip != 0).then(|| self.program.bias_from_ip(ev.ip));
-                let Some(p) = self.place(ev.tgid, seen_bias) else {
-                    self.samples_without_process += 1;
-                    return;
-                };
-                let (bias, rate) = (p.bias, p.rates.at(ev.timestamp_ns));
-                let carried = (ev.flags & ALLOC_HAS_STACK != 0)
-                    .then(|| &ev.stack[..(ev.frames as usize).min(ev.stack.len())]);
-                let stack = self
-                    .buckets
-                    .stack_of(ev.tgid, ev.bucket, carried, bias, &mut self.agg);
-                self.agg.alloc(ev.tgid, ev.addr, ev.size, rate, stack);
-            }
-            Record::Free(ev) => {
-                self.agg.free(ev.tgid, ev.addr);
-            }
-            Record::GcCycle(ev) => {
-                if let Some(p) = self.place(ev.tgid, None) {
-                    p.gc_cycles += 1;
-                    self.agg.gc_cycle(ev.tgid);
-                }
-            }
-            Record::Start(ev) => {
-                // Placed now, while it runs; its rate is checked at the
-                // next poll (a tenth of a second), not the next scan.
-                let bias = self.program.bias_from_start_ip(ev.addr);
-                if self.place(ev.tgid, Some(bias)).is_some() {
-                    if self.options.launched && self.options.pid == Some(ev.tgid) {
-                        self.start_launched(ev.tgid);
-                    } else {
-                        self.started_pids.push(ev.tgid);
-                    }
-                }
-            }
-            Record::Map(_) => {}
-        }
-    }
-
-    /// Process `tgid`, placed on first sight: its load bias, its memory,
-    /// the sampling rate in force. `seen_bias` is the bias a record's
-    /// instruction pointer gives: with it, a process that has already
-    /// exited (a short job) is placed all the same, with the rate of the
-    /// others, and no sample of it is lost.
-    fn place(&mut self, tgid: u32, seen_bias: Option<u64>) -> Option<&mut Process> {
-        if !self.procs.contains(tgid) {
-            let bias = match seen_bias {
-                Some(b) => b,
-                None => self.program.load_bias(tgid)?,
-            };
-            let Some((_, start_time)) = process::state(tgid) else {
-                let gone = Process::new(bias, 0, None, self.procs.rate());
-                self.procs.insert(tgid, gone);
-                return self.procs.get_mut(tgid);
-            };
-            let memory = ProcessMemory::open(tgid).ok();
-            let rate = match (&memory, self.program.mem_profile_rate) {
-                (Some(m), Some(addr)) => {
-                    use crate::process::memory::Memory;
-                    m.read_i64(addr.wrapping_add(bias)).ok()
-                }
-                _ => None,
-            }
-            .unwrap_or(sampling::DEFAULT_RATE as i64);
-            let memory = memory.map(|m| Box::new(m) as Box<dyn process::memory::MemoryMut>);
-            self.procs.insert(
-                tgid,
-                Process::new(bias, start_time, memory, rate.max(0) as u64),
-            );
-            // Only a process that ran before leak attached has a history
-            // (one started since is seen live from its start: its records
-            // hold nothing leak has not seen). Read before leak changes the
-            // rate: the records are scaled with it.
-            let ran_before = self.attached_at.is_none_or(|at| start_time < at);
-            if !ran_before {
-                return self.procs.get_mut(tgid);
-            }
-            match ProcessHistory::open(&self.program, tgid, &mut self.agg) {
-                Ok(h) => {
-                    self.notes.push(format!(
-                        "leak: pid {tgid}: history: {} held before leak attached, in {} stacks (Go's own heap profile records, as of its last GC)",
-                        crate::units::human_bytes(h.held()),
-                        h.part().len()
-                    ));
-                    self.history.insert(tgid, h);
-                }
-                Err(why) => self.notes.push(format!(
-                    "leak: pid {tgid}: no history: {why}; counting from now"
-                )),
-            }
-        }
-        self.procs.get_mut(tgid)
-    }
-
     /// Finds processes running the binary, notes exits (and pids reused),
     /// and makes sure each one samples its heap.
     fn scan_processes(&mut self) -> Result<()> {
@@ -455,12 +344,12 @@ impl GoPipeline {
                 _ => None,
             })
             .collect();
-        for pid in self.procs.update(&running).exited {
+        for pid in self.core.procs.update(&running).exited {
             // Kept in the report, but its memory is gone; so are its
             // buckets, here and in the kernel.
-            self.agg.process_exited(pid);
-            self.history.remove(&pid);
-            for key in self.buckets.forget(pid) {
+            self.core.agg.process_exited(pid);
+            self.core.history.remove(&pid);
+            for key in self.core.buckets.forget(pid) {
                 if let Some(m) = &mut self.maps {
                     let _ = m.known_buckets.remove(&[key.0 as u64, key.1]);
                 }
@@ -469,8 +358,8 @@ impl GoPipeline {
         let policy = self.rate_policy();
         let binary = self.program.path.display().to_string();
         for (pid, _) in running {
-            if self.place(pid, None).is_some() {
-                self.procs.check_rate(pid, &policy, &binary)?;
+            if self.core.place(pid, None).is_some() {
+                self.core.procs.check_rate(pid, &policy, &binary)?;
             }
         }
         self.print_notes();
@@ -479,7 +368,7 @@ impl GoPipeline {
 
     /// Prints the lines about processes placed since the last call.
     fn print_notes(&mut self) {
-        for note in self.notes.drain(..) {
+        for note in self.core.notes.drain(..) {
             eprintln!("{note}");
         }
     }
@@ -498,14 +387,14 @@ impl GoPipeline {
 
     /// Checks the sampling rate of processes whose start was just seen.
     fn check_started(&mut self) -> Result<()> {
-        if self.started_pids.is_empty() {
+        if self.core.started_pids.is_empty() {
             return Ok(());
         }
         let policy = self.rate_policy();
         let binary = self.program.path.display().to_string();
-        for pid in std::mem::take(&mut self.started_pids) {
+        for pid in std::mem::take(&mut self.core.started_pids) {
             if process::alive(pid) {
-                self.procs.check_rate(pid, &policy, &binary)?;
+                self.core.procs.check_rate(pid, &policy, &binary)?;
             }
         }
         self.print_notes();
@@ -515,10 +404,10 @@ impl GoPipeline {
     /// Reads again the records of each process that finished a GC (`now`:
     /// without waiting for its sweep to settle).
     fn refresh_history(&mut self, now: bool) {
-        for (pid, h) in self.history.iter_mut() {
-            if let Some(p) = self.procs.get_mut(*pid) {
+        for (pid, h) in self.core.history.iter_mut() {
+            if let Some(p) = self.core.procs.get_mut(*pid) {
                 let (rate, gc) = (p.rates.current(), p.gc_cycles);
-                h.refresh(rate, gc, now, &mut self.agg);
+                h.refresh(rate, gc, now, &mut self.core.agg);
             }
         }
     }

@@ -102,7 +102,10 @@ impl GoPipeline {
     /// heap profile counts them (for `--pprof`).
     pub(super) fn profile_as_of_last_gc(&mut self) -> Profile {
         self.symbolize_pending(usize::MAX);
-        let ids = history::with_history(self.agg.stacks_as_of_last_gc(), self.history.values());
+        let ids = history::with_history(
+            self.core.agg.stacks_as_of_last_gc(),
+            self.core.history.values(),
+        );
         let mut p = self.profile_of(ids);
         let held: Totals = p.stacks.iter().map(|s| s.totals).sum();
         p.total.outstanding_bytes = held.outstanding_bytes;
@@ -113,14 +116,15 @@ impl GoPipeline {
     /// Every stack's totals: the live samples plus what each process's
     /// history adds.
     fn live_and_history(&self) -> Vec<(StackId, Totals)> {
-        let live = self.agg.stacks().map(|(id, t)| (id, *t)).collect();
-        history::with_history(live, self.history.values())
+        let live = self.core.agg.stacks().map(|(id, t)| (id, *t)).collect();
+        history::with_history(live, self.core.history.values())
     }
 
     /// What the processes' histories add (outstanding only), if any has one.
     fn history_totals(&self) -> Option<Totals> {
-        (!self.history.is_empty()).then(|| {
-            self.history
+        (!self.core.history.is_empty()).then(|| {
+            self.core
+                .history
                 .values()
                 .flat_map(|h| h.part().values().copied())
                 .sum()
@@ -129,18 +133,20 @@ impl GoPipeline {
 
     /// Symbolizes up to `budget` stacks not yet symbolized, oldest first.
     pub(super) fn symbolize_pending(&mut self, budget: usize) {
-        let (agg, symbols) = (&self.agg, &mut self.symbols);
+        let (agg, symbols) = (&self.core.agg, &mut self.symbols);
         self.merged.catch_up(agg.stack_count(), budget, |id| {
             symbols.logical_stack(agg.stack(id))
         });
     }
 
     fn profile_of(&mut self, ids: Vec<(StackId, Totals)>) -> Profile {
-        let survived = self.merged.sum_per_stack(&self.agg.survived_per_stack(2));
+        let survived = self
+            .merged
+            .sum_per_stack(&self.core.agg.survived_per_stack(2));
         let at_exit = self
             .merged
-            .sum_per_stack(&self.agg.held_at_exit_per_stack());
-        let gc_cycles = self.procs.gc_cycles();
+            .sum_per_stack(&self.core.agg.held_at_exit_per_stack());
+        let gc_cycles = self.core.procs.gc_cycles();
         let stacks: Vec<StackProfile> = self
             .merged
             .totals(ids)
@@ -164,7 +170,7 @@ impl GoPipeline {
         });
         let history = self.history_totals();
         let history_bytes = history.map(|t| t.outstanding_bytes);
-        let mut total = self.agg.total();
+        let mut total = self.core.agg.total();
         if let Some(h) = history {
             total += h;
         }
@@ -172,10 +178,10 @@ impl GoPipeline {
             binary: self.program.path.clone(),
             source: Source::GoSampler {
                 go_version: self.program.version.clone(),
-                rate: self.procs.rate(),
+                rate: self.core.procs.rate(),
                 gc_cycles,
                 // History is "as of the last GC" too.
-                in_use_at_last_gc: match (self.agg.in_use_at_last_gc(), history_bytes) {
+                in_use_at_last_gc: match (self.core.agg.in_use_at_last_gc(), history_bytes) {
                     (Some(live), h) => Some(live + h.unwrap_or(0.0)),
                     (None, Some(h)) if h > 0.0 => Some(h),
                     (None, _) => None,
@@ -183,10 +189,10 @@ impl GoPipeline {
                 history_bytes,
             },
             unit: Unit::Bytes,
-            pids: self.procs.pids(),
+            pids: self.core.procs.pids(),
             elapsed: self.started.elapsed(),
-            samples: self.agg.samples(),
-            frees: self.agg.frees(),
+            samples: self.core.agg.samples(),
+            frees: self.core.agg.frees(),
             total,
             previous_outstanding: self.previous_outstanding,
             stacks,
@@ -217,8 +223,8 @@ impl GoPipeline {
     /// What was lost, from the kernel's counters and our own.
     pub(super) fn losses(&self) -> Losses {
         let mut l = self.kernel_losses();
-        l.stacks_failed += self.buckets.missing();
-        l.samples_without_process = self.samples_without_process;
+        l.stacks_failed += self.core.buckets.missing();
+        l.samples_without_process = self.core.samples_without_process;
         l
     }
 
@@ -239,13 +245,13 @@ impl GoPipeline {
         let points: Vec<(MergedId, Totals, f64)> = self
             .merged
             .totals(history::with_history(
-                self.agg.stacks_as_of_last_gc(),
-                self.history.values(),
+                self.core.agg.stacks_as_of_last_gc(),
+                self.core.history.values(),
             ))
             .into_iter()
             .map(|(m, t)| (m, t, now.get(&m).copied().unwrap_or(0.0)))
             .collect();
-        self.growth.record(t, &points, self.procs.gc_cycles());
+        self.growth.record(t, &points, self.core.procs.gc_cycles());
         if let Some(calls) = self.work_calls() {
             self.growth.record_work(t, calls);
         }
