@@ -30,6 +30,8 @@ pub trait MemoryMut: Memory {
 pub struct ProcessMemory {
     pid: u32,
     file: fs::File,
+    /// `file` was opened for writing too.
+    writable: bool,
 }
 
 impl ProcessMemory {
@@ -38,6 +40,21 @@ impl ProcessMemory {
         Ok(Self {
             pid,
             file: fs::File::open(format!("/proc/{pid}/mem"))?,
+            writable: false,
+        })
+    }
+
+    /// Opens the memory of process `pid` for reading and writing, with one
+    /// handle: every access goes to the process it opened, even if the pid
+    /// is reused meanwhile (the rate guard's restore).
+    pub fn open_writable(pid: u32) -> io::Result<Self> {
+        Ok(Self {
+            pid,
+            file: fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/proc/{pid}/mem"))?,
+            writable: true,
         })
     }
 
@@ -57,6 +74,9 @@ impl MemoryMut for ProcessMemory {
     /// Opens the memory for writing just for this: leak writes nothing
     /// else, ever.
     fn write_i64(&self, addr: u64, value: i64) -> io::Result<()> {
+        if self.writable {
+            return self.file.write_all_at(&value.to_le_bytes(), addr);
+        }
         let mem = fs::OpenOptions::new()
             .write(true)
             .open(format!("/proc/{}/mem", self.pid))?;

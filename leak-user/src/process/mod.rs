@@ -163,6 +163,32 @@ pub fn parse_state(stat: &str) -> Option<(char, u64)> {
     Some((state, stat_field(stat, 22)?))
 }
 
+/// One process, named so that a reused pid is never taken for it: its pid
+/// and its start time (clock ticks after boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// The process id.
+    pub pid: u32,
+    /// Its start time, from `/proc/PID/stat`.
+    pub start_time: u64,
+}
+
+impl Identity {
+    /// The process running as `pid` now; `None` if there is none, or only
+    /// its zombie.
+    pub fn of_live(pid: u32) -> Option<Self> {
+        match state(pid)? {
+            (s, _) if is_dead(s) => None,
+            (_, start_time) => Some(Self { pid, start_time }),
+        }
+    }
+
+    /// Whether this very process still runs (not another one given its pid).
+    pub fn is_running(&self) -> bool {
+        Self::of_live(self.pid) == Some(*self)
+    }
+}
+
 /// Whether a state letter means the process has exited (zombie, dead).
 pub fn is_dead(state: char) -> bool {
     matches!(state, 'Z' | 'X' | 'x')

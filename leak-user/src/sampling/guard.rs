@@ -20,7 +20,7 @@
 
 use std::{
     collections::BTreeMap,
-    fmt, fs,
+    fmt,
     io::{self, BufRead, Write},
     os::unix::{
         fs::FileExt,
@@ -31,8 +31,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{restore_decision, Restore, Written};
-use crate::process;
+use super::{Restore, Written};
+use crate::{
+    process::{memory::ProcessMemory, Identity},
+    sampling,
+};
 
 /// The hidden subcommand that runs the guard.
 pub const GUARD_COMMAND: &str = "__rate-guard";
@@ -231,30 +234,21 @@ pub fn follow(input: impl BufRead) -> Option<Vec<Entry>> {
 /// Restores one entry in its process, by the rule leak itself uses. `None`
 /// when the process is gone (or its pid now names another process).
 pub fn restore(e: &Entry) -> io::Result<Option<Restore>> {
-    let mem = match fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/{}/mem", e.pid))
-    {
+    let mem = match ProcessMemory::open_writable(e.pid) {
         Ok(m) => m,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(err),
     };
     // The handle stays bound to the process it opened: if that one is the
     // process leak wrote to, every access below goes to it.
-    match process::state(e.pid) {
-        Some((s, start)) if !process::is_dead(s) && start == e.start_time => {}
-        _ => return Ok(None),
+    let wrote_to = Identity {
+        pid: e.pid,
+        start_time: e.start_time,
+    };
+    if !wrote_to.is_running() {
+        return Ok(None);
     }
-    let mut b = [0u8; 8];
-    if mem.read_exact_at(&mut b, e.addr).is_err() {
-        return Ok(None); // exited meanwhile
-    }
-    let decision = restore_decision(i64::from_le_bytes(b), &e.written);
-    if let Restore::Write(v) = decision {
-        mem.write_all_at(&v.to_le_bytes(), e.addr)?;
-    }
-    Ok(Some(decision))
+    sampling::restore_in(&mem, e.addr, &e.written)
 }
 
 #[cfg(test)]
@@ -340,7 +334,7 @@ mod tests {
     fn restores_in_a_live_process_only_what_leak_left() {
         // This test process stands for the target.
         let cell = Box::new(AtomicI64::new(4096));
-        let (_, start_time) = process::state(std::process::id()).unwrap();
+        let (_, start_time) = crate::process::state(std::process::id()).unwrap();
         let mut e = Entry {
             pid: std::process::id(),
             start_time: start_time + 1,

@@ -158,6 +158,24 @@ pub fn restore_decision(current: i64, written: &Written) -> Restore {
     }
 }
 
+/// Puts back in `mem` what leak found at `addr`, by [`restore_decision`]'s
+/// rule: leak's own restore and the guard's are this one function. `None`
+/// when the memory can no longer be read (the process exited meanwhile).
+pub fn restore_in(
+    mem: &dyn MemoryMut,
+    addr: u64,
+    written: &Written,
+) -> std::io::Result<Option<Restore>> {
+    let Ok(current) = mem.read_i64(addr) else {
+        return Ok(None);
+    };
+    let decision = restore_decision(current, written);
+    if let Restore::Write(v) = decision {
+        mem.write_i64(addr, v)?;
+    }
+    Ok(Some(decision))
+}
+
 /// The one line said about a restore in process `pid` (`note` added, e.g.
 /// who did it); `None` when it already held the original.
 pub fn restore_line(pid: u32, decision: Restore, written: &Written, note: &str) -> Option<String> {

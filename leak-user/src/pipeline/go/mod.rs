@@ -166,11 +166,9 @@ async fn trace(options: Options, program: Rc<Program>) -> Result<()> {
     // Whatever ended it (a signal, --duration, an error after a write), put
     // back the rates leak wrote first: detaching takes a while.
     if !p.options.keep_rate {
-        p.core.procs.restore_rates(|pid| {
-            process::state(pid)
-                .filter(|(s, _)| !process::is_dead(*s))
-                .map(|(_, start)| start)
-        });
+        p.core
+            .procs
+            .restore_rates(|pid| process::Identity::of_live(pid).map(|i| i.start_time));
     }
     let (stop, ebpf) = traced?;
     p.record_growth();
@@ -339,10 +337,8 @@ impl GoPipeline {
         };
         let running: Vec<(u32, u64)> = pids
             .into_iter()
-            .filter_map(|pid| match process::state(pid) {
-                Some((s, start)) if !process::is_dead(s) => Some((pid, start)),
-                _ => None,
-            })
+            .filter_map(process::Identity::of_live)
+            .map(|i| (i.pid, i.start_time))
             .collect();
         for pid in self.core.procs.update(&running).exited {
             // Kept in the report, but its memory is gone; so are its

@@ -399,17 +399,10 @@ fn restore_one(
     if start_of(entry.pid) != Some(entry.start_time) {
         return Ok(None);
     }
-    let Some(mem) = p.memory.as_deref() else {
-        return Ok(None);
-    };
-    let Ok(current) = mem.read_i64(entry.addr) else {
-        return Ok(None); // exited meanwhile
-    };
-    let decision = sampling::restore_decision(current, &entry.written);
-    if let Restore::Write(v) = decision {
-        mem.write_i64(entry.addr, v)?;
+    match p.memory.as_deref() {
+        Some(mem) => sampling::restore_in(mem, entry.addr, &entry.written),
+        None => Ok(None),
     }
-    Ok(Some(decision))
 }
 
 #[cfg(test)]
