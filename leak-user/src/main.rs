@@ -61,14 +61,7 @@ fn main() -> ExitCode {
         Command::RateGuard => cmd::rate_guard::run(),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<cmd::Exit>().is_some() => {
-            let exit = e.downcast_ref::<cmd::Exit>().expect("checked");
-            if let Some(m) = &exit.message {
-                eprintln!("leak: {m}");
-            }
-            ExitCode::from(exit.code)
-        }
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("leak: {}", one_line(&e));
             ExitCode::FAILURE

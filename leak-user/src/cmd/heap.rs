@@ -65,7 +65,7 @@ pub struct HeapArgs {
 
 /// Runs `leak heap`: the Go layer reads the records, the report renders
 /// them.
-pub fn run(args: HeapArgs) -> Result<()> {
+pub fn run(args: HeapArgs) -> Result<u8> {
     args.outputs.check(
         &[
             Output::Folded,
@@ -105,7 +105,7 @@ pub fn run(args: HeapArgs) -> Result<()> {
         };
         crate::outputs::write(path, |w| report::pprof::write(&profile, &meta, w))?;
     }
-    Ok(())
+    Ok(0)
 }
 
 /// The records of `process` as a report: each bucket symbolized, stacks

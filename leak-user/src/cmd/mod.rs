@@ -1,5 +1,8 @@
 //! One module per subcommand: its arguments, their checks, and the
-//! pipeline they choose. The work is in [`crate::pipeline`].
+//! pipeline (or layer) they choose. The work is in [`crate::pipeline`] and
+//! the layers below it. Each `run` returns leak's exit status: 0, or the
+//! status of the program `leak trace -- CMD` ran (a shell's 126/127 when
+//! it could not be run); an error is one line and status 1.
 
 pub mod heap;
 pub mod rate_guard;
@@ -7,28 +10,6 @@ pub mod top;
 pub mod trace;
 
 use anyhow::{bail, Result};
-
-/// Ends leak with this exit status: the status of the program `leak trace
-/// -- CMD` ran, or a shell's 126/127 when it could not be run (`message`
-/// then says why, in one line).
-#[derive(Debug)]
-pub struct Exit {
-    /// The exit status.
-    pub code: u8,
-    /// What to print first, if anything.
-    pub message: Option<String>,
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.message {
-            Some(m) => f.write_str(m),
-            None => write!(f, "exit status {}", self.code),
-        }
-    }
-}
-
-impl std::error::Error for Exit {}
 
 /// `--interval` must be a positive, finite number of seconds.
 fn check_interval(secs: f64) -> Result<()> {

@@ -21,7 +21,7 @@ use anyhow::Result;
 use crate::sampling::{self, guard};
 
 /// Runs the guard until leak says `done` or goes away.
-pub fn run() -> Result<()> {
+pub fn run() -> Result<u8> {
     for sig in [
         libc::SIGINT,
         libc::SIGTERM,
@@ -37,7 +37,7 @@ pub fn run() -> Result<()> {
         log::debug!("rate guard: cannot lower its oom_score_adj: {e}");
     }
     let Some(outstanding) = guard::follow(io::stdin().lock()) else {
-        return Ok(()); // leak put everything back itself
+        return Ok(0); // leak put everything back itself
     };
     // Never eprintln!: it panics when stderr is gone (leak's reader may have
     // died with it), and every entry must still be restored.
@@ -58,5 +58,5 @@ pub fn run() -> Result<()> {
             let _ = writeln!(stderr, "{line}");
         }
     }
-    Ok(())
+    Ok(0)
 }

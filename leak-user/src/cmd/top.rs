@@ -48,7 +48,7 @@ pub struct TopArgs {
 }
 
 /// Runs `leak top`.
-pub fn run(args: TopArgs) -> Result<()> {
+pub fn run(args: TopArgs) -> Result<u8> {
     super::check_interval(args.interval)?;
     super::check_duration(args.duration)?;
     if args.top == 0 {
@@ -66,5 +66,6 @@ pub fn run(args: TopArgs) -> Result<()> {
         top: args.top,
         pids: args.pid,
         outputs: args.outputs,
-    })
+    })?;
+    Ok(0)
 }

@@ -141,13 +141,17 @@ enum Mode {
     Native(u32),
 }
 
-/// Runs `leak trace`.
-pub fn run(args: TraceArgs) -> Result<()> {
+/// Runs `leak trace`; its exit status is that of the program it ran, if
+/// it ran one.
+pub fn run(args: TraceArgs) -> Result<u8> {
     let mode = match (&args.binary, args.pid) {
-        _ if !args.command.is_empty() => {
-            let program = go::launch::resolve(&args.command[0])?;
-            Mode::Launch(program, args.command[1..].to_vec())
-        }
+        _ if !args.command.is_empty() => match go::launch::resolve(&args.command[0]) {
+            Ok(program) => Mode::Launch(program, args.command[1..].to_vec()),
+            Err(not_run) => {
+                eprintln!("leak: {not_run}");
+                return Ok(not_run.code);
+            }
+        },
         (_, Some(pid)) if args.syscalls => Mode::Native(pid),
         (Some(binary), _) => Mode::Go(binary.clone()),
         (None, Some(pid)) => match go_executable(pid)? {
@@ -177,7 +181,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
             let target = Program::open(&binary)?;
             check_go_outputs(&args.outputs)?;
             probes::require_root()?;
-            go::run(target, go_options(&args))
+            go::run(target, go_options(&args))?;
+            Ok(0)
         }
         Mode::Native(pid) => {
             if args.work.is_some() || args.rate.is_some() || args.keep_rate {
@@ -195,7 +200,8 @@ pub fn run(args: TraceArgs) -> Result<()> {
                 interval: args.interval,
                 duration: args.duration,
                 outputs: args.outputs,
-            })
+            })?;
+            Ok(0)
         }
     }
 }

@@ -22,10 +22,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     io::{self, BufRead, Write},
-    os::unix::{
-        fs::FileExt,
-        process::{CommandExt, ExitStatusExt},
-    },
+    os::unix::process::{CommandExt, ExitStatusExt},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},

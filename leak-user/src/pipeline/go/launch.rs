@@ -27,14 +27,25 @@ use anyhow::{bail, Context, Result};
 
 use super::{processes::RatePolicy, GoPipeline, Options};
 use crate::go::Program;
-use crate::{cmd::Exit, process, session};
+use crate::{process, session};
+
+/// A command that cannot be run, as a shell says it: its exit status (126
+/// not executable, 127 not found) and the one line why.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct NotRun {
+    /// The shell's exit status.
+    pub code: u8,
+    /// Why, in one line.
+    pub message: String,
+}
 
 /// How long the shell may take to stop itself.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where `command` is, as a shell would find it; a shell's exit status and
 /// message when it cannot be run.
-pub fn resolve(command: &OsString) -> Result<PathBuf, Exit> {
+pub fn resolve(command: &OsString) -> Result<PathBuf, NotRun> {
     let name = Path::new(command);
     let shown = name.display().to_string();
     let candidates: Vec<PathBuf> = if shown.contains('/') {
@@ -55,16 +66,16 @@ pub fn resolve(command: &OsString) -> Result<PathBuf, Exit> {
         not_executable.get_or_insert(path);
     }
     Err(match not_executable {
-        Some(path) => Exit {
+        Some(path) => NotRun {
             code: 126,
-            message: Some(format!(
+            message: format!(
                 "{}: permission denied (not an executable file)",
                 path.display()
-            )),
+            ),
         },
-        None => Exit {
+        None => NotRun {
             code: 127,
-            message: Some(format!("{shown}: command not found")),
+            message: format!("{shown}: command not found"),
         },
     })
 }
@@ -111,12 +122,12 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 
 /// `leak trace -- CMD`: traces `child` (started paused by
 /// [`launch::spawn_paused`]) from its first allocation until it exits, then
-/// writes every output; leak's exit status is the program's.
+/// writes every output; returns the program's exit status, leak's own.
 pub fn run_launched(
     program: Program,
     mut options: Options,
     mut child: std::process::Child,
-) -> Result<()> {
+) -> Result<u8> {
     let pid = child.id();
     options.pid = Some(pid);
     options.launched = true;
@@ -129,14 +140,7 @@ pub fn run_launched(
     }
     let status = child.wait().context("cannot wait for the program")?;
     traced?;
-    match exit_code(status) {
-        0 => Ok(()),
-        code => Err(crate::cmd::Exit {
-            code,
-            message: None,
-        }
-        .into()),
-    }
+    Ok(exit_code(status))
 }
 
 impl GoPipeline {
