@@ -20,9 +20,10 @@ use crate::{
 pub const LONG_ABOUT: &str = "\
 Where is memory held? Outstanding bytes per call stack of a running Go program.
 
-leak puts entry uprobes on the Go runtime's own heap sampler (runtime.mProf_Malloc,
-and the sweeper's free path), so it sees what `go tool pprof` would see, from
-outside, without a restart and at next to no cost. Each sampled allocation is kept
+leak puts entry uprobes on the Go runtime's own heap sampler (runtime.setprofilebucket,
+where a sampled object is filed under its stack, and the sweeper's freeSpecial), so
+it sees what `go tool pprof` would see, from outside, without a restart and at next
+to no cost. Each sampled allocation is kept
 with its call stack until the garbage collector frees it; what is never freed is
 the leak. Each stack gets a verdict (leaking, growing, steady, churn) from its
 history, and with --work, the bytes each unit of work leaves behind.
