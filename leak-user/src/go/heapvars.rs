@@ -56,7 +56,7 @@ pub fn heap_vars_by_disassembly(bin: &GoBinary, row: &RuntimeProbes) -> Result<H
         path: bin.path().to_path_buf(),
         reason,
     };
-    let name = row.profile_reader_fn;
+    let name = row.records.profile_reader_fn;
     let func = bin.pclntab().func_by_name(name).ok_or_else(|| {
         not_found(format!(
             "{name} is not in the binary: the program links no heap profiler"

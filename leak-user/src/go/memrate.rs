@@ -45,9 +45,9 @@ pub fn mem_profile_rate_by_disassembly(bin: &GoBinary) -> Result<u64, GoError> {
         reason,
     };
     let row = table::probes_for(&bin.go_version().0).map_err(|e| not_found(e.to_string()))?;
-    let readers = row.rate_reader_fns;
+    let readers = row.rate.reader_fns;
     // Where the default is stored at start-up, if it is not in the file.
-    let stored = match row.rate_set_by {
+    let stored = match row.rate.set_by {
         None => None,
         Some(name) => {
             let func = bin
@@ -96,7 +96,7 @@ pub fn mem_profile_rate_by_disassembly(bin: &GoBinary) -> Result<u64, GoError> {
     }
     Err(not_found(if !seen_any {
         "runtime.profilealloc is not in the binary".into()
-    } else if let Some(name) = row.rate_set_by {
+    } else if let Some(name) = row.rate.set_by {
         format!("{name} stores 524288 into no data operand of runtime.profilealloc")
     } else {
         "no data operand of runtime.profilealloc holds 524288".into()

@@ -71,8 +71,8 @@ impl Program {
             let entry = bin.require_function(f)?.entry;
             Ok(prologue::probe_address(&bin, entry))
         };
-        let alloc_probe = probe(runtime.alloc_fn)?;
-        let start_probe = probe(runtime.start_fn)?;
+        let alloc_probe = probe(runtime.probes.alloc_fn)?;
+        let start_probe = probe(runtime.probes.start_fn)?;
         let heap_records = heapvars::heap_vars(&bin, runtime).map_err(|e| e.to_string());
         Ok(Self {
             heap_records,

@@ -94,7 +94,12 @@ mod tests {
                 };
                 let bin = GoBinary::open(&path).unwrap();
                 let row = probes_for(&bin.go_version().0).unwrap();
-                for name in [row.alloc_fn, row.free_fn, row.gc_fn, row.start_fn] {
+                for name in [
+                    row.probes.alloc_fn,
+                    row.probes.free_fn,
+                    row.probes.gc_fn,
+                    row.probes.start_fn,
+                ] {
                     let f = bin.pclntab().func_by_name(name).unwrap();
                     let at = probe_address(&bin, f.entry);
                     assert!(
@@ -147,10 +152,10 @@ mod tests {
             };
             let bin = GoBinary::open(&path).unwrap();
             let row = probes_for(&bin.go_version().0).unwrap();
-            let f = bin.pclntab().func_by_name(row.free_fn).unwrap();
+            let f = bin.pclntab().func_by_name(row.probes.free_fn).unwrap();
             let at = probe_address(&bin, f.entry);
             let code = bin.read_vaddr(at, 64).unwrap();
-            let special = ARG_REGS[row.free_special_arg as usize];
+            let special = ARG_REGS[row.probes.free_special_arg as usize];
             let load = Decoder::with_ip(64, code, at, DecoderOptions::NONE)
                 .iter()
                 .take(12)
@@ -160,7 +165,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("go{v}: no byte load through {special:?}"));
             assert_eq!(
                 load.memory_displacement64(),
-                row.special_kind_offset as u64,
+                row.probes.special_kind_offset as u64,
                 "go{v}"
             );
         }

@@ -109,8 +109,13 @@ fn each_toolchain_lands_on_its_row() {
     // profile kind and the marker differ), 1.24 the 1.25 row's.
     let row = |minor| probes_for(&GoVersion::new(1, minor, 0)).unwrap();
     let probed = |r: &table::RuntimeProbes| {
-        let mut names = vec![r.alloc_fn, r.free_fn, r.gc_fn, r.start_fn];
-        names.extend(r.rate_reader_fns);
+        let mut names = vec![
+            r.probes.alloc_fn,
+            r.probes.free_fn,
+            r.probes.gc_fn,
+            r.probes.start_fn,
+        ];
+        names.extend(r.rate.reader_fns);
         names
     };
     assert_eq!(probed(row(21)), probed(row(23)));
@@ -134,7 +139,7 @@ fn rate_readers_and_markers_hold_for_real_binaries() {
             let code = bin.read_vaddr(f.entry, (f.end - f.entry) as usize).unwrap();
             (code, f.entry)
         };
-        for name in row.rate_reader_fns {
+        for name in row.rate.reader_fns {
             let (code, entry) = code_of(name);
             assert!(
                 memrate::rip_relative_operands(code, entry).contains(&rate),
@@ -143,8 +148,8 @@ fn rate_readers_and_markers_hold_for_real_binaries() {
         }
         // Where the file holds no default, the row's function stores it.
         let in_file = bin.read_u64(rate) == Some(table::DEFAULT_MEM_PROFILE_RATE);
-        assert_eq!(in_file, row.rate_set_by.is_none(), "go{v}");
-        if let Some(name) = row.rate_set_by {
+        assert_eq!(in_file, row.rate.set_by.is_none(), "go{v}");
+        if let Some(name) = row.rate.set_by {
             let (code, entry) = code_of(name);
             assert_eq!(memrate::stores_of_default(code, entry), [rate], "go{v}");
         }
@@ -483,7 +488,7 @@ fn mem_profile_rate_found_without_symbols() {
             let row = probes_for(&bin.go_version().0).unwrap();
             let section = bin.section_containing(addr).unwrap();
             // Initialised data, or (1.19) zero until the runtime's init.
-            let (want, value) = match row.rate_set_by {
+            let (want, value) = match row.rate.set_by {
                 None => (".noptrdata", Some(table::DEFAULT_MEM_PROFILE_RATE)),
                 Some(_) => (".noptrbss", None),
             };

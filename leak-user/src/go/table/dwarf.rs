@@ -178,14 +178,18 @@ fn rows_match_the_dwarf_of_their_release() {
         );
 
         let special = |f| facts.member(&ctx, "runtime.special", f);
-        assert_eq!(special("kind"), u64::from(row.special_kind_offset), "{ctx}");
+        assert_eq!(
+            special("kind"),
+            u64::from(row.probes.special_kind_offset),
+            "{ctx}"
+        );
         match facts.constants.get("runtime._KindSpecialProfile") {
-            Some(&kind) => assert_eq!(kind, i64::from(row.special_kind_profile), "{ctx}"),
+            Some(&kind) => assert_eq!(kind, i64::from(row.probes.special_kind_profile), "{ctx}"),
             // prologue.rs checks the kind offset in freeSpecial's code.
             None => eprintln!("{ctx}: no _KindSpecialProfile constant in DWARF: not checked"),
         }
 
-        let b = row.bucket;
+        let b = row.records.bucket;
         let bucket = |f| facts.member(&ctx, "runtime.bucket", f);
         let want = [
             ("next", b.next),
@@ -205,7 +209,7 @@ fn rows_match_the_dwarf_of_their_release() {
             "{ctx}: bucket size"
         );
 
-        let r = row.mem_record;
+        let r = row.records.mem_record;
         let cycle = |f| facts.member(&ctx, "runtime.memRecordCycle", f);
         assert_eq!(cycle("allocs"), u64::from(r.allocs), "{ctx}: allocs");
         assert_eq!(cycle("frees"), u64::from(r.frees), "{ctx}: frees");
@@ -234,7 +238,7 @@ fn rows_match_the_dwarf_of_their_release() {
             .iter()
             .find_map(|c| facts.constants.get(*c));
         match depth {
-            Some(&d) => assert_eq!(d, i64::from(row.max_profile_depth), "{ctx}: depth"),
+            Some(&d) => assert_eq!(d, i64::from(row.records.max_profile_depth), "{ctx}: depth"),
             None => eprintln!("{ctx}: no maxStack constant in DWARF: not checked"),
         }
 
@@ -257,7 +261,7 @@ fn rows_match_the_dwarf_of_their_release() {
         assert!(mcache.contains_key("nextSample"), "{ctx}: mcache");
         assert_eq!(
             mcache.contains_key("memProfRate"),
-            row.rate_change_noticed,
+            row.rate.change_noticed,
             "{ctx}: mcache.memProfRate"
         );
 

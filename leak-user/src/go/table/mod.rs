@@ -29,8 +29,11 @@ pub const SUPPORTED: &str = "go1.19, and go1.21 or later";
 /// 1.19–1.27): one heap sample per 512 KiB allocated.
 pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
 
-/// The runtime functions leak probes for one range of Go versions, where
-/// their arguments are, and the layouts leak reads.
+/// What leak knows of one range of Go releases: the functions that tell
+/// it apart and the `.gopclntab` reader's offsets, then one sub-layout per
+/// concern (the heap probes, the heap records, the sampling rate; the
+/// goroutines and heap statistics go beside them), each checked against
+/// real binaries of the releases it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeProbes {
     /// First release of the range (inclusive); the range ends where the
@@ -45,6 +48,24 @@ pub struct RuntimeProbes {
     /// this row from the one before when the version is not written in the
     /// binary (see `version::infer`).
     pub marker_fn: &'static str,
+    /// Offsets in `runtime.moduledata` that the `.gopclntab` reader uses.
+    pub moduledata: ModuledataLayout,
+    /// The uprobes of `leak trace`: where they go, where their arguments
+    /// are, what they read.
+    pub probes: HeapProbes,
+    /// Go's own heap profile records, read from a process's memory.
+    pub records: HeapRecordsLayout,
+    /// `runtime.MemProfileRate`: how to find it and how the runtime
+    /// notices a new value.
+    pub rate: RateAccess,
+    /// Frames of the allocator that Go's heap profile never shows as the
+    /// allocating function.
+    pub allocator_frames: &'static AllocatorFrames,
+}
+
+/// The uprobes on the runtime's heap sampler, GC and start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapProbes {
     /// Called once per sampled allocation (every ~`MemProfileRate` bytes),
     /// once the runtime has recorded it: `setprofilebucket(p, b)`.
     pub alloc_fn: &'static str,
@@ -67,7 +88,20 @@ pub struct RuntimeProbes {
     /// `_KindSpecialProfile`: 2, then 3 (1.23), then 4 (1.25), as kinds
     /// were added before it.
     pub special_kind_profile: u32,
-    /// Layout of `runtime.bucket`, the heap profile's record of one stack.
+    /// Runs once per GC cycle, at mark termination.
+    pub gc_fn: &'static str,
+    /// Runs once per process, after the runtime's start-up (heap sampling
+    /// already set: `MemProfileRate` holds its default, or 0 in a program
+    /// that links no heap profiler) and before `main.main`.
+    pub start_fn: &'static str,
+}
+
+/// Go's heap profile records (mprof.go): the buckets' layout, what follows
+/// their pcs, and the function that walks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapRecordsLayout {
+    /// Layout of `runtime.bucket`, the heap profile's record of one stack
+    /// (the allocation probe reads its size and stack too).
     pub bucket: BucketLayout,
     /// Layout of `runtime.memRecord`, which follows a heap bucket's pcs.
     pub mem_record: MemRecordLayout,
@@ -78,31 +112,25 @@ pub struct RuntimeProbes {
     /// its code loads `runtime.mProfCycle` (4 bytes) and `runtime.mbuckets`
     /// (8 bytes), which locates both in stripped binaries.
     pub profile_reader_fn: &'static str,
-    /// Offsets in `runtime.moduledata` that the `.gopclntab` reader uses.
-    pub moduledata: ModuledataLayout,
-    /// Runs once per GC cycle, at mark termination.
-    pub gc_fn: &'static str,
-    /// Runs once per process, after the runtime's start-up (heap sampling
-    /// already set: `MemProfileRate` holds its default, or 0 in a program
-    /// that links no heap profiler) and before `main.main`.
-    pub start_fn: &'static str,
+}
+
+/// `runtime.MemProfileRate`, the one variable leak may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateAccess {
     /// Functions whose code loads `runtime.MemProfileRate`, most direct
     /// first: their RIP-relative operands locate the variable in stripped
     /// binaries.
-    pub rate_reader_fns: &'static [&'static str],
+    pub reader_fns: &'static [&'static str],
     /// Where `MemProfileRate` gets its default. `None`: it is initialised
     /// data, 524288 in the file. `Some(f)`: it is zero in the file and the
     /// function `f` stores the default at start-up (`mov $0x80000` into a
     /// register, then that register into the variable), which is what
     /// locates it in stripped binaries.
-    pub rate_set_by: Option<&'static str>,
+    pub set_by: Option<&'static str>,
     /// The runtime notices a new `MemProfileRate` by itself (it compares it
     /// with `mcache.memProfRate`); if false, write 1 first so every P
     /// recomputes its next sample point.
-    pub rate_change_noticed: bool,
-    /// Frames of the allocator that Go's heap profile never shows as the
-    /// allocating function.
-    pub allocator_frames: &'static AllocatorFrames,
+    pub change_noticed: bool,
 }
 
 /// Offsets of the fields of `runtime.bucket` (mprof.go): a header of six
@@ -191,17 +219,18 @@ impl RuntimeProbes {
     /// What the kernel side needs of this row: argument positions and the
     /// `special` and `bucket` layouts, given to the eBPF programs at load.
     pub fn probe_config(&self) -> ProbeConfig {
+        let (p, bucket) = (&self.probes, &self.records.bucket);
         ProbeConfig {
-            alloc_addr_arg: self.alloc_addr_arg,
-            alloc_bucket_arg: self.alloc_bucket_arg,
-            free_special_arg: self.free_special_arg,
-            free_addr_arg: self.free_addr_arg,
-            free_size_arg: self.free_size_arg,
-            special_kind_offset: self.special_kind_offset,
-            special_kind_profile: self.special_kind_profile,
-            bucket_size_offset: self.bucket.size,
-            bucket_nstk_offset: self.bucket.nstk,
-            bucket_stack_offset: self.bucket.stack,
+            alloc_addr_arg: p.alloc_addr_arg,
+            alloc_bucket_arg: p.alloc_bucket_arg,
+            free_special_arg: p.free_special_arg,
+            free_addr_arg: p.free_addr_arg,
+            free_size_arg: p.free_size_arg,
+            special_kind_offset: p.special_kind_offset,
+            special_kind_profile: p.special_kind_profile,
+            bucket_size_offset: bucket.size,
+            bucket_nstk_offset: bucket.nstk,
+            bucket_stack_offset: bucket.stack,
         }
     }
 
@@ -209,15 +238,15 @@ impl RuntimeProbes {
     pub fn functions(&self) -> impl Iterator<Item = &'static str> + '_ {
         [
             self.marker_fn,
-            self.alloc_fn,
-            self.free_fn,
-            self.gc_fn,
-            self.start_fn,
-            self.profile_reader_fn,
+            self.probes.alloc_fn,
+            self.probes.free_fn,
+            self.probes.gc_fn,
+            self.probes.start_fn,
+            self.records.profile_reader_fn,
         ]
         .into_iter()
-        .chain(self.rate_reader_fns.iter().copied())
-        .chain(self.rate_set_by)
+        .chain(self.rate.reader_fns.iter().copied())
+        .chain(self.rate.set_by)
     }
 
     /// The first release after this row's range (`None`: no end).

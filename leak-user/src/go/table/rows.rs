@@ -12,7 +12,10 @@
 //! same in all eight. No 1.18 or 1.20 toolchain or tree was at hand: those
 //! releases have no row and are refused.
 
-use super::{AllocatorFrames, BucketLayout, MemRecordLayout, ModuledataLayout, RuntimeProbes};
+use super::{
+    AllocatorFrames, BucketLayout, HeapProbes, HeapRecordsLayout, MemRecordLayout,
+    ModuledataLayout, RateAccess, RuntimeProbes,
+};
 use crate::go::version::GoVersion;
 
 /// What Go's heap profile trims from the leaf end of a stack, the same for
@@ -53,32 +56,6 @@ const GO1_19: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 19, 0),
     ends_before: Some(GoVersion::new(1, 20, 0)),
     marker_fn: "runtime.(*gcCPULimiterState).update",
-    alloc_fn: "runtime.setprofilebucket",
-    alloc_addr_arg: 0,
-    alloc_bucket_arg: 1,
-    free_fn: "runtime.freeSpecial",
-    free_special_arg: 0,
-    free_addr_arg: 1,
-    free_size_arg: 2,
-    special_kind_offset: 10,
-    special_kind_profile: 2,
-    bucket: BucketLayout {
-        next: 0,
-        allnext: 8,
-        typ: 16,
-        hash: 24,
-        size: 32,
-        nstk: 40,
-        stack: 48,
-    },
-    mem_record: MemRecordLayout {
-        cycle_size: 32,
-        allocs: 0,
-        frees: 8,
-        bytes: Some((16, 24)),
-    },
-    max_profile_depth: 32,
-    profile_reader_fn: "runtime.MemProfile",
     moduledata: ModuledataLayout {
         pcheader: 0,
         funcnametab: 8,
@@ -86,11 +63,43 @@ const GO1_19: RuntimeProbes = RuntimeProbes {
         rodata: 296,
         gofunc: 304,
     },
-    gc_fn: "runtime.gcMarkTermination",
-    start_fn: "runtime.gcenable",
-    rate_reader_fns: &["runtime.profilealloc", "runtime.mallocgc"],
-    rate_set_by: Some("runtime.init"),
-    rate_change_noticed: false,
+    probes: HeapProbes {
+        alloc_fn: "runtime.setprofilebucket",
+        alloc_addr_arg: 0,
+        alloc_bucket_arg: 1,
+        free_fn: "runtime.freeSpecial",
+        free_special_arg: 0,
+        free_addr_arg: 1,
+        free_size_arg: 2,
+        special_kind_offset: 10,
+        special_kind_profile: 2,
+        gc_fn: "runtime.gcMarkTermination",
+        start_fn: "runtime.gcenable",
+    },
+    records: HeapRecordsLayout {
+        bucket: BucketLayout {
+            next: 0,
+            allnext: 8,
+            typ: 16,
+            hash: 24,
+            size: 32,
+            nstk: 40,
+            stack: 48,
+        },
+        mem_record: MemRecordLayout {
+            cycle_size: 32,
+            allocs: 0,
+            frees: 8,
+            bytes: Some((16, 24)),
+        },
+        max_profile_depth: 32,
+        profile_reader_fn: "runtime.MemProfile",
+    },
+    rate: RateAccess {
+        reader_fns: &["runtime.profilealloc", "runtime.mallocgc"],
+        set_by: Some("runtime.init"),
+        change_noticed: false,
+    },
     allocator_frames: &ALLOCATOR_FRAMES,
 };
 
@@ -112,8 +121,14 @@ const GO1_21: RuntimeProbes = RuntimeProbes {
         gofunc: 320,
         ..GO1_19.moduledata
     },
-    start_fn: "runtime.main",
-    rate_set_by: None,
+    probes: HeapProbes {
+        start_fn: "runtime.main",
+        ..GO1_19.probes
+    },
+    rate: RateAccess {
+        set_by: None,
+        ..GO1_19.rate
+    },
     ..GO1_19
 };
 
@@ -125,9 +140,15 @@ const GO1_21: RuntimeProbes = RuntimeProbes {
 const GO1_23: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 23, 0),
     marker_fn: "runtime.(*timers).check",
-    special_kind_profile: 3,
-    max_profile_depth: 1024,
-    profile_reader_fn: "runtime.memProfileInternal",
+    probes: HeapProbes {
+        special_kind_profile: 3,
+        ..GO1_21.probes
+    },
+    records: HeapRecordsLayout {
+        max_profile_depth: 1024,
+        profile_reader_fn: "runtime.memProfileInternal",
+        ..GO1_21.records
+    },
     ..GO1_21
 };
 
@@ -138,13 +159,19 @@ const GO1_23: RuntimeProbes = RuntimeProbes {
 const GO1_24: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 24, 0),
     marker_fn: "runtime.mallocgcLarge",
-    special_kind_offset: 16,
-    rate_reader_fns: &[
-        "runtime.profilealloc",
-        "runtime.mallocgcSmallNoscan",
-        "runtime.mallocgcLarge",
-    ],
-    rate_change_noticed: true,
+    probes: HeapProbes {
+        special_kind_offset: 16,
+        ..GO1_23.probes
+    },
+    rate: RateAccess {
+        reader_fns: &[
+            "runtime.profilealloc",
+            "runtime.mallocgcSmallNoscan",
+            "runtime.mallocgcLarge",
+        ],
+        change_noticed: true,
+        ..GO1_23.rate
+    },
     ..GO1_23
 };
 
@@ -155,7 +182,10 @@ const GO1_24: RuntimeProbes = RuntimeProbes {
 const GO1_25: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 25, 0),
     marker_fn: "runtime.defaultGOMAXPROCS",
-    special_kind_profile: 4,
+    probes: HeapProbes {
+        special_kind_profile: 4,
+        ..GO1_24.probes
+    },
     ..GO1_24
 };
 
@@ -175,11 +205,14 @@ const GO1_27: RuntimeProbes = RuntimeProbes {
         gofunc: 344,
         ..GO1_25.moduledata
     },
-    mem_record: MemRecordLayout {
-        cycle_size: 16,
-        allocs: 0,
-        frees: 8,
-        bytes: None,
+    records: HeapRecordsLayout {
+        mem_record: MemRecordLayout {
+            cycle_size: 16,
+            allocs: 0,
+            frees: 8,
+            bytes: None,
+        },
+        ..GO1_25.records
     },
     ..GO1_25
 };

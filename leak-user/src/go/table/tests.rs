@@ -27,7 +27,7 @@ fn picks_the_row_by_range() {
 fn special_layout_follows_the_runtime_sources() {
     let layout = |minor| {
         let r = probes_for(&GoVersion::new(1, minor, 0)).unwrap();
-        (r.special_kind_offset, r.special_kind_profile)
+        (r.probes.special_kind_offset, r.probes.special_kind_profile)
     };
     // Read from the 1.19.8, 1.21.13 … 1.27.3 trees' mheap.go.
     let want = [(19, (10, 2)), (21, (10, 2)), (22, (10, 2)), (23, (10, 3))];
@@ -135,7 +135,7 @@ fn allocator_frames_are_the_runtimes() {
 #[test]
 fn bucket_stack_follows_the_header() {
     for row in rows() {
-        let b = row.bucket;
+        let b = row.records.bucket;
         assert_eq!(b.stack, b.nstk + 8, "{}", row.since);
     }
 }

@@ -191,10 +191,10 @@ pub fn attachments(
 ) -> Result<(ProbeConfig, Vec<Attachment>), GoError> {
     let row = program.runtime;
     let probes = [
-        ("go_alloc", row.alloc_fn),
-        ("go_free", row.free_fn),
-        ("go_gc_cycle", row.gc_fn),
-        ("go_start", row.start_fn),
+        ("go_alloc", row.probes.alloc_fn),
+        ("go_free", row.probes.free_fn),
+        ("go_gc_cycle", row.probes.gc_fn),
+        ("go_start", row.probes.start_fn),
     ];
     let work = work.map(|f| ("go_work_call", f));
     let out = probes
@@ -375,7 +375,7 @@ impl GoPipeline {
             addr: self.program.mem_profile_rate,
             requested: self.options.rate,
             read_only: self.options.read_only,
-            through_one: !self.program.runtime.rate_change_noticed,
+            through_one: !self.program.runtime.rate.change_noticed,
             keep: self.options.keep_rate,
             resume_after_one: None,
         }

@@ -213,8 +213,8 @@ fn read_bucket(
     addr: u64,
     is_code: &dyn Fn(u64) -> bool,
 ) -> Result<(RawBucket, u64), ReadError> {
-    let l = row.bucket;
-    let r = row.mem_record;
+    let l = row.records.bucket;
+    let r = row.records.mem_record;
     let header = l.stack as usize;
     let record = r.size() as usize;
     // Header, pcs and record in one read when the stack is not deep; the
@@ -233,10 +233,10 @@ fn read_bucket(
         )));
     }
     let nstk = word(&buf, l.nstk as usize);
-    if nstk == 0 || nstk > u64::from(row.max_profile_depth) {
+    if nstk == 0 || nstk > u64::from(row.records.max_profile_depth) {
         return Err(ReadError::NotRecords(format!(
             "bucket at {addr:#x} has {nstk} frames (at most {})",
-            row.max_profile_depth
+            row.records.max_profile_depth
         )));
     }
     let nstk = nstk as usize;

@@ -14,8 +14,8 @@ fn bucket(
     pcs: &[u64],
     cycles: [(u64, u64); 4],
 ) -> Vec<u8> {
-    let l = row.bucket;
-    let r = row.mem_record;
+    let l = row.records.bucket;
+    let r = row.records.mem_record;
     let mut b = vec![0u8; l.stack as usize + pcs.len() * 8 + r.size() as usize];
     let mut put = |off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_le_bytes());
     put(l.allnext as usize, next);
@@ -119,7 +119,7 @@ fn before_the_first_gc_every_cycle_counts() {
 fn a_list_that_is_not_buckets_is_refused() {
     let row = &rows()[0];
     let mut b = bucket(row, 0, 32, &[0x40_1000], [(1, 0); 4]);
-    b[row.bucket.typ as usize] = 2; // a block profile bucket
+    b[row.records.bucket.typ as usize] = 2; // a block profile bucket
     let e = read_all(row, &memory(row, 2, &[(0x1_0000, b)])).unwrap_err();
     assert!(matches!(e, ReadError::NotRecords(_)), "{e}");
 
