@@ -294,9 +294,6 @@ impl Processes {
     }
 }
 
-/// Restores `entry` in `p` if it is still the process leak wrote to; `None`
-/// if it is gone.
-
 /// One rate write: which process, where, what it holds, what to write.
 #[derive(Clone, Copy)]
 struct RateTarget {
@@ -391,6 +388,8 @@ fn say_rate_written(pid: u32, current: i64, rate: u64, action: &RateAction, keep
     }
 }
 
+/// Restores `entry` in `p` if it is still the process leak wrote to; `None`
+/// if it is gone.
 fn restore_one(
     p: &Process,
     entry: &Entry,
