@@ -9,37 +9,66 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, Struct, Type};
 use leak_common::{MmKernelLayout, RSS_MEMBERS};
+
+/// Why the kernel's BTF does not give the layout `leak top` needs.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// The BTF could not be read or parsed.
+    #[error("{0}")]
+    Btf(String),
+    /// A struct or member is missing, or not the shape expected.
+    #[error("{0}")]
+    Shape(String),
+}
+
+impl From<btf_rs::Error> for LayoutError {
+    fn from(e: btf_rs::Error) -> Self {
+        Self::Btf(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, LayoutError>;
+
+/// Fails with a shape error.
+fn shape<T>(what: impl Into<String>) -> Result<T> {
+    Err(LayoutError::Shape(what.into()))
+}
 
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// The layout of the kernel whose BTF is at `path`.
 pub fn read(path: &Path) -> Result<MmKernelLayout> {
-    let btf = Btf::from_file(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let btf =
+        Btf::from_file(path).map_err(|e| LayoutError::Btf(format!("{}: {e}", path.display())))?;
     let task = named_struct(&btf, "task_struct")?;
-    let (task_mm, _) = member(&btf, &task, "mm")?.context("task_struct has no mm")?;
+    let Some((task_mm, _)) = member(&btf, &task, "mm")? else {
+        return shape("task_struct has no mm");
+    };
     let mm = named_struct(&btf, "mm_struct")?;
-    let (mm_rss_stat, rss) = member(&btf, &mm, "rss_stat")?.context("mm_struct has no rss_stat")?;
+    let Some((mm_rss_stat, rss)) = member(&btf, &mm, "rss_stat")? else {
+        return shape("mm_struct has no rss_stat");
+    };
     let Type::Array(array) = rss else {
-        bail!("mm_struct.rss_stat is not an array");
+        return shape("mm_struct.rss_stat is not an array");
     };
     if array.len() < RSS_MEMBERS {
-        bail!(
+        return shape(format!(
             "mm_struct.rss_stat has {} counters, expected {RSS_MEMBERS}",
             array.len()
-        );
+        ));
     }
     let Type::Struct(counter) = strip(&btf, btf.resolve_chained_type(&array)?)? else {
-        bail!("mm_struct.rss_stat is not an array of structs");
+        return shape("mm_struct.rss_stat is not an array of structs");
     };
-    let (counter_count, count_type) =
-        member(&btf, &counter, "count")?.context("percpu_counter has no count")?;
+    let Some((counter_count, count_type)) = member(&btf, &counter, "count")? else {
+        return shape("percpu_counter has no count");
+    };
     match count_type {
         Type::Int(i) if i.size() == 8 => {}
-        _ => bail!("percpu_counter.count is not a 64-bit integer"),
+        _ => return shape("percpu_counter.count is not a 64-bit integer"),
     }
     Ok(MmKernelLayout {
         task_mm,
@@ -57,7 +86,7 @@ fn named_struct(btf: &Btf, name: &str) -> Result<Struct> {
             Type::Struct(s) if !s.members.is_empty() => Some(s),
             _ => None,
         })
-        .with_context(|| format!("no struct {name} in the kernel's BTF"))
+        .ok_or_else(|| LayoutError::Shape(format!("no struct {name} in the kernel's BTF")))
 }
 
 /// Typedefs, const and volatile are transparent for layout.
