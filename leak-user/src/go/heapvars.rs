@@ -9,7 +9,7 @@
 //! `runtime.memProfileInternal` from 1.23) loads each exactly once, RIP
 //! relative: the cycle counter with a 4-byte load, the list head with an
 //! 8-byte one. An address found this way is a candidate until a walk of the
-//! list it points to proves it (see `goheap`).
+//! list it points to proves it (see `records::walk`).
 
 use super::{elf::GoBinary, error::GoError, memrate::rip_relative_loads, table::RuntimeProbes};
 
