@@ -3,9 +3,10 @@
 //! Data flows one way:
 //!
 //! ```text
-//! probes ─▶ event ─▶ aggregate ─▶ analysis ─▶ report ─▶ outputs
-//!   ▲          (pipeline: one per mode, run by session)
-//! target, process, symbolize: what the pipelines read on the side
+//! probes ─▶ event ─▶ pipeline (aggregate, analysis) ─▶ report ─▶ outputs
+//!                    (one per mode, run by session)
+//! go, native, process: the layers below, what leak knows about programs;
+//! each imports nothing above it
 //! ```
 
 pub mod aggregate;
