@@ -21,10 +21,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use aya::{
-    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
-    Ebpf,
-};
+use aya::maps::{MapData, RingBuf};
 use leak_common::{Counter, ProbeConfig, ALLOC_HAS_STACK};
 
 use self::{
@@ -39,8 +36,11 @@ use crate::{
     analysis::growth::GrowthTracker,
     event::{self, KernelCounters, Record},
     outputs::Outputs,
-    probes,
-    probes::Attachment,
+    probes::{
+        self,
+        go::{Attachment, GoMaps, GoProbes},
+        Attached,
+    },
     process::{self, memory::ProcessMemory},
     report::{self, chart::ChartLine, Losses},
     sampling::{self, guard::GuardProcess},
@@ -90,17 +90,6 @@ pub struct Options {
     pub launched: bool,
 }
 
-/// Kernel maps the pipeline reads while tracing.
-struct Maps {
-    counters: PerCpuArray<MapData, u64>,
-    work_calls: PerCpuArray<MapData, u64>,
-    /// The kernel's set of buckets whose stack was sent, to forget a
-    /// process's buckets when it exits (its pid may be reused).
-    known_buckets: AyaHashMap<MapData, [u64; 2], u8>,
-    /// Processes to stop at `runtime.main` (`leak trace -- CMD`).
-    stop_at_start: AyaHashMap<MapData, u32, u8>,
-}
-
 /// The state of one `leak trace` of a Go binary.
 pub struct GoPipeline {
     options: Options,
@@ -124,7 +113,7 @@ pub struct GoPipeline {
     /// When the probes were attached, in clock ticks since boot (the unit
     /// of a process's start time); `None` before.
     attached_at: Option<u64>,
-    maps: Option<Maps>,
+    maps: Option<GoMaps>,
     started: Instant,
     previous_outstanding: Option<f64>,
     samples_without_process: u64,
@@ -190,22 +179,17 @@ async fn trace(options: Options, target: Target) -> Result<()> {
                 .map(|(_, start)| start)
         });
     }
-    let (stop, ebpf) = traced?;
+    let (stop, attached) = traced?;
     p.record_growth();
     let losses = p.losses();
     // Detach before the slow part (symbolizing, writing files); the numbers
     // already read stay.
     p.maps = None;
-    drop(ebpf);
+    drop(attached);
     if stop == Stop::AllExited {
         eprintln!("leak: every traced process has exited");
     }
     p.finish(losses)
-}
-
-fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name)
-        .with_context(|| format!("the eBPF object has no {name} map"))
 }
 
 impl Pipeline for GoPipeline {
@@ -272,18 +256,15 @@ impl GoPipeline {
         &mut self,
         config: ProbeConfig,
         attach: &[Attachment],
-    ) -> Result<(Stop, Ebpf)> {
+    ) -> Result<(Stop, Attached)> {
         // Before attaching: a process that cannot be seen fails now, not later.
         self.scan_processes()?;
-        let mut ebpf =
-            probes::load_and_attach(&self.target.path, self.options.pid, config, attach)?;
-        let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
-        self.maps = Some(Maps {
-            counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
-            work_calls: PerCpuArray::try_from(take_map(&mut ebpf, "WORK_CALLS")?)?,
-            known_buckets: AyaHashMap::try_from(take_map(&mut ebpf, "KNOWN_BUCKETS")?)?,
-            stop_at_start: AyaHashMap::try_from(take_map(&mut ebpf, "STOP_AT_START")?)?,
-        });
+        let GoProbes {
+            events: ring,
+            maps,
+            attached,
+        } = probes::go::attach(&self.target.path, self.options.pid, config, attach)?;
+        self.maps = Some(maps);
         if let (true, Some(pid), Some(m)) =
             (self.options.launched, self.options.pid, self.maps.as_mut())
         {
@@ -313,7 +294,7 @@ impl GoPipeline {
             duration: self.options.duration,
         };
         let stop = session::run(self, Some(ring), timing).await?;
-        Ok((stop, ebpf))
+        Ok((stop, attached))
     }
 
     fn render(&self, profile: &report::Profile) -> String {

@@ -12,7 +12,7 @@ use leak_common::ProbeConfig;
 
 use crate::{
     frame::Frame,
-    probes::Attachment,
+    probes::go::Attachment,
     process::{self, maps::Segment, FileId},
     symbolize::SymbolSource,
     target::{self, GoBinary, RuntimeProbes},
