@@ -28,7 +28,7 @@
 //! from its per-version table before load.
 
 use aya_ebpf::{
-    bindings::pt_regs,
+    bindings::{pt_regs, BPF_RB_FORCE_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::{map, uprobe},
     maps::{HashMap, LruHashMap, PerCpuArray},
@@ -37,10 +37,14 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use leak_common::{
     AllocEvent, Counter, Event, EventKind, GoArg, ProbeConfig, ALLOC_HAS_STACK, ALLOC_HEADER,
-    GO_MAX_FRAMES,
+    GO_ARG_REGS, GO_MAX_FRAMES,
 };
 
-use crate::{count, wakeup_flags, EVENTS};
+use crate::{
+    current_tgid,
+    skip::{count, Skip},
+    wakeup_flags, EVENTS,
+};
 
 /// Argument positions and layouts for this target's Go version: always set
 /// by user space (the zeros are placeholders, not a Go release's layout).
@@ -70,6 +74,16 @@ static KNOWN_BUCKETS: LruHashMap<[u64; 2], u8> = LruHashMap::with_max_entries(65
 #[map]
 static SCRATCH: PerCpuArray<AllocEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// Calls of the user's `--work` function (slot 0), per CPU.
+#[map]
+static WORK_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Processes leak started itself (`leak trace -- CMD`) that must stop at
+/// `runtime.main` until user space has set their sampling rate: tgid → 1.
+/// Each entry is used once.
+#[map]
+static STOP_AT_START: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
 #[inline(always)]
 fn config() -> ProbeConfig {
     // SAFETY: read-only global rewritten by the loader; volatile keeps the
@@ -85,7 +99,7 @@ fn config() -> ProbeConfig {
 /// nine at fixed offsets into a stack array, then index that.
 #[inline(always)]
 fn go_arg(regs: &pt_regs, i: GoArg) -> u64 {
-    let args: [u64; 9] = [
+    let args: [u64; GO_ARG_REGS] = [
         regs.rax, regs.rbx, regs.rcx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10, regs.r11,
     ];
     args.get(i as usize).copied().unwrap_or(0)
@@ -97,22 +111,33 @@ fn regs(ctx: &ProbeContext) -> &pt_regs {
     unsafe { &*ctx.regs }
 }
 
-/// Why a probe hit sent nothing (the programs return 0 either way).
-enum Skip {
-    /// This CPU's scratch slot is missing (never, once loaded).
-    NoScratch,
-    /// The ring buffer was full: counted as a loss.
-    Full,
-    /// A user-memory read failed.
-    Read,
-    /// Not a heap-profile special (a finalizer, a cleanup, …).
-    NotProfile,
+/// Reads a `T` from the traced program's memory.
+#[inline(always)]
+fn read_user<T>(addr: u64) -> Result<T, Skip> {
+    // SAFETY: the helper checks the address; a fault is an error.
+    Ok(unsafe { bpf_probe_read_user(addr as *const T) }?)
 }
 
-impl From<i32> for Skip {
-    fn from(_: i32) -> Self {
-        Skip::Read
+/// A record without a stack, from the current process, stamped now.
+#[inline(always)]
+fn event(kind: EventKind, addr: u64, size: u64) -> Event {
+    Event {
+        kind: kind as u32,
+        tgid: current_tgid(),
+        // SAFETY: helper without preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        addr,
+        size,
     }
+}
+
+/// Sends `ev`; a full ring buffer is counted in `lost`.
+#[inline(always)]
+fn send(ev: &Event, flags: u64, lost: Counter) -> Result<(), Skip> {
+    EVENTS.output::<Event>(ev, flags).map_err(|_| {
+        count(lost);
+        Skip::Full
+    })
 }
 
 #[uprobe]
@@ -127,7 +152,7 @@ fn try_go_alloc(ctx: &ProbeContext) -> Result<(), Skip> {
     let cfg = config();
     let regs = regs(ctx);
     let bucket = go_arg(regs, cfg.alloc_bucket_arg);
-    let ev = SCRATCH.get_ptr_mut(0).ok_or(Skip::NoScratch)?;
+    let ev = SCRATCH.get_ptr_mut(0).ok_or(Skip::NoSlot)?;
     // SAFETY: this CPU's scratch slot; nothing else runs here.
     let ev = unsafe { &mut *ev };
     let tgid = bpf_get_current_pid_tgid() >> 32;
@@ -155,7 +180,7 @@ fn try_go_alloc(ctx: &ProbeContext) -> Result<(), Skip> {
     ev.flags = 0;
     ev.ip = regs.rip;
     // SAFETY: the value is copied out before the map can change.
-    let known = unsafe { KNOWN_BUCKETS.get(&key) }.is_some();
+    let known = unsafe { KNOWN_BUCKETS.get(key) }.is_some();
     if !known {
         match read_stack(ctx, &cfg, bucket, ev) {
             Ok(frames) => {
@@ -180,7 +205,7 @@ fn try_go_alloc(ctx: &ProbeContext) -> Result<(), Skip> {
     }
     if ev.flags & ALLOC_HAS_STACK != 0 {
         // Only once user space is sure to get the stack.
-        let _ = KNOWN_BUCKETS.insert(&key, &1, 0);
+        let _ = KNOWN_BUCKETS.insert(key, 1, 0);
     }
     Ok(())
 }
@@ -227,13 +252,6 @@ fn read_stack(
     Ok(len / 8)
 }
 
-/// Reads a `T` from the traced program's memory.
-#[inline(always)]
-fn read_user<T>(addr: u64) -> Result<T, Skip> {
-    // SAFETY: the helper checks the address; a fault is an error.
-    Ok(unsafe { bpf_probe_read_user(addr as *const T) }?)
-}
-
 #[uprobe]
 pub fn go_free(ctx: ProbeContext) -> u32 {
     let _ = try_go_free(&ctx);
@@ -256,47 +274,33 @@ fn try_go_free(ctx: &ProbeContext) -> Result<(), Skip> {
         debug!(ctx, "go_free: special {:x} has kind 0", special);
     }
     if kind as u32 != cfg.special_kind_profile {
-        return Err(Skip::NotProfile);
+        // A finalizer, a cleanup, a weak handle, …
+        return Err(Skip::Nothing);
     }
-    let ev = Event {
-        kind: EventKind::Free as u32,
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        // SAFETY: helper without preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        addr: go_arg(regs, cfg.free_addr_arg),
-        size: go_arg(regs, cfg.free_size_arg),
-    };
-    if EVENTS.output::<Event>(&ev, wakeup_flags()).is_err() {
-        count(Counter::FreeDropped);
+    let addr = go_arg(regs, cfg.free_addr_arg);
+    let ev = event(EventKind::Free, addr, go_arg(regs, cfg.free_size_arg));
+    send(&ev, wakeup_flags(), Counter::FreeDropped).inspect_err(|_| {
         debug!(
             ctx,
             "go_free: ring buffer full, free of pid {} dropped", ev.tgid
         );
-        return Err(Skip::Full);
-    }
-    Ok(())
+    })
 }
-
-/// Calls of the user's `--work` function (slot 0), per CPU.
-#[map]
-static WORK_CALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counts a call of the `--work` function: the unit of work bytes retained
 /// are measured against. One add on a per-CPU slot, nothing sent.
 #[uprobe]
-pub fn go_work_call(_ctx: ProbeContext) -> u32 {
-    if let Some(c) = WORK_CALLS.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *c += 1 };
-    }
+pub fn go_work_call(ctx: ProbeContext) -> u32 {
+    let _ = try_go_work_call(&ctx);
     0
 }
 
-/// Processes leak started itself (`leak trace -- CMD`) that must stop at
-/// `runtime.main` until user space has set their sampling rate: tgid → 1.
-/// Each entry is used once.
-#[map]
-static STOP_AT_START: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+fn try_go_work_call(_ctx: &ProbeContext) -> Result<(), Skip> {
+    let calls = WORK_CALLS.get_ptr_mut(0).ok_or(Skip::NoSlot)?;
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    unsafe { *calls += 1 };
+    Ok(())
+}
 
 /// A process of the traced binary starts its Go program (`runtime.main`,
 /// once per process, after the runtime's own start-up): user space learns
@@ -306,54 +310,44 @@ static STOP_AT_START: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
 /// leak continues it.
 #[uprobe]
 pub fn go_start(ctx: ProbeContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: the value is not kept.
-    if unsafe { STOP_AT_START.get(&tgid) }.is_some() {
-        let _ = STOP_AT_START.remove(&tgid);
-        // SAFETY: helper without preconditions; signals the current process.
-        let rc = unsafe { generated::bpf_send_signal(SIGSTOP) };
-        if rc < 0 {
-            debug!(&ctx, "go_start: cannot stop pid {}: {}", tgid, rc);
-        }
-    }
-    let ev = Event {
-        kind: EventKind::Start as u32,
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        // SAFETY: helper without preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        addr: regs(&ctx).rip,
-        size: 0,
-    };
-    // Wake user space now: a short job may need its rate written soon.
-    if EVENTS
-        .output::<Event>(&ev, aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64)
-        .is_err()
-    {
-        count(Counter::AllocDropped);
-        debug!(
-            &ctx,
-            "go_start: ring buffer full, start of pid {} dropped", ev.tgid
-        );
-    }
+    let _ = try_go_start(&ctx);
     0
 }
 
+fn try_go_start(ctx: &ProbeContext) -> Result<(), Skip> {
+    let tgid = current_tgid();
+    // SAFETY: the value is not kept.
+    if unsafe { STOP_AT_START.get(tgid) }.is_some() {
+        let _ = STOP_AT_START.remove(tgid);
+        // SAFETY: helper without preconditions; signals the current process.
+        let rc = unsafe { generated::bpf_send_signal(SIGSTOP) };
+        if rc < 0 {
+            debug!(ctx, "go_start: cannot stop pid {}: {}", tgid, rc);
+        }
+    }
+    let ev = event(EventKind::Start, regs(ctx).rip, 0);
+    // Wake user space now: a short job may need its rate written soon.
+    send(&ev, BPF_RB_FORCE_WAKEUP as u64, Counter::AllocDropped).inspect_err(|_| {
+        debug!(
+            ctx,
+            "go_start: ring buffer full, start of pid {} dropped", ev.tgid
+        );
+    })
+}
+
+/// A GC cycle ended (`runtime.gcMarkTermination`).
 #[uprobe]
 pub fn go_gc_cycle(ctx: ProbeContext) -> u32 {
-    let ev = Event {
-        kind: EventKind::GcCycle as u32,
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        // SAFETY: helper without preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        addr: 0,
-        size: 0,
-    };
-    if EVENTS.output::<Event>(&ev, wakeup_flags()).is_err() {
-        count(Counter::GcDropped);
+    let _ = try_go_gc_cycle(&ctx);
+    0
+}
+
+fn try_go_gc_cycle(ctx: &ProbeContext) -> Result<(), Skip> {
+    let ev = event(EventKind::GcCycle, 0, 0);
+    send(&ev, wakeup_flags(), Counter::GcDropped).inspect_err(|_| {
         debug!(
-            &ctx,
+            ctx,
             "go_gc_cycle: ring buffer full, GC cycle of pid {} dropped", ev.tgid
         );
-    }
-    0
+    })
 }

@@ -1,26 +1,26 @@
-//! leak's eBPF programs. One probe family per module; this file holds the
-//! maps they share and the boilerplate every eBPF binary needs.
+//! leak's eBPF programs. One probe family per module: [`go`] (uprobes on
+//! the Go runtime), [`mm`] (`leak top`'s tracepoints), [`heap`] (brk/mmap
+//! stacks of `leak trace --syscalls`); [`skip`] holds why a program sent
+//! nothing and the loss counters. This file holds the ring buffer they
+//! share, small helpers, and the boilerplate every eBPF binary needs.
+//!
+//! Every program is a thin `fn prog(ctx) -> u32` around a
+//! `try_prog(ctx) -> Result<(), Skip>` that does the work and returns early
+//! with `?`; what it could not do is counted or logged where it happens.
 #![no_std]
 #![no_main]
 
 mod go;
 mod heap;
 mod mm;
+mod skip;
 
-use aya_ebpf::{
-    macros::map,
-    maps::{PerCpuArray, RingBuf},
-};
-use leak_common::COUNTERS as COUNTER_SLOTS;
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::map, maps::RingBuf};
 
-/// Records for user space: sampled allocations, frees, GC cycles.
+/// Records for user space: Go samples, frees, GC cycles and starts; the
+/// brk/mmap calls of `leak trace --syscalls`.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
-
-/// Per-CPU counters, indexed by `leak_common::Counter`: what was seen and
-/// what was dropped, so no loss is silent.
-#[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 /// Ring buffer flags for one record: no wake-up per record (user space
 /// also drains on a short timer), but a forced one once a quarter of the
@@ -35,13 +35,24 @@ fn wakeup_flags() -> u64 {
     }
 }
 
-/// Adds one to a counter slot.
+/// The current process (thread group) id.
 #[inline(always)]
-fn count(slot: leak_common::Counter) {
-    if let Some(c) = COUNTERS.get_ptr_mut(slot as u32) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *c += 1 };
-    }
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+const PAGE_SIZE: u64 = 4096;
+
+/// `len` rounded up to whole pages, as the kernel maps it.
+#[inline(always)]
+fn page_round(len: u64) -> u64 {
+    len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}
+
+/// A syscall's return value means failure (-4095..=-1).
+#[inline(always)]
+fn failed(ret: i64) -> bool {
+    (-4095..0).contains(&ret)
 }
 
 #[cfg(not(test))]

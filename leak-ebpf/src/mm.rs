@@ -28,14 +28,18 @@
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{LruHashMap, LruPerCpuHashMap},
     programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
-use leak_common::{
-    MmActivity, MmCounter, MmKernelLayout, MmStats, MM_COUNTERS, MM_MAX_PROCESSES, RSS_MEMBERS,
+use leak_common::{MmActivity, MmCounter, MmKernelLayout, MmStats, MM_MAX_PROCESSES, RSS_MEMBERS};
+
+use crate::{
+    current_tgid, failed, page_round,
+    skip::{count, Skip},
+    PAGE_SIZE,
 };
 
 /// Per-process memory state, by tgid. LRU: a host with more processes than
@@ -64,11 +68,6 @@ static MM_LAYOUT: MmKernelLayout = MmKernelLayout {
     counter_count: 0,
 };
 
-/// Per-CPU counters, indexed by [`MmCounter`].
-#[map]
-static MM_COUNTERS_MAP: PerCpuArray<u64> = PerCpuArray::with_max_entries(MM_COUNTERS, 0);
-
-const PAGE_SIZE: u64 = 4096;
 /// `mmap` flag: replace whatever is mapped at `addr` (Go commits its heap
 /// this way, over its own PROT_NONE reservation: no new address space).
 const MAP_FIXED: u64 = 0x10;
@@ -76,46 +75,6 @@ const MAP_FIXED: u64 = 0x10;
 const MADV_DONTNEED: i64 = 4;
 const MADV_FREE: i64 = 8;
 const MADV_REMOVE: i64 = 9;
-
-/// Why an event was not recorded (the programs return 0 either way).
-enum Skip {
-    /// A tracepoint field could not be read.
-    Read,
-    /// Nothing to record (a failed call, a behaviour not followed, …).
-    Nothing,
-    /// `MM_STATS` refused a new process.
-    Full,
-}
-
-impl From<i32> for Skip {
-    fn from(_: i32) -> Self {
-        Skip::Read
-    }
-}
-
-#[inline(always)]
-fn count(slot: MmCounter) {
-    if let Some(c) = MM_COUNTERS_MAP.get_ptr_mut(slot as u32) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *c += 1 };
-    }
-}
-
-#[inline(always)]
-fn current_tgid() -> u32 {
-    (bpf_get_current_pid_tgid() >> 32) as u32
-}
-
-#[inline(always)]
-pub(crate) fn page_round(len: u64) -> u64 {
-    len.wrapping_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
-}
-
-/// A syscall's return value means failure (-4095..=-1).
-#[inline(always)]
-pub(crate) fn failed(ret: i64) -> bool {
-    (-4095..0).contains(&ret)
-}
 
 /// The stats entry of `tgid`, created on first sight.
 #[inline(always)]
@@ -149,8 +108,7 @@ fn activity_of(tgid: u32) -> Result<*mut MmActivity, Skip> {
     })
 }
 
-// ---------------------------------------------------------------------------
-// kmem:rss_stat
+// kmem:rss_stat (/sys/kernel/tracing/events/kmem/rss_stat/format, kernel 6.18)
 //
 // name: rss_stat
 // ID: 646
@@ -165,11 +123,9 @@ fn activity_of(tgid: u32) -> Result<*mut MmActivity, Skip> {
 // 	field:int member;	offset:16;	size:4;	signed:1;
 // 	field:long size;	offset:24;	size:8;	signed:1;
 //
-// print fmt: "mm_id=%u curr=%d type=%s size=%ldB", REC->mm_id, REC->curr,
-//   __print_symbolic(REC->member, { 0, "MM_FILEPAGES" }, { 1, "MM_ANONPAGES" },
-//   { 2, "MM_SWAPENTS" }, { 3, "MM_SHMEMPAGES" }), REC->size
+// print fmt: "mm_id=%u curr=%d type=%s size=%ldB", REC->mm_id, REC->curr, __print_symbolic(REC->member, { 0, "MM_FILEPAGES" }, { 1, "MM_ANONPAGES" }, { 2, "MM_SWAPENTS" }, { 3, "MM_SHMEMPAGES" }), REC->size
 
-/// The fields of `kmem:rss_stat` (kernel 6.18).
+/// The fields of `kmem:rss_stat`.
 #[repr(C)]
 struct RssStat {
     common: u64,
@@ -185,12 +141,22 @@ struct RssStat {
 /// carries the owner test (`curr`) and the counter's value.
 #[tracepoint(category = "kmem", name = "rss_stat")]
 pub fn mm_rss_stat_event(ctx: TracePointContext) -> u32 {
-    // SAFETY: the layout above is this tracepoint's format; the verifier
-    // bounds context loads by the event's size.
-    let ev: RssStat = unsafe { core::ptr::read(ctx.as_ptr() as *const RssStat) };
-    let _ = credit_rss(ev.mm_id as u64, ev.curr != 0, ev.member, ev.size);
+    let _ = try_mm_rss_stat_event(&ctx);
     0
 }
+
+fn try_mm_rss_stat_event(ctx: &TracePointContext) -> Result<(), Skip> {
+    // SAFETY: the layout above is this tracepoint's format; the verifier
+    // bounds context loads by the event's size (a direct load, cheaper than
+    // the read helper: this event fires on every page fault).
+    let ev: RssStat = unsafe { core::ptr::read(ctx.as_ptr() as *const RssStat) };
+    credit_rss(ev.mm_id as u64, ev.curr != 0, ev.member, ev.size)
+}
+
+// The raw tracepoint of the same event: its arguments are the
+// tracepoint's prototype (include/trace/events/kmem.h), no format:
+//
+// 	TP_PROTO(struct mm_struct *mm, int member)
 
 /// `rss_stat(struct mm_struct *mm, int member)` as a raw tracepoint.
 #[raw_tracepoint(tracepoint = "rss_stat")]
@@ -209,18 +175,16 @@ fn try_mm_rss_stat(ctx: &RawTracePointContext) -> Result<(), Skip> {
     if member < 0 || member as usize >= RSS_MEMBERS {
         return Err(Skip::Nothing);
     }
-    // SAFETY: kernel reads through the helper, at offsets from this
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    // SAFETY: a kernel read through the helper, at an offset from this
     // kernel's BTF; a failed read skips the event.
-    let (current_mm, pages) = unsafe {
-        let task = bpf_get_current_task();
-        let current_mm: u64 = bpf_probe_read_kernel((task + l.task_mm as u64) as *const u64)?;
-        let counter = mm
-            + l.mm_rss_stat as u64
-            + member as u64 * l.counter_size as u64
-            + l.counter_count as u64;
-        let pages: i64 = bpf_probe_read_kernel(counter as *const i64)?;
-        (current_mm, pages)
-    };
+    let current_mm: u64 =
+        unsafe { bpf_probe_read_kernel((task + l.task_mm as u64) as *const u64) }?;
+    let counter =
+        mm + l.mm_rss_stat as u64 + member as u64 * l.counter_size as u64 + l.counter_count as u64;
+    // SAFETY: as above.
+    let pages: i64 = unsafe { bpf_probe_read_kernel(counter as *const i64) }?;
     // As the kernel reads it for /proc: never below zero.
     let bytes = if pages > 0 {
         pages * PAGE_SIZE as i64
@@ -282,72 +246,16 @@ fn credit_rss(mm: u64, curr: bool, member: i32, bytes: i64) -> Result<(), Skip> 
     Ok(())
 }
 
-// ---------------------------------------------------------------------------
-// Syscall event formats, for `leak trace --syscalls` (heap.rs).
-//
-// syscalls:sys_enter_mmap
-//
-// 	field:int __syscall_nr;	offset:8;	size:4;	signed:1;
-// 	field:unsigned long addr;	offset:16;	size:8;	signed:0;
-// 	field:unsigned long len;	offset:24;	size:8;	signed:0;
-// 	field:unsigned long prot;	offset:32;	size:8;	signed:0;
-// 	field:unsigned long flags;	offset:40;	size:8;	signed:0;
-// 	field:unsigned long fd;	offset:48;	size:8;	signed:0;
-// 	field:unsigned long off;	offset:56;	size:8;	signed:0;
-//
-// (Every syscalls:* event starts with the same common fields as rss_stat,
-// offsets 0 to 7, then __syscall_nr at 8.)
-
-/// The fields of `syscalls:sys_enter_mmap`.
-#[repr(C)]
-pub(crate) struct SysEnterMmap {
-    pub(crate) common: u64,
-    pub(crate) syscall_nr: i32,
-    pub(crate) _pad: u32,
-    pub(crate) addr: u64,
-    pub(crate) len: u64,
-    pub(crate) prot: u64,
-    pub(crate) flags: u64,
-    pub(crate) fd: u64,
-    pub(crate) off: u64,
-}
-
-// syscalls:sys_enter_munmap
-//
-// 	field:int __syscall_nr;	offset:8;	size:4;	signed:1;
-// 	field:unsigned long addr;	offset:16;	size:8;	signed:0;
-// 	field:size_t len;	offset:24;	size:8;	signed:0;
-
-/// The fields of `syscalls:sys_enter_munmap`.
-#[repr(C)]
-pub(crate) struct SysEnterMunmap {
-    pub(crate) common: u64,
-    pub(crate) syscall_nr: i32,
-    pub(crate) _pad: u32,
-    pub(crate) addr: u64,
-    pub(crate) len: u64,
-}
-
-// syscalls:sys_exit_{mmap,munmap,brk}
-//
-// 	field:int __syscall_nr;	offset:8;	size:4;	signed:1;
-// 	field:long ret;	offset:16;	size:8;	signed:1;
-
-/// The fields of every `syscalls:sys_exit_*` event.
-#[repr(C)]
-pub(crate) struct SysExit {
-    pub(crate) common: u64,
-    pub(crate) syscall_nr: i32,
-    pub(crate) _pad: u32,
-    pub(crate) ret: i64,
-}
-
 /// x86_64 syscall numbers.
 const NR_MMAP: u64 = 9;
 const NR_MUNMAP: u64 = 11;
 const NR_BRK: u64 = 12;
 const NR_MREMAP: u64 = 25;
 const NR_MADVISE: u64 = 28;
+
+// The raw tracepoint at every syscall's exit (include/trace/events/syscalls.h):
+//
+// 	TP_PROTO(struct pt_regs *regs, long ret)
 
 /// `sys_exit(struct pt_regs *regs, long ret)` as a raw tracepoint: every
 /// syscall's exit, host-wide; all but the five memory calls leave at the
@@ -384,22 +292,21 @@ fn try_mm_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
     }
     let a = activity_of(tgid)?;
     // SAFETY: `a` points at this CPU's own map value.
-    unsafe {
-        (*a).syscalls += 1;
-        match nr {
-            // mmap(addr, len, prot, flags, fd, off): MAP_FIXED replaces a
-            // mapping (Go commits its heap that way): no new address space.
-            NR_MMAP if a3 & MAP_FIXED == 0 => (*a).mapped_bytes += page_round(a1) as i64,
-            // munmap(addr, len)
-            NR_MUNMAP => (*a).mapped_bytes -= page_round(a1) as i64,
-            // mremap(addr, old_len, new_len, flags, new_addr)
-            NR_MREMAP => (*a).mapped_bytes += page_round(a2) as i64 - page_round(a1) as i64,
-            // madvise(start, len, behavior)
-            NR_MADVISE if matches!(a2 as i32 as i64, MADV_DONTNEED | MADV_FREE | MADV_REMOVE) => {
-                (*a).advised_away_bytes += page_round(a1)
-            }
-            _ => {}
+    let a = unsafe { &mut *a };
+    a.syscalls += 1;
+    match nr {
+        // mmap(addr, len, prot, flags, fd, off): MAP_FIXED replaces a
+        // mapping (Go commits its heap that way): no new address space.
+        NR_MMAP if a3 & MAP_FIXED == 0 => a.mapped_bytes += page_round(a1) as i64,
+        // munmap(addr, len)
+        NR_MUNMAP => a.mapped_bytes -= page_round(a1) as i64,
+        // mremap(addr, old_len, new_len, flags, new_addr)
+        NR_MREMAP => a.mapped_bytes += page_round(a2) as i64 - page_round(a1) as i64,
+        // madvise(start, len, behavior)
+        NR_MADVISE if matches!(a2 as i32 as i64, MADV_DONTNEED | MADV_FREE | MADV_REMOVE) => {
+            a.advised_away_bytes += page_round(a1)
         }
+        _ => {}
     }
     Ok(())
 }

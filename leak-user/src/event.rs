@@ -2,7 +2,7 @@
 //! kind (Go samples, frees and GC cycles; brk/mmap calls) and the loss
 //! counters.
 
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 
 use aya::maps::{MapData, PerCpuArray};
 #[cfg(test)]
@@ -10,6 +10,23 @@ use leak_common::ALLOC_HAS_STACK;
 use leak_common::{
     AllocEvent, Counter, Event, EventKind, MapEvent, ALLOC_HEADER, COUNTERS, GO_MAX_FRAMES,
     MAX_FRAMES, STACK_WORDS,
+};
+
+/// Bytes of the kind every record starts with.
+const KIND_BYTES: usize = size_of::<u32>();
+
+// What `decode` reads at fixed offsets, checked against the shared types:
+// every record's kind in its first `KIND_BYTES`, an alloc's header up to
+// `ALLOC_HEADER` (its frame count inside it) and its stack after it, in
+// 8-byte entries.
+const _: () = {
+    assert!(offset_of!(AllocEvent, kind) == 0);
+    assert!(offset_of!(Event, kind) == 0);
+    assert!(offset_of!(MapEvent, kind) == 0);
+    assert!(offset_of!(AllocEvent, tgid) == KIND_BYTES);
+    assert!(offset_of!(AllocEvent, frames) + size_of::<u32>() <= ALLOC_HEADER);
+    assert!(offset_of!(AllocEvent, stack) == ALLOC_HEADER);
+    assert!(size_of::<AllocEvent>() == ALLOC_HEADER + GO_MAX_FRAMES * size_of::<u64>());
 };
 
 /// One decoded ring buffer record.
@@ -30,7 +47,9 @@ pub enum Record {
 /// Decodes a ring buffer record; `None` for a record of unknown kind or
 /// size (never expected: both sides share one definition).
 pub fn decode(bytes: &[u8]) -> Option<Record> {
-    let kind = EventKind::from_u32(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))?;
+    let kind = EventKind::from_u32(u32::from_ne_bytes(
+        bytes.get(..KIND_BYTES)?.try_into().ok()?,
+    ))?;
     match kind {
         EventKind::Alloc if bytes.len() >= ALLOC_HEADER => {
             // Records carry only the frames captured: copy what came, the
@@ -57,7 +76,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
                     n,
                 )
             };
-            let carried = (n - ALLOC_HEADER) / 8;
+            let carried = (n - ALLOC_HEADER) / size_of::<u64>();
             ev.frames = ev.frames.min(GO_MAX_FRAMES as u32).min(carried as u32);
             Some(Record::Alloc(ev))
         }
@@ -171,7 +190,6 @@ mod tests {
         };
         a.stack[..3].copy_from_slice(&[1, 2, 3]);
         let bytes = bytes_of(&a);
-        assert_eq!(std::mem::offset_of!(AllocEvent, stack), ALLOC_HEADER);
         match decode(&bytes[..ALLOC_HEADER + 3 * 8]) {
             Some(Record::Alloc(ev)) => {
                 assert_eq!(ev.frames, 3);

@@ -4,21 +4,12 @@
 
 use std::{collections::HashMap, path::Path};
 
-use anyhow::{Context, Result};
-use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
-    Ebpf, EbpfLoader,
-};
-use leak_common::{MmActivity, MmCounter, MmKernelLayout, MmStats, MM_COUNTERS};
+use anyhow::Result;
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
+use leak_common::{MmActivity, MmCounter, MmStats, MM_COUNTERS};
 
 use super::watch::sum_activity;
-use crate::probes::{attach_raw_tracepoint, attach_tracepoint, kernel_error, EBPF_OBJECT};
-
-/// Raw tracepoints: program name in the eBPF object, tracepoint name.
-const RAW_SYSCALL_EXIT: (&str, &str) = ("mm_sys_exit", "sys_exit");
-const RAW_RSS_STAT: (&str, &str) = ("mm_rss_stat", "rss_stat");
-/// Without a BTF layout: the `kmem:rss_stat` event format.
-const RSS_STAT_EVENT: (&str, &str, &str) = ("mm_rss_stat_event", "kmem", "rss_stat");
+use crate::probes::{self, Attached};
 
 /// What the kernel side knows about one process.
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,13 +35,12 @@ pub struct MmProbes {
     activity: PerCpuHashMap<MapData, u32, MmActivity>,
     counters: PerCpuArray<MapData, u64>,
     // Last: the programs stay attached while the maps are read.
-    _ebpf: Ebpf,
+    _attached: Attached,
 }
 
 impl MmProbes {
     /// Loads the programs and attaches them to their tracepoints.
     pub fn attach() -> Result<Self> {
-        crate::probes::ensure_tracefs()?;
         // Offsets for the raw rss_stat program; without them, the event
         // format does the work (slower: a perf record per page fault).
         let layout = match super::layout::read(Path::new(super::layout::VMLINUX_BTF)) {
@@ -62,35 +52,17 @@ impl MmProbes {
                 None
             }
         };
-        let mut ebpf = EbpfLoader::new()
-            // The uprobes' ring buffer is not used here: keep it small.
-            .map_max_entries("EVENTS", 4096)
-            .override_global(
-                "MM_LAYOUT",
-                &layout.unwrap_or(MmKernelLayout::default()),
-                true,
-            )
-            .load(EBPF_OBJECT)
-            .map_err(|e| kernel_error("load the eBPF programs", e.into()))?;
-        attach_raw_tracepoint(&mut ebpf, RAW_SYSCALL_EXIT.0, RAW_SYSCALL_EXIT.1)?;
-        if layout.is_some() {
-            attach_raw_tracepoint(&mut ebpf, RAW_RSS_STAT.0, RAW_RSS_STAT.1)?;
-        } else {
-            let (program, category, name) = RSS_STAT_EVENT;
-            attach_tracepoint(&mut ebpf, program, category, name)?;
-        }
-        let stats = BpfHashMap::try_from(ebpf.take_map("MM_STATS").context("no MM_STATS map")?)?;
-        let activity =
-            PerCpuHashMap::try_from(ebpf.take_map("MM_ACTIVITY").context("no MM_ACTIVITY map")?)?;
-        let counters = PerCpuArray::try_from(
-            ebpf.take_map("MM_COUNTERS_MAP")
-                .context("no MM_COUNTERS_MAP map")?,
-        )?;
+        let probes::mm::TopProbes {
+            stats,
+            activity,
+            counters,
+            attached,
+        } = probes::mm::attach(layout)?;
         Ok(Self {
             stats,
             activity,
             counters,
-            _ebpf: ebpf,
+            _attached: attached,
         })
     }
 

@@ -16,11 +16,8 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
-    Ebpf, EbpfLoader,
-};
-use leak_common::{Counter, HeapConfig, MapCall, MapEvent};
+use aya::maps::{MapData, PerCpuArray};
+use leak_common::{Counter, MapCall, MapEvent};
 
 use crate::{
     aggregate::{mapped::MappedBytes, merged::MergedStacks, StackId},
@@ -30,7 +27,7 @@ use crate::{
         stacks::{trim_c_library, user_stack},
     },
     outputs::Outputs,
-    probes::{self, kernel_error, EBPF_OBJECT},
+    probes::{self, heap::HeapProbes},
     process::{
         self,
         memory::{Memory, ProcessMemory},
@@ -39,15 +36,6 @@ use crate::{
     session::{self, Pipeline, Stop, Timing},
     symbolize::Symbolizer,
 };
-
-/// Program name in the eBPF object, tracepoint name (category `syscalls`).
-const TRACEPOINTS: &[(&str, &str)] = &[
-    ("heap_enter_brk", "sys_enter_brk"),
-    ("heap_exit_brk", "sys_exit_brk"),
-    ("heap_enter_mmap", "sys_enter_mmap"),
-    ("heap_exit_mmap", "sys_exit_mmap"),
-    ("heap_enter_munmap", "sys_enter_munmap"),
-];
 
 /// How often leak checks that the process still runs.
 const ALIVE_EVERY: Duration = Duration::from_millis(500);
@@ -74,20 +62,6 @@ pub fn run(options: Options) -> Result<()> {
         bail!("no process with pid {}", options.pid);
     }
     session::block_on(trace(options))
-}
-
-/// Loads the heap-growth programs for process `pid` and attaches them.
-fn attach(pid: u32) -> Result<Ebpf> {
-    probes::ensure_tracefs()?;
-    let config = HeapConfig { tgid: pid, _pad: 0 };
-    let mut ebpf = EbpfLoader::new()
-        .override_global("HEAP_CONFIG", &config, true)
-        .load(EBPF_OBJECT)
-        .map_err(|e| kernel_error("load the eBPF programs", e.into()))?;
-    for &(program, name) in TRACEPOINTS {
-        probes::attach_tracepoint(&mut ebpf, program, "syscalls", name)?;
-    }
-    Ok(ebpf)
 }
 
 struct NativePipeline {
@@ -126,16 +100,17 @@ async fn trace(options: Options) -> Result<()> {
         last_alive_check: now,
         options,
     };
-    let mut ebpf = attach(pid)?;
+    let HeapProbes {
+        events: ring,
+        counters,
+        attached,
+    } = probes::heap::attach(pid)?;
     // After attaching: a brk from here on is seen, so the break read now is
     // where growth starts.
     if let Some(brk) = process::maps::program_break(pid) {
         p.mapped.set_break(brk);
     }
-    p.counters = Some(PerCpuArray::try_from(
-        ebpf.take_map("COUNTERS").context("no COUNTERS map")?,
-    )?);
-    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
+    p.counters = Some(counters);
     p.started = Instant::now();
     eprintln!(
         "leak: tracing heap growth (brk, mmap, munmap) of pid {pid} ({}); Ctrl-C to stop",
@@ -149,7 +124,7 @@ async fn trace(options: Options) -> Result<()> {
     let stop = session::run(&mut p, Some(ring), timing).await?;
     let losses = p.losses();
     p.counters = None;
-    drop(ebpf);
+    drop(attached);
     if stop == Stop::AllExited {
         eprintln!("leak: the traced process has exited");
     }

@@ -21,10 +21,6 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use aya::{
-    maps::{HashMap as AyaHashMap, MapData, PerCpuArray, RingBuf},
-    Ebpf,
-};
 use leak_common::{Counter, ProbeConfig};
 
 use self::{
@@ -38,8 +34,11 @@ use crate::{
     event::{KernelCounters, Record},
     go::{GoBinary, GoError, Program},
     outputs::Outputs,
-    probes,
-    probes::Attachment,
+    probes::{
+        self,
+        go::{Attachment, GoMaps, GoProbes},
+        Attached,
+    },
     process,
     report::{self, chart::ChartLine, Losses},
     sampling::guard::GuardProcess,
@@ -88,17 +87,6 @@ pub struct Options {
     pub launched: bool,
 }
 
-/// Kernel maps the pipeline reads while tracing.
-struct Maps {
-    counters: PerCpuArray<MapData, u64>,
-    work_calls: PerCpuArray<MapData, u64>,
-    /// The kernel's set of buckets whose stack was sent, to forget a
-    /// process's buckets when it exits (its pid may be reused).
-    known_buckets: AyaHashMap<MapData, [u64; 2], u8>,
-    /// Processes to stop at `runtime.main` (`leak trace -- CMD`).
-    stop_at_start: AyaHashMap<MapData, u32, u8>,
-}
-
 /// The state of one `leak trace` of a Go binary.
 pub struct GoPipeline {
     options: Options,
@@ -110,7 +98,7 @@ pub struct GoPipeline {
     growth: GrowthTracker<u32>,
     /// Standard output is a terminal: reports redraw in place.
     terminal: bool,
-    maps: Option<Maps>,
+    maps: Option<GoMaps>,
     started: Instant,
     previous_outstanding: Option<f64>,
     last_scan: Instant,
@@ -170,13 +158,13 @@ async fn trace(options: Options, program: Rc<Program>) -> Result<()> {
             .procs
             .restore_rates(|pid| process::Identity::of_live(pid).map(|i| i.start_time));
     }
-    let (stop, ebpf) = traced?;
+    let (stop, attached) = traced?;
     p.record_growth();
     let losses = p.losses();
     // Detach before the slow part (symbolizing, writing files); the numbers
     // already read stay.
     p.maps = None;
-    drop(ebpf);
+    drop(attached);
     if stop == Stop::AllExited {
         eprintln!("leak: every traced process has exited");
     }
@@ -209,11 +197,6 @@ pub fn attachments(
         })
         .collect::<Result<_, GoError>>()?;
     Ok((row.probe_config(), out))
-}
-
-fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name)
-        .with_context(|| format!("the eBPF object has no {name} map"))
 }
 
 impl Pipeline for GoPipeline {
@@ -276,18 +259,15 @@ impl GoPipeline {
         &mut self,
         config: ProbeConfig,
         attach: &[Attachment],
-    ) -> Result<(Stop, Ebpf)> {
+    ) -> Result<(Stop, Attached)> {
         // Before attaching: a process that cannot be seen fails now, not later.
         self.scan_processes()?;
-        let mut ebpf =
-            probes::load_and_attach(&self.program.path, self.options.pid, config, attach)?;
-        let ring = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)?;
-        self.maps = Some(Maps {
-            counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)?,
-            work_calls: PerCpuArray::try_from(take_map(&mut ebpf, "WORK_CALLS")?)?,
-            known_buckets: AyaHashMap::try_from(take_map(&mut ebpf, "KNOWN_BUCKETS")?)?,
-            stop_at_start: AyaHashMap::try_from(take_map(&mut ebpf, "STOP_AT_START")?)?,
-        });
+        let GoProbes {
+            events: ring,
+            maps,
+            attached,
+        } = probes::go::attach(&self.program.path, self.options.pid, config, attach)?;
+        self.maps = Some(maps);
         if let (true, Some(pid), Some(m)) =
             (self.options.launched, self.options.pid, self.maps.as_mut())
         {
@@ -317,7 +297,7 @@ impl GoPipeline {
             duration: self.options.duration,
         };
         let stop = session::run(self, Some(ring), timing).await?;
-        Ok((stop, ebpf))
+        Ok((stop, attached))
     }
 
     fn render(&self, profile: &report::Profile) -> String {

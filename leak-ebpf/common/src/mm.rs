@@ -1,0 +1,127 @@
+//! `leak top`: per-process memory state the tracepoint programs keep in
+//! maps (leak-ebpf/src/mm.rs), and the kernel layout the loader writes.
+
+/// Number of RSS counters `kmem:rss_stat` reports per mm (the kernel's
+/// `NR_MM_COUNTERS`); its `member` field indexes them.
+pub const RSS_MEMBERS: usize = 4;
+/// `member` of file-backed resident pages (`MM_FILEPAGES`).
+pub const RSS_FILE: usize = 0;
+/// `member` of anonymous resident pages (`MM_ANONPAGES`).
+pub const RSS_ANON: usize = 1;
+/// `member` of swapped-out pages (`MM_SWAPENTS`).
+pub const RSS_SWAP: usize = 2;
+/// `member` of resident shared memory (`MM_SHMEMPAGES`).
+pub const RSS_SHMEM: usize = 3;
+
+/// One process's resident memory and program break, kept per tgid in the
+/// `MM_STATS` map and read by `leak top` each interval. Each field is
+/// stored whole (no read-modify-write), so threads racing on several CPUs
+/// leave one of two recent values.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmStats {
+    /// Latest value of each RSS counter, indexed by `RSS_*`, in bytes (swap:
+    /// bytes of swapped-out pages), as `kmem:rss_stat` last reported it.
+    pub rss: [i64; RSS_MEMBERS],
+    /// Bit `1 << member` is set once `rss[member]` has been reported; an
+    /// unset member still holds 0 and means "unchanged since before leak".
+    pub rss_seen: u32,
+    /// Padding; always 0.
+    pub _pad: u32,
+    /// The process's mm as last seen running (it changes at exec): its
+    /// address, or `kmem:rss_stat`'s `mm_id` hash on the fallback path.
+    /// The owner map is written only when it changes.
+    pub mm: u64,
+    /// The program break after the last `brk` call (0 until one).
+    pub brk: u64,
+}
+
+layout!(MmStats, size 56, {
+    rss: 0,
+    rss_seen: 32,
+    _pad: 36,
+    mm: 40,
+    brk: 48,
+});
+
+/// What one process did to its address space, per CPU (sum over CPUs in
+/// user space), kept per tgid in the `MM_ACTIVITY` map: sums that threads
+/// on several CPUs add to at once, which BPF cannot do atomically without
+/// `-mcpu=v3`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmActivity {
+    /// Net bytes mapped since leak started watching: mmap (except MAP_FIXED,
+    /// which replaces a mapping) minus munmap, plus mremap's change in size.
+    pub mapped_bytes: i64,
+    /// Bytes given back with madvise(MADV_DONTNEED / MADV_FREE /
+    /// MADV_REMOVE), cumulative (Go's scavenger returns memory this way).
+    pub advised_away_bytes: u64,
+    /// Successful mmap/munmap/mremap/madvise calls and brk calls.
+    pub syscalls: u64,
+}
+
+layout!(MmActivity, size 24, {
+    mapped_bytes: 0,
+    advised_away_bytes: 8,
+    syscalls: 16,
+});
+
+/// Where the raw `rss_stat` program finds what the `kmem:rss_stat` event
+/// format would have computed for it, read from the running kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`) by user space before load. All zero: not
+/// found, and the format-based program is used instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmKernelLayout {
+    /// `offsetof(struct task_struct, mm)`.
+    pub task_mm: u32,
+    /// `offsetof(struct mm_struct, rss_stat)`: an array of
+    /// `struct percpu_counter`, one per RSS counter.
+    pub mm_rss_stat: u32,
+    /// `sizeof(struct percpu_counter)`.
+    pub counter_size: u32,
+    /// `offsetof(struct percpu_counter, count)`: the counter's value in
+    /// pages, less what CPUs have not folded in yet (as `/proc` reads it).
+    pub counter_count: u32,
+}
+
+layout!(MmKernelLayout, size 16, {
+    task_mm: 0,
+    mm_rss_stat: 4,
+    counter_size: 8,
+    counter_count: 12,
+});
+
+/// Slots of the per-CPU counter array `MM_COUNTERS_MAP`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmCounter {
+    /// rss_stat events for another task's mm whose owner was not known yet
+    /// (dropped: the mm never ran a traced event as `current`).
+    RssUnattributed = 0,
+    /// Processes added to `MM_STATS`.
+    ProcessesAdded = 1,
+    /// Updates lost because `MM_STATS` or `MM_ACTIVITY` could not take a
+    /// new process.
+    StatsInsertFailed = 2,
+}
+
+/// Number of slots in `MM_COUNTERS_MAP`. Events themselves are not counted
+/// globally: `rss_stat` fires on every page fault, and each map update
+/// there is paid by the traced program (calls are counted per process in
+/// [`MmActivity::syscalls`]).
+pub const MM_COUNTERS: u32 = 3;
+
+/// Most processes `MM_STATS` and `MM_ACTIVITY` hold at once (least recently updated are
+/// evicted first).
+pub const MM_MAX_PROCESSES: u32 = 16384;
+
+// SAFETY (all three): plain-old-data, `#[repr(C)]`, integers only, explicit
+// padding (the layout checks above).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MmStats {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MmActivity {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MmKernelLayout {}
