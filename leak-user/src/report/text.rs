@@ -312,19 +312,24 @@ mod tests {
     use crate::{aggregate::Totals, report::example};
     use std::time::Duration;
 
-    fn one_stack(held: f64) -> Profile {
-        let s = StackProfile {
+    /// A stack of `frames` (leaf first) that allocated `objects` objects of
+    /// `bytes` in all and still holds every one.
+    fn holding(frames: &[&str], bytes: f64, objects: f64) -> StackProfile {
+        StackProfile {
             held_at_exit: 0.0,
             growth: None,
-            frames: vec![Frame::named("bytes.Repeat"), Frame::named("main.track")].into(),
+            frames: frames.iter().map(|n| Frame::named(n)).collect(),
             totals: Totals {
-                outstanding_bytes: held,
-                outstanding_objects: 10.0,
-                allocated_bytes: 1024.0 * 1024.0,
-                allocated_objects: 1.0,
+                outstanding_bytes: bytes,
+                outstanding_objects: objects,
+                allocated_bytes: bytes,
+                allocated_objects: objects,
             },
-        };
-        example(vec![s])
+        }
+    }
+
+    fn one_stack(held: f64) -> Profile {
+        example(vec![holding(&["bytes.Repeat", "main.track"], held, 10.0)])
     }
 
     #[test]
@@ -402,26 +407,17 @@ mod tests {
 
     #[test]
     fn report_shows_totals_and_the_leaking_path() {
-        let leak = StackProfile {
-            held_at_exit: 0.0,
-            growth: None,
-            frames: [
+        let leak = holding(
+            &[
                 "bytes.Repeat",
                 "main.(*RequestTracker).Track",
                 "main.main.func1",
                 "net/http.HandlerFunc.ServeHTTP",
                 "net/http.serverHandler.ServeHTTP",
-            ]
-            .iter()
-            .map(|n| Frame::named(n))
-            .collect(),
-            totals: Totals {
-                outstanding_bytes: 20.0 * 1024.0 * 1024.0,
-                outstanding_objects: 2048.0,
-                allocated_bytes: 20.0 * 1024.0 * 1024.0,
-                allocated_objects: 2048.0,
-            },
-        };
+            ],
+            20.0 * 1024.0 * 1024.0,
+            2048.0,
+        );
         let mut p = example(vec![leak]);
         p.pids = vec![42];
         p.elapsed = Duration::from_secs(20);
@@ -451,20 +447,11 @@ mod tests {
 
     #[test]
     fn a_native_report_has_no_go_words() {
-        let mut p = example(vec![StackProfile {
-            held_at_exit: 0.0,
-            frames: ["malloc", "leak_request_buffer", "main"]
-                .iter()
-                .map(|n| Frame::named(n))
-                .collect(),
-            totals: Totals {
-                outstanding_bytes: 18.0 * 1024.0 * 1024.0,
-                outstanding_objects: 9.0,
-                allocated_bytes: 18.0 * 1024.0 * 1024.0,
-                allocated_objects: 9.0,
-            },
-            growth: None,
-        }]);
+        let mut p = example(vec![holding(
+            &["malloc", "leak_request_buffer", "main"],
+            18.0 * 1024.0 * 1024.0,
+            9.0,
+        )]);
         p.binary = "/usr/bin/leaker".into();
         p.source = Source::Syscalls;
         let text = render(&p, 10, false);

@@ -6,7 +6,8 @@
 //!
 //! Bytes are a heap's: outstanding bytes and objects, and what was
 //! allocated. Goroutines are counted as objects held now (a goroutine
-//! profile's count per stack sits in [`Totals::outstanding_objects`]).
+//! profile's count per stack sits in [`Totals::outstanding_objects`], read
+//! in one place, `goroutines`).
 
 use super::Source;
 use crate::{
@@ -58,58 +59,43 @@ pub struct JsonCount {
 /// Go's heap profile sample types, in Go's order, so tools that know Go
 /// heap profiles (and `-sample_index=inuse_space`) work unchanged.
 const HEAP_SAMPLE_TYPES: &[SampleType] = &[
-    SampleType {
-        kind: "alloc_objects",
-        unit: "count",
-        value: |t| t.allocated_objects,
-    },
-    SampleType {
-        kind: "alloc_space",
-        unit: "bytes",
-        value: |t| t.allocated_bytes,
-    },
-    SampleType {
-        kind: "inuse_objects",
-        unit: "count",
-        value: |t| t.outstanding_objects,
-    },
-    SampleType {
-        kind: "inuse_space",
-        unit: "bytes",
-        value: |t| t.outstanding_bytes,
-    },
+    SampleType::new("alloc_objects", "count", |t| t.allocated_objects),
+    SampleType::new("alloc_space", "bytes", |t| t.allocated_bytes),
+    SampleType::new("inuse_objects", "count", |t| t.outstanding_objects),
+    SampleType::new("inuse_space", "bytes", |t| t.outstanding_bytes),
 ];
+
+/// Where a goroutine profile keeps its count: goroutines are the objects a
+/// stack holds now.
+fn goroutines(t: &Totals) -> f64 {
+    t.outstanding_objects
+}
 
 /// Go's goroutine profile: one sample type, `goroutine/count`.
-const GOROUTINE_SAMPLE_TYPES: &[SampleType] = &[SampleType {
-    kind: "goroutine",
-    unit: "count",
-    value: |t| t.outstanding_objects,
-}];
+const GOROUTINE_SAMPLE_TYPES: &[SampleType] = &[SampleType::new("goroutine", "count", goroutines)];
 
+/// A heap's figures in the JSON report, in order.
 const HEAP_JSON: &[JsonCount] = &[
-    JsonCount {
-        field: "outstanding_bytes",
-        value: |t| t.outstanding_bytes,
-    },
-    JsonCount {
-        field: "outstanding_objects",
-        value: |t| t.outstanding_objects,
-    },
-    JsonCount {
-        field: "allocated_bytes",
-        value: |t| t.allocated_bytes,
-    },
-    JsonCount {
-        field: "allocated_objects",
-        value: |t| t.allocated_objects,
-    },
+    JsonCount::new("outstanding_bytes", |t| t.outstanding_bytes),
+    JsonCount::new("outstanding_objects", |t| t.outstanding_objects),
+    JsonCount::new("allocated_bytes", |t| t.allocated_bytes),
+    JsonCount::new("allocated_objects", |t| t.allocated_objects),
 ];
 
-const GOROUTINE_JSON: &[JsonCount] = &[JsonCount {
-    field: "goroutines",
-    value: |t| t.outstanding_objects,
-}];
+/// A goroutine profile's one figure in the JSON report.
+const GOROUTINE_JSON: &[JsonCount] = &[JsonCount::new("goroutines", goroutines)];
+
+impl SampleType {
+    const fn new(kind: &'static str, unit: &'static str, value: fn(&Totals) -> f64) -> Self {
+        Self { kind, unit, value }
+    }
+}
+
+impl JsonCount {
+    const fn new(field: &'static str, value: fn(&Totals) -> f64) -> Self {
+        Self { field, value }
+    }
+}
 
 impl Unit {
     /// As the JSON report spells it, and what the flame graph counts
@@ -126,7 +112,7 @@ impl Unit {
     pub fn held(self, t: &Totals) -> f64 {
         match self {
             Unit::Bytes => t.outstanding_bytes,
-            Unit::Goroutines => t.outstanding_objects,
+            Unit::Goroutines => goroutines(t),
         }
     }
 
@@ -188,7 +174,7 @@ impl Unit {
             Unit::Goroutines => [
                 Column {
                     title: "GOROUTINES",
-                    cell: |t| Unit::Goroutines.cell(t.outstanding_objects),
+                    cell: |t| Unit::Goroutines.cell(goroutines(t)),
                 },
                 blank,
                 blank,
