@@ -18,8 +18,9 @@ use std::{
 pub struct StackId(pub u32);
 
 /// How many objects one sample of `size` bytes stands for at sampling `rate`
-/// (pprof's `scaleHeapSample`). Rates of 0 and 1 mean every allocation was
-/// recorded: weight 1.
+/// (pprof's `scaleHeapSample`: `1 / (1 − exp(−size / rate))`), the one
+/// weight for leak's own samples and for Go's heap records (`goheap`).
+/// Rates of 0 and 1 mean every allocation was recorded: weight 1.
 pub fn sample_weight(size: u64, rate: u64) -> f64 {
     if rate <= 1 || size == 0 {
         return 1.0;

@@ -238,201 +238,251 @@ pub fn assess(
     thresholds: &Thresholds,
 ) -> Trend {
     let samples = clean(samples);
-    let allocated_bytes = allocated
-        .map(clean)
-        .and_then(|a| match (a.first(), a.last()) {
-            (Some(first), Some(last)) if a.len() >= 2 => Some(last.1 - first.1),
-            _ => None,
-        });
+    let allocated_bytes = allocated.and_then(|a| growth_over_span(&clean(a)));
     let points = samples.len();
     let span_secs = match (samples.first(), samples.last()) {
         (Some(first), Some(last)) => last.0 - first.0,
         _ => 0.0,
     };
     if points < 2 || span_secs <= 0.0 {
-        let level_bytes = samples.iter().map(|s| s.1).sum::<f64>() / points.max(1) as f64;
-        return Trend {
-            verdict: Verdict::Steady,
-            reason: format!(
-                "not enough data: {points} sample{} over {}",
-                if points == 1 { "" } else { "s" },
-                human_secs(span_secs)
-            ),
-            slope: 0.0,
-            troughs: Fit::default(),
-            overall: Fit::default(),
-            recent_slope: 0.0,
-            change_bytes: 0.0,
-            level_bytes,
-            span_secs,
-            points,
-            allocated_bytes,
-        };
+        return not_enough_data(&samples, span_secs, allocated_bytes);
     }
-
-    let overall = linear_fit(&samples);
-    let cycles = cycles(&samples, &overall);
-    let windows = window_count(thresholds, points, cycles);
-    let lows = troughs(&samples, windows);
-    let trough_points: Vec<(f64, f64)> = lows.iter().map(|&(_, p)| p).collect();
-    let trough_fit = linear_fit(&trough_points);
-    let level_bytes = trough_points.iter().map(|p| p.1).sum::<f64>() / trough_points.len() as f64;
-
-    let first_recent = 2 * windows / 3;
-    let mut recent: Vec<(f64, f64)> = lows
-        .iter()
-        .filter(|&&(w, _)| w >= first_recent)
-        .map(|&(_, p)| p)
-        .collect();
-    if recent.len() < 2 {
-        // Uneven sampling left the last third with too few troughs: the last
-        // two troughs are the best view of "lately" there is.
-        recent = trough_points[trough_points.len() - 2..].to_vec();
-    }
-    let recent_slope = linear_fit(&recent).slope;
-    // What the troughs actually did, for the reason: the fitted line
-    // overstates a step.
-    let trough_moved = trough_points[trough_points.len() - 1].1 - trough_points[0].1;
-
-    let slope = trough_fit.slope;
-    let change_bytes = slope * span_secs;
-    // The last third's rate, carried over the whole window, so that it meets
-    // the same bar as the whole.
-    let recent_change = recent_slope * span_secs;
-    let bar = thresholds
-        .min_change_bytes
-        .max(thresholds.min_change_fraction * level_bytes.abs());
-    let enough = points >= thresholds.min_points && span_secs >= thresholds.min_span_secs;
-    let short = || {
-        format!(
-            "only {points} samples over {} (need {} over {})",
-            human_secs(span_secs),
-            thresholds.min_points,
-            human_secs(thresholds.min_span_secs)
-        )
-    };
-
-    let (verdict, reason) = if change_bytes >= bar {
-        let rise = format!("troughs rise {}", bytes_per_min(slope));
-        if !enough {
-            (Verdict::Growing, format!("{rise}, but {}", short()))
-        } else if recent_change < bar {
-            (
-                Verdict::Steady,
-                format!(
-                    "troughs rose {} then levelled off: {} in last third",
-                    human_bytes(trough_moved),
-                    bytes_per_min(recent_slope)
-                ),
-            )
-        } else if recent_slope < thresholds.recent_ratio * slope {
-            (
-                Verdict::Growing,
-                format!(
-                    "{rise}, slowing to {} in last third",
-                    bytes_per_min(recent_slope)
-                ),
-            )
-        } else if trough_fit.r2 < thresholds.min_r2 {
-            let few_cycles = if cycles < 6 {
-                format!("; only {cycles} sawtooth cycles seen, watch longer")
-            } else {
-                String::new()
-            };
-            (
-                Verdict::Growing,
-                format!(
-                    "{rise}, but scattered (R²={:.2} < {:.2}){few_cycles}",
-                    trough_fit.r2, thresholds.min_r2
-                ),
-            )
-        } else {
-            (
-                Verdict::Leaking,
-                format!(
-                    "{rise} (R²={:.2}), still rising in last third",
-                    trough_fit.r2
-                ),
-            )
-        }
-    } else if change_bytes <= -bar {
-        let fall = format!("troughs fall {}", bytes_per_min(-slope));
-        if !enough {
-            (Verdict::Steady, format!("{fall}, but {}", short()))
-        } else if recent_change > -bar {
-            (
-                Verdict::Steady,
-                format!(
-                    "troughs fell {} then levelled off",
-                    human_bytes(-trough_moved)
-                ),
-            )
-        } else {
-            (
-                Verdict::Shrinking,
-                format!("{fall} (R²={:.2})", trough_fit.r2),
-            )
-        }
+    let e = Evidence::of(&samples, span_secs, thresholds);
+    let (verdict, reason) = if e.change_bytes() >= e.bar {
+        e.rising()
+    } else if e.change_bytes() <= -e.bar {
+        e.falling()
     } else {
-        let flat = format!(
-            "troughs flat: {} over {} (under {})",
-            signed_bytes(change_bytes),
-            human_secs(span_secs),
-            human_bytes(bar)
-        );
-        match allocated_bytes {
-            Some(alloc)
-                if enough
-                    && alloc > 0.0
-                    && alloc
-                        >= thresholds.churn_ratio
-                            * level_bytes.abs().max(thresholds.min_change_bytes) =>
-            {
-                (
-                    Verdict::Churn,
-                    format!(
-                        "allocated {} while holding about {}",
-                        human_bytes(alloc),
-                        human_bytes(level_bytes)
-                    ),
-                )
-            }
-            _ => (Verdict::Steady, flat),
-        }
+        e.flat()
     };
-    // A steady holder that allocates many times what it holds (a sawtooth
-    // of short-lived objects that levelled off) is churn as well.
-    let (verdict, reason) = match (verdict, allocated_bytes) {
-        (Verdict::Steady, Some(alloc))
-            if enough
-                && alloc
-                    >= thresholds.churn_ratio
-                        * level_bytes.abs().max(thresholds.min_change_bytes) =>
-        {
-            (
-                Verdict::Churn,
-                format!(
-                    "allocated {} while holding about {}",
-                    human_bytes(alloc),
-                    human_bytes(level_bytes)
-                ),
-            )
-        }
-        (verdict, _) => (verdict, reason),
+    let (verdict, reason) = match allocated_bytes {
+        Some(alloc) if verdict == Verdict::Steady && e.churns(alloc) => e.churn(alloc),
+        _ => (verdict, reason),
     };
-
     Trend {
         verdict,
         reason,
-        slope,
-        troughs: trough_fit,
-        overall,
-        recent_slope,
-        change_bytes,
-        level_bytes,
+        slope: e.troughs.slope,
+        troughs: e.troughs,
+        overall: e.overall,
+        recent_slope: e.recent_slope,
+        change_bytes: e.change_bytes(),
+        level_bytes: e.level_bytes,
         span_secs,
         points,
         allocated_bytes,
+    }
+}
+
+/// What a cumulative counter grew by from its first sample to its last;
+/// `None` with fewer than two.
+fn growth_over_span(counter: &[(f64, f64)]) -> Option<f64> {
+    match (counter.first(), counter.last()) {
+        (Some(first), Some(last)) if counter.len() >= 2 => Some(last.1 - first.1),
+        _ => None,
+    }
+}
+
+/// The verdict on fewer than two samples, or on samples all at one time:
+/// Steady, and saying why.
+fn not_enough_data(samples: &[(f64, f64)], span_secs: f64, allocated_bytes: Option<f64>) -> Trend {
+    let points = samples.len();
+    Trend {
+        verdict: Verdict::Steady,
+        reason: format!(
+            "not enough data: {points} sample{} over {}",
+            if points == 1 { "" } else { "s" },
+            human_secs(span_secs)
+        ),
+        slope: 0.0,
+        troughs: Fit::default(),
+        overall: Fit::default(),
+        recent_slope: 0.0,
+        change_bytes: 0.0,
+        level_bytes: samples.iter().map(|s| s.1).sum::<f64>() / points.max(1) as f64,
+        span_secs,
+        points,
+        allocated_bytes,
+    }
+}
+
+/// What the troughs of a series show (rules 1, 2 and the last third of 4),
+/// and the bar a change must clear (rule 3); each verdict rule is a method.
+struct Evidence<'t> {
+    thresholds: &'t Thresholds,
+    points: usize,
+    span_secs: f64,
+    /// Line through every sample.
+    overall: Fit,
+    /// Sawtooth cycles seen.
+    cycles: usize,
+    /// Line through the troughs.
+    troughs: Fit,
+    /// Mean trough level.
+    level_bytes: f64,
+    /// Slope of the troughs of the last third.
+    recent_slope: f64,
+    /// What the troughs actually did, last minus first, for the reasons:
+    /// the fitted line overstates a step.
+    trough_moved: f64,
+    /// Smallest change over the window that counts (rule 3).
+    bar: f64,
+    /// Enough samples over a long enough window to claim more than Growing
+    /// or Steady (rule 5).
+    enough: bool,
+}
+
+impl<'t> Evidence<'t> {
+    /// `samples` are time-sorted, at least two, over `span_secs` > 0.
+    fn of(samples: &[(f64, f64)], span_secs: f64, thresholds: &'t Thresholds) -> Self {
+        let points = samples.len();
+        let overall = linear_fit(samples);
+        let cycles = cycles(samples, &overall);
+        let windows = window_count(thresholds, points, cycles);
+        let lows = troughs(samples, windows);
+        let trough_points: Vec<(f64, f64)> = lows.iter().map(|&(_, p)| p).collect();
+        let level_bytes =
+            trough_points.iter().map(|p| p.1).sum::<f64>() / trough_points.len() as f64;
+        let first_recent = 2 * windows / 3;
+        let mut recent: Vec<(f64, f64)> = lows
+            .iter()
+            .filter(|&&(w, _)| w >= first_recent)
+            .map(|&(_, p)| p)
+            .collect();
+        if recent.len() < 2 {
+            // Uneven sampling left the last third with too few troughs: the
+            // last two troughs are the best view of "lately" there is.
+            recent = trough_points[trough_points.len() - 2..].to_vec();
+        }
+        Evidence {
+            thresholds,
+            points,
+            span_secs,
+            overall,
+            cycles,
+            troughs: linear_fit(&trough_points),
+            level_bytes,
+            recent_slope: linear_fit(&recent).slope,
+            trough_moved: trough_points[trough_points.len() - 1].1 - trough_points[0].1,
+            bar: thresholds
+                .min_change_bytes
+                .max(thresholds.min_change_fraction * level_bytes.abs()),
+            enough: points >= thresholds.min_points && span_secs >= thresholds.min_span_secs,
+        }
+    }
+
+    /// Change of the trough line over the window.
+    fn change_bytes(&self) -> f64 {
+        self.troughs.slope * self.span_secs
+    }
+
+    /// The last third's rate carried over the whole window, so that it meets
+    /// the same bar as the whole.
+    fn recent_change(&self) -> f64 {
+        self.recent_slope * self.span_secs
+    }
+
+    /// Why a window is too short or too sparse to claim more (rule 5).
+    fn short(&self) -> String {
+        format!(
+            "only {} samples over {} (need {} over {})",
+            self.points,
+            human_secs(self.span_secs),
+            self.thresholds.min_points,
+            human_secs(self.thresholds.min_span_secs)
+        )
+    }
+
+    /// Troughs that rise past the bar: Leaking only with enough data (rule
+    /// 5), a last third that still rises past the bar at least half as fast
+    /// (rule 4), and troughs that lie on a line (rule 5).
+    fn rising(&self) -> (Verdict, String) {
+        let slope = self.troughs.slope;
+        let rise = format!("troughs rise {}", bytes_per_min(slope));
+        if !self.enough {
+            return (Verdict::Growing, format!("{rise}, but {}", self.short()));
+        }
+        if self.recent_change() < self.bar {
+            let reason = format!(
+                "troughs rose {} then levelled off: {} in last third",
+                human_bytes(self.trough_moved),
+                bytes_per_min(self.recent_slope)
+            );
+            return (Verdict::Steady, reason);
+        }
+        if self.recent_slope < self.thresholds.recent_ratio * slope {
+            let reason = format!(
+                "{rise}, slowing to {} in last third",
+                bytes_per_min(self.recent_slope)
+            );
+            return (Verdict::Growing, reason);
+        }
+        if self.troughs.r2 < self.thresholds.min_r2 {
+            let few_cycles = if self.cycles < 6 {
+                format!("; only {} sawtooth cycles seen, watch longer", self.cycles)
+            } else {
+                String::new()
+            };
+            let reason = format!(
+                "{rise}, but scattered (R²={:.2} < {:.2}){few_cycles}",
+                self.troughs.r2, self.thresholds.min_r2
+            );
+            return (Verdict::Growing, reason);
+        }
+        let reason = format!(
+            "{rise} (R²={:.2}), still rising in last third",
+            self.troughs.r2
+        );
+        (Verdict::Leaking, reason)
+    }
+
+    /// Troughs that fall past the bar: Shrinking when there is enough data
+    /// and the last third still falls (rule 6); Steady otherwise.
+    fn falling(&self) -> (Verdict, String) {
+        let fall = format!("troughs fall {}", bytes_per_min(-self.troughs.slope));
+        if !self.enough {
+            return (Verdict::Steady, format!("{fall}, but {}", self.short()));
+        }
+        if self.recent_change() > -self.bar {
+            let reason = format!(
+                "troughs fell {} then levelled off",
+                human_bytes(-self.trough_moved)
+            );
+            return (Verdict::Steady, reason);
+        }
+        (
+            Verdict::Shrinking,
+            format!("{fall} (R²={:.2})", self.troughs.r2),
+        )
+    }
+
+    /// Troughs that move less than the bar (rule 3): Steady.
+    fn flat(&self) -> (Verdict, String) {
+        let reason = format!(
+            "troughs flat: {} over {} (under {})",
+            signed_bytes(self.change_bytes()),
+            human_secs(self.span_secs),
+            human_bytes(self.bar)
+        );
+        (Verdict::Steady, reason)
+    }
+
+    /// Whether a series that would be Steady is Churn (rule 6): with enough
+    /// data, it allocated at least `churn_ratio` times what it holds (a
+    /// flat holder, or a sawtooth of short-lived objects that levelled off).
+    fn churns(&self, allocated: f64) -> bool {
+        let held = self.level_bytes.abs().max(self.thresholds.min_change_bytes);
+        self.enough && allocated >= self.thresholds.churn_ratio * held
+    }
+
+    /// The Churn verdict and its reason.
+    fn churn(&self, allocated: f64) -> (Verdict, String) {
+        let reason = format!(
+            "allocated {} while holding about {}",
+            human_bytes(allocated),
+            human_bytes(self.level_bytes)
+        );
+        (Verdict::Churn, reason)
     }
 }
 

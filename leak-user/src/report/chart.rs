@@ -142,27 +142,36 @@ pub fn render(title: &str, quantity: &str, lines: &[ChartLine]) -> Result<String
                     .map_err(|e| e.to_string())?;
             }
         }
-        // The legend, beside the plot so it never hides a line.
-        for (i, line) in lines.iter().enumerate() {
-            let y = 30 + 22 * i as i32;
-            legend
-                .draw(&PathElement::new(
-                    vec![(4, y), (28, y)],
-                    color(i).stroke_width(3),
-                ))
-                .map_err(|e| e.to_string())?;
-            let label: String = line.label.chars().take(44).collect();
-            legend
-                .draw(&Text::new(
-                    label,
-                    (36, y - 8),
-                    ("sans-serif", 14).into_font().color(&BLACK),
-                ))
-                .map_err(|e| e.to_string())?;
-        }
+        draw_legend(&legend, lines)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
+}
+
+/// The legend, beside the plot so it never hides a line: each line's
+/// colour and label.
+fn draw_legend<DB: DrawingBackend>(
+    legend: &DrawingArea<DB, plotters::coord::Shift>,
+    lines: &[ChartLine],
+) -> Result<(), String> {
+    for (i, line) in lines.iter().enumerate() {
+        let y = 30 + 22 * i as i32;
+        legend
+            .draw(&PathElement::new(
+                vec![(4, y), (28, y)],
+                color(i).stroke_width(3),
+            ))
+            .map_err(|e| e.to_string())?;
+        let label: String = line.label.chars().take(44).collect();
+        legend
+            .draw(&Text::new(
+                label,
+                (36, y - 8),
+                ("sans-serif", 14).into_font().color(&BLACK),
+            ))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! SVG flame graph of outstanding bytes, drawn by inferno from the folded
-//! stacks: titled with the binary, pids and duration; sizes in B/KiB/MiB;
-//! inferno's search (Ctrl-F); warm colours for the program's own code, blue
-//! for the standard library, grey-red for the Go runtime.
+//! SVG flame graph of what each stack holds (outstanding bytes, goroutines),
+//! drawn by inferno from the folded stacks: titled with what it counts, the
+//! binary, pids and duration; quantities as the unit writes them for a
+//! person (B/KiB/MiB for bytes); inferno's search (Ctrl-F); warm colours for
+//! the program's own code, blue for the standard library, grey-red for the
+//! Go runtime.
 
 use std::io::{self, Write};
 
@@ -11,8 +13,7 @@ use inferno::flamegraph::{
     Options,
 };
 
-use super::{folded, Profile, Source};
-use crate::units::human_bytes;
+use super::{folded, Profile, Unit};
 
 /// Where a function comes from, for its colour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,12 +72,14 @@ fn colour(function: &str) -> Color {
     }
 }
 
-/// Rewrites inferno's `(1,234,567 bytes, 95.00%)` into `(1.2 MiB, 95.00%)`.
-fn humanize_sizes(svg: &str) -> String {
-    const UNIT: &str = " bytes, ";
+/// Rewrites inferno's counts, `(1,234,567 bytes, 95.00%)`, as `unit` writes
+/// them for a person: `(1.2 MiB, 95.00%)`.
+fn humanize_sizes(svg: &str, unit: Unit) -> String {
+    let count = format!(" {}, ", unit.name());
+    let count = count.as_str();
     let mut out = String::with_capacity(svg.len());
     let mut rest = svg;
-    while let Some(at) = rest.find(UNIT) {
+    while let Some(at) = rest.find(count) {
         let head = &rest[..at];
         let digits = head
             .rfind(|c: char| !(c.is_ascii_digit() || c == ','))
@@ -86,32 +89,29 @@ fn humanize_sizes(svg: &str) -> String {
         match number.parse::<f64>() {
             Ok(n) if digits > 0 && head[..digits].ends_with('(') => {
                 out.push_str(&head[..digits]);
-                out.push_str(&human_bytes(n));
+                out.push_str(&unit.quantity(n));
                 out.push_str(", ");
             }
             _ => {
                 out.push_str(head);
-                out.push_str(UNIT);
+                out.push_str(count);
             }
         }
-        rest = &rest[at + UNIT.len()..];
+        rest = &rest[at + count.len()..];
     }
     out.push_str(rest);
     out
 }
 
-/// Writes an SVG flame graph of `profile`'s outstanding bytes.
+/// Writes an SVG flame graph of what `profile`'s stacks hold.
 pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
+    let unit = profile.unit;
     let lines = folded::lines(profile);
     let mut opts = Options::default();
     let pids: Vec<String> = profile.pids.iter().map(u32::to_string).collect();
-    let what = match profile.source {
-        Source::GoSampler { .. } => "Outstanding heap",
-        Source::GoRecords { .. } => "Heap in use at the last GC",
-        Source::Syscalls => "Heap growth (brk/mmap)",
-    };
     opts.title = format!(
-        "{what}: {} (pid {}) over {}s",
+        "{}: {} (pid {}) over {}s",
+        unit.title(&profile.source),
         profile.binary.display(),
         if pids.is_empty() {
             "-".to_string()
@@ -120,11 +120,11 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
         },
         profile.elapsed.as_secs()
     );
-    opts.count_name = "bytes".to_string();
+    opts.count_name = unit.name().to_string();
     opts.name_type = "Function:".to_string();
     if lines.is_empty() {
         // inferno refuses an empty input; an empty graph still says so.
-        return write_empty(&opts.title, w);
+        return write_empty(&opts.title, unit, w);
     }
     let mut palette = PaletteMap::default();
     for stack in &profile.stacks {
@@ -138,7 +138,7 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
     let mut svg = Vec::new();
     flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), &mut svg)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let svg = humanize_sizes(&String::from_utf8_lossy(&svg));
+    let svg = humanize_sizes(&String::from_utf8_lossy(&svg), unit);
     w.write_all(label_root(&svg).as_bytes())
 }
 
@@ -161,14 +161,16 @@ fn label_root(svg: &str) -> String {
     }
 }
 
-fn write_empty(title: &str, w: &mut dyn Write) -> io::Result<()> {
+/// An SVG with the title and a line saying there is nothing to draw.
+fn write_empty(title: &str, unit: Unit, w: &mut dyn Write) -> io::Result<()> {
     let title = title.replace('&', "&amp;").replace('<', "&lt;");
+    let nothing = unit.nothing_drawn();
     write!(
         w,
         r#"<?xml version="1.0" standalone="no"?>
 <svg version="1.1" width="1200" height="60" xmlns="http://www.w3.org/2000/svg">
 <text x="600" y="24" text-anchor="middle" font-size="17">{title}</text>
-<text x="600" y="48" text-anchor="middle" font-size="12">no outstanding sampled allocations</text>
+<text x="600" y="48" text-anchor="middle" font-size="12">{nothing}</text>
 </svg>
 "#
     )
@@ -216,6 +218,27 @@ mod tests {
     }
 
     #[test]
+    fn a_goroutine_graph_counts_goroutines() {
+        let mut out = Vec::new();
+        write(&crate::report::goroutine_example(), &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        assert!(svg.contains("Goroutines: /srv/seed (pid 4242)"), "{svg}");
+        assert!(svg.contains("main.worker (1,200 goroutines, "), "{svg}");
+        assert!(
+            svg.contains(">all (1,203 goroutines, 100%)</text>"),
+            "{svg}"
+        );
+        assert!(!svg.contains("bytes") && !svg.contains("heap"), "{svg}");
+        let mut empty = crate::report::goroutine_example();
+        empty.stacks.clear();
+        let mut out = Vec::new();
+        write(&empty, &mut out).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains(">no goroutines</text>"));
+    }
+
+    #[test]
     fn origins() {
         assert_eq!(origin("runtime.mallocgc"), Origin::Runtime);
         assert_eq!(origin("internal/runtime/maps.newarray"), Origin::Runtime);
@@ -231,7 +254,7 @@ mod tests {
     fn sizes_are_human() {
         let t = "<title>bytes.Repeat (20,480,000 bytes, 95.00%)</title> 5 bytes, x";
         assert_eq!(
-            humanize_sizes(t),
+            humanize_sizes(t, Unit::Bytes),
             "<title>bytes.Repeat (19.5 MiB, 95.00%)</title> 5 bytes, x"
         );
     }

@@ -1,15 +1,17 @@
 //! Folded stacks: one line per stack, frames root first joined by `;`, a
-//! space, and the estimated outstanding bytes as an integer — the input
-//! format of flamegraph.pl and inferno.
+//! space, and what the stack holds in the profile's unit as an integer
+//! (estimated outstanding bytes, goroutines) — the input format of
+//! flamegraph.pl and inferno.
 
 use std::io::{self, Write};
 
-use super::{Profile, StackProfile};
+use super::{Profile, StackProfile, Unit};
 
-/// The folded line of one stack, or `None` when it holds nothing.
-pub fn line(stack: &StackProfile) -> Option<String> {
-    let bytes = stack.totals.outstanding_bytes.round() as u64;
-    if bytes == 0 || stack.frames.is_empty() {
+/// The folded line of one stack, counted in `unit`, or `None` when it holds
+/// nothing.
+pub fn line(stack: &StackProfile, unit: Unit) -> Option<String> {
+    let held = unit.held(&stack.totals).round() as u64;
+    if held == 0 || stack.frames.is_empty() {
         return None;
     }
     let frames: Vec<String> = stack
@@ -19,10 +21,10 @@ pub fn line(stack: &StackProfile) -> Option<String> {
         // `;` separates frames and the last space starts the count.
         .map(|f| f.function.replace(';', ":").replace(' ', "_"))
         .collect();
-    Some(format!("{} {bytes}", frames.join(";")))
+    Some(format!("{} {held}", frames.join(";")))
 }
 
-/// All stacks of a profile as folded lines, most bytes first (equal bytes
+/// All stacks of a profile as folded lines, most held first (equal counts
 /// in name order). Stacks that differ only in lines (not functions) become
 /// one line, as the format has function names only. One string per stack,
 /// merged by sorting: no second copy for an index.
@@ -31,11 +33,11 @@ pub fn lines(profile: &Profile) -> Vec<String> {
         .stacks
         .iter()
         .filter_map(|s| {
-            let mut l = line(s)?;
+            let mut l = line(s, profile.unit)?;
             let at = l.rfind(' ').expect("line() writes a count");
-            let bytes = l[at + 1..].parse().expect("line() writes an integer");
+            let held = l[at + 1..].parse().expect("line() writes an integer");
             l.truncate(at);
-            Some((l, bytes))
+            Some((l, held))
         })
         .collect();
     all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -92,15 +94,15 @@ mod tests {
             20480000.4,
         );
         assert_eq!(
-            line(&s).unwrap(),
+            line(&s, Unit::Bytes).unwrap(),
             "main.main.func1;main.(*RequestTracker).Track;bytes.Repeat 20480000"
         );
     }
 
     #[test]
     fn empty_stacks_and_zero_bytes_are_left_out() {
-        assert_eq!(line(&stack(&["a"], 0.3)), None);
-        assert_eq!(line(&stack(&[], 100.0)), None);
+        assert_eq!(line(&stack(&["a"], 0.3), Unit::Bytes), None);
+        assert_eq!(line(&stack(&[], 100.0), Unit::Bytes), None);
     }
 
     #[test]
@@ -127,8 +129,20 @@ mod tests {
     }
 
     #[test]
+    fn goroutines_are_counted_per_stack() {
+        let p = crate::report::goroutine_example();
+        assert_eq!(
+            lines(&p),
+            [
+                "main.worker;runtime.chanrecv;runtime.gopark 1200",
+                "net/http.(*conn).serve;runtime.gopark 3"
+            ]
+        );
+    }
+
+    #[test]
     fn separators_inside_names_are_escaped() {
         let s = stack(&["weird;name x"], 5.0);
-        assert_eq!(line(&s).unwrap(), "weird:name_x 5");
+        assert_eq!(line(&s, Unit::Bytes).unwrap(), "weird:name_x 5");
     }
 }

@@ -1,6 +1,8 @@
 //! JSON: the whole report as one document, for scripts and dashboards.
 //!
-//! Bytes and objects are estimates rounded to integers. Schema:
+//! Bytes and objects are estimates rounded to integers. The figures of the
+//! totals and of each stack are named by the profile's unit: the four below
+//! for bytes, one `"goroutines": integer` for goroutines. Schema:
 //!
 //! ```text
 //! {
@@ -9,7 +11,7 @@
 //!     "pids": [integer],             // processes traced so far
 //!     "source": string,              // "go-sampler" | "go-records" (leak heap)
 //!                                    // | "syscalls" (brk/mmap)
-//!     "unit": string,                // "bytes"
+//!     "unit": string,                // "bytes" | "goroutines"
 //!     "go_version": string | null,   // e.g. "go1.25.5"; null unless go-sampler
 //!     "sampling_rate": integer | null, // MemProfileRate, bytes; likewise
 //!     "duration_secs": number        // time since attach
@@ -72,9 +74,9 @@
 
 use std::io::{self, Write};
 
-use serde::Serialize;
+use serde::{ser::SerializeMap, Serialize};
 
-use super::{Frame, Profile, Source, StackProfile};
+use super::{Frame, Profile, StackProfile, Unit};
 use crate::aggregate::Totals;
 
 /// Writes `profile` as a pretty-printed JSON document and a newline.
@@ -86,7 +88,7 @@ pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
 #[derive(Serialize)]
 struct Report<'a> {
     target: Target<'a>,
-    totals: ReportTotals,
+    totals: ReportTotals<'a>,
     gc_cycles: Option<u64>,
     samples: u64,
     frees: u64,
@@ -124,27 +126,35 @@ struct Target<'a> {
 }
 
 #[derive(Serialize)]
-struct ReportTotals {
+struct ReportTotals<'a> {
     #[serde(flatten)]
-    totals: Counts,
+    totals: Counts<'a>,
     in_use_at_last_gc_bytes: Option<u64>,
     history_bytes: Option<u64>,
 }
 
-/// Estimated bytes and objects, rounded.
-#[derive(Serialize)]
-struct Counts {
-    outstanding_bytes: u64,
-    outstanding_objects: u64,
-    allocated_bytes: u64,
-    allocated_objects: u64,
+/// The figures of `totals` the unit names, under its field names, rounded.
+struct Counts<'a> {
+    unit: Unit,
+    totals: &'a Totals,
 }
 
-struct Stacks<'a>(&'a [StackProfile]);
+impl Serialize for Counts<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let counts = self.unit.json_counts();
+        let mut map = s.serialize_map(Some(counts.len()))?;
+        for c in counts {
+            map.serialize_entry(c.field, &round((c.value)(self.totals)))?;
+        }
+        map.end()
+    }
+}
+
+struct Stacks<'a>(&'a [StackProfile], Unit);
 
 impl Serialize for Stacks<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(Stack::from))
+        s.collect_seq(self.0.iter().map(|stack| Stack::new(stack, self.1)))
     }
 }
 
@@ -160,7 +170,7 @@ impl Serialize for Frames<'_> {
 struct Stack<'a> {
     frames: Frames<'a>,
     #[serde(flatten)]
-    totals: Counts,
+    totals: Counts<'a>,
     held_at_exit_bytes: u64,
     growth: Option<Growth<'a>>,
 }
@@ -187,17 +197,6 @@ fn round(v: f64) -> u64 {
     v.round() as u64
 }
 
-impl From<&Totals> for Counts {
-    fn from(t: &Totals) -> Self {
-        Self {
-            outstanding_bytes: round(t.outstanding_bytes),
-            outstanding_objects: round(t.outstanding_objects),
-            allocated_bytes: round(t.allocated_bytes),
-            allocated_objects: round(t.allocated_objects),
-        }
-    }
-}
-
 impl<'a> From<&'a Frame> for StackFrame<'a> {
     fn from(f: &'a Frame) -> Self {
         Self {
@@ -209,11 +208,15 @@ impl<'a> From<&'a Frame> for StackFrame<'a> {
     }
 }
 
-impl<'a> From<&'a StackProfile> for Stack<'a> {
-    fn from(s: &'a StackProfile) -> Self {
+impl<'a> Stack<'a> {
+    /// `s`, its figures counted in `unit`.
+    fn new(s: &'a StackProfile, unit: Unit) -> Self {
         Stack {
             frames: Frames(&s.frames),
-            totals: Counts::from(&s.totals),
+            totals: Counts {
+                unit,
+                totals: &s.totals,
+            },
             held_at_exit_bytes: round(s.held_at_exit),
             growth: s.growth.as_ref().map(|g| Growth {
                 verdict: g.verdict.as_str(),
@@ -240,17 +243,17 @@ impl<'a> From<&'a Profile> for Report<'a> {
                 duration_secs: p.elapsed.as_secs_f64(),
             },
             totals: ReportTotals {
-                totals: Counts::from(&p.total),
-                in_use_at_last_gc_bytes: go.and_then(|g| g.3).map(round),
-                history_bytes: match p.source {
-                    Source::GoSampler { history_bytes, .. } => history_bytes.map(round),
-                    _ => None,
+                totals: Counts {
+                    unit: p.unit,
+                    totals: &p.total,
                 },
+                in_use_at_last_gc_bytes: go.and_then(|g| g.3).map(round),
+                history_bytes: p.history_bytes().map(round),
             },
             gc_cycles: go.map(|g| g.2),
             samples: p.samples,
             frees: p.frees,
-            stacks: Stacks(&p.stacks),
+            stacks: Stacks(&p.stacks, p.unit),
             work: p.work.as_ref().map(|w| Work {
                 function: &w.function,
                 calls: w.calls,
@@ -417,6 +420,22 @@ mod tests {
         let mut out = Vec::new();
         write(&profile(), &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), GOLDEN);
+    }
+
+    #[test]
+    fn goroutines_are_one_count_per_stack() {
+        let mut out = Vec::new();
+        write(&crate::report::goroutine_example(), &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["target"]["unit"], "goroutines");
+        assert_eq!(v["totals"]["goroutines"], 1203);
+        assert!(v["totals"].get("outstanding_bytes").is_none(), "{v}");
+        let stack = &v["stacks"][0];
+        assert_eq!(stack["goroutines"], 1200);
+        assert_eq!(stack["frames"][2]["function"], "main.worker");
+        for bytes in ["outstanding_bytes", "allocated_objects"] {
+            assert!(stack.get(bytes).is_none(), "{bytes} in {stack}");
+        }
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Reports: what a trace found, rendered as text for a person, as folded
-//! stacks for flame graph tools, and as an SVG flame graph.
+//! stacks for flame graph tools, as an SVG flame graph, as pprof and as
+//! JSON.
 //!
 //! Every renderer takes a [`Profile`], plain data with no kernel or process
 //! behind it, so each format is tested on its own. A profile says where its
-//! numbers came from ([`Source`]) and what they count ([`Unit`]), so a C
-//! program's report carries no Go words.
+//! numbers came from ([`Source`]: the header lines, such as the Go version
+//! and rate) and what they count ([`Unit`]: every other word a renderer
+//! uses), so a C program's report carries no Go words and a count of
+//! goroutines goes through the same renderers as a heap.
 
 pub mod chart;
 pub mod flamegraph;
@@ -12,11 +15,13 @@ pub mod folded;
 pub mod json;
 pub mod pprof;
 pub mod text;
+mod unit;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use crate::frame::{Frame, FrameInfo};
 use crate::{aggregate::Totals, analysis::trend::Verdict};
+pub use unit::{Column, JsonCount, SampleType, Unit};
 
 /// One call stack with what it holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,29 +127,18 @@ pub enum Source {
 }
 
 impl Source {
+    /// Whether the numbers are one reading (Go's own records) with no
+    /// series over time: no growth, no verdict.
+    pub fn is_snapshot(&self) -> bool {
+        matches!(self, Source::GoRecords { .. })
+    }
+
     /// Short name, as the JSON report spells it.
     pub fn name(&self) -> &'static str {
         match self {
             Source::GoSampler { .. } => "go-sampler",
             Source::GoRecords { .. } => "go-records",
             Source::Syscalls => "syscalls",
-        }
-    }
-}
-
-/// What the numbers of a report count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Unit {
-    /// Bytes of memory (and objects holding them).
-    #[default]
-    Bytes,
-}
-
-impl Unit {
-    /// As the JSON report spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Unit::Bytes => "bytes",
         }
     }
 }
@@ -179,18 +173,27 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Sorts stacks most outstanding first, then most allocated.
+    /// Sorts stacks most held first (in the profile's unit), then most
+    /// allocated.
     pub fn sort_by_outstanding(&mut self) {
+        let unit = self.unit;
         self.stacks.sort_by(|a, b| {
-            b.totals
-                .outstanding_bytes
-                .total_cmp(&a.totals.outstanding_bytes)
-                .then(
-                    b.totals
-                        .allocated_bytes
-                        .total_cmp(&a.totals.allocated_bytes),
-                )
+            unit.held(&b.totals).total_cmp(&unit.held(&a.totals)).then(
+                b.totals
+                    .allocated_bytes
+                    .total_cmp(&a.totals.allocated_bytes),
+            )
         });
+    }
+
+    /// Bytes held from before attach (Go's own records), included in the
+    /// stacks, when the numbers come from the Go sampler and a process had
+    /// such a history.
+    pub fn history_bytes(&self) -> Option<f64> {
+        match self.source {
+            Source::GoSampler { history_bytes, .. } => history_bytes,
+            _ => None,
+        }
     }
 
     /// The Go sampler's figures, if the numbers come from it.
@@ -242,4 +245,37 @@ pub fn example(stacks: Vec<StackProfile>) -> Profile {
         losses: Losses::default(),
         work: None,
     }
+}
+
+/// A small goroutine profile for the renderers' tests: 1,200 goroutines
+/// parked in a worker's channel receive, 3 serving connections, and one
+/// stack with none. Read from the runtime like Go's records, it is a
+/// snapshot (the header lines are the source's; the rest is the unit's).
+#[cfg(test)]
+pub fn goroutine_example() -> Profile {
+    let stack = |names: &[&str], goroutines: f64| StackProfile {
+        frames: names.iter().map(|n| Frame::named(n)).collect(),
+        totals: Totals {
+            outstanding_objects: goroutines,
+            ..Totals::default()
+        },
+        growth: None,
+        held_at_exit: 0.0,
+    };
+    let mut p = example(vec![
+        stack(
+            &["runtime.gopark", "runtime.chanrecv", "main.worker"],
+            1200.0,
+        ),
+        stack(&["runtime.gopark", "net/http.(*conn).serve"], 3.0),
+        stack(&["main.main"], 0.0),
+    ]);
+    p.unit = Unit::Goroutines;
+    p.source = Source::GoRecords {
+        go_version: "go1.25.5".into(),
+        rate: 512 * 1024,
+        gc_cycles: 3,
+        buckets: 0,
+    };
+    p
 }

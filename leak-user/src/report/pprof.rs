@@ -1,10 +1,14 @@
 //! pprof: the profile as a gzipped `profile.proto`, shaped like Go's own
-//! `/debug/pprof/heap`, so `go tool pprof` reads it like any Go heap profile
-//! and `-base` diffs one against another.
+//! (`/debug/pprof/heap` for bytes, `/debug/pprof/goroutine` for goroutines),
+//! so `go tool pprof` reads it like any Go profile and `-base` diffs one
+//! against another.
 //!
-//! Sample values are, in Go's order, `alloc_objects`, `alloc_space`,
-//! `inuse_objects` and `inuse_space`; "in use" here is outstanding since
-//! attach (not Go's "as of the last GC"), and `inuse_space` is the default.
+//! The sample types are the unit's ([`super::Unit::sample_types`]): for bytes, in
+//! Go's order, `alloc_objects`, `alloc_space`, `inuse_objects` and
+//! `inuse_space`, "in use" being whatever the profile holds (outstanding
+//! since attach from leak's own samples, Go's "as of the last GC" from its
+//! records), and `inuse_space` the default; for goroutines,
+//! `goroutine/count`.
 //! Frames carry no PCs, so every location has address 0 and is told apart
 //! by its lines: `-base` then matches locations by function and line, the
 //! same way in both profiles.
@@ -30,7 +34,7 @@ pub struct PprofMeta {
     pub duration_nanos: i64,
 }
 
-/// Writes `profile` as a gzipped pprof heap profile.
+/// Writes `profile` as a gzipped pprof profile.
 pub fn write(profile: &Profile, meta: &PprofMeta, w: &mut dyn Write) -> io::Result<()> {
     let encoded = encode(profile, meta).encode_to_vec();
     let mut gz = GzEncoder::new(w, Compression::default());
@@ -44,19 +48,16 @@ const MAPPING_ID: u64 = 1;
 
 /// Builds the protobuf message of `profile`.
 fn encode(profile: &Profile, meta: &PprofMeta) -> proto::Profile {
+    let unit = profile.unit;
     let mut b = Builder::default();
-    // Go's order and names, so tools that know Go heap profiles (and
-    // `-sample_index=inuse_space`) work unchanged.
-    let sample_type = [
-        ("alloc_objects", "count"),
-        ("alloc_space", "bytes"),
-        ("inuse_objects", "count"),
-        ("inuse_space", "bytes"),
-    ]
-    .map(|(kind, unit)| b.value_type(kind, unit))
-    .to_vec();
-    let default_sample_type = b.string("inuse_space");
-    let period_type = b.value_type("space", "bytes");
+    let sample_type = unit
+        .sample_types()
+        .iter()
+        .map(|t| b.value_type(t.kind, t.unit))
+        .collect();
+    let default_sample_type = b.string(unit.default_sample_type().unwrap_or(""));
+    let (period_kind, period_unit) = unit.period_type();
+    let period_type = b.value_type(period_kind, period_unit);
 
     let filename = b.string(&profile.binary.to_string_lossy());
     let build_id = b.string(meta.build_id.as_deref().unwrap_or(""));
@@ -71,29 +72,7 @@ fn encode(profile: &Profile, meta: &PprofMeta) -> proto::Profile {
         ..Default::default()
     };
 
-    let mut sample = Vec::with_capacity(profile.stacks.len());
-    for stack in &profile.stacks {
-        let t = &stack.totals;
-        let value: Vec<i64> = [
-            t.allocated_objects,
-            t.allocated_bytes,
-            t.outstanding_objects,
-            t.outstanding_bytes,
-        ]
-        .iter()
-        .map(|v| v.round() as i64)
-        .collect();
-        if value.iter().all(|&v| v == 0) {
-            continue;
-        }
-        let location_id = stack
-            .frames
-            .split_inclusive(|f| !f.inlined)
-            .map(|run| b.location(run))
-            .collect();
-        sample.push(proto::Sample { location_id, value });
-    }
-
+    let sample = samples(profile, &mut b);
     proto::Profile {
         sample_type,
         sample,
@@ -104,9 +83,32 @@ fn encode(profile: &Profile, meta: &PprofMeta) -> proto::Profile {
         time_nanos: meta.time_nanos,
         duration_nanos: meta.duration_nanos,
         period_type: Some(period_type),
-        period: profile.go().map(|g| g.1).unwrap_or(1) as i64,
+        period: unit.period(&profile.source),
         default_sample_type,
     }
+}
+
+/// One sample per stack that has any value in the unit's sample types, its
+/// locations interned in `b`.
+fn samples(profile: &Profile, b: &mut Builder) -> Vec<proto::Sample> {
+    let types = profile.unit.sample_types();
+    let mut sample = Vec::with_capacity(profile.stacks.len());
+    for stack in &profile.stacks {
+        let value: Vec<i64> = types
+            .iter()
+            .map(|t| (t.value)(&stack.totals).round() as i64)
+            .collect();
+        if value.iter().all(|&v| v == 0) {
+            continue;
+        }
+        let location_id = stack
+            .frames
+            .split_inclusive(|f| !f.inlined)
+            .map(|run| b.location(run))
+            .collect();
+        sample.push(proto::Sample { location_id, value });
+    }
+    sample
 }
 
 /// Interns strings, functions and locations, handing out their indices and

@@ -1,5 +1,6 @@
-//! The report a person reads in the terminal: the heap estimate, its growth,
-//! and the stacks holding the most memory, leaf-most frames first.
+//! The report a person reads in the terminal: header lines from where the
+//! numbers came from (the heap estimate, its growth), then the stacks
+//! holding the most, leaf-most frames first, in the profile's unit.
 
 use std::fmt::Write as _;
 
@@ -16,87 +17,139 @@ const CALLERS_SHOWN: usize = 3;
 /// `by_allocated` shows stacks that allocated anything (not only those that
 /// still hold memory).
 pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
-    if let Source::GoRecords { .. } = profile.source {
-        return render_records(profile, top, by_allocated);
-    }
     let mut out = String::new();
+    target_line(&mut out, profile);
+    if let Source::GoRecords { buckets, .. } = profile.source {
+        records_line(&mut out, profile, buckets);
+    } else {
+        held_line(&mut out, profile);
+        work_line(&mut out, profile);
+        samples_line(&mut out, profile);
+    }
+    let shown = shown_stacks(profile, top, by_allocated);
+    if shown.is_empty() {
+        out.push_str(profile.unit.nothing_held(&profile.source));
+        return out;
+    }
+    stack_table(&mut out, profile, &shown);
+    out
+}
+
+/// The first line: the command, the target, and where the numbers come
+/// from.
+fn target_line(out: &mut String, profile: &Profile) {
+    let binary = profile.binary.display();
     let secs = profile.elapsed.as_secs_f64();
     let pids = pids_label(&profile.pids);
-    let held = profile.total.outstanding_bytes;
-    let history = match profile.source {
-        Source::GoSampler { history_bytes, .. } => history_bytes,
-        _ => None,
-    };
-    let live = held - history.unwrap_or(0.0);
-    let per_sec = if secs > 0.0 { live / secs } else { 0.0 };
-    match &profile.source {
+    let _ = match &profile.source {
         Source::GoSampler {
             go_version,
             rate,
             gc_cycles,
-            in_use_at_last_gc,
             ..
-        } => {
-            let _ = writeln!(
-                out,
-                "leak trace · {} ({go_version}) · {pids} · {secs:.0}s · rate {} · {gc_cycles} GC cycles",
-                profile.binary.display(),
-                human_bytes(*rate as f64),
-            );
-            match in_use_at_last_gc {
-                Some(b) => {
-                    let _ = write!(out, "heap in use at last GC: {}  ", human_bytes(*b));
-                }
-                None => out.push_str("heap in use at last GC: (after 2 GC cycles)  "),
+        } => writeln!(
+            out,
+            "leak trace · {binary} ({go_version}) · {pids} · {secs:.0}s · rate {} · {gc_cycles} GC cycles",
+            human_bytes(*rate as f64),
+        ),
+        // A snapshot of Go's own heap profile (`leak heap`): what each
+        // stack holds as of the last GC, since the program started.
+        Source::GoRecords {
+            go_version,
+            rate,
+            gc_cycles,
+            ..
+        } => writeln!(
+            out,
+            "leak heap · {binary} ({go_version}) · pid {} · Go's heap profile as of the last GC ({gc_cycles} GC cycles) · rate {}",
+            profile.pids.first().map(u32::to_string).unwrap_or_default(),
+            human_bytes(*rate as f64),
+        ),
+        Source::Syscalls => writeln!(
+            out,
+            "leak trace · {binary} · {pids} · {secs:.0}s · heap growth from brk/mmap",
+        ),
+    };
+}
+
+/// What a snapshot holds and allocated since the program started.
+fn records_line(out: &mut String, profile: &Profile, buckets: usize) {
+    let t = &profile.total;
+    let _ = writeln!(
+        out,
+        "in use: {} in {} objects · allocated since start: {} in {} objects · {} stacks ({} buckets)",
+        human_bytes(t.outstanding_bytes),
+        thousands(t.outstanding_objects.round() as u64),
+        human_bytes(t.allocated_bytes),
+        thousands(t.allocated_objects.round() as u64),
+        thousands(profile.stacks.len() as u64),
+        thousands(buckets as u64),
+    );
+}
+
+/// What is held now (with the heap at the last GC, from Go's sampler; split
+/// into history and since attach, when there is a history), its rate, and
+/// the change since the last report.
+fn held_line(out: &mut String, profile: &Profile) {
+    if let Source::GoSampler {
+        in_use_at_last_gc, ..
+    } = profile.source
+    {
+        match in_use_at_last_gc {
+            Some(b) => {
+                let _ = write!(out, "heap in use at last GC: {}  ", human_bytes(b));
             }
-        }
-        Source::GoRecords { .. } => unreachable!("rendered by render_records"),
-        Source::Syscalls => {
-            let _ = writeln!(
-                out,
-                "leak trace · {} · {pids} · {secs:.0}s · heap growth from brk/mmap",
-                profile.binary.display(),
-            );
+            None => out.push_str("heap in use at last GC: (after 2 GC cycles)  "),
         }
     }
-    match history {
-        Some(h) => {
-            let _ = write!(
-                out,
-                "held now: {} = {} from before attach (Go's own records) + {} since attach (+{}/s)",
-                human_bytes(held),
-                human_bytes(h),
-                human_bytes(live),
-                human_bytes(per_sec)
-            );
-        }
-        None => {
-            let _ = write!(
-                out,
-                "outstanding since attach: {} (+{}/s)",
-                human_bytes(held),
-                human_bytes(per_sec)
-            );
-        }
-    }
+    let secs = profile.elapsed.as_secs_f64();
+    let held = profile.total.outstanding_bytes;
+    let history = profile.history_bytes();
+    let live = held - history.unwrap_or(0.0);
+    let per_sec = if secs > 0.0 { live / secs } else { 0.0 };
+    let _ = match history {
+        Some(h) => write!(
+            out,
+            "held now: {} = {} from before attach (Go's own records) + {} since attach (+{}/s)",
+            human_bytes(held),
+            human_bytes(h),
+            human_bytes(live),
+            human_bytes(per_sec)
+        ),
+        None => write!(
+            out,
+            "outstanding since attach: {} (+{}/s)",
+            human_bytes(held),
+            human_bytes(per_sec)
+        ),
+    };
     if let Some(prev) = profile.previous_outstanding {
         let d = held - prev;
         let sign = if d >= 0.0 { "+" } else { "-" };
         let _ = write!(out, "  {sign}{} since last report", human_bytes(d.abs()));
     }
     out.push('\n');
-    if let Some(w) = &profile.work {
-        let per_call = match w.bytes_per_call {
-            Some(b) => format!("{} retained per call", human_bytes(b)),
-            None => "too few calls yet for a per-call figure".to_string(),
-        };
-        let _ = writeln!(
-            out,
-            "work: {} · {} calls · {per_call}",
-            w.function,
-            thousands(w.calls)
-        );
-    }
+}
+
+/// The `--work` function's calls and what each keeps, if one was given.
+fn work_line(out: &mut String, profile: &Profile) {
+    let Some(w) = &profile.work else {
+        return;
+    };
+    let per_call = match w.bytes_per_call {
+        Some(b) => format!("{} retained per call", human_bytes(b)),
+        None => "too few calls yet for a per-call figure".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "work: {} · {} calls · {per_call}",
+        w.function,
+        thousands(w.calls)
+    );
+}
+
+/// Events seen, bytes allocated, and what was lost.
+fn samples_line(out: &mut String, profile: &Profile) {
     let (added, taken) = match profile.source {
         Source::GoSampler { .. } | Source::GoRecords { .. } => ("allocations", "frees"),
         Source::Syscalls => ("brk/mmap calls", "munmaps"),
@@ -109,130 +162,94 @@ pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
         human_bytes(profile.total.allocated_bytes),
         losses(profile),
     );
-    let shown = shown_stacks(profile, top, by_allocated);
-    if shown.is_empty() {
-        out.push_str(match profile.source {
-            Source::GoSampler { .. } | Source::GoRecords { .. } => {
-                "no outstanding sampled allocations yet\n"
-            }
-            Source::Syscalls => "no heap growth seen yet\n",
-        });
-        return out;
-    }
-    stack_table(&mut out, &shown, ["OUTSTANDING", "GROWTH", "VERDICT"]);
-    out
 }
 
-/// A snapshot of Go's own heap profile (`leak heap`): what each stack
-/// holds as of the last GC, since the program started.
-fn render_records(profile: &Profile, top: usize, by_allocated: bool) -> String {
-    let mut out = String::new();
-    let Some((go_version, rate, gc_cycles, _)) = profile.go() else {
-        return out;
-    };
-    let buckets = match profile.source {
-        Source::GoRecords { buckets, .. } => buckets,
-        _ => 0,
-    };
-    let pid = profile.pids.first().map(u32::to_string).unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "leak heap · {} ({go_version}) · pid {pid} · Go's heap profile as of the last GC ({gc_cycles} GC cycles) · rate {}",
-        profile.binary.display(),
-        human_bytes(rate as f64),
-    );
-    let t = &profile.total;
-    let _ = writeln!(
-        out,
-        "in use: {} in {} objects · allocated since start: {} in {} objects · {} stacks ({} buckets)",
-        human_bytes(t.outstanding_bytes),
-        thousands(t.outstanding_objects.round() as u64),
-        human_bytes(t.allocated_bytes),
-        thousands(t.allocated_objects.round() as u64),
-        thousands(profile.stacks.len() as u64),
-        thousands(buckets as u64),
-    );
-    let shown = shown_stacks(profile, top, by_allocated);
-    if shown.is_empty() {
-        out.push_str("no heap in use in the profile\n");
-        return out;
-    }
-    stack_table(&mut out, &shown, ["IN USE", "", ""]);
-    out
-}
-
-/// The first `top` stacks that hold memory (or, `by_allocated`, that
+/// The first `top` stacks that hold anything (or, `by_allocated`, that
 /// allocated any).
 fn shown_stacks(profile: &Profile, top: usize, by_allocated: bool) -> Vec<&StackProfile> {
+    let unit = profile.unit;
     profile
         .stacks
         .iter()
         .filter(|s| {
-            s.totals.outstanding_bytes >= 0.5 || (by_allocated && s.totals.allocated_bytes >= 0.5)
+            unit.held(&s.totals) >= 0.5 || (by_allocated && s.totals.allocated_bytes >= 0.5)
         })
         .take(top)
         .collect()
 }
 
-/// The table of stacks: a header whose first, growth and verdict columns
-/// are named by `columns`, then one row per stack: its figures, the leaf, a
-/// few callers, notes.
-fn stack_table(out: &mut String, shown: &[&StackProfile], columns: [&str; 3]) {
-    let [held, growth, verdict] = columns;
+/// The table of stacks: a header naming the unit's figure columns (growth
+/// and verdict too, unless the profile is a snapshot), then one row per
+/// stack: its figures, the leaf, a few callers, notes.
+fn stack_table(out: &mut String, profile: &Profile, shown: &[&StackProfile]) {
+    let columns = profile.unit.columns(&profile.source);
+    let [held, second, third] = columns.map(|c| c.title);
+    let [growth, verdict] = if profile.source.is_snapshot() {
+        ["", ""]
+    } else {
+        ["GROWTH", "VERDICT"]
+    };
     let _ = writeln!(
         out,
-        "\n{held:>11} {:>9} {:>11} {growth:>12}  {verdict:<9} CODE PATH (allocating function first)",
-        "OBJECTS", "ALLOCATED"
+        "\n{held:>11} {second:>9} {third:>11} {growth:>12}  {verdict:<9} {}",
+        profile.unit.code_path()
     );
     for s in shown.iter().copied() {
+        let [held, second, third] = columns.map(|c| (c.cell)(&s.totals));
         let mut frames = s.frames.iter();
         let leaf = frames
             .next()
             .map(describe)
             .unwrap_or_else(|| "(unknown)".to_string());
-        let (rate, verdict) = match &s.growth {
-            Some(g) => (
-                format!("{}/s", signed_bytes(g.bytes_per_sec)),
-                match g.verdict {
-                    // Shouted: this is what the reader is looking for.
-                    Verdict::Leaking => "LEAKING".to_string(),
-                    v => v.as_str().to_string(),
-                },
-            ),
-            None => ("-".to_string(), "-".to_string()),
-        };
+        let (rate, verdict) = growth_cells(s);
         let _ = writeln!(
             out,
-            "{:>11} {:>9} {:>11} {:>12}  {:<9} {}",
-            human_bytes(s.totals.outstanding_bytes),
-            thousands(s.totals.outstanding_objects.round() as u64),
-            human_bytes(s.totals.allocated_bytes),
-            rate,
-            verdict,
-            leaf
+            "{held:>11} {second:>9} {third:>11} {rate:>12}  {verdict:<9} {leaf}"
         );
         for f in frames.take(CALLERS_SHOWN) {
             let _ = writeln!(out, "{:>58}← {}", "", describe(f));
         }
-        if s.held_at_exit >= 0.5 {
-            let _ = writeln!(
-                out,
-                "{:>58}  {} held by processes when they exited",
-                "",
-                human_bytes(s.held_at_exit)
-            );
+        stack_notes(out, s);
+    }
+}
+
+/// A stack's growth per second and verdict, `-` for each until it has a
+/// series.
+fn growth_cells(s: &StackProfile) -> (String, String) {
+    match &s.growth {
+        Some(g) => (
+            format!("{}/s", signed_bytes(g.bytes_per_sec)),
+            match g.verdict {
+                // Shouted: this is what the reader is looking for.
+                Verdict::Leaking => "LEAKING".to_string(),
+                v => v.as_str().to_string(),
+            },
+        ),
+        None => ("-".to_string(), "-".to_string()),
+    }
+}
+
+/// The lines under a stack's callers: what processes held when they
+/// exited, bytes per call, survivors of two GCs, and why the verdict.
+fn stack_notes(out: &mut String, s: &StackProfile) {
+    if s.held_at_exit >= 0.5 {
+        let _ = writeln!(
+            out,
+            "{:>58}  {} held by processes when they exited",
+            "",
+            human_bytes(s.held_at_exit)
+        );
+    }
+    if let Some(g) = &s.growth {
+        let mut notes = Vec::new();
+        if let Some(b) = g.bytes_per_call {
+            notes.push(format!("{}/call", signed_bytes(b)));
         }
-        if let Some(g) = &s.growth {
-            let mut notes = Vec::new();
-            if let Some(b) = g.bytes_per_call {
-                notes.push(format!("{}/call", signed_bytes(b)));
-            }
-            if g.survived_2_gcs > 0.0 {
-                notes.push(format!("{} survived 2+ GCs", human_bytes(g.survived_2_gcs)));
-            }
-            notes.push(g.reason.clone());
-            let _ = writeln!(out, "{:>58}  {}", "", notes.join(" · "));
+        if g.survived_2_gcs > 0.0 {
+            notes.push(format!("{} survived 2+ GCs", human_bytes(g.survived_2_gcs)));
         }
+        notes.push(g.reason.clone());
+        let _ = writeln!(out, "{:>58}  {}", "", notes.join(" · "));
     }
 }
 
@@ -295,19 +312,24 @@ mod tests {
     use crate::{aggregate::Totals, report::example};
     use std::time::Duration;
 
-    fn one_stack(held: f64) -> Profile {
-        let s = StackProfile {
+    /// A stack of `frames` (leaf first) that allocated `objects` objects of
+    /// `bytes` in all and still holds every one.
+    fn holding(frames: &[&str], bytes: f64, objects: f64) -> StackProfile {
+        StackProfile {
             held_at_exit: 0.0,
             growth: None,
-            frames: vec![Frame::named("bytes.Repeat"), Frame::named("main.track")].into(),
+            frames: frames.iter().map(|n| Frame::named(n)).collect(),
             totals: Totals {
-                outstanding_bytes: held,
-                outstanding_objects: 10.0,
-                allocated_bytes: 1024.0 * 1024.0,
-                allocated_objects: 1.0,
+                outstanding_bytes: bytes,
+                outstanding_objects: objects,
+                allocated_bytes: bytes,
+                allocated_objects: objects,
             },
-        };
-        example(vec![s])
+        }
+    }
+
+    fn one_stack(held: f64) -> Profile {
+        example(vec![holding(&["bytes.Repeat", "main.track"], held, 10.0)])
     }
 
     #[test]
@@ -342,6 +364,30 @@ mod tests {
     }
 
     #[test]
+    fn a_goroutine_table_counts_goroutines() {
+        let p = crate::report::goroutine_example();
+        let text = render(&p, 10, false);
+        let table = &text[text.find("\n\n").expect("a table") + 2..];
+        let lines: Vec<&str> = table.lines().collect();
+        // One figure column; the code path where a heap table has it.
+        assert!(lines[0].starts_with(" GOROUTINES "), "{table}");
+        assert!(lines[1].starts_with("      1,200 "), "{table}");
+        assert_eq!(
+            lines[0].find("CODE PATH (innermost function first)"),
+            Some(58)
+        );
+        assert_eq!(lines[1].find("runtime.gopark"), Some(58), "{table}");
+        assert!(lines[2].ends_with("← runtime.chanrecv"), "{table}");
+        assert!(lines[4].starts_with("          3        "), "{table}");
+        for bytes in ["B ", "MiB", "KiB", "OUTSTANDING", "main.main"] {
+            assert!(!table.contains(bytes), "{bytes} in {table}");
+        }
+        let mut empty = p.clone();
+        empty.stacks.clear();
+        assert!(render(&empty, 10, false).ends_with("no goroutines in the profile\n"));
+    }
+
+    #[test]
     fn many_processes_are_counted_not_listed() {
         assert_eq!(pids_label(&[]), "no process yet");
         assert_eq!(pids_label(&[7]), "pid 7");
@@ -361,26 +407,17 @@ mod tests {
 
     #[test]
     fn report_shows_totals_and_the_leaking_path() {
-        let leak = StackProfile {
-            held_at_exit: 0.0,
-            growth: None,
-            frames: [
+        let leak = holding(
+            &[
                 "bytes.Repeat",
                 "main.(*RequestTracker).Track",
                 "main.main.func1",
                 "net/http.HandlerFunc.ServeHTTP",
                 "net/http.serverHandler.ServeHTTP",
-            ]
-            .iter()
-            .map(|n| Frame::named(n))
-            .collect(),
-            totals: Totals {
-                outstanding_bytes: 20.0 * 1024.0 * 1024.0,
-                outstanding_objects: 2048.0,
-                allocated_bytes: 20.0 * 1024.0 * 1024.0,
-                allocated_objects: 2048.0,
-            },
-        };
+            ],
+            20.0 * 1024.0 * 1024.0,
+            2048.0,
+        );
         let mut p = example(vec![leak]);
         p.pids = vec![42];
         p.elapsed = Duration::from_secs(20);
@@ -410,20 +447,11 @@ mod tests {
 
     #[test]
     fn a_native_report_has_no_go_words() {
-        let mut p = example(vec![StackProfile {
-            held_at_exit: 0.0,
-            frames: ["malloc", "leak_request_buffer", "main"]
-                .iter()
-                .map(|n| Frame::named(n))
-                .collect(),
-            totals: Totals {
-                outstanding_bytes: 18.0 * 1024.0 * 1024.0,
-                outstanding_objects: 9.0,
-                allocated_bytes: 18.0 * 1024.0 * 1024.0,
-                allocated_objects: 9.0,
-            },
-            growth: None,
-        }]);
+        let mut p = example(vec![holding(
+            &["malloc", "leak_request_buffer", "main"],
+            18.0 * 1024.0 * 1024.0,
+            9.0,
+        )]);
         p.binary = "/usr/bin/leaker".into();
         p.source = Source::Syscalls;
         let text = render(&p, 10, false);

@@ -205,6 +205,35 @@ fn trailing_inlined_frames_form_a_location() {
     assert_eq!(p.string_table[p.mapping[0].build_id as usize], "");
 }
 
+#[test]
+fn a_goroutine_profile_is_shaped_like_gos() {
+    let mut out = Vec::new();
+    write(
+        &crate::report::goroutine_example(),
+        &PprofMeta::default(),
+        &mut out,
+    )
+    .unwrap();
+    let p = decode(&out);
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    let types: Vec<(&str, &str)> = p
+        .sample_type
+        .iter()
+        .map(|t| (s(t.r#type), s(t.unit)))
+        .collect();
+    assert_eq!(types, [("goroutine", "count")]);
+    let period_type = p.period_type.as_ref().unwrap();
+    assert_eq!(
+        (s(period_type.r#type), s(period_type.unit)),
+        ("goroutine", "count")
+    );
+    // Every goroutine is counted, and Go names no default sample type.
+    assert_eq!((p.period, p.default_sample_type), (1, 0));
+    // main.main holds none and is left out.
+    let values: Vec<&[i64]> = p.sample.iter().map(|x| x.value.as_slice()).collect();
+    assert_eq!(values, [&[1200][..], &[3][..]]);
+}
+
 /// `go tool pprof` of the test toolchain, or `None` after saying why.
 fn go() -> Option<PathBuf> {
     let root = std::env::var_os("LEAK_GO_ROOT")
@@ -315,5 +344,22 @@ fn go_tool_pprof_diffs_against_a_base() {
         "{top}"
     );
     assert!(top.contains("of 2000000B total"), "{top}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn go_tool_pprof_reads_a_goroutine_profile() {
+    let Some(go) = go() else { return };
+    let dir = temp_dir("goroutine");
+    let file = write_file(&dir, "goroutine.pb.gz", &crate::report::goroutine_example());
+    let top = pprof(&go, &["-top", &file]);
+    assert!(top.contains("Type: goroutine"), "{top}");
+    assert!(top.contains("of 1203 total"), "{top}");
+    // runtime.gopark is the leaf of both stacks: 1200 + 3.
+    assert_eq!(
+        top_row(&top),
+        ("1203".to_string(), "runtime.gopark".to_string()),
+        "{top}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

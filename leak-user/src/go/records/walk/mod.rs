@@ -17,7 +17,7 @@
 #[cfg(test)]
 mod tests;
 
-use crate::{go::table::RuntimeProbes, process::memory::Memory};
+use crate::{aggregate::sample_weight, go::table::RuntimeProbes, process::memory::Memory};
 
 /// `bucketType` of heap buckets (`memProfile`, mprof.go).
 const MEM_PROFILE: u64 = 1;
@@ -308,6 +308,6 @@ pub fn scale(count: u64, size: u64, rate: i64) -> (u64, u64) {
     if rate <= 1 {
         return (count, bytes);
     }
-    let s = 1.0 / (1.0 - (-(size as f64) / rate as f64).exp());
+    let s = sample_weight(size, rate as u64);
     ((count as f64 * s) as u64, (bytes as f64 * s) as u64)
 }
