@@ -12,6 +12,7 @@
 pub mod aggregate;
 pub mod analysis;
 pub mod cmd;
+pub mod error;
 pub mod event;
 pub mod frame;
 pub mod go;

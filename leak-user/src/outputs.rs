@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{bail, Context as _, Result};
+use crate::error::{refuse, Context as _, Result};
 use clap::Args;
 
 use crate::report::{self, chart::ChartLine, Profile};
@@ -90,7 +90,7 @@ impl Outputs {
     pub fn check(&self, supported: &[Output], mode: &str, instead: &str) -> Result<()> {
         for (output, path) in self.requested() {
             if !supported.contains(&output) {
-                bail!("{} is not written by {mode}: {instead}", output.flag());
+                refuse!("{} is not written by {mode}: {instead}", output.flag());
             }
             check_writable(path)?;
         }
@@ -128,14 +128,14 @@ pub fn check_writable(out: &Path) -> Result<()> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        bail!(
+        refuse!(
             "cannot write {}: directory {} does not exist",
             out.display(),
             dir.display()
         );
     }
     if out.is_dir() {
-        bail!("cannot write {}: it is a directory", out.display());
+        refuse!("cannot write {}: it is a directory", out.display());
     }
     Ok(())
 }
@@ -143,7 +143,7 @@ pub fn check_writable(out: &Path) -> Result<()> {
 /// Writes one output file (atomically, see [`write_atomically`]) and says
 /// so on stderr; an error names the file.
 pub fn write(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<()> {
-    write_atomically(path, fill).with_context(|| format!("cannot write {}", path.display()))?;
+    write_atomically(path, fill).context(|| format!("cannot write {}", path.display()))?;
     eprintln!("leak: wrote {}", path.display());
     Ok(())
 }

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 
-use crate::event::{self, Record};
+use crate::{
+    error::{Context as _, Result},
+    event::{self, Record},
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -64,9 +66,12 @@ pub async fn run(
     timing: Timing,
 ) -> Result<Stop> {
     #[allow(deprecated)] // AsyncFd::register needs a newer tokio API than this MSRV set
-    let mut ring = ring.map(AsyncFd::new).transpose()?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut ring = ring
+        .map(AsyncFd::new)
+        .transpose()
+        .context(|| "cannot watch the ring buffer".into())?;
+    let mut sigint = signal(SignalKind::interrupt()).context(|| "cannot catch SIGINT".into())?;
+    let mut sigterm = signal(SignalKind::terminate()).context(|| "cannot catch SIGTERM".into())?;
     let start = tokio::time::Instant::now();
     let mut report_tick =
         tokio::time::interval_at(start + timing.report_every, timing.report_every);
@@ -87,7 +92,7 @@ pub async fn run(
                 break Stop::Signal("SIGTERM");
             },
             guard = async { ring.as_mut().expect("checked").readable_mut().await }, if ring.is_some() => {
-                let mut guard = guard?;
+                let mut guard = guard.context(|| "cannot read the ring buffer".into())?;
                 drain(pipeline, guard.get_inner_mut());
                 guard.clear_ready();
             }
@@ -141,7 +146,8 @@ async fn until_deadline(duration: Option<f64>) {
 pub fn block_on<T>(body: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?
+        .build()
+        .context(|| "cannot start the event loop".into())?
         .block_on(body)
 }
 

@@ -176,7 +176,7 @@ pub fn run(args: TraceArgs) -> Result<u8> {
             check_go_outputs(&args.outputs)?;
             probes::require_root()?;
             let child = go::launch::spawn_paused(&program, &program_args)?;
-            go::launch::run_launched(target, go_options(&args), child)
+            Ok(go::launch::run_launched(target, go_options(&args), child)?)
         }
         Mode::Go(binary) => {
             let target = Program::open(&binary)?;
@@ -209,7 +209,7 @@ pub fn run(args: TraceArgs) -> Result<u8> {
 
 /// Every output a Go trace writes; each path checked before attaching.
 fn check_go_outputs(outputs: &Outputs) -> Result<()> {
-    outputs.check(
+    Ok(outputs.check(
         &[
             Output::Folded,
             Output::Flamegraph,
@@ -219,7 +219,7 @@ fn check_go_outputs(outputs: &Outputs) -> Result<()> {
         ],
         "leak trace",
         "",
-    )
+    )?)
 }
 
 /// The Go pipeline's options from the arguments.

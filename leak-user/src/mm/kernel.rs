@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use anyhow::Result;
+use crate::probes::ProbeError;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
 use leak_common::{MmActivity, MmCounter, MmStats, MM_COUNTERS};
 
@@ -40,7 +40,7 @@ pub struct MmProbes {
 
 impl MmProbes {
     /// Loads the programs and attaches them to their tracepoints.
-    pub fn attach() -> Result<Self> {
+    pub fn attach() -> Result<Self, ProbeError> {
         // Offsets for the raw rss_stat program; without them, the event
         // format does the work (slower: a perf record per page fault).
         let layout = match super::layout::read(Path::new(super::layout::VMLINUX_BTF)) {

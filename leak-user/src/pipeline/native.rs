@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use crate::error::{refuse, Context as _, Result};
 use aya::maps::{MapData, PerCpuArray};
 use leak_common::{Counter, MapCall, MapEvent};
 
@@ -59,7 +59,7 @@ pub struct Options {
 /// writes every requested output.
 pub fn run(options: Options) -> Result<()> {
     if !process::alive(options.pid) {
-        bail!("no process with pid {}", options.pid);
+        refuse!("no process with pid {}", options.pid);
     }
     session::block_on(trace(options))
 }
@@ -83,9 +83,9 @@ struct NativePipeline {
 
 async fn trace(options: Options) -> Result<()> {
     let pid = options.pid;
-    let exe = process::exe(pid)?;
-    let symbols = ProcessSymbols::new(pid)
-        .with_context(|| format!("cannot read the memory map of pid {pid}"))?;
+    let exe = process::exe(pid).map_err(|e| crate::error::Error::Refused(e.to_string()))?;
+    let symbols =
+        ProcessSymbols::new(pid).context(|| format!("cannot read the memory map of pid {pid}"))?;
     let now = Instant::now();
     let mut p = NativePipeline {
         exe,

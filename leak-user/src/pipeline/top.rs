@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use crate::error::{refuse, Context as _, Result};
 
 use crate::{
     mm::{
@@ -44,10 +44,10 @@ pub struct Options {
 pub fn run(options: Options) -> Result<()> {
     for &pid in &options.pids {
         if !process::alive(pid) {
-            bail!("no process with pid {pid}");
+            refuse!("no process with pid {pid}");
         }
         if process::rss(pid).is_none() {
-            bail!("pid {pid} is a kernel thread: it has no memory of its own to watch");
+            refuse!("pid {pid} is a kernel thread: it has no memory of its own to watch");
         }
     }
     session::block_on(top(options))
@@ -107,7 +107,7 @@ async fn top(args: Options) -> Result<()> {
         eprintln!("leak: every watched process has exited");
     }
     if stop != Stop::ReaderGone {
-        top.show(true)?;
+        top.show(true).context(|| "cannot write the table".into())?;
     }
     let rows = top.rows();
     let lost = top.probes.lost();
@@ -152,7 +152,7 @@ impl Pipeline for Top {
         match self.show(false) {
             Ok(()) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Some(Stop::ReaderGone)),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e).context(|| "cannot write the table".into()),
         }
     }
 }

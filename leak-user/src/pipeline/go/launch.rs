@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use crate::error::{refuse, Context as _, Result};
 
 use super::{processes::RatePolicy, GoPipeline, Options};
 use crate::go::Program;
@@ -89,7 +89,7 @@ pub fn spawn_paused(program: &Path, args: &[OsString]) -> Result<Child> {
         .arg(program)
         .args(args)
         .spawn()
-        .context("cannot start /bin/sh to run the program")?;
+        .context(|| "cannot start /bin/sh to run the program".into())?;
     let pid = child.id();
     let deadline = Instant::now() + STOP_TIMEOUT;
     loop {
@@ -99,7 +99,7 @@ pub fn spawn_paused(program: &Path, args: &[OsString]) -> Result<Child> {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!(
+                refuse!(
                     "the shell that starts {} did not stop as asked",
                     program.display()
                 );
@@ -138,7 +138,9 @@ pub fn run_launched(
     } else {
         resume(pid);
     }
-    let status = child.wait().context("cannot wait for the program")?;
+    let status = child
+        .wait()
+        .context(|| "cannot wait for the program".into())?;
     traced?;
     Ok(exit_code(status))
 }

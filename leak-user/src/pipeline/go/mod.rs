@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use crate::error::{refuse, Context as _, Result};
 use leak_common::{Counter, ProbeConfig};
 
 use self::{
@@ -110,12 +110,12 @@ pub struct GoPipeline {
 pub fn run(program: Program, options: Options) -> Result<()> {
     if let Some(pid) = options.pid {
         match process::runs_binary(pid, program.id) {
-            None => bail!("no process with pid {pid}"),
+            None => refuse!("no process with pid {pid}"),
             Some(false) => {
                 let exe = process::exe(pid)
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|_| "something else".into());
-                bail!(
+                refuse!(
                     "pid {pid} is not running {} (it runs {exe})",
                     program.path.display()
                 );
@@ -241,12 +241,15 @@ impl Pipeline for GoPipeline {
         profile::sort_for_text(&mut profile, self.options.sort);
         let text = self.render(&profile);
         let mut out = std::io::stdout().lock();
-        if self.terminal {
+        let redraw = if self.terminal {
             // Redrawn in place, as `leak top` draws its table: home, clear.
-            write!(out, "\x1b[H\x1b[2J")?;
-        }
-        writeln!(out, "{text}")?;
-        out.flush()?;
+            "\x1b[H\x1b[2J"
+        } else {
+            ""
+        };
+        writeln!(out, "{redraw}{text}")
+            .and_then(|()| out.flush())
+            .context(|| "cannot write the report".into())?;
         Ok(None)
     }
 }
@@ -273,7 +276,7 @@ impl GoPipeline {
         {
             m.stop_at_start
                 .insert(pid, 1, 0)
-                .context("cannot mark the program to stop at start")?;
+                .context(|| "cannot mark the program to stop at start".into())?;
             launch::resume(pid);
         }
         self.started = Instant::now();

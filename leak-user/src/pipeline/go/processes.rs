@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, io::Write};
 
-use anyhow::{bail, Result};
+use crate::error::{refuse, Error, Result};
 
 use crate::{
     process::memory::MemoryMut,
@@ -241,7 +241,7 @@ impl Processes {
                     "leak: pid {pid}: runtime.MemProfileRate reads {current}, not a sampling rate; leaving it alone"
                 );
             }
-            RateAction::Blind => bail!(
+            RateAction::Blind => refuse!(
                 "pid {pid} runs with Go heap sampling off (runtime.MemProfileRate = 0) and --read-only forbids turning it on: \
                  nothing can be seen. Run without --read-only to let leak set the rate (one integer written), \
                  or import net/http/pprof or runtime/pprof in the program"
@@ -349,8 +349,10 @@ fn write_rate(
                 .read_i64(t.addr)
                 .is_ok_and(|now| now != t.current && !entry.written.values.contains(&now));
             if !moved {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("pid {}: cannot set runtime.MemProfileRate", t.pid)));
+                return Err(Error::Io {
+                    what: format!("pid {}: cannot set runtime.MemProfileRate", t.pid),
+                    source: e,
+                });
             }
             match &previous {
                 Some(before) => tell(guard, Message::Set(before.clone())),
