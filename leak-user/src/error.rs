@@ -9,7 +9,7 @@ use crate::{go::GoError, probes::ProbeError};
 
 /// What stopped a pipeline, an output or the session.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// Reading a Go program or process failed.
     #[error(transparent)]
     Go(#[from] GoError),
@@ -41,7 +41,7 @@ pub enum Error {
 }
 
 /// A result of the pipelines, the session and the outputs.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Fails with [`Error::Refused`], formatted.
 macro_rules! refuse {
@@ -52,7 +52,7 @@ macro_rules! refuse {
 pub(crate) use refuse;
 
 /// Names what failed, for errors of the OS and of kernel maps.
-pub trait Context<T> {
+pub(crate) trait Context<T> {
     /// The error with `what` leak was doing.
     fn context(self, what: impl FnOnce() -> String) -> Result<T>;
 }

@@ -30,7 +30,7 @@ const _: () = {
 };
 
 /// One decoded ring buffer record.
-pub enum Record {
+pub(crate) enum Record {
     /// A sampled allocation.
     Alloc(Box<AllocEvent>),
     /// A sampled object freed.
@@ -46,7 +46,7 @@ pub enum Record {
 
 /// Decodes a ring buffer record; `None` for a record of unknown kind or
 /// size (never expected: both sides share one definition).
-pub fn decode(bytes: &[u8]) -> Option<Record> {
+pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
     let kind = EventKind::from_u32(u32::from_ne_bytes(
         bytes.get(..KIND_BYTES)?.try_into().ok()?,
     ))?;
@@ -105,11 +105,11 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
 
 /// Kernel-side counters summed over CPUs.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct KernelCounters([u64; COUNTERS as usize]);
+pub(crate) struct KernelCounters([u64; COUNTERS as usize]);
 
 impl KernelCounters {
     /// Reads the `COUNTERS` map.
-    pub fn read(map: &PerCpuArray<MapData, u64>) -> Self {
+    pub(crate) fn read(map: &PerCpuArray<MapData, u64>) -> Self {
         let mut out = [0u64; COUNTERS as usize];
         for (slot, total) in out.iter_mut().enumerate() {
             if let Ok(values) = map.get(&(slot as u32), 0) {
@@ -120,7 +120,7 @@ impl KernelCounters {
     }
 
     /// One counter.
-    pub fn get(&self, c: Counter) -> u64 {
+    pub(crate) fn get(&self, c: Counter) -> u64 {
         self.0[c as usize]
     }
 }

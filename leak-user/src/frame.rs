@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 /// What one frame of a symbolized stack says.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct FrameInfo {
+pub(crate) struct FrameInfo {
     /// Function name as Go spells it (`main.(*RequestTracker).Track`).
     pub function: Arc<str>,
     /// Source file, if known.
@@ -22,7 +22,7 @@ pub struct FrameInfo {
 /// of names and lines; names are shared too (`Arc<str>`). Compares and
 /// hashes by what it says.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Frame(Arc<FrameInfo>);
+pub(crate) struct Frame(Arc<FrameInfo>);
 
 impl std::ops::Deref for Frame {
     type Target = FrameInfo;
@@ -33,7 +33,7 @@ impl std::ops::Deref for Frame {
 
 impl Frame {
     /// A frame of `function` at `file`:`line`.
-    pub fn new(
+    pub(crate) fn new(
         function: impl Into<Arc<str>>,
         file: impl Into<Arc<str>>,
         line: u32,
@@ -48,7 +48,7 @@ impl Frame {
     }
 
     /// A frame known only by its function name.
-    pub fn named(function: &str) -> Self {
+    pub(crate) fn named(function: &str) -> Self {
         Self::new(function, "", 0, false)
     }
 }

@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! leak: find memory leaks in running programs with eBPF, without changing
 //! or restarting them. The `leak` binary is a thin CLI over these modules.
 //! Data flows one way:
@@ -9,21 +10,21 @@
 //! each imports nothing above it
 //! ```
 
-pub mod aggregate;
-pub mod analysis;
+pub(crate) mod aggregate;
+pub(crate) mod analysis;
 pub mod cmd;
-pub mod error;
-pub mod event;
-pub mod frame;
-pub mod go;
-pub mod mm;
-pub mod native;
-pub mod outputs;
-pub mod pipeline;
-pub mod probes;
-pub mod process;
-pub mod report;
-pub mod sampling;
-pub mod session;
-pub mod symbolize;
-pub mod units;
+pub(crate) mod error;
+pub(crate) mod event;
+pub(crate) mod frame;
+pub(crate) mod go;
+pub(crate) mod mm;
+pub(crate) mod native;
+pub(crate) mod outputs;
+pub(crate) mod pipeline;
+pub(crate) mod probes;
+pub(crate) mod process;
+pub(crate) mod report;
+pub(crate) mod sampling;
+pub(crate) mod session;
+pub(crate) mod symbolize;
+pub(crate) mod units;

@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn the_rate_guard_is_a_hidden_subcommand() {
         use clap::CommandFactory;
-        let name = leak_user::sampling::guard::GUARD_COMMAND;
+        let name = leak_user::cmd::rate_guard::GUARD_COMMAND;
         let cli = Cli::try_parse_from(["leak", name]).unwrap();
         assert!(matches!(cli.command, Command::RateGuard));
         let help = Cli::command().render_help().to_string();

@@ -16,7 +16,7 @@ use crate::report::{self, chart::ChartLine, Profile};
 /// Output files, written when the run ends.
 #[derive(Args, Clone, Debug, Default)]
 #[command(next_help_heading = "Outputs (written on exit, each whole or not at all)")]
-pub struct Outputs {
+pub(crate) struct Outputs {
     /// Folded stacks (flamegraph.pl / inferno input): frames root first
     /// joined by ';', a space, outstanding bytes. leak trace.
     #[arg(long, value_name = "FILE")]
@@ -44,7 +44,7 @@ pub struct Outputs {
 
 /// One kind of output file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     /// `--folded`.
     Folded,
     /// `--flamegraph`.
@@ -59,7 +59,7 @@ pub enum Output {
 
 impl Output {
     /// The flag that asks for it.
-    pub fn flag(self) -> &'static str {
+    pub(crate) fn flag(self) -> &'static str {
         match self {
             Output::Folded => "--folded",
             Output::Flamegraph => "--flamegraph",
@@ -72,7 +72,7 @@ impl Output {
 
 impl Outputs {
     /// Every requested output with its path.
-    pub fn requested(&self) -> impl Iterator<Item = (Output, &Path)> {
+    pub(crate) fn requested(&self) -> impl Iterator<Item = (Output, &Path)> {
         [
             (Output::Folded, &self.folded),
             (Output::Flamegraph, &self.flamegraph),
@@ -87,7 +87,7 @@ impl Outputs {
     /// Fails, before any tracing, if an output is asked of a mode that
     /// cannot write it (`mode` says which, and `instead` what would) or a
     /// file cannot be written.
-    pub fn check(&self, supported: &[Output], mode: &str, instead: &str) -> Result<()> {
+    pub(crate) fn check(&self, supported: &[Output], mode: &str, instead: &str) -> Result<()> {
         for (output, path) in self.requested() {
             if !supported.contains(&output) {
                 refuse!("{} is not written by {mode}: {instead}", output.flag());
@@ -99,7 +99,7 @@ impl Outputs {
 
     /// Writes the profile's folded stacks, flame graph and JSON, each that
     /// was asked for.
-    pub fn write_profile(&self, profile: &Profile) -> Result<()> {
+    pub(crate) fn write_profile(&self, profile: &Profile) -> Result<()> {
         if let Some(path) = &self.folded {
             write(path, |w| report::folded::write(profile, w))?;
         }
@@ -113,7 +113,12 @@ impl Outputs {
     }
 
     /// Writes the chart of `quantity` over time, if asked for.
-    pub fn write_chart(&self, title: &str, quantity: &str, lines: &[ChartLine]) -> Result<()> {
+    pub(crate) fn write_chart(
+        &self,
+        title: &str,
+        quantity: &str,
+        lines: &[ChartLine],
+    ) -> Result<()> {
         if let Some(path) = &self.chart {
             write(path, |w| report::chart::write(title, quantity, lines, w))?;
         }
@@ -122,7 +127,7 @@ impl Outputs {
 }
 
 /// Fails if `out` cannot be written: no such directory, or a directory.
-pub fn check_writable(out: &Path) -> Result<()> {
+pub(crate) fn check_writable(out: &Path) -> Result<()> {
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -142,7 +147,10 @@ pub fn check_writable(out: &Path) -> Result<()> {
 
 /// Writes one output file (atomically, see [`write_atomically`]) and says
 /// so on stderr; an error names the file.
-pub fn write(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<()> {
+pub(crate) fn write(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
     write_atomically(path, fill).context(|| format!("cannot write {}", path.display()))?;
     eprintln!("leak: wrote {}", path.display());
     Ok(())
@@ -153,7 +161,7 @@ pub fn write(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -
 /// only once fully written and flushed. A path that is not a regular file
 /// (`/dev/null`, `/dev/stdout`, a FIFO) is written straight into: renaming
 /// over it would replace a device with a file.
-pub fn write_atomically(
+pub(crate) fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {

@@ -17,7 +17,7 @@ use tokio::{
 
 /// Why a session stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// `--duration` ran out.
     Duration,
     /// SIGINT (Ctrl-C) or SIGTERM.
@@ -29,7 +29,7 @@ pub enum Stop {
 }
 
 /// One mode of leak: events in, numbers kept, reports out.
-pub trait Pipeline {
+pub(crate) trait Pipeline {
     /// Handles one record from the kernel side, decoded.
     fn handle(&mut self, _record: Record) {}
     /// Housekeeping, every [`Timing::poll_every`]; a [`Stop`] ends the
@@ -48,7 +48,7 @@ pub trait Pipeline {
 
 /// When a session does what.
 #[derive(Clone, Copy, Debug)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// The first report one interval after the start, then every interval.
     pub report_every: Duration,
     /// Housekeeping (draining in batches, scans), if the pipeline wants it.
@@ -60,7 +60,7 @@ pub struct Timing {
 /// Runs `pipeline` until it or the user says stop. Records the kernel had
 /// queued by then are still handled; the ring buffer is dropped before
 /// returning (the pipeline detaches its probes after).
-pub async fn run(
+pub(crate) async fn run(
     pipeline: &mut impl Pipeline,
     ring: Option<RingBuf<MapData>>,
     timing: Timing,
@@ -143,7 +143,7 @@ async fn until_deadline(duration: Option<f64>) {
 
 /// Runs a mode's async body on a single-threaded runtime: leak's work is
 /// one loop, and the target's CPUs are not ours to take.
-pub fn block_on<T>(body: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(crate) fn block_on<T>(body: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

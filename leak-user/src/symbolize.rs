@@ -23,7 +23,7 @@ use std::{
 use crate::{frame::Frame, go::table::ALLOCATOR_FRAMES};
 
 /// Something that knows the frames at a code address (a `.gopclntab`).
-pub trait SymbolSource {
+pub(crate) trait SymbolSource {
     /// Frames at `pc` as Go's profiles show them, innermost (inlined)
     /// first; `None` if `pc` is in no known function. Compiler-generated
     /// wrappers are left out, so a known pc may have no frames.
@@ -41,7 +41,7 @@ pub trait SymbolSource {
 type Fast = foldhash::fast::RandomState;
 
 /// Caching symbolizer over one binary.
-pub struct Symbolizer<S> {
+pub(crate) struct Symbolizer<S> {
     source: S,
     cache: HashMap<u64, Vec<Frame>, Fast>,
     /// Logical pcs: the one frame each (none for a wrapper).
@@ -56,7 +56,7 @@ impl<S: SymbolSource> Symbolizer<S> {
     /// A symbolizer of a Go binary's stacks reading `source`: stacks end
     /// before `runtime.goexit` and start at the function that asked for
     /// memory, as Go's profiles show them.
-    pub fn new(source: S) -> Self {
+    pub(crate) fn new(source: S) -> Self {
         Self {
             source,
             cache: HashMap::default(),
@@ -67,7 +67,7 @@ impl<S: SymbolSource> Symbolizer<S> {
     }
 
     /// A symbolizer of any program's stacks, which keeps every frame.
-    pub fn native(source: S) -> Self {
+    pub(crate) fn native(source: S) -> Self {
         Self {
             go: false,
             ..Self::new(source)
@@ -75,13 +75,13 @@ impl<S: SymbolSource> Symbolizer<S> {
     }
 
     /// The symbol source.
-    pub fn source(&self) -> &S {
+    pub(crate) fn source(&self) -> &S {
         &self.source
     }
 
     /// Frames of a stack of return addresses, leaf first (a Go stack with
     /// its allocator frames trimmed).
-    pub fn stack(&mut self, return_addresses: &[u64]) -> Vec<Frame> {
+    pub(crate) fn stack(&mut self, return_addresses: &[u64]) -> Vec<Frame> {
         let mut frames = Vec::with_capacity(return_addresses.len());
         for &ra in return_addresses {
             if !self.cache.contains_key(&ra) {
@@ -101,7 +101,7 @@ impl<S: SymbolSource> Symbolizer<S> {
 
     /// Frames of a stack of logical pcs (Go's own, inlining expanded),
     /// leaf first, allocator frames trimmed.
-    pub fn logical_stack(&mut self, pcs: &[u64]) -> Vec<Frame> {
+    pub(crate) fn logical_stack(&mut self, pcs: &[u64]) -> Vec<Frame> {
         let mut frames = Vec::with_capacity(pcs.len());
         for &pc in pcs {
             let frame = self.logical.entry(pc).or_insert_with(|| {
@@ -159,14 +159,14 @@ fn intern(names: &mut HashSet<Arc<str>>, name: &Arc<str>) -> Arc<str> {
 
 /// Whether a frame belongs to the allocation machinery (the runtime
 /// table's [`ALLOCATOR_FRAMES`]).
-pub fn is_allocator(function: &str) -> bool {
+pub(crate) fn is_allocator(function: &str) -> bool {
     ALLOCATOR_FRAMES.contains(function)
 }
 
 /// Drops leaf-end frames of the allocation machinery (mallocgc, newobject,
 /// makeslice, MakeNoZero, …), as Go's own heap profile does. A stack of
 /// runtime frames alone (a goroutine's stack, an M's) is kept whole.
-pub fn trim_allocator(frames: Vec<Frame>) -> Vec<Frame> {
+pub(crate) fn trim_allocator(frames: Vec<Frame>) -> Vec<Frame> {
     match frames.iter().position(|f| !is_allocator(&f.function)) {
         Some(first_user) => frames.into_iter().skip(first_user).collect(),
         None => frames,

@@ -3,7 +3,7 @@
 //! it imports nothing of leak's, so anything may use it.
 
 /// Formats a byte count for people: `812 B`, `9.8 KiB`, `20.5 MiB`.
-pub fn human_bytes(bytes: f64) -> String {
+pub(crate) fn human_bytes(bytes: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes;
     let mut unit = 0;
@@ -21,7 +21,7 @@ pub fn human_bytes(bytes: f64) -> String {
 }
 
 /// A byte change with its sign: `+1.2 MiB`, `-300 KiB`, `+0 B`.
-pub fn signed_bytes(bytes: f64) -> String {
+pub(crate) fn signed_bytes(bytes: f64) -> String {
     if bytes < 0.0 {
         human_bytes(bytes)
     } else {
@@ -30,12 +30,12 @@ pub fn signed_bytes(bytes: f64) -> String {
 }
 
 /// A rate in bytes per second, shown per minute: `2.1 MiB/min`.
-pub fn bytes_per_min(bytes_per_sec: f64) -> String {
+pub(crate) fn bytes_per_min(bytes_per_sec: f64) -> String {
     format!("{}/min", human_bytes(bytes_per_sec * 60.0))
 }
 
 /// A duration for people: `45s`, `5m03s`, `2h05m`.
-pub fn human_secs(secs: f64) -> String {
+pub(crate) fn human_secs(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
     match s {
         0..60 => format!("{s}s"),
@@ -45,7 +45,7 @@ pub fn human_secs(secs: f64) -> String {
 }
 
 /// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {

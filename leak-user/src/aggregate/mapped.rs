@@ -21,7 +21,7 @@ fn page_up(v: u64) -> u64 {
 
 /// Mapped ranges and brk growths of one process, and their stacks.
 #[derive(Debug, Default)]
-pub struct MappedBytes {
+pub(crate) struct MappedBytes {
     stacks: StackTable,
     /// Live mappings made since attach: start → (end, stack).
     ranges: BTreeMap<u64, (u64, StackId)>,
@@ -35,32 +35,32 @@ pub struct MappedBytes {
 
 impl MappedBytes {
     /// Nothing mapped yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The id of a stack of code addresses (innermost first).
-    pub fn intern(&mut self, pcs: &[u64]) -> StackId {
+    pub(crate) fn intern(&mut self, pcs: &[u64]) -> StackId {
         self.stacks.intern(pcs)
     }
 
     /// Stacks interned so far.
-    pub fn stack_count(&self) -> usize {
+    pub(crate) fn stack_count(&self) -> usize {
         self.stacks.len()
     }
 
     /// The addresses of an interned stack.
-    pub fn stack(&self, id: StackId) -> &[u64] {
+    pub(crate) fn stack(&self, id: StackId) -> &[u64] {
         self.stacks.stack(id)
     }
 
     /// The program break when tracing began (from `/proc/PID/maps`).
-    pub fn set_break(&mut self, brk: u64) {
+    pub(crate) fn set_break(&mut self, brk: u64) {
         self.brk = Some(page_up(brk));
     }
 
     /// `len` bytes mapped at `addr` by `stack`.
-    pub fn mmap(&mut self, addr: u64, len: u64, stack: StackId) {
+    pub(crate) fn mmap(&mut self, addr: u64, len: u64, stack: StackId) {
         self.calls += 1;
         let len = page_up(len);
         if len == 0 {
@@ -72,13 +72,13 @@ impl MappedBytes {
     }
 
     /// `len` bytes at `addr` unmapped.
-    pub fn munmap(&mut self, addr: u64, len: u64) {
+    pub(crate) fn munmap(&mut self, addr: u64, len: u64) {
         self.unmaps += 1;
         self.unmap_range(addr, addr.saturating_add(page_up(len)));
     }
 
     /// The break moved to `new_break` by `stack`.
-    pub fn brk(&mut self, new_break: u64, stack: StackId) {
+    pub(crate) fn brk(&mut self, new_break: u64, stack: StackId) {
         self.calls += 1;
         let new_break = page_up(new_break);
         let Some(old) = self.brk.replace(new_break) else {
@@ -149,22 +149,22 @@ impl MappedBytes {
     }
 
     /// Totals per stack that ever held memory.
-    pub fn stacks_with_totals(&self) -> impl Iterator<Item = (StackId, &Totals)> {
+    pub(crate) fn stacks_with_totals(&self) -> impl Iterator<Item = (StackId, &Totals)> {
         self.stacks.iter().filter(|(_, t)| t.allocated_bytes > 0.0)
     }
 
     /// Totals over all stacks.
-    pub fn total(&self) -> Totals {
+    pub(crate) fn total(&self) -> Totals {
         self.stacks.sum()
     }
 
     /// brk and mmap calls seen.
-    pub fn calls(&self) -> u64 {
+    pub(crate) fn calls(&self) -> u64 {
         self.calls
     }
 
     /// munmap calls seen.
-    pub fn unmaps(&self) -> u64 {
+    pub(crate) fn unmaps(&self) -> u64 {
         self.unmaps
     }
 }

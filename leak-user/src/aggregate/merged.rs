@@ -9,11 +9,11 @@ use super::{StackId, Totals};
 use crate::frame::Frame;
 
 /// Index of a merged stack.
-pub type MergedId = u32;
+pub(crate) type MergedId = u32;
 
 /// Each interned stack's symbolized form, and the distinct forms.
 #[derive(Default)]
-pub struct MergedStacks {
+pub(crate) struct MergedStacks {
     /// By [`StackId`]: the merged stack it belongs to.
     merged_of: Vec<MergedId>,
     merged: Vec<Arc<[Frame]>>,
@@ -25,7 +25,7 @@ pub struct MergedStacks {
 impl MergedStacks {
     /// Symbolizes up to `budget` of the stacks `0..stacks` not yet done,
     /// oldest first; `frames` gives one stack's frames.
-    pub fn catch_up(
+    pub(crate) fn catch_up(
         &mut self,
         stacks: usize,
         budget: usize,
@@ -51,23 +51,23 @@ impl MergedStacks {
     }
 
     /// The merged stack of `id`, once symbolized.
-    pub fn of(&self, id: StackId) -> Option<MergedId> {
+    pub(crate) fn of(&self, id: StackId) -> Option<MergedId> {
         self.merged_of.get(id.0 as usize).copied()
     }
 
     /// The merged stack with these frames, if any.
-    pub fn id_of(&self, frames: &[Frame]) -> Option<MergedId> {
+    pub(crate) fn id_of(&self, frames: &[Frame]) -> Option<MergedId> {
         self.index.get(frames).copied()
     }
 
     /// The frames of a merged stack.
-    pub fn frames(&self, m: MergedId) -> &Arc<[Frame]> {
+    pub(crate) fn frames(&self, m: MergedId) -> &Arc<[Frame]> {
         &self.merged[m as usize]
     }
 
     /// Totals per merged stack; stacks not yet symbolized are left out
     /// (they are on a later tick).
-    pub fn totals(
+    pub(crate) fn totals(
         &self,
         ids: impl IntoIterator<Item = (StackId, Totals)>,
     ) -> Vec<(MergedId, Totals)> {
@@ -81,7 +81,7 @@ impl MergedStacks {
     }
 
     /// Per merged stack, the sum of a per-[`StackId`] value.
-    pub fn sum_per_stack(&self, values: &[f64]) -> HashMap<MergedId, f64> {
+    pub(crate) fn sum_per_stack(&self, values: &[f64]) -> HashMap<MergedId, f64> {
         let mut out: HashMap<MergedId, f64> = HashMap::new();
         for (i, v) in values.iter().enumerate() {
             if let (true, Some(m)) = (*v > 0.0, self.of(StackId(i as u32))) {

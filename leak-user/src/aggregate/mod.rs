@@ -3,9 +3,9 @@
 //! ([`sampled`], Go's sampler), mapped ranges ([`mapped`], brk/mmap), and
 //! stacks merged by what they symbolize to ([`merged`]).
 
-pub mod mapped;
-pub mod merged;
-pub mod sampled;
+pub(crate) mod mapped;
+pub(crate) mod merged;
+pub(crate) mod sampled;
 
 use std::{
     collections::HashMap,
@@ -15,13 +15,13 @@ use std::{
 
 /// Index of an interned stack in a [`StackTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StackId(pub u32);
+pub(crate) struct StackId(pub u32);
 
 /// How many objects one sample of `size` bytes stands for at sampling `rate`
 /// (pprof's `scaleHeapSample`: `1 / (1 − exp(−size / rate))`), the one
 /// weight for leak's own samples and for Go's heap records (`goheap`).
 /// Rates of 0 and 1 mean every allocation was recorded: weight 1.
-pub fn sample_weight(size: u64, rate: u64) -> f64 {
+pub(crate) fn sample_weight(size: u64, rate: u64) -> f64 {
     if rate <= 1 || size == 0 {
         return 1.0;
     }
@@ -30,7 +30,7 @@ pub fn sample_weight(size: u64, rate: u64) -> f64 {
 
 /// Estimated totals for one stack (or for everything).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Bytes allocated and not yet freed.
     pub outstanding_bytes: f64,
     /// Objects allocated and not yet freed.
@@ -43,7 +43,7 @@ pub struct Totals {
 
 impl Totals {
     /// Counts an allocation of `bytes` in `objects` objects.
-    pub fn add_alloc(&mut self, bytes: f64, objects: f64) {
+    pub(crate) fn add_alloc(&mut self, bytes: f64, objects: f64) {
         self.outstanding_bytes += bytes;
         self.outstanding_objects += objects;
         self.allocated_bytes += bytes;
@@ -51,7 +51,7 @@ impl Totals {
     }
 
     /// Gives back `bytes` in `objects` objects of what is outstanding.
-    pub fn sub_outstanding(&mut self, bytes: f64, objects: f64) {
+    pub(crate) fn sub_outstanding(&mut self, bytes: f64, objects: f64) {
         // Clamp: float sums drift by ulps, never below zero.
         self.outstanding_bytes = (self.outstanding_bytes - bytes).max(0.0);
         self.outstanding_objects = (self.outstanding_objects - objects).max(0.0);
@@ -59,7 +59,7 @@ impl Totals {
 
     /// The same allocations with nothing outstanding (the start of an "as
     /// of the last GC" view, which adds back what survived).
-    pub fn allocated_only(self) -> Self {
+    pub(crate) fn allocated_only(self) -> Self {
         Self {
             outstanding_bytes: 0.0,
             outstanding_objects: 0.0,
@@ -69,7 +69,7 @@ impl Totals {
 
     /// What is outstanding, with nothing allocated (a stack's history: what
     /// it held before attach, none of it allocated since).
-    pub fn outstanding_only(self) -> Self {
+    pub(crate) fn outstanding_only(self) -> Self {
         Self {
             outstanding_bytes: self.outstanding_bytes,
             outstanding_objects: self.outstanding_objects,
@@ -111,7 +111,7 @@ impl<'a> std::iter::Sum<&'a Totals> for Totals {
 /// relocated to the binary's own when they are a binary's), each with its
 /// [`Totals`]: the same code path in two processes is one stack.
 #[derive(Debug, Default)]
-pub struct StackTable {
+pub(crate) struct StackTable {
     ids: HashMap<Arc<[u64]>, StackId>,
     stacks: Vec<Arc<[u64]>>,
     totals: Vec<Totals>,
@@ -119,7 +119,7 @@ pub struct StackTable {
 
 impl StackTable {
     /// Interns `pcs` and returns its id.
-    pub fn intern(&mut self, pcs: &[u64]) -> StackId {
+    pub(crate) fn intern(&mut self, pcs: &[u64]) -> StackId {
         if let Some(id) = self.ids.get(pcs) {
             return *id;
         }
@@ -132,32 +132,28 @@ impl StackTable {
     }
 
     /// The frames of an interned stack.
-    pub fn stack(&self, id: StackId) -> &[u64] {
+    pub(crate) fn stack(&self, id: StackId) -> &[u64] {
         &self.stacks[id.0 as usize]
     }
 
     /// Stacks interned so far.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.stacks.len()
     }
 
-    /// Whether no stack is interned.
-    pub fn is_empty(&self) -> bool {
-        self.stacks.is_empty()
-    }
-
     /// The totals of one stack.
-    pub fn totals(&self, id: StackId) -> &Totals {
+    #[cfg(test)]
+    pub(crate) fn totals(&self, id: StackId) -> &Totals {
         &self.totals[id.0 as usize]
     }
 
     /// The totals of one stack, to change.
-    pub fn totals_mut(&mut self, id: StackId) -> &mut Totals {
+    pub(crate) fn totals_mut(&mut self, id: StackId) -> &mut Totals {
         &mut self.totals[id.0 as usize]
     }
 
     /// Every stack with its totals, in interning order.
-    pub fn iter(&self) -> impl Iterator<Item = (StackId, &Totals)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (StackId, &Totals)> {
         self.totals
             .iter()
             .enumerate()
@@ -165,7 +161,7 @@ impl StackTable {
     }
 
     /// Totals over all stacks.
-    pub fn sum(&self) -> Totals {
+    pub(crate) fn sum(&self) -> Totals {
         self.totals.iter().sum()
     }
 }

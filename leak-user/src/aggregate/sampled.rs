@@ -50,7 +50,7 @@ impl GcState {
 /// Counts of events that did not change any stack, kept so nothing is lost
 /// silently.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Unmatched {
+pub(crate) struct Unmatched {
     /// Frees of objects sampled before the tracer attached.
     pub frees_of_unknown: u64,
     /// Allocations at an address that was still outstanding (its free was
@@ -64,7 +64,7 @@ pub struct Unmatched {
 /// counters already relocated to the binary's own addresses), so the same
 /// code path in two processes adds up.
 #[derive(Debug, Default)]
-pub struct Aggregator {
+pub(crate) struct Aggregator {
     stacks: StackTable,
     live: HashMap<(u32, u64), LiveSample>,
     gc: HashMap<u32, GcState>,
@@ -78,18 +78,18 @@ pub struct Aggregator {
 
 impl Aggregator {
     /// An empty aggregator.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Interns `pcs` and returns its id.
-    pub fn intern(&mut self, pcs: &[u64]) -> StackId {
+    pub(crate) fn intern(&mut self, pcs: &[u64]) -> StackId {
         self.stacks.intern(pcs)
     }
 
     /// Records a sampled allocation of `size` bytes at `addr` in process
     /// `tgid`, taken at sampling `rate`.
-    pub fn alloc(&mut self, tgid: u32, addr: u64, size: u64, rate: u64, stack: StackId) {
+    pub(crate) fn alloc(&mut self, tgid: u32, addr: u64, size: u64, rate: u64, stack: StackId) {
         let objects = sample_weight(size, rate);
         let bytes = objects * size as f64;
         let gc = self.gc.entry(tgid).or_default();
@@ -114,7 +114,7 @@ impl Aggregator {
 
     /// Records that the object at `addr` in `tgid` was freed. Returns false
     /// when it was not a sample seen since attach.
-    pub fn free(&mut self, tgid: u32, addr: u64) -> bool {
+    pub(crate) fn free(&mut self, tgid: u32, addr: u64) -> bool {
         match self.live.remove(&(tgid, addr)) {
             Some(old) => {
                 self.retire(tgid, old);
@@ -129,7 +129,7 @@ impl Aggregator {
     }
 
     /// Forgets every outstanding object of a process that exited.
-    pub fn process_exited(&mut self, tgid: u32) {
+    pub(crate) fn process_exited(&mut self, tgid: u32) {
         let gone: Vec<_> = self
             .live
             .keys()
@@ -146,7 +146,7 @@ impl Aggregator {
     }
 
     /// Records that a GC cycle of `tgid` finished marking.
-    pub fn gc_cycle(&mut self, tgid: u32) {
+    pub(crate) fn gc_cycle(&mut self, tgid: u32) {
         let gc = self.gc.entry(tgid).or_default();
         if gc.cycles >= 1 {
             // Born before the previous cycle and still here: survived it.
@@ -164,13 +164,14 @@ impl Aggregator {
     }
 
     /// GC cycles of `tgid` seen since attach.
-    pub fn gc_cycles(&self, tgid: u32) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn gc_cycles(&self, tgid: u32) -> u64 {
         self.gc.get(&tgid).map(|g| g.cycles).unwrap_or(0)
     }
 
     /// Bytes each stack held in processes that have exited, when they
     /// exited, indexed by stack id.
-    pub fn held_at_exit_per_stack(&self) -> Vec<f64> {
+    pub(crate) fn held_at_exit_per_stack(&self) -> Vec<f64> {
         let mut out = vec![0.0; self.stacks.len()];
         for (id, bytes) in &self.held_at_exit {
             out[id.0 as usize] += bytes;
@@ -180,7 +181,7 @@ impl Aggregator {
 
     /// What process `tgid`'s samples hold "as of its last GC", per stack
     /// (bytes, objects): the part of Go's own records that leak has seen.
-    pub fn held_at_last_gc_of(&self, tgid: u32) -> HashMap<StackId, (f64, f64)> {
+    pub(crate) fn held_at_last_gc_of(&self, tgid: u32) -> HashMap<StackId, (f64, f64)> {
         let cycles = self.gc.get(&tgid).map(|g| g.cycles).unwrap_or(0);
         let mut out: HashMap<StackId, (f64, f64)> = HashMap::new();
         for ((t, _), sample) in &self.live {
@@ -196,7 +197,7 @@ impl Aggregator {
     /// Bytes sampled since attach that survived the last complete GC cycle,
     /// summed over processes: the heap in use "as of the last GC", as Go's
     /// own profile reports it. `None` until two cycles have been seen.
-    pub fn in_use_at_last_gc(&self) -> Option<f64> {
+    pub(crate) fn in_use_at_last_gc(&self) -> Option<f64> {
         let known: Vec<f64> = self.gc.values().filter_map(|g| g.at_last_gc).collect();
         (!known.is_empty()).then(|| known.iter().sum())
     }
@@ -207,7 +208,7 @@ impl Aggregator {
     /// may well be garbage the next cycle frees). Allocated totals are
     /// unchanged. Read after a forced GC (`/debug/pprof/heap?gc=1`,
     /// `runtime.GC()`), whose sweep is complete, this equals Go's view.
-    pub fn stacks_as_of_last_gc(&self) -> Vec<(StackId, Totals)> {
+    pub(crate) fn stacks_as_of_last_gc(&self) -> Vec<(StackId, Totals)> {
         let mut out: Vec<Totals> = self
             .stacks
             .iter()
@@ -229,7 +230,7 @@ impl Aggregator {
 
     /// Outstanding bytes per stack (indexed by `StackId`) of objects that
     /// have lived through at least `collections` GC cycles of their process.
-    pub fn survived_per_stack(&self, collections: u64) -> Vec<f64> {
+    pub(crate) fn survived_per_stack(&self, collections: u64) -> Vec<f64> {
         let mut out = vec![0.0; self.stacks.len()];
         for ((tgid, _), sample) in &self.live {
             let cycles = self.gc.get(tgid).map(|g| g.cycles).unwrap_or(0);
@@ -254,37 +255,38 @@ impl Aggregator {
     }
 
     /// Totals over all stacks.
-    pub fn total(&self) -> Totals {
+    pub(crate) fn total(&self) -> Totals {
         self.total
     }
 
     /// Sampled allocations seen.
-    pub fn samples(&self) -> u64 {
+    pub(crate) fn samples(&self) -> u64 {
         self.samples
     }
 
     /// Frees of sampled objects matched to their allocation.
-    pub fn frees(&self) -> u64 {
+    pub(crate) fn frees(&self) -> u64 {
         self.frees
     }
 
     /// Events that matched nothing.
-    pub fn unmatched(&self) -> Unmatched {
+    #[cfg(test)]
+    pub(crate) fn unmatched(&self) -> Unmatched {
         self.unmatched
     }
 
     /// Stacks interned so far.
-    pub fn stack_count(&self) -> usize {
+    pub(crate) fn stack_count(&self) -> usize {
         self.stacks.len()
     }
 
     /// The frames of an interned stack.
-    pub fn stack(&self, id: StackId) -> &[u64] {
+    pub(crate) fn stack(&self, id: StackId) -> &[u64] {
         self.stacks.stack(id)
     }
 
     /// Every stack with its totals, in interning order.
-    pub fn stacks(&self) -> impl Iterator<Item = (StackId, &Totals)> {
+    pub(crate) fn stacks(&self) -> impl Iterator<Item = (StackId, &Totals)> {
         self.stacks.iter()
     }
 }

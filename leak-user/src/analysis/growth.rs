@@ -19,7 +19,7 @@ use crate::aggregate::Totals;
 
 /// One stack's readings: `(seconds since attach, bytes)`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Series {
+pub(crate) struct Series {
     /// Outstanding bytes as of the last GC, one point per tick at which a GC
     /// had completed since the previous point (what the verdict judges,
     /// once there are enough of them).
@@ -33,7 +33,7 @@ pub struct Series {
 
 /// Series of many stacks, keyed by any stack id, plus the work counter.
 #[derive(Debug)]
-pub struct GrowthTracker<K> {
+pub(crate) struct GrowthTracker<K> {
     series: HashMap<K, Series>,
     /// GC cycles at the last `record`.
     gc_cycles: Option<u64>,
@@ -44,7 +44,7 @@ pub struct GrowthTracker<K> {
 
 impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     /// A tracker of at most `max_tracked` stacks, `max_points` points each.
-    pub fn new(max_tracked: usize, max_points: usize) -> Self {
+    pub(crate) fn new(max_tracked: usize, max_points: usize) -> Self {
         Self {
             series: HashMap::new(),
             gc_cycles: None,
@@ -55,7 +55,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     }
 
     /// Records the work counter (cumulative calls) at `t`.
-    pub fn record_work(&mut self, t: f64, calls: u64) {
+    pub(crate) fn record_work(&mut self, t: f64, calls: u64) {
         self.work.push((t, calls as f64));
         series::thin(&mut self.work, self.max_points);
     }
@@ -65,7 +65,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     /// as-of-GC view only gets a point when that moved). Stacks holding the
     /// most win the slots; when all are taken, a newcomer that holds more
     /// than the smallest tracked stack takes its place.
-    pub fn record(&mut self, t: f64, stacks: &[(K, Totals, f64)], gc_cycles: u64) {
+    pub(crate) fn record(&mut self, t: f64, stacks: &[(K, Totals, f64)], gc_cycles: u64) {
         let after_gc = self.gc_cycles != Some(gc_cycles) && gc_cycles > 0;
         self.gc_cycles = Some(gc_cycles);
         let mut by_size: Vec<&(K, Totals, f64)> = stacks
@@ -108,7 +108,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     }
 
     /// The series of one stack, if tracked.
-    pub fn series(&self, key: &K) -> Option<&Series> {
+    pub(crate) fn series(&self, key: &K) -> Option<&Series> {
         self.series.get(key)
     }
 
@@ -116,7 +116,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     /// collections when enough of them have been seen (so churn never looks
     /// like growth), else on the bytes held now (a heap that only grows may
     /// go a long time between collections).
-    pub fn assess(&self, key: &K) -> Option<Trend> {
+    pub(crate) fn assess(&self, key: &K) -> Option<Trend> {
         let s = self.series.get(key)?;
         let thresholds = Thresholds::STACK;
         if s.outstanding.len() >= thresholds.min_points {
@@ -133,7 +133,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
 
     /// Bytes gained per unit of work along `series` (the slope of bytes
     /// against the work counter); `None` without enough work recorded.
-    pub fn per_call(&self, series: &[(f64, f64)]) -> Option<Fit> {
+    pub(crate) fn per_call(&self, series: &[(f64, f64)]) -> Option<Fit> {
         let calls = self.work.last()?.1 - self.work.first()?.1;
         if self.work.len() < 3 || calls < 2.0 || series.len() < 3 {
             return None;
@@ -142,7 +142,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     }
 
     /// Calls counted so far.
-    pub fn calls(&self) -> u64 {
+    pub(crate) fn calls(&self) -> u64 {
         self.work.last().map(|w| w.1 as u64).unwrap_or(0)
     }
 }

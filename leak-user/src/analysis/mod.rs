@@ -2,6 +2,6 @@
 //! growing, steady, shrinking, churn) shared by processes and stacks,
 //! [`growth`] keeps each stack's series, [`series`] bounds them.
 
-pub mod growth;
-pub mod series;
-pub mod trend;
+pub(crate) mod growth;
+pub(crate) mod series;
+pub(crate) mod trend;

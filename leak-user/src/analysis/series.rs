@@ -7,7 +7,7 @@
 /// verdict reads survive every halving; the newest point stays as it was
 /// (it is the reading shown now). Time resolution coarsens with age; the
 /// series never grows without bound.
-pub fn thin(points: &mut Vec<(f64, f64)>, max: usize) {
+pub(crate) fn thin(points: &mut Vec<(f64, f64)>, max: usize) {
     if points.len() <= max.max(2) {
         return;
     }

@@ -38,7 +38,7 @@ const MIB: f64 = 1024.0 * KIB;
 
 /// What a series of memory readings says about a leak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Troughs rise steadily and are still rising at the end of the window.
     Leaking,
     /// Rising, but not yet convincingly a leak: too few samples, too short a
@@ -54,7 +54,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The verdict as one lowercase word, for tables.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verdict::Leaking => "leaking",
             Verdict::Growing => "growing",
@@ -75,7 +75,7 @@ impl fmt::Display for Verdict {
 /// Where the lines between verdicts lie. [`Thresholds::PROCESS`] suits a
 /// process's RSS, [`Thresholds::STACK`] a call stack's outstanding bytes.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     /// Fewest samples before Leaking, Shrinking or Churn is claimed.
     pub min_points: usize,
     /// Shortest window, in seconds, before Leaking, Shrinking or Churn is
@@ -100,7 +100,7 @@ pub struct Thresholds {
 
 impl Thresholds {
     /// For a process's resident memory.
-    pub const PROCESS: Thresholds = Thresholds {
+    pub(crate) const PROCESS: Thresholds = Thresholds {
         min_points: 10,
         min_span_secs: 30.0,
         min_change_bytes: MIB,
@@ -113,7 +113,7 @@ impl Thresholds {
 
     /// For one call stack's outstanding bytes: a smaller absolute floor, since
     /// one leaking stack may hold far less than a whole process.
-    pub const STACK: Thresholds = Thresholds {
+    pub(crate) const STACK: Thresholds = Thresholds {
         min_change_bytes: 64.0 * KIB,
         min_change_fraction: 0.05,
         ..Thresholds::PROCESS
@@ -128,7 +128,7 @@ impl Default for Thresholds {
 
 /// A least-squares line `y = slope · x + intercept`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Fit {
+pub(crate) struct Fit {
     /// Change in y per unit of x (bytes per second for a time series).
     pub slope: f64,
     /// y where the line crosses x = 0.
@@ -141,7 +141,7 @@ pub struct Fit {
 /// non-finite points. Constant y gives slope 0 and R² = 1 (the line explains
 /// everything); fewer than two distinct x give slope 0, the mean of y as
 /// intercept, and R² = 0.
-pub fn linear_fit(points: &[(f64, f64)]) -> Fit {
+pub(crate) fn linear_fit(points: &[(f64, f64)]) -> Fit {
     let finite = || {
         points
             .iter()
@@ -188,7 +188,7 @@ pub fn linear_fit(points: &[(f64, f64)]) -> Fit {
 /// Both are `(seconds, value)` series; the counter is interpolated linearly
 /// at each byte sample's time, so the two need not be read together. Byte
 /// samples outside the counter's time range are dropped.
-pub fn slope_per_unit(bytes: &[(f64, f64)], work: &[(f64, f64)]) -> Fit {
+pub(crate) fn slope_per_unit(bytes: &[(f64, f64)], work: &[(f64, f64)]) -> Fit {
     let work = clean(work);
     let pairs: Vec<(f64, f64)> = clean(bytes)
         .into_iter()
@@ -199,7 +199,7 @@ pub fn slope_per_unit(bytes: &[(f64, f64)], work: &[(f64, f64)]) -> Fit {
 
 /// The verdict on one series, with the numbers behind it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Trend {
+pub(crate) struct Trend {
     /// What the series says.
     pub verdict: Verdict,
     /// Why, in a few words: "troughs rise 2.1 MiB/min (R²=0.97), still
@@ -232,7 +232,7 @@ pub struct Trend {
 /// `allocated`, for call stacks, is the stack's cumulative allocated-bytes
 /// counter as `(seconds, bytes)`; what it grew by over its span decides
 /// Churn. Pass `None` for processes.
-pub fn assess(
+pub(crate) fn assess(
     samples: &[(f64, f64)],
     allocated: Option<&[(f64, f64)]>,
     thresholds: &Thresholds,

@@ -48,19 +48,19 @@ with sampling off and has no records: `leak trace` can turn sampling on.";
 pub struct HeapArgs {
     /// The Go process to read.
     #[arg(long, value_name = "PID")]
-    pub pid: u32,
+    pub(crate) pid: u32,
 
     /// Show the N stacks holding the most memory.
     #[arg(long, value_name = "N", default_value_t = 10)]
-    pub top: usize,
+    pub(crate) top: usize,
 
     /// Order the text report by bytes allocated since start-up, not bytes
     /// in use.
     #[arg(long)]
-    pub by_allocated: bool,
+    pub(crate) by_allocated: bool,
 
     #[command(flatten)]
-    pub outputs: Outputs,
+    pub(crate) outputs: Outputs,
 }
 
 /// Runs `leak heap`: the Go layer reads the records, the report renders

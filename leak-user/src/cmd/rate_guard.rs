@@ -20,6 +20,9 @@ use anyhow::Result;
 
 use crate::sampling::{self, guard};
 
+/// The hidden subcommand that runs the guard.
+pub use crate::sampling::guard::GUARD_COMMAND;
+
 /// Runs the guard until leak says `done` or goes away.
 pub fn run() -> Result<u8> {
     for sig in [

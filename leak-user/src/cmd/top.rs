@@ -26,25 +26,25 @@ use crate::{
 pub struct TopArgs {
     /// Read memory and redraw every SECS seconds.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
-    pub interval: f64,
+    pub(crate) interval: f64,
 
     /// Stop after this many seconds (default: run until Ctrl-C, or until
     /// every --pid has exited).
     #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
+    pub(crate) duration: Option<f64>,
 
     /// Show the first N processes of the ranking (leaking first, then by
     /// growth), and draw them in the chart.
     #[arg(long, value_name = "N", default_value_t = 15)]
-    pub top: usize,
+    pub(crate) top: usize,
 
     /// Watch only this process (repeat for several). Without it, every
     /// process whose memory changes is watched, including ones started later.
     #[arg(long, value_name = "PID")]
-    pub pid: Vec<u32>,
+    pub(crate) pid: Vec<u32>,
 
     #[command(flatten)]
-    pub outputs: Outputs,
+    pub(crate) outputs: Outputs,
 }
 
 /// Runs `leak top`.

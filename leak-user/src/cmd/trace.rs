@@ -64,42 +64,42 @@ pub struct TraceArgs {
     /// The Go executable to trace. Every process running it is traced,
     /// including ones started after leak, unless --pid narrows it to one.
     #[arg(long = "uprobe", value_name = "BINARY")]
-    pub binary: Option<PathBuf>,
+    pub(crate) binary: Option<PathBuf>,
 
     /// Trace only this process (with --uprobe, it must be running BINARY).
     /// Alone: a Go program is traced through its heap sampler, any other
     /// through its heap growth (brk/mmap stacks).
     #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
 
     /// Follow heap growth (user stacks at brk and mmap, munmap subtracts)
     /// of --pid, whatever language it is written in.
     #[arg(long, conflicts_with = "binary", requires = "pid")]
-    pub syscalls: bool,
+    pub(crate) syscalls: bool,
 
     /// Stop after this many seconds (default: run until Ctrl-C, or until every
     /// traced process has exited).
     #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
+    pub(crate) duration: Option<f64>,
 
     /// Print a report every SECS seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub interval: f64,
+    pub(crate) interval: f64,
 
     /// Show the N stacks holding the most memory.
     #[arg(long, value_name = "N", default_value_t = 10)]
-    pub top: usize,
+    pub(crate) top: usize,
 
     /// Order of stacks in the text report: growing stacks first, fastest
     /// first; or bytes still held; or bytes allocated since attach.
     #[arg(long, value_enum, default_value_t = SortBy::Growth)]
-    pub sort: SortBy,
+    pub(crate) sort: SortBy,
 
     /// A function that marks one unit of work, e.g. the request handler
     /// (`main.(*Server).handle`, `main.main.func1`). leak counts its calls
     /// and reports the heap each call leaves behind, overall and per stack.
     #[arg(long, value_name = "SYMBOL")]
-    pub work: Option<String>,
+    pub(crate) work: Option<String>,
 
     /// Set the target's heap sampling rate (Go's runtime.MemProfileRate) to
     /// one sample per BYTES allocated. Smaller is finer and finds a leak
@@ -108,28 +108,28 @@ pub struct TraceArgs {
     /// program runs with sampling off.
     #[arg(long, value_name = "BYTES", conflicts_with = "read_only",
           value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
-    pub rate: Option<u64>,
+    pub(crate) rate: Option<u64>,
 
     /// Never write into the target's memory. A program that runs with heap
     /// sampling off then shows nothing, and leak says so and exits.
     #[arg(long)]
-    pub read_only: bool,
+    pub(crate) read_only: bool,
 
     /// Leave the sampling rate leak wrote in place when it exits. By
     /// default leak writes back the value it found (and a guard process
     /// does so if leak is killed), unless someone else changed it since.
     #[arg(long, conflicts_with = "read_only")]
-    pub keep_rate: bool,
+    pub(crate) keep_rate: bool,
 
     #[command(flatten)]
-    pub outputs: Outputs,
+    pub(crate) outputs: Outputs,
 
     /// Start this program under leak and trace it from its first
     /// allocation (`leak trace [OPTIONS] -- ./job ARGS…`). stdin, stdout
     /// and stderr are the program's; Ctrl-C goes to the program; the outputs
     /// are written when it exits, and its exit status is leak's.
     #[arg(last = true, value_name = "CMD", conflicts_with_all = ["pid", "binary", "syscalls"])]
-    pub command: Vec<std::ffi::OsString>,
+    pub(crate) command: Vec<std::ffi::OsString>,
 }
 
 /// The pipeline a `leak trace` runs.

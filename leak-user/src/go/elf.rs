@@ -22,7 +22,7 @@ use super::{
 
 /// A `.symtab` symbol: where and how big.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Symbol {
+pub(crate) struct Symbol {
     /// Link-time virtual address.
     pub vaddr: u64,
     /// `st_size`.
@@ -30,7 +30,7 @@ pub struct Symbol {
 }
 
 /// A Go executable, read into memory and checked.
-pub struct GoBinary {
+pub(crate) struct GoBinary {
     path: PathBuf,
     /// The whole file; shared with [`Pclntab`], which reads its tables in place.
     data: Arc<[u8]>,
@@ -57,7 +57,7 @@ impl GoBinary {
     ///
     /// For a process in another mount namespace pass `/proc/PID/exe` or
     /// `/proc/PID/root/<path>`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, GoError> {
+    pub(crate) fn open(path: impl AsRef<Path>) -> Result<Self, GoError> {
         let path = path.as_ref().to_path_buf();
         let data: Arc<[u8]> = match std::fs::read(&path) {
             Ok(d) => d.into(),
@@ -80,24 +80,25 @@ impl GoBinary {
     }
 
     /// The path the binary was opened from.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The raw file contents.
-    pub fn data(&self) -> &[u8] {
+    #[cfg(test)]
+    pub(crate) fn data(&self) -> &[u8] {
         &self.data
     }
 
     /// Go's function table (names, entry points, lines, inlining).
-    pub fn pclntab(&self) -> &Pclntab {
+    pub(crate) fn pclntab(&self) -> &Pclntab {
         &self.pclntab
     }
 
     /// The function named `name`, or an error that suggests close names
     /// (for functions a user asked to probe, or that a runtime-table row
     /// needs).
-    pub fn require_function(&self, name: &str) -> Result<FuncInfo<'_>, GoError> {
+    pub(crate) fn require_function(&self, name: &str) -> Result<FuncInfo<'_>, GoError> {
         self.pclntab.func_by_name(name).ok_or_else(|| {
             let near = self.pclntab.near_matches(name, 3);
             GoError::MissingFunction {
@@ -114,57 +115,59 @@ impl GoBinary {
 
     /// Whether the executable is position independent (`ET_DYN`): its
     /// runtime addresses are link-time addresses plus a per-process load bias.
-    pub fn is_pie(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_pie(&self) -> bool {
         self.pie
     }
 
     /// The `PT_LOAD` segments, in file order. With a process's
     /// `/proc/PID/maps`, they give the load bias of a PIE executable.
-    pub fn load_segments(&self) -> &[LoadSegment] {
+    pub(crate) fn load_segments(&self) -> &[LoadSegment] {
         &self.segments
     }
 
     /// All section headers (empty names if the file has no `.shstrtab`).
-    pub fn sections(&self) -> &[Section] {
+    pub(crate) fn sections(&self) -> &[Section] {
         &self.sections
     }
 
     /// The section called `name`, if any.
-    pub fn section(&self, name: &str) -> Option<&Section> {
+    pub(crate) fn section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
     }
 
     /// The allocated section that holds `vaddr`.
-    pub fn section_containing(&self, vaddr: u64) -> Option<&Section> {
+    pub(crate) fn section_containing(&self, vaddr: u64) -> Option<&Section> {
         self.sections.iter().find(|s| s.contains(vaddr))
     }
 
     /// File offset of a link-time virtual address, through the `PT_LOAD`
     /// segment that maps it: `vaddr − p_vaddr + p_offset`. `None` if no
     /// segment maps it from the file (e.g. `.bss`). Uprobes attach by this.
-    pub fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
+    pub(crate) fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
         vaddr_to_file_offset(&self.segments, vaddr)
     }
 
     /// `len` file-backed bytes at link-time address `vaddr`.
-    pub fn read_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+    pub(crate) fn read_vaddr(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
         read_vaddr(&self.segments, &self.data, vaddr, len)
     }
 
     /// The little-endian `u64` stored at `vaddr` in the file (a variable's
     /// initial value).
-    pub fn read_u64(&self, vaddr: u64) -> Option<u64> {
+    pub(crate) fn read_u64(&self, vaddr: u64) -> Option<u64> {
         read_u64_at(&self.segments, &self.data, vaddr)
     }
 
     /// Whether the file still has a `.symtab` (not built with `-ldflags=-s`).
-    pub fn has_symtab(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn has_symtab(&self) -> bool {
         !self.symbols().is_empty()
     }
 
     /// Looks `name` up in `.symtab`. Stripped binaries have no such table:
     /// use [`Pclntab`] for functions instead.
-    pub fn symbol(&self, name: &str) -> Option<Symbol> {
+    pub(crate) fn symbol(&self, name: &str) -> Option<Symbol> {
         self.symbols().get(name).copied()
     }
 
@@ -192,21 +195,21 @@ impl GoBinary {
 
     /// The GNU build ID (`NT_GNU_BUILD_ID`), which Go ≥1.24 derives from its
     /// own build ID and external linkers add; `None` if absent.
-    pub fn build_id(&self) -> Option<Vec<u8>> {
+    pub(crate) fn build_id(&self) -> Option<Vec<u8>> {
         let file = ElfFile64::<Endianness>::parse(&*self.data).ok()?;
         file.build_id().ok().flatten().map(<[u8]>::to_vec)
     }
 
     /// Go's own build ID string (the `.note.go.buildid` note, type 4, name
     /// "Go"), as `go tool buildid` prints it.
-    pub fn go_build_id(&self) -> Option<String> {
+    pub(crate) fn go_build_id(&self) -> Option<String> {
         let section = self.section(".note.go.buildid")?;
         let bytes = self.section_bytes(section)?;
         parse_go_buildid_note(bytes)
     }
 
     /// The file contents of a section (`None` for `SHT_NOBITS`).
-    pub fn section_bytes(&self, section: &Section) -> Option<&[u8]> {
+    pub(crate) fn section_bytes(&self, section: &Section) -> Option<&[u8]> {
         let start = usize::try_from(section.file_offset?).ok()?;
         let len = usize::try_from(section.size).ok()?;
         self.data.get(start..start.checked_add(len)?)

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 ///
 /// Each message is one line that tells the user what to do next.
 #[derive(Debug, thiserror::Error)]
-pub enum GoError {
+pub(crate) enum GoError {
     /// The path does not exist.
     #[error("{0}: no such file; pass the path of the program's executable (for a running process: /proc/PID/exe)")]
     NotFound(PathBuf),

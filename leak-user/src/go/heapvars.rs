@@ -15,7 +15,7 @@ use super::{elf::GoBinary, error::GoError, memrate::rip_relative_loads, table::R
 
 /// How the addresses were found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VarSource {
+pub(crate) enum VarSource {
     /// `.symtab`.
     Symbol,
     /// The loads of the records' reader, to be proved by walking the list.
@@ -25,7 +25,7 @@ pub enum VarSource {
 /// Link-time addresses of the heap profile's globals (add the load bias
 /// for a PIE process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeapVars {
+pub(crate) struct HeapVars {
     /// `runtime.mbuckets`.
     pub buckets: u64,
     /// `runtime.mProfCycle`.
@@ -36,7 +36,7 @@ pub struct HeapVars {
 
 /// Finds `runtime.mbuckets` and `runtime.mProfCycle` in `bin`, whose
 /// runtime is described by `row`.
-pub fn heap_vars(bin: &GoBinary, row: &RuntimeProbes) -> Result<HeapVars, GoError> {
+pub(crate) fn heap_vars(bin: &GoBinary, row: &RuntimeProbes) -> Result<HeapVars, GoError> {
     if let (Some(b), Some(c)) = (
         bin.symbol("runtime.mbuckets"),
         bin.symbol("runtime.mProfCycle"),
@@ -51,7 +51,10 @@ pub fn heap_vars(bin: &GoBinary, row: &RuntimeProbes) -> Result<HeapVars, GoErro
 }
 
 /// Finds both from the loads of the records' reader, without symbols.
-pub fn heap_vars_by_disassembly(bin: &GoBinary, row: &RuntimeProbes) -> Result<HeapVars, GoError> {
+pub(crate) fn heap_vars_by_disassembly(
+    bin: &GoBinary,
+    row: &RuntimeProbes,
+) -> Result<HeapVars, GoError> {
     let not_found = |reason: String| GoError::HeapRecordsNotFound {
         path: bin.path().to_path_buf(),
         reason,

@@ -16,7 +16,7 @@ use super::error::GoError;
 
 /// One `PT_LOAD` program header: how a part of the file is mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadSegment {
+pub(crate) struct LoadSegment {
     /// `p_vaddr`: link-time virtual address of the segment.
     pub vaddr: u64,
     /// `p_memsz`: size in memory (≥ `file_size`; the rest is zero-filled).
@@ -33,7 +33,7 @@ pub struct LoadSegment {
 
 /// One section header, reduced to what leak uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Section {
+pub(crate) struct Section {
     /// Section name, e.g. `.gopclntab`.
     pub name: String,
     /// Link-time virtual address (0 if not allocated).
@@ -52,7 +52,7 @@ pub struct Section {
 
 impl Section {
     /// Whether `vaddr` falls inside this (allocated) section.
-    pub fn contains(&self, vaddr: u64) -> bool {
+    pub(crate) fn contains(&self, vaddr: u64) -> bool {
         self.alloc && vaddr >= self.vaddr && vaddr - self.vaddr < self.size
     }
 }

@@ -21,7 +21,7 @@ use super::{
 
 /// How the address was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateSource {
+pub(crate) enum RateSource {
     /// The `runtime.MemProfileRate` symbol.
     Symbol,
     /// The RIP-relative operand of a runtime function that reads it.
@@ -30,7 +30,7 @@ pub enum RateSource {
 
 /// Link-time address of `runtime.MemProfileRate` (an 8-byte `int`): from
 /// `.symtab`, else by disassembly. Add the load bias for a PIE process.
-pub fn mem_profile_rate_addr(bin: &GoBinary) -> Result<(u64, RateSource), GoError> {
+pub(crate) fn mem_profile_rate_addr(bin: &GoBinary) -> Result<(u64, RateSource), GoError> {
     if let Some(sym) = bin.symbol("runtime.MemProfileRate") {
         return Ok((sym.vaddr, RateSource::Symbol));
     }
@@ -39,7 +39,7 @@ pub fn mem_profile_rate_addr(bin: &GoBinary) -> Result<(u64, RateSource), GoErro
 
 /// Finds `runtime.MemProfileRate` without symbols, from the code of the
 /// functions that read it.
-pub fn mem_profile_rate_by_disassembly(bin: &GoBinary) -> Result<u64, GoError> {
+pub(crate) fn mem_profile_rate_by_disassembly(bin: &GoBinary) -> Result<u64, GoError> {
     let not_found = |reason: String| GoError::MemProfileRateNotFound {
         path: bin.path().to_path_buf(),
         reason,
@@ -117,7 +117,7 @@ const STORE_WINDOW: usize = 6;
 /// The RIP-relative addresses that x86-64 `code` (starting at `ip`) stores
 /// the default rate into: `mov [rip+x], reg` a few instructions after
 /// `mov reg, 524288`.
-pub fn stores_of_default(code: &[u8], ip: u64) -> Vec<u64> {
+pub(crate) fn stores_of_default(code: &[u8], ip: u64) -> Vec<u64> {
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     // Index of the last `mov reg, 524288`, per general-purpose register.
     let mut loaded: Vec<(Option<u32>, usize)> = Vec::new();
@@ -170,7 +170,7 @@ fn holds_default_rate(bin: &GoBinary, addr: u64) -> bool {
 
 /// Addresses of all RIP-relative memory operands in x86-64 `code` that
 /// starts at `ip`.
-pub fn rip_relative_operands(code: &[u8], ip: u64) -> Vec<u64> {
+pub(crate) fn rip_relative_operands(code: &[u8], ip: u64) -> Vec<u64> {
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     let mut instruction = Instruction::default();
     let mut out = Vec::new();
@@ -185,7 +185,7 @@ pub fn rip_relative_operands(code: &[u8], ip: u64) -> Vec<u64> {
 
 /// The RIP-relative loads (`mov reg, [rip+x]`) in x86-64 `code` that
 /// starts at `ip`: (address, bytes loaded), in code order.
-pub fn rip_relative_loads(code: &[u8], ip: u64) -> Vec<(u64, usize)> {
+pub(crate) fn rip_relative_loads(code: &[u8], ip: u64) -> Vec<(u64, usize)> {
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     let mut instruction = Instruction::default();
     let mut out = Vec::new();

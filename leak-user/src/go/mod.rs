@@ -15,19 +15,19 @@
 //! Addresses in a [`GoBinary`] are link-time virtual addresses: a
 //! [`GoProcess`] adds its load bias.
 
-pub mod elf;
-pub mod error;
-pub mod heapvars;
-pub mod image;
-pub mod memrate;
-pub mod pclntab;
-pub mod process;
-pub mod program;
-pub mod prologue;
-pub mod records;
+pub(crate) mod elf;
+pub(crate) mod error;
+pub(crate) mod heapvars;
+pub(crate) mod image;
+pub(crate) mod memrate;
+pub(crate) mod pclntab;
+pub(crate) mod process;
+pub(crate) mod program;
+pub(crate) mod prologue;
+pub(crate) mod records;
 mod symbols;
-pub mod table;
-pub mod version;
+pub(crate) mod table;
+pub(crate) mod version;
 
 #[cfg(test)]
 mod refusals;
@@ -36,12 +36,7 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use elf::{GoBinary, Symbol};
-pub use error::GoError;
-pub use image::{LoadSegment, Section};
-pub use memrate::{mem_profile_rate_addr, RateSource};
-pub use pclntab::{Frame, FuncInfo, Pclntab};
-pub use process::GoProcess;
-pub use program::Program;
-pub use table::{probes_for, RuntimeProbes};
-pub use version::{GoVersion, VersionSource};
+pub(crate) use elf::GoBinary;
+pub(crate) use error::GoError;
+pub(crate) use process::GoProcess;
+pub(crate) use program::Program;

@@ -12,7 +12,7 @@ use crate::process::{
 };
 
 /// A live Go process, ready to be read.
-pub struct GoProcess {
+pub(crate) struct GoProcess {
     pid: u32,
     program: Rc<Program>,
     bias: u64,
@@ -22,7 +22,7 @@ pub struct GoProcess {
 impl GoProcess {
     /// Opens process `pid`, which runs `program`: its load bias from its
     /// memory map, and its memory.
-    pub fn open(program: Rc<Program>, pid: u32) -> Result<Self, GoError> {
+    pub(crate) fn open(program: Rc<Program>, pid: u32) -> Result<Self, GoError> {
         let bias = program.load_bias(pid).ok_or_else(|| GoError::NotMapped {
             pid,
             path: program.path.clone(),
@@ -32,7 +32,12 @@ impl GoProcess {
     }
 
     /// A process whose bias and memory are given (tests read a fake).
-    pub fn with_memory(program: Rc<Program>, pid: u32, bias: u64, memory: Box<dyn Memory>) -> Self {
+    pub(crate) fn with_memory(
+        program: Rc<Program>,
+        pid: u32,
+        bias: u64,
+        memory: Box<dyn Memory>,
+    ) -> Self {
         Self {
             pid,
             program,
@@ -42,39 +47,39 @@ impl GoProcess {
     }
 
     /// Opens process `pid` after checking that it runs a Go program.
-    pub fn open_pid(pid: u32) -> Result<Self, GoError> {
+    pub(crate) fn open_pid(pid: u32) -> Result<Self, GoError> {
         let exe = go_process(pid)?;
         Self::open(Rc::new(Program::open(&exe)?), pid)
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// The program it runs.
-    pub fn program(&self) -> &Rc<Program> {
+    pub(crate) fn program(&self) -> &Rc<Program> {
         &self.program
     }
 
     /// Load bias of the program in the process (0 unless PIE).
-    pub fn bias(&self) -> u64 {
+    pub(crate) fn bias(&self) -> u64 {
         self.bias
     }
 
     /// Its memory.
-    pub fn memory(&self) -> &dyn Memory {
+    pub(crate) fn memory(&self) -> &dyn Memory {
         self.memory.as_ref()
     }
 
     /// Runtime address of a link-time address of the program.
-    pub fn runtime_addr(&self, link_addr: u64) -> u64 {
+    pub(crate) fn runtime_addr(&self, link_addr: u64) -> u64 {
         link_addr.wrapping_add(self.bias)
     }
 
     /// Whether runtime address `pc` (a return address) is inside one of
     /// the program's functions.
-    pub fn is_code(&self, pc: u64) -> bool {
+    pub(crate) fn is_code(&self, pc: u64) -> bool {
         self.program
             .bin
             .pclntab()
@@ -84,7 +89,7 @@ impl GoProcess {
 
     /// The error of a failed read: the process exited meanwhile (one line
     /// that says so), or `e` with what was being read.
-    pub fn read_failure(&self, what: &'static str, e: GoError) -> GoError {
+    pub(crate) fn read_failure(&self, what: &'static str, e: GoError) -> GoError {
         read_failure(self.pid, process::alive(self.pid), what, e)
     }
 }
@@ -113,13 +118,13 @@ fn memory_error(pid: u32, e: std::io::Error) -> GoError {
 }
 
 /// The executable of process `pid` if it is a Go program.
-pub fn go_executable(pid: u32) -> std::io::Result<Option<PathBuf>> {
+pub(crate) fn go_executable(pid: u32) -> std::io::Result<Option<PathBuf>> {
     let exe = process::exe(pid)?;
     Ok(GoBinary::open(&exe).is_ok().then_some(exe))
 }
 
 /// Fails unless `pid` runs a Go program; returns its executable.
-pub fn go_process(pid: u32) -> Result<PathBuf, GoError> {
+pub(crate) fn go_process(pid: u32) -> Result<PathBuf, GoError> {
     if !process::alive(pid) {
         return Err(GoError::NoProcess(pid));
     }

@@ -19,7 +19,7 @@ use super::{
 use crate::process::{self, maps::Segment, FileId};
 
 /// What leak knows about a Go executable.
-pub struct Program {
+pub(crate) struct Program {
     /// Canonical path.
     pub path: PathBuf,
     /// Identity on disk (processes are matched by it).
@@ -46,7 +46,7 @@ pub struct Program {
 
 impl Program {
     /// Opens and checks the binary, and resolves everything the probes need.
-    pub fn open(path: &Path) -> Result<Self, GoError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, GoError> {
         let bin = GoBinary::open(path)?;
         let (version, _source) = bin.go_version();
         let runtime = table::probes_for(&version)?;
@@ -89,27 +89,14 @@ impl Program {
     }
 
     /// The load bias of this binary in process `pid` (0 unless PIE).
-    pub fn load_bias(&self, pid: u32) -> Option<u64> {
+    pub(crate) fn load_bias(&self, pid: u32) -> Option<u64> {
         process::maps::process_load_bias(pid, self.id.ino, &self.segments)
-    }
-
-    /// The load bias of the process whose alloc probe saw `ip`, with no
-    /// read of /proc: PIE biases are page-aligned, so whether the kernel
-    /// reports the breakpoint's address or the one after it, the page-aligned
-    /// difference is the bias.
-    pub fn bias_from_ip(&self, ip: u64) -> u64 {
-        bias_from_ip(ip, self.alloc_probe)
-    }
-
-    /// The same from a start record's instruction pointer.
-    pub fn bias_from_start_ip(&self, ip: u64) -> u64 {
-        bias_from_ip(ip, self.start_probe)
     }
 
     /// Where a uprobe on `function` goes: just past its stack-growth check
     /// (a call that grows its stack re-runs from the entry, and would be
     /// seen twice), as a file offset.
-    pub fn probe_offset(&self, function: &str) -> Result<u64, GoError> {
+    pub(crate) fn probe_offset(&self, function: &str) -> Result<u64, GoError> {
         // A clear error with near matches if the name does not exist.
         let entry = self.bin.require_function(function)?.entry;
         let at = prologue::probe_address(&self.bin, entry);
@@ -122,7 +109,7 @@ impl Program {
     }
 
     /// Build ids for the pprof mapping: the ELF one, else Go's.
-    pub fn build_id(&self) -> Option<String> {
+    pub(crate) fn build_id(&self) -> Option<String> {
         self.bin
             .build_id()
             .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
@@ -132,7 +119,7 @@ impl Program {
 
 /// `ip` (at or just past the probe) less the probe's link-time address,
 /// rounded down to the page.
-pub fn bias_from_ip(ip: u64, probe: u64) -> u64 {
+pub(crate) fn bias_from_ip(ip: u64, probe: u64) -> u64 {
     ip.wrapping_sub(probe) & !0xfff
 }
 

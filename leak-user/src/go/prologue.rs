@@ -18,7 +18,7 @@ const PROLOGUE_INSTRUCTIONS: usize = 4;
 
 /// The address just past the stack-growth check of the function at `entry`,
 /// or `entry` itself for functions without one (`//go:nosplit`).
-pub fn probe_address(bin: &GoBinary, entry: u64) -> u64 {
+pub(crate) fn probe_address(bin: &GoBinary, entry: u64) -> u64 {
     match bin.read_vaddr(entry, 32) {
         Some(code) => past_stack_check(code, entry),
         None => entry,
@@ -26,7 +26,7 @@ pub fn probe_address(bin: &GoBinary, entry: u64) -> u64 {
 }
 
 /// [`probe_address`] on raw code that starts at `ip`.
-pub fn past_stack_check(code: &[u8], ip: u64) -> u64 {
+pub(crate) fn past_stack_check(code: &[u8], ip: u64) -> u64 {
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     let mut compared_guard = false;
     for insn in decoder.iter().take(PROLOGUE_INSTRUCTIONS) {
@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn real_runtime_functions_have_the_check() {
         use crate::go::{
-            probes_for,
+            table::probes_for,
             testutil::{self, Variant, VERSIONS},
         };
         for v in VERSIONS {
@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn free_special_reads_kind_where_the_table_says() {
         use crate::go::{
-            probes_for,
+            table::probes_for,
             testutil::{self, Variant, VERSIONS},
         };
         const ARG_REGS: [Register; 9] = [

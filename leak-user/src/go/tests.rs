@@ -282,7 +282,7 @@ fn symbolization_matches_go_addr2line() {
                 let name = tab.find_func(*pc).unwrap().name;
                 let got = (name.to_owned(), innermost.file.clone(), innermost.line);
                 assert_eq!(got, (function, file, line), "go{v} {variant:?} pc {pc:#x}");
-                assert_eq!(pclntab::print_name(name), real.function);
+                assert_eq!(pclntab::names::print_name(name), real.function);
                 inlined += usize::from(frames.len() > 1);
             }
             assert!(inlined > 10, "go{v}: only {inlined} pcs in inlined code");

@@ -19,11 +19,11 @@ use std::{
 /// The Go releases the tests cover, one per runtime-table era, oldest
 /// first. 1.19.8 is Debian 12's (golang-1.19-go), what its Go daemons are
 /// built with.
-pub const VERSIONS: [&str; 4] = ["1.19.8", "1.21.13", "1.25.5", "1.27.3"];
+pub(crate) const VERSIONS: [&str; 4] = ["1.19.8", "1.21.13", "1.25.5", "1.27.3"];
 
 /// How a test program is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
+pub(crate) enum Variant {
     /// `go build`.
     Plain,
     /// `-ldflags='-s -w'`: no `.symtab`, no DWARF.
@@ -69,12 +69,12 @@ impl Variant {
     }
 
     /// Whether the variant keeps `.symtab`.
-    pub fn has_symtab(self) -> bool {
+    pub(crate) fn has_symtab(self) -> bool {
         matches!(self, Variant::Plain | Variant::Pie)
     }
 
     /// Whether the binary is position independent.
-    pub fn is_pie(self) -> bool {
+    pub(crate) fn is_pie(self) -> bool {
         matches!(
             self,
             Variant::Pie | Variant::StrippedPie | Variant::ExternalPie
@@ -83,14 +83,14 @@ impl Variant {
 }
 
 /// The repository root (holds `tests/go` and `target/`).
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     std::env::var_os("LEAK_REPO_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 /// The `go` command of toolchain `version`, if installed.
-pub fn go_tool(version: &str) -> Option<PathBuf> {
+pub(crate) fn go_tool(version: &str) -> Option<PathBuf> {
     let root = std::env::var_os("LEAK_GO_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/tools"));
@@ -115,7 +115,7 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 /// The `seed` service (leak in `main.(*RequestTracker).Track`) built with Go
 /// `version` as `variant`, or `None` (after printing why) if this machine
 /// cannot build it.
-pub fn seed(version: &str, variant: Variant) -> Option<PathBuf> {
+pub(crate) fn seed(version: &str, variant: Variant) -> Option<PathBuf> {
     let module = repo_root().join("tests/go");
     build(version, variant, &module, "./seed", "seed")
 }
@@ -126,7 +126,7 @@ pub fn seed(version: &str, variant: Variant) -> Option<PathBuf> {
 /// the order the runtime yields them.
 /// The first line, `@<hex>`, is the run-time entry of `main.notInlined`,
 /// from which a test computes the load bias of a PIE build.
-pub fn frames_program(version: &str, variant: Variant) -> Option<PathBuf> {
+pub(crate) fn frames_program(version: &str, variant: Variant) -> Option<PathBuf> {
     let module = repo_root().join("target/test-go/src-frames");
     std::fs::create_dir_all(&module).expect("create frames module dir");
     write_if_changed(&module.join("go.mod"), "module framesprobe\n\ngo 1.21\n");
@@ -302,7 +302,7 @@ fn build(
 /// Runs `go tool addr2line` of toolchain `version` on `pcs`: for each,
 /// `(function, file, line)`, with `("?", 0)` for file and line when the
 /// tables have no entry for the pc.
-pub fn go_addr2line(version: &str, bin: &Path, pcs: &[u64]) -> Vec<(String, String, u32)> {
+pub(crate) fn go_addr2line(version: &str, bin: &Path, pcs: &[u64]) -> Vec<(String, String, u32)> {
     use std::io::Write;
     let go = go_tool(version).expect("toolchain checked by the caller");
     let mut child = Command::new(go)

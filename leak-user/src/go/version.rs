@@ -13,7 +13,7 @@ use super::{elf::GoBinary, pclntab::TextStartSource, table};
 /// A Go release, e.g. `go1.25.5`. Pre-releases (`go1.22rc1`) count as the
 /// `.0` release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GoVersion {
+pub(crate) struct GoVersion {
     /// Always 1 so far.
     pub major: u32,
     /// The release: 21 in go1.21.13.
@@ -24,7 +24,7 @@ pub struct GoVersion {
 
 impl GoVersion {
     /// `go{major}.{minor}.{patch}`.
-    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+    pub(crate) const fn new(major: u32, minor: u32, patch: u32) -> Self {
         Self {
             major,
             minor,
@@ -34,7 +34,7 @@ impl GoVersion {
 
     /// Parses a Go version string: `go1.25.5`, `go1.21`, `go1.22rc1`,
     /// `go1.25.5 X:nodwarf5`, `devel go1.26-abcdef Tue …`.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
         let s = s.strip_prefix("devel ").unwrap_or(s);
         let rest = s.strip_prefix("go")?;
@@ -66,7 +66,7 @@ impl fmt::Display for GoVersion {
 
 /// How the version was learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VersionSource {
+pub(crate) enum VersionSource {
     /// The `.go.buildinfo` blob, as `go version` reads it: exact.
     BuildInfo,
     /// The `runtime.buildVersion` string in the data: exact.
@@ -78,7 +78,7 @@ pub enum VersionSource {
 
 /// Detects the Go version of `bin`; never fails, since the pclntab format
 /// alone bounds it.
-pub fn detect(bin: &GoBinary) -> (GoVersion, VersionSource) {
+pub(crate) fn detect(bin: &GoBinary) -> (GoVersion, VersionSource) {
     if let Some(v) = from_build_info(bin) {
         return (v, VersionSource::BuildInfo);
     }
@@ -95,7 +95,7 @@ const BUILD_INFO_MAGIC: &[u8] = b"\xff Go buildinf:";
 const FLAGS_VERSION_INLINE: u8 = 0x2;
 
 /// Reads the version from `.go.buildinfo` (inline-string format only).
-pub fn from_build_info(bin: &GoBinary) -> Option<GoVersion> {
+pub(crate) fn from_build_info(bin: &GoBinary) -> Option<GoVersion> {
     let section = bin.section(".go.buildinfo")?;
     GoVersion::parse(&build_info_version(bin.section_bytes(section)?)?)
 }
@@ -103,7 +103,7 @@ pub fn from_build_info(bin: &GoBinary) -> Option<GoVersion> {
 /// Decodes the version string of a build-info blob: a 32-byte header
 /// (magic, ptrSize, flags, …) then, with the inline flag, a uvarint length
 /// and the bytes. The older pointer format (before Go 1.18) is not read.
-pub fn build_info_version(blob: &[u8]) -> Option<String> {
+pub(crate) fn build_info_version(blob: &[u8]) -> Option<String> {
     let at = (0..blob.len().saturating_sub(32))
         .step_by(16)
         .find(|&i| blob[i..].starts_with(BUILD_INFO_MAGIC))?;
@@ -175,7 +175,7 @@ fn from_build_version(bin: &GoBinary, at_least: GoVersion) -> Option<GoVersion> 
 /// format present in `bin`: the newest runtime-table row whose marker
 /// function is there (`RuntimeProbes::marker_fn`), raised by what the
 /// table format says.
-pub fn infer(bin: &GoBinary) -> GoVersion {
+pub(crate) fn infer(bin: &GoBinary) -> GoVersion {
     let tab = bin.pclntab();
     let mut version = match tab.format() {
         super::pclntab::PclntabFormat::Go118 => GoVersion::new(1, 18, 0),
@@ -192,7 +192,7 @@ pub fn infer(bin: &GoBinary) -> GoVersion {
 
 impl GoBinary {
     /// The Go release that built the program, and how that was learned.
-    pub fn go_version(&self) -> (GoVersion, VersionSource) {
+    pub(crate) fn go_version(&self) -> (GoVersion, VersionSource) {
         detect(self)
     }
 }

@@ -42,7 +42,7 @@ use super::watch::Row;
 
 /// Run-wide facts for the document.
 #[derive(Clone, Debug, Default)]
-pub struct Meta {
+pub(crate) struct Meta {
     /// Time watched, seconds.
     pub duration_secs: f64,
     /// Time between readings, seconds.
@@ -98,7 +98,7 @@ struct Lost {
 
 /// Writes `rows` (already in ranking order) as a pretty-printed JSON
 /// document and a newline.
-pub fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<()> {
     let doc = Document {
         duration_secs: round3(meta.duration_secs),
         interval_secs: meta.interval_secs,

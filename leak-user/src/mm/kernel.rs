@@ -13,7 +13,7 @@ use crate::probes::{self, Attached};
 
 /// What the kernel side knows about one process.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct KernelView {
+pub(crate) struct KernelView {
     /// RSS counters and program break, if the process changed them.
     pub stats: Option<MmStats>,
     /// Mapped bytes and call counts, summed over CPUs.
@@ -22,7 +22,7 @@ pub struct KernelView {
 
 /// Kernel-side losses, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Lost {
+pub(crate) struct Lost {
     /// rss_stat events for an mm whose owner was not known.
     pub rss_events_unattributed: u64,
     /// Updates lost because the per-process maps were full.
@@ -30,7 +30,7 @@ pub struct Lost {
 }
 
 /// The loaded, attached tracepoints and their maps; detached when dropped.
-pub struct MmProbes {
+pub(crate) struct MmProbes {
     stats: BpfHashMap<MapData, u32, MmStats>,
     activity: PerCpuHashMap<MapData, u32, MmActivity>,
     counters: PerCpuArray<MapData, u64>,
@@ -40,7 +40,7 @@ pub struct MmProbes {
 
 impl MmProbes {
     /// Loads the programs and attaches them to their tracepoints.
-    pub fn attach() -> Result<Self, ProbeError> {
+    pub(crate) fn attach() -> Result<Self, ProbeError> {
         // Offsets for the raw rss_stat program; without them, the event
         // format does the work (slower: a perf record per page fault).
         let layout = match super::layout::read(Path::new(super::layout::VMLINUX_BTF)) {
@@ -67,7 +67,7 @@ impl MmProbes {
     }
 
     /// Everything the maps hold, by tgid.
-    pub fn read(&self) -> HashMap<u32, KernelView> {
+    pub(crate) fn read(&self) -> HashMap<u32, KernelView> {
         let mut out: HashMap<u32, KernelView> = HashMap::new();
         for (pid, stats) in self.stats.iter().flatten() {
             out.entry(pid).or_default().stats = Some(stats);
@@ -79,13 +79,13 @@ impl MmProbes {
     }
 
     /// Drops what the maps hold about `pid` (it exited).
-    pub fn forget(&mut self, pid: u32) {
+    pub(crate) fn forget(&mut self, pid: u32) {
         let _ = self.stats.remove(&pid);
         let _ = self.activity.remove(&pid);
     }
 
     /// Kernel-side losses so far.
-    pub fn lost(&self) -> Lost {
+    pub(crate) fn lost(&self) -> Lost {
         let get = |c: MmCounter| -> u64 {
             debug_assert!((c as u32) < MM_COUNTERS);
             self.counters

@@ -14,7 +14,7 @@ use leak_common::{MmKernelLayout, RSS_MEMBERS};
 
 /// Why the kernel's BTF does not give the layout `leak top` needs.
 #[derive(Debug, thiserror::Error)]
-pub enum LayoutError {
+pub(crate) enum LayoutError {
     /// The BTF could not be read or parsed.
     #[error("{0}")]
     Btf(String),
@@ -37,10 +37,10 @@ fn shape<T>(what: impl Into<String>) -> Result<T> {
 }
 
 /// Where the kernel publishes its own BTF.
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// The layout of the kernel whose BTF is at `path`.
-pub fn read(path: &Path) -> Result<MmKernelLayout> {
+pub(crate) fn read(path: &Path) -> Result<MmKernelLayout> {
     let btf =
         Btf::from_file(path).map_err(|e| LayoutError::Btf(format!("{}: {e}", path.display())))?;
     let task = named_struct(&btf, "task_struct")?;

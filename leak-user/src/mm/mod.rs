@@ -4,8 +4,8 @@
 //! they are shown as ([`table`], [`json`]; the SVG chart is
 //! `report::chart`). `/proc` is read through [`crate::process`].
 
-pub mod json;
-pub mod kernel;
-pub mod layout;
-pub mod table;
-pub mod watch;
+pub(crate) mod json;
+pub(crate) mod kernel;
+pub(crate) mod layout;
+pub(crate) mod table;
+pub(crate) mod watch;

@@ -12,11 +12,11 @@ use crate::units::human_bytes;
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
 /// Characters of the sparkline column.
-pub const SPARK_WIDTH: usize = 16;
+pub(crate) const SPARK_WIDTH: usize = 16;
 
 /// What the line above the table says.
 #[derive(Clone, Debug, Default)]
-pub struct Header {
+pub(crate) struct Header {
     /// Seconds since leak started watching.
     pub elapsed_secs: f64,
     /// What is watched: "every process" or "pid 1, 2".
@@ -32,7 +32,7 @@ pub struct Header {
 /// of each slice), scaled from their lowest to their highest. A series that
 /// moves by less than `min_range` is drawn flat, so noise does not look like
 /// a trend.
-pub fn sparkline(values: &[f64], width: usize, min_range: f64) -> String {
+pub(crate) fn sparkline(values: &[f64], width: usize, min_range: f64) -> String {
     if values.is_empty() || width == 0 {
         return String::new();
     }
@@ -57,7 +57,7 @@ pub fn sparkline(values: &[f64], width: usize, min_range: f64) -> String {
 
 /// A growth rate for people, per minute: `+1.2 MiB/min`, `-300 KiB/min`,
 /// `0 B/min`.
-pub fn rate_per_min(bytes_per_sec: f64) -> String {
+pub(crate) fn rate_per_min(bytes_per_sec: f64) -> String {
     let per_min = bytes_per_sec * 60.0;
     if per_min.abs() < 0.5 {
         return "0 B/min".to_string();
@@ -66,7 +66,7 @@ pub fn rate_per_min(bytes_per_sec: f64) -> String {
 }
 
 /// A byte change with its sign.
-pub fn signed(bytes: f64) -> String {
+pub(crate) fn signed(bytes: f64) -> String {
     if bytes > 0.0 {
         format!("+{}", human_bytes(bytes))
     } else {
@@ -76,7 +76,7 @@ pub fn signed(bytes: f64) -> String {
 
 /// Renders the header and the first `top` rows. Lines are cut to `width`
 /// characters when given (a terminal's width).
-pub fn render(header: &Header, rows: &[Row], top: usize, width: Option<usize>) -> String {
+pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<usize>) -> String {
     let mut out = String::new();
     let shown = rows.len().min(top);
     let _ = write!(

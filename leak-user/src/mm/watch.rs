@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use leak_common::{MmActivity, MmStats, RSS_ANON, RSS_FILE, RSS_MEMBERS, RSS_SHMEM, RSS_SWAP};
+#[cfg(test)]
+use leak_common::RSS_SWAP;
+use leak_common::{MmActivity, MmStats, RSS_ANON, RSS_FILE, RSS_MEMBERS, RSS_SHMEM};
 
 use crate::analysis::{
     series,
@@ -14,7 +16,7 @@ use crate::process::RssCounters;
 
 /// One look at a process's memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Reading {
+pub(crate) struct Reading {
     /// RSS counters in bytes, indexed like `kmem:rss_stat`'s (`RSS_*`).
     pub rss: RssCounters,
     /// Net bytes mapped by mmap/munmap/mremap since leak started watching.
@@ -29,17 +31,13 @@ pub struct Reading {
 impl Reading {
     /// Resident memory: anonymous, file-backed and shared (what `top` calls
     /// RES; swap not included).
-    pub fn resident(&self) -> u64 {
+    pub(crate) fn resident(&self) -> u64 {
         self.rss[RSS_ANON] + self.rss[RSS_FILE] + self.rss[RSS_SHMEM]
     }
 
-    /// Anonymous resident memory.
-    pub fn anon(&self) -> u64 {
-        self.rss[RSS_ANON]
-    }
-
     /// Swapped-out memory.
-    pub fn swap(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn swap(&self) -> u64 {
         self.rss[RSS_SWAP]
     }
 }
@@ -47,7 +45,7 @@ impl Reading {
 /// The RSS counters of a process from the kernel side's view: each counter
 /// `kmem:rss_stat` has reported, and for the others (unchanged since leak
 /// attached) what `/proc` said when the process was first seen.
-pub fn merge_rss(stats: &MmStats, baseline: &RssCounters) -> RssCounters {
+pub(crate) fn merge_rss(stats: &MmStats, baseline: &RssCounters) -> RssCounters {
     let mut out = *baseline;
     for (m, slot) in out.iter_mut().enumerate().take(RSS_MEMBERS) {
         if stats.rss_seen & (1 << m) != 0 {
@@ -58,7 +56,7 @@ pub fn merge_rss(stats: &MmStats, baseline: &RssCounters) -> RssCounters {
 }
 
 /// A process's activity summed over CPUs.
-pub fn sum_activity<'a>(per_cpu: impl IntoIterator<Item = &'a MmActivity>) -> MmActivity {
+pub(crate) fn sum_activity<'a>(per_cpu: impl IntoIterator<Item = &'a MmActivity>) -> MmActivity {
     per_cpu
         .into_iter()
         .fold(MmActivity::default(), |acc, a| MmActivity {
@@ -71,7 +69,7 @@ pub fn sum_activity<'a>(per_cpu: impl IntoIterator<Item = &'a MmActivity>) -> Mm
 /// Most points kept per series: past this, pairs of neighbouring points are
 /// merged into the lower one (troughs are what the verdict reads), so a
 /// day-long watch keeps bounded memory at coarser resolution.
-pub const MAX_POINTS: usize = 4096;
+pub(crate) const MAX_POINTS: usize = 4096;
 
 /// One watched process.
 #[derive(Clone, Debug)]
@@ -86,13 +84,13 @@ struct Watched {
 
 /// Every watched process and its series.
 #[derive(Clone, Debug, Default)]
-pub struct Watch {
+pub(crate) struct Watch {
     procs: BTreeMap<u32, Watched>,
 }
 
 /// One row of the `leak top` table: a process, its series and the verdict.
 #[derive(Clone, Debug)]
-pub struct Row {
+pub(crate) struct Row {
     /// Process id.
     pub pid: u32,
     /// Command name (`/proc/PID/comm`).
@@ -105,27 +103,32 @@ pub struct Row {
     pub change_bytes: f64,
     /// The verdict on `series`, with its numbers.
     pub trend: Trend,
-    /// Whether the kernel side saw it change its memory while watched.
-    pub active: bool,
 }
 
 impl Row {
     /// Growth rate used for ranking, bytes per second: the trend of the
     /// troughs, the same line the verdict is drawn from.
-    pub fn growth(&self) -> f64 {
+    pub(crate) fn growth(&self) -> f64 {
         self.trend.slope
     }
 }
 
 impl Watch {
     /// An empty watch.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Adds a reading of process `pid` taken `secs` after leak started.
     /// `active` marks a process the kernel side saw change its memory.
-    pub fn record(&mut self, pid: u32, command: &str, secs: f64, reading: Reading, active: bool) {
+    pub(crate) fn record(
+        &mut self,
+        pid: u32,
+        command: &str,
+        secs: f64,
+        reading: Reading,
+        active: bool,
+    ) {
         let w = self.procs.entry(pid).or_insert_with(|| Watched {
             command: command.to_string(),
             series: Vec::new(),
@@ -139,27 +142,18 @@ impl Watch {
     }
 
     /// Drops a process (it exited, or its pid now names another process).
-    pub fn forget(&mut self, pid: u32) {
+    pub(crate) fn forget(&mut self, pid: u32) {
         self.procs.remove(&pid);
     }
 
     /// Whether `pid` is watched.
-    pub fn contains(&self, pid: u32) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains(&self, pid: u32) -> bool {
         self.procs.contains_key(&pid)
     }
 
-    /// Watched pids, ascending.
-    pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.procs.keys().copied()
-    }
-
-    /// Number of watched processes.
-    pub fn len(&self) -> usize {
-        self.procs.len()
-    }
-
     /// Whether nothing is watched.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.procs.is_empty()
     }
 
@@ -169,7 +163,7 @@ impl Watch {
     /// two readings (a start-up, a burst) below a confirmed leak. With
     /// `active_only`, processes whose memory the kernel side never saw
     /// change are left out.
-    pub fn rows(&self, active_only: bool) -> Vec<Row> {
+    pub(crate) fn rows(&self, active_only: bool) -> Vec<Row> {
         let mut rows: Vec<Row> = self
             .procs
             .iter()
@@ -187,7 +181,6 @@ impl Watch {
                     series: w.series.clone(),
                     change_bytes,
                     trend,
-                    active: w.active,
                 }
             })
             .collect();
@@ -213,7 +206,8 @@ fn severity(v: Verdict) -> u8 {
 }
 
 /// How many rows carry each verdict, for a summary line.
-pub fn verdict_counts(rows: &[Row]) -> Vec<(Verdict, usize)> {
+#[cfg(test)]
+pub(crate) fn verdict_counts(rows: &[Row]) -> Vec<(Verdict, usize)> {
     let mut out: Vec<(Verdict, usize)> = Vec::new();
     for r in rows {
         match out.iter_mut().find(|(v, _)| *v == r.trend.verdict) {

@@ -20,7 +20,7 @@ use crate::{
 
 /// The function symbols and loadable segments of one ELF file.
 #[derive(Debug, Default)]
-pub struct ElfSymbols {
+pub(crate) struct ElfSymbols {
     /// (address, size, name), sorted by address.
     functions: Vec<(u64, u64, String)>,
     /// (file offset, file size, address) of each loadable segment.
@@ -29,7 +29,7 @@ pub struct ElfSymbols {
 
 impl ElfSymbols {
     /// Reads the symbol tables of the ELF file at `path`.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub(crate) fn open(path: &Path) -> io::Result<Self> {
         let data = fs::read(path)?;
         let file = object::File::parse(&*data)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -58,7 +58,7 @@ impl ElfSymbols {
     }
 
     /// The link-time address of byte `offset` of the file.
-    pub fn address_of_offset(&self, offset: u64) -> Option<u64> {
+    pub(crate) fn address_of_offset(&self, offset: u64) -> Option<u64> {
         self.segments
             .iter()
             .find(|(off, size, _)| (*off..off + size).contains(&offset))
@@ -66,12 +66,12 @@ impl ElfSymbols {
     }
 
     /// Whether a function starts exactly at link-time address `addr`.
-    pub fn starts_function(&self, addr: u64) -> bool {
+    pub(crate) fn starts_function(&self, addr: u64) -> bool {
         self.functions.binary_search_by_key(&addr, |f| f.0).is_ok()
     }
 
     /// The function containing link-time address `addr`.
-    pub fn function_at(&self, addr: u64) -> Option<&str> {
+    pub(crate) fn function_at(&self, addr: u64) -> Option<&str> {
         let i = self.functions.partition_point(|f| f.0 <= addr);
         let (start, size, name) = self.functions.get(i.checked_sub(1)?)?;
         // A symbol without a size (hand-written assembly) covers up to the
@@ -103,7 +103,7 @@ fn code_mappings(maps: Vec<Mapping>) -> Vec<CodeMapping> {
 }
 
 /// The code of one running process, by address.
-pub struct ProcessSymbols {
+pub(crate) struct ProcessSymbols {
     pid: u32,
     code: Vec<CodeMapping>,
     /// Parsed files by path (`None`: unreadable or not ELF).
@@ -112,7 +112,7 @@ pub struct ProcessSymbols {
 
 impl ProcessSymbols {
     /// Reads the code mappings of process `pid`.
-    pub fn new(pid: u32) -> io::Result<Self> {
+    pub(crate) fn new(pid: u32) -> io::Result<Self> {
         let mut s = Self {
             pid,
             code: Vec::new(),
@@ -123,13 +123,13 @@ impl ProcessSymbols {
     }
 
     /// Re-reads the mappings (after the process loaded a library).
-    pub fn refresh(&mut self) -> io::Result<()> {
+    pub(crate) fn refresh(&mut self) -> io::Result<()> {
         self.code = code_mappings(maps::of(self.pid)?);
         Ok(())
     }
 
     /// Whether `addr` is in the process's code.
-    pub fn is_code(&self, addr: u64) -> bool {
+    pub(crate) fn is_code(&self, addr: u64) -> bool {
         self.mapping(addr).is_some()
     }
 
@@ -161,7 +161,7 @@ impl ProcessSymbols {
     /// Whether a function of the process starts exactly at `addr`: a
     /// function pointer, or the address after a call that never returns,
     /// never the return address of a live frame.
-    pub fn starts_function(&mut self, addr: u64) -> bool {
+    pub(crate) fn starts_function(&mut self, addr: u64) -> bool {
         self.file_at(addr)
             .and_then(|(_, offset, elf)| {
                 let elf = elf?;
@@ -171,7 +171,7 @@ impl ProcessSymbols {
     }
 
     /// The function at `addr`, and the file it is in.
-    pub fn function_at(&mut self, addr: u64) -> Option<(String, String)> {
+    pub(crate) fn function_at(&mut self, addr: u64) -> Option<(String, String)> {
         let (m, offset, elf) = self.file_at(addr)?;
         let file_name = m.path.rsplit('/').next().unwrap_or(&m.path).to_string();
         let name = elf
@@ -202,7 +202,7 @@ impl SymbolSource for std::cell::RefCell<ProcessSymbols> {
 /// instruction: `call rel32` (E8, 5 bytes) or an indirect `call` (FF /2,
 /// 2 to 7 bytes). Tells a return address on the stack from a stray code
 /// pointer, mostly.
-pub fn follows_call(before: [u8; 8]) -> bool {
+pub(crate) fn follows_call(before: [u8; 8]) -> bool {
     if before[3] == 0xe8 {
         return true;
     }

@@ -3,5 +3,5 @@
 //! ([`elfsym`]) and its user stacks rebuilt without frame pointers
 //! ([`stacks`]). Like the Go layer beside it, it imports nothing above it.
 
-pub mod elfsym;
-pub mod stacks;
+pub(crate) mod elfsym;
+pub(crate) mod stacks;

@@ -11,7 +11,7 @@ use crate::frame::Frame;
 /// without frame pointers, libc's, which the walk skips; then the rest of
 /// the frame-pointer walk. When `bp` is not within the words, the scan
 /// stops at the walk's first return address instead.
-pub fn user_stack(
+pub(crate) fn user_stack(
     walk: &[u64],
     sp: u64,
     bp: u64,
@@ -51,7 +51,7 @@ fn in_c_library(frame: &Frame) -> bool {
 /// Drops the C library's frames at the leaf end but the one the program
 /// called (`malloc`), so the leaf is where the program asked for memory, as
 /// Go's profiles trim the runtime. A stack of C library frames alone stays.
-pub fn trim_c_library(frames: Vec<Frame>) -> Vec<Frame> {
+pub(crate) fn trim_c_library(frames: Vec<Frame>) -> Vec<Frame> {
     match frames.iter().position(|f| !in_c_library(f)) {
         Some(first_own) if first_own > 1 => frames.into_iter().skip(first_own - 1).collect(),
         _ => frames,

@@ -6,6 +6,6 @@
 //! - [`native`]: brk/mmap stacks of any program.
 //! - [`top`]: resident memory of every process, from memory tracepoints.
 
-pub mod go;
-pub mod native;
-pub mod top;
+pub(crate) mod go;
+pub(crate) mod native;
+pub(crate) mod top;

@@ -42,7 +42,7 @@ const ALIVE_EVERY: Duration = Duration::from_millis(500);
 
 /// What `leak trace --pid` on a native program was asked to do.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// The process.
     pub pid: u32,
     /// Stacks in the text report.
@@ -57,7 +57,7 @@ pub struct Options {
 
 /// Checks the process, then traces its heap growth until told to stop and
 /// writes every requested output.
-pub fn run(options: Options) -> Result<()> {
+pub(crate) fn run(options: Options) -> Result<()> {
     if !process::alive(options.pid) {
         refuse!("no process with pid {}", options.pid);
     }

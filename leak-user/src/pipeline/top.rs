@@ -26,7 +26,7 @@ use crate::{
 
 /// What `leak top` was asked to do.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// Seconds between readings.
     pub interval: f64,
     /// Stop after this many seconds.
@@ -41,7 +41,7 @@ pub struct Options {
 
 /// Checks the processes asked for, then watches until told to stop and
 /// writes every requested output.
-pub fn run(options: Options) -> Result<()> {
+pub(crate) fn run(options: Options) -> Result<()> {
     for &pid in &options.pids {
         if !process::alive(pid) {
             refuse!("no process with pid {pid}");

@@ -11,7 +11,7 @@ use aya::{
 
 /// Why leak could not load or attach its probes.
 #[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     /// Not root, nor CAP_BPF and CAP_PERFMON.
     #[error("could not {what}: permission denied (leak needs root, or CAP_BPF and CAP_PERFMON)")]
     PermissionDenied {
@@ -71,7 +71,7 @@ pub enum ProbeError {
 
 /// A kernel feature a probe family needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Feature {
+pub(crate) enum Feature {
     /// Uprobes (the Go probes).
     Uprobes,
     /// A tracepoint, by name.

@@ -17,7 +17,7 @@ use super::{load, program, take_map, Attached, Feature, ProbeError, Settings};
 
 /// One uprobe: which program goes on which function.
 #[derive(Clone, Debug)]
-pub struct Attachment {
+pub(crate) struct Attachment {
     /// Program name in the eBPF object.
     pub program: &'static str,
     /// Go function the probe goes on (for messages).
@@ -27,7 +27,7 @@ pub struct Attachment {
 }
 
 /// Kernel maps the Go pipeline reads while tracing.
-pub struct GoMaps {
+pub(crate) struct GoMaps {
     /// Losses, per CPU, indexed by `leak_common::Counter`.
     pub counters: PerCpuArray<MapData, u64>,
     /// Calls of `--work`'s function, per CPU.
@@ -40,7 +40,7 @@ pub struct GoMaps {
 }
 
 /// The attached Go probes.
-pub struct GoProbes {
+pub(crate) struct GoProbes {
     /// Samples, frees, GC cycles and starts.
     pub events: RingBuf<MapData>,
     /// What the pipeline reads and writes while tracing.
@@ -52,7 +52,7 @@ pub struct GoProbes {
 /// Loads the eBPF object with `config` and attaches every uprobe in
 /// `attachments` to `binary`, for process `pid` only or for every process
 /// running `binary` (also those started later).
-pub fn attach(
+pub(crate) fn attach(
     binary: &Path,
     pid: Option<u32>,
     config: ProbeConfig,

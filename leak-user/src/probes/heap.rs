@@ -17,7 +17,7 @@ const TRACEPOINTS: &[(&str, &str)] = &[
 ];
 
 /// The attached heap-growth probes.
-pub struct HeapProbes {
+pub(crate) struct HeapProbes {
     /// brk, mmap and munmap records.
     pub events: RingBuf<MapData>,
     /// Losses, per CPU, indexed by `leak_common::Counter`.
@@ -27,7 +27,7 @@ pub struct HeapProbes {
 }
 
 /// Loads the heap-growth programs for process `pid` and attaches them.
-pub fn attach(pid: u32) -> Result<HeapProbes, ProbeError> {
+pub(crate) fn attach(pid: u32) -> Result<HeapProbes, ProbeError> {
     ensure_tracefs()?;
     let config = HeapConfig { tgid: pid, _pad: 0 };
     let mut ebpf = load(Settings {

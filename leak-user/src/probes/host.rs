@@ -6,7 +6,7 @@ use std::path::Path;
 use super::ProbeError;
 
 /// Fails unless running as root.
-pub fn require_root() -> Result<(), ProbeError> {
+pub(crate) fn require_root() -> Result<(), ProbeError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(ProbeError::NotRoot);
@@ -19,7 +19,7 @@ const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// Tracepoints are found through tracefs; mount it if nothing is there
 /// (minimal systems and containers often leave it unmounted).
-pub fn ensure_tracefs() -> Result<(), ProbeError> {
+pub(super) fn ensure_tracefs() -> Result<(), ProbeError> {
     let mounted = |dir: &str| Path::new(dir).join("events").is_dir();
     if TRACEFS.iter().any(|d| mounted(d)) {
         return Ok(());

@@ -16,7 +16,7 @@ const RAW_RSS_STAT: (&str, &str) = ("mm_rss_stat", "rss_stat");
 const RSS_STAT_EVENT: (&str, &str, &str) = ("mm_rss_stat_event", "kmem", "rss_stat");
 
 /// The attached `leak top` probes.
-pub struct TopProbes {
+pub(crate) struct TopProbes {
     /// RSS counters and program break, by tgid.
     pub stats: HashMap<MapData, u32, MmStats>,
     /// Mapped bytes and call counts, by tgid, per CPU.
@@ -31,7 +31,7 @@ pub struct TopProbes {
 /// the counters at `layout`'s offsets; without a layout the
 /// `kmem:rss_stat` event format does the work (slower: a perf record per
 /// page fault).
-pub fn attach(layout: Option<MmKernelLayout>) -> Result<TopProbes, ProbeError> {
+pub(crate) fn attach(layout: Option<MmKernelLayout>) -> Result<TopProbes, ProbeError> {
     ensure_tracefs()?;
     let config = layout.unwrap_or_default();
     let mut ebpf = load(Settings {

@@ -8,11 +8,11 @@
 //! apart by aya's error kinds and the kernel's errno.
 
 mod error;
-pub mod go;
-pub mod heap;
+pub(crate) mod go;
+pub(crate) mod heap;
 mod host;
 mod logs;
-pub mod mm;
+pub(crate) mod mm;
 
 use aya::{
     maps::{Map, MapError},
@@ -21,7 +21,7 @@ use aya::{
 };
 
 use self::host::ensure_tracefs;
-pub use self::{
+pub(crate) use self::{
     error::{Feature, ProbeError},
     host::require_root,
 };
@@ -41,7 +41,7 @@ struct Settings<'a> {
 
 /// The loaded object. Its programs stay attached, and its maps not taken
 /// out stay, while this lives; dropping it detaches them.
-pub struct Attached {
+pub(crate) struct Attached {
     _ebpf: Ebpf,
 }
 

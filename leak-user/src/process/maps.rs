@@ -6,7 +6,7 @@ use std::fs;
 /// One loadable segment of an ELF file: where it sits in the file and where
 /// it asks to be mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
+pub(crate) struct Segment {
     /// `p_vaddr`.
     pub vaddr: u64,
     /// `p_offset`.
@@ -17,7 +17,7 @@ pub struct Segment {
 
 /// One line of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mapping {
+pub(crate) struct Mapping {
     /// First address.
     pub start: u64,
     /// One past the last address.
@@ -33,7 +33,7 @@ pub struct Mapping {
 }
 
 /// Parses `/proc/PID/maps` text.
-pub fn parse_maps(text: &str) -> Vec<Mapping> {
+pub(crate) fn parse_maps(text: &str) -> Vec<Mapping> {
     text.lines()
         .filter_map(|line| {
             let mut f = line.split_whitespace();
@@ -58,7 +58,7 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
 /// The load bias of a binary in a process: runtime address minus the
 /// address the ELF file asks for (0 for a non-PIE executable). Found from
 /// the first mapping of the file (`inode`) whose offset starts a segment.
-pub fn load_bias(maps: &[Mapping], inode: u64, segments: &[Segment]) -> Option<u64> {
+pub(crate) fn load_bias(maps: &[Mapping], inode: u64, segments: &[Segment]) -> Option<u64> {
     const PAGE: u64 = 4096;
     maps.iter().filter(|m| m.inode == inode).find_map(|m| {
         let seg = segments
@@ -71,19 +71,19 @@ pub fn load_bias(maps: &[Mapping], inode: u64, segments: &[Segment]) -> Option<u
 }
 
 /// The load bias of `inode` in process `pid`, read from its maps.
-pub fn process_load_bias(pid: u32, inode: u64, segments: &[Segment]) -> Option<u64> {
+pub(crate) fn process_load_bias(pid: u32, inode: u64, segments: &[Segment]) -> Option<u64> {
     load_bias(&of(pid).ok()?, inode, segments)
 }
 
 /// The mappings of process `pid`.
-pub fn of(pid: u32) -> std::io::Result<Vec<Mapping>> {
+pub(crate) fn of(pid: u32) -> std::io::Result<Vec<Mapping>> {
     Ok(parse_maps(&fs::read_to_string(format!(
         "/proc/{pid}/maps"
     ))?))
 }
 
 /// The program break of `pid` now: the end of its `[heap]` mapping.
-pub fn program_break(pid: u32) -> Option<u64> {
+pub(crate) fn program_break(pid: u32) -> Option<u64> {
     of(pid)
         .ok()?
         .iter()

@@ -6,7 +6,7 @@
 use std::{fs, io, os::unix::fs::FileExt};
 
 /// Memory that can be read at an address.
-pub trait Memory {
+pub(crate) trait Memory {
     /// Fills `buf` from `addr`.
     fn read_at(&self, addr: u64, buf: &mut [u8]) -> io::Result<()>;
 
@@ -20,14 +20,14 @@ pub trait Memory {
 
 /// Memory that can also be written (one `i64` at a time: all leak ever
 /// writes).
-pub trait MemoryMut: Memory {
+pub(crate) trait MemoryMut: Memory {
     /// Writes a little-endian `i64` at `addr`.
     fn write_i64(&self, addr: u64, value: i64) -> io::Result<()>;
 }
 
 /// One process's memory, opened once.
 #[derive(Debug)]
-pub struct ProcessMemory {
+pub(crate) struct ProcessMemory {
     pid: u32,
     file: fs::File,
     /// `file` was opened for writing too.
@@ -36,7 +36,7 @@ pub struct ProcessMemory {
 
 impl ProcessMemory {
     /// Opens the memory of process `pid` for reading.
-    pub fn open(pid: u32) -> io::Result<Self> {
+    pub(crate) fn open(pid: u32) -> io::Result<Self> {
         Ok(Self {
             pid,
             file: fs::File::open(format!("/proc/{pid}/mem"))?,
@@ -47,7 +47,7 @@ impl ProcessMemory {
     /// Opens the memory of process `pid` for reading and writing, with one
     /// handle: every access goes to the process it opened, even if the pid
     /// is reused meanwhile (the rate guard's restore).
-    pub fn open_writable(pid: u32) -> io::Result<Self> {
+    pub(crate) fn open_writable(pid: u32) -> io::Result<Self> {
         Ok(Self {
             pid,
             file: fs::OpenOptions::new()
@@ -56,11 +56,6 @@ impl ProcessMemory {
                 .open(format!("/proc/{pid}/mem"))?,
             writable: true,
         })
-    }
-
-    /// The process.
-    pub fn pid(&self) -> u32 {
-        self.pid
     }
 }
 
@@ -88,12 +83,12 @@ impl MemoryMut for ProcessMemory {
 /// memory.
 #[cfg(test)]
 #[derive(Debug, Default)]
-pub struct FakeMemory(pub std::cell::RefCell<Vec<(u64, Vec<u8>)>>);
+pub(crate) struct FakeMemory(pub std::cell::RefCell<Vec<(u64, Vec<u8>)>>);
 
 #[cfg(test)]
 impl FakeMemory {
     /// Memory holding `values` at their addresses.
-    pub fn with_i64s(values: &[(u64, i64)]) -> Self {
+    pub(crate) fn with_i64s(values: &[(u64, i64)]) -> Self {
         Self(std::cell::RefCell::new(
             values
                 .iter()

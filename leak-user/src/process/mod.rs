@@ -3,8 +3,8 @@
 //! where a binary is loaded; [`memory`]: reading and writing their memory
 //! through one handle per process).
 
-pub mod maps;
-pub mod memory;
+pub(crate) mod maps;
+pub(crate) mod memory;
 
 use std::{
     fs, io,
@@ -17,7 +17,7 @@ use leak_common::{RSS_ANON, RSS_FILE, RSS_MEMBERS, RSS_SHMEM, RSS_SWAP};
 /// Identity of a file on disk: the same binary seen through different paths
 /// (symlinks, `/proc/PID/exe`, a container's root) has the same id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FileId {
+pub(crate) struct FileId {
     /// Device number.
     pub dev: u64,
     /// Inode number.
@@ -26,7 +26,7 @@ pub struct FileId {
 
 impl FileId {
     /// The id of the file at `path` (symlinks followed).
-    pub fn of(path: &Path) -> io::Result<Self> {
+    pub(crate) fn of(path: &Path) -> io::Result<Self> {
         let md = fs::metadata(path)?;
         Ok(Self {
             dev: md.dev(),
@@ -36,13 +36,13 @@ impl FileId {
 }
 
 /// Whether process `pid` exists (and is not a zombie).
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     state(pid).is_some_and(|(s, _)| !is_dead(s))
 }
 
 /// Now, in clock ticks since boot: the unit of a process's start time in
 /// `/proc/PID/stat`.
-pub fn boot_ticks() -> Option<u64> {
+pub(crate) fn boot_ticks() -> Option<u64> {
     let uptime = fs::read_to_string("/proc/uptime").ok()?;
     let secs: f64 = uptime.split_whitespace().next()?.parse().ok()?;
     // SAFETY: sysconf has no memory preconditions.
@@ -51,19 +51,19 @@ pub fn boot_ticks() -> Option<u64> {
 }
 
 /// Sends signal `sig` to process `pid`.
-pub fn signal(pid: u32, sig: i32) {
+pub(crate) fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) has no memory preconditions.
     unsafe { libc::kill(pid as i32, sig) };
 }
 
 /// Lets a stopped process go on (SIGCONT).
-pub fn resume(pid: u32) {
+pub(crate) fn resume(pid: u32) {
     signal(pid, libc::SIGCONT);
 }
 
 /// The executable of process `pid`; an error that says "no process" when
 /// there is none.
-pub fn exe(pid: u32) -> io::Result<PathBuf> {
+pub(crate) fn exe(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => io::Error::new(e.kind(), format!("no process with pid {pid}")),
         _ => io::Error::new(
@@ -75,7 +75,7 @@ pub fn exe(pid: u32) -> io::Result<PathBuf> {
 
 /// Whether process `pid` runs the binary `id`; `None` when there is no such
 /// process (or it is gone).
-pub fn runs_binary(pid: u32, id: FileId) -> Option<bool> {
+pub(crate) fn runs_binary(pid: u32, id: FileId) -> Option<bool> {
     if !alive(pid) {
         return None;
     }
@@ -87,7 +87,7 @@ pub fn runs_binary(pid: u32, id: FileId) -> Option<bool> {
 }
 
 /// Every live process whose executable is `id`, in pid order.
-pub fn processes_running(id: FileId) -> Vec<u32> {
+pub(crate) fn processes_running(id: FileId) -> Vec<u32> {
     pids()
         .into_iter()
         .filter(|pid| runs_binary(*pid, id) == Some(true))
@@ -95,7 +95,7 @@ pub fn processes_running(id: FileId) -> Vec<u32> {
 }
 
 /// The command name of a process (`/proc/PID/comm`).
-pub fn comm(pid: u32) -> Option<String> {
+pub(crate) fn comm(pid: u32) -> Option<String> {
     let s = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     Some(s.trim_end().to_string())
 }
@@ -103,11 +103,11 @@ pub fn comm(pid: u32) -> Option<String> {
 /// One process's memory as `/proc/PID/status` shows it, in bytes, indexed
 /// like `kmem:rss_stat`'s counters (`RSS_FILE`, `RSS_ANON`, `RSS_SWAP`,
 /// `RSS_SHMEM`).
-pub type RssCounters = [u64; RSS_MEMBERS];
+pub(crate) type RssCounters = [u64; RSS_MEMBERS];
 
 /// Parses the RSS lines of `/proc/PID/status`; `None` for a process without
 /// memory of its own (a kernel thread, a zombie).
-pub fn parse_status_rss(status: &str) -> Option<RssCounters> {
+pub(crate) fn parse_status_rss(status: &str) -> Option<RssCounters> {
     let mut out = [0u64; RSS_MEMBERS];
     let mut found = false;
     for line in status.lines() {
@@ -130,14 +130,14 @@ pub fn parse_status_rss(status: &str) -> Option<RssCounters> {
 
 /// The RSS counters of process `pid`, or `None` if it is gone or has no
 /// memory of its own.
-pub fn rss(pid: u32) -> Option<RssCounters> {
+pub(crate) fn rss(pid: u32) -> Option<RssCounters> {
     parse_status_rss(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
 /// Field `n` (1-based, as `man proc` numbers them) of a `/proc/PID/stat`
 /// line. The command name, field 2, may hold spaces and parentheses, so
 /// counting starts after its last ')'.
-pub fn stat_field(stat: &str, n: usize) -> Option<u64> {
+pub(crate) fn stat_field(stat: &str, n: usize) -> Option<u64> {
     let (_, rest) = stat.rsplit_once(')')?;
     // rest starts with field 3 (state).
     rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
@@ -145,19 +145,19 @@ pub fn stat_field(stat: &str, n: usize) -> Option<u64> {
 
 /// Start of the heap (`start_brk`, field 47 of `/proc/PID/stat`): the
 /// program break before the first `brk` call grew it.
-pub fn start_brk(pid: u32) -> Option<u64> {
+pub(crate) fn start_brk(pid: u32) -> Option<u64> {
     stat_field(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?, 47)
 }
 
 /// State letter (field 3) and start time (field 22, clock ticks after boot)
 /// of process `pid`: with the pid, the start time names one process even
 /// when pids are reused.
-pub fn state(pid: u32) -> Option<(char, u64)> {
+pub(crate) fn state(pid: u32) -> Option<(char, u64)> {
     parse_state(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// State letter and start time from a `/proc/PID/stat` line.
-pub fn parse_state(stat: &str) -> Option<(char, u64)> {
+pub(crate) fn parse_state(stat: &str) -> Option<(char, u64)> {
     let (_, rest) = stat.rsplit_once(')')?;
     let state = rest.trim_start().chars().next()?;
     Some((state, stat_field(stat, 22)?))
@@ -166,7 +166,7 @@ pub fn parse_state(stat: &str) -> Option<(char, u64)> {
 /// One process, named so that a reused pid is never taken for it: its pid
 /// and its start time (clock ticks after boot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The process id.
     pub pid: u32,
     /// Its start time, from `/proc/PID/stat`.
@@ -176,7 +176,7 @@ pub struct Identity {
 impl Identity {
     /// The process running as `pid` now; `None` if there is none, or only
     /// its zombie.
-    pub fn of_live(pid: u32) -> Option<Self> {
+    pub(crate) fn of_live(pid: u32) -> Option<Self> {
         match state(pid)? {
             (s, _) if is_dead(s) => None,
             (_, start_time) => Some(Self { pid, start_time }),
@@ -184,18 +184,18 @@ impl Identity {
     }
 
     /// Whether this very process still runs (not another one given its pid).
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         Self::of_live(self.pid) == Some(*self)
     }
 }
 
 /// Whether a state letter means the process has exited (zombie, dead).
-pub fn is_dead(state: char) -> bool {
+pub(crate) fn is_dead(state: char) -> bool {
     matches!(state, 'Z' | 'X' | 'x')
 }
 
 /// Every process id in `/proc`, ascending.
-pub fn pids() -> Vec<u32> {
+pub(crate) fn pids() -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };

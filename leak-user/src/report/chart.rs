@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 /// One line of the chart.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ChartLine {
+pub(crate) struct ChartLine {
     /// Legend text, e.g. `seed (pid 4242): leaking`.
     pub label: String,
     /// `(seconds since start, bytes)`, in time order.
@@ -43,7 +43,7 @@ const COLORS: [RGBColor; 16] = [
 ];
 
 /// The colour of line `i`.
-pub fn color(i: usize) -> RGBColor {
+pub(crate) fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
@@ -51,7 +51,7 @@ pub fn color(i: usize) -> RGBColor {
 /// the x axis (seconds), `quantity` (e.g. "resident memory") on the y axis
 /// from 0, in MiB (KiB when every line stays under 1 MiB), the legend (one
 /// entry per line, in order) to the right of the plot.
-pub fn write(
+pub(crate) fn write(
     title: &str,
     quantity: &str,
     lines: &[ChartLine],
@@ -84,7 +84,7 @@ fn decimals(max: f64) -> usize {
 }
 
 /// The SVG text of the chart.
-pub fn render(title: &str, quantity: &str, lines: &[ChartLine]) -> Result<String, String> {
+pub(crate) fn render(title: &str, quantity: &str, lines: &[ChartLine]) -> Result<String, String> {
     let x_max = lines
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.0))

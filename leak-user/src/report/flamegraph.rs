@@ -17,7 +17,7 @@ use super::{folded, Profile, Unit};
 
 /// Where a function comes from, for its colour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// The Go runtime (`runtime.*`, `internal/runtime/...`).
     Runtime,
     /// The standard library: import paths without a dot in their first
@@ -28,7 +28,7 @@ pub enum Origin {
 }
 
 /// Classifies a Go function name by its package path.
-pub fn origin(function: &str) -> Origin {
+pub(crate) fn origin(function: &str) -> Origin {
     // The package path ends at the last '/' and then the first '.'.
     let last_slash = function.rfind('/').map(|i| i + 1).unwrap_or(0);
     let pkg_end = function[last_slash..]
@@ -104,7 +104,7 @@ fn humanize_sizes(svg: &str, unit: Unit) -> String {
 }
 
 /// Writes an SVG flame graph of what `profile`'s stacks hold.
-pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
     let unit = profile.unit;
     let lines = folded::lines(profile);
     let mut opts = Options::default();

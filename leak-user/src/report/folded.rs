@@ -9,7 +9,7 @@ use super::{Profile, StackProfile, Unit};
 
 /// The folded line of one stack, counted in `unit`, or `None` when it holds
 /// nothing.
-pub fn line(stack: &StackProfile, unit: Unit) -> Option<String> {
+pub(crate) fn line(stack: &StackProfile, unit: Unit) -> Option<String> {
     let held = unit.held(&stack.totals).round() as u64;
     if held == 0 || stack.frames.is_empty() {
         return None;
@@ -28,7 +28,7 @@ pub fn line(stack: &StackProfile, unit: Unit) -> Option<String> {
 /// in name order). Stacks that differ only in lines (not functions) become
 /// one line, as the format has function names only. One string per stack,
 /// merged by sorting: no second copy for an index.
-pub fn lines(profile: &Profile) -> Vec<String> {
+pub(crate) fn lines(profile: &Profile) -> Vec<String> {
     let mut all: Vec<(String, u64)> = profile
         .stacks
         .iter()
@@ -59,7 +59,7 @@ pub fn lines(profile: &Profile) -> Vec<String> {
 }
 
 /// Writes the folded stacks of `profile`.
-pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
     for l in lines(profile) {
         writeln!(w, "{l}")?;
     }

@@ -80,7 +80,7 @@ use super::{Frame, Profile, StackProfile, Unit};
 use crate::aggregate::Totals;
 
 /// Writes `profile` as a pretty-printed JSON document and a newline.
-pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *w, &Report::from(profile))?;
     writeln!(w)
 }

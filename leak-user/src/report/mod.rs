@@ -9,23 +9,23 @@
 //! uses), so a C program's report carries no Go words and a count of
 //! goroutines goes through the same renderers as a heap.
 
-pub mod chart;
-pub mod flamegraph;
-pub mod folded;
-pub mod json;
-pub mod pprof;
-pub mod text;
+pub(crate) mod chart;
+pub(crate) mod flamegraph;
+pub(crate) mod folded;
+pub(crate) mod json;
+pub(crate) mod pprof;
+pub(crate) mod text;
 mod unit;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-pub use crate::frame::{Frame, FrameInfo};
+pub(crate) use crate::frame::Frame;
 use crate::{aggregate::Totals, analysis::trend::Verdict};
-pub use unit::{Column, JsonCount, SampleType, Unit};
+pub(crate) use unit::Unit;
 
 /// One call stack with what it holds.
 #[derive(Clone, Debug, PartialEq)]
-pub struct StackProfile {
+pub(crate) struct StackProfile {
     /// Frames, leaf (the allocating function) first; shared with the
     /// tracer's own copy (100,000 stacks are not copied to be reported).
     pub frames: Arc<[Frame]>,
@@ -40,7 +40,7 @@ pub struct StackProfile {
 
 /// A stack's trend: is it a leak, a cache that filled, or churn?
 #[derive(Clone, Debug, PartialEq)]
-pub struct StackGrowth {
+pub(crate) struct StackGrowth {
     /// The verdict (the same rule as `leak top`'s).
     pub verdict: Verdict,
     /// Why, in a few words.
@@ -55,7 +55,7 @@ pub struct StackGrowth {
 
 /// Calls of the `--work` function and what each leaves behind.
 #[derive(Clone, Debug, PartialEq)]
-pub struct WorkSummary {
+pub(crate) struct WorkSummary {
     /// The function (as the user named it).
     pub function: String,
     /// Calls seen since attach.
@@ -67,7 +67,7 @@ pub struct WorkSummary {
 
 /// What was dropped or could not be matched; shown so no loss is silent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Losses {
+pub(crate) struct Losses {
     /// Allocation samples (or brk/mmap calls) lost in the kernel: the ring
     /// buffer was full.
     pub allocs_dropped: u64,
@@ -82,16 +82,11 @@ pub struct Losses {
     pub samples_without_process: u64,
 }
 
-impl Losses {
-    /// Whether anything at all was lost.
-    pub fn any(&self) -> bool {
-        *self != Self::default()
-    }
-}
+impl Losses {}
 
 /// Where a report's numbers come from.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Source {
+pub(crate) enum Source {
     /// Go's own heap sampler, seen through uprobes on the runtime: sampled
     /// objects, scaled as pprof scales them.
     GoSampler {
@@ -129,12 +124,12 @@ pub enum Source {
 impl Source {
     /// Whether the numbers are one reading (Go's own records) with no
     /// series over time: no growth, no verdict.
-    pub fn is_snapshot(&self) -> bool {
+    pub(crate) fn is_snapshot(&self) -> bool {
         matches!(self, Source::GoRecords { .. })
     }
 
     /// Short name, as the JSON report spells it.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Source::GoSampler { .. } => "go-sampler",
             Source::GoRecords { .. } => "go-records",
@@ -145,7 +140,7 @@ impl Source {
 
 /// Everything a report shows.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Profile {
+pub(crate) struct Profile {
     /// The traced binary.
     pub binary: PathBuf,
     /// Where the numbers come from.
@@ -175,7 +170,7 @@ pub struct Profile {
 impl Profile {
     /// Sorts stacks most held first (in the profile's unit), then most
     /// allocated.
-    pub fn sort_by_outstanding(&mut self) {
+    pub(crate) fn sort_by_outstanding(&mut self) {
         let unit = self.unit;
         self.stacks.sort_by(|a, b| {
             unit.held(&b.totals).total_cmp(&unit.held(&a.totals)).then(
@@ -189,7 +184,7 @@ impl Profile {
     /// Bytes held from before attach (Go's own records), included in the
     /// stacks, when the numbers come from the Go sampler and a process had
     /// such a history.
-    pub fn history_bytes(&self) -> Option<f64> {
+    pub(crate) fn history_bytes(&self) -> Option<f64> {
         match self.source {
             Source::GoSampler { history_bytes, .. } => history_bytes,
             _ => None,
@@ -197,7 +192,7 @@ impl Profile {
     }
 
     /// The Go sampler's figures, if the numbers come from it.
-    pub fn go(&self) -> Option<(&str, u64, u64, Option<f64>)> {
+    pub(crate) fn go(&self) -> Option<(&str, u64, u64, Option<f64>)> {
         match &self.source {
             Source::GoSampler {
                 go_version,
@@ -224,7 +219,7 @@ impl Profile {
 
 /// A small Go profile for the renderers' tests: `stacks` as given.
 #[cfg(test)]
-pub fn example(stacks: Vec<StackProfile>) -> Profile {
+pub(crate) fn example(stacks: Vec<StackProfile>) -> Profile {
     Profile {
         binary: "/srv/seed".into(),
         source: Source::GoSampler {
@@ -252,7 +247,7 @@ pub fn example(stacks: Vec<StackProfile>) -> Profile {
 /// stack with none. Read from the runtime like Go's records, it is a
 /// snapshot (the header lines are the source's; the rest is the unit's).
 #[cfg(test)]
-pub fn goroutine_example() -> Profile {
+pub(crate) fn goroutine_example() -> Profile {
     let stack = |names: &[&str], goroutines: f64| StackProfile {
         frames: names.iter().map(|n| Frame::named(n)).collect(),
         totals: Totals {

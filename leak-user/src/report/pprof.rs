@@ -25,7 +25,7 @@ use super::{Frame, Profile};
 
 /// What a pprof file records that the [`Profile`] does not.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PprofMeta {
+pub(crate) struct PprofMeta {
     /// Build ID of the traced binary (hex), if it has one.
     pub build_id: Option<String>,
     /// When tracing started, in nanoseconds since the Unix epoch.
@@ -35,7 +35,7 @@ pub struct PprofMeta {
 }
 
 /// Writes `profile` as a gzipped pprof profile.
-pub fn write(profile: &Profile, meta: &PprofMeta, w: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn write(profile: &Profile, meta: &PprofMeta, w: &mut dyn Write) -> io::Result<()> {
     let encoded = encode(profile, meta).encode_to_vec();
     let mut gz = GzEncoder::new(w, Compression::default());
     gz.write_all(&encoded)?;
@@ -204,7 +204,7 @@ impl Builder {
 /// github.com/google/pprof/proto/profile.proto.
 mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Profile {
+    pub(super) struct Profile {
         #[prost(message, repeated, tag = "1")]
         pub sample_type: Vec<ValueType>,
         #[prost(message, repeated, tag = "2")]
@@ -230,7 +230,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ValueType {
+    pub(super) struct ValueType {
         #[prost(int64, tag = "1")]
         pub r#type: i64,
         #[prost(int64, tag = "2")]
@@ -238,7 +238,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sample {
+    pub(super) struct Sample {
         /// Leaf first.
         #[prost(uint64, repeated, tag = "1")]
         pub location_id: Vec<u64>,
@@ -247,7 +247,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Mapping {
+    pub(super) struct Mapping {
         #[prost(uint64, tag = "1")]
         pub id: u64,
         #[prost(uint64, tag = "2")]
@@ -271,7 +271,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Location {
+    pub(super) struct Location {
         #[prost(uint64, tag = "1")]
         pub id: u64,
         #[prost(uint64, tag = "2")]
@@ -285,7 +285,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Line {
+    pub(super) struct Line {
         #[prost(uint64, tag = "1")]
         pub function_id: u64,
         #[prost(int64, tag = "2")]
@@ -293,7 +293,7 @@ mod proto {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Function {
+    pub(super) struct Function {
         #[prost(uint64, tag = "1")]
         pub id: u64,
         #[prost(int64, tag = "2")]

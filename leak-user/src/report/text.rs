@@ -16,7 +16,7 @@ const CALLERS_SHOWN: usize = 3;
 /// Renders `profile` with at most `top` stacks, in the order they come;
 /// `by_allocated` shows stacks that allocated anything (not only those that
 /// still hold memory).
-pub fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
+pub(crate) fn render(profile: &Profile, top: usize, by_allocated: bool) -> String {
     let mut out = String::new();
     target_line(&mut out, profile);
     if let Source::GoRecords { buckets, .. } = profile.source {

@@ -42,7 +42,7 @@ const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// One rate leak wrote (or is about to write) into a process.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The process.
     pub pid: u32,
     /// Its start time: with the pid, names that one process.
@@ -55,7 +55,7 @@ pub struct Entry {
 
 /// A message from leak to its guard.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Message {
+pub(crate) enum Message {
     /// leak is writing this.
     Set(Entry),
     /// leak has dealt with this process.
@@ -87,7 +87,7 @@ impl fmt::Display for Message {
 
 impl Message {
     /// Parses one line; `None` if it is not a message.
-    pub fn parse(line: &str) -> Option<Self> {
+    pub(crate) fn parse(line: &str) -> Option<Self> {
         let mut w = line.split_whitespace();
         let msg = match w.next()? {
             "set" => {
@@ -116,14 +116,14 @@ impl Message {
 }
 
 /// Where leak tells its guard what it writes (a fake in tests).
-pub trait Guard {
+pub(crate) trait Guard {
     /// Sends one message; the first `Set` starts the guard, `Done` ends it.
     fn send(&mut self, message: &Message);
 }
 
 /// The guard process, started on the first `Set`.
 #[derive(Debug, Default)]
-pub struct GuardProcess {
+pub(crate) struct GuardProcess {
     child: Option<Child>,
     /// It could not be started or reached: said once, not tried again.
     failed: bool,
@@ -131,7 +131,7 @@ pub struct GuardProcess {
 
 impl GuardProcess {
     /// A guard not started yet.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -210,7 +210,7 @@ impl Guard for GuardProcess {
 /// nothing left to do) or the end of input (leak is gone: returns the
 /// entries it never settled, in pid order). Lines that are not messages are
 /// skipped; a read error counts as the end.
-pub fn follow(input: impl BufRead) -> Option<Vec<Entry>> {
+pub(crate) fn follow(input: impl BufRead) -> Option<Vec<Entry>> {
     let mut outstanding = BTreeMap::new();
     for line in input.lines() {
         let Ok(line) = line else { break };
@@ -230,7 +230,7 @@ pub fn follow(input: impl BufRead) -> Option<Vec<Entry>> {
 
 /// Restores one entry in its process, by the rule leak itself uses. `None`
 /// when the process is gone (or its pid now names another process).
-pub fn restore(e: &Entry) -> io::Result<Option<Restore>> {
+pub(crate) fn restore(e: &Entry) -> io::Result<Option<Restore>> {
     let mem = match ProcessMemory::open_writable(e.pid) {
         Ok(m) => m,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),

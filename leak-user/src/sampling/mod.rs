@@ -13,7 +13,7 @@
 //! On exit leak puts back what it found ([`restore_decision`]), and a small
 //! guard process ([`guard`]) does so if leak dies without doing it.
 
-pub mod guard;
+pub(crate) mod guard;
 
 use std::{io, thread, time::Duration};
 
@@ -21,7 +21,7 @@ use crate::process::memory::MemoryMut;
 
 /// Go's default `MemProfileRate`: one sample per 512 KiB allocated (defined
 /// in the runtime table).
-pub use crate::go::table::DEFAULT_MEM_PROFILE_RATE as DEFAULT_RATE;
+pub(crate) use crate::go::table::DEFAULT_MEM_PROFILE_RATE as DEFAULT_RATE;
 
 /// Largest rate leak accepts as a real `MemProfileRate` value (1 GiB).
 const MAX_PLAUSIBLE: i64 = 1 << 30;
@@ -29,13 +29,13 @@ const MAX_PLAUSIBLE: i64 = 1 << 30;
 /// Whether `v` can be a `MemProfileRate`: 0 (profiling off) or a sampling
 /// interval of at most 1 GiB. Anything else means the address is wrong, so
 /// never write over it.
-pub fn plausible(v: i64) -> bool {
+pub(crate) fn plausible(v: i64) -> bool {
     (0..=MAX_PLAUSIBLE).contains(&v)
 }
 
 /// What to do about one process's sampling rate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RateAction {
+pub(crate) enum RateAction {
     /// Leave it as it is.
     Keep,
     /// Sampling is off: turn it on at this rate.
@@ -51,7 +51,7 @@ pub enum RateAction {
 
 /// Decides what to do given the rate read from the process, the rate the
 /// user asked for (`--rate`) and `--read-only`.
-pub fn decide(current: i64, requested: Option<u64>, read_only: bool) -> RateAction {
+pub(crate) fn decide(current: i64, requested: Option<u64>, read_only: bool) -> RateAction {
     if !plausible(current) {
         return RateAction::Implausible;
     }
@@ -68,7 +68,7 @@ pub fn decide(current: i64, requested: Option<u64>, read_only: bool) -> RateActi
 /// P redraws its next sample point (`after_one` runs once 1 is written).
 /// Returns the monotonic times (ns) at which
 /// rate 1 started and at which `rate` took over.
-pub fn set_rate(
+pub(crate) fn set_rate(
     mem: &dyn MemoryMut,
     addr: u64,
     expected: i64,
@@ -95,7 +95,7 @@ pub fn set_rate(
 
 /// What leak wrote into one process's `MemProfileRate`, to put it back.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Written {
+pub(crate) struct Written {
     /// The value leak found before it first wrote (or, if something else
     /// changed the rate between two of leak's writes, the value it set).
     pub original: i64,
@@ -109,7 +109,7 @@ impl Written {
     /// `through_one`), after `before` (what leak wrote earlier, if anything).
     /// If `current` is still leak's own, the first original stays; if not,
     /// something else set it and that value is the one to put back.
-    pub fn before_write(
+    pub(crate) fn before_write(
         before: Option<&Written>,
         current: i64,
         rate: u64,
@@ -127,14 +127,14 @@ impl Written {
     }
 
     /// The write went through: only `rate` can be there now.
-    pub fn completed(&mut self, rate: u64) {
+    pub(crate) fn completed(&mut self, rate: u64) {
         self.values = vec![rate as i64];
     }
 }
 
 /// What to do at exit about a rate leak wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Restore {
+pub(crate) enum Restore {
     /// It still holds what leak wrote: write the original back.
     Write(i64),
     /// It already holds the original: nothing to do.
@@ -148,7 +148,7 @@ pub enum Restore {
 /// the meantime is never overwritten. Rate 0 stops sampling at once; a
 /// higher rate takes over at each P's next sample, so no pass through 1 is
 /// needed on any Go version.
-pub fn restore_decision(current: i64, written: &Written) -> Restore {
+pub(crate) fn restore_decision(current: i64, written: &Written) -> Restore {
     if current == written.original {
         Restore::AsFound
     } else if written.values.contains(&current) {
@@ -161,7 +161,7 @@ pub fn restore_decision(current: i64, written: &Written) -> Restore {
 /// Puts back in `mem` what leak found at `addr`, by [`restore_decision`]'s
 /// rule: leak's own restore and the guard's are this one function. `None`
 /// when the memory can no longer be read (the process exited meanwhile).
-pub fn restore_in(
+pub(crate) fn restore_in(
     mem: &dyn MemoryMut,
     addr: u64,
     written: &Written,
@@ -178,7 +178,12 @@ pub fn restore_in(
 
 /// The one line said about a restore in process `pid` (`note` added, e.g.
 /// who did it); `None` when it already held the original.
-pub fn restore_line(pid: u32, decision: Restore, written: &Written, note: &str) -> Option<String> {
+pub(crate) fn restore_line(
+    pid: u32,
+    decision: Restore,
+    written: &Written,
+    note: &str,
+) -> Option<String> {
     match decision {
         Restore::Write(v) => Some(format!(
             "leak: pid {pid}: MemProfileRate restored to {v}{note}"
@@ -194,7 +199,7 @@ pub fn restore_line(pid: u32, decision: Restore, written: &Written, note: &str) 
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -207,26 +212,26 @@ pub fn monotonic_ns() -> u64 {
 /// The sampling rate of one process over time, to weight each sample by
 /// the rate in force when it was taken.
 #[derive(Clone, Debug, Default)]
-pub struct RateHistory {
+pub(crate) struct RateHistory {
     /// (monotonic ns from which it applies, rate), in time order.
     changes: Vec<(u64, u64)>,
 }
 
 impl RateHistory {
     /// A history that starts with `rate`.
-    pub fn starting_at(rate: u64) -> Self {
+    pub(crate) fn starting_at(rate: u64) -> Self {
         Self {
             changes: vec![(0, rate)],
         }
     }
 
     /// Records that `rate` applies from `at_ns` on.
-    pub fn change(&mut self, at_ns: u64, rate: u64) {
+    pub(crate) fn change(&mut self, at_ns: u64, rate: u64) {
         self.changes.push((at_ns, rate));
     }
 
     /// Rate in force at `ns`.
-    pub fn at(&self, ns: u64) -> u64 {
+    pub(crate) fn at(&self, ns: u64) -> u64 {
         self.changes
             .iter()
             .rev()
@@ -236,7 +241,7 @@ impl RateHistory {
     }
 
     /// The latest rate.
-    pub fn current(&self) -> u64 {
+    pub(crate) fn current(&self) -> u64 {
         self.changes.last().map(|c| c.1).unwrap_or(DEFAULT_RATE)
     }
 }

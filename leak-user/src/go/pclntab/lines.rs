@@ -13,7 +13,7 @@ impl Pclntab {
     /// For a return address, pass `ret - 1` so the call's line is used.
     /// Empty if `pc` is outside Go's code. Without `moduledata.gofunc`
     /// (not found), inlined calls are not expanded.
-    pub fn frames(&self, pc: u64) -> Vec<Frame> {
+    pub(crate) fn frames(&self, pc: u64) -> Vec<Frame> {
         let Some(info) = self.find_func(pc) else {
             return Vec::new();
         };
@@ -77,7 +77,7 @@ impl Pclntab {
     /// whose function every binary has (checked in the 1.21, 1.25 and 1.27
     /// trees, where the value is 21, 23 and 23): read it rather than keep a
     /// per-version number.
-    pub fn wrapper_func_id(&self) -> Option<u8> {
+    pub(crate) fn wrapper_func_id(&self) -> Option<u8> {
         *self.wrapper_func_id.get_or_init(|| {
             let f = self.func_by_name("runtime.systemstack_switch")?;
             let raw = self.raw_func(f.index)?;
@@ -137,7 +137,7 @@ impl Pclntab {
 }
 
 /// Reads an unsigned LEB128 varint as Go's `readvarint` does (≤ 32 bits).
-pub fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u32> {
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u32> {
     let mut value: u32 = 0;
     let mut shift = 0u32;
     loop {
@@ -158,7 +158,7 @@ pub fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u32> {
 /// starting at `entry` (runtime `pcvalue`): pairs of (zigzag value delta,
 /// pc delta ÷ `min_lc`) varints, starting from value −1. `None` if the
 /// table ends before `target` or is corrupt.
-pub fn pcvalue(pctab: &[u8], off: u32, entry: u64, target: u64, min_lc: u8) -> Option<i32> {
+pub(crate) fn pcvalue(pctab: &[u8], off: u32, entry: u64, target: u64, min_lc: u8) -> Option<i32> {
     let mut pos = off as usize;
     let mut pc = entry;
     let mut value: i32 = -1;

@@ -22,12 +22,9 @@ use std::{
 
 mod header;
 mod lines;
-mod names;
+pub(crate) mod names;
 #[cfg(test)]
 mod tests;
-
-pub use lines::{pcvalue, read_varint};
-pub use names::print_name;
 
 use super::{
     error::GoError,
@@ -66,7 +63,7 @@ const HEADER_SIZE: usize = 8 + 8 * 8;
 
 /// Which pclntab format the binary uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PclntabFormat {
+pub(crate) enum PclntabFormat {
     /// Magic `0xfffffff0`: Go 1.18 and 1.19 (no `_func.startLine`, old
     /// `inlinedCall`).
     Go118,
@@ -76,7 +73,7 @@ pub enum PclntabFormat {
 
 impl PclntabFormat {
     /// The releases that write this format: `[from, before)`.
-    pub fn versions(self) -> (GoVersion, Option<GoVersion>) {
+    pub(crate) fn versions(self) -> (GoVersion, Option<GoVersion>) {
         match self {
             Self::Go118 => (GoVersion::new(1, 18, 0), Some(GoVersion::new(1, 20, 0))),
             Self::Go120 => (GoVersion::new(1, 20, 0), None),
@@ -119,7 +116,7 @@ impl PclntabFormat {
 
 /// Where the text base (`pcHeader.textStart` / `moduledata.text`) came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TextStartSource {
+pub(crate) enum TextStartSource {
     /// `pcHeader.textStart` (Go ≤1.25).
     Header,
     /// `runtime.firstmoduledata.text` (Go ≥1.26 stores 0 in the header).
@@ -133,7 +130,7 @@ pub enum TextStartSource {
 
 /// A function from the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FuncInfo<'a> {
+pub(crate) struct FuncInfo<'a> {
     /// Go's full name, e.g. `main.(*RequestTracker).Track`.
     pub name: &'a str,
     /// Link-time address of the first instruction.
@@ -147,7 +144,7 @@ pub struct FuncInfo<'a> {
 
 /// One source-level frame of a PC, as `runtime.CallersFrames` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// Function name as the runtime prints it (see [`print_name`]); for an
     /// inlined frame, the inlined callee.
     pub function: String,
@@ -164,7 +161,7 @@ pub struct Frame {
 
 /// Decoded header of a `.gopclntab`, plus what is needed to resolve
 /// function data outside it.
-pub struct Pclntab {
+pub(crate) struct Pclntab {
     data: Arc<[u8]>,
     /// File offset of the pcHeader, and bytes available from there.
     base: usize,
@@ -181,6 +178,7 @@ pub struct Pclntab {
     filetab_off: usize,
     pctab_off: usize,
     pcln_off: usize,
+    #[cfg(test)]
     moduledata: Option<u64>,
     /// `moduledata.gofunc`: base of `_func.funcdata` offsets (inline trees).
     gofunc: Option<u64>,
@@ -312,6 +310,7 @@ impl Pclntab {
             filetab_off,
             pctab_off,
             pcln_off,
+            #[cfg(test)]
             moduledata,
             gofunc,
             segments: layout.segments.clone(),
@@ -336,52 +335,51 @@ impl Pclntab {
     }
 
     /// Number of functions.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.nfunc
     }
 
-    /// Whether the table lists no function (never true for a parsed table).
-    pub fn is_empty(&self) -> bool {
-        self.nfunc == 0
-    }
-
     /// The table format (magic).
-    pub fn format(&self) -> PclntabFormat {
+    pub(crate) fn format(&self) -> PclntabFormat {
         self.format
     }
 
     /// Link-time address of the pcHeader.
-    pub fn header_vaddr(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn header_vaddr(&self) -> u64 {
         self.header_vaddr
     }
 
     /// The text base function entries are relative to.
-    pub fn text_start(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn text_start(&self) -> u64 {
         self.text_start
     }
 
     /// Where [`Pclntab::text_start`] came from.
-    pub fn text_start_source(&self) -> TextStartSource {
+    pub(crate) fn text_start_source(&self) -> TextStartSource {
         self.text_start_source
     }
 
     /// Link-time address of `runtime.firstmoduledata`, if found.
-    pub fn moduledata_vaddr(&self) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn moduledata_vaddr(&self) -> Option<u64> {
         self.moduledata
     }
 
     /// `moduledata.gofunc` (the `go:func.*` symbol), base of inline trees.
-    pub fn gofunc(&self) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn gofunc(&self) -> Option<u64> {
         self.gofunc
     }
 
     /// All functions, in address order.
-    pub fn functions(&self) -> impl Iterator<Item = FuncInfo<'_>> + '_ {
+    pub(crate) fn functions(&self) -> impl Iterator<Item = FuncInfo<'_>> + '_ {
         (0..self.nfunc).filter_map(|i| self.func_at(i))
     }
 
     /// The function named exactly `name` (Go's full name).
-    pub fn func_by_name(&self, name: &str) -> Option<FuncInfo<'_>> {
+    pub(crate) fn func_by_name(&self, name: &str) -> Option<FuncInfo<'_>> {
         let index = *self
             .by_name
             .get_or_init(|| {
@@ -397,7 +395,7 @@ impl Pclntab {
     }
 
     /// The function whose code contains `pc` (a link-time address).
-    pub fn find_func(&self, pc: u64) -> Option<FuncInfo<'_>> {
+    pub(crate) fn find_func(&self, pc: u64) -> Option<FuncInfo<'_>> {
         let first = self.functab_entry(0)?;
         let end = self.functab_entry(self.nfunc)?;
         if pc < first || pc >= end {

@@ -7,7 +7,7 @@ impl Pclntab {
     /// Up to `n` function names close to `name`, best first: for "no such
     /// function" messages. Matches ignoring `(*…)` receiver syntax and case,
     /// then by edit distance, then by substring.
-    pub fn near_matches(&self, name: &str, n: usize) -> Vec<String> {
+    pub(crate) fn near_matches(&self, name: &str, n: usize) -> Vec<String> {
         let query = normalize(name);
         let limit = (query.chars().count() / 4).max(2);
         let mut scored: Vec<(usize, &str)> = self
@@ -42,7 +42,7 @@ impl Pclntab {
 /// The name as the runtime prints it (`funcNamePiecesForPrint`): type
 /// arguments of a generic instantiation become `[...]`, so
 /// `main.f[go.shape.int]` reads `main.f[...]`, as in pprof.
-pub fn print_name(name: &str) -> String {
+pub(crate) fn print_name(name: &str) -> String {
     match (name.find('['), name.rfind(']')) {
         (Some(open), Some(close)) if open < close => {
             format!("{}[...]{}", &name[..open], &name[close + 1..])

@@ -3,7 +3,7 @@
 //! them, and summed per stack. `leak heap` prints them; `leak trace`
 //! starts from them (what was held before it attached).
 
-pub mod walk;
+pub(crate) mod walk;
 
 use std::collections::HashMap;
 
@@ -20,14 +20,14 @@ const WHAT: &str = "heap profile";
 
 /// Where one process's records are, ready to be read.
 #[derive(Clone, Copy, Debug)]
-pub struct HeapRecords {
+pub(crate) struct HeapRecords {
     at: Location,
     rate_addr: Option<u64>,
 }
 
 /// One read: the records and the rate they are scaled with.
 #[derive(Clone, Debug)]
-pub struct Read {
+pub(crate) struct Read {
     /// The buckets as `runtime.MemProfile` reports them.
     pub snapshot: Snapshot,
     /// `runtime.MemProfileRate` when read (Go's default if it could not be
@@ -37,7 +37,7 @@ pub struct Read {
 
 impl HeapRecords {
     /// Locates the records of `process` (addresses found once per program).
-    pub fn locate(process: &GoProcess) -> Result<Self, GoError> {
+    pub(crate) fn locate(process: &GoProcess) -> Result<Self, GoError> {
         let program = process.program();
         let vars = program
             .heap_records
@@ -57,7 +57,7 @@ impl HeapRecords {
 
     /// Reads every record now. Fails in one line if the process is gone or
     /// what was located is not the records.
-    pub fn read(&self, process: &GoProcess) -> Result<Read, GoError> {
+    pub(crate) fn read(&self, process: &GoProcess) -> Result<Read, GoError> {
         let pid = process.pid();
         let rate = match self.rate_addr {
             Some(addr) => process
@@ -88,7 +88,7 @@ impl HeapRecords {
 
 /// Reads `process`'s records once; fails, saying why, when there are none
 /// to read.
-pub fn read_once(process: &GoProcess) -> Result<Read, GoError> {
+pub(crate) fn read_once(process: &GoProcess) -> Result<Read, GoError> {
     let read = HeapRecords::locate(process)?.read(process)?;
     match why_empty(&read) {
         Some(why) => Err(GoError::NoHeapProfile {
@@ -102,7 +102,7 @@ pub fn read_once(process: &GoProcess) -> Result<Read, GoError> {
 /// Why there is no history to read, if so: sampling is off (the program
 /// links no heap profiler: the runtime turned it off at start-up, and the
 /// few records are of start-up only), or nothing was sampled yet.
-pub fn why_empty(read: &Read) -> Option<String> {
+pub(crate) fn why_empty(read: &Read) -> Option<String> {
     let n = read.snapshot.buckets.len();
     if read.rate == 0 {
         return Some(format!(
@@ -118,7 +118,7 @@ pub fn why_empty(read: &Read) -> Option<String> {
 }
 
 /// One bucket's figures, scaled as pprof scales them with `rate`.
-pub fn bucket_totals(size: u64, counts: &walk::Counts, rate: i64) -> Totals {
+pub(crate) fn bucket_totals(size: u64, counts: &walk::Counts, rate: i64) -> Totals {
     let (alloc_objects, alloc_bytes) = walk::scale(counts.allocs, size, rate);
     let (inuse_objects, inuse_bytes) = walk::scale(counts.inuse_objects(), size, rate);
     Totals {
@@ -131,7 +131,7 @@ pub fn bucket_totals(size: u64, counts: &walk::Counts, rate: i64) -> Totals {
 
 /// Each bucket's scaled figures, summed per `key` of its stack (its pcs
 /// less the load bias).
-pub fn per_stack<K: std::hash::Hash + Eq>(
+pub(crate) fn per_stack<K: std::hash::Hash + Eq>(
     read: &Read,
     bias: u64,
     mut key: impl FnMut(&[u64]) -> K,
@@ -146,7 +146,7 @@ pub fn per_stack<K: std::hash::Hash + Eq>(
 
 /// The records as stacks: each bucket symbolized, buckets whose stacks read
 /// alike summed, most in use first.
-pub fn stacks<S: SymbolSource>(
+pub(crate) fn stacks<S: SymbolSource>(
     read: &Read,
     bias: u64,
     symbols: &mut Symbolizer<S>,

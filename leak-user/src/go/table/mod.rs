@@ -16,18 +16,18 @@ mod rows;
 #[cfg(test)]
 mod tests;
 
-pub use rows::{rows, ALLOCATOR_FRAMES};
+pub(crate) use rows::{rows, ALLOCATOR_FRAMES};
 
 use leak_common::ProbeConfig;
 
 use super::{error::GoError, version::GoVersion};
 
 /// The range leak supports, for error messages.
-pub const SUPPORTED: &str = "go1.19, and go1.21 or later";
+pub(crate) const SUPPORTED: &str = "go1.19, and go1.21 or later";
 
 /// `runtime.MemProfileRate`'s default, `512 * 1024` (mprof.go, the same in
 /// 1.19–1.27): one heap sample per 512 KiB allocated.
-pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
+pub(crate) const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
 
 /// What leak knows of one range of Go releases: the functions that tell
 /// it apart and the `.gopclntab` reader's offsets, then one sub-layout per
@@ -35,7 +35,7 @@ pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
 /// goroutines and heap statistics go beside them), each checked against
 /// real binaries of the releases it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RuntimeProbes {
+pub(crate) struct RuntimeProbes {
     /// First release of the range (inclusive); the range ends where the
     /// next row starts, or at `ends_before`.
     pub since: GoVersion,
@@ -65,7 +65,7 @@ pub struct RuntimeProbes {
 
 /// The uprobes on the runtime's heap sampler, GC and start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeapProbes {
+pub(crate) struct HeapProbes {
     /// Called once per sampled allocation (every ~`MemProfileRate` bytes),
     /// once the runtime has recorded it: `setprofilebucket(p, b)`.
     pub alloc_fn: &'static str,
@@ -99,7 +99,7 @@ pub struct HeapProbes {
 /// Go's heap profile records (mprof.go): the buckets' layout, what follows
 /// their pcs, and the function that walks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeapRecordsLayout {
+pub(crate) struct HeapRecordsLayout {
     /// Layout of `runtime.bucket`, the heap profile's record of one stack
     /// (the allocation probe reads its size and stack too).
     pub bucket: BucketLayout,
@@ -116,7 +116,7 @@ pub struct HeapRecordsLayout {
 
 /// `runtime.MemProfileRate`, the one variable leak may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateAccess {
+pub(crate) struct RateAccess {
     /// Functions whose code loads `runtime.MemProfileRate`, most direct
     /// first: their RIP-relative operands locate the variable in stripped
     /// binaries.
@@ -136,7 +136,7 @@ pub struct RateAccess {
 /// Offsets of the fields of `runtime.bucket` (mprof.go): a header of six
 /// words, then `nstk` pcs, then the record (`memRecord` for heap buckets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BucketLayout {
+pub(crate) struct BucketLayout {
     /// `next *bucket`: the hash chain.
     pub next: u32,
     /// `allnext *bucket`: the list of all buckets of one profile type.
@@ -157,7 +157,7 @@ pub struct BucketLayout {
 /// Layout of `runtime.memRecord` (mprof.go): `active` then `future[3]`,
 /// each a `memRecordCycle`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemRecordLayout {
+pub(crate) struct MemRecordLayout {
     /// `unsafe.Sizeof(memRecordCycle{})`.
     pub cycle_size: u32,
     /// `memRecordCycle.allocs`.
@@ -171,10 +171,10 @@ pub struct MemRecordLayout {
 
 impl MemRecordLayout {
     /// Cycles in a record: `active` and the three `future` ones.
-    pub const CYCLES: u32 = 4;
+    pub(crate) const CYCLES: u32 = 4;
 
     /// `unsafe.Sizeof(memRecord{})`.
-    pub fn size(&self) -> u32 {
+    pub(crate) fn size(&self) -> u32 {
         Self::CYCLES * self.cycle_size
     }
 }
@@ -183,7 +183,7 @@ impl MemRecordLayout {
 /// `.gopclntab` reader needs when the pcHeader does not say (1.26 dropped
 /// `pcHeader.textStart`) or does not know (`gofunc`, base of inline trees).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModuledataLayout {
+pub(crate) struct ModuledataLayout {
     /// `pcHeader *pcHeader`: points at the table.
     pub pcheader: u64,
     /// `funcnametab []byte`: its data pointer is the pcHeader plus
@@ -200,7 +200,7 @@ pub struct ModuledataLayout {
 /// Functions that belong to the allocation machinery, which Go's heap
 /// profile trims from the leaf end of a stack.
 #[derive(Debug, PartialEq, Eq)]
-pub struct AllocatorFrames {
+pub(crate) struct AllocatorFrames {
     /// Name prefixes of runtime packages.
     pub prefixes: &'static [&'static str],
     /// Runtime code that other packages reach by `go:linkname` under their
@@ -210,7 +210,7 @@ pub struct AllocatorFrames {
 
 impl AllocatorFrames {
     /// Whether `function` belongs to the allocation machinery.
-    pub fn contains(&self, function: &str) -> bool {
+    pub(crate) fn contains(&self, function: &str) -> bool {
         self.prefixes.iter().any(|p| function.starts_with(p)) || self.linknamed.contains(&function)
     }
 }
@@ -218,7 +218,7 @@ impl AllocatorFrames {
 impl RuntimeProbes {
     /// What the kernel side needs of this row: argument positions and the
     /// `special` and `bucket` layouts, given to the eBPF programs at load.
-    pub fn probe_config(&self) -> ProbeConfig {
+    pub(crate) fn probe_config(&self) -> ProbeConfig {
         let (p, bucket) = (&self.probes, &self.records.bucket);
         ProbeConfig {
             alloc_addr_arg: p.alloc_addr_arg,
@@ -235,7 +235,8 @@ impl RuntimeProbes {
     }
 
     /// Every function this row names, for checking a binary has them all.
-    pub fn functions(&self) -> impl Iterator<Item = &'static str> + '_ {
+    #[cfg(test)]
+    pub(crate) fn functions(&self) -> impl Iterator<Item = &'static str> + '_ {
         [
             self.marker_fn,
             self.probes.alloc_fn,
@@ -250,7 +251,7 @@ impl RuntimeProbes {
     }
 
     /// The first release after this row's range (`None`: no end).
-    pub fn end(&self) -> Option<GoVersion> {
+    pub(crate) fn end(&self) -> Option<GoVersion> {
         let rows = rows();
         let next = rows.iter().find(|r| r.since > self.since).map(|r| r.since);
         self.ends_before.or(next)
@@ -264,7 +265,7 @@ impl RuntimeProbes {
 
 /// The row for Go version `v`; an error says what is missing for it and
 /// names the supported range.
-pub fn probes_for(v: &GoVersion) -> Result<&'static RuntimeProbes, GoError> {
+pub(crate) fn probes_for(v: &GoVersion) -> Result<&'static RuntimeProbes, GoError> {
     rows()
         .iter()
         .rev()
@@ -284,7 +285,7 @@ pub fn probes_for(v: &GoVersion) -> Result<&'static RuntimeProbes, GoError> {
 /// (the releases a `.gopclntab` format can come from), oldest first, each
 /// once: the `.gopclntab` reader runs before the version is known, so it
 /// tries them in turn.
-pub fn moduledata_layouts(
+pub(crate) fn moduledata_layouts(
     from: GoVersion,
     before: Option<GoVersion>,
 ) -> impl Iterator<Item = &'static ModuledataLayout> {
@@ -303,10 +304,12 @@ pub fn moduledata_layouts(
 
 /// The newest row whose marker function `has_function` finds: the oldest
 /// release the binary can be. `None` before the first row's marker.
-pub fn row_by_markers(has_function: impl Fn(&str) -> bool) -> Option<&'static RuntimeProbes> {
+pub(crate) fn row_by_markers(
+    has_function: impl Fn(&str) -> bool,
+) -> Option<&'static RuntimeProbes> {
     rows().iter().rev().find(|row| has_function(row.marker_fn))
 }
 
 /// The lowest release whose linker writes `pcHeader.textStart` as 0
 /// (runtime/symtab.go from 1.26: "The next field used to be textStart").
-pub const TEXT_START_DROPPED: GoVersion = GoVersion::new(1, 26, 0);
+pub(crate) const TEXT_START_DROPPED: GoVersion = GoVersion::new(1, 26, 0);

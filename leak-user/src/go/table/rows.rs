@@ -22,7 +22,7 @@ use crate::go::version::GoVersion;
 /// every row: runtime packages, and runtime code that other packages reach
 /// by `go:linkname` under their own name (`bytes.Repeat` is the leaf, not
 /// `internal/bytealg.MakeNoZero`).
-pub static ALLOCATOR_FRAMES: AllocatorFrames = AllocatorFrames {
+pub(crate) static ALLOCATOR_FRAMES: AllocatorFrames = AllocatorFrames {
     prefixes: &["runtime.", "internal/runtime/"],
     linknamed: &[
         "internal/bytealg.MakeNoZero",
@@ -221,6 +221,6 @@ const GO1_27: RuntimeProbes = RuntimeProbes {
 static ROWS: &[RuntimeProbes] = &[GO1_19, GO1_21, GO1_23, GO1_24, GO1_25, GO1_27];
 
 /// All rows, oldest first.
-pub fn rows() -> &'static [RuntimeProbes] {
+pub(crate) fn rows() -> &'static [RuntimeProbes] {
     ROWS
 }

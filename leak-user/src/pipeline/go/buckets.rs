@@ -8,7 +8,7 @@ use crate::aggregate::{sampled::Aggregator, StackId};
 
 /// Each known bucket's stack, by (process, bucket address).
 #[derive(Debug, Default)]
-pub struct BucketStacks {
+pub(crate) struct BucketStacks {
     stacks: HashMap<(u32, u64), StackId>,
     /// Samples that named a bucket whose stack never arrived.
     missing: u64,
@@ -19,7 +19,7 @@ impl BucketStacks {
     /// carries (Go's logical pcs, relocated by `bias`), remembered for the
     /// bucket; else the bucket's. A bucket whose stack never arrived gets
     /// the empty stack, and is counted.
-    pub fn stack_of(
+    pub(crate) fn stack_of(
         &mut self,
         tgid: u32,
         bucket: u64,
@@ -46,7 +46,7 @@ impl BucketStacks {
     /// Forgets the buckets of process `pid` (it exited; a new process given
     /// the same pid has buckets of its own) and returns their keys, to be
     /// forgotten in the kernel too.
-    pub fn forget(&mut self, pid: u32) -> Vec<(u32, u64)> {
+    pub(crate) fn forget(&mut self, pid: u32) -> Vec<(u32, u64)> {
         let gone: Vec<(u32, u64)> = self.stacks.keys().filter(|k| k.0 == pid).copied().collect();
         for key in &gone {
             self.stacks.remove(key);
@@ -55,7 +55,7 @@ impl BucketStacks {
     }
 
     /// Samples whose bucket's stack never arrived.
-    pub fn missing(&self) -> u64 {
+    pub(crate) fn missing(&self) -> u64 {
         self.missing
     }
 }

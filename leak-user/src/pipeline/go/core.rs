@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// What the core needs of the processes it has not seen yet.
-pub trait Host {
+pub(crate) trait Host {
     /// Start time of process `pid` (clock ticks after boot); `None` when
     /// it is gone.
     fn start_time(&self, pid: u32) -> Option<u64>;
@@ -37,7 +37,7 @@ pub trait Host {
 }
 
 /// The real system: `/proc` and the process's own memory.
-pub struct ProcHost(pub Rc<Program>);
+pub(crate) struct ProcHost(pub Rc<Program>);
 
 impl Host for ProcHost {
     fn start_time(&self, pid: u32) -> Option<u64> {
@@ -63,7 +63,7 @@ impl Host for ProcHost {
 /// record's instruction pointer less these is its process's load bias) and
 /// `runtime.MemProfileRate`.
 #[derive(Clone, Copy, Debug)]
-pub struct ProbeSites {
+pub(crate) struct ProbeSites {
     /// The allocation probe.
     pub alloc: u64,
     /// The start probe.
@@ -74,7 +74,7 @@ pub struct ProbeSites {
 
 impl ProbeSites {
     /// The sites of `program`.
-    pub fn of(program: &Program) -> Self {
+    pub(crate) fn of(program: &Program) -> Self {
         Self {
             alloc: program.alloc_probe,
             start: program.start_probe,
@@ -84,12 +84,12 @@ impl ProbeSites {
 }
 
 /// The process `leak trace -- CMD` started, if that is the trace.
-pub fn launched_pid(options: &Options) -> Option<u32> {
+pub(crate) fn launched_pid(options: &Options) -> Option<u32> {
     options.pid.filter(|_| options.launched)
 }
 
 /// Records in, numbers kept.
-pub struct Core {
+pub(crate) struct Core {
     pub agg: Aggregator,
     pub procs: Processes,
     pub buckets: BucketStacks,
@@ -113,7 +113,7 @@ pub struct Core {
 
 impl Core {
     /// A core with nothing seen yet.
-    pub fn new(sites: ProbeSites, host: Box<dyn Host>, launched: Option<u32>) -> Self {
+    pub(crate) fn new(sites: ProbeSites, host: Box<dyn Host>, launched: Option<u32>) -> Self {
         Self {
             agg: Aggregator::new(),
             procs: Processes::default(),
@@ -131,7 +131,7 @@ impl Core {
 
     /// Takes one record. Returns the pid of the program leak launched when
     /// this record is its start (it waits, stopped, for its rate).
-    pub fn handle(&mut self, record: Record) -> Option<u32> {
+    pub(crate) fn handle(&mut self, record: Record) -> Option<u32> {
         match record {
             Record::Alloc(ev) => {
                 let seen_bias = (ev.ip != 0).then(|| bias_from_ip(ev.ip, self.sites.alloc));
@@ -176,7 +176,7 @@ impl Core {
     /// instruction pointer gives: with it, a process that has already
     /// exited (a short job) is placed all the same, with the rate of the
     /// others, and no sample of it is lost.
-    pub fn place(&mut self, tgid: u32, seen_bias: Option<u64>) -> Option<&mut Process> {
+    pub(crate) fn place(&mut self, tgid: u32, seen_bias: Option<u64>) -> Option<&mut Process> {
         if !self.procs.contains(tgid) {
             let bias = match seen_bias {
                 Some(b) => b,

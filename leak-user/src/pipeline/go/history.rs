@@ -19,7 +19,7 @@ use crate::{
 /// before attach, still in use as of the last GC) is the records' in-use
 /// less what the live samples of the same stack hold as of that GC, so a
 /// stack has one number: history plus live.
-pub struct ProcessHistory {
+pub(crate) struct ProcessHistory {
     process: GoProcess,
     records: HeapRecords,
     /// The rate the records were first read at. If it changes (leak or
@@ -40,7 +40,11 @@ pub struct ProcessHistory {
 impl ProcessHistory {
     /// Reads the history of process `pid`; `Err` says in one line why
     /// there is none.
-    pub fn open(program: &Rc<Program>, pid: u32, agg: &mut Aggregator) -> Result<Self, String> {
+    pub(crate) fn open(
+        program: &Rc<Program>,
+        pid: u32,
+        agg: &mut Aggregator,
+    ) -> Result<Self, String> {
         let process = GoProcess::open(Rc::clone(program), pid).map_err(|e| e.to_string())?;
         let records = HeapRecords::locate(&process).map_err(|e| e.to_string())?;
         let read = records.read(&process).map_err(|e| e.to_string())?;
@@ -66,7 +70,13 @@ impl ProcessHistory {
     /// leak sees each free as it happens: unless `now`, the read waits until
     /// the GC count has held still for one call (a second), so both views
     /// are of the same finished cycle.
-    pub fn refresh(&mut self, rate_now: u64, gc_cycles: u64, now: bool, agg: &mut Aggregator) {
+    pub(crate) fn refresh(
+        &mut self,
+        rate_now: u64,
+        gc_cycles: u64,
+        now: bool,
+        agg: &mut Aggregator,
+    ) {
         let settled = now || gc_cycles == self.last_seen_gc;
         self.last_seen_gc = gc_cycles;
         if self.frozen || gc_cycles == self.read_at_gc || !settled {
@@ -92,12 +102,12 @@ impl ProcessHistory {
     }
 
     /// Per stack, what the history adds to the live samples.
-    pub fn part(&self) -> &HashMap<StackId, Totals> {
+    pub(crate) fn part(&self) -> &HashMap<StackId, Totals> {
         &self.part
     }
 
     /// Bytes the history adds, over all stacks.
-    pub fn held(&self) -> f64 {
+    pub(crate) fn held(&self) -> f64 {
         self.part.values().map(|t| t.outstanding_bytes).sum()
     }
 }
@@ -105,7 +115,7 @@ impl ProcessHistory {
 /// Per stack, what `read`'s records hold (pcs less `bias`, interned in
 /// `agg`) less what leak's live samples hold as of the same GC (`seen`):
 /// the objects sampled before leak attached that are still in use.
-pub fn unseen_part(
+pub(crate) fn unseen_part(
     read: &Read,
     bias: u64,
     seen: &HashMap<StackId, (f64, f64)>,
@@ -127,7 +137,7 @@ pub fn unseen_part(
 
 /// `live` (stack totals from the samples) with each process's history
 /// added: stacks only the history knows are appended.
-pub fn with_history<'a>(
+pub(crate) fn with_history<'a>(
     live: Vec<(StackId, Totals)>,
     histories: impl Iterator<Item = &'a ProcessHistory>,
 ) -> Vec<(StackId, Totals)> {

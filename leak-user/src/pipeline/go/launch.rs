@@ -33,7 +33,7 @@ use crate::{process, session};
 /// not executable, 127 not found) and the one line why.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct NotRun {
+pub(crate) struct NotRun {
     /// The shell's exit status.
     pub code: u8,
     /// Why, in one line.
@@ -45,7 +45,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where `command` is, as a shell would find it; a shell's exit status and
 /// message when it cannot be run.
-pub fn resolve(command: &OsString) -> Result<PathBuf, NotRun> {
+pub(crate) fn resolve(command: &OsString) -> Result<PathBuf, NotRun> {
     let name = Path::new(command);
     let shown = name.display().to_string();
     let candidates: Vec<PathBuf> = if shown.contains('/') {
@@ -82,7 +82,7 @@ pub fn resolve(command: &OsString) -> Result<PathBuf, NotRun> {
 
 /// Starts `program` with `args` under a shell that stops itself before it
 /// execs the program; returns once it has stopped.
-pub fn spawn_paused(program: &Path, args: &[OsString]) -> Result<Child> {
+pub(crate) fn spawn_paused(program: &Path, args: &[OsString]) -> Result<Child> {
     let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(r#"kill -STOP $$ && exec "$0" "$@""#)
@@ -108,11 +108,11 @@ pub fn spawn_paused(program: &Path, args: &[OsString]) -> Result<Child> {
     }
 }
 
-pub use crate::process::{resume, signal};
+pub(crate) use crate::process::{resume, signal};
 
 /// leak's exit status for the program's: its code, or 128 + the signal
 /// that ended it, as a shell reports it.
-pub fn exit_code(status: ExitStatus) -> u8 {
+pub(crate) fn exit_code(status: ExitStatus) -> u8 {
     match (status.code(), status.signal()) {
         (Some(code), _) => code as u8,
         (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
@@ -123,7 +123,7 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 /// `leak trace -- CMD`: traces `child` (started paused by
 /// [`launch::spawn_paused`]) from its first allocation until it exits, then
 /// writes every output; returns the program's exit status, leak's own.
-pub fn run_launched(
+pub(crate) fn run_launched(
     program: Program,
     mut options: Options,
     mut child: std::process::Child,

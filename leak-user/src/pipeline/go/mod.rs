@@ -7,12 +7,12 @@
 //! [`buckets`] maps Go's profile buckets to stacks, [`profile`] turns the
 //! numbers into a report.
 
-pub mod buckets;
-pub mod core;
-pub mod history;
-pub mod launch;
-pub mod processes;
-pub mod profile;
+pub(crate) mod buckets;
+pub(crate) mod core;
+pub(crate) mod history;
+pub(crate) mod launch;
+pub(crate) mod processes;
+pub(crate) mod profile;
 
 use std::{
     io::{IsTerminal, Write},
@@ -60,7 +60,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// What `leak trace` on a Go program was asked to do.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// Only this process (it must run the binary).
     pub pid: Option<u32>,
     /// `--work`: the function that marks a unit of work.
@@ -88,7 +88,7 @@ pub struct Options {
 }
 
 /// The state of one `leak trace` of a Go binary.
-pub struct GoPipeline {
+pub(crate) struct GoPipeline {
     options: Options,
     program: Rc<Program>,
     /// Records in, numbers kept: the part tested without a kernel.
@@ -107,7 +107,7 @@ pub struct GoPipeline {
 
 /// Checks the request against the opened binary, then traces until told
 /// to stop and writes every requested output.
-pub fn run(program: Program, options: Options) -> Result<()> {
+pub(crate) fn run(program: Program, options: Options) -> Result<()> {
     if let Some(pid) = options.pid {
         match process::runs_binary(pid, program.id) {
             None => refuse!("no process with pid {pid}"),
@@ -173,7 +173,7 @@ async fn trace(options: Options, program: Rc<Program>) -> Result<()> {
 
 /// The probes for `program`'s Go version, and `--work`'s function: each
 /// on its function just past the stack-growth check, by file offset.
-pub fn attachments(
+pub(crate) fn attachments(
     program: &Program,
     work: Option<&str>,
 ) -> Result<(ProbeConfig, Vec<Attachment>), GoError> {

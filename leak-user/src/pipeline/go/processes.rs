@@ -22,7 +22,7 @@ use crate::{
 const RATE_CHECKS: u8 = 3;
 
 /// One traced process.
-pub struct Process {
+pub(crate) struct Process {
     /// Runtime address minus file address of the binary (PIE).
     pub bias: u64,
     /// Start time (clock ticks after boot): with the pid, names the process.
@@ -44,7 +44,12 @@ pub struct Process {
 
 impl Process {
     /// A process first seen now, at `bias`, sampling at `rate`.
-    pub fn new(bias: u64, start_time: u64, memory: Option<Box<dyn MemoryMut>>, rate: u64) -> Self {
+    pub(crate) fn new(
+        bias: u64,
+        start_time: u64,
+        memory: Option<Box<dyn MemoryMut>>,
+        rate: u64,
+    ) -> Self {
         Self {
             bias,
             start_time,
@@ -57,16 +62,11 @@ impl Process {
             alive: true,
         }
     }
-
-    /// Whether it was running at the last scan.
-    pub fn alive(&self) -> bool {
-        self.alive
-    }
 }
 
 /// What leak may do to a target's sampling rate.
 #[derive(Clone, Copy, Debug)]
-pub struct RatePolicy {
+pub(crate) struct RatePolicy {
     /// Link-time address of `runtime.MemProfileRate` (bias added per
     /// process), if found.
     pub addr: Option<u64>,
@@ -87,7 +87,7 @@ pub struct RatePolicy {
 
 /// Every process seen, by pid.
 #[derive(Default)]
-pub struct Processes {
+pub(crate) struct Processes {
     procs: BTreeMap<u32, Process>,
     /// Told of every write before it is made, to undo it if leak dies.
     guard: Option<Box<dyn Guard>>,
@@ -95,7 +95,7 @@ pub struct Processes {
 
 /// What a scan changed.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ScanResult {
+pub(crate) struct ScanResult {
     /// Processes gone since the last scan (their pid may come back as
     /// another process): forget their objects and buckets.
     pub exited: Vec<u32>,
@@ -103,22 +103,22 @@ pub struct ScanResult {
 
 impl Processes {
     /// From now on, tells `guard` of every rate write before making it.
-    pub fn guard_with(&mut self, guard: Box<dyn Guard>) {
+    pub(crate) fn guard_with(&mut self, guard: Box<dyn Guard>) {
         self.guard = Some(guard);
     }
 
     /// A known process.
-    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Process> {
+    pub(crate) fn get_mut(&mut self, pid: u32) -> Option<&mut Process> {
         self.procs.get_mut(&pid)
     }
 
     /// Whether `pid` is known.
-    pub fn contains(&self, pid: u32) -> bool {
+    pub(crate) fn contains(&self, pid: u32) -> bool {
         self.procs.contains_key(&pid)
     }
 
     /// Adds a process seen for the first time.
-    pub fn insert(&mut self, pid: u32, p: Process) {
+    pub(crate) fn insert(&mut self, pid: u32, p: Process) {
         self.procs.insert(pid, p);
     }
 
@@ -126,7 +126,7 @@ impl Processes {
     /// rest are marked gone. A pid whose start time changed is a new
     /// process with a reused pid: the old one is reported exited and
     /// removed, so the new one is placed afresh.
-    pub fn update(&mut self, running: &[(u32, u64)]) -> ScanResult {
+    pub(crate) fn update(&mut self, running: &[(u32, u64)]) -> ScanResult {
         let mut result = ScanResult::default();
         let now: BTreeMap<u32, u64> = running.iter().copied().collect();
         let mut reused = Vec::new();
@@ -169,22 +169,22 @@ impl Processes {
     }
 
     /// Whether every process seen has exited (and at least one was seen).
-    pub fn all_exited(&self) -> bool {
+    pub(crate) fn all_exited(&self) -> bool {
         !self.procs.is_empty() && self.procs.values().all(|p| !p.alive)
     }
 
     /// Every pid seen, ascending.
-    pub fn pids(&self) -> Vec<u32> {
+    pub(crate) fn pids(&self) -> Vec<u32> {
         self.procs.keys().copied().collect()
     }
 
     /// GC cycles seen, over all processes.
-    pub fn gc_cycles(&self) -> u64 {
+    pub(crate) fn gc_cycles(&self) -> u64 {
         self.procs.values().map(|p| p.gc_cycles).sum()
     }
 
     /// The highest sampling rate in force (the report's "rate").
-    pub fn rate(&self) -> u64 {
+    pub(crate) fn rate(&self) -> u64 {
         self.procs
             .values()
             .map(|p| p.rates.current())
@@ -196,7 +196,7 @@ impl Processes {
     /// in force and, where the policy allows and asks for it, writes a new
     /// one (and says so). Written on the first few scans only; followed at
     /// every scan after.
-    pub fn check_rate(&mut self, pid: u32, policy: &RatePolicy, binary: &str) -> Result<()> {
+    pub(crate) fn check_rate(&mut self, pid: u32, policy: &RatePolicy, binary: &str) -> Result<()> {
         let Some(p) = self.procs.get_mut(&pid) else {
             return Ok(());
         };
@@ -266,7 +266,7 @@ impl Processes {
     /// start time is the same process), unless someone else changed it
     /// since; one line for each process where something was done or left.
     /// Then tells the guard that all is settled.
-    pub fn restore_rates(&mut self, start_of: impl Fn(u32) -> Option<u64>) {
+    pub(crate) fn restore_rates(&mut self, start_of: impl Fn(u32) -> Option<u64>) {
         for (pid, p) in self.procs.iter_mut() {
             let Some(entry) = p.written.take() else {
                 continue;

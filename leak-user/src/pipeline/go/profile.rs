@@ -12,11 +12,11 @@ use crate::{
 };
 
 /// Stacks symbolized per tick of the event loop (a few ms of work).
-pub const SYMBOLIZE_BUDGET: usize = 2000;
+pub(crate) const SYMBOLIZE_BUDGET: usize = 2000;
 
 /// Order of stacks in the text report.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SortBy {
+pub(crate) enum SortBy {
     /// Leaking and growing stacks first, by growth rate.
     Growth,
     /// Bytes allocated and not yet freed.
@@ -27,7 +27,7 @@ pub enum SortBy {
 
 /// Puts `profile`'s stacks in the order `sort` asks for (they come most
 /// outstanding first).
-pub fn sort_for_text(profile: &mut Profile, sort: SortBy) {
+pub(crate) fn sort_for_text(profile: &mut Profile, sort: SortBy) {
     match sort {
         SortBy::Outstanding => {}
         SortBy::Allocated => profile.stacks.sort_by(|a, b| {
@@ -66,7 +66,7 @@ fn growth_rate(s: &StackProfile) -> f64 {
 /// up between (rare) GCs, but none of it survives two; until two GCs are
 /// seen, every stack that is not churn counts. `None` when no stack has a
 /// per-call figure yet.
-pub fn retained_per_call(
+pub(crate) fn retained_per_call(
     stacks: &[StackGrowth],
     outstanding: &[f64],
     gc_cycles: u64,

@@ -31,7 +31,7 @@ const PCS_AHEAD: usize = 64;
 
 /// Counts of one record, or of one of its cycles (`memRecordCycle`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Objects allocated.
     pub allocs: u64,
     /// Objects freed.
@@ -55,19 +55,20 @@ impl Counts {
     }
 
     /// Objects still in use.
-    pub fn inuse_objects(&self) -> u64 {
+    pub(crate) fn inuse_objects(&self) -> u64 {
         self.allocs.saturating_sub(self.frees)
     }
 
     /// Bytes still in use.
-    pub fn inuse_bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn inuse_bytes(&self) -> u64 {
         self.alloc_bytes.saturating_sub(self.free_bytes)
     }
 }
 
 /// One heap bucket, as `runtime.MemProfile` would report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BucketRecord {
+pub(crate) struct BucketRecord {
     /// The bucket's address in the process (the uprobes name buckets by it).
     pub addr: u64,
     /// Object size the bucket counts.
@@ -80,7 +81,7 @@ pub struct BucketRecord {
 
 /// Every heap bucket of a process at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Buckets, newest first (the runtime's list order).
     pub buckets: Vec<BucketRecord>,
     /// GC cycles the profile has seen (`mProfCycle`, wraps at 3·2²⁵).
@@ -92,7 +93,7 @@ pub struct Snapshot {
 
 /// Where the records are in one process.
 #[derive(Clone, Copy, Debug)]
-pub struct Location {
+pub(crate) struct Location {
     /// Runtime address of `runtime.mbuckets`.
     pub buckets: u64,
     /// Runtime address of `runtime.mProfCycle`.
@@ -101,7 +102,7 @@ pub struct Location {
 
 /// Why the records could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// A read of the process's memory failed (it exited, or the address is
     /// not mapped).
     #[error("cannot read the process's memory at {addr:#x}: {source}")]
@@ -123,7 +124,7 @@ pub enum ReadError {
 /// Reads every heap bucket of the process behind `mem`. `row` gives the
 /// layouts; `is_code(pc)` says whether a runtime address is inside the
 /// program's functions.
-pub fn read(
+pub(crate) fn read(
     mem: &dyn Memory,
     row: &RuntimeProbes,
     at: Location,
@@ -300,7 +301,7 @@ fn read_u32(mem: &dyn Memory, addr: u64) -> Result<u32, ReadError> {
 /// divided by it; a rate of 1 or less means every object was recorded (or
 /// the rate is unknown) and nothing is scaled. Returns (objects, bytes),
 /// truncated to integers as pprof's are.
-pub fn scale(count: u64, size: u64, rate: i64) -> (u64, u64) {
+pub(crate) fn scale(count: u64, size: u64, rate: i64) -> (u64, u64) {
     if count == 0 || size == 0 {
         return (0, 0);
     }
