@@ -104,15 +104,11 @@ pub fn esbuild() -> PathBuf {
         return bin;
     }
     fs::create_dir_all(&dir).unwrap();
-    let out = Command::new("npm")
-        .args(["pack", "--silent", PACKAGE])
-        .current_dir(&dir)
-        .output()
-        .expect("run npm (Node.js is on every machine of this kind)");
-    assert!(
-        out.status.success(),
-        "npm pack {PACKAGE}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::run_ok(
+        Command::new("npm")
+            .args(["pack", "--silent", PACKAGE])
+            .current_dir(&dir),
+        &format!("npm pack {PACKAGE} (Node.js is on every machine of this kind)"),
     );
     let tarball = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let status = Command::new("tar")

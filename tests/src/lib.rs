@@ -32,6 +32,20 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs `cmd` (`what` names it in messages) and returns its output; fails
+/// the test, with the command's stderr, unless it ran and succeeded.
+pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The leak binary under test.
 pub fn leak_bin() -> PathBuf {
     let p = std::env::var_os("LEAK_BIN")
@@ -417,23 +431,19 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
 /// what the function's callees allocated on its behalf too (Go 1.27's own
 /// profile puts `bytes.Repeat`'s bytes flat in `internal/bytealg.MakeNoZero`).
 pub fn pprof_inuse(go_version: &str, profile: &Path) -> Vec<(String, u64, u64)> {
-    let out = Command::new(go(go_version))
-        .args([
-            "tool",
-            "pprof",
-            "-sample_index=inuse_space",
-            "-top",
-            "-unit=B",
-            "-nodecount=100000",
-        ])
-        .arg(profile)
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("go tool pprof");
-    assert!(
-        out.status.success(),
-        "go tool pprof failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(go(go_version))
+            .args([
+                "tool",
+                "pprof",
+                "-sample_index=inuse_space",
+                "-top",
+                "-unit=B",
+                "-nodecount=100000",
+            ])
+            .arg(profile)
+            .env("GOTOOLCHAIN", "local"),
+        "go tool pprof",
     );
     let bytes = |s: &str| -> Option<u64> {
         if s == "0" {

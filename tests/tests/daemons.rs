@@ -95,15 +95,11 @@ fn hold_against_own(name: &str, bin: &Path, daemon: &mut Daemon, at: &Endpoints,
     let heap_json = dir.join("heap.json");
     let mut theirs = own_profile(at, dir, "own.pb.gz");
     for attempt in 1.. {
-        let out = Command::new(leak_bin())
-            .args(["heap", "--pid", &pid.to_string(), "--json"])
-            .arg(&heap_json)
-            .output()
-            .expect("run leak heap");
-        assert!(
-            out.status.success(),
-            "{name}: leak heap: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(leak_bin())
+                .args(["heap", "--pid", &pid.to_string(), "--json"])
+                .arg(&heap_json),
+            &format!("{name}: leak heap"),
         );
         let after = own_profile(at, dir, "own-after-heap.pb.gz");
         if after == theirs || attempt == 3 {

@@ -14,16 +14,12 @@ use leak_tests::*;
 /// Stacks printed by `go tool pprof -traces`, leaf first, "(inline)" marks
 /// removed, each with its first value line.
 fn pprof_traces(version: &str, profile: &Path) -> Vec<Vec<String>> {
-    let out = Command::new(go(version))
-        .args(["tool", "pprof", "-traces", "-sample_index=inuse_space"])
-        .arg(profile)
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(go(version))
+            .args(["tool", "pprof", "-traces", "-sample_index=inuse_space"])
+            .arg(profile)
+            .env("GOTOOLCHAIN", "local"),
+        "go tool pprof -traces",
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut traces = Vec::new();

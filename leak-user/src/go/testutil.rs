@@ -253,7 +253,8 @@ fn build(
     }
     std::fs::create_dir_all(&dir).expect("create test-go cache dir");
     let tmp = dir.join(format!("{name}.tmp"));
-    let output = Command::new(&go)
+    let mut go_build = Command::new(&go);
+    go_build
         .current_dir(module)
         .env("GOTOOLCHAIN", "local")
         .env("GOCACHE", test_go.join(format!("gocache-{version}")))
@@ -278,13 +279,10 @@ fn build(
         .args(variant.go_flags())
         .arg("-o")
         .arg(&tmp)
-        .arg(package)
-        .output()
-        .expect("run go build");
-    assert!(
-        output.status.success(),
-        "go{version} build {variant:?} of {package} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        .arg(package);
+    leak_tests::run_ok(
+        &mut go_build,
+        &format!("go{version} build {variant:?} of {package}"),
     );
     if variant == Variant::NoBuildInfo {
         let status = Command::new("objcopy")
