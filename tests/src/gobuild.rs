@@ -2,26 +2,41 @@
 //! of others the tests run (esbuild from npm).
 
 use std::{
+    collections::hash_map::DefaultHasher,
     fs,
+    hash::{Hash, Hasher},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
+    sync::Mutex,
 };
 
 use crate::root;
 
-/// The `go` command of toolchain `version` (e.g. "1.25.5"; "1.19.8" is
-/// Debian's golang-1.19-go, which `cargo xtask setup` links there).
-pub fn go(version: &str) -> PathBuf {
-    let dir = std::env::var_os("LEAK_GO_ROOT")
+/// Where the toolchains are: `$LEAK_GO_ROOT`, else `<repo>/target/tools`
+/// (where `cargo xtask setup` installs them).
+fn go_root() -> PathBuf {
+    std::env::var_os("LEAK_GO_ROOT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/tools"));
-    let go = dir.join(format!("go-{version}/bin/go"));
-    assert!(
-        go.exists(),
-        "{} missing: run `cargo xtask setup`",
-        go.display()
-    );
-    go
+        .unwrap_or_else(|| root().join("target/tools"))
+}
+
+/// The `go` command of toolchain `version` (e.g. "1.25.5"; "1.19.8" is
+/// Debian's golang-1.19-go, which `cargo xtask setup` links there), if
+/// installed.
+pub fn go_tool(version: &str) -> Option<PathBuf> {
+    let go = go_root().join(format!("go-{version}/bin/go"));
+    go.is_file().then_some(go)
+}
+
+/// The `go` command of toolchain `version`; fails the test if it is not
+/// installed.
+pub fn go(version: &str) -> PathBuf {
+    go_tool(version).unwrap_or_else(|| {
+        panic!(
+            "{} missing: run `cargo xtask setup`",
+            go_root().join(format!("go-{version}/bin/go")).display()
+        )
+    })
 }
 
 /// How a test program is built.
@@ -29,20 +44,206 @@ pub fn go(version: &str) -> PathBuf {
 pub enum Variant {
     /// `go build`.
     Plain,
+    /// `-ldflags='-s -w'`: no `.symtab`, no DWARF.
+    Stripped,
+    /// `-buildmode=pie`.
+    Pie,
     /// `-ldflags='-s -w' -buildmode=pie`: no symbols, no DWARF, relocated.
     StrippedPie,
-    /// `-ldflags='-s -w'`, `.go.buildinfo` cut out and the text of
-    /// `runtime.buildVersion` blanked ("go1.19.8" → "go0.00.0"): nothing in
-    /// the file names the release, so leak infers it from the runtime's
-    /// functions. The program runs as before (only `runtime.Version()`
-    /// reads that text).
+    /// Stripped, then `objcopy --remove-section .go.buildinfo`: `go version`
+    /// then says "not a Go executable", and the program still runs (the
+    /// runtime never reads that section). `-buildvcs=false` or `-trimpath`
+    /// only shrink the build info; the Go linker always writes the section.
+    NoBuildInfo,
+    /// As [`Variant::NoBuildInfo`], and the text of `runtime.buildVersion`
+    /// blanked too ("go1.19.8" → "go0.00.0"): nothing in the file names the
+    /// release, so leak infers it from the runtime's functions. The program
+    /// runs as before (only `runtime.Version()` reads that text).
     NoVersion,
+    /// `-buildmode=pie -ldflags='-linkmode=external -s -w'` with cgo: the
+    /// C linker folds `.gopclntab` into `.data.rel.ro`, and `.text` starts
+    /// before `runtime.text`.
+    ExternalPie,
+    /// `GOARCH=arm64 go build`: a program leak cannot trace.
+    Arm64,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Plain => "plain",
+            Variant::Stripped => "stripped",
+            Variant::Pie => "pie",
+            Variant::StrippedPie => "stripped-pie",
+            Variant::NoBuildInfo => "nobuildinfo",
+            Variant::NoVersion => "noversion",
+            Variant::ExternalPie => "external-pie",
+            Variant::Arm64 => "arm64",
+        }
+    }
+
+    fn go_flags(self) -> &'static [&'static str] {
+        match self {
+            Variant::Plain | Variant::Arm64 => &[],
+            Variant::Stripped | Variant::NoBuildInfo | Variant::NoVersion => &["-ldflags=-s -w"],
+            Variant::Pie => &["-buildmode=pie"],
+            Variant::StrippedPie => &["-buildmode=pie", "-ldflags=-s -w"],
+            Variant::ExternalPie => &["-buildmode=pie", "-ldflags=-linkmode=external -s -w"],
+        }
+    }
+
+    /// Whether the variant keeps `.symtab`.
+    pub fn has_symtab(self) -> bool {
+        matches!(self, Variant::Plain | Variant::Pie)
+    }
+
+    /// Whether the binary is position independent.
+    pub fn is_pie(self) -> bool {
+        matches!(
+            self,
+            Variant::Pie | Variant::StrippedPie | Variant::ExternalPie
+        )
+    }
+
+    /// The tool the variant needs besides Go, if this machine lacks it.
+    fn missing_tool(self) -> Option<&'static str> {
+        let tool = match self {
+            Variant::NoBuildInfo | Variant::NoVersion => "objcopy",
+            Variant::ExternalPie => "gcc",
+            _ => return None,
+        };
+        (!have(tool)).then_some(tool)
+    }
+}
+
+/// Whether `tool` runs (for objcopy and gcc).
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One Go program to build: `package` (a directory, `./seed`) of the module
+/// at `module`, with build `tags`, saved as `name`.
+#[derive(Clone, Copy, Debug)]
+pub struct GoProgram<'a> {
+    /// The module's directory (holds `go.mod`).
+    pub module: &'a Path,
+    /// The package, relative to the module.
+    pub package: &'a str,
+    /// Build tags, if any.
+    pub tags: Option<&'a str>,
+    /// The binary's file name.
+    pub name: &'a str,
+}
+
+/// Builds are serialised: the machine may have two cores, and two tests
+/// must not write the same cache entry at once.
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Builds `program` with Go `version` as `variant`, once: binaries are kept
+/// in `<repo>/target/test-go/<version>-<variant>/`, keyed by a hash of the
+/// Go sources. `None` (after printing why) when this machine lacks the
+/// toolchain or a tool the variant needs; a failed build fails the test.
+pub fn build_cached(version: &str, variant: Variant, program: GoProgram<'_>) -> Option<PathBuf> {
+    let Some(go) = go_tool(version) else {
+        eprintln!("skipped: Go {version} toolchain not found (set LEAK_GO_ROOT to a dir with go-{version}/bin/go)");
+        return None;
+    };
+    if let Some(tool) = variant.missing_tool() {
+        eprintln!("skipped: {tool} not installed; the {variant:?} build needs it");
+        return None;
+    }
+    let test_go = root().join("target/test-go");
+    let dir = test_go.join(format!("{version}-{}", variant.name()));
+    let out = dir.join(program.name);
+    let stamp = dir.join(format!("{}.source-hash", program.name));
+    let hash = format!(
+        "{:?}",
+        (source_hash(program.module, program.package), program.tags)
+    );
+
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if out.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(&hash) {
+        return Some(out);
+    }
+    fs::create_dir_all(&dir).expect("create test-go cache dir");
+    let tmp = dir.join(format!("{}.tmp", program.name));
+    let mut go_build = Command::new(&go);
+    go_build
+        .current_dir(program.module)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", test_go.join(format!("gocache-{version}")))
+        .env("GOFLAGS", "")
+        .env(
+            "GOARCH",
+            if variant == Variant::Arm64 {
+                "arm64"
+            } else {
+                "amd64"
+            },
+        )
+        .env(
+            "CGO_ENABLED",
+            if variant == Variant::ExternalPie {
+                "1"
+            } else {
+                "0"
+            },
+        )
+        .arg("build")
+        .args(variant.go_flags())
+        .args(program.tags.iter().flat_map(|t| ["-tags", t]))
+        .arg("-o")
+        .arg(&tmp)
+        .arg(program.package);
+    crate::run_ok(
+        &mut go_build,
+        &format!("go{version} build {variant:?} of {}", program.package),
+    );
+    if matches!(variant, Variant::NoBuildInfo | Variant::NoVersion) {
+        remove_build_info(&tmp);
+    }
+    if variant == Variant::NoVersion {
+        blank_version(&tmp, version);
+    }
+    fs::rename(&tmp, &out).expect("move built binary into place");
+    fs::write(&stamp, &hash).expect("write source stamp");
+    Some(out)
+}
+
+/// Hash of `go.mod` and the `.go` files of the package: the cache key.
+fn source_hash(module: &Path, package: &str) -> u64 {
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else if path.extension().is_some_and(|e| e == "go") || path.ends_with("go.mod") {
+                files.push(path);
+            }
+        }
+    }
+    let mut files = vec![module.join("go.mod")];
+    walk(&module.join(package), &mut files);
+    files.sort();
+    let mut hasher = DefaultHasher::new();
+    for file in files {
+        file.hash(&mut hasher);
+        fs::read(&file).unwrap_or_default().hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// Where test program `prog` comes from: its directory of tests/go and its
 /// build tags. `seednoprof` is `seed` without its `net/http/pprof` import
-/// (`shortjobnoprof` likewise),
-/// so Go starts it with heap sampling off.
+/// (`shortjobnoprof` likewise), so Go starts it with heap sampling off.
 fn go_source(prog: &str) -> (&str, Option<&str>) {
     match prog {
         "seednoprof" => ("seed", Some("noprof")),
@@ -52,45 +253,20 @@ fn go_source(prog: &str) -> (&str, Option<&str>) {
 }
 
 /// Builds test program `prog` (a directory of tests/go, or a build of one
-/// with tags: see [`go_source`]) with Go `version`, once per test run, and
-/// returns the binary's path.
+/// with tags: see [`go_source`]) with Go `version`, and returns the
+/// binary's path; the toolchain must be there (`cargo xtask setup`).
 pub fn build_go(prog: &str, version: &str, variant: Variant) -> PathBuf {
-    let out_dir = root().join("target/it-go");
-    fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join(format!("{prog}-{version}-{variant:?}").to_lowercase());
-    let mut cmd = Command::new(go(version));
-    cmd.arg("build")
-        .arg("-o")
-        .arg(&out)
-        .current_dir(root().join("tests/go"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOCACHE", root().join("target/gocache"));
-    match variant {
-        Variant::Plain => {}
-        Variant::StrippedPie => {
-            cmd.args(["-ldflags=-s -w", "-buildmode=pie"]);
-        }
-        Variant::NoVersion => {
-            cmd.args(["-ldflags=-s -w"]);
-        }
-    }
-    if variant == Variant::NoVersion {
-        // go build leaves an output it thinks up to date (its build id is
-        // still there) alone: rebuild, so the blanking below finds its text.
-        let _ = fs::remove_file(&out);
-    }
     let (source, tags) = go_source(prog);
-    if let Some(tags) = tags {
-        cmd.args(["-tags", tags]);
-    }
-    cmd.arg(format!("./{source}"));
-    let status = cmd.status().expect("run go build");
-    assert!(status.success(), "go build {prog} with {version} failed");
-    if variant == Variant::NoVersion {
-        blank_version(&out, version);
-    }
-    out
+    let module = root().join("tests/go");
+    let package = format!("./{source}");
+    let program = GoProgram {
+        module: &module,
+        package: &package,
+        tags,
+        name: prog,
+    };
+    build_cached(version, variant, program)
+        .unwrap_or_else(|| panic!("cannot build {prog} with go{version} as {variant:?}"))
 }
 
 /// esbuild from npm (`@esbuild/linux-x64`, a pinned release): a stripped
@@ -120,15 +296,19 @@ pub fn esbuild() -> PathBuf {
     bin
 }
 
-/// Cuts `.go.buildinfo` out of `bin` and overwrites each `go{version}` in
-/// it with as many bytes of `go0.00.0`-like text.
+/// Cuts `.go.buildinfo` out of `bin`.
+fn remove_build_info(bin: &Path) {
+    crate::run_ok(
+        Command::new("objcopy")
+            .args(["--remove-section", ".go.buildinfo"])
+            .arg(bin),
+        "objcopy (binutils)",
+    );
+}
+
+/// Overwrites each `go{version}` in `bin` with as many bytes of
+/// `go0.00.0`-like text.
 fn blank_version(bin: &Path, version: &str) {
-    let status = Command::new("objcopy")
-        .args(["--remove-section", ".go.buildinfo"])
-        .arg(bin)
-        .status()
-        .expect("run objcopy (binutils)");
-    assert!(status.success(), "objcopy failed on {}", bin.display());
     let mut data = fs::read(bin).unwrap();
     let text = format!("go{version}").into_bytes();
     let blank: Vec<u8> = text

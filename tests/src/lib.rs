@@ -19,7 +19,7 @@ use std::{
 };
 
 mod debian;
-mod gobuild;
+pub mod gobuild;
 
 pub use debian::{base64, debian_binary, free_port, request, request_ok, Daemon};
 pub use gobuild::{build_go, esbuild, go, Variant};

@@ -1,19 +1,16 @@
-//! Builds real Go programs for the tests, once per toolchain and variant.
+//! The Go programs leak-user's own tests read, built by the test harness's
+//! one Go builder (`leak_tests::gobuild`), once per toolchain and variant.
 //!
 //! Toolchains are `$LEAK_GO_ROOT/go-<ver>/bin/go` (default
 //! `<repo>/target/tools`, where `cargo xtask setup` installs them, linking
-//! Debian's `/usr/lib/go-1.19` there as `go-1.19.8`; `<repo>` is
-//! `$LEAK_REPO_ROOT` or the parent of this crate). Binaries are cached in
+//! Debian's `/usr/lib/go-1.19` there as `go-1.19.8`). Binaries are cached in
 //! `<repo>/target/test-go/<ver>-<variant>/`, keyed by a hash of the Go
 //! sources. A missing toolchain or tool skips the test with a printed
 //! reason; a failed build panics.
 
 use std::{
-    collections::hash_map::DefaultHasher,
-    hash::{Hash, Hasher},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::Mutex,
 };
 
 /// The Go releases the tests cover, one per runtime-table era, oldest
@@ -21,96 +18,12 @@ use std::{
 /// built with.
 pub(crate) const VERSIONS: [&str; 4] = ["1.19.8", "1.21.13", "1.25.5", "1.27.3"];
 
-/// How a test program is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Variant {
-    /// `go build`.
-    Plain,
-    /// `-ldflags='-s -w'`: no `.symtab`, no DWARF.
-    Stripped,
-    /// `-buildmode=pie`.
-    Pie,
-    /// `-buildmode=pie -ldflags='-s -w'`.
-    StrippedPie,
-    /// Stripped, then `objcopy --remove-section .go.buildinfo`: `go version`
-    /// then says "not a Go executable", and the program still runs (the
-    /// runtime never reads that section). `-buildvcs=false` or `-trimpath`
-    /// only shrink the build info; the Go linker always writes the section.
-    NoBuildInfo,
-    /// `-buildmode=pie -ldflags='-linkmode=external -s -w'` with cgo: the
-    /// C linker folds `.gopclntab` into `.data.rel.ro`, and `.text` starts
-    /// before `runtime.text`.
-    ExternalPie,
-    /// `GOARCH=arm64 go build`: a program leak cannot trace.
-    Arm64,
-}
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::Plain => "plain",
-            Variant::Stripped => "stripped",
-            Variant::Pie => "pie",
-            Variant::StrippedPie => "stripped-pie",
-            Variant::NoBuildInfo => "nobuildinfo",
-            Variant::ExternalPie => "external-pie",
-            Variant::Arm64 => "arm64",
-        }
-    }
-
-    fn go_flags(self) -> &'static [&'static str] {
-        match self {
-            Variant::Plain | Variant::Arm64 => &[],
-            Variant::Stripped | Variant::NoBuildInfo => &["-ldflags=-s -w"],
-            Variant::Pie => &["-buildmode=pie"],
-            Variant::StrippedPie => &["-buildmode=pie", "-ldflags=-s -w"],
-            Variant::ExternalPie => &["-buildmode=pie", "-ldflags=-linkmode=external -s -w"],
-        }
-    }
-
-    /// Whether the variant keeps `.symtab`.
-    pub(crate) fn has_symtab(self) -> bool {
-        matches!(self, Variant::Plain | Variant::Pie)
-    }
-
-    /// Whether the binary is position independent.
-    pub(crate) fn is_pie(self) -> bool {
-        matches!(
-            self,
-            Variant::Pie | Variant::StrippedPie | Variant::ExternalPie
-        )
-    }
-}
+pub(crate) use leak_tests::gobuild::{go_tool, Variant};
 
 /// The repository root (holds `tests/go` and `target/`).
 pub(crate) fn repo_root() -> PathBuf {
-    std::env::var_os("LEAK_REPO_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+    leak_tests::root()
 }
-
-/// The `go` command of toolchain `version`, if installed.
-pub(crate) fn go_tool(version: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("LEAK_GO_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/tools"));
-    let go = root.join(format!("go-{version}/bin/go"));
-    go.is_file().then_some(go)
-}
-
-/// Whether `tool` runs (for objcopy and gcc).
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Builds are serialised: the machine may have two cores, and two tests
-/// must not write the same cache entry at once.
-static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// The `seed` service (leak in `main.(*RequestTracker).Track`) built with Go
 /// `version` as `variant`, or `None` (after printing why) if this machine
@@ -196,32 +109,8 @@ fn write_if_changed(path: &Path, contents: &str) {
     }
 }
 
-/// Hash of `go.mod` and the `.go` files of the package: the cache key.
-fn source_hash(module: &Path, package: &str) -> u64 {
-    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, files);
-            } else if path.extension().is_some_and(|e| e == "go") || path.ends_with("go.mod") {
-                files.push(path);
-            }
-        }
-    }
-    let mut files = vec![module.join("go.mod")];
-    walk(&module.join(package), &mut files);
-    files.sort();
-    let mut hasher = DefaultHasher::new();
-    for file in files {
-        file.hash(&mut hasher);
-        std::fs::read(&file).unwrap_or_default().hash(&mut hasher);
-    }
-    hasher.finish()
-}
-
+/// Builds `package` of the Go module at `module` as `name`, once per
+/// toolchain, variant and source (the harness's one Go build).
 fn build(
     version: &str,
     variant: Variant,
@@ -229,72 +118,13 @@ fn build(
     package: &str,
     name: &str,
 ) -> Option<PathBuf> {
-    let Some(go) = go_tool(version) else {
-        eprintln!("skipped: Go {version} toolchain not found (set LEAK_GO_ROOT to a dir with go-{version}/bin/go)");
-        return None;
+    let program = leak_tests::gobuild::GoProgram {
+        module,
+        package,
+        tags: None,
+        name,
     };
-    if variant == Variant::NoBuildInfo && !have("objcopy") {
-        eprintln!("skipped: objcopy (binutils) not installed; needed to cut .go.buildinfo");
-        return None;
-    }
-    if variant == Variant::ExternalPie && !have("gcc") {
-        eprintln!("skipped: gcc not installed; needed for -linkmode=external");
-        return None;
-    }
-    let test_go = repo_root().join("target/test-go");
-    let dir = test_go.join(format!("{version}-{}", variant.name()));
-    let out = dir.join(name);
-    let stamp = dir.join(format!("{name}.source-hash"));
-    let hash = source_hash(module, package).to_string();
-
-    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if out.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&hash) {
-        return Some(out);
-    }
-    std::fs::create_dir_all(&dir).expect("create test-go cache dir");
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut go_build = Command::new(&go);
-    go_build
-        .current_dir(module)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOCACHE", test_go.join(format!("gocache-{version}")))
-        .env("GOFLAGS", "")
-        .env(
-            "GOARCH",
-            if variant == Variant::Arm64 {
-                "arm64"
-            } else {
-                "amd64"
-            },
-        )
-        .env(
-            "CGO_ENABLED",
-            if variant == Variant::ExternalPie {
-                "1"
-            } else {
-                "0"
-            },
-        )
-        .arg("build")
-        .args(variant.go_flags())
-        .arg("-o")
-        .arg(&tmp)
-        .arg(package);
-    leak_tests::run_ok(
-        &mut go_build,
-        &format!("go{version} build {variant:?} of {package}"),
-    );
-    if variant == Variant::NoBuildInfo {
-        let status = Command::new("objcopy")
-            .args(["--remove-section", ".go.buildinfo"])
-            .arg(&tmp)
-            .status()
-            .expect("run objcopy");
-        assert!(status.success(), "objcopy failed on {}", tmp.display());
-    }
-    std::fs::rename(&tmp, &out).expect("move built binary into place");
-    std::fs::write(&stamp, &hash).expect("write source stamp");
-    Some(out)
+    leak_tests::gobuild::build_cached(version, variant, program)
 }
 
 /// Runs `go tool addr2line` of toolchain `version` on `pcs`: for each,
