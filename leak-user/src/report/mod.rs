@@ -12,6 +12,7 @@
 pub(crate) mod chart;
 pub(crate) mod flamegraph;
 pub(crate) mod folded;
+pub(crate) mod goroutines;
 pub(crate) mod json;
 pub(crate) mod pprof;
 pub(crate) mod text;
@@ -119,13 +120,19 @@ pub(crate) enum Source {
     /// brk and anonymous mmap/munmap of a process, whatever its language:
     /// where the heap grows, not each allocation.
     Syscalls,
+    /// A Go process's goroutines, read from its memory: counted per stack,
+    /// as `/debug/pprof/goroutine` counts them.
+    GoGoroutines {
+        /// Go version, e.g. `go1.25.5`.
+        go_version: String,
+    },
 }
 
 impl Source {
     /// Whether the numbers are one reading (Go's own records) with no
     /// series over time: no growth, no verdict.
     pub(crate) fn is_snapshot(&self) -> bool {
-        matches!(self, Source::GoRecords { .. })
+        matches!(self, Source::GoRecords { .. } | Source::GoGoroutines { .. })
     }
 
     /// Short name, as the JSON report spells it.
@@ -134,6 +141,7 @@ impl Source {
             Source::GoSampler { .. } => "go-sampler",
             Source::GoRecords { .. } => "go-records",
             Source::Syscalls => "syscalls",
+            Source::GoGoroutines { .. } => "go-goroutines",
         }
     }
 }
@@ -212,7 +220,7 @@ impl Profile {
                 *gc_cycles,
                 Some(self.total.outstanding_bytes),
             )),
-            Source::Syscalls => None,
+            Source::Syscalls | Source::GoGoroutines { .. } => None,
         }
     }
 }

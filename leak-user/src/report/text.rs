@@ -69,6 +69,10 @@ fn target_line(out: &mut String, profile: &Profile) {
             out,
             "leak trace · {binary} · {pids} · {secs:.0}s · heap growth from brk/mmap",
         ),
+        Source::GoGoroutines { go_version } => writeln!(
+            out,
+            "leak goroutines · {binary} ({go_version}) · {pids} · read from the runtime",
+        ),
     };
 }
 
@@ -153,6 +157,7 @@ fn samples_line(out: &mut String, profile: &Profile) {
     let (added, taken) = match profile.source {
         Source::GoSampler { .. } | Source::GoRecords { .. } => ("allocations", "frees"),
         Source::Syscalls => ("brk/mmap calls", "munmaps"),
+        Source::GoGoroutines { .. } => ("goroutines started", "ended"),
     };
     let _ = writeln!(
         out,
@@ -290,7 +295,9 @@ fn losses(profile: &Profile) -> String {
             "{} allocs, {} frees, {} stacks",
             l.allocs_dropped, l.frees_dropped, l.stacks_failed
         ),
-        Source::GoRecords { .. } => String::from("none (read from the runtime's own records)"),
+        Source::GoRecords { .. } | Source::GoGoroutines { .. } => {
+            String::from("none (read from the runtime's own records)")
+        }
         Source::Syscalls => format!("{} calls, {} stacks", l.allocs_dropped, l.stacks_failed),
     };
     if l.gc_dropped > 0 {

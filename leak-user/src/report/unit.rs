@@ -22,13 +22,6 @@ pub(crate) enum Unit {
     #[default]
     Bytes,
     /// Goroutines, counted per stack as Go's goroutine profile counts them.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the goroutine reader (issue #18) is its first source"
-        )
-    )]
     Goroutines,
 }
 
@@ -147,7 +140,9 @@ impl Unit {
         match (self, source) {
             (Unit::Bytes, Source::GoSampler { .. }) => "Outstanding heap",
             (Unit::Bytes, Source::GoRecords { .. }) => "Heap in use at the last GC",
-            (Unit::Bytes, Source::Syscalls) => "Heap growth (brk/mmap)",
+            (Unit::Bytes, Source::Syscalls | Source::GoGoroutines { .. }) => {
+                "Heap growth (brk/mmap)"
+            }
             (Unit::Goroutines, _) => "Goroutines",
         }
     }
@@ -203,7 +198,9 @@ impl Unit {
         match (self, source) {
             (Unit::Bytes, Source::GoSampler { .. }) => "no outstanding sampled allocations yet\n",
             (Unit::Bytes, Source::GoRecords { .. }) => "no heap in use in the profile\n",
-            (Unit::Bytes, Source::Syscalls) => "no heap growth seen yet\n",
+            (Unit::Bytes, Source::Syscalls | Source::GoGoroutines { .. }) => {
+                "no heap growth seen yet\n"
+            }
             (Unit::Goroutines, _) => "no goroutines in the profile\n",
         }
     }
