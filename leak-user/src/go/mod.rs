@@ -17,6 +17,7 @@
 
 pub mod elf;
 pub mod error;
+pub mod goroutines;
 pub mod heapvars;
 pub mod image;
 pub mod memrate;

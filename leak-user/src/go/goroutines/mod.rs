@@ -1,0 +1,3 @@
+//! The goroutines of a running Go program, read from outside.
+
+pub mod walk;
