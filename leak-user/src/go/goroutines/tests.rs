@@ -1,0 +1,1 @@
+//! Real Go programs read from outside (root).
