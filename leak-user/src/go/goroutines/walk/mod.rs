@@ -193,7 +193,7 @@ pub fn read(
     if len == 0 || len > MAX_GS {
         return Err(not_gs(format!("{len} goroutines")));
     }
-    if ptr == 0 || ptr % 8 != 0 {
+    if ptr == 0 || !ptr.is_multiple_of(8) {
         return Err(not_gs(format!("the array is at {ptr:#x}")));
     }
     let mut array = vec![0u8; len as usize * 8];
@@ -205,7 +205,7 @@ pub fn read(
     let mut walked = (0usize, 0usize);
     for (i, word) in array.chunks_exact(8).enumerate() {
         let g = u64::from_le_bytes(word.try_into().unwrap());
-        if g == 0 || g % 8 != 0 {
+        if g == 0 || !g.is_multiple_of(8) {
             return Err(not_gs(format!("entry {i} is {g:#x}, not a g")));
         }
         let Some(gr) = read_goroutine(mem, layout, g, is_code)? else {
@@ -375,7 +375,7 @@ fn frame_chain(
     let mut pcs = vec![h.pc];
     let mut bp = h.bp;
     while bp != 0 && pcs.len() < MAX_FRAMES {
-        if bp < h.sp || bp + 16 > h.hi || bp % 8 != 0 {
+        if bp < h.sp || bp + 16 > h.hi || !bp.is_multiple_of(8) {
             return Err(Unstable::BrokenChain);
         }
         let (next, ret) = pair(bp).ok_or(Unstable::BrokenChain)?;
