@@ -38,6 +38,10 @@ enum Command {
     /// outside (no eBPF).
     #[command(long_about = cmd::heap::LONG_ABOUT)]
     Heap(cmd::heap::HeapArgs),
+    /// Which goroutines does a Go program hold? Its goroutines, grouped as
+    /// its own goroutine profile groups them, read from outside (no eBPF).
+    #[command(long_about = cmd::goroutines::LONG_ABOUT)]
+    Goroutines(cmd::goroutines::GoroutinesArgs),
     /// Started by `leak trace` itself: puts back a target's sampling rate if
     /// leak is killed before it can.
     #[command(name = "__rate-guard", hide = true)]
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => cmd::trace::run(args),
         Command::Top(args) => cmd::top::run(args),
         Command::Heap(args) => cmd::heap::run(args),
+        Command::Goroutines(args) => cmd::goroutines::run(args),
         Command::RateGuard => cmd::rate_guard::run(),
     };
     match result {

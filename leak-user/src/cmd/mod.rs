@@ -4,6 +4,7 @@
 //! status of the program `leak trace -- CMD` ran (a shell's 126/127 when
 //! it could not be run); an error is one line and status 1.
 
+pub mod goroutines;
 pub mod heap;
 pub mod rate_guard;
 pub mod top;

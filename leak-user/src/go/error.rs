@@ -79,6 +79,14 @@ pub(crate) enum GoError {
         /// Why the search failed.
         reason: String,
     },
+    /// Go's list of goroutines (`runtime.allgs`) could not be located.
+    #[error("{path}: cannot locate Go's list of goroutines ({reason})")]
+    GoroutinesNotFound {
+        /// The file.
+        path: PathBuf,
+        /// Why the search failed.
+        reason: String,
+    },
     /// A function the probes need lies outside every loadable segment.
     #[error("{function} at {addr:#x} is outside every loadable segment")]
     OutsideSegments {
@@ -166,6 +174,15 @@ pub(crate) enum GoError {
         /// Why.
         #[source]
         source: super::records::walk::ReadError,
+    },
+    /// Go's goroutines could not be read (see [`super::goroutines::walk::ReadError`]).
+    #[error("pid {pid}: {source}")]
+    Goroutines {
+        /// The process.
+        pid: u32,
+        /// Why.
+        #[source]
+        source: super::goroutines::walk::ReadError,
     },
     /// A read of memory failed.
     #[error("cannot read the process's memory at {addr:#x}: {source}")]

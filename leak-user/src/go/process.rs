@@ -1,6 +1,6 @@
 //! One running Go process as every reader of its runtime sees it: the
 //! program it runs, where that program is loaded, and its memory, opened
-//! once and handed to each reader (heap records today; goroutines and heap
+//! once and handed to each reader (heap records, goroutines; heap
 //! statistics beside them).
 
 use std::{path::PathBuf, rc::Rc};

@@ -11,6 +11,7 @@ use std::{
 
 use super::{
     error::GoError,
+    goroutines::locate::{self as goroutine_vars, GoroutineVars},
     heapvars::{self, HeapVars},
     memrate, prologue,
     table::{self, RuntimeProbes},
@@ -42,6 +43,9 @@ pub(crate) struct Program {
     /// Where the heap profile's records are (link-time addresses), located
     /// once for every process; why not, in one line.
     pub heap_records: Result<HeapVars, String>,
+    /// Where the goroutine list and the wait-reason names are (link-time
+    /// addresses), located once for every process; why not, in one line.
+    pub goroutines: Result<GoroutineVars, String>,
 }
 
 impl Program {
@@ -74,7 +78,9 @@ impl Program {
         let alloc_probe = probe(runtime.probes.alloc_fn)?;
         let start_probe = probe(runtime.probes.start_fn)?;
         let heap_records = heapvars::heap_vars(&bin, runtime).map_err(|e| e.to_string());
+        let goroutines = goroutine_vars::goroutine_vars(&bin, runtime).map_err(|e| e.to_string());
         Ok(Self {
+            goroutines,
             heap_records,
             alloc_probe,
             start_probe,

@@ -33,6 +33,14 @@ pub(crate) fn seed(version: &str, variant: Variant) -> Option<PathBuf> {
     build(version, variant, &module, "./seed", "seed")
 }
 
+/// `tests/go/goroutines`: a quiet program with a dozen groups of parked
+/// goroutines, each blocked a different way, that serves its own
+/// goroutine profile (prints `listening ADDR` once they are parked).
+pub(crate) fn goroutines_program(version: &str, variant: Variant) -> Option<PathBuf> {
+    let module = repo_root().join("tests/go");
+    build(version, variant, &module, "./goroutines", "goroutines")
+}
+
 /// A small program that prints, for PCs inside inlined code, the frames
 /// `runtime.CallersFrames` gives: ground truth for inline-tree expansion.
 /// Its output lines are `pc<TAB>function<TAB>file:line`, one per frame, in

@@ -270,3 +270,96 @@ fn rows_match_the_dwarf_of_their_release() {
         }
     }
 }
+
+/// Each row's goroutine layout against the DWARF of its release: the
+/// fields of `g`, `gobuf` and `stack` leak reads, `g`'s size (it is read
+/// whole), the status constants, and the functions that locate `allgs`
+/// and the wait-reason names.
+#[test]
+fn goroutine_layouts_match_the_dwarf_of_their_release() {
+    for v in VERSIONS {
+        let Some(path) = testutil::seed(v, Variant::Plain) else {
+            continue;
+        };
+        let bin = GoBinary::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let row = probes_for(&bin.go_version().0).unwrap();
+        let ctx = format!("go{v} (row {})", row.since);
+        let status_names = [
+            "runtime._Gidle",
+            "runtime._Grunnable",
+            "runtime._Grunning",
+            "runtime._Gsyscall",
+            "runtime._Gwaiting",
+            "runtime._Gdead",
+            "runtime._Gcopystack",
+            "runtime._Gpreempted",
+            "runtime._Gleaked",
+            "runtime._Gdeadextra",
+            "runtime._Gscan",
+        ];
+        let facts = read_facts(
+            &path,
+            &["runtime.g", "runtime.gobuf", "runtime.stack"],
+            &status_names,
+        );
+        let l = row.goroutines.g;
+        let g = |f| facts.member(&ctx, "runtime.g", f);
+        assert_eq!(
+            facts.size(&ctx, "runtime.g"),
+            u64::from(l.size),
+            "{ctx}: g size"
+        );
+        let stack = |f| g("stack") + facts.member(&ctx, "runtime.stack", f);
+        assert_eq!(stack("lo"), u64::from(l.stack_lo), "{ctx}: stack.lo");
+        assert_eq!(stack("hi"), u64::from(l.stack_hi), "{ctx}: stack.hi");
+        assert_eq!(g("sched"), u64::from(l.sched), "{ctx}: sched");
+        let gobuf = |f| facts.member(&ctx, "runtime.gobuf", f);
+        let want = [("sp", l.gobuf.sp), ("pc", l.gobuf.pc), ("bp", l.gobuf.bp)];
+        for (field, offset) in want {
+            assert_eq!(gobuf(field), u64::from(offset), "{ctx}: gobuf.{field}");
+        }
+        let want = [
+            ("atomicstatus", l.atomicstatus),
+            ("goid", l.goid),
+            ("waitsince", l.waitsince),
+            ("waitreason", l.waitreason),
+            ("gopc", l.gopc),
+            ("startpc", l.startpc),
+        ];
+        for (field, offset) in want {
+            assert_eq!(g(field), u64::from(offset), "{ctx}: g.{field}");
+        }
+        let (_, members) = &facts.structs["runtime.g"];
+        let parent = members.get("parentGoid").copied();
+        assert_eq!(parent, l.parent_goid.map(u64::from), "{ctx}: parentGoid");
+
+        let s = row.goroutines.status;
+        let want = [
+            Some(s.idle),
+            Some(s.runnable),
+            Some(s.running),
+            Some(s.syscall),
+            Some(s.waiting),
+            Some(s.dead),
+            Some(s.copystack),
+            Some(s.preempted),
+            s.leaked,
+            s.dead_extra,
+            Some(s.scan_bit),
+        ];
+        for (name, value) in status_names.iter().zip(want) {
+            let found = facts.constants.get(*name).copied();
+            assert_eq!(found, value.map(i64::from), "{ctx}: {name}");
+        }
+
+        // pprof's user goroutines that start in the runtime: runtime.main
+        // is in every program, and so is the finalizer goroutine's function
+        // in one that sets finalizers (os.File does).
+        let g = &row.goroutines;
+        for name in ["runtime.main"].iter().chain(g.user_code_runners) {
+            if *name != "runtime.runCleanups" {
+                assert!(facts.functions.contains(*name), "{ctx}: no function {name}");
+            }
+        }
+    }
+}

