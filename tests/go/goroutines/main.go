@@ -1,6 +1,6 @@
 // A quiet program with many distinct groups of parked goroutines, each
 // blocked a different way, that serves its own goroutine profile on
-// 127.0.0.1 (the port is printed as "listening ADDR"): ground truth for
+// 127.0.0.1 (the port is printed as "listening on ADDR"): ground truth for
 // reading goroutines from outside.
 package main
 
@@ -125,7 +125,7 @@ func main() {
 	go http.Serve(server, nil)
 	// Let every goroutine park before saying so.
 	time.Sleep(200 * time.Millisecond)
-	fmt.Printf("listening %s\n", server.Addr())
+	fmt.Printf("listening on %s\n", server.Addr())
 	os.Stdout.Sync()
 	select {}
 }

@@ -162,9 +162,7 @@ mod tests {
         let mut system = g(2, Some(&["runtime.forcegchelper"]), "force gc (idle)", 0);
         system.system = true;
         gs.push(system);
-        let groups = group(&Snapshot {
-            goroutines: gs,
-        });
+        let groups = group(&Snapshot { goroutines: gs });
         let summary: Vec<_> = groups
             .iter()
             .map(|g| (names(&g.frames), g.count, g.state.as_str(), g.unstable))

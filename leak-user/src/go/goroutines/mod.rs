@@ -132,9 +132,7 @@ impl Goroutines {
             .iter()
             .map(|g| namer.name(g, &self.wait_reasons, now))
             .collect();
-        Ok(Snapshot {
-            goroutines,
-        })
+        Ok(Snapshot { goroutines })
     }
 }
 

@@ -144,7 +144,10 @@ fn start(path: &std::path::Path) -> (Running, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line.trim().strip_prefix("listening ").expect("its address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("its address");
     (Running(child), addr.to_string())
 }
 
