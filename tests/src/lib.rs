@@ -20,6 +20,7 @@ use std::{
 
 mod debian;
 pub mod gobuild;
+pub mod goroutines;
 
 pub use debian::{base64, debian_binary, free_port, request, request_ok, Daemon};
 pub use gobuild::{build_go, esbuild, go, Variant};

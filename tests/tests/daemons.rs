@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use leak_tests::*;
+use leak_tests::{goroutines::*, *};
 
 /// The toolchain whose `go tool pprof` reads the daemons' profiles (the
 /// newest; it reads go1.19's profiles as they are).
@@ -84,6 +84,58 @@ fn own_profile(at: &Endpoints, dir: &Path, file: &str) -> Vec<(String, u64, u64)
     p
 }
 
+/// With the load stopped: `leak goroutines` against the daemon's own
+/// `/debug/pprof/goroutine?debug=1`, taken around it: the same total and
+/// the same five largest groups (the goroutines serving the profile
+/// request itself left out; a goroutine may start or end between the two
+/// reads, so it is read again, up to three times).
+fn goroutines_against_own(name: &str, pid: u32, at: &Endpoints, dir: &Path) {
+    let json = dir.join("goroutines.json");
+    let mut last = String::new();
+    for attempt in 1..=3 {
+        let before = own_groups(&String::from_utf8_lossy(&request_ok(
+            at.pprof,
+            "GET",
+            "/debug/pprof/goroutine?debug=1",
+            None,
+        )));
+        let out = run_ok(
+            Command::new(leak_bin())
+                .args(["goroutines", "--pid", &pid.to_string(), "--json"])
+                .arg(&json),
+            &format!("{name}: leak goroutines"),
+        );
+        let report = read_json(&json);
+        let ours = leak_groups(&report);
+        // Goroutines with no stack in leak's read (on a CPU, or in a
+        // syscall) count in its total, not in its groups.
+        let total = report["goroutines"]["total"].as_u64().unwrap();
+        let own_total: u64 = before.values().sum();
+        let mut top: Vec<(&Stack, &u64)> = before.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let differ: Vec<String> = top
+            .iter()
+            .take(5)
+            .filter(|(stack, n)| ours.get(*stack) != Some(n))
+            .map(|(stack, n)| format!("{n} × {}: leak {:?}", stack[0], ours.get(*stack)))
+            .collect();
+        eprintln!(
+            "{name}: goroutines: own {own_total} in {} groups, leak {total} (attempt {attempt}); top 5 {}",
+            before.len(),
+            if differ.is_empty() { "equal".to_string() } else { differ.join("; ") }
+        );
+        if differ.is_empty() && total == own_total {
+            return;
+        }
+        last = format!(
+            "{}
+{differ:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    panic!("{name}: leak goroutines differs from the daemon's own profile:\n{last}");
+}
+
 /// With the load stopped: the daemon's own profile and `leak heap` right
 /// after it (the same records, so the same total), then `leak trace` for
 /// 3 s, held against that profile; the daemon must still answer. Should
@@ -92,6 +144,7 @@ fn own_profile(at: &Endpoints, dir: &Path, file: &str) -> Vec<(String, u64, u64)
 /// profile taken after it instead, and says so.
 fn hold_against_own(name: &str, bin: &Path, daemon: &mut Daemon, at: &Endpoints, dir: &Path) {
     let pid = daemon.pid();
+    goroutines_against_own(name, pid, at, dir);
     let heap_json = dir.join("heap.json");
     let mut theirs = own_profile(at, dir, "own.pb.gz");
     for attempt in 1.. {
