@@ -14,7 +14,8 @@ use leak_user::cmd;
 /// looked, with numbers that agree with Go's own heap profile, as a report,
 /// folded stacks and a flame graph; `leak trace -- CMD` starts a program
 /// under leak. `leak heap` reads a Go program's own heap profile from
-/// outside, with no eBPF. Run as root.
+/// outside, with no eBPF; `leak goroutines` its goroutines, grouped as its
+/// own goroutine profile groups them. Run as root.
 #[derive(Parser, Debug)]
 #[command(name = "leak", version, about, long_about)]
 struct Cli {
