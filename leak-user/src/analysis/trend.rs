@@ -31,7 +31,7 @@
 
 use std::fmt;
 
-use crate::units::{bytes_per_min, human_bytes, human_secs, signed_bytes};
+use crate::units::{bytes_per_min, human_bytes, human_secs, signed_bytes, thousands};
 
 const KIB: f64 = 1024.0;
 const MIB: f64 = 1024.0 * KIB;
@@ -96,6 +96,49 @@ pub(crate) struct Thresholds {
     /// Bytes allocated over the window, as a multiple of the level held,
     /// above which a flat series is Churn.
     pub churn_ratio: f64,
+    /// What the series counts, for the reasons' words.
+    pub quantity: Quantity,
+}
+
+/// What a judged series counts: bytes (memory) or goroutines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Quantity {
+    /// Bytes of memory.
+    Bytes,
+    /// Goroutines.
+    Goroutines,
+}
+
+impl Quantity {
+    /// An amount for people: `2.1 MiB`, `1,500 goroutines`.
+    fn amount(self, v: f64) -> String {
+        match self {
+            Quantity::Bytes => human_bytes(v),
+            Quantity::Goroutines => format!("{} goroutines", count(v)),
+        }
+    }
+
+    /// A change with its sign.
+    fn signed(self, v: f64) -> String {
+        match self {
+            Quantity::Bytes => signed_bytes(v),
+            Quantity::Goroutines if v < 0.0 => format!("-{}", count(-v)),
+            Quantity::Goroutines => format!("+{}", count(v)),
+        }
+    }
+
+    /// A rate per second, shown per minute.
+    fn per_min(self, per_sec: f64) -> String {
+        match self {
+            Quantity::Bytes => bytes_per_min(per_sec),
+            Quantity::Goroutines => format!("{:.0}/min", per_sec * 60.0),
+        }
+    }
+}
+
+/// A goroutine count, rounded, with thousands separators.
+fn count(v: f64) -> String {
+    thousands(v.max(0.0).round() as u64)
 }
 
 impl Thresholds {
@@ -109,6 +152,7 @@ impl Thresholds {
         recent_ratio: 0.5,
         windows: 12,
         churn_ratio: 10.0,
+        quantity: Quantity::Bytes,
     };
 
     /// For one call stack's outstanding bytes: a smaller absolute floor, since
@@ -116,6 +160,15 @@ impl Thresholds {
     pub(crate) const STACK: Thresholds = Thresholds {
         min_change_bytes: 64.0 * KIB,
         min_change_fraction: 0.05,
+        ..Thresholds::PROCESS
+    };
+
+    /// For the number of goroutines that share a stack: ten goroutines, or
+    /// 5% of the group, is a change (a pool that holds still moves by none).
+    pub(crate) const GOROUTINES: Thresholds = Thresholds {
+        min_change_bytes: 10.0,
+        min_change_fraction: 0.05,
+        quantity: Quantity::Goroutines,
         ..Thresholds::PROCESS
     };
 }
@@ -398,22 +451,22 @@ impl<'t> Evidence<'t> {
     /// (rule 4), and troughs that lie on a line (rule 5).
     fn rising(&self) -> (Verdict, String) {
         let slope = self.troughs.slope;
-        let rise = format!("troughs rise {}", bytes_per_min(slope));
+        let rise = format!("troughs rise {}", self.thresholds.quantity.per_min(slope));
         if !self.enough {
             return (Verdict::Growing, format!("{rise}, but {}", self.short()));
         }
         if self.recent_change() < self.bar {
             let reason = format!(
                 "troughs rose {} then levelled off: {} in last third",
-                human_bytes(self.trough_moved),
-                bytes_per_min(self.recent_slope)
+                self.thresholds.quantity.amount(self.trough_moved),
+                self.thresholds.quantity.per_min(self.recent_slope)
             );
             return (Verdict::Steady, reason);
         }
         if self.recent_slope < self.thresholds.recent_ratio * slope {
             let reason = format!(
                 "{rise}, slowing to {} in last third",
-                bytes_per_min(self.recent_slope)
+                self.thresholds.quantity.per_min(self.recent_slope)
             );
             return (Verdict::Growing, reason);
         }
@@ -439,14 +492,17 @@ impl<'t> Evidence<'t> {
     /// Troughs that fall past the bar: Shrinking when there is enough data
     /// and the last third still falls (rule 6); Steady otherwise.
     fn falling(&self) -> (Verdict, String) {
-        let fall = format!("troughs fall {}", bytes_per_min(-self.troughs.slope));
+        let fall = format!(
+            "troughs fall {}",
+            self.thresholds.quantity.per_min(-self.troughs.slope)
+        );
         if !self.enough {
             return (Verdict::Steady, format!("{fall}, but {}", self.short()));
         }
         if self.recent_change() > -self.bar {
             let reason = format!(
                 "troughs fell {} then levelled off",
-                human_bytes(-self.trough_moved)
+                self.thresholds.quantity.amount(-self.trough_moved)
             );
             return (Verdict::Steady, reason);
         }
@@ -460,9 +516,9 @@ impl<'t> Evidence<'t> {
     fn flat(&self) -> (Verdict, String) {
         let reason = format!(
             "troughs flat: {} over {} (under {})",
-            signed_bytes(self.change_bytes()),
+            self.thresholds.quantity.signed(self.change_bytes()),
             human_secs(self.span_secs),
-            human_bytes(self.bar)
+            self.thresholds.quantity.amount(self.bar)
         );
         (Verdict::Steady, reason)
     }
