@@ -83,6 +83,7 @@ pub fn run(args: GoroutinesArgs) -> Result<u8> {
         total: snapshot.user().count(),
         unstable: snapshot.unstable(),
         groups: groups.into_iter().map(report_group).collect(),
+        failed_reads: 0,
     };
     report.sort();
     println!(

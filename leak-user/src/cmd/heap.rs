@@ -141,5 +141,6 @@ fn profile_of(process: &GoProcess, read: &Read) -> Profile {
         stacks,
         losses: Losses::default(),
         work: None,
+        goroutines: None,
     }
 }

@@ -261,6 +261,7 @@ impl NativePipeline {
             stacks,
             losses: self.losses(),
             work: None,
+            goroutines: None,
         };
         profile.sort_by_outstanding();
         profile

@@ -14,6 +14,7 @@
 //! "goroutines": {
 //!   "total": integer,                 // user goroutines (pprof's count)
 //!   "unstable": integer,              // of those, read with no stack
+//!   "failed_reads": integer,          // reads that failed (leak trace)
 //!   "groups": [{                      // most goroutines first
 //!     "frames": [{"function", "file", "line", "inlined"}],  // leaf first
 //!     "created_by": {"function", "file", "line"} | null,
@@ -88,6 +89,9 @@ pub(crate) struct GoroutineReport {
     pub unstable: usize,
     /// Groups, leaking first, then most goroutines.
     pub groups: Vec<GoroutineGroup>,
+    /// Reads that failed (a process exiting or its list moving mid-read),
+    /// over a trace: their points are missing, and said so.
+    pub failed_reads: u64,
 }
 
 impl GoroutineReport {
@@ -130,6 +134,7 @@ impl GoroutineReport {
             stacks,
             losses: Losses::default(),
             work: None,
+            goroutines: None,
         }
     }
 
@@ -138,6 +143,7 @@ impl GoroutineReport {
         json!({
             "total": self.total,
             "unstable": self.unstable,
+            "failed_reads": self.failed_reads,
             "groups": self.groups.iter().map(group_json).collect::<Vec<_>>(),
         })
     }
@@ -155,6 +161,13 @@ impl GoroutineReport {
                 n => format!(" · {n} read with no stack (running, or changing under the read)"),
             }
         );
+        if self.failed_reads > 0 {
+            let _ = writeln!(
+                out,
+                "  {} reads failed (a process exiting, or its goroutine list moving under the read)",
+                self.failed_reads
+            );
+        }
         if self.groups.is_empty() {
             return out;
         }
@@ -326,6 +339,7 @@ mod tests {
             total: 2009,
             unstable: 1,
             groups: vec![pool, running, leaked],
+            failed_reads: 0,
         }
     }
 

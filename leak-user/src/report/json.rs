@@ -96,6 +96,9 @@ struct Report<'a> {
     stacks: Stacks<'a>,
     work: Option<Work<'a>>,
     dropped: Dropped,
+    /// The goroutine groups (`report::goroutines`), when they were read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    goroutines: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -266,6 +269,7 @@ impl<'a> From<&'a Profile> for Report<'a> {
                 gc_cycles: p.losses.gc_dropped,
                 no_process: p.losses.samples_without_process,
             },
+            goroutines: p.goroutines.as_ref().map(|g| g.json()),
         }
     }
 }
@@ -279,6 +283,7 @@ mod tests {
 
     fn profile() -> Profile {
         Profile {
+            goroutines: None,
             work: Some(crate::report::WorkSummary {
                 function: "main.(*RequestTracker).Track".into(),
                 calls: 2000,

@@ -173,6 +173,8 @@ pub(crate) struct Profile {
     pub losses: Losses,
     /// The `--work` function's calls, if one was given.
     pub work: Option<WorkSummary>,
+    /// The traced processes' goroutines, grouped, when they were read.
+    pub goroutines: Option<goroutines::GoroutineReport>,
 }
 
 impl Profile {
@@ -247,6 +249,7 @@ pub(crate) fn example(stacks: Vec<StackProfile>) -> Profile {
         stacks,
         losses: Losses::default(),
         work: None,
+        goroutines: None,
     }
 }
 

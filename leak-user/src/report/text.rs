@@ -29,9 +29,13 @@ pub(crate) fn render(profile: &Profile, top: usize, by_allocated: bool) -> Strin
     let shown = shown_stacks(profile, top, by_allocated);
     if shown.is_empty() {
         out.push_str(profile.unit.nothing_held(&profile.source));
-        return out;
+    } else {
+        stack_table(&mut out, profile, &shown);
     }
-    stack_table(&mut out, profile, &shown);
+    if let Some(goroutines) = &profile.goroutines {
+        out.push('\n');
+        out.push_str(&goroutines.text(top));
+    }
     out
 }
 

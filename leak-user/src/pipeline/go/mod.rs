@@ -9,6 +9,7 @@
 
 pub(crate) mod buckets;
 pub(crate) mod core;
+pub(crate) mod goroutines;
 pub(crate) mod history;
 pub(crate) mod launch;
 pub(crate) mod processes;
@@ -93,6 +94,8 @@ pub(crate) struct GoPipeline {
     program: Rc<Program>,
     /// Records in, numbers kept: the part tested without a kernel.
     core: Core,
+    /// The traced processes' goroutines over time.
+    goroutines: goroutines::GoroutineTracker,
     symbols: Symbolizer<Rc<GoBinary>>,
     merged: MergedStacks,
     growth: GrowthTracker<u32>,
@@ -131,6 +134,7 @@ async fn trace(options: Options, program: Rc<Program>) -> Result<()> {
     let now = Instant::now();
     let mut p = GoPipeline {
         symbols: Symbolizer::new(program.bin.clone()),
+        goroutines: goroutines::GoroutineTracker::new(Rc::clone(&program)),
         core: Core::new(
             ProbeSites::of(&program),
             Box::new(ProcHost(Rc::clone(&program))),
@@ -219,6 +223,7 @@ impl Pipeline for GoPipeline {
             self.refresh_history(false);
             self.record_growth();
         }
+        self.sample_goroutines(false);
         if self.last_scan.elapsed() >= SCAN_EVERY {
             self.last_scan = Instant::now();
             self.scan_processes()?;
@@ -290,6 +295,7 @@ impl GoPipeline {
                 None => ", every process running it".to_string(),
             }
         );
+        self.sample_goroutines(true);
         if !self.core.history.is_empty() {
             // What the processes held before: the first report, now.
             session::Pipeline::report(self)?;
@@ -343,6 +349,15 @@ impl GoPipeline {
         }
         self.print_notes();
         Ok(())
+    }
+
+    /// Reads the live processes' goroutines if a read is due (`now`: at
+    /// once), and says which cannot be read.
+    fn sample_goroutines(&mut self, now: bool) {
+        let pids = self.core.procs.live_pids();
+        for note in self.goroutines.sample(&pids, now) {
+            eprintln!("{note}");
+        }
     }
 
     /// Prints the lines about processes placed since the last call.
@@ -409,6 +424,7 @@ impl GoPipeline {
     /// The final report and every requested output, after detaching.
     fn finish(mut self, losses: Losses) -> Result<()> {
         self.refresh_history(true);
+        self.sample_goroutines(true);
         let mut profile = self.profile(true);
         profile.losses = losses;
         let mut shown = profile.clone();

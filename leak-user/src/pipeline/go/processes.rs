@@ -173,6 +173,15 @@ impl Processes {
         !self.procs.is_empty() && self.procs.values().all(|p| !p.alive)
     }
 
+    /// The processes running at the last scan, ascending.
+    pub(crate) fn live_pids(&self) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter(|(_, p)| p.alive)
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
     /// Every pid seen, ascending.
     pub(crate) fn pids(&self) -> Vec<u32> {
         self.procs.keys().copied().collect()

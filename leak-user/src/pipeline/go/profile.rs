@@ -198,6 +198,7 @@ impl GoPipeline {
             stacks,
             losses: self.losses(),
             work,
+            goroutines: self.goroutines.report(self.core.procs.pids()),
         };
         profile.sort_by_outstanding();
         profile
