@@ -129,3 +129,113 @@ fn bad_input_is_one_line() {
         assert!(!json.exists(), "{args:?} left {}", json.display());
     }
 }
+
+/// Requests leaked before leak attaches.
+const BEFORE: usize = 500;
+/// Requests a second while traced, and for how long.
+const PER_SEC: u64 = 50;
+const LOAD_SECS: u64 = 30;
+
+/// The leaking group's count in a goroutine JSON section (its leaf is
+/// `main.compute`), and the pool's (`main.worker`): count and verdict.
+fn group_of<'a>(goroutines: &'a serde_json::Value, leaf: &str) -> &'a serde_json::Value {
+    goroutines["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["frames"][0]["function"] == leaf)
+        .unwrap_or_else(|| panic!("no group with leaf {leaf}: {goroutines:#}"))
+}
+
+/// A service leaking one goroutine per request, 500 before leak looks and
+/// 1,500 while it traces, beside a pool of 8 that holds still: leak counts
+/// the leak as the program's own profile does at the end, judges it
+/// leaking (growing, if the window is short), and the pool steady.
+fn leaking_group_judged(version: &str, variant: Variant) {
+    let bin = build_go("gorleak", version, variant);
+    let prog = Program::start(&bin, &[]);
+    let addr = prog.addr();
+    send_requests(&addr, "/work", BEFORE);
+    let dir = scratch(&format!("gorleak-{version}-{variant:?}"));
+    let json = dir.join("trace.json");
+    let mut leak = LeakArgs::trace(&bin)
+        .pid(prog.pid())
+        .opt("--duration", LOAD_SECS + 2)
+        .opt("--interval", 10)
+        .out("--json", &json)
+        .attach(&dir);
+    let started = std::time::Instant::now();
+    for i in 0..PER_SEC * LOAD_SECS {
+        let due = std::time::Duration::from_millis(i * 1000 / PER_SEC);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        get(&addr, "/work");
+    }
+    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    let own = own_groups(&String::from_utf8_lossy(&get(
+        &addr,
+        "/debug/pprof/goroutine?debug=1",
+    )));
+    let own_count = |leaf: &str| -> u64 {
+        own.iter()
+            .filter(|(stack, _)| stack[0].starts_with(&format!("{leaf}:")))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let report = read_json(&json);
+    let g = &report["goroutines"];
+    let (leaked, pool) = (group_of(g, "main.compute"), group_of(g, "main.worker"));
+    let ctx = format!("go{version} {variant:?}");
+    eprintln!(
+        "{ctx}: leaked {} ({}, {:.1}/s) vs own {}; pool {} ({}) vs own {}",
+        leaked["count"],
+        leaked["growth"]["verdict"],
+        leaked["growth"]["per_sec"].as_f64().unwrap_or(0.0),
+        own_count("main.compute"),
+        pool["count"],
+        pool["growth"]["verdict"],
+        own_count("main.worker")
+    );
+    let want = own_count("main.compute") as f64;
+    let got = leaked["count"].as_f64().unwrap();
+    assert!(
+        (got / want - 1.0).abs() <= 0.02,
+        "{ctx}: leak counts {got} leaked goroutines, the program's own profile {want}"
+    );
+    assert!(
+        matches!(
+            leaked["growth"]["verdict"].as_str(),
+            Some("leaking" | "growing")
+        ),
+        "{ctx}: {leaked:#}"
+    );
+    assert_eq!(pool["count"], 8, "{ctx}: {pool:#}");
+    assert_eq!(own_count("main.worker"), 8, "{ctx}");
+    assert_eq!(pool["growth"]["verdict"], "steady", "{ctx}: {pool:#}");
+    // The text report shows the leaking group first.
+    let text = leak.stdout_text();
+    let table = text.rsplit("goroutines:").next().unwrap();
+    let first_row = table.lines().find(|l| l.contains("main.")).unwrap_or("");
+    assert!(first_row.contains("main.compute"), "{ctx}: {table}");
+}
+
+#[test]
+fn leaking_group_judged_go1_19() {
+    leaking_group_judged("1.19.8", Variant::Plain);
+}
+
+#[test]
+fn leaking_group_judged_go1_21_stripped_pie() {
+    leaking_group_judged("1.21.13", Variant::StrippedPie);
+}
+
+#[test]
+fn leaking_group_judged_go1_25() {
+    leaking_group_judged("1.25.5", Variant::Plain);
+}
+
+#[test]
+fn leaking_group_judged_go1_27_stripped_pie() {
+    leaking_group_judged("1.27.3", Variant::StrippedPie);
+}

@@ -242,7 +242,9 @@ fn group_rows(out: &mut String, g: &GoroutineGroup) {
     if let Some(c) = &g.created_by {
         let _ = writeln!(out, "{:>68}created by {}", "", describe(c));
     }
-    if let Some(growth) = &g.growth {
+    // The reason is worth a line where the count moves; a steady group's
+    // verdict says it all.
+    if let Some(growth) = g.growth.as_ref().filter(|v| v.verdict != Verdict::Steady) {
         let _ = writeln!(out, "{:>68}{}", "", growth.reason);
     }
 }
