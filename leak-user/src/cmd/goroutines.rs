@@ -10,7 +10,7 @@ use crate::{
         goroutines::{self, Group},
         GoProcess,
     },
-    outputs::{Output, Outputs},
+    outputs::Outputs,
     report::{
         self,
         goroutines::{GoroutineGroup, GoroutineReport},
@@ -47,39 +47,23 @@ Examples:
 /// Options of `leak goroutines`.
 #[derive(Args, Debug)]
 pub struct GoroutinesArgs {
-    /// The Go process to read.
-    #[arg(long, value_name = "PID")]
-    pub(crate) pid: u32,
-
-    /// Show the N largest groups.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub(crate) top: usize,
-
     #[command(flatten)]
-    pub(crate) outputs: Outputs,
+    pub(crate) read: super::OneShotArgs,
 }
 
 /// Runs `leak goroutines`: the Go layer reads and groups the goroutines,
 /// the report renders them.
 pub fn run(args: GoroutinesArgs) -> Result<u8> {
-    args.outputs.check(
-        &[
-            Output::Folded,
-            Output::Flamegraph,
-            Output::Pprof,
-            Output::Json,
-        ],
-        "leak goroutines",
-        "--chart draws counts over time: use leak trace",
-    )?;
-    let process = GoProcess::open_pid(args.pid)?;
+    args.read.check_outputs("leak goroutines")?;
+    let super::OneShotArgs { pid, top, outputs } = args.read;
+    let process = GoProcess::open_pid(pid)?;
     let snapshot = goroutines::read_once(&process)?;
     let groups = goroutines::group(&snapshot);
     let program = process.program();
     let mut report = GoroutineReport {
         binary: program.path.clone(),
         go_version: program.version.clone(),
-        pid: args.pid,
+        pid,
         total: snapshot.user().count(),
         unstable: snapshot.unstable(),
         groups: groups.into_iter().map(report_group).collect(),
@@ -92,8 +76,8 @@ pub fn run(args: GoroutinesArgs) -> Result<u8> {
         report.go_version,
         report.pid
     );
-    print!("{}", report.text(args.top));
-    write_outputs(&args.outputs, &report, &process)?;
+    print!("{}", report.text(top));
+    write_outputs(&outputs, &report, &process)?;
     Ok(0)
 }
 
@@ -138,14 +122,10 @@ fn write_outputs(outputs: &Outputs, report: &GoroutineReport, process: &GoProces
         crate::outputs::write(path, |w| report::flamegraph::write(&profile, w))?;
     }
     if let Some(path) = &outputs.pprof {
-        let meta = report::pprof::PprofMeta {
-            build_id: process.program().build_id(),
-            time_nanos: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0),
-            duration_nanos: 0,
-        };
+        let meta = report::pprof::PprofMeta::ending_now(
+            process.program().build_id(),
+            std::time::Duration::ZERO,
+        );
         crate::outputs::write(path, |w| report::pprof::write(&profile, &meta, w))?;
     }
     Ok(())

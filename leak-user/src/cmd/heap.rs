@@ -11,7 +11,6 @@ use crate::{
         records::{self, Read},
         GoProcess,
     },
-    outputs::{Output, Outputs},
     report::{self, Losses, Profile, Source, StackProfile, Unit},
     symbolize::Symbolizer,
 };
@@ -46,37 +45,21 @@ with sampling off and has no records: `leak trace` can turn sampling on.";
 /// Options of `leak heap`.
 #[derive(Args, Debug)]
 pub struct HeapArgs {
-    /// The Go process to read.
-    #[arg(long, value_name = "PID")]
-    pub(crate) pid: u32,
-
-    /// Show the N stacks holding the most memory.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub(crate) top: usize,
+    #[command(flatten)]
+    pub(crate) read: super::OneShotArgs,
 
     /// Order the text report by bytes allocated since start-up, not bytes
     /// in use.
     #[arg(long)]
     pub(crate) by_allocated: bool,
-
-    #[command(flatten)]
-    pub(crate) outputs: Outputs,
 }
 
 /// Runs `leak heap`: the Go layer reads the records, the report renders
 /// them.
 pub fn run(args: HeapArgs) -> Result<u8> {
-    args.outputs.check(
-        &[
-            Output::Folded,
-            Output::Flamegraph,
-            Output::Pprof,
-            Output::Json,
-        ],
-        "leak heap",
-        "--chart draws memory over time: use it with leak trace or leak top",
-    )?;
-    let process = GoProcess::open_pid(args.pid)?;
+    args.read.check_outputs("leak heap")?;
+    let super::OneShotArgs { pid, top, outputs } = args.read;
+    let process = GoProcess::open_pid(pid)?;
     let read = records::read_once(&process)?;
     let mut profile = profile_of(&process, &read);
     if args.by_allocated {
@@ -86,23 +69,16 @@ pub fn run(args: HeapArgs) -> Result<u8> {
                 .total_cmp(&a.totals.allocated_bytes)
         });
     }
-    print!(
-        "{}",
-        report::text::render(&profile, args.top, args.by_allocated)
-    );
+    print!("{}", report::text::render(&profile, top, args.by_allocated));
     if read.snapshot.before_first_gc {
-        eprintln!("leak: pid {}: no GC has run yet, so \"in use\" counts every allocation (as Go's own profile does then)", args.pid);
+        eprintln!("leak: pid {}: no GC has run yet, so \"in use\" counts every allocation (as Go's own profile does then)", pid);
     }
-    args.outputs.write_profile(&profile)?;
-    if let Some(path) = &args.outputs.pprof {
-        let meta = report::pprof::PprofMeta {
-            build_id: process.program().build_id(),
-            time_nanos: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0),
-            duration_nanos: 0,
-        };
+    outputs.write_profile(&profile)?;
+    if let Some(path) = &outputs.pprof {
+        let meta = report::pprof::PprofMeta::ending_now(
+            process.program().build_id(),
+            std::time::Duration::ZERO,
+        );
         crate::outputs::write(path, |w| report::pprof::write(&profile, &meta, w))?;
     }
     Ok(0)

@@ -12,6 +12,40 @@ pub mod trace;
 
 use anyhow::{bail, Result};
 
+/// What a one-shot read of a Go process (`leak heap`, `leak goroutines`)
+/// takes: which process, how much to show, which files to write.
+#[derive(clap::Args, Debug)]
+pub struct OneShotArgs {
+    /// The Go process to read.
+    #[arg(long, value_name = "PID")]
+    pub(crate) pid: u32,
+
+    /// Show the N largest stacks (or goroutine groups).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub(crate) top: usize,
+
+    #[command(flatten)]
+    pub(crate) outputs: crate::outputs::Outputs,
+}
+
+impl OneShotArgs {
+    /// Fails, before reading, on an output a one-shot read cannot write
+    /// (a chart needs a series) or a file that cannot be written.
+    fn check_outputs(&self, mode: &str) -> Result<()> {
+        use crate::outputs::Output;
+        Ok(self.outputs.check(
+            &[
+                Output::Folded,
+                Output::Flamegraph,
+                Output::Pprof,
+                Output::Json,
+            ],
+            mode,
+            "--chart draws values over time: use it with leak trace or leak top",
+        )?)
+    }
+}
+
 /// `--interval` must be a positive, finite number of seconds.
 fn check_interval(secs: f64) -> Result<()> {
     if !(secs > 0.0 && secs.is_finite()) {

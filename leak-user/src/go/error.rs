@@ -185,14 +185,8 @@ pub(crate) enum GoError {
         source: super::goroutines::walk::ReadError,
     },
     /// A read of memory failed.
-    #[error("cannot read the process's memory at {addr:#x}: {source}")]
-    Memory {
-        /// Where.
-        addr: u64,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Memory(#[from] crate::process::memory::ReadFailed),
     /// Nothing to read: why, in a line.
     #[error("pid {pid}: no heap profile to read: {why}")]
     NoHeapProfile {

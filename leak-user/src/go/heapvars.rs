@@ -103,38 +103,28 @@ pub(crate) fn heap_vars_by_disassembly(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::go::{
-        table::probes_for,
-        testutil::{self, Variant, VERSIONS},
-    };
+    use crate::go::testutil;
 
     /// The disassembly finds the very addresses the symbols name, and finds
     /// a pair in every stripped variant (which walking the list in a live
     /// process proves: tests/tests/heap.rs).
     #[test]
     fn disassembly_finds_what_the_symbols_name() {
-        for v in VERSIONS {
-            let Some(plain) = testutil::seed(v, Variant::Plain) else {
-                continue;
-            };
-            let plain = GoBinary::open(&plain).unwrap();
-            let row = probes_for(&plain.go_version().0).unwrap();
-            let by_symbol = heap_vars(&plain, row).unwrap();
+        testutil::plain_and_stripped_seeds(|v, plain, row, stripped| {
+            let by_symbol = heap_vars(plain, row).unwrap();
             assert_eq!(by_symbol.source, VarSource::Symbol, "go{v}");
             let found =
-                heap_vars_by_disassembly(&plain, row).unwrap_or_else(|e| panic!("go{v}: {e}"));
+                heap_vars_by_disassembly(plain, row).unwrap_or_else(|e| panic!("go{v}: {e}"));
             assert_eq!(
                 (found.buckets, found.cycle),
                 (by_symbol.buckets, by_symbol.cycle),
                 "go{v}"
             );
-            for variant in [Variant::Stripped, Variant::StrippedPie] {
-                let path = testutil::seed(v, variant).unwrap();
-                let bin = GoBinary::open(&path).unwrap();
+            for (variant, bin) in stripped.iter() {
                 let found =
-                    heap_vars(&bin, row).unwrap_or_else(|e| panic!("go{v} {variant:?}: {e}"));
+                    heap_vars(bin, row).unwrap_or_else(|e| panic!("go{v} {variant:?}: {e}"));
                 assert_eq!(found.source, VarSource::Disassembly);
             }
-        }
+        });
     }
 }

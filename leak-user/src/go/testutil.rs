@@ -179,3 +179,33 @@ pub(crate) fn go_addr2line(version: &str, bin: &Path, pcs: &[u64]) -> Vec<(Strin
         })
         .collect()
 }
+
+/// The seed of each toolchain as the tests of a find by disassembly need
+/// it: `check(version, plain build, its row, stripped builds)`, where the
+/// plain build keeps `.symtab` (what the find must equal) and the stripped
+/// and stripped+PIE builds have none (where the find must work alone).
+pub(crate) fn plain_and_stripped_seeds(
+    mut check: impl FnMut(
+        &str,
+        &crate::go::GoBinary,
+        &'static crate::go::table::RuntimeProbes,
+        &[(Variant, crate::go::GoBinary)],
+    ),
+) {
+    use crate::go::{table::probes_for, GoBinary};
+    for v in VERSIONS {
+        let Some(plain) = seed(v, Variant::Plain) else {
+            continue;
+        };
+        let plain = GoBinary::open(&plain).unwrap();
+        let row = probes_for(&plain.go_version().0).unwrap();
+        let stripped: Vec<(Variant, GoBinary)> = [Variant::Stripped, Variant::StrippedPie]
+            .into_iter()
+            .map(|variant| {
+                let path = seed(v, variant).unwrap();
+                (variant, GoBinary::open(&path).unwrap())
+            })
+            .collect();
+        check(v, &plain, row, &stripped);
+    }
+}

@@ -18,6 +18,24 @@ pub(crate) trait Memory {
     }
 }
 
+/// A read of another process's memory that failed: where, and what the OS
+/// said (the process exited, or the address is not mapped).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the process's memory at {addr:#x}: {source}")]
+pub(crate) struct ReadFailed {
+    /// Where.
+    pub addr: u64,
+    /// What the OS said.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Fills `buf` from `addr` of `mem`, saying where a failed read was.
+pub(crate) fn read_exact(mem: &dyn Memory, addr: u64, buf: &mut [u8]) -> Result<(), ReadFailed> {
+    mem.read_at(addr, buf)
+        .map_err(|source| ReadFailed { addr, source })
+}
+
 /// Memory that can also be written (one `i64` at a time: all leak ever
 /// writes).
 pub(crate) trait MemoryMut: Memory {

@@ -34,6 +34,21 @@ pub(crate) struct PprofMeta {
     pub duration_nanos: i64,
 }
 
+impl PprofMeta {
+    /// A profile of `build_id`'s program that covers the last `duration`,
+    /// up to now (zero for a snapshot).
+    pub(crate) fn ending_now(build_id: Option<String>, duration: std::time::Duration) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            build_id,
+            time_nanos: now.saturating_sub(duration).as_nanos() as i64,
+            duration_nanos: duration.as_nanos() as i64,
+        }
+    }
+}
+
 /// Writes `profile` as a gzipped pprof profile.
 pub(crate) fn write(profile: &Profile, meta: &PprofMeta, w: &mut dyn Write) -> io::Result<()> {
     let encoded = encode(profile, meta).encode_to_vec();

@@ -339,28 +339,26 @@ fn verdicts_pad_like_strings() {
     assert_eq!(format!("{:<8}|", Verdict::Churn), "churn   |");
 }
 
+/// The verdict and reason on a goroutine count series: 21 reads, 2 s apart.
+fn goroutines(count: impl Fn(f64) -> f64) -> (Verdict, String) {
+    let t = assess(&series(21, 2.0, count), None, &Thresholds::GOROUTINES);
+    (t.verdict, t.reason)
+}
+
 #[test]
 fn goroutine_counts_are_judged_in_goroutines() {
-    // 500 leaked before, then 50 a second for 40 s, read every 2 s.
-    let leak = series(21, 2.0, |t| 500.0 + 50.0 * t);
-    let t = assess(&leak, None, &Thresholds::GOROUTINES);
-    assert_eq!(t.verdict, Verdict::Leaking, "{}", t.reason);
-    assert!(
-        t.reason.starts_with("troughs rise 3000/min"),
-        "{}",
-        t.reason
-    );
+    // 500 leaked before, then 50 a second for 40 s.
+    let (verdict, reason) = goroutines(|t| 500.0 + 50.0 * t);
+    assert_eq!(verdict, Verdict::Leaking, "{reason}");
+    assert!(reason.starts_with("troughs rise 3000/min"), "{reason}");
     // A pool of 8 workers holds still.
-    let pool = series(21, 2.0, |_| 8.0);
-    let t = assess(&pool, None, &Thresholds::GOROUTINES);
-    assert_eq!(t.verdict, Verdict::Steady, "{}", t.reason);
+    let (verdict, reason) = goroutines(|_| 8.0);
+    assert_eq!(verdict, Verdict::Steady, "{reason}");
     assert!(
-        t.reason.contains("+0 over 40s (under 10 goroutines)"),
-        "{}",
-        t.reason
+        reason.contains("+0 over 40s (under 10 goroutines)"),
+        "{reason}"
     );
     // One more request in flight now and then is no leak.
-    let busy = series(21, 2.0, |t| 8.0 + (t as u64 % 3) as f64);
-    let t = assess(&busy, None, &Thresholds::GOROUTINES);
-    assert_eq!(t.verdict, Verdict::Steady, "{}", t.reason);
+    let (verdict, reason) = goroutines(|t| 8.0 + (t as u64 % 3) as f64);
+    assert_eq!(verdict, Verdict::Steady, "{reason}");
 }

@@ -161,27 +161,19 @@ fn is_immediate(kind: OpKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::go::{
-        table::probes_for,
-        testutil::{self, Variant, VERSIONS},
-    };
+    use crate::go::testutil;
 
     /// On a plain build the disassembly finds the very addresses and
     /// length `.symtab` gives; every stripped variant gets a find (which
     /// reading a live process proves: `goroutines/tests.rs`).
     #[test]
     fn disassembly_finds_what_the_symbols_name() {
-        for v in VERSIONS {
-            let Some(plain) = testutil::seed(v, Variant::Plain) else {
-                continue;
-            };
-            let plain = GoBinary::open(&plain).unwrap();
-            let row = probes_for(&plain.go_version().0).unwrap();
-            let by_symbol = goroutine_vars(&plain, row).unwrap();
+        testutil::plain_and_stripped_seeds(|v, plain, row, stripped| {
+            let by_symbol = goroutine_vars(plain, row).unwrap();
             assert_eq!(by_symbol.source, VarSource::Symbol, "go{v}");
             assert!(by_symbol.wait_reason_count > 20, "go{v}: {by_symbol:?}");
             let found =
-                goroutine_vars_by_disassembly(&plain, row).unwrap_or_else(|e| panic!("go{v}: {e}"));
+                goroutine_vars_by_disassembly(plain, row).unwrap_or_else(|e| panic!("go{v}: {e}"));
             assert_eq!(
                 found,
                 GoroutineVars {
@@ -190,15 +182,13 @@ mod tests {
                 },
                 "go{v}"
             );
-            for variant in [Variant::Stripped, Variant::StrippedPie] {
-                let path = testutil::seed(v, variant).unwrap();
-                let bin = GoBinary::open(&path).unwrap();
+            for (variant, bin) in stripped.iter() {
                 let found =
-                    goroutine_vars(&bin, row).unwrap_or_else(|e| panic!("go{v} {variant:?}: {e}"));
+                    goroutine_vars(bin, row).unwrap_or_else(|e| panic!("go{v} {variant:?}: {e}"));
                 assert_eq!(found.source, VarSource::Disassembly);
                 assert_eq!(found.wait_reason_count, by_symbol.wait_reason_count);
             }
-        }
+        });
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::{error::GoError, table::DEFAULT_MEM_PROFILE_RATE, GoProcess};
 use crate::{
     aggregate::Totals,
     frame::Frame,
+    process::memory::ReadFailed,
     symbolize::{SymbolSource, Symbolizer},
 };
 
@@ -63,7 +64,7 @@ impl HeapRecords {
             Some(addr) => process
                 .memory()
                 .read_i64(addr)
-                .map_err(|source| process.read_failure(WHAT, GoError::Memory { addr, source }))?,
+                .map_err(|source| process.read_failure(WHAT, ReadFailed { addr, source }.into()))?,
             None => DEFAULT_MEM_PROFILE_RATE as i64,
         };
         let is_code = |pc: u64| process.is_code(pc);
@@ -191,10 +192,10 @@ pub(crate) mod tests {
     #[test]
     fn a_process_that_exits_mid_read_says_so() {
         // The walk fails where the memory went away…
-        let e = GoError::Memory {
+        let e = GoError::Memory(ReadFailed {
             addr: 0xc000_1000,
             source: std::io::Error::from_raw_os_error(libc::ESRCH),
-        };
+        });
         // …and the process is gone: that is the one line.
         let gone = read_failure(42, false, WHAT, e);
         assert_eq!(

@@ -438,14 +438,7 @@ impl GoPipeline {
         let elapsed = profile.elapsed;
         drop(profile);
         if let Some(path) = self.options.outputs.pprof.clone() {
-            let meta = report::pprof::PprofMeta {
-                build_id: self.program.build_id(),
-                time_nanos: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as i64 - elapsed.as_nanos() as i64)
-                    .unwrap_or(0),
-                duration_nanos: elapsed.as_nanos() as i64,
-            };
+            let meta = report::pprof::PprofMeta::ending_now(self.program.build_id(), elapsed);
             let mut gc_view = self.profile_as_of_last_gc();
             gc_view.losses = losses;
             crate::outputs::write(&path, |w| report::pprof::write(&gc_view, &meta, w))?;

@@ -27,7 +27,7 @@ mod tests;
 
 use crate::{
     go::table::{GStatusValues, GoroutineLayout},
-    process::memory::Memory,
+    process::memory::{self, Memory, ReadFailed},
 };
 
 /// More goroutines than any program has: a longer list is not `allgs`.
@@ -154,14 +154,8 @@ pub(crate) struct Snapshot {
 pub(crate) enum ReadError {
     /// A read of the process's memory failed (it exited, or the address is
     /// not mapped).
-    #[error("cannot read the process's memory at {addr:#x}: {source}")]
-    Memory {
-        /// Where.
-        addr: u64,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Memory(#[from] ReadFailed),
     /// What the addresses point to is not Go's list of goroutines.
     #[error("not Go's list of goroutines: {0}")]
     NotGoroutines(String),
@@ -396,8 +390,7 @@ fn not_gs(why: String) -> ReadError {
 }
 
 fn read_exact(mem: &dyn Memory, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-    mem.read_at(addr, buf)
-        .map_err(|source| ReadError::Memory { addr, source })
+    Ok(memory::read_exact(mem, addr, buf)?)
 }
 
 fn read_u64(mem: &dyn Memory, addr: u64) -> Result<u64, ReadError> {

@@ -17,7 +17,11 @@
 #[cfg(test)]
 mod tests;
 
-use crate::{aggregate::sample_weight, go::table::RuntimeProbes, process::memory::Memory};
+use crate::{
+    aggregate::sample_weight,
+    go::table::RuntimeProbes,
+    process::memory::{self, Memory, ReadFailed},
+};
 
 /// `bucketType` of heap buckets (`memProfile`, mprof.go).
 const MEM_PROFILE: u64 = 1;
@@ -105,14 +109,8 @@ pub(crate) struct Location {
 pub(crate) enum ReadError {
     /// A read of the process's memory failed (it exited, or the address is
     /// not mapped).
-    #[error("cannot read the process's memory at {addr:#x}: {source}")]
-    Memory {
-        /// Where.
-        addr: u64,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Memory(#[from] ReadFailed),
     /// What the address points to is not a list of heap buckets.
     #[error("not Go's heap profile records: {0}")]
     NotRecords(String),
@@ -279,8 +277,7 @@ fn read_bucket(
 }
 
 fn read_exact(mem: &dyn Memory, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-    mem.read_at(addr, buf)
-        .map_err(|source| ReadError::Memory { addr, source })
+    Ok(memory::read_exact(mem, addr, buf)?)
 }
 
 fn read_u64(mem: &dyn Memory, addr: u64) -> Result<u64, ReadError> {

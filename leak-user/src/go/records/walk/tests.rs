@@ -138,10 +138,10 @@ fn a_list_that_is_not_buckets_is_refused() {
     assert!(
         matches!(
             e,
-            ReadError::Memory {
+            ReadError::Memory(ReadFailed {
                 addr: 0xdead_0000,
                 ..
-            }
+            })
         ),
         "{e}"
     );
