@@ -134,22 +134,27 @@ mod tests {
         unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()).to_vec() }
     }
 
-    #[test]
-    fn decodes_each_kind() {
+    /// A sample of `size` bytes at `addr` carrying `stack`.
+    fn alloc(addr: u64, size: u64, stack: &[u64]) -> AllocEvent {
         let mut a = AllocEvent {
             kind: EventKind::Alloc as u32,
             tgid: 7,
             timestamp_ns: 1,
-            addr: 0xc000010000,
-            size: 10240,
+            addr,
+            size,
             bucket: 0xc000401000,
-            frames: 2,
+            frames: stack.len() as u32,
             flags: ALLOC_HAS_STACK,
             ip: 0x401000,
-            stack: [0; GO_MAX_FRAMES],
+            stack: [0xdead; GO_MAX_FRAMES],
         };
-        a.stack[0] = 0x402000;
-        a.stack[1] = 0x403000;
+        a.stack[..stack.len()].copy_from_slice(stack);
+        a
+    }
+
+    #[test]
+    fn decodes_each_kind() {
+        let a = alloc(0xc000010000, 10240, &[0x402000, 0x403000]);
         match decode(&bytes_of(&a)) {
             Some(Record::Alloc(ev)) => {
                 assert_eq!(ev.tgid, 7);
@@ -176,20 +181,7 @@ mod tests {
 
     #[test]
     fn short_alloc_records_carry_only_their_frames() {
-        let mut a = AllocEvent {
-            kind: EventKind::Alloc as u32,
-            tgid: 7,
-            timestamp_ns: 1,
-            addr: 0x10,
-            size: 64,
-            bucket: 0xc000401000,
-            frames: 3,
-            flags: ALLOC_HAS_STACK,
-            ip: 0,
-            stack: [0xdead; GO_MAX_FRAMES],
-        };
-        a.stack[..3].copy_from_slice(&[1, 2, 3]);
-        let bytes = bytes_of(&a);
+        let bytes = bytes_of(&alloc(0x10, 64, &[1, 2, 3]));
         match decode(&bytes[..ALLOC_HEADER + 3 * 8]) {
             Some(Record::Alloc(ev)) => {
                 assert_eq!(ev.frames, 3);

@@ -57,6 +57,47 @@ pub(crate) fn thousands(n: u64) -> String {
     out
 }
 
+/// What a judged series counts: bytes (memory) or goroutines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Quantity {
+    /// Bytes of memory.
+    Bytes,
+    /// Goroutines.
+    Goroutines,
+}
+
+impl Quantity {
+    /// An amount for people: `2.1 MiB`, `1,500 goroutines`.
+    pub(crate) fn amount(self, v: f64) -> String {
+        match self {
+            Quantity::Bytes => human_bytes(v),
+            Quantity::Goroutines => format!("{} goroutines", count(v)),
+        }
+    }
+
+    /// A change with its sign.
+    pub(crate) fn signed(self, v: f64) -> String {
+        match self {
+            Quantity::Bytes => signed_bytes(v),
+            Quantity::Goroutines if v < 0.0 => format!("-{}", count(-v)),
+            Quantity::Goroutines => format!("+{}", count(v)),
+        }
+    }
+
+    /// A rate per second, shown per minute.
+    pub(crate) fn per_min(self, per_sec: f64) -> String {
+        match self {
+            Quantity::Bytes => bytes_per_min(per_sec),
+            Quantity::Goroutines => format!("{:.0}/min", per_sec * 60.0),
+        }
+    }
+}
+
+/// A goroutine count, rounded, with thousands separators.
+fn count(v: f64) -> String {
+    thousands(v.max(0.0).round() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

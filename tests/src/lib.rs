@@ -213,6 +213,24 @@ pub fn send_requests(addr: &str, path: &str, n: usize) {
     }
 }
 
+/// A service that has already leaked: test program `prog` built with Go
+/// `version` as `variant`, started, sent `requests` GETs of `/work`, and a
+/// scratch directory named for the run. Returns the binary, the running
+/// service, its address and the directory.
+pub fn leaked_service(
+    prog: &str,
+    version: &str,
+    variant: Variant,
+    requests: usize,
+) -> (PathBuf, Program, String, PathBuf) {
+    let bin = build_go(prog, version, variant);
+    let service = Program::start(&bin, &[]);
+    let addr = service.addr();
+    send_requests(&addr, "/work", requests);
+    let dir = scratch(&format!("{prog}-{version}-{variant:?}"));
+    (bin, service, addr, dir)
+}
+
 /// A running `leak` with its output captured to files.
 pub struct Leak {
     /// The process.

@@ -152,11 +152,7 @@ fn group_of<'a>(goroutines: &'a serde_json::Value, leaf: &str) -> &'a serde_json
 /// the leak as the program's own profile does at the end, judges it
 /// leaking (growing, if the window is short), and the pool steady.
 fn leaking_group_judged(version: &str, variant: Variant) {
-    let bin = build_go("gorleak", version, variant);
-    let prog = Program::start(&bin, &[]);
-    let addr = prog.addr();
-    send_requests(&addr, "/work", BEFORE);
-    let dir = scratch(&format!("gorleak-{version}-{variant:?}"));
+    let (bin, prog, addr, dir) = leaked_service("gorleak", version, variant, BEFORE);
     let json = dir.join("trace.json");
     let mut leak = LeakArgs::trace(&bin)
         .pid(prog.pid())

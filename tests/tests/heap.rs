@@ -34,11 +34,7 @@ fn close(a: u64, b: u64) -> bool {
 /// A service that leaked before anyone looked: leak heap's numbers are its
 /// own profile's, stack by stack, with no eBPF and nothing written.
 fn matches_own_profile(version: &str, variant: Variant) {
-    let bin = build_go("seed", version, variant);
-    let prog = Program::start(&bin, &[]);
-    let addr = prog.addr();
-    send_requests(&addr, "/work", REQUESTS);
-    let dir = scratch(&format!("heap-{version}-{variant:?}"));
+    let (_, prog, addr, dir) = leaked_service("seed", version, variant, REQUESTS);
     let own = dir.join("own.pb.gz");
     fs::write(&own, get(&addr, "/debug/pprof/heap")).unwrap();
     let ours = dir.join("leak.pb.gz");

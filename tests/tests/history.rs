@@ -19,11 +19,7 @@ fn close(a: f64, b: f64) -> bool {
 
 /// A service that leaked 30 MB before leak attached, then no load.
 fn leak_before_attach(version: &str, variant: Variant) {
-    let bin = build_go("seed", version, variant);
-    let prog = Program::start(&bin, &[]);
-    let addr = prog.addr();
-    send_requests(&addr, "/work", REQUESTS);
-    let dir = scratch(&format!("history-{version}-{variant:?}"));
+    let (bin, prog, addr, dir) = leaked_service("seed", version, variant, REQUESTS);
     let own = dir.join("own.pb.gz");
     fs::write(&own, get(&addr, "/debug/pprof/heap")).unwrap();
     let report = dir.join("leak.json");

@@ -31,7 +31,8 @@
 
 use std::fmt;
 
-use crate::units::{bytes_per_min, human_bytes, human_secs, signed_bytes, thousands};
+pub(crate) use crate::units::Quantity;
+use crate::units::{human_bytes, human_secs};
 
 const KIB: f64 = 1024.0;
 const MIB: f64 = 1024.0 * KIB;
@@ -98,47 +99,6 @@ pub(crate) struct Thresholds {
     pub churn_ratio: f64,
     /// What the series counts, for the reasons' words.
     pub quantity: Quantity,
-}
-
-/// What a judged series counts: bytes (memory) or goroutines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Quantity {
-    /// Bytes of memory.
-    Bytes,
-    /// Goroutines.
-    Goroutines,
-}
-
-impl Quantity {
-    /// An amount for people: `2.1 MiB`, `1,500 goroutines`.
-    fn amount(self, v: f64) -> String {
-        match self {
-            Quantity::Bytes => human_bytes(v),
-            Quantity::Goroutines => format!("{} goroutines", count(v)),
-        }
-    }
-
-    /// A change with its sign.
-    fn signed(self, v: f64) -> String {
-        match self {
-            Quantity::Bytes => signed_bytes(v),
-            Quantity::Goroutines if v < 0.0 => format!("-{}", count(-v)),
-            Quantity::Goroutines => format!("+{}", count(v)),
-        }
-    }
-
-    /// A rate per second, shown per minute.
-    fn per_min(self, per_sec: f64) -> String {
-        match self {
-            Quantity::Bytes => bytes_per_min(per_sec),
-            Quantity::Goroutines => format!("{:.0}/min", per_sec * 60.0),
-        }
-    }
-}
-
-/// A goroutine count, rounded, with thousands separators.
-fn count(v: f64) -> String {
-    thousands(v.max(0.0).round() as u64)
 }
 
 impl Thresholds {

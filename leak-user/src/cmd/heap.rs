@@ -1,7 +1,7 @@
 //! `leak heap`: a read-only snapshot of a running Go program's own heap
 //! profile, with no eBPF.
 
-use std::{rc::Rc, time::Duration};
+use std::rc::Rc;
 
 use anyhow::Result;
 use clap::Args;
@@ -11,7 +11,7 @@ use crate::{
         records::{self, Read},
         GoProcess,
     },
-    report::{self, Losses, Profile, Source, StackProfile, Unit},
+    report::{self, Profile, Source, StackProfile, Unit},
     symbolize::Symbolizer,
 };
 
@@ -99,24 +99,21 @@ fn profile_of(process: &GoProcess, read: &Read) -> Profile {
         })
         .collect();
     let buckets = &read.snapshot.buckets;
+    let source = Source::GoRecords {
+        go_version: program.version.clone(),
+        rate: read.rate.max(0) as u64,
+        gc_cycles: u64::from(read.snapshot.gc_cycles),
+        buckets: buckets.len(),
+    };
     Profile {
-        binary: program.path.clone(),
-        source: Source::GoRecords {
-            go_version: program.version.clone(),
-            rate: read.rate.max(0) as u64,
-            gc_cycles: u64::from(read.snapshot.gc_cycles),
-            buckets: buckets.len(),
-        },
-        unit: Unit::Bytes,
-        pids: vec![process.pid()],
-        elapsed: Duration::ZERO,
         samples: buckets.iter().map(|b| b.counts.allocs).sum(),
         frees: buckets.iter().map(|b| b.counts.frees).sum(),
-        total: stacks.iter().map(|s| s.totals).sum(),
-        previous_outstanding: None,
-        stacks,
-        losses: Losses::default(),
-        work: None,
-        goroutines: None,
+        ..Profile::snapshot(
+            program.path.clone(),
+            source,
+            Unit::Bytes,
+            process.pid(),
+            stacks,
+        )
     }
 }

@@ -36,6 +36,20 @@ pub(crate) fn read_exact(mem: &dyn Memory, addr: u64, buf: &mut [u8]) -> Result<
         .map_err(|source| ReadFailed { addr, source })
 }
 
+/// A little-endian `u64` at `addr` of `mem`.
+pub(crate) fn read_u64(mem: &dyn Memory, addr: u64) -> Result<u64, ReadFailed> {
+    let mut b = [0u8; 8];
+    read_exact(mem, addr, &mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// A little-endian `u32` at `addr` of `mem`.
+pub(crate) fn read_u32(mem: &dyn Memory, addr: u64) -> Result<u32, ReadFailed> {
+    let mut b = [0u8; 4];
+    read_exact(mem, addr, &mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
 /// Memory that can also be written (one `i64` at a time: all leak ever
 /// writes).
 pub(crate) trait MemoryMut: Memory {

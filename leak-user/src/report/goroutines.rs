@@ -32,7 +32,7 @@ use std::{fmt::Write as _, path::PathBuf, sync::Arc, time::Duration};
 
 use serde_json::{json, Value};
 
-use super::{Losses, Profile, Source, StackProfile, Unit};
+use super::{Profile, Source, StackProfile, Unit};
 use crate::{
     aggregate::Totals,
     analysis::trend::Verdict,
@@ -119,22 +119,18 @@ impl GoroutineReport {
                 held_at_exit: 0.0,
             })
             .collect();
+        let source = Source::GoGoroutines {
+            go_version: self.go_version.clone(),
+        };
         Profile {
-            binary: self.binary.clone(),
-            source: Source::GoGoroutines {
-                go_version: self.go_version.clone(),
-            },
-            unit: Unit::Goroutines,
-            pids: vec![self.pid],
-            elapsed: Duration::ZERO,
             samples: self.total as u64,
-            frees: 0,
-            total: count_totals(self.total),
-            previous_outstanding: None,
-            stacks,
-            losses: Losses::default(),
-            work: None,
-            goroutines: None,
+            ..Profile::snapshot(
+                self.binary.clone(),
+                source,
+                Unit::Goroutines,
+                self.pid,
+                stacks,
+            )
         }
     }
 

@@ -178,6 +178,33 @@ pub(crate) struct Profile {
 }
 
 impl Profile {
+    /// One reading of process `pid` of `binary` (no time span, no losses,
+    /// no `--work`): `stacks` and their sum; `samples` and `frees` say how
+    /// many events the reading counts.
+    pub(crate) fn snapshot(
+        binary: PathBuf,
+        source: Source,
+        unit: Unit,
+        pid: u32,
+        stacks: Vec<StackProfile>,
+    ) -> Self {
+        Profile {
+            binary,
+            source,
+            unit,
+            pids: vec![pid],
+            elapsed: Duration::ZERO,
+            samples: 0,
+            frees: 0,
+            total: stacks.iter().map(|s| s.totals).sum(),
+            previous_outstanding: None,
+            stacks,
+            losses: Losses::default(),
+            work: None,
+            goroutines: None,
+        }
+    }
+
     /// Sorts stacks most held first (in the profile's unit), then most
     /// allocated.
     pub(crate) fn sort_by_outstanding(&mut self) {
@@ -230,26 +257,18 @@ impl Profile {
 /// A small Go profile for the renderers' tests: `stacks` as given.
 #[cfg(test)]
 pub(crate) fn example(stacks: Vec<StackProfile>) -> Profile {
+    let source = Source::GoSampler {
+        go_version: "go1.25.5".into(),
+        rate: 512 * 1024,
+        gc_cycles: 3,
+        in_use_at_last_gc: Some(20.0e6),
+        history_bytes: None,
+    };
     Profile {
-        binary: "/srv/seed".into(),
-        source: Source::GoSampler {
-            go_version: "go1.25.5".into(),
-            rate: 512 * 1024,
-            gc_cycles: 3,
-            in_use_at_last_gc: Some(20.0e6),
-            history_bytes: None,
-        },
-        unit: Unit::Bytes,
-        pids: vec![4242],
         elapsed: Duration::from_secs(30),
         samples: 100,
         frees: 10,
-        total: stacks.iter().map(|s| s.totals).sum(),
-        previous_outstanding: None,
-        stacks,
-        losses: Losses::default(),
-        work: None,
-        goroutines: None,
+        ..Profile::snapshot("/srv/seed".into(), source, Unit::Bytes, 4242, stacks)
     }
 }
 

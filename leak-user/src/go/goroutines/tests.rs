@@ -8,58 +8,20 @@
 //! and skips.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     process::{Child, Command, Stdio},
     rc::Rc,
 };
 
+use leak_tests::goroutines::{own_groups, serves_the_request, Stack};
+
 use super::{group, read_once, walk::State, Snapshot};
 use crate::go::{
     testutil::{self, Variant, VERSIONS},
     GoProcess, Program,
 };
-
-/// Goroutines of the profile request itself (the handler, its connection),
-/// which exist only while the profile is served. (A goroutine caught as
-/// it exits has only `runtime.goexit`, which pprof hides: an empty stack;
-/// on a quiet program that is the previous request's connection.)
-fn serves_the_request(functions: &[String]) -> bool {
-    functions.iter().any(|f| {
-        f.starts_with("runtime/pprof.")
-            || f.starts_with("net/http.(*conn)")
-            || f.starts_with("net/http.(*connReader)")
-    })
-}
-
-/// A stack as (function, line) pairs, leaf first.
-type Stack = Vec<(String, u32)>;
-
-/// `?debug=1`: count per stack.
-fn parse_debug1(text: &str) -> HashMap<Stack, usize> {
-    let mut groups = HashMap::new();
-    for block in text.split("\n\n") {
-        let mut lines = block
-            .lines()
-            .skip_while(|l| l.starts_with("goroutine profile"));
-        let Some(header) = lines.next() else { continue };
-        let Some((count, _)) = header.split_once(" @ ") else {
-            continue;
-        };
-        let stack: Stack = lines
-            .filter(|l| l.starts_with("#\t"))
-            .filter_map(|l| {
-                let fields: Vec<&str> = l.split('\t').filter(|f| !f.is_empty()).collect();
-                let (function, _) = fields.get(2)?.rsplit_once("+0x")?;
-                let (_, line) = fields.get(3)?.rsplit_once(':')?;
-                Some((function.to_string(), line.parse().ok()?))
-            })
-            .collect();
-        *groups.entry(stack).or_default() += count.parse::<usize>().unwrap();
-    }
-    groups
-}
 
 /// One goroutine of `?debug=2`.
 struct Traceback {
@@ -151,31 +113,24 @@ fn start(path: &std::path::Path) -> (Running, String) {
     (Running(child), addr.to_string())
 }
 
-/// Our groups as `?debug=1` would list them: (function, line) stacks.
-/// Goroutines read with no stack (a request's goroutine running as it was
-/// read: at most a couple on this quiet program) are left out.
-fn our_groups(snapshot: &Snapshot) -> HashMap<Stack, usize> {
+/// Our groups keyed as the harness keys `?debug=1`'s (`function:line`
+/// frames), less the profile request's own goroutines. Goroutines read with
+/// no stack (a request's goroutine running as it was read: at most a
+/// couple on this quiet program) are left out.
+fn our_groups(snapshot: &Snapshot) -> BTreeMap<Stack, u64> {
     assert!(snapshot.unstable() <= 2, "{:#?}", group(snapshot));
-    let mut out = HashMap::new();
+    let mut out = BTreeMap::new();
     for g in group(snapshot).into_iter().filter(|g| !g.unstable) {
         let stack: Stack = g
             .frames
             .iter()
-            .map(|f| (f.function.to_string(), f.line))
+            .map(|f| format!("{}:{}", f.function, f.line))
             .collect();
-        *out.entry(stack).or_default() += g.count;
+        if !stack.is_empty() && !serves_the_request(&stack) {
+            *out.entry(stack).or_default() += g.count as u64;
+        }
     }
     out
-}
-
-fn without_the_request(groups: HashMap<Stack, usize>) -> HashMap<Stack, usize> {
-    groups
-        .into_iter()
-        .filter(|(stack, _)| {
-            let functions: Vec<String> = stack.iter().map(|(f, _)| f.clone()).collect();
-            !stack.is_empty() && !serves_the_request(&functions)
-        })
-        .collect()
 }
 
 /// Of our parked goroutines, how many `?debug=2` shows with the same
@@ -231,9 +186,8 @@ fn check(version: &str, variant: Variant) {
     // The profile request's own goroutines come and go: a few tries.
     for _ in 0..5 {
         let snapshot = read_once(&process).unwrap_or_else(|e| panic!("{ctx}: {e}"));
-        let debug1 = parse_debug1(&get(&addr, "/debug/pprof/goroutine?debug=1"));
-        let ours = without_the_request(our_groups(&snapshot));
-        let theirs = without_the_request(debug1);
+        let theirs = own_groups(&get(&addr, "/debug/pprof/goroutine?debug=1"));
+        let ours = our_groups(&snapshot);
         if ours == theirs {
             let debug2 = parse_debug2(&get(&addr, "/debug/pprof/goroutine?debug=2"));
             let (matched, total) = tracebacks_matched(&snapshot, &debug2);
@@ -254,7 +208,7 @@ fn check(version: &str, variant: Variant) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let (ours, theirs) = last.unwrap();
-    let only = |a: &HashMap<Stack, usize>, b: &HashMap<Stack, usize>| -> Vec<String> {
+    let only = |a: &BTreeMap<Stack, u64>, b: &BTreeMap<Stack, u64>| -> Vec<String> {
         a.iter()
             .filter(|(k, v)| b.get(*k) != Some(v))
             .map(|(k, v)| format!("{v} × {k:?}"))

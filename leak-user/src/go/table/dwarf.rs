@@ -31,6 +31,25 @@ struct Facts {
 }
 
 impl Facts {
+    /// Each `(field, offset)` of `want` is where DWARF puts that member of
+    /// `ty`, plus `base` (a struct nested at `base`).
+    fn check_members<T: Into<u64> + Copy>(
+        &self,
+        ctx: &str,
+        ty: &str,
+        base: u64,
+        want: &[(&str, T)],
+    ) {
+        for &(field, offset) in want {
+            let short = ty.trim_start_matches("runtime.");
+            assert_eq!(
+                base + self.member(ctx, ty, field),
+                offset.into(),
+                "{ctx}: {short}.{field}"
+            );
+        }
+    }
+
     fn member(&self, ctx: &str, ty: &str, field: &str) -> u64 {
         let (_, members) = self
             .structs
@@ -190,7 +209,6 @@ fn rows_match_the_dwarf_of_their_release() {
         }
 
         let b = row.records.bucket;
-        let bucket = |f| facts.member(&ctx, "runtime.bucket", f);
         let want = [
             ("next", b.next),
             ("allnext", b.allnext),
@@ -199,9 +217,7 @@ fn rows_match_the_dwarf_of_their_release() {
             ("size", b.size),
             ("nstk", b.nstk),
         ];
-        for (field, offset) in want {
-            assert_eq!(bucket(field), u64::from(offset), "{ctx}: bucket.{field}");
-        }
+        facts.check_members(&ctx, "runtime.bucket", 0, &want);
         // The stack follows the header (`bucket.stk`: `add(b, unsafe.Sizeof(*b))`).
         assert_eq!(
             facts.size(&ctx, "runtime.bucket"),
@@ -243,7 +259,6 @@ fn rows_match_the_dwarf_of_their_release() {
         }
 
         let m = row.moduledata;
-        let moduledata = |f| facts.member(&ctx, "runtime.moduledata", f);
         let want = [
             ("pcHeader", m.pcheader),
             ("funcnametab", m.funcnametab),
@@ -251,9 +266,7 @@ fn rows_match_the_dwarf_of_their_release() {
             ("rodata", m.rodata),
             ("gofunc", m.gofunc),
         ];
-        for (field, offset) in want {
-            assert_eq!(moduledata(field), offset, "{ctx}: moduledata.{field}");
-        }
+        facts.check_members(&ctx, "runtime.moduledata", 0, &want);
 
         // The runtime notices a new rate by itself where each mcache keeps
         // the rate its next sample point was drawn with (1.24 on).
@@ -309,15 +322,16 @@ fn goroutine_layouts_match_the_dwarf_of_their_release() {
             u64::from(l.size),
             "{ctx}: g size"
         );
-        let stack = |f| g("stack") + facts.member(&ctx, "runtime.stack", f);
-        assert_eq!(stack("lo"), u64::from(l.stack_lo), "{ctx}: stack.lo");
-        assert_eq!(stack("hi"), u64::from(l.stack_hi), "{ctx}: stack.hi");
+        let at = g("stack");
+        facts.check_members(
+            &ctx,
+            "runtime.stack",
+            at,
+            &[("lo", l.stack_lo), ("hi", l.stack_hi)],
+        );
         assert_eq!(g("sched"), u64::from(l.sched), "{ctx}: sched");
-        let gobuf = |f| facts.member(&ctx, "runtime.gobuf", f);
         let want = [("sp", l.gobuf.sp), ("pc", l.gobuf.pc), ("bp", l.gobuf.bp)];
-        for (field, offset) in want {
-            assert_eq!(gobuf(field), u64::from(offset), "{ctx}: gobuf.{field}");
-        }
+        facts.check_members(&ctx, "runtime.gobuf", 0, &want);
         let want = [
             ("atomicstatus", l.atomicstatus),
             ("goid", l.goid),
@@ -326,9 +340,7 @@ fn goroutine_layouts_match_the_dwarf_of_their_release() {
             ("gopc", l.gopc),
             ("startpc", l.startpc),
         ];
-        for (field, offset) in want {
-            assert_eq!(g(field), u64::from(offset), "{ctx}: g.{field}");
-        }
+        facts.check_members(&ctx, "runtime.g", 0, &want);
         let (_, members) = &facts.structs["runtime.g"];
         let parent = members.get("parentGoid").copied();
         assert_eq!(parent, l.parent_goid.map(u64::from), "{ctx}: parentGoid");

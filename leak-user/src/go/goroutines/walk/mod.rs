@@ -182,8 +182,8 @@ pub(crate) fn read(
     is_code: &dyn Fn(u64) -> bool,
 ) -> Result<Snapshot, ReadError> {
     // allglen first: allgptr then holds at least that many.
-    let len = read_u64(mem, at.allglen)?;
-    let ptr = read_u64(mem, at.allgptr)?;
+    let len = memory::read_u64(mem, at.allglen)?;
+    let ptr = memory::read_u64(mem, at.allgptr)?;
     if len == 0 || len > MAX_GS {
         return Err(not_gs(format!("{len} goroutines")));
     }
@@ -191,7 +191,7 @@ pub(crate) fn read(
         return Err(not_gs(format!("the array is at {ptr:#x}")));
     }
     let mut array = vec![0u8; len as usize * 8];
-    read_exact(mem, ptr, &mut array)?;
+    memory::read_exact(mem, ptr, &mut array)?;
     let mut snapshot = Snapshot {
         slots: len,
         ..Snapshot::default()
@@ -231,7 +231,7 @@ fn read_goroutine(
     is_code: &dyn Fn(u64) -> bool,
 ) -> Result<Option<RawGoroutine>, ReadError> {
     let mut g = vec![0u8; layout.g.size as usize];
-    read_exact(mem, addr, &mut g)?;
+    memory::read_exact(mem, addr, &mut g)?;
     let mut again = g.clone();
     for _ in 0..ATTEMPTS {
         let before = header(layout, &g);
@@ -248,7 +248,7 @@ fn read_goroutine(
             )));
         }
         let pcs = frame_chain(mem, &before, is_code);
-        read_exact(mem, addr, &mut again)?;
+        memory::read_exact(mem, addr, &mut again)?;
         if header(layout, &again) == before {
             return Ok(Some(goroutine(layout, addr, &g, state, pcs)));
         }
@@ -389,16 +389,6 @@ fn not_gs(why: String) -> ReadError {
     ReadError::NotGoroutines(why)
 }
 
-fn read_exact(mem: &dyn Memory, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-    Ok(memory::read_exact(mem, addr, buf)?)
-}
-
-fn read_u64(mem: &dyn Memory, addr: u64) -> Result<u64, ReadError> {
-    let mut b = [0u8; 8];
-    read_exact(mem, addr, &mut b)?;
-    Ok(u64::from_le_bytes(b))
-}
-
 /// Reads `count` Go strings (pointer, length) from the array at `addr`: the
 /// names of the wait reasons (`runtime.waitReasonStrings`). Entry 0
 /// (`waitReasonZero`) is empty and every other one is a short line of
@@ -412,7 +402,7 @@ pub(crate) fn read_wait_reasons(
         return Err(not_reasons(format!("{count} entries")));
     }
     let mut array = vec![0u8; count as usize * 16];
-    read_exact(mem, addr, &mut array)?;
+    memory::read_exact(mem, addr, &mut array)?;
     let mut names = Vec::with_capacity(count as usize);
     for (i, entry) in array.chunks_exact(16).enumerate() {
         let ptr = u64::from_le_bytes(entry[..8].try_into().unwrap());
@@ -422,7 +412,7 @@ pub(crate) fn read_wait_reasons(
         }
         let mut text = vec![0u8; len as usize];
         if len > 0 {
-            read_exact(mem, ptr, &mut text)?;
+            memory::read_exact(mem, ptr, &mut text)?;
         }
         match String::from_utf8(text) {
             Ok(s) if s.chars().all(|c| c.is_ascii_graphic() || c == ' ') => names.push(s),

@@ -129,9 +129,9 @@ pub(crate) fn read(
     is_code: &dyn Fn(u64) -> bool,
 ) -> Result<Snapshot, ReadError> {
     for _ in 0..ATTEMPTS {
-        let before = read_u32(mem, at.cycle)?;
+        let before = memory::read_u32(mem, at.cycle)?;
         let raw = walk(mem, row, at.buckets, is_code)?;
-        let after = read_u32(mem, at.cycle)?;
+        let after = memory::read_u32(mem, at.cycle)?;
         if before == after {
             return Ok(as_memprofile(raw, before));
         }
@@ -191,7 +191,7 @@ fn walk(
     is_code: &dyn Fn(u64) -> bool,
 ) -> Result<Vec<RawBucket>, ReadError> {
     let mut out = Vec::new();
-    let mut b = read_u64(mem, head)?;
+    let mut b = memory::read_u64(mem, head)?;
     while b != 0 {
         if out.len() >= MAX_BUCKETS {
             return Err(ReadError::NotRecords(format!(
@@ -222,7 +222,7 @@ fn read_bucket(
     let mut buf = vec![0u8; header + PCS_AHEAD * 8 + record];
     if mem.read_at(addr, &mut buf).is_err() {
         buf.truncate(header);
-        read_exact(mem, addr, &mut buf)?;
+        memory::read_exact(mem, addr, &mut buf)?;
     }
     let word = |buf: &[u8], off: usize| u64::from_le_bytes(buf[off..off + 8].try_into().unwrap());
     let typ = word(&buf, l.typ as usize);
@@ -242,7 +242,7 @@ fn read_bucket(
     let need = header + nstk * 8 + record;
     if buf.len() < need {
         buf.resize(need, 0);
-        read_exact(mem, addr, &mut buf)?;
+        memory::read_exact(mem, addr, &mut buf)?;
     }
     let stack: Vec<u64> = (0..nstk).map(|i| word(&buf, header + i * 8)).collect();
     if let Some(pc) = stack.iter().find(|&&pc| !is_code(pc)) {
@@ -274,22 +274,6 @@ fn read_bucket(
         cycles: [cycle(0), cycle(1), cycle(2), cycle(3)],
     };
     Ok((bucket, word(&buf, l.allnext as usize)))
-}
-
-fn read_exact(mem: &dyn Memory, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-    Ok(memory::read_exact(mem, addr, buf)?)
-}
-
-fn read_u64(mem: &dyn Memory, addr: u64) -> Result<u64, ReadError> {
-    let mut b = [0u8; 8];
-    read_exact(mem, addr, &mut b)?;
-    Ok(u64::from_le_bytes(b))
-}
-
-fn read_u32(mem: &dyn Memory, addr: u64) -> Result<u32, ReadError> {
-    let mut b = [0u8; 4];
-    read_exact(mem, addr, &mut b)?;
-    Ok(u32::from_le_bytes(b))
 }
 
 /// Unsamples `count` objects of `size` bytes sampled at `rate`, exactly as
