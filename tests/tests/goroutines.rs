@@ -235,3 +235,46 @@ fn leaking_group_judged_go1_25() {
 fn leaking_group_judged_go1_27_stripped_pie() {
     leaking_group_judged("1.27.3", Variant::StrippedPie);
 }
+
+/// `leak top` on the same leaking service: the goroutine count of the Go
+/// process is the program's own at the end, and the process is judged
+/// leaking.
+#[test]
+fn top_counts_goroutines_of_go_processes() {
+    let (_, prog, addr, dir) = leaked_service("gorleak", "1.25.5", Variant::StrippedPie, BEFORE);
+    let json = dir.join("top.json");
+    let mut leak = LeakArgs::top()
+        .pid(prog.pid())
+        .opt("--duration", LOAD_SECS + 2)
+        .opt("--interval", 2)
+        .out("--json", &json)
+        .spawn(&dir);
+    let started = std::time::Instant::now();
+    for i in 0..PER_SEC * LOAD_SECS {
+        let due = std::time::Duration::from_millis(i * 1000 / PER_SEC);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        get(&addr, "/work");
+    }
+    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    let own: u64 = own_groups(&String::from_utf8_lossy(&get(
+        &addr,
+        "/debug/pprof/goroutine?debug=1",
+    )))
+    .values()
+    .sum();
+    let report = read_json(&json);
+    let p = &report["processes"][0];
+    let counted = p["goroutines"].as_f64().unwrap();
+    eprintln!(
+        "leak top: {counted} goroutines vs own {own}; {} ({})",
+        p["verdict"], p["reason"]
+    );
+    assert!(
+        (counted / own as f64 - 1.0).abs() <= 0.02,
+        "leak top counts {counted} goroutines, the program's own profile {own}"
+    );
+    assert_eq!(p["verdict"], "leaking", "{p:#}");
+    assert!(leak.stdout_text().contains("GOROUTINES"));
+}

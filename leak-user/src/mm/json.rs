@@ -76,6 +76,8 @@ struct Process<'a> {
     trough_r2: f64,
     recent_growth_bytes_per_sec: f64,
     memory: Memory,
+    /// A Go process's goroutines now (null for other programs).
+    goroutines: Option<u64>,
     series: Vec<(f64, u64)>,
 }
 
@@ -124,6 +126,7 @@ pub(crate) fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<
                     brk_heap: r.latest.heap_bytes,
                     advised_away: r.latest.advised_away_bytes,
                 },
+                goroutines: r.goroutines.as_ref().map(|g| g.0),
                 series: r
                     .series
                     .iter()

@@ -80,6 +80,8 @@ struct Watched {
     latest: Reading,
     /// Whether the kernel side saw it change its memory while watched.
     active: bool,
+    /// A Go process's goroutines over time: `(seconds, count)`.
+    goroutines: Vec<(f64, f64)>,
 }
 
 /// Every watched process and its series.
@@ -101,8 +103,11 @@ pub(crate) struct Row {
     pub series: Vec<(f64, f64)>,
     /// Last reading minus first, bytes.
     pub change_bytes: f64,
-    /// The verdict on `series`, with its numbers.
+    /// The verdict on `series`, with its numbers; a Go process whose
+    /// goroutines keep rising is judged on them when that is worse.
     pub trend: Trend,
+    /// A Go process's goroutine count now and the verdict on its series.
+    pub goroutines: Option<(u64, Trend)>,
 }
 
 impl Row {
@@ -134,11 +139,21 @@ impl Watch {
             series: Vec::new(),
             latest: reading,
             active: false,
+            goroutines: Vec::new(),
         });
         w.series.push((secs, reading.resident() as f64));
         series::thin(&mut w.series, MAX_POINTS);
         w.latest = reading;
         w.active |= active;
+    }
+
+    /// Adds a count of a Go process's goroutines, `secs` after leak
+    /// started (a process not watched is ignored).
+    pub(crate) fn record_goroutines(&mut self, pid: u32, secs: f64, count: usize) {
+        if let Some(w) = self.procs.get_mut(&pid) {
+            w.goroutines.push((secs, count as f64));
+            series::thin(&mut w.goroutines, MAX_POINTS);
+        }
     }
 
     /// Drops a process (it exited, or its pid now names another process).
@@ -169,18 +184,23 @@ impl Watch {
             .iter()
             .filter(|(_, w)| w.active || !active_only)
             .map(|(&pid, w)| {
-                let trend = trend::assess(&w.series, None, &Thresholds::PROCESS);
+                let rss = trend::assess(&w.series, None, &Thresholds::PROCESS);
                 let change_bytes = match (w.series.first(), w.series.last()) {
                     (Some(a), Some(b)) => b.1 - a.1,
                     _ => 0.0,
                 };
+                let goroutines = w.goroutines.last().map(|&(_, n)| {
+                    let t = trend::assess(&w.goroutines, None, &Thresholds::GOROUTINES);
+                    (n as u64, t)
+                });
                 Row {
                     pid,
                     command: w.command.clone(),
                     latest: w.latest,
                     series: w.series.clone(),
                     change_bytes,
-                    trend,
+                    trend: worse(rss, goroutines.as_ref().map(|g| &g.1)),
+                    goroutines,
                 }
             })
             .collect();
@@ -192,6 +212,26 @@ impl Watch {
                 .then(a.pid.cmp(&b.pid))
         });
         rows
+    }
+}
+
+/// The RSS verdict, or the goroutines' when they say leaking or growing
+/// and the RSS says less (Go rarely gives memory back: a leak of
+/// goroutines can show in their count before it shows in RSS); the RSS
+/// figures stay, the verdict and reason are the goroutines'.
+fn worse(rss: Trend, goroutines: Option<&Trend>) -> Trend {
+    match goroutines {
+        Some(g)
+            if matches!(g.verdict, Verdict::Leaking | Verdict::Growing)
+                && severity(g.verdict) < severity(rss.verdict) =>
+        {
+            Trend {
+                verdict: g.verdict,
+                reason: format!("goroutines: {}", g.reason),
+                ..rss
+            }
+        }
+        _ => rss,
     }
 }
 

@@ -9,3 +9,4 @@
 pub(crate) mod go;
 pub(crate) mod native;
 pub(crate) mod top;
+pub(crate) mod top_go;

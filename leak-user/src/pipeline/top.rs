@@ -11,6 +11,7 @@ use std::{
 
 use crate::error::{refuse, Context as _, Result};
 
+use super::top_go::GoroutineCounts;
 use crate::{
     mm::{
         json,
@@ -76,6 +77,8 @@ struct Top {
     started: Instant,
     last_reading: f64,
     terminal: bool,
+    /// Go processes' goroutine counts.
+    go: GoroutineCounts,
 }
 
 async fn top(args: Options) -> Result<()> {
@@ -88,6 +91,7 @@ async fn top(args: Options) -> Result<()> {
         started: Instant::now(),
         last_reading: 0.0,
         terminal: std::io::stdout().is_terminal(),
+        go: GoroutineCounts::default(),
         args,
     };
     // The first reading, from /proc: a point at 0 s for every process.
@@ -216,6 +220,7 @@ impl Top {
 
     fn forget(&mut self, pid: u32) {
         self.watch.forget(pid);
+        self.go.forget(pid);
         self.known.remove(&pid);
         self.probes.forget(pid);
     }
@@ -287,6 +292,10 @@ impl Top {
         let active = kernel.is_some();
         let command = known.command.clone();
         self.watch.record(pid, &command, secs, reading, active);
+        let interval = Duration::from_secs_f64(self.args.interval);
+        if let Some(n) = self.go.count(pid, start_time, interval) {
+            self.watch.record_goroutines(pid, secs, n);
+        }
     }
 
     /// Prints the table: redrawn in place on a terminal, appended as plain
