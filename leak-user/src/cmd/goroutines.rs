@@ -92,6 +92,7 @@ pub(crate) fn report_group(g: Group) -> GoroutineGroup {
         oldest_wait: g.oldest_wait,
         stack_bytes: g.stack_bytes,
         unstable: g.unstable,
+        proven_leaked: g.proven_leaked,
         growth: None,
     }
 }

@@ -23,6 +23,7 @@
 //!     "count": integer,
 //!     "oldest_wait_secs": number | null,  // as fine as the GC cadence
 //!     "stack_bytes": integer,
+//!     "proven_leaked": integer,       // marked leaked by Go's own leak profile
 //!     "growth": {"verdict": string, "per_sec": number} | null
 //!   }]
 //! }
@@ -59,6 +60,8 @@ pub(crate) struct GoroutineGroup {
     pub stack_bytes: u64,
     /// Read with no stack (running, or changing under the read).
     pub unstable: bool,
+    /// Of them, how many Go's own goroutine leak profile proved leaked.
+    pub proven_leaked: usize,
     /// How the group's count moves over time, once there is a series.
     pub growth: Option<GroupGrowth>,
 }
@@ -213,11 +216,11 @@ fn group_rows(out: &mut String, g: &GoroutineGroup) {
         .oldest_wait
         .map(|d| human_secs(d.as_secs_f64()))
         .unwrap_or_else(|| "-".into());
-    let verdict = g
-        .growth
-        .as_ref()
-        .map(|v| v.verdict.as_str().to_uppercase())
-        .unwrap_or_else(|| "-".into());
+    let verdict = match (&g.growth, g.proven_leaked) {
+        (_, 1..) => "LEAKED".to_string(),
+        (Some(v), 0) => v.verdict.as_str().to_uppercase(),
+        (None, 0) => "-".to_string(),
+    };
     let mut frames = g.frames.iter();
     let leaf = match frames.next() {
         Some(f) => describe(f),
@@ -237,6 +240,14 @@ fn group_rows(out: &mut String, g: &GoroutineGroup) {
     }
     if let Some(c) = &g.created_by {
         let _ = writeln!(out, "{:>68}created by {}", "", describe(c));
+    }
+    if g.proven_leaked > 0 {
+        let _ = writeln!(
+            out,
+            "{:>68}{} proven leaked by Go's own goroutine leak profile",
+            "",
+            thousands(g.proven_leaked as u64)
+        );
     }
     // The reason is worth a line where the count moves; a steady group's
     // verdict says it all.
@@ -278,6 +289,7 @@ fn group_json(g: &GoroutineGroup) -> Value {
         "count": g.count,
         "oldest_wait_secs": g.oldest_wait.map(|d| d.as_secs_f64()),
         "stack_bytes": g.stack_bytes,
+        "proven_leaked": g.proven_leaked,
         "growth": g.growth.as_ref().map(|v| json!({
             "verdict": v.verdict.as_str(), "per_sec": v.per_sec,
         })),
@@ -302,6 +314,7 @@ mod tests {
             oldest_wait: Some(Duration::from_secs(310)),
             stack_bytes: 2000 * 8192,
             unstable: false,
+            proven_leaked: 0,
             growth: Some(GroupGrowth {
                 verdict: Verdict::Leaking,
                 per_sec: 50.0,
@@ -317,6 +330,7 @@ mod tests {
             oldest_wait: None,
             stack_bytes: 8 * 8192,
             unstable: false,
+            proven_leaked: 0,
             growth: None,
         };
         let running = GoroutineGroup {
@@ -328,6 +342,7 @@ mod tests {
             oldest_wait: None,
             stack_bytes: 8192,
             unstable: true,
+            proven_leaked: 0,
             growth: None,
         };
         GoroutineReport {

@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use super::{Goroutine, Snapshot};
+use super::{walk::State, Goroutine, Snapshot};
 use crate::frame::Frame;
 
 /// Goroutines that share a stack.
@@ -20,6 +20,9 @@ pub(crate) struct Group {
     /// Their state as Go prints it (`chan receive`, `running`); the most
     /// common one if they differ.
     pub state: String,
+    /// Of them, how many Go's own goroutine leak profile proved leaked (it
+    /// marks them `_Gleaked` when the program's leak profile runs).
+    pub proven_leaked: usize,
     /// Why they wait, in the target's own words (the most common reason), if
     /// they wait.
     pub wait_reason: Option<String>,
@@ -94,6 +97,8 @@ fn summarize(key: Key, gs: &[&Goroutine]) -> Group {
         frames,
         count: gs.len(),
         state: most_common(gs.iter().map(|g| g.state_name().to_string())).unwrap_or_default(),
+        // Go's own goroutine leak profile (1.26 on) marks what it proved.
+        proven_leaked: gs.iter().filter(|g| g.state == State::Leaked).count(),
         wait_reason: most_common(
             gs.iter()
                 .filter_map(|g| g.wait_reason.as_deref().map(String::from)),
@@ -127,7 +132,7 @@ fn most_common<T: Eq + std::hash::Hash + Clone>(values: impl Iterator<Item = T>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::go::goroutines::walk::{State, Unstable};
+    use crate::go::goroutines::walk::Unstable;
 
     fn g(goid: u64, stack: Option<&[&str]>, reason: &str, wait_secs: u64) -> Goroutine {
         Goroutine {
@@ -143,6 +148,23 @@ mod tests {
                 .ok_or(Unstable::OnCpu),
             system: false,
         }
+    }
+
+    #[test]
+    fn goroutines_go_marked_leaked_are_shown_proven() {
+        let send: &[&str] = &["main.leak"];
+        let mut gs = vec![
+            g(1, Some(send), "chan send", 0),
+            g(2, Some(send), "chan send", 0),
+        ];
+        gs[1].state = State::Leaked;
+        let snapshot = Snapshot { goroutines: gs };
+        let groups = group(&snapshot);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            (groups[0].state.as_str(), groups[0].proven_leaked),
+            ("chan send", 1)
+        );
     }
 
     #[test]

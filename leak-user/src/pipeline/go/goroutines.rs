@@ -202,6 +202,7 @@ fn merge(groups: &mut HashMap<Key, Group>, g: Group) {
             into.count += g.count;
             into.stack_bytes += g.stack_bytes;
             into.oldest_wait = into.oldest_wait.max(g.oldest_wait);
+            into.proven_leaked += g.proven_leaked;
             into.goids.extend(g.goids);
         }
         None => {
@@ -242,6 +243,7 @@ mod tests {
             oldest_wait: None,
             stack_bytes: 8192 * count as u64,
             unstable: false,
+            proven_leaked: 0,
             goids: (0..count as u64).collect(),
         }
     }
