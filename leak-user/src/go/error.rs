@@ -136,7 +136,7 @@ pub(crate) enum GoError {
         source: std::io::Error,
     },
     /// The process exited while it was read.
-    #[error("pid {pid} exited while its {what} was read")]
+    #[error("pid {pid} exited while leak read its {what}")]
     ExitedMidRead {
         /// The process.
         pid: u32,

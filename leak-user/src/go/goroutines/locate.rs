@@ -191,6 +191,29 @@ mod tests {
         });
     }
 
+    /// Where the code is not what the row says, the refusal is one line
+    /// that names the binary and what did not fit.
+    #[test]
+    fn a_list_not_found_says_why_in_one_line() {
+        testutil::plain_and_stripped_seeds(|v, _, row, stripped| {
+            let bin = &stripped[0].1;
+            for (reader, says) in [
+                ("main.gone", "main.gone is not in the binary"),
+                ("main.main", "main.main makes"),
+            ] {
+                let mut wrong = *row;
+                wrong.goroutines.allgs_reader_fn = reader;
+                let e = goroutine_vars(bin, &wrong).unwrap_err().to_string();
+                assert!(
+                    e.contains("cannot locate Go's list of goroutines"),
+                    "go{v}: {e}"
+                );
+                assert!(e.contains(says), "go{v}: {e}");
+                assert_eq!(e.lines().count(), 1, "go{v}: {e}");
+            }
+        });
+    }
+
     #[test]
     fn finds_the_indexed_array_and_its_length() {
         // cmp al, 0x2f; jb +0xd; lea rax, [rip+0x28b418]; mov ebx, 0x13;

@@ -200,7 +200,7 @@ pub(crate) mod tests {
         let gone = read_failure(42, false, WHAT, e);
         assert_eq!(
             gone.to_string(),
-            "pid 42 exited while its heap profile was read"
+            "pid 42 exited while leak read its heap profile"
         );
         let e = GoError::Records {
             pid: 42,
