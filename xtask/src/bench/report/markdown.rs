@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{records, tables, Document};
+use super::{goroutines, records, tables, Document};
 use crate::bench::{
     stats::{self, Summary},
     Arm, Workload,
@@ -107,6 +107,7 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
     tables::scale(doc, &mut o);
     tables::leak_top(doc, &mut o);
     records::section(doc, &mut o);
+    goroutines::section(doc, &mut o);
 
     let _ = writeln!(o, "## Commands\n");
     let _ = writeln!(
@@ -132,7 +133,7 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
             doc.workload_command(w, Arm::Untraced)
         );
         for arm in w.arms(true) {
-            if arm.reads_records() {
+            if arm.reads_records() || arm.reads_goroutines() {
                 for line in doc.records_commands(arm) {
                     let _ = writeln!(o, "{line}");
                 }
