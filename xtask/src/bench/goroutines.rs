@@ -10,26 +10,23 @@
 //! - `GoroutinesLoop` (service, no tracer): what the service pays while
 //!   `leak goroutines` reads it every 100 ms, what `leak trace`'s reads
 //!   (every ~2 s) would cost at their most frequent; `GoroutinesOther` runs
-//!   the same reads of another process (a small benchgoroutines), so the
-//!   reader's CPU on the same two cores can be told from reading the
-//!   service itself.
+//!   the same reads of another process, so the reader's CPU on the same two
+//!   cores can be told from reading the service itself. That process is an
+//!   idle copy of the service, not a small benchgoroutines: most of a small
+//!   read is leak loading the binary's symbols, and reading benchservice
+//!   (8.6 MB) took the reader about three times the CPU of reading
+//!   benchgoroutines (2.9 MB), which would count as the service's cost.
 //!
 //! Each read is a `leak goroutines` process of its own, timed from spawn to
 //! reap by `wait4` (as the records arms time `leak heap`).
 
-use std::{process::Command, time::Duration};
-
 use anyhow::{bail, Context, Result};
 
 use super::{
-    process::{cpu_seconds_of, Running, Stream},
-    records::{run_timed, ReadLoop, READ_INTERVAL},
+    process::{cpu_seconds_of, Running},
+    records::{idle_service, run_timed, ReadLoop, READ_INTERVAL},
     Arm, Kit, Metrics, Series, Sizes,
 };
-
-/// Goroutines the other process of `GoroutinesOther` parks: about as many
-/// as the service holds under load (a connection each, the listener, main).
-pub const OTHER_GOROUTINES: usize = 16;
 
 /// `leak goroutines --pid PID` and `extra`.
 pub fn goroutines_argv(leak: &str, pid: &str, extra: &[&str]) -> Vec<String> {
@@ -67,7 +64,7 @@ pub fn commands(arm: Arm, sizes: &Sizes, leak: &str, scratch: &str) -> Vec<Strin
         ],
         Arm::GoroutinesOther => vec![
             format!(
-                "# {}: the same, but the reads are of target/bench/bin/benchgoroutines -n {OTHER_GOROUTINES} started beside it ($OTHER):",
+                "# {}: the same, but the reads are of an idle target/bench/bin/benchservice started beside it ($OTHER):",
                 arm.name(),
             ),
             goroutines_argv(leak, "$OTHER", &[]).join(" "),
@@ -82,20 +79,20 @@ pub struct Reader {
     arm: Arm,
     pid: u32,
     looping: Option<ReadLoop>,
-    /// The process `GoroutinesOther` reads (killed when this drops).
+    /// The idle service `GoroutinesOther` reads (killed when this drops).
     _other: Option<Running>,
 }
 
 impl Reader {
     /// Starts the read loop if `arm` reads during the load (of `pid`, or of
-    /// a small benchgoroutines started here); otherwise only remembers
+    /// an idle copy of the service started here); otherwise only remembers
     /// what to do in [`Reader::finish`].
     pub fn start(kit: &Kit, arm: Arm, pid: u32) -> Result<Reader> {
         let mut other = None;
         let read = match arm {
             Arm::GoroutinesLoop => Some(pid),
             Arm::GoroutinesOther => {
-                let idle = park_other(kit)?;
+                let idle = idle_service(kit, &[])?;
                 let read = idle.pid;
                 other = Some(idle);
                 Some(read)
@@ -143,20 +140,6 @@ impl Reader {
             _ => Ok(()),
         }
     }
-}
-
-/// A benchgoroutines with [`OTHER_GOROUTINES`] parked, waiting for stdin
-/// to close.
-fn park_other(kit: &Kit) -> Result<Running> {
-    let mut other = Running::spawn(
-        Command::new(kit.program("benchgoroutines")).args(["-n", &OTHER_GOROUTINES.to_string()]),
-    )?;
-    other.wait_for("ready", Duration::from_secs(30), |s, _| s == Stream::Stdout)?;
-    other.send_line("go")?;
-    other.wait_for("result", Duration::from_secs(30), |s, l| {
-        s == Stream::Stdout && l.starts_with('{')
-    })?;
-    Ok(other)
 }
 
 /// One `leak goroutines --json` of `pid`: its wall time, CPU and peak RSS,

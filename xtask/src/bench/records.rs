@@ -118,12 +118,7 @@ impl Reader {
             Arm::HeapReadLoop => Some(pid),
             Arm::HeapReadOther => {
                 // Rate 1, so its start-up allocations alone give records.
-                let idle = Running::spawn(
-                    Command::new(kit.program("benchservice")).args(["-memprofilerate", "1"]),
-                )?;
-                idle.wait_for("listening line", Duration::from_secs(30), |s, _| {
-                    s == Stream::Stdout
-                })?;
+                let idle = idle_service(kit, &["-memprofilerate", "1"])?;
                 let read = idle.pid;
                 other = Some(idle);
                 Some(read)
@@ -235,6 +230,16 @@ impl Reader {
             _ => Ok(()),
         }
     }
+}
+
+/// A copy of the service started beside the workload and given no load:
+/// the other process the read loops read, the same binary as the service.
+pub(super) fn idle_service(kit: &Kit, args: &[&str]) -> Result<Running> {
+    let idle = Running::spawn(Command::new(kit.program("benchservice")).args(args))?;
+    idle.wait_for("listening line", Duration::from_secs(30), |s, _| {
+        s == Stream::Stdout
+    })?;
+    Ok(idle)
 }
 
 /// A `leak` read (`leak heap`, `leak goroutines`) started every

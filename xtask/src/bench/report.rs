@@ -329,7 +329,6 @@ pub fn results_json(doc: &Document) -> String {
             "seed_requests": doc.sizes.seed_requests,
             "goroutines": doc.sizes.goroutines,
             "goroutine_reads": doc.sizes.goroutine_reads,
-            "other_goroutines": goroutine_arms::OTHER_GOROUTINES,
         },
         "leak_top_available": doc.kit.leak_top,
         "commands": commands,

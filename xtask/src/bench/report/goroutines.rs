@@ -6,7 +6,6 @@
 use std::fmt::Write as _;
 
 use super::{
-    goroutine_arms::OTHER_GOROUTINES,
     markdown::{cell, ratio_cell, status},
     Document,
 };
@@ -155,11 +154,11 @@ fn read_loop(doc: &Document, o: &mut String) {
          (no tracer) under the service table's load ({} requests, concurrency 8), in the same \
          round as its untraced run: with `leak goroutines --pid PID` started every {} ms from \
          before the load until it ends (what `leak trace`'s reads would cost at their most \
-         frequent; it reads every ~2 s), then with the same reads of another process, a \
-         `benchgoroutines -n {OTHER_GOROUTINES}` started beside it (about as many goroutines \
-         as the service holds under load). On two cores the reader's own CPU competes with \
-         the service and benchload: the second run has that competition without reading the \
-         service. Ratios are per round, against the untraced run.\n",
+         frequent; it reads every ~2 s), then with the same reads of another process, an idle \
+         copy of `benchservice` started beside it (the same binary, whose symbols are most of \
+         a small read's cost; it holds fewer goroutines). On two cores the reader's own CPU \
+         competes with the service and benchload: the second run has that competition without \
+         reading the service. Ratios are per round, against the untraced run.\n",
         doc.sizes.service_requests,
         READ_INTERVAL.as_millis()
     );
