@@ -50,8 +50,9 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
     let _ = writeln!(
         o,
         "What does tracing a Go program with `leak` cost, next to the program untraced and \
-         next to the bpftrace one-liner people use today, and what does reading its own heap \
-         profile records with `leak heap` cost instead (Records, at the end)? Written by \
+         next to the bpftrace one-liner people use today, what does reading its own heap \
+         profile records with `leak heap` cost instead (Records), and reading its goroutines \
+         with `leak goroutines` (Goroutines, at the end)? Written by \
          `cargo xtask bench`{} on \
          {} ({} rounds, {:.1} minutes); every run is in `{}`. Rerun it as root with \
          `cargo xtask bench` (`--rounds N`, `--quick` for a smaller run written under \
