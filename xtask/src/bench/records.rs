@@ -151,13 +151,8 @@ impl Reader {
         let pid = self.pid.to_string();
         match self.arm {
             Arm::HeapReadLoop | Arm::HeapReadOther => {
-                let last = self
-                    .looping
-                    .expect("started with the run")
-                    .stop(m, series)?;
-                if let Some(r) = parse_report(&last) {
-                    m.insert("buckets", r.buckets as f64);
-                }
+                let looping = self.looping.expect("started with the run");
+                note_buckets(&looping.stop(m, series)?, m);
                 Ok(())
             }
             Arm::HeapRead => {
@@ -437,6 +432,13 @@ fn get(addr: &str, path: &str) -> Result<(f64, usize)> {
         bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
     }
     Ok((secs, resp.len() - head_end - 4))
+}
+
+/// The buckets a `leak heap` text report (`stdout`) read, if it says.
+fn note_buckets(stdout: &str, m: &mut Metrics) {
+    if let Some(r) = parse_report(stdout) {
+        m.insert("buckets", r.buckets as f64);
+    }
 }
 
 /// The figures of the text report's second line.
