@@ -17,8 +17,11 @@
 //! heap` reading the program's own profile records from outside, with no
 //! probes: how long a read of 10^4–10^5 buckets takes, what a service pays
 //! while it is read every 100 ms, and a read against the program's own
-//! `/debug/pprof/heap`.
+//! `/debug/pprof/heap`. The goroutines arms (`goroutines`) price `leak
+//! goroutines` the same way: a read of 10^5 goroutines, and the service
+//! read every 100 ms against the same reads of another process.
 
+mod goroutines;
 mod kit;
 mod process;
 mod records;
@@ -70,16 +73,19 @@ pub enum Workload {
     /// The seed service (serves its own /debug/pprof/heap) after a load:
     /// `leak heap` against that endpoint.
     Seed,
+    /// Goroutines parked a few frames deep: `leak goroutines` reads them.
+    Goroutines,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Service,
         Workload::BatchJson,
         Workload::BatchLarge,
         Workload::Scale,
         Workload::Mmap,
         Workload::Seed,
+        Workload::Goroutines,
     ];
 
     /// Short name, as in results.json.
@@ -91,6 +97,7 @@ impl Workload {
             Workload::Scale => "scale",
             Workload::Mmap => "mmap",
             Workload::Seed => "seed",
+            Workload::Goroutines => "goroutines",
         }
     }
 
@@ -102,6 +109,7 @@ impl Workload {
             Workload::Scale => "benchscale",
             Workload::Mmap => "benchmmap",
             Workload::Seed => "seed",
+            Workload::Goroutines => "benchgoroutines",
         }
     }
 
@@ -115,6 +123,7 @@ impl Workload {
             Workload::Scale => 10usize.pow(sizes.scale_depth),
             Workload::Mmap => sizes.mmap_cycles,
             Workload::Seed => sizes.seed_requests,
+            Workload::Goroutines => sizes.goroutines,
         }
     }
 
@@ -126,7 +135,7 @@ impl Workload {
             Workload::BatchJson => (&["-mode", "json", "-n"], self.units(sizes).to_string()),
             Workload::BatchLarge => (&["-mode", "large", "-n"], self.units(sizes).to_string()),
             Workload::Scale => (&["-depth"], sizes.scale_depth.to_string()),
-            Workload::Mmap => (&["-n"], self.units(sizes).to_string()),
+            Workload::Mmap | Workload::Goroutines => (&["-n"], self.units(sizes).to_string()),
         };
         flags.iter().map(|f| f.to_string()).chain([n]).collect()
     }
@@ -147,6 +156,7 @@ impl Workload {
                 if self == Workload::Service {
                     // Right after their baseline: sampling on, no reader.
                     arms.splice(6..6, [Arm::HeapReadLoop, Arm::HeapReadOther]);
+                    arms.extend([Arm::GoroutinesLoop, Arm::GoroutinesOther]);
                 }
                 arms
             }
@@ -154,6 +164,7 @@ impl Workload {
             Workload::Mmap if leak_top => vec![Arm::Untraced, Arm::LeakTop],
             Workload::Mmap => vec![],
             Workload::Seed => vec![Arm::HeapVsPprof],
+            Workload::Goroutines => vec![Arm::GoroutinesRead],
         }
     }
 
@@ -193,6 +204,13 @@ pub enum Arm {
     HeapReadOther,
     /// `leak heap` and a GET of the program's /debug/pprof/heap, in turn.
     HeapVsPprof,
+    /// `leak goroutines --json` reading the program's goroutines after its
+    /// work, checked against the program's own count.
+    GoroutinesRead,
+    /// No tracer; `leak goroutines` reading the service every 100 ms.
+    GoroutinesLoop,
+    /// The same reads of another process (a small benchgoroutines).
+    GoroutinesOther,
 }
 
 impl Arm {
@@ -212,6 +230,9 @@ impl Arm {
             Arm::HeapReadLoop => "sampling on, leak heap every 100 ms",
             Arm::HeapReadOther => "sampling on, leak heap of another process every 100 ms",
             Arm::HeapVsPprof => "leak heap vs /debug/pprof/heap",
+            Arm::GoroutinesRead => "leak goroutines",
+            Arm::GoroutinesLoop => "leak goroutines every 100 ms",
+            Arm::GoroutinesOther => "leak goroutines of another process every 100 ms",
         }
     }
 
@@ -220,6 +241,14 @@ impl Arm {
         matches!(
             self,
             Arm::HeapRead | Arm::HeapReadLoop | Arm::HeapReadOther | Arm::HeapVsPprof
+        )
+    }
+
+    /// Reads goroutines with `leak goroutines` (no tracer).
+    fn reads_goroutines(self) -> bool {
+        matches!(
+            self,
+            Arm::GoroutinesRead | Arm::GoroutinesLoop | Arm::GoroutinesOther
         )
     }
 
@@ -260,6 +289,10 @@ pub struct Sizes {
     pub heap_reads: usize,
     /// Requests the seed service gets before it is read (10 kB kept each).
     pub seed_requests: usize,
+    /// Goroutines benchgoroutines parks for `leak goroutines` to read.
+    pub goroutines: usize,
+    /// `leak goroutines --json` reads in one goroutines run.
+    pub goroutine_reads: usize,
 }
 
 impl Sizes {
@@ -276,6 +309,8 @@ impl Sizes {
         peer_share: 8,
         heap_reads: 2,
         seed_requests: 2_000,
+        goroutines: 100_000,
+        goroutine_reads: 3,
     };
     const QUICK: Sizes = Sizes {
         rounds: 2,
@@ -287,6 +322,8 @@ impl Sizes {
         peer_share: 4,
         heap_reads: 3,
         seed_requests: 1_000,
+        goroutines: 100_000,
+        goroutine_reads: 2,
     };
 
     /// The sizes `arm` runs with: the peer's share of the work for the
@@ -454,6 +491,7 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<(Me
         .map(|argv| Tracer::start(arm, &argv, probe))
         .transpose()?;
     let reader = records::Reader::start(kit, arm, target.pid)?;
+    let goroutines = goroutines::Reader::start(kit, arm, target.pid)?;
 
     let (mut m, mut series) = (Metrics::new(), Series::new());
     if workload.serves_http() {
@@ -469,14 +507,17 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<(Me
         })?;
         let result: serde_json::Value = serde_json::from_str(&line)?;
         m.insert("seconds", result["seconds"].as_f64().context("no seconds")?);
-        if let Some(n) = result["objects"].as_f64() {
-            m.insert("objects", n);
+        for key in ["objects", "parked", "goroutines"] {
+            if let Some(n) = result[key].as_f64() {
+                m.insert(key, n);
+            }
         }
     }
     if let Some(t) = tracer {
         t.stop(&mut m)?;
     }
     reader.finish(kit, sizes, &first, &mut m, &mut series)?;
+    goroutines.finish(kit, sizes, &mut m, &mut series)?;
     if arm == Arm::LeakScale {
         count_scale_outputs(kit, &mut m)?;
     }

@@ -118,12 +118,7 @@ impl Reader {
             Arm::HeapReadLoop => Some(pid),
             Arm::HeapReadOther => {
                 // Rate 1, so its start-up allocations alone give records.
-                let idle = Running::spawn(
-                    Command::new(kit.program("benchservice")).args(["-memprofilerate", "1"]),
-                )?;
-                idle.wait_for("listening line", Duration::from_secs(30), |s, _| {
-                    s == Stream::Stdout
-                })?;
+                let idle = idle_service(kit, &["-memprofilerate", "1"])?;
                 let read = idle.pid;
                 other = Some(idle);
                 Some(read)
@@ -132,7 +127,7 @@ impl Reader {
         };
         let looping = read.map(|read| {
             let argv = heap_argv(&kit.leak.display().to_string(), &read.to_string(), &[]);
-            ReadLoop::start(argv, kit.scratch.clone())
+            ReadLoop::start(argv, kit.scratch.clone(), "loop")
         });
         Ok(Reader {
             arm,
@@ -157,7 +152,8 @@ impl Reader {
         match self.arm {
             Arm::HeapReadLoop | Arm::HeapReadOther => {
                 let looping = self.looping.expect("started with the run");
-                looping.stop(&kit.scratch, m, series)
+                note_buckets(&looping.stop(m, series)?, m);
+                Ok(())
             }
             Arm::HeapRead => {
                 let text = heap_argv(&leak, &pid, &[]);
@@ -231,11 +227,26 @@ impl Reader {
     }
 }
 
-/// `leak heap` started every [`READ_INTERVAL`] on a thread until stopped.
-struct ReadLoop {
+/// A copy of the service started beside the workload and given no load:
+/// the other process the read loops read, the same binary as the service.
+pub(super) fn idle_service(kit: &Kit, args: &[&str]) -> Result<Running> {
+    let idle = Running::spawn(Command::new(kit.program("benchservice")).args(args))?;
+    idle.wait_for("listening line", Duration::from_secs(30), |s, _| {
+        s == Stream::Stdout
+    })?;
+    Ok(idle)
+}
+
+/// A `leak` read (`leak heap`, `leak goroutines`) started every
+/// [`READ_INTERVAL`] on a thread until stopped.
+pub(super) struct ReadLoop {
     stop: Arc<AtomicBool>,
     started: Instant,
     thread: JoinHandle<Looped>,
+    /// `leak heap` or `leak goroutines`, for messages.
+    what: String,
+    /// Where each read's stdout goes (the last one's is kept).
+    out: PathBuf,
 }
 
 #[derive(Default)]
@@ -247,14 +258,18 @@ struct Looped {
 }
 
 impl ReadLoop {
-    fn start(argv: Vec<String>, dir: PathBuf) -> ReadLoop {
+    /// Starts `argv` now and every [`READ_INTERVAL`], its output in `dir`
+    /// under `stem`.
+    pub(super) fn start(argv: Vec<String>, dir: PathBuf, stem: &'static str) -> ReadLoop {
+        let what = format!("leak {}", argv.get(1).map(String::as_str).unwrap_or("?"));
+        let out = dir.join(format!("{stem}.out"));
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = thread::spawn(move || {
             let mut l = Looped::default();
             while !stopped.load(Ordering::Relaxed) {
                 let next = Instant::now() + READ_INTERVAL;
-                match run_timed(&argv, &dir, "loop") {
+                match run_timed(&argv, &dir, stem) {
                     Ok(t) => {
                         l.cpu_s += t.cpu_s;
                         match t.ok() {
@@ -280,13 +295,15 @@ impl ReadLoop {
             stop,
             started: Instant::now(),
             thread,
+            what,
+            out,
         }
     }
 
     /// Stops after the read in flight: reads done and failed, the reader's
-    /// CPU over the loop's life, each read's wall time, and the buckets the
-    /// last read found (its report is in `dir`).
-    fn stop(self, dir: &Path, m: &mut Metrics, series: &mut Series) -> Result<()> {
+    /// CPU over the loop's life and each read's wall time. Returns the
+    /// last read's stdout.
+    pub(super) fn stop(self, m: &mut Metrics, series: &mut Series) -> Result<String> {
         self.stop.store(true, Ordering::Relaxed);
         let l = self
             .thread
@@ -295,43 +312,46 @@ impl ReadLoop {
         let secs = self.started.elapsed().as_secs_f64();
         if l.walls.is_empty() {
             bail!(
-                "no leak heap read succeeded during the load: {}",
+                "no {} read succeeded during the load: {}",
+                self.what,
                 l.first_error.unwrap_or_else(|| "none ran".into())
             );
         }
         if let Some(e) = &l.first_error {
-            eprintln!("bench: {} leak heap reads failed; the first: {e}", l.failed);
+            eprintln!(
+                "bench: {} {} reads failed; the first: {e}",
+                l.failed, self.what
+            );
         }
-        let last = std::fs::read_to_string(dir.join("loop.out")).unwrap_or_default();
-        if let Some(r) = parse_report(&last) {
-            m.insert("buckets", r.buckets as f64);
-        }
+        let last = std::fs::read_to_string(&self.out).unwrap_or_default();
         m.insert("reads", l.walls.len() as f64);
         m.insert("reads_failed", l.failed as f64);
         m.insert("reader_cpu_s", l.cpu_s);
         m.insert("reader_core_pct", 100.0 * l.cpu_s / secs);
         series.insert("loop_read_s", l.walls);
-        Ok(())
+        Ok(last)
     }
 }
 
-/// One reaped `leak heap`.
-struct Timed {
+/// One reaped `leak heap` (or `leak goroutines`).
+pub(super) struct Timed {
+    /// `leak heap` or `leak goroutines`, for messages.
+    what: String,
     success: bool,
-    wall_s: f64,
+    pub(super) wall_s: f64,
     /// User plus system time.
-    cpu_s: f64,
-    peak_rss_mib: f64,
-    stdout: String,
+    pub(super) cpu_s: f64,
+    pub(super) peak_rss_mib: f64,
+    pub(super) stdout: String,
     stderr: String,
 }
 
 impl Timed {
     /// Itself if the process exited 0, else its last line of stderr.
-    fn ok(self) -> Result<Timed> {
+    pub(super) fn ok(self) -> Result<Timed> {
         if !self.success {
             let last = self.stderr.lines().last().unwrap_or("no message");
-            bail!("leak heap failed: {last}");
+            bail!("{} failed: {last}", self.what);
         }
         Ok(self)
     }
@@ -340,7 +360,7 @@ impl Timed {
 /// Runs `argv` with stdout and stderr in files under `dir` (no pipes to
 /// drain) and reaps it with a blocking `wait4`: wall time from spawn to
 /// reap, CPU and peak RSS from its rusage. Killed after [`READ_TIMEOUT`].
-fn run_timed(argv: &[String], dir: &Path, stem: &str) -> Result<Timed> {
+pub(super) fn run_timed(argv: &[String], dir: &Path, stem: &str) -> Result<Timed> {
     let out_path = dir.join(format!("{stem}.out"));
     let err_path = dir.join(format!("{stem}.err"));
     let (out, err) = (File::create(&out_path)?, File::create(&err_path)?);
@@ -382,6 +402,7 @@ fn run_timed(argv: &[String], dir: &Path, stem: &str) -> Result<Timed> {
     drop(child);
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Timed {
+        what: format!("leak {}", argv.get(1).map(String::as_str).unwrap_or("?")),
         success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         wall_s,
         cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
@@ -411,6 +432,13 @@ fn get(addr: &str, path: &str) -> Result<(f64, usize)> {
         bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
     }
     Ok((secs, resp.len() - head_end - 4))
+}
+
+/// The buckets a `leak heap` text report (`stdout`) read, if it says.
+fn note_buckets(stdout: &str, m: &mut Metrics) {
+    if let Some(r) = parse_report(stdout) {
+        m.insert("buckets", r.buckets as f64);
+    }
 }
 
 /// The figures of the text report's second line.

@@ -6,6 +6,7 @@
 //! against each arm's baseline, medians) and results.json. `markdown` lays
 //! out BENCHMARKS.md; `tables` writes its tables.
 
+mod goroutines;
 mod markdown;
 mod records;
 mod tables;
@@ -15,7 +16,7 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use serde_json::{json, Value};
 
 use super::{
-    records as arms,
+    goroutines as goroutine_arms, records as arms,
     stats::{self, Summary},
     tracer, Arm, Kit, Run, Sizes, Workload,
 };
@@ -208,14 +209,13 @@ impl Document<'_> {
         self.runs.iter().filter(|r| r.error.is_some()).collect()
     }
 
-    /// The commands of a records arm with placeholders, as shell lines.
+    /// The commands of a records or goroutines arm with placeholders, as
+    /// shell lines.
     fn records_commands(&self, arm: Arm) -> Vec<String> {
-        arms::commands(
-            arm,
-            self.sizes,
-            "target/release/leak",
-            "target/bench/scratch",
-        )
+        let (leak, scratch) = ("target/release/leak", "target/bench/scratch");
+        let mut lines = arms::commands(arm, self.sizes, leak, scratch);
+        lines.extend(goroutine_arms::commands(arm, self.sizes, leak, scratch));
+        lines
     }
 
     /// The command of an arm with placeholders, as a shell line.
@@ -327,6 +327,8 @@ pub fn results_json(doc: &Document) -> String {
             "heap_read_interval_ms": arms::READ_INTERVAL.as_millis() as u64,
             "seed_pairs": arms::SEED_PAIRS,
             "seed_requests": doc.sizes.seed_requests,
+            "goroutines": doc.sizes.goroutines,
+            "goroutine_reads": doc.sizes.goroutine_reads,
         },
         "leak_top_available": doc.kit.leak_top,
         "commands": commands,

@@ -99,7 +99,10 @@ pub fn command_line(
         | Arm::HeapRead
         | Arm::HeapReadLoop
         | Arm::HeapReadOther
-        | Arm::HeapVsPprof => return None,
+        | Arm::HeapVsPprof
+        | Arm::GoroutinesRead
+        | Arm::GoroutinesLoop
+        | Arm::GoroutinesOther => return None,
         Arm::Leak => trace(&[]),
         Arm::LeakRate4096 => trace(&["--rate", "4096"]),
         Arm::LeakScale => {

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{records, tables, Document};
+use super::{goroutines, records, tables, Document};
 use crate::bench::{
     stats::{self, Summary},
     Arm, Workload,
@@ -50,8 +50,9 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
     let _ = writeln!(
         o,
         "What does tracing a Go program with `leak` cost, next to the program untraced and \
-         next to the bpftrace one-liner people use today, and what does reading its own heap \
-         profile records with `leak heap` cost instead (Records, at the end)? Written by \
+         next to the bpftrace one-liner people use today, what does reading its own heap \
+         profile records with `leak heap` cost instead (Records), and reading its goroutines \
+         with `leak goroutines` (Goroutines, at the end)? Written by \
          `cargo xtask bench`{} on \
          {} ({} rounds, {:.1} minutes); every run is in `{}`. Rerun it as root with \
          `cargo xtask bench` (`--rounds N`, `--quick` for a smaller run written under \
@@ -107,6 +108,7 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
     tables::scale(doc, &mut o);
     tables::leak_top(doc, &mut o);
     records::section(doc, &mut o);
+    goroutines::section(doc, &mut o);
 
     let _ = writeln!(o, "## Commands\n");
     let _ = writeln!(
@@ -132,7 +134,7 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
             doc.workload_command(w, Arm::Untraced)
         );
         for arm in w.arms(true) {
-            if arm.reads_records() {
+            if arm.reads_records() || arm.reads_goroutines() {
                 for line in doc.records_commands(arm) {
                     let _ = writeln!(o, "{line}");
                 }

@@ -98,6 +98,7 @@ pub(super) fn targets(doc: &Document, o: &mut String) {
         cell(seen, 0),
         status(seen.map(|s| s.min >= stacks as f64))
     );
+    super::goroutines::targets(doc, o);
     let top = doc.ratio(Workload::Mmap, Arm::LeakTop, "seconds");
     let _ = writeln!(
         o,
@@ -131,8 +132,9 @@ pub(super) fn service(doc: &Document, o: &mut String) {
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
     let w = Workload::Service;
-    // The read loop has its own table, against sampling on (records).
-    for arm in w.arms(true).into_iter().filter(|a| !a.reads_records()) {
+    // The read loops have their own tables (records, goroutines).
+    let reads = |a: &Arm| a.reads_records() || a.reads_goroutines();
+    for arm in w.arms(true).into_iter().filter(|a| !reads(a)) {
         let _ = writeln!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
