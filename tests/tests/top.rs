@@ -310,3 +310,75 @@ fn resident_memory_matches_proc_status() {
         "leak top {last} B vs /proc VmRSS {proc_rss} B"
     );
 }
+
+/// Processes with more than 10 MiB resident now, from `/proc/*/status`.
+fn big_processes() -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0);
+        if kib > 10 * 1024 {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// On a quiet host, the first table already lists every process, the big
+/// quiet ones included, and never leak itself.
+#[test]
+fn every_process_from_the_start_but_leak() {
+    let dir = scratch("top-every");
+    let json = dir.join("top.json");
+    // A quiet service: its memory does not move while watched.
+    let bin = build_go("steadysvc", GO, Variant::Plain);
+    let quiet = Program::start(&bin, &[]);
+    let before = big_processes();
+    let mut leak = LeakArgs::top()
+        .opt("--duration", 4)
+        .opt("--top", 10000)
+        .out("--json", &json)
+        .spawn(&dir);
+    let me = leak.child.id();
+    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    let after = big_processes();
+    let doc = read_json(&json);
+    let listed: Vec<u64> = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    let big: Vec<u32> = before.into_iter().filter(|p| after.contains(p)).collect();
+    eprintln!(
+        "leak top listed {} processes; {} over 10 MiB: {big:?}",
+        listed.len(),
+        big.len()
+    );
+    assert!(
+        listed.contains(&u64::from(quiet.pid())),
+        "the quiet service is not listed"
+    );
+    for pid in big {
+        assert!(
+            listed.contains(&u64::from(pid)),
+            "pid {pid} (over 10 MiB) not listed"
+        );
+    }
+    assert!(!listed.contains(&u64::from(me)), "leak listed itself");
+    let table = leak.stdout_text();
+    let first = table.split("leak top · ").nth(1).unwrap_or("");
+    assert!(
+        first.contains(&format!("\n{:>7}  ", quiet.pid())),
+        "{first}"
+    );
+}

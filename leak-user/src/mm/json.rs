@@ -160,10 +160,10 @@ mod tests {
             let mut r = Reading::default();
             r.rss[RSS_ANON] = (1 << 20) * (10 + i);
             r.heap_bytes = Some(4096 * i);
-            w.record(42, "leaker", t, r, true);
+            w.record(42, "leaker", t, r);
             r.rss[RSS_ANON] = 8 << 20;
             r.heap_bytes = None;
-            w.record(7, "flat", t, r, true);
+            w.record(7, "flat", t, r);
         }
         let meta = Meta {
             duration_secs: 40.0004,
@@ -172,7 +172,7 @@ mod tests {
             ..Meta::default()
         };
         let mut out = Vec::new();
-        write(&meta, &w.rows(true), &mut out).unwrap();
+        write(&meta, &w.rows(), &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["duration_secs"], 40.0);
         let procs = v["processes"].as_array().unwrap();

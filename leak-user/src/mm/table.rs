@@ -194,9 +194,9 @@ mod tests {
             let t = i as f64 * 2.0;
             let mut r = Reading::default();
             r.rss[leak_common::RSS_ANON] = (10.0 * MIB + MIB * t) as u64;
-            w.record(7, "leaker", t, r, true);
+            w.record(7, "leaker", t, r);
             r.rss[leak_common::RSS_ANON] = (50.0 * MIB) as u64;
-            w.record(8, "steady-service-with-a-long-name", t, r, true);
+            w.record(8, "steady-service-with-a-long-name", t, r);
         }
         let header = Header {
             elapsed_secs: 60.0,
@@ -204,7 +204,7 @@ mod tests {
             watched: 2,
             lost: 0,
         };
-        let text = render(&header, &w.rows(true), 10, None);
+        let text = render(&header, &w.rows(), 10, None);
         assert!(!text.contains('\x1b'), "{text}");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
@@ -214,7 +214,7 @@ mod tests {
         assert!(lines[3].contains("steady-service-") && lines[3].contains("steady"));
         assert!(!lines[3].contains("steady-service-w"));
         // --top and the terminal width cut rows and lines.
-        let cut = render(&header, &w.rows(true), 1, Some(40));
+        let cut = render(&header, &w.rows(), 1, Some(40));
         assert_eq!(cut.lines().count(), 3);
         assert!(cut.lines().all(|l| l.chars().count() <= 40));
     }

@@ -78,8 +78,6 @@ struct Watched {
     /// `(seconds since leak started, resident bytes)`.
     series: Vec<(f64, f64)>,
     latest: Reading,
-    /// Whether the kernel side saw it change its memory while watched.
-    active: bool,
     /// A Go process's goroutines over time: `(seconds, count)`.
     goroutines: Vec<(f64, f64)>,
 }
@@ -125,26 +123,16 @@ impl Watch {
     }
 
     /// Adds a reading of process `pid` taken `secs` after leak started.
-    /// `active` marks a process the kernel side saw change its memory.
-    pub(crate) fn record(
-        &mut self,
-        pid: u32,
-        command: &str,
-        secs: f64,
-        reading: Reading,
-        active: bool,
-    ) {
+    pub(crate) fn record(&mut self, pid: u32, command: &str, secs: f64, reading: Reading) {
         let w = self.procs.entry(pid).or_insert_with(|| Watched {
             command: command.to_string(),
             series: Vec::new(),
             latest: reading,
-            active: false,
             goroutines: Vec::new(),
         });
         w.series.push((secs, reading.resident() as f64));
         series::thin(&mut w.series, MAX_POINTS);
         w.latest = reading;
-        w.active |= active;
     }
 
     /// Adds a count of a Go process's goroutines, `secs` after leak
@@ -172,17 +160,15 @@ impl Watch {
         self.procs.is_empty()
     }
 
-    /// One row per process: leaking first, then growing, steady and
-    /// shrinking, each group fastest-growing first (ties: larger change,
-    /// then lower pid). Grouping keeps a process that grew a little over
-    /// two readings (a start-up, a burst) below a confirmed leak. With
-    /// `active_only`, processes whose memory the kernel side never saw
-    /// change are left out.
-    pub(crate) fn rows(&self, active_only: bool) -> Vec<Row> {
+    /// One row per process: leaking first, then growing, each
+    /// fastest-growing first; then steady and shrinking, biggest first (so
+    /// the big quiet services a person looks for first are at the top until
+    /// growth sorts them). Grouping keeps a process that grew a little over
+    /// two readings (a start-up, a burst) below a confirmed leak.
+    pub(crate) fn rows(&self) -> Vec<Row> {
         let mut rows: Vec<Row> = self
             .procs
             .iter()
-            .filter(|(_, w)| w.active || !active_only)
             .map(|(&pid, w)| {
                 let rss = trend::assess(&w.series, None, &Thresholds::PROCESS);
                 let change_bytes = match (w.series.first(), w.series.last()) {
@@ -205,10 +191,17 @@ impl Watch {
             })
             .collect();
         rows.sort_by(|a, b| {
+            let rising = severity(a.trend.verdict) < severity(Verdict::Steady);
+            let within = if rising {
+                b.growth()
+                    .total_cmp(&a.growth())
+                    .then(b.change_bytes.total_cmp(&a.change_bytes))
+            } else {
+                b.latest.resident().cmp(&a.latest.resident())
+            };
             severity(a.trend.verdict)
                 .cmp(&severity(b.trend.verdict))
-                .then(b.growth().total_cmp(&a.growth()))
-                .then(b.change_bytes.total_cmp(&a.change_bytes))
+                .then(within)
                 .then(a.pid.cmp(&b.pid))
         });
         rows
@@ -277,7 +270,7 @@ mod tests {
     fn feed(w: &mut Watch, pid: u32, name: &str, f: impl Fn(f64) -> f64) {
         for i in 0..=30 {
             let t = i as f64 * 2.0;
-            w.record(pid, name, t, reading(f(t)), true);
+            w.record(pid, name, t, reading(f(t)));
         }
     }
 
@@ -329,9 +322,9 @@ mod tests {
         });
         feed(&mut w, 40, "idle", |_| 9.0 * MIB);
         // Grew 2 MiB over its only two readings: fast, but unproven.
-        w.record(50, "young", 56.0, reading(MIB), true);
-        w.record(50, "young", 58.0, reading(3.0 * MIB), true);
-        let rows = w.rows(true);
+        w.record(50, "young", 56.0, reading(MIB));
+        w.record(50, "young", 58.0, reading(3.0 * MIB));
+        let rows = w.rows();
         let order: Vec<u32> = rows.iter().map(|r| r.pid).collect();
         assert_eq!(&order[..3], &[20, 30, 50], "{order:?}");
         let verdict = |pid| rows.iter().find(|r| r.pid == pid).unwrap().trend.verdict;
@@ -351,20 +344,17 @@ mod tests {
     }
 
     #[test]
-    fn forgotten_processes_leave_no_row_and_inactive_ones_can_be_hidden() {
+    fn forgotten_processes_leave_no_row_and_quiet_big_ones_come_first() {
         let mut w = Watch::new();
-        w.record(1, "a", 0.0, reading(MIB), true);
-        w.record(2, "b", 0.0, reading(MIB), false);
-        w.record(3, "c", 0.0, reading(MIB), true);
+        w.record(1, "small", 0.0, reading(MIB));
+        w.record(2, "big", 0.0, reading(300.0 * MIB));
+        w.record(3, "gone", 0.0, reading(MIB));
         w.forget(3);
         assert!(!w.contains(3));
-        assert_eq!(w.rows(false).len(), 2);
-        let active: Vec<u32> = w.rows(true).iter().map(|r| r.pid).collect();
-        assert_eq!(active, vec![1]);
-        // Activity sticks once seen.
-        w.record(2, "b", 2.0, reading(MIB), true);
-        w.record(2, "b", 4.0, reading(MIB), false);
-        assert_eq!(w.rows(true).len(), 2);
+        // Every process has a row, whether its memory moved or not: the
+        // biggest first while none grows.
+        let order: Vec<u32> = w.rows().iter().map(|r| r.pid).collect();
+        assert_eq!(order, vec![2, 1]);
     }
 
     #[test]
@@ -373,9 +363,9 @@ mod tests {
         // A sawtooth with a 4-reading period, rising slowly.
         let f = |i: usize| (i / 4) as f64 * 1024.0 + [0.0, 5.0, 9.0, 3.0][i % 4] * MIB;
         for i in 0..=MAX_POINTS {
-            w.record(1, "long", i as f64, reading(f(i)), true);
+            w.record(1, "long", i as f64, reading(f(i)));
         }
-        let rows = w.rows(true);
+        let rows = w.rows();
         let series = &rows[0].series;
         assert_eq!(series.len(), MAX_POINTS / 2 + 1);
         // Pairs (0, 5 MiB) and (9 MiB, 3 MiB): the lower of each survives.

@@ -175,10 +175,9 @@ impl Top {
         scope(&self.args.pids)
     }
 
-    /// Rows in ranking order: with `--pid`, every named process; otherwise
-    /// those whose memory changed while watched.
+    /// Rows in ranking order: every process watched.
     fn rows(&self) -> Vec<Row> {
-        self.watch.rows(self.args.pids.is_empty())
+        self.watch.rows()
     }
 
     /// Takes one reading of every process in scope, `secs` after start, and
@@ -186,7 +185,9 @@ impl Top {
     fn read(&mut self, secs: f64) {
         self.last_reading = secs;
         let kernel = self.probes.read();
-        let present: HashSet<u32> = process::pids().into_iter().collect();
+        // Every process but leak itself.
+        let me = std::process::id();
+        let present: HashSet<u32> = process::pids().into_iter().filter(|&p| p != me).collect();
         let mut scope: Vec<u32> = if self.args.pids.is_empty() {
             present.iter().copied().collect()
         } else {
@@ -289,9 +290,8 @@ impl Top {
             reading.mapped_bytes = k.activity.mapped_bytes;
             reading.advised_away_bytes = k.activity.advised_away_bytes;
         }
-        let active = kernel.is_some();
         let command = known.command.clone();
-        self.watch.record(pid, &command, secs, reading, active);
+        self.watch.record(pid, &command, secs, reading);
         let interval = Duration::from_secs_f64(self.args.interval);
         if let Some(n) = self.go.count(pid, start_time, interval) {
             self.watch.record_goroutines(pid, secs, n);
