@@ -1,5 +1,5 @@
-/* leaker: a C program that leaks a 1 KiB malloc every millisecond, forever
- * (or for -t SECONDS, then exits). Each block is written to, so it is
+/* leaker: a C program that leaks a 1 KiB malloc every millisecond (-n N: N
+ * of them), forever (or for -t SECONDS, then exits). Each block is written to, so it is
  * resident, and kept in a list nothing ever frees: resident memory grows by
  * about 1 MiB/s. glibc serves these small blocks from the main arena, which
  * it grows with brk.
@@ -34,12 +34,15 @@ __attribute__((noinline)) static void leak_request_buffer(unsigned n)
 int main(int argc, char **argv)
 {
     double seconds = -1;
+    unsigned per_tick = 1;
     int opt;
-    while ((opt = getopt(argc, argv, "t:")) != -1) {
+    while ((opt = getopt(argc, argv, "t:n:")) != -1) {
         if (opt == 't')
             seconds = atof(optarg);
+        else if (opt == 'n')
+            per_tick = (unsigned)atoi(optarg);
         else {
-            fprintf(stderr, "usage: %s [-t SECONDS]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t SECONDS] [-n BLOCKS_PER_MS]\n", argv[0]);
             return 2;
         }
     }
@@ -49,7 +52,8 @@ int main(int argc, char **argv)
     struct timespec start, now, tick = {0, 1000000};
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (unsigned n = 0;; n++) {
-        leak_request_buffer(n);
+        for (unsigned i = 0; i < per_tick; i++)
+            leak_request_buffer(n);
         nanosleep(&tick, NULL);
         if (seconds >= 0 && n % 64 == 0) {
             clock_gettime(CLOCK_MONOTONIC, &now);

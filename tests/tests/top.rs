@@ -382,3 +382,80 @@ fn every_process_from_the_start_but_leak() {
         "{first}"
     );
 }
+
+/// A memory cgroup of the test's own (v1 memory hierarchy, this kind of
+/// host; v2 elsewhere) with a limit, removed when dropped.
+struct LimitedCgroup(std::path::PathBuf);
+
+impl LimitedCgroup {
+    fn new(name: &str, limit: u64) -> Self {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let (dir, file) = match own.lines().find_map(|l| l.split_once(":memory:")) {
+            Some((_, path)) => (
+                format!("/sys/fs/cgroup/memory{path}/{name}"),
+                "memory.limit_in_bytes",
+            ),
+            None => {
+                let path = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+                (format!("/sys/fs/cgroup{path}/{name}"), "memory.max")
+            }
+        };
+        let dir = std::path::PathBuf::from(dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(file), limit.to_string()).unwrap();
+        Self(dir)
+    }
+
+    fn add(&self, pid: u32) {
+        fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for LimitedCgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// A C program leaking 2 MiB/s in a cgroup limited to 80 MiB: 32 s in,
+/// leak top shows the cgroup and its limit, judges the process leaking
+/// and says when it will reach the limit; the kernel's OOM kill comes
+/// within 30 % of that.
+#[test]
+fn time_until_the_limit_is_when_the_kernel_kills() {
+    let dir = scratch("top-limit");
+    let json = dir.join("top.json");
+    let limit = 80u64 << 20;
+    let cgroup = LimitedCgroup::new(&format!("leak-test-{}", std::process::id()), limit);
+    let mut leaker = Program::start(&build_c("leaker"), &["-n", "2"]);
+    cgroup.add(leaker.pid());
+    let started = Instant::now();
+    let mut leak = LeakArgs::top()
+        .pid(leaker.pid())
+        .opt("--duration", 32)
+        .opt("--interval", 1)
+        .out("--json", &json)
+        .spawn(&dir);
+    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    let doc = read_json(&json);
+    let p = &doc["processes"][0];
+    let predicted = started.elapsed().as_secs_f64() + p["time_to_limit_secs"].as_f64().unwrap();
+    assert_eq!(p["cgroup"]["limit_bytes"], limit, "{p:#}");
+    assert!(
+        p["cgroup"]["path"].as_str().unwrap().contains("leak-test-"),
+        "{p:#}"
+    );
+    assert_eq!(p["verdict"], "leaking", "{p:#}");
+    while leaker.running() && started.elapsed() < Duration::from_secs(180) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!leaker.running(), "not killed in 180 s");
+    let killed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "leak top: limit reached in {predicted:.1} s (predicted at 32 s); killed at {killed:.1} s"
+    );
+    assert!(
+        (predicted / killed - 1.0).abs() <= 0.30,
+        "predicted {predicted:.1} s, killed at {killed:.1} s"
+    );
+}

@@ -38,7 +38,7 @@ use std::io::{self, Write};
 use leak_common::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
 use serde::Serialize;
 
-use super::watch::Row;
+use super::watch::{CgroupView, Row};
 
 /// Run-wide facts for the document.
 #[derive(Clone, Debug, Default)]
@@ -78,7 +78,44 @@ struct Process<'a> {
     memory: Memory,
     /// A Go process's goroutines now (null for other programs).
     goroutines: Option<u64>,
+    cgroup: Option<CgroupJson<'a>>,
+    /// Seconds until the cgroup's limit at the troughs' rate (leaking or
+    /// growing processes in a cgroup with a limit).
+    time_to_limit_secs: Option<f64>,
     series: Vec<(f64, u64)>,
+}
+
+#[derive(Serialize)]
+struct CgroupJson<'a> {
+    path: &'a str,
+    container: Option<&'a str>,
+    runtime: Option<&'static str>,
+    pod_uid: Option<&'a str>,
+    pod: Option<&'a str>,
+    namespace: Option<&'a str>,
+    limit_bytes: Option<u64>,
+    usage_bytes: Option<u64>,
+    unreclaimable_bytes: Option<u64>,
+    oom_kills: Option<u64>,
+}
+
+impl<'a> From<&'a CgroupView> for CgroupJson<'a> {
+    fn from(v: &'a CgroupView) -> Self {
+        let c = &v.cgroup;
+        let m = v.memory.as_ref();
+        Self {
+            path: &c.path,
+            container: c.container.as_ref().map(|c| c.id.as_str()),
+            runtime: c.container.as_ref().map(|c| c.runtime),
+            pod_uid: c.pod_uid.as_deref(),
+            pod: v.pod.as_ref().map(|p| p.0.as_str()),
+            namespace: v.pod.as_ref().and_then(|p| p.1.as_deref()),
+            limit_bytes: m.and_then(|m| m.limit),
+            usage_bytes: m.map(|m| m.usage),
+            unreclaimable_bytes: m.map(|m| m.unreclaimable),
+            oom_kills: m.map(|m| m.oom_kills),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -127,6 +164,8 @@ pub(crate) fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<
                     advised_away: r.latest.advised_away_bytes,
                 },
                 goroutines: r.goroutines.as_ref().map(|g| g.0),
+                cgroup: r.cgroup.as_ref().map(CgroupJson::from),
+                time_to_limit_secs: r.time_to_limit().map(round3),
                 series: r
                     .series
                     .iter()

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::watch::Row;
-use crate::units::{human_bytes, thousands};
+use crate::units::{human_bytes, human_secs, thousands};
 
 /// Eight levels, lowest first.
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -93,11 +93,12 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
     out.push('\n');
     let _ = writeln!(
         out,
-        "{:>7}  {:<15} {:>10} {:>10} {:>11} {:>14}  {:<w$}  {:<9} WHY",
+        "{:>7}  {:<15} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} WHY",
         "PID",
         "COMMAND",
         "RSS",
         "GOROUTINES",
+        "TO LIMIT",
         "CHANGE",
         "GROWTH",
         "RSS OVER TIME",
@@ -110,13 +111,16 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
         let spark = sparkline(&values, SPARK_WIDTH, (256.0 * 1024.0f64).max(0.005 * level));
         let _ = writeln!(
             out,
-            "{:>7}  {:<15} {:>10} {:>10} {:>11} {:>14}  {:<w$}  {:<9} {}",
+            "{:>7}  {:<15} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} {}",
             r.pid,
             truncate(&r.command, 15),
             human_bytes(r.latest.resident() as f64),
             r.goroutines
                 .as_ref()
                 .map(|g| thousands(g.0))
+                .unwrap_or_else(|| "-".into()),
+            r.time_to_limit()
+                .map(human_secs)
                 .unwrap_or_else(|| "-".into()),
             signed(r.change_bytes),
             rate_per_min(r.growth()),

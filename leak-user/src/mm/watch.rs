@@ -2,6 +2,7 @@
 //! [`crate::analysis::trend`] and ranked by growth. Pure: readings come in as plain
 //! values, with no kernel or `/proc` behind them.
 
+use crate::process::cgroup::{Cgroup, Memory as CgroupMemory};
 use std::collections::BTreeMap;
 
 #[cfg(test)]
@@ -106,6 +107,33 @@ pub(crate) struct Row {
     pub trend: Trend,
     /// A Go process's goroutine count now and the verdict on its series.
     pub goroutines: Option<(u64, Trend)>,
+    /// Its memory cgroup and container, and what the kernel says of the
+    /// cgroup's memory (filled in by the pipeline, which reads `/proc`).
+    pub cgroup: Option<CgroupView>,
+}
+
+/// A process's memory cgroup as `leak top` shows it.
+#[derive(Clone, Debug)]
+pub(crate) struct CgroupView {
+    /// The cgroup, its container and pod.
+    pub cgroup: Cgroup,
+    /// The pod's name and namespace, where the container says them.
+    pub pod: Option<(String, Option<String>)>,
+    /// The cgroup's memory now.
+    pub memory: Option<CgroupMemory>,
+}
+
+impl Row {
+    /// Seconds until the cgroup's unreclaimable memory reaches its limit at
+    /// the rate the troughs rise, for a process judged leaking or growing
+    /// in a cgroup with a limit.
+    pub(crate) fn time_to_limit(&self) -> Option<f64> {
+        let m = self.cgroup.as_ref()?.memory?;
+        let limit = m.limit?;
+        let rising = matches!(self.trend.verdict, Verdict::Leaking | Verdict::Growing);
+        (rising && self.trend.slope > 0.0)
+            .then(|| limit.saturating_sub(m.unreclaimable) as f64 / self.trend.slope)
+    }
 }
 
 impl Row {
@@ -187,6 +215,7 @@ impl Watch {
                     change_bytes,
                     trend: worse(rss, goroutines.as_ref().map(|g| &g.1)),
                     goroutines,
+                    cgroup: None,
                 }
             })
             .collect();

@@ -17,10 +17,10 @@ use crate::{
         json,
         kernel::{KernelView, Lost, MmProbes},
         table::{self, Header},
-        watch::{merge_rss, Reading, Row, Watch},
+        watch::{merge_rss, CgroupView, Reading, Row, Watch},
     },
     outputs::{self, Outputs},
-    process::{self, RssCounters},
+    process::{self, cgroup, RssCounters},
     report::chart::ChartLine,
     session::{self, Pipeline, Stop, Timing},
 };
@@ -65,6 +65,8 @@ struct Known {
     start_brk: Option<u64>,
     /// Whether the kernel maps held it at the last reading.
     in_kernel_maps: bool,
+    /// Its memory cgroup, container and pod (read at first sight).
+    cgroup: Option<CgroupView>,
 }
 
 struct Top {
@@ -161,6 +163,31 @@ impl Pipeline for Top {
     }
 }
 
+/// Process `pid`'s memory cgroup, and for a Kubernetes pod's container its
+/// pod name (the container's `HOSTNAME`, which Kubernetes sets to it) and
+/// namespace (its service account's), read without a runtime client.
+fn cgroup_view(pid: u32) -> Option<CgroupView> {
+    let cgroup = cgroup::of(pid)?;
+    let pod = cgroup.pod_uid.as_ref().and_then(|_| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let name = environ
+            .split(|&b| b == 0)
+            .find_map(|v| v.strip_prefix(b"HOSTNAME="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())?;
+        let namespace = std::fs::read_to_string(format!(
+            "/proc/{pid}/root/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+        ))
+        .ok()
+        .map(|n| n.trim().to_string());
+        Some((name, namespace))
+    });
+    Some(CgroupView {
+        cgroup,
+        pod,
+        memory: None,
+    })
+}
+
 /// "every process" or "pid 1, 2".
 fn scope(pids: &[u32]) -> String {
     if pids.is_empty() {
@@ -175,9 +202,21 @@ impl Top {
         scope(&self.args.pids)
     }
 
-    /// Rows in ranking order: every process watched.
+    /// Rows in ranking order: every process watched, with its cgroup's
+    /// memory now (each cgroup's files read once).
     fn rows(&self) -> Vec<Row> {
-        self.watch.rows()
+        let mut read: HashMap<String, Option<cgroup::Memory>> = HashMap::new();
+        let mut rows = self.watch.rows();
+        for row in &mut rows {
+            let Some(mut view) = self.known.get(&row.pid).and_then(|k| k.cgroup.clone()) else {
+                continue;
+            };
+            view.memory = *read
+                .entry(view.cgroup.path.clone())
+                .or_insert_with(|| view.cgroup.memory());
+            row.cgroup = Some(view);
+        }
+        rows
     }
 
     /// Takes one reading of every process in scope, `secs` after start, and
@@ -269,6 +308,7 @@ impl Top {
                     baseline,
                     start_brk: process::start_brk(pid),
                     in_kernel_maps,
+                    cgroup: cgroup_view(pid),
                 },
             );
         }

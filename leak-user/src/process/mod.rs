@@ -3,6 +3,7 @@
 //! where a binary is loaded; [`memory`]: reading and writing their memory
 //! through one handle per process).
 
+pub(crate) mod cgroup;
 pub(crate) mod maps;
 pub(crate) mod memory;
 
