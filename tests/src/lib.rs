@@ -267,11 +267,13 @@ impl Leak {
         }
     }
 
-    /// Waits until leak says its probes are attached.
+    /// Waits until leak says its probes are attached (`leak trace`: "tracing";
+    /// `leak top`: "watching").
     pub fn wait_attached(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if self.stderr_text().contains("leak: tracing") {
+            let err = self.stderr_text();
+            if err.contains("leak: tracing") || err.contains("leak: watching") {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -136,6 +136,45 @@ const BEFORE: usize = 500;
 const PER_SEC: u64 = 50;
 const LOAD_SECS: u64 = 30;
 
+/// `args` (a leak command) run on `prog` for the load and 2 s more, while
+/// `paced_load` sends it; then leak's JSON and the program's own groups.
+fn under_load(
+    args: LeakArgs,
+    prog: &Program,
+    addr: &str,
+    dir: &std::path::Path,
+) -> (
+    Leak,
+    serde_json::Value,
+    std::collections::BTreeMap<Stack, u64>,
+) {
+    let json = dir.join("leak.json");
+    let mut leak = args
+        .pid(prog.pid())
+        .opt("--duration", LOAD_SECS + 2)
+        .out("--json", &json)
+        .attach(dir);
+    paced_load(addr);
+    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
+    let own = own_groups(&String::from_utf8_lossy(&get(
+        addr,
+        "/debug/pprof/goroutine?debug=1",
+    )));
+    (leak, read_json(&json), own)
+}
+
+/// `PER_SEC` requests a second to `/work` for `LOAD_SECS`, on time.
+fn paced_load(addr: &str) {
+    let started = std::time::Instant::now();
+    for i in 0..PER_SEC * LOAD_SECS {
+        let due = std::time::Duration::from_millis(i * 1000 / PER_SEC);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        get(addr, "/work");
+    }
+}
+
 /// The leaking group's count in a goroutine JSON section (its leaf is
 /// `main.compute`), and the pool's (`main.worker`): count and verdict.
 fn group_of<'a>(goroutines: &'a serde_json::Value, leaf: &str) -> &'a serde_json::Value {
@@ -153,33 +192,18 @@ fn group_of<'a>(goroutines: &'a serde_json::Value, leaf: &str) -> &'a serde_json
 /// leaking (growing, if the window is short), and the pool steady.
 fn leaking_group_judged(version: &str, variant: Variant) {
     let (bin, prog, addr, dir) = leaked_service("gorleak", version, variant, BEFORE);
-    let json = dir.join("trace.json");
-    let mut leak = LeakArgs::trace(&bin)
-        .pid(prog.pid())
-        .opt("--duration", LOAD_SECS + 2)
-        .opt("--interval", 10)
-        .out("--json", &json)
-        .attach(&dir);
-    let started = std::time::Instant::now();
-    for i in 0..PER_SEC * LOAD_SECS {
-        let due = std::time::Duration::from_millis(i * 1000 / PER_SEC);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        get(&addr, "/work");
-    }
-    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
-    let own = own_groups(&String::from_utf8_lossy(&get(
+    let (leak, report, own) = under_load(
+        LeakArgs::trace(&bin).opt("--interval", 10),
+        &prog,
         &addr,
-        "/debug/pprof/goroutine?debug=1",
-    )));
+        &dir,
+    );
     let own_count = |leaf: &str| -> u64 {
         own.iter()
             .filter(|(stack, _)| stack[0].starts_with(&format!("{leaf}:")))
             .map(|(_, n)| n)
             .sum()
     };
-    let report = read_json(&json);
     let g = &report["goroutines"];
     let (leaked, pool) = (group_of(g, "main.compute"), group_of(g, "main.worker"));
     let ctx = format!("go{version} {variant:?}");
@@ -242,29 +266,8 @@ fn leaking_group_judged_go1_27_stripped_pie() {
 #[test]
 fn top_counts_goroutines_of_go_processes() {
     let (_, prog, addr, dir) = leaked_service("gorleak", "1.25.5", Variant::StrippedPie, BEFORE);
-    let json = dir.join("top.json");
-    let mut leak = LeakArgs::top()
-        .pid(prog.pid())
-        .opt("--duration", LOAD_SECS + 2)
-        .opt("--interval", 2)
-        .out("--json", &json)
-        .spawn(&dir);
-    let started = std::time::Instant::now();
-    for i in 0..PER_SEC * LOAD_SECS {
-        let due = std::time::Duration::from_millis(i * 1000 / PER_SEC);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        get(&addr, "/work");
-    }
-    assert!(leak.wait(60).success(), "{}", leak.stderr_text());
-    let own: u64 = own_groups(&String::from_utf8_lossy(&get(
-        &addr,
-        "/debug/pprof/goroutine?debug=1",
-    )))
-    .values()
-    .sum();
-    let report = read_json(&json);
+    let (leak, report, own) = under_load(LeakArgs::top().opt("--interval", 2), &prog, &addr, &dir);
+    let own: u64 = own.values().sum();
     let p = &report["processes"][0];
     let counted = p["goroutines"].as_f64().unwrap();
     eprintln!(

@@ -490,8 +490,8 @@ fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<(Me
     let tracer = argv
         .map(|argv| Tracer::start(arm, &argv, probe))
         .transpose()?;
-    let reader = records::Reader::start(kit, arm, target.pid)?;
-    let goroutines = goroutines::Reader::start(kit, arm, target.pid)?;
+    let reader = records::Reader::<records::Heap>::start(kit, arm, target.pid)?;
+    let goroutines = records::Reader::<goroutines::Goroutines>::start(kit, arm, target.pid)?;
 
     let (mut m, mut series) = (Metrics::new(), Series::new());
     if workload.serves_http() {

@@ -11,9 +11,8 @@ pub const MAX_FRAMES: usize = 127;
 /// walk jumps from the syscall straight to the first caller that keeps one).
 pub const STACK_WORDS: usize = 128;
 
+wire_enum! {
 /// Which call a [`MapEvent`] records.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapCall {
     /// mmap of anonymous memory: `addr` is where it landed, `len` its length.
     Mmap = 1,
@@ -21,6 +20,7 @@ pub enum MapCall {
     Munmap = 2,
     /// brk: `addr` is the program break after the call.
     Brk = 3,
+}
 }
 
 /// What the traced process (one tgid, [`HeapConfig::tgid`]) did to its

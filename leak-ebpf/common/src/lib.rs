@@ -14,6 +14,26 @@
 //! the loader writes or reads from maps, with the `user` feature only.
 #![no_std]
 
+/// Declares a `#[repr(u32)]` enum of values both sides exchange, with
+/// `from_u32` to decode one read from the other side.
+macro_rules! wire_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $n:expr,)* }) => {
+        $(#[$m])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($(#[$vm])* $v = $n,)* }
+
+        impl $name {
+            /// Decodes a `u32` from the other side; `None` for a value no
+            /// variant has.
+            pub fn from_u32(v: u32) -> Option<Self> {
+                $(if v == $n { return Some(Self::$v); })*
+                None
+            }
+        }
+    };
+}
+
 /// Checks a shared type's size and field offsets at compile time, on both
 /// sides: a layout that drifts from what the other side reads fails the
 /// build instead of a trace.
@@ -34,9 +54,8 @@ pub use go::*;
 pub use heap::*;
 pub use mm::*;
 
+wire_enum! {
 /// Record kinds sent through the ring buffer.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     /// A sampled allocation: [`AllocEvent`].
     Alloc = 1,
@@ -52,27 +71,13 @@ pub enum EventKind {
     /// probe (its load bias, with no read of /proc).
     Start = 5,
 }
-
-impl EventKind {
-    /// Decodes the leading `u32` of a ring buffer record.
-    pub fn from_u32(v: u32) -> Option<Self> {
-        match v {
-            1 => Some(Self::Alloc),
-            2 => Some(Self::Free),
-            3 => Some(Self::GcCycle),
-            4 => Some(Self::Map),
-            5 => Some(Self::Start),
-            _ => None,
-        }
-    }
 }
 
+wire_enum! {
 /// Slots of the per-CPU counter array `COUNTERS` of `leak trace` (Go and
 /// `--syscalls`): losses only. Samples and frees are counted in user space,
 /// from the records themselves; a counter per probe hit would be paid by
 /// the traced program.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
     /// Allocation samples lost because the ring buffer was full.
     AllocDropped = 0,
@@ -85,6 +90,7 @@ pub enum Counter {
     /// brk/mmap/munmap records of `leak trace --syscalls` lost because the
     /// ring buffer or the pending map was full.
     MapDropped = 4,
+}
 }
 
 /// Number of slots in `COUNTERS`.

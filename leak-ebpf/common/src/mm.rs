@@ -93,9 +93,8 @@ layout!(MmKernelLayout, size 16, {
     counter_count: 12,
 });
 
+wire_enum! {
 /// Slots of the per-CPU counter array `MM_COUNTERS_MAP`.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MmCounter {
     /// rss_stat events for another task's mm whose owner was not known yet
     /// (dropped: the mm never ran a traced event as `current`).
@@ -105,6 +104,7 @@ pub enum MmCounter {
     /// Updates lost because `MM_STATS` or `MM_ACTIVITY` could not take a
     /// new process.
     StatsInsertFailed = 2,
+}
 }
 
 /// Number of slots in `MM_COUNTERS_MAP`. Events themselves are not counted

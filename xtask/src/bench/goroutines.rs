@@ -23,8 +23,8 @@
 use anyhow::{bail, Context, Result};
 
 use super::{
-    process::{cpu_seconds_of, Running},
-    records::{idle_service, run_timed, ReadLoop, READ_INTERVAL},
+    process::cpu_seconds_of,
+    records::{run_timed, LoopOf, Reader, READ_INTERVAL},
     Arm, Kit, Metrics, Series, Sizes,
 };
 
@@ -73,42 +73,21 @@ pub fn commands(arm: Arm, sizes: &Sizes, leak: &str, scratch: &str) -> Vec<Strin
     }
 }
 
-/// The reading that goes with one run: a loop started with the load, or
-/// reads after the work.
-pub struct Reader {
-    arm: Arm,
-    pid: u32,
-    looping: Option<ReadLoop>,
-    /// The idle service `GoroutinesOther` reads (killed when this drops).
-    _other: Option<Running>,
-}
+/// The goroutines' reads.
+pub struct Goroutines;
 
-impl Reader {
+impl Reader<Goroutines> {
     /// Starts the read loop if `arm` reads during the load (of `pid`, or of
     /// an idle copy of the service started here); otherwise only remembers
     /// what to do in [`Reader::finish`].
-    pub fn start(kit: &Kit, arm: Arm, pid: u32) -> Result<Reader> {
-        let mut other = None;
-        let read = match arm {
-            Arm::GoroutinesLoop => Some(pid),
-            Arm::GoroutinesOther => {
-                let idle = idle_service(kit, &[])?;
-                let read = idle.pid;
-                other = Some(idle);
-                Some(read)
-            }
-            _ => None,
+    pub fn start(kit: &Kit, arm: Arm, pid: u32) -> Result<Self> {
+        let of = match arm {
+            Arm::GoroutinesLoop => LoopOf::Program,
+            Arm::GoroutinesOther => LoopOf::IdleService(&[]),
+            _ => LoopOf::Nothing,
         };
-        let looping = read.map(|read| {
-            let leak = kit.leak.display().to_string();
-            let argv = goroutines_argv(&leak, &read.to_string(), &[]);
-            ReadLoop::start(argv, kit.scratch.clone(), "goroutines-loop")
-        });
-        Ok(Reader {
-            arm,
-            pid,
-            looping,
-            _other: other,
+        Self::with_loop(kit, arm, pid, of, "goroutines-loop", |leak, pid| {
+            goroutines_argv(leak, pid, &[])
         })
     }
 

@@ -99,41 +99,55 @@ pub fn commands(arm: Arm, sizes: &Sizes, leak: &str, scratch: &str) -> Vec<Strin
 }
 
 /// The reading that goes with one run: a loop started with the load, or
-/// reads after the work.
-pub struct Reader {
-    arm: Arm,
-    pid: u32,
-    looping: Option<ReadLoop>,
-    /// The idle process `HeapReadOther` reads (killed when this drops).
+/// reads after the work. `K` says whose reads: the heap records' ([`Heap`])
+/// or the goroutines' (`goroutines::Goroutines`).
+pub struct Reader<K> {
+    pub(super) arm: Arm,
+    pub(super) pid: u32,
+    pub(super) looping: Option<ReadLoop>,
+    /// The idle process an `…Other` arm reads (killed when this drops).
     _other: Option<Running>,
+    kind: std::marker::PhantomData<K>,
 }
 
-impl Reader {
-    /// Starts the read loop if `arm` reads during the work (of `pid`, or of
-    /// an idle copy of the service started here); otherwise only remembers
-    /// what to do in [`Reader::finish`].
-    pub fn start(kit: &Kit, arm: Arm, pid: u32) -> Result<Reader> {
-        let mut other = None;
-        let read = match arm {
-            Arm::HeapReadLoop => Some(pid),
-            Arm::HeapReadOther => {
-                // Rate 1, so its start-up allocations alone give records.
-                let idle = idle_service(kit, &["-memprofilerate", "1"])?;
-                let read = idle.pid;
-                other = Some(idle);
-                Some(read)
-            }
-            _ => None,
-        };
-        let looping = read.map(|read| {
-            let argv = heap_argv(&kit.leak.display().to_string(), &read.to_string(), &[]);
-            ReadLoop::start(argv, kit.scratch.clone(), "loop")
-        });
-        Ok(Reader {
+impl<K> Reader<K> {
+    /// A reader of `arm`'s run on `pid`, its read loop started as `of`
+    /// says (reading with `argv_of(leak, pid)`).
+    pub(super) fn with_loop(
+        kit: &Kit,
+        arm: Arm,
+        pid: u32,
+        of: LoopOf<'_>,
+        name: &'static str,
+        argv_of: impl Fn(&str, &str) -> Vec<String>,
+    ) -> Result<Self> {
+        let (looping, other) = start_loop(kit, of, pid, name, argv_of)?;
+        Ok(Self {
             arm,
             pid,
             looping,
             _other: other,
+            kind: std::marker::PhantomData,
+        })
+    }
+}
+
+/// The heap records' reads.
+pub struct Heap;
+
+impl Reader<Heap> {
+    /// Starts the read loop if `arm` reads during the work (of `pid`, or of
+    /// an idle copy of the service started here); otherwise only remembers
+    /// what to do in [`Reader::finish`].
+    pub fn start(kit: &Kit, arm: Arm, pid: u32) -> Result<Self> {
+        let of = match arm {
+            Arm::HeapReadLoop => LoopOf::Program,
+            // Rate 1, so its start-up allocations alone give records.
+            Arm::HeapReadOther => LoopOf::IdleService(&["-memprofilerate", "1"]),
+            _ => LoopOf::Nothing,
+        };
+        Self::with_loop(kit, arm, pid, of, "loop", |leak, pid| {
+            heap_argv(leak, pid, &[])
         })
     }
 
@@ -229,6 +243,40 @@ impl Reader {
 
 /// A copy of the service started beside the workload and given no load:
 /// the other process the read loops read, the same binary as the service.
+/// Whom a read loop reads, if anyone: the program under load, or an idle
+/// copy of the service started beside it with these flags (so the
+/// reader's own CPU is paid in both arms alike).
+pub(super) enum LoopOf<'a> {
+    Program,
+    IdleService(&'a [&'a str]),
+    Nothing,
+}
+
+/// Starts the read loop `of` says, reading with `argv_of(leak, pid)`;
+/// returns it and the idle service it reads, if one was started (killed
+/// when dropped).
+pub(super) fn start_loop(
+    kit: &Kit,
+    of: LoopOf<'_>,
+    pid: u32,
+    name: &'static str,
+    argv_of: impl Fn(&str, &str) -> Vec<String>,
+) -> Result<(Option<ReadLoop>, Option<Running>)> {
+    let (read, other) = match of {
+        LoopOf::Program => (Some(pid), None),
+        LoopOf::IdleService(args) => {
+            let idle = idle_service(kit, args)?;
+            (Some(idle.pid), Some(idle))
+        }
+        LoopOf::Nothing => (None, None),
+    };
+    let looping = read.map(|read| {
+        let argv = argv_of(&kit.leak.display().to_string(), &read.to_string());
+        ReadLoop::start(argv, kit.scratch.clone(), name)
+    });
+    Ok((looping, other))
+}
+
 pub(super) fn idle_service(kit: &Kit, args: &[&str]) -> Result<Running> {
     let idle = Running::spawn(Command::new(kit.program("benchservice")).args(args))?;
     idle.wait_for("listening line", Duration::from_secs(30), |s, _| {

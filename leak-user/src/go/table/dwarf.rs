@@ -209,15 +209,19 @@ fn rows_match_the_dwarf_of_their_release() {
         }
 
         let b = row.records.bucket;
-        let want = [
-            ("next", b.next),
-            ("allnext", b.allnext),
-            ("typ", b.typ),
-            ("hash", b.hash),
-            ("size", b.size),
-            ("nstk", b.nstk),
-        ];
-        facts.check_members(&ctx, "runtime.bucket", 0, &want);
+        facts.check_members(
+            &ctx,
+            "runtime.bucket",
+            0,
+            &[
+                ("next", b.next),
+                ("allnext", b.allnext),
+                ("typ", b.typ),
+                ("hash", b.hash),
+                ("size", b.size),
+                ("nstk", b.nstk),
+            ],
+        );
         // The stack follows the header (`bucket.stk`: `add(b, unsafe.Sizeof(*b))`).
         assert_eq!(
             facts.size(&ctx, "runtime.bucket"),
@@ -259,14 +263,18 @@ fn rows_match_the_dwarf_of_their_release() {
         }
 
         let m = row.moduledata;
-        let want = [
-            ("pcHeader", m.pcheader),
-            ("funcnametab", m.funcnametab),
-            ("text", m.text),
-            ("rodata", m.rodata),
-            ("gofunc", m.gofunc),
-        ];
-        facts.check_members(&ctx, "runtime.moduledata", 0, &want);
+        facts.check_members(
+            &ctx,
+            "runtime.moduledata",
+            0,
+            &[
+                ("pcHeader", m.pcheader),
+                ("funcnametab", m.funcnametab),
+                ("text", m.text),
+                ("rodata", m.rodata),
+                ("gofunc", m.gofunc),
+            ],
+        );
 
         // The runtime notices a new rate by itself where each mcache keeps
         // the rate its next sample point was drawn with (1.24 on).
@@ -330,17 +338,25 @@ fn goroutine_layouts_match_the_dwarf_of_their_release() {
             &[("lo", l.stack_lo), ("hi", l.stack_hi)],
         );
         assert_eq!(g("sched"), u64::from(l.sched), "{ctx}: sched");
-        let want = [("sp", l.gobuf.sp), ("pc", l.gobuf.pc), ("bp", l.gobuf.bp)];
-        facts.check_members(&ctx, "runtime.gobuf", 0, &want);
-        let want = [
-            ("atomicstatus", l.atomicstatus),
-            ("goid", l.goid),
-            ("waitsince", l.waitsince),
-            ("waitreason", l.waitreason),
-            ("gopc", l.gopc),
-            ("startpc", l.startpc),
-        ];
-        facts.check_members(&ctx, "runtime.g", 0, &want);
+        facts.check_members(
+            &ctx,
+            "runtime.gobuf",
+            0,
+            &[("sp", l.gobuf.sp), ("pc", l.gobuf.pc), ("bp", l.gobuf.bp)],
+        );
+        facts.check_members(
+            &ctx,
+            "runtime.g",
+            0,
+            &[
+                ("atomicstatus", l.atomicstatus),
+                ("goid", l.goid),
+                ("waitsince", l.waitsince),
+                ("waitreason", l.waitreason),
+                ("gopc", l.gopc),
+                ("startpc", l.startpc),
+            ],
+        );
         let (_, members) = &facts.structs["runtime.g"];
         let parent = members.get("parentGoid").copied();
         assert_eq!(parent, l.parent_goid.map(u64::from), "{ctx}: parentGoid");

@@ -9,6 +9,17 @@ fn id_of(c: &Cgroup) -> Option<(&'static str, &str)> {
     c.container.as_ref().map(|c| (c.runtime, c.id.as_str()))
 }
 
+/// The pod uid every Kubernetes sample here carries.
+const POD: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
+
+/// `text` parses to a container of `runtime` in the pod, in v1 or not.
+fn in_pod(text: &str, runtime: &str, v1: bool) {
+    let c = parse(text).unwrap();
+    assert_eq!(c.v1, v1, "{text}");
+    assert_eq!(id_of(&c), Some((runtime, ID)), "{text}");
+    assert_eq!(c.pod_uid.as_deref(), Some(POD), "{text}");
+}
+
 #[test]
 fn docker_v1_cgroupfs() {
     let text =
@@ -29,54 +40,39 @@ fn docker_v2_systemd() {
 
 #[test]
 fn kubernetes_containerd_v2_systemd_burstable() {
-    let text = format!(
-        "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/cri-containerd-{ID}.scope\n"
-    );
-    let c = parse(&text).unwrap();
-    assert_eq!(id_of(&c), Some(("containerd", ID)));
-    assert_eq!(
-        c.pod_uid.as_deref(),
-        Some("0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b")
+    in_pod(
+        &format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/cri-containerd-{ID}.scope\n"),
+        "containerd",
+        false,
     );
 }
 
 #[test]
 fn kubernetes_guaranteed_has_no_qos_level() {
-    let text = format!(
-        "0::/kubepods.slice/kubepods-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/cri-containerd-{ID}.scope\n"
-    );
-    let c = parse(&text).unwrap();
-    assert_eq!(id_of(&c), Some(("containerd", ID)));
-    assert_eq!(
-        c.pod_uid.as_deref(),
-        Some("0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b")
+    in_pod(
+        &format!("0::/kubepods.slice/kubepods-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice/cri-containerd-{ID}.scope\n"),
+        "containerd",
+        false,
     );
 }
 
 #[test]
 fn kubernetes_v1_cgroupfs() {
-    let text = format!(
-        "11:memory:/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b/{ID}\n0::/\n"
-    );
-    let c = parse(&text).unwrap();
-    assert!(c.v1);
-    assert_eq!(id_of(&c), Some(("kubernetes", ID)));
-    assert_eq!(
-        c.pod_uid.as_deref(),
-        Some("0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b")
+    in_pod(
+        &format!(
+            "11:memory:/kubepods/burstable/pod0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b/{ID}\n0::/\n"
+        ),
+        "kubernetes",
+        true,
     );
 }
 
 #[test]
 fn containerd_v1_systemd_colon_form() {
-    let text = format!(
-        "7:memory:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice:cri-containerd:{ID}\n"
-    );
-    let c = parse(&text).unwrap();
-    assert_eq!(id_of(&c), Some(("containerd", ID)));
-    assert_eq!(
-        c.pod_uid.as_deref(),
-        Some("0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b")
+    in_pod(
+        &format!("7:memory:/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0f1e2d3c_4b5a_6978_8a9b_0c1d2e3f4a5b.slice:cri-containerd:{ID}\n"),
+        "containerd",
+        true,
     );
 }
 

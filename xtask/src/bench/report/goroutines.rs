@@ -105,18 +105,20 @@ fn read_all(doc: &Document, o: &mut String) {
         _ => "—".into(),
     };
     let _ = writeln!(o, "| Figure | Median (min–max) |\n|---|---|");
+    let sm = |key: &str, digits: usize| cell(doc.summary(w, arm, key), digits);
+    let se = |key: &str, digits: usize| cell(doc.series(w, arm, key), digits);
     let rows = [
         (
             "Goroutines the program holds (`runtime.NumGoroutine()`)",
-            cell(doc.summary(w, arm, "goroutines"), 0),
+            sm("goroutines", 0),
         ),
         (
             "Goroutines read (the JSON's `total`)",
-            cell(doc.summary(w, arm, "goroutines_read"), 0),
+            sm("goroutines_read", 0),
         ),
         (
             "… of those read with no stack (running or changing)",
-            cell(doc.summary(w, arm, "unstable"), 0),
+            sm("unstable", 0),
         ),
         ("Groups", cell(doc.summary(w, arm, "groups"), 0)),
         ("`leak goroutines --json` wall time (s)", cell(read, 3)),
@@ -124,21 +126,18 @@ fn read_all(doc: &Document, o: &mut String) {
             "… per goroutine, start-up included (µs, of the medians)",
             per,
         ),
-        (
-            "`leak goroutines --json` CPU (s)",
-            cell(doc.series(w, arm, "read_cpu_s"), 3),
-        ),
+        ("`leak goroutines --json` CPU (s)", se("read_cpu_s", 3)),
         (
             "`leak goroutines --json` peak RSS (MiB)",
-            cell(doc.series(w, arm, "read_rss_mib"), 1),
+            se("read_rss_mib", 1),
         ),
         (
             "The program's own CPU during a read (ms)",
-            cell(doc.series(w, arm, "target_cpu_per_read_ms"), 2),
+            se("target_cpu_per_read_ms", 2),
         ),
         (
             "The program's time to start and park them (s)",
-            cell(doc.summary(w, arm, "seconds"), 3),
+            sm("seconds", 3),
         ),
     ];
     for (label, value) in rows {
@@ -148,7 +147,6 @@ fn read_all(doc: &Document, o: &mut String) {
 }
 
 fn read_loop(doc: &Document, o: &mut String) {
-    let w = Workload::Service;
     let _ = writeln!(
         o,
         "### What the service pays while leak reads its goroutines\n\n`tests/go/benchservice` \
@@ -168,27 +166,12 @@ fn read_loop(doc: &Document, o: &mut String) {
         "| Arm | Throughput (req/s) | p99 (ms) | Time ratio | p99 ratio | Reads per run | Failed reads | Goroutines read | Read wall (ms) | Reader CPU (% of one core) |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for arm in [Arm::Untraced, Arm::GoroutinesLoop, Arm::GoroutinesOther] {
-        let reading = arm != Arm::Untraced;
-        let opt = |s: String| if reading { s } else { "—".into() };
-        let read_ms = doc.series(w, arm, "loop_read_s").map(|s| Summary {
-            median: 1e3 * s.median,
-            min: 1e3 * s.min,
-            max: 1e3 * s.max,
-            ..s
-        });
-        let _ = writeln!(
+        super::records::read_loop_row(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            arm.name(),
-            cell(doc.summary(w, arm, "rps"), 0),
-            cell(doc.summary(w, arm, "p99_ms"), 2),
-            opt(ratio_cell(doc.ratio(w, arm, "seconds"))),
-            opt(ratio_cell(doc.ratio(w, arm, "p99_ms"))),
-            opt(cell(doc.summary(w, arm, "reads"), 0)),
-            opt(cell(doc.summary(w, arm, "reads_failed"), 0)),
-            opt(cell(doc.summary(w, arm, "goroutines_read"), 0)),
-            opt(cell(read_ms, 1)),
-            opt(cell(doc.summary(w, arm, "reader_core_pct"), 2)),
+            doc,
+            arm,
+            arm != Arm::Untraced,
+            ("seconds", "goroutines_read"),
         );
     }
     let _ = writeln!(

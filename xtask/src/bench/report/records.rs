@@ -91,50 +91,46 @@ fn buckets(doc: &Document, o: &mut String) {
         _ => "—".into(),
     };
     let _ = writeln!(o, "| Figure | Median (min–max) |\n|---|---|");
+    let sm = |key: &str, digits: usize| cell(doc.summary(w, arm, key), digits);
+    let se = |key: &str, digits: usize| cell(doc.series(w, arm, key), digits);
     let rows = [
         (
             "Buckets read (the report's \"(M buckets)\")",
-            cell(doc.summary(w, arm, "buckets"), 0),
+            sm("buckets", 0),
         ),
-        (
-            "Stacks in the report",
-            cell(doc.summary(w, arm, "stacks"), 0),
-        ),
+        ("Stacks in the report", sm("stacks", 0)),
         (
             "Objects in use in the records, of those the program holds",
             held,
         ),
         (
             "`leak heap` wall time, text report (s)",
-            cell(doc.series(w, arm, "heap_read_s"), 3),
+            se("heap_read_s", 3),
         ),
         (
             "… per bucket, start-up included (µs, of the medians)",
             per_bucket,
         ),
-        (
-            "`leak heap` CPU, text report (s)",
-            cell(doc.series(w, arm, "heap_read_cpu_s"), 3),
-        ),
+        ("`leak heap` CPU, text report (s)", se("heap_read_cpu_s", 3)),
         (
             "`leak heap` peak RSS, text report (MiB)",
-            cell(doc.series(w, arm, "heap_read_rss_mib"), 1),
+            se("heap_read_rss_mib", 1),
         ),
         (
             "The program's own CPU during a read (ms)",
-            cell(doc.series(w, arm, "target_cpu_per_read_ms"), 2),
+            se("target_cpu_per_read_ms", 2),
         ),
         (
             "`leak heap --json /dev/null` wall time (s)",
-            cell(doc.series(w, arm, "heap_json_s"), 3),
+            se("heap_json_s", 3),
         ),
         (
             "`leak heap --json /dev/null` peak RSS (MiB)",
-            cell(doc.series(w, arm, "heap_json_rss_mib"), 1),
+            se("heap_json_rss_mib", 1),
         ),
         (
             "Program's work at rate 1, Go's sampler alone (s)",
-            cell(doc.summary(w, arm, "seconds"), 3),
+            sm("seconds", 3),
         ),
         (
             "The same work under `leak trace --rate 1` (s)",
@@ -163,7 +159,6 @@ fn reading_itself(doc: &Document, key: &str) -> Option<Summary> {
 }
 
 fn read_loop(doc: &Document, o: &mut String) {
-    let w = Workload::Service;
     let _ = writeln!(
         o,
         "### What the service pays while leak reads it\n\n`tests/go/benchservice \
@@ -184,23 +179,7 @@ fn read_loop(doc: &Document, o: &mut String) {
         "| Arm | Throughput (req/s) | p99 (ms) | Throughput ratio | p99 ratio | Reads per run | Failed reads | Buckets read | Read wall (ms) | Reader CPU (% of one core) |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for arm in [Arm::GoSampler, Arm::HeapReadLoop, Arm::HeapReadOther] {
-        let reading = arm != Arm::GoSampler;
-        let opt = |s: String| if reading { s } else { "—".into() };
-        let read_ms = doc.series(w, arm, "loop_read_s").map(ms);
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            arm.name(),
-            cell(doc.summary(w, arm, "rps"), 0),
-            cell(doc.summary(w, arm, "p99_ms"), 2),
-            opt(ratio_cell(doc.ratio(w, arm, "rps"))),
-            opt(ratio_cell(doc.ratio(w, arm, "p99_ms"))),
-            opt(cell(doc.summary(w, arm, "reads"), 0)),
-            opt(cell(doc.summary(w, arm, "reads_failed"), 0)),
-            opt(cell(doc.summary(w, arm, "buckets"), 0)),
-            opt(cell(read_ms, 1)),
-            opt(cell(doc.summary(w, arm, "reader_core_pct"), 2)),
-        );
+        read_loop_row(o, doc, arm, arm != Arm::GoSampler, ("rps", "buckets"));
     }
     let _ = writeln!(
         o,
@@ -226,6 +205,8 @@ fn against_pprof(doc: &Document, o: &mut String) {
         doc.sizes.seed_requests
     );
     let millis = |key| doc.series(w, arm, key).map(ms);
+    let sm = |key: &str, digits: usize| cell(doc.summary(w, arm, key), digits);
+    let se = |key: &str, digits: usize| cell(doc.series(w, arm, key), digits);
     let _ = writeln!(o, "| Figure | Median (min–max) |\n|---|---|");
     for (label, value) in [
         ("Buckets read", cell(doc.summary(w, arm, "buckets"), 0)),
@@ -236,20 +217,17 @@ fn against_pprof(doc: &Document, o: &mut String) {
         ("GET /debug/pprof/heap (ms)", cell(millis("pprof_get_s"), 2)),
         (
             "The program's own CPU during a `leak heap` (ms)",
-            cell(doc.series(w, arm, "target_cpu_per_read_ms"), 2),
+            se("target_cpu_per_read_ms", 2),
         ),
         (
             "The program's own CPU during a GET (ms)",
-            cell(doc.series(w, arm, "target_cpu_per_get_ms"), 2),
+            se("target_cpu_per_get_ms", 2),
         ),
         (
             "leak heap / GET (per run, of the medians)",
             ratio_cell(doc.summary(w, arm, "heap_over_get")),
         ),
-        (
-            "Profile the endpoint served (bytes)",
-            cell(doc.summary(w, arm, "pprof_bytes"), 0),
-        ),
+        ("Profile the endpoint served (bytes)", sm("pprof_bytes", 0)),
     ] {
         let _ = writeln!(o, "| {label} | {value} |");
     }
@@ -428,6 +406,36 @@ fn floor(doc: &Document, o: &mut String) {
 }
 
 /// A summary in seconds, in milliseconds.
+/// One row of a read-loop table on the service: its throughput and p99
+/// under `arm`, the ratio of `keys.0` against the untraced run, and when
+/// the arm reads (`reading`), the reads, their failures, what each read
+/// counted (`keys.1`), their wall time and the reader's CPU.
+pub(super) fn read_loop_row(
+    o: &mut String,
+    doc: &Document,
+    arm: Arm,
+    reading: bool,
+    keys: (&str, &str),
+) {
+    let w = Workload::Service;
+    let opt = |s: String| if reading { s } else { "—".into() };
+    let read_ms = doc.series(w, arm, "loop_read_s").map(ms);
+    let _ = writeln!(
+        o,
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        arm.name(),
+        cell(doc.summary(w, arm, "rps"), 0),
+        cell(doc.summary(w, arm, "p99_ms"), 2),
+        opt(ratio_cell(doc.ratio(w, arm, keys.0))),
+        opt(ratio_cell(doc.ratio(w, arm, "p99_ms"))),
+        opt(cell(doc.summary(w, arm, "reads"), 0)),
+        opt(cell(doc.summary(w, arm, "reads_failed"), 0)),
+        opt(cell(doc.summary(w, arm, keys.1), 0)),
+        opt(cell(read_ms, 1)),
+        opt(cell(doc.summary(w, arm, "reader_core_pct"), 2)),
+    );
+}
+
 fn ms(s: Summary) -> Summary {
     Summary {
         median: 1e3 * s.median,
