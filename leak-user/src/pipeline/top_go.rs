@@ -5,11 +5,14 @@
 //! read is watched on its memory alone.
 
 use std::{
-    collections::HashMap,
-    path::PathBuf,
-    rc::Rc,
+    collections::{HashMap, HashSet},
+    fs,
+    path::{Path, PathBuf},
+    rc::{Rc, Weak},
     time::{Duration, Instant},
 };
+
+use object::{Object, ReadCache};
 
 use crate::{
     go::{goroutines::Goroutines, GoProcess, Program},
@@ -31,9 +34,11 @@ struct Reader {
 /// Go processes among the watched ones, and their goroutine counts.
 #[derive(Default)]
 pub(crate) struct GoroutineCounts {
-    /// Each executable leak looked at, by path: the Go program it is, or
-    /// `None` for any other.
-    programs: HashMap<PathBuf, Option<Rc<Program>>>,
+    /// Go executables by path, opened while a process runs them (each is
+    /// read whole, for its tables: not kept once no process needs it).
+    programs: HashMap<PathBuf, Weak<Program>>,
+    /// Executables found not to be Go (from their section headers alone).
+    not_go: HashSet<PathBuf>,
     /// Each process looked at, by pid, with its start time: a reader, or
     /// `None` for one that is not Go or cannot be read.
     readers: HashMap<u32, (u64, Option<Reader>)>,
@@ -68,11 +73,22 @@ impl GoroutineCounts {
     /// A reader of `pid`'s goroutines, if it runs Go and they can be read.
     fn open(&mut self, pid: u32) -> Option<Reader> {
         let exe = process::exe(pid).ok()?;
-        let program = self
-            .programs
-            .entry(exe)
-            .or_insert_with_key(|exe| Program::open(exe).ok().map(Rc::new))
-            .clone()?;
+        if self.not_go.contains(&exe) {
+            return None;
+        }
+        let known = self.programs.get(&exe).and_then(Weak::upgrade);
+        let program = match known {
+            Some(p) => p,
+            None if !looks_like_go(&exe) => {
+                self.not_go.insert(exe);
+                return None;
+            }
+            None => {
+                let p = Rc::new(Program::open(&exe).ok()?);
+                self.programs.insert(exe, Rc::downgrade(&p));
+                p
+            }
+        };
         let process = GoProcess::open(program, pid).ok()?;
         let goroutines = Goroutines::locate(&process).ok()?;
         Some(Reader {
@@ -80,5 +96,49 @@ impl GoroutineCounts {
             goroutines,
             next: Instant::now(),
         })
+    }
+}
+
+/// Whether the executable at `path` is a Go program, from its section
+/// headers alone: most executables on a host are not Go, and some are
+/// hundreds of MiB, so none is read whole to find out. Go's linker writes
+/// `.gopclntab` (folded into `.data.rel.ro` when the C linker links it),
+/// `.go.buildinfo` and the `.note.go.buildid` note, and stripping keeps
+/// them; any one will do.
+fn looks_like_go(path: &Path) -> bool {
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    let cache = ReadCache::new(file);
+    let Ok(elf) = object::File::parse(&cache) else {
+        return false;
+    };
+    [".gopclntab", ".go.buildinfo", ".note.go.buildid"]
+        .iter()
+        .any(|name| elf.section_by_name(name).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::go::testutil::{self, Variant, VERSIONS};
+
+    #[test]
+    fn go_executables_are_told_apart_by_their_headers() {
+        assert!(!looks_like_go(Path::new("/bin/sh")));
+        assert!(!looks_like_go(Path::new("/etc/passwd")));
+        assert!(!looks_like_go(Path::new("/no/such/file")));
+        for v in VERSIONS {
+            for variant in [
+                Variant::Plain,
+                Variant::StrippedPie,
+                Variant::NoBuildInfo,
+                Variant::ExternalPie,
+            ] {
+                if let Some(bin) = testutil::seed(v, variant) {
+                    assert!(looks_like_go(&bin), "go{v} {variant:?}");
+                }
+            }
+        }
     }
 }
