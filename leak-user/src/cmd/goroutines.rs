@@ -6,10 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::{
-    go::{
-        goroutines::{self, Group},
-        GoProcess,
-    },
+    go::{goroutines, GoProcess},
     outputs::Outputs,
     report::{
         self,
@@ -66,7 +63,7 @@ pub fn run(args: GoroutinesArgs) -> Result<u8> {
         pid,
         total: snapshot.user().count(),
         unstable: snapshot.unstable(),
-        groups: groups.into_iter().map(report_group).collect(),
+        groups: groups.into_iter().map(GoroutineGroup::from).collect(),
         failed_reads: 0,
     };
     report.sort();
@@ -79,22 +76,6 @@ pub fn run(args: GoroutinesArgs) -> Result<u8> {
     print!("{}", report.text(top));
     write_outputs(&outputs, &report, &process)?;
     Ok(0)
-}
-
-/// A group of the Go layer as the report shows it.
-pub(crate) fn report_group(g: Group) -> GoroutineGroup {
-    GoroutineGroup {
-        wait_reason: g.wait_reason,
-        frames: g.frames,
-        created_by: g.created_by,
-        state: g.state,
-        count: g.count,
-        oldest_wait: g.oldest_wait,
-        stack_bytes: g.stack_bytes,
-        unstable: g.unstable,
-        proven_leaked: g.proven_leaked,
-        growth: None,
-    }
 }
 
 /// Every file asked for: the JSON section, and the groups as a goroutine

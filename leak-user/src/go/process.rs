@@ -48,8 +48,8 @@ impl GoProcess {
 
     /// Opens process `pid` after checking that it runs a Go program.
     pub(crate) fn open_pid(pid: u32) -> Result<Self, GoError> {
-        let exe = go_process(pid)?;
-        Self::open(Rc::new(Program::open(&exe)?), pid)
+        let (exe, bin) = go_process(pid)?;
+        Self::open(Rc::new(Program::of(bin, &exe)?), pid)
     }
 
     /// The process id.
@@ -123,18 +123,18 @@ pub(crate) fn go_executable(pid: u32) -> std::io::Result<Option<PathBuf>> {
     Ok(GoBinary::open(&exe).is_ok().then_some(exe))
 }
 
-/// Fails unless `pid` runs a Go program; returns its executable.
-pub(crate) fn go_process(pid: u32) -> Result<PathBuf, GoError> {
+/// Fails unless `pid` runs a Go program; returns its executable, opened
+/// (parsed once: the caller builds on it).
+pub(crate) fn go_process(pid: u32) -> Result<(PathBuf, GoBinary), GoError> {
     if !process::alive(pid) {
         return Err(GoError::NoProcess(pid));
     }
-    match go_executable(pid).map_err(|e| GoError::Exe { pid, source: e })? {
-        Some(exe) => Ok(exe),
-        None => Err(GoError::NotGoProcess {
+    let exe = process::exe(pid).map_err(|e| GoError::Exe { pid, source: e })?;
+    match GoBinary::open(&exe) {
+        Ok(bin) => Ok((exe, bin)),
+        Err(_) => Err(GoError::NotGoProcess {
             pid,
-            exe: process::exe(pid)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| "?".into()),
+            exe: exe.display().to_string(),
         }),
     }
 }

@@ -51,7 +51,11 @@ pub(crate) struct Program {
 impl Program {
     /// Opens and checks the binary, and resolves everything the probes need.
     pub(crate) fn open(path: &Path) -> Result<Self, GoError> {
-        let bin = GoBinary::open(path)?;
+        Self::of(GoBinary::open(path)?, path)
+    }
+
+    /// The same from a binary already opened (and parsed) from `path`.
+    pub(crate) fn of(bin: GoBinary, path: &Path) -> Result<Self, GoError> {
         let (version, _source) = bin.go_version();
         let runtime = table::probes_for(&version)?;
         let io = |source| GoError::Io {

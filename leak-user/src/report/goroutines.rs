@@ -38,6 +38,7 @@ use crate::{
     aggregate::Totals,
     analysis::trend::Verdict,
     frame::Frame,
+    go::goroutines::Group,
     units::{human_bytes, human_secs, thousands},
 };
 
@@ -64,6 +65,24 @@ pub(crate) struct GoroutineGroup {
     pub proven_leaked: usize,
     /// How the group's count moves over time, once there is a series.
     pub growth: Option<GroupGrowth>,
+}
+
+impl From<Group> for GoroutineGroup {
+    /// A group of the Go layer as the report shows it (no verdict yet).
+    fn from(g: Group) -> Self {
+        Self {
+            wait_reason: g.wait_reason,
+            frames: g.frames,
+            created_by: g.created_by,
+            state: g.state,
+            count: g.count,
+            oldest_wait: g.oldest_wait,
+            stack_bytes: g.stack_bytes,
+            unstable: g.unstable,
+            proven_leaked: g.proven_leaked,
+            growth: None,
+        }
+    }
 }
 
 /// A group's count over time.

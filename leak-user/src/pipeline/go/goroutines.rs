@@ -7,7 +7,7 @@
 //! than a twentieth of the time, however many goroutines there are.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     rc::Rc,
     time::{Duration, Instant},
 };
@@ -46,8 +46,8 @@ struct Watched {
 pub(crate) struct GoroutineTracker {
     program: Rc<Program>,
     watched: BTreeMap<u32, Watched>,
-    /// Processes whose goroutines cannot be read (why, once).
-    refused: BTreeMap<u32, String>,
+    /// Processes whose goroutines cannot be read (said once).
+    refused: BTreeSet<u32>,
     /// Per group: `(seconds since the start, count)`.
     series: HashMap<Key, Vec<(f64, f64)>>,
     /// The groups of the last read, summed over processes.
@@ -68,7 +68,7 @@ impl GoroutineTracker {
         Self {
             program,
             watched: BTreeMap::new(),
-            refused: BTreeMap::new(),
+            refused: BTreeSet::new(),
             series: HashMap::new(),
             latest: Vec::new(),
             total: 0,
@@ -110,9 +110,10 @@ impl GoroutineTracker {
     /// Opens the processes not yet watched; forgets the ones gone.
     fn watch(&mut self, pids: &[u32]) -> Vec<String> {
         self.watched.retain(|pid, _| pids.contains(pid));
+        self.refused.retain(|pid| pids.contains(pid));
         let mut notes = Vec::new();
         for &pid in pids {
-            if self.watched.contains_key(&pid) || self.refused.contains_key(&pid) {
+            if self.watched.contains_key(&pid) || self.refused.contains(&pid) {
                 continue;
             }
             let opened = GoProcess::open(Rc::clone(&self.program), pid).and_then(|process| {
@@ -128,7 +129,7 @@ impl GoroutineTracker {
                 }
                 Err(e) => {
                     notes.push(format!("leak: pid {pid}: no goroutines: {e}; heap only"));
-                    self.refused.insert(pid, e.to_string());
+                    self.refused.insert(pid);
                 }
             }
         }
@@ -223,7 +224,7 @@ fn judged(g: Group, series: Option<&[(f64, f64)]>) -> GoroutineGroup {
     });
     GoroutineGroup {
         growth,
-        ..crate::cmd::goroutines::report_group(g)
+        ..GoroutineGroup::from(g)
     }
 }
 
