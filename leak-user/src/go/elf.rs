@@ -141,6 +141,28 @@ impl GoBinary {
         self.sections.iter().find(|s| s.contains(vaddr))
     }
 
+    /// Whether `vaddr` is in writable data (where the runtime's globals
+    /// are), not code.
+    pub(crate) fn is_writable_data(&self, vaddr: u64) -> bool {
+        self.section_containing(vaddr)
+            .is_some_and(|s| s.writable && !s.executable)
+    }
+
+    /// The machine code of function `name` (by `.gopclntab`) and its entry;
+    /// why not, in a few words.
+    pub(crate) fn code_of(&self, name: &str) -> Result<(&[u8], u64), String> {
+        let func = self
+            .pclntab()
+            .func_by_name(name)
+            .ok_or_else(|| format!("{name} is not in the binary"))?;
+        let len =
+            usize::try_from(func.end - func.entry).map_err(|_| "huge function".to_string())?;
+        let code = self
+            .read_vaddr(func.entry, len)
+            .ok_or_else(|| format!("the code of {name} is not in the file"))?;
+        Ok((code, func.entry))
+    }
+
     /// File offset of a link-time virtual address, through the `PT_LOAD`
     /// segment that maps it: `vaddr − p_vaddr + p_offset`. `None` if no
     /// segment maps it from the file (e.g. `.bss`). Uprobes attach by this.

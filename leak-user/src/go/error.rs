@@ -87,6 +87,15 @@ pub(crate) enum GoError {
         /// Why the search failed.
         reason: String,
     },
+    /// The GC's figures (`runtime.gcController`, `memstats.numgc`) could
+    /// not be located.
+    #[error("{path}: cannot locate Go's GC statistics ({reason})")]
+    GcStatsNotFound {
+        /// The file.
+        path: PathBuf,
+        /// Why the search failed.
+        reason: String,
+    },
     /// A function the probes need lies outside every loadable segment.
     #[error("{function} at {addr:#x} is outside every loadable segment")]
     OutsideSegments {

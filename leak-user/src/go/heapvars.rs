@@ -70,10 +70,7 @@ pub(crate) fn heap_vars_by_disassembly(
     let code = bin
         .read_vaddr(func.entry, len)
         .ok_or_else(|| not_found(format!("the code of {name} is not in the file")))?;
-    let in_bss = |addr: u64| {
-        bin.section_containing(addr)
-            .is_some_and(|s| s.writable && !s.executable)
-    };
+    let in_bss = |addr: u64| bin.is_writable_data(addr);
     let mut loads = rip_relative_loads(code, func.entry);
     loads.retain(|&(addr, _)| in_bss(addr));
     loads.sort_unstable();

@@ -5,19 +5,21 @@
 //! * The executable ([`GoBinary`]: ELF, `.gopclntab`, the Go release that
 //!   built it, symbols) and what leak locates in it once ([`Program`]:
 //!   probe addresses, `MemProfileRate`, the heap records' globals, the
-//!   goroutine list).
+//!   goroutine list, the GC's figures).
 //! * The one table of Go-version facts ([`table`]): a row per range of
 //!   releases, a sub-layout per concern (the heap probes, the heap
 //!   records, …), each checked against real binaries.
 //! * A running process ([`GoProcess`]: its program, load bias and memory,
 //!   opened once) and the readers of its runtime: the heap profile
-//!   records ([`records`]) and the goroutines ([`goroutines`]).
+//!   records ([`records`]), the goroutines ([`goroutines`]) and the GC's
+//!   own account of the heap ([`gcstats`]).
 //!
 //! Addresses in a [`GoBinary`] are link-time virtual addresses: a
 //! [`GoProcess`] adds its load bias.
 
 pub(crate) mod elf;
 pub(crate) mod error;
+pub(crate) mod gcstats;
 pub(crate) mod goroutines;
 pub(crate) mod heapvars;
 pub(crate) mod image;

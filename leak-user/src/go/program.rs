@@ -2,7 +2,8 @@
 //! locates in it: its Go release and runtime table row, its loadable
 //! segments (for each process's load bias), where its probes go (entry
 //! points past the stack-growth check, by file offset), and the runtime
-//! globals leak reads (`MemProfileRate`, the heap records).
+//! globals leak reads (`MemProfileRate`, the heap records, the goroutine
+//! list, the GC's figures).
 
 use std::{
     path::{Path, PathBuf},
@@ -11,6 +12,7 @@ use std::{
 
 use super::{
     error::GoError,
+    gcstats::{self, GcStatsVars},
     goroutines::locate::{self as goroutine_vars, GoroutineVars},
     heapvars::{self, HeapVars},
     memrate, prologue,
@@ -46,6 +48,9 @@ pub(crate) struct Program {
     /// Where the goroutine list and the wait-reason names are (link-time
     /// addresses), located once for every process; why not, in one line.
     pub goroutines: Result<GoroutineVars, String>,
+    /// Where the GC's figures are (link-time addresses); why not, in one
+    /// line.
+    pub gc_stats: Result<GcStatsVars, String>,
 }
 
 impl Program {
@@ -83,7 +88,9 @@ impl Program {
         let start_probe = probe(runtime.probes.start_fn)?;
         let heap_records = heapvars::heap_vars(&bin, runtime).map_err(|e| e.to_string());
         let goroutines = goroutine_vars::goroutine_vars(&bin, runtime).map_err(|e| e.to_string());
+        let gc_stats = gcstats::gc_stats_vars(&bin, runtime).map_err(|e| e.to_string());
         Ok(Self {
+            gc_stats,
             goroutines,
             heap_records,
             alloc_probe,

@@ -67,12 +67,9 @@ pub(crate) fn goroutine_vars_by_disassembly(
         path: bin.path().to_path_buf(),
         reason,
     };
-    let in_data = |addr: u64| {
-        bin.section_containing(addr)
-            .is_some_and(|s| s.writable && !s.executable)
-    };
+    let in_data = |addr: u64| bin.is_writable_data(addr);
     let name = row.goroutines.allgs_reader_fn;
-    let (code, entry) = code_of(bin, name).map_err(not_found)?;
+    let (code, entry) = bin.code_of(name).map_err(not_found)?;
     // In order of the code, each address once: allglen is read first.
     let mut loads: Vec<u64> = Vec::new();
     for (addr, size) in rip_relative_loads(code, entry) {
@@ -87,7 +84,7 @@ pub(crate) fn goroutine_vars_by_disassembly(
         )));
     };
     let name = row.goroutines.wait_reason_fn;
-    let (code, entry) = code_of(bin, name).map_err(not_found)?;
+    let (code, entry) = bin.code_of(name).map_err(not_found)?;
     let (wait_reasons, wait_reason_count) = indexed_array(code, entry, &in_data)
         .ok_or_else(|| not_found(format!("{name} does not index an array of strings")))?;
     Ok(GoroutineVars {
@@ -97,19 +94,6 @@ pub(crate) fn goroutine_vars_by_disassembly(
         wait_reason_count,
         source: VarSource::Disassembly,
     })
-}
-
-/// The code of function `name` and its entry.
-fn code_of<'a>(bin: &'a GoBinary, name: &str) -> Result<(&'a [u8], u64), String> {
-    let func = bin
-        .pclntab()
-        .func_by_name(name)
-        .ok_or_else(|| format!("{name} is not in the binary"))?;
-    let len = usize::try_from(func.end - func.entry).map_err(|_| "huge function".to_string())?;
-    let code = bin
-        .read_vaddr(func.entry, len)
-        .ok_or_else(|| format!("the code of {name} is not in the file"))?;
-    Ok((code, func.entry))
 }
 
 /// In a bounds-checked index of a global array (`if i >= len(a) {…};

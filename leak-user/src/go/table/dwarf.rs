@@ -391,3 +391,39 @@ fn goroutine_layouts_match_the_dwarf_of_their_release() {
         }
     }
 }
+
+/// Each row's GC statistics against the DWARF of its release: the fields
+/// of `gcControllerState` leak reads, and `memstats.numgc` where the code
+/// finds it (the `memstats` symbol plus DWARF's offset of `numgc`).
+#[test]
+fn gc_stats_layouts_match_the_dwarf_of_their_release() {
+    for v in VERSIONS {
+        let Some(path) = testutil::seed(v, Variant::Plain) else {
+            continue;
+        };
+        let bin = GoBinary::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let row = probes_for(&bin.go_version().0).unwrap();
+        let ctx = format!("go{v} (row {})", row.since);
+        let facts = read_facts(&path, &["runtime.gcControllerState", "runtime.mstats"], &[]);
+        let c = row.heap_stats.controller;
+        facts.check_members(
+            &ctx,
+            "runtime.gcControllerState",
+            0,
+            &[
+                ("gcPercent", c.gc_percent),
+                ("memoryLimit", c.memory_limit),
+                ("heapLive", c.heap_live),
+                ("heapMarked", c.heap_marked),
+            ],
+        );
+        let memstats = bin.symbol("runtime.memstats").unwrap().vaddr;
+        let numgc = crate::go::gcstats::numgc_by_disassembly(&bin, &row.heap_stats)
+            .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        assert_eq!(
+            numgc,
+            memstats + facts.member(&ctx, "runtime.mstats", "numgc"),
+            "{ctx}: memstats.numgc"
+        );
+    }
+}

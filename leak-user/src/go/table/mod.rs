@@ -60,6 +60,9 @@ pub(crate) struct RuntimeProbes {
     pub rate: RateAccess,
     /// Go's goroutines: where the list of them is, how to read each.
     pub goroutines: GoroutineLayout,
+    /// The GC's own account of the heap: what survived the last GC, the
+    /// heap live now, the memory limit, the number of GCs.
+    pub heap_stats: HeapStatsLayout,
     /// Frames of the allocator that Go's heap profile never shows as the
     /// allocating function.
     pub allocator_frames: &'static AllocatorFrames,
@@ -160,6 +163,53 @@ pub(crate) struct GoroutineLayout {
     /// Start functions of goroutines that are the runtime's except while
     /// they run user code (finalizers, cleanups).
     pub user_code_runners: &'static [&'static str],
+}
+
+/// The GC pacer's state, `runtime.gcController` (a
+/// `gcControllerState`, mgcpacer.go), and the GC count
+/// `runtime.memstats.numgc` (mstats.go): read as they are, never written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeapStatsLayout {
+    /// Offsets in `gcControllerState`.
+    pub controller: ControllerLayout,
+    /// A function whose first RIP-relative `lea` into writable data takes
+    /// the address of `runtime.gcController` (to call its methods):
+    /// `gcControllerCommit`. Locates it in stripped binaries.
+    pub controller_fn: &'static str,
+    /// A function that both reads the low byte of `memstats.numgc` (a
+    /// one-byte `movzx`, for `numgc % len(pause_ns)`) and increments it (a
+    /// four-byte `inc`): `gcMarkTermination`. The one address both touch
+    /// is `numgc`, with symbols or without.
+    pub gc_count_fn: &'static str,
+}
+
+/// Offsets of the fields of `runtime.gcControllerState` leak reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ControllerLayout {
+    /// `gcPercent` (an `atomic.Int32`: GOGC, -1 when off).
+    pub gc_percent: u32,
+    /// `memoryLimit` (an `atomic.Int64`: GOMEMLIMIT, `math.MaxInt64` when
+    /// unset).
+    pub memory_limit: u32,
+    /// `heapLive` (8 bytes): bytes the GC counts live now, what the last
+    /// GC marked plus what was allocated since.
+    pub heap_live: u32,
+    /// `heapMarked` (8 bytes): bytes the last GC marked, the heap that
+    /// survived it.
+    pub heap_marked: u32,
+}
+
+impl ControllerLayout {
+    /// Bytes of `gcController` that hold every field leak reads.
+    pub(crate) fn span(&self) -> u32 {
+        let ends = [
+            self.gc_percent + 4,
+            self.memory_limit + 8,
+            self.heap_live + 8,
+            self.heap_marked + 8,
+        ];
+        ends.into_iter().max().unwrap_or(0)
+    }
 }
 
 /// Offsets of the fields of `runtime.g` leak reads.
@@ -342,6 +392,8 @@ impl RuntimeProbes {
             self.records.profile_reader_fn,
             self.goroutines.allgs_reader_fn,
             self.goroutines.wait_reason_fn,
+            self.heap_stats.controller_fn,
+            self.heap_stats.gc_count_fn,
         ]
         .into_iter()
         .chain(self.rate.reader_fns.iter().copied())

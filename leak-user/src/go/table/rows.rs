@@ -16,8 +16,9 @@
 //! was at hand: those releases have no row and are refused.
 
 use super::{
-    AllocatorFrames, BucketLayout, GLayout, GStatusValues, GobufLayout, GoroutineLayout,
-    HeapProbes, HeapRecordsLayout, MemRecordLayout, ModuledataLayout, RateAccess, RuntimeProbes,
+    AllocatorFrames, BucketLayout, ControllerLayout, GLayout, GStatusValues, GobufLayout,
+    GoroutineLayout, HeapProbes, HeapRecordsLayout, HeapStatsLayout, MemRecordLayout,
+    ModuledataLayout, RateAccess, RuntimeProbes,
 };
 use crate::go::version::GoVersion;
 
@@ -66,6 +67,15 @@ pub(crate) static ALLOCATOR_FRAMES: AllocatorFrames = AllocatorFrames {
 /// indexes `waitReasonStrings`. `isSystemGoroutine` (traceback.go): a start
 /// function in `runtime.` is the runtime's, except `runtime.main` and
 /// `handleAsyncEvent` (wasm), and `runfinq` while it runs a finalizer.
+///
+/// Heap statistics (mgcpacer.go, mstats.go): `gcControllerState` =
+/// {gcPercent atomic.Int32, memoryLimit atomic.Int64, heapMinimum, runway,
+/// consMark, consMarkController (a 64-byte PI controller), gcPercentHeapGoal,
+/// sweepDistMinTrigger, triggered, lastHeapGoal, heapLive, heapScan, …,
+/// heapMarked, …}: heapLive at 136, heapMarked at 184. `gcControllerCommit`
+/// calls `gcController.commit` first (`lea gcController`);
+/// `gcMarkTermination` indexes `pause_ns` by `numgc % 256` (a byte load)
+/// and ends with `memstats.numgc++`.
 const GO1_19: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 19, 0),
     ends_before: Some(GoVersion::new(1, 20, 0)),
@@ -151,6 +161,16 @@ const GO1_19: RuntimeProbes = RuntimeProbes {
         user_runtime_starts: &["runtime.main", "runtime.handleAsyncEvent"],
         user_code_runners: &["runtime.runfinq"],
     },
+    heap_stats: HeapStatsLayout {
+        controller: ControllerLayout {
+            gc_percent: 0,
+            memory_limit: 8,
+            heap_live: 136,
+            heap_marked: 184,
+        },
+        controller_fn: "runtime.gcControllerCommit",
+        gc_count_fn: "runtime.gcMarkTermination",
+    },
     allocator_frames: &ALLOCATOR_FRAMES,
 };
 
@@ -168,6 +188,12 @@ const GO1_19: RuntimeProbes = RuntimeProbes {
 /// fields before it (`sysblocktraced`, `sysexitticks`, `traceseq`,
 /// `tracelastp` moved to `trace gTraceState` near the end): `gopc`,
 /// `startpc` move from 296, 312 to 280, 296.
+///
+/// Heap statistics: the pacer's PI controller (`consMarkController`) gave
+/// way to `lastConsMark [4]float64`: `heapLive`, `heapMarked` move from
+/// 136, 184 to 104, 152; the same through 1.27 (DWARF of 1.21.13, 1.23.9,
+/// 1.24.11, 1.25.5, 1.26.6 and 1.27.3 builds). `memstats.numgc` moved (7704
+/// to 7680 in 1.25) but is found from the code, not by offset.
 const GO1_21: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 21, 0),
     ends_before: None,
@@ -194,6 +220,14 @@ const GO1_21: RuntimeProbes = RuntimeProbes {
             ..GO1_19.goroutines.g
         },
         ..GO1_19.goroutines
+    },
+    heap_stats: HeapStatsLayout {
+        controller: ControllerLayout {
+            heap_live: 104,
+            heap_marked: 152,
+            ..GO1_19.heap_stats.controller
+        },
+        ..GO1_19.heap_stats
     },
     ..GO1_19
 };
