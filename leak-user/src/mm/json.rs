@@ -11,6 +11,7 @@
 //!       "pid": integer,
 //!       "command": string,           // /proc/PID/comm
 //!       "verdict": string,           // leaking | growing | steady | shrinking
+//!       "verdict_from": string,      // rss | go_heap_after_gc | goroutines
 //!       "reason": string,            // why, in a few words
 //!       "rss_bytes": integer,        // latest resident memory (anon+file+shmem)
 //!       "change_bytes": integer,     // last reading minus first
@@ -23,6 +24,20 @@
 //!         "brk_heap": integer | null,  // break minus heap start, once brk seen
 //!         "advised_away": integer    // madvise(DONTNEED/FREE/REMOVE) while watched
 //!       },
+//!       "goroutines": integer | null,  // a Go process's goroutines now
+//!       "go": {                      // a Go process whose GC leak reads, else null
+//!         "heap_after_gc_bytes": integer,  // what survived the last GC
+//!         "heap_in_use_bytes": integer,    // what the GC counts live now
+//!         "gc_cycles": integer,            // GCs since the program started
+//!         "gcs_watched": integer,          // of those, while watched
+//!         "gogc": integer | null,          // GOGC (null: off)
+//!         "memory_limit_bytes": integer | null,  // GOMEMLIMIT, if set
+//!         "goroutines": integer | null,
+//!         "heap_after_gc_growth_bytes_per_sec": number,
+//!         "heap_after_gc_series": [[number, integer]]
+//!       } | null,
+//!       "cgroup": {…} | null,        // the memory cgroup: see the README
+//!       "time_to_limit_secs": number | null,
 //!       "series": [[number, integer]]  // [seconds since start, RSS bytes]
 //!     }
 //!   ],
@@ -38,7 +53,7 @@ use std::io::{self, Write};
 use leak_common::{RSS_ANON, RSS_FILE, RSS_SHMEM, RSS_SWAP};
 use serde::Serialize;
 
-use super::watch::{CgroupView, Row};
+use super::watch::{CgroupView, GoHeapView, Row};
 
 /// Run-wide facts for the document.
 #[derive(Clone, Debug, Default)]
@@ -69,6 +84,7 @@ struct Process<'a> {
     pid: u32,
     command: &'a str,
     verdict: &'static str,
+    verdict_from: &'static str,
     reason: &'a str,
     rss_bytes: u64,
     change_bytes: i64,
@@ -78,11 +94,42 @@ struct Process<'a> {
     memory: Memory,
     /// A Go process's goroutines now (null for other programs).
     goroutines: Option<u64>,
+    go: Option<GoJson>,
     cgroup: Option<CgroupJson<'a>>,
     /// Seconds until the cgroup's limit at the troughs' rate (leaking or
     /// growing processes in a cgroup with a limit).
     time_to_limit_secs: Option<f64>,
     series: Vec<(f64, u64)>,
+}
+
+#[derive(Serialize)]
+struct GoJson {
+    heap_after_gc_bytes: u64,
+    heap_in_use_bytes: u64,
+    gc_cycles: u32,
+    gcs_watched: u32,
+    gogc: Option<u32>,
+    memory_limit_bytes: Option<u64>,
+    goroutines: Option<u64>,
+    heap_after_gc_growth_bytes_per_sec: f64,
+    heap_after_gc_series: Vec<(f64, u64)>,
+}
+
+impl GoJson {
+    fn new(h: &GoHeapView, goroutines: Option<u64>) -> Self {
+        let s = &h.latest;
+        Self {
+            heap_after_gc_bytes: s.heap_marked,
+            heap_in_use_bytes: s.heap_live,
+            gc_cycles: s.gc_cycles,
+            gcs_watched: h.gcs_watched,
+            gogc: s.gc_percent,
+            memory_limit_bytes: s.memory_limit,
+            goroutines,
+            heap_after_gc_growth_bytes_per_sec: h.trend.slope.round(),
+            heap_after_gc_series: points(&h.after_gc),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -148,6 +195,7 @@ pub(crate) fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<
                 pid: r.pid,
                 command: &r.command,
                 verdict: r.trend.verdict.as_str(),
+                verdict_from: r.verdict_from.as_str(),
                 reason: &r.trend.reason,
                 rss_bytes: r.latest.resident(),
                 change_bytes: r.change_bytes.round() as i64,
@@ -164,13 +212,13 @@ pub(crate) fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<
                     advised_away: r.latest.advised_away_bytes,
                 },
                 goroutines: r.goroutines.as_ref().map(|g| g.0),
+                go: r
+                    .go_heap
+                    .as_ref()
+                    .map(|h| GoJson::new(h, r.goroutines.as_ref().map(|g| g.0))),
                 cgroup: r.cgroup.as_ref().map(CgroupJson::from),
                 time_to_limit_secs: r.time_to_limit().map(round3),
-                series: r
-                    .series
-                    .iter()
-                    .map(|&(t, b)| (round3(t), b.max(0.0) as u64))
-                    .collect(),
+                series: points(&r.series),
             })
             .collect(),
         lost: Lost {
@@ -180,6 +228,14 @@ pub(crate) fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<
     };
     serde_json::to_writer_pretty(&mut *w, &doc)?;
     writeln!(w)
+}
+
+/// `(seconds, bytes)` points as JSON pairs.
+fn points(series: &[(f64, f64)]) -> Vec<(f64, u64)> {
+    series
+        .iter()
+        .map(|&(t, b)| (round3(t), b.max(0.0) as u64))
+        .collect()
 }
 
 fn round3(x: f64) -> f64 {

@@ -1,5 +1,7 @@
-//! The `leak top` table as text: one line per process with its RSS, change
-//! over the window, growth rate, a sparkline and the verdict. Pure: takes
+//! The `leak top` table as text: one line per process with its RSS, a Go
+//! process's heap after its last GC and goroutines, time until its
+//! cgroup's limit, change over the window, growth rate, a sparkline and
+//! the verdict. Pure: takes
 //! rows, returns a string, with no terminal control codes (the caller adds
 //! those when it redraws a terminal).
 
@@ -93,10 +95,11 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
     out.push('\n');
     let _ = writeln!(
         out,
-        "{:>7}  {:<15} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} WHY",
+        "{:>7}  {:<15} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} WHY",
         "PID",
         "COMMAND",
         "RSS",
+        "GO HEAP",
         "GOROUTINES",
         "TO LIMIT",
         "CHANGE",
@@ -111,10 +114,14 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
         let spark = sparkline(&values, SPARK_WIDTH, (256.0 * 1024.0f64).max(0.005 * level));
         let _ = writeln!(
             out,
-            "{:>7}  {:<15} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} {}",
+            "{:>7}  {:<15} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} {}",
             r.pid,
             truncate(&r.command, 15),
             human_bytes(r.latest.resident() as f64),
+            r.go_heap
+                .as_ref()
+                .map(|h| human_bytes(h.latest.heap_marked as f64))
+                .unwrap_or_else(|| "-".into()),
             r.goroutines
                 .as_ref()
                 .map(|g| thousands(g.0))

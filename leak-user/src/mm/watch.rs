@@ -2,6 +2,7 @@
 //! [`crate::analysis::trend`] and ranked by growth. Pure: readings come in as plain
 //! values, with no kernel or `/proc` behind them.
 
+use crate::go::gcstats::GcStats;
 use crate::process::cgroup::{Cgroup, Memory as CgroupMemory};
 use std::collections::BTreeMap;
 
@@ -81,6 +82,60 @@ struct Watched {
     latest: Reading,
     /// A Go process's goroutines over time: `(seconds, count)`.
     goroutines: Vec<(f64, f64)>,
+    /// A Go process's heap as its GC reports it.
+    go_heap: Option<GoHeap>,
+}
+
+/// A Go process's heap as its GC reports it, over time.
+#[derive(Clone, Debug)]
+struct GoHeap {
+    latest: GcStats,
+    /// The GC count at the first reading.
+    first_gc: u32,
+    /// `(seconds, bytes that survived the last GC)` at each reading: a
+    /// staircase that steps at each GC, the troughs of the heap's sawtooth.
+    after_gc: Vec<(f64, f64)>,
+}
+
+/// GCs that must run while watched before a Go process is judged on its
+/// heap after GC rather than on its RSS: a line through fewer steps says
+/// little.
+pub(crate) const MIN_GCS: u32 = 3;
+
+/// The line a process's verdict is drawn from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VerdictFrom {
+    /// Resident memory (the troughs of RSS).
+    Rss,
+    /// A Go process's heap after each GC (what its GC found live).
+    GoHeapAfterGc,
+    /// A Go process's goroutine count.
+    Goroutines,
+}
+
+impl VerdictFrom {
+    /// The JSON word.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            VerdictFrom::Rss => "rss",
+            VerdictFrom::GoHeapAfterGc => "go_heap_after_gc",
+            VerdictFrom::Goroutines => "goroutines",
+        }
+    }
+}
+
+/// A Go process's heap in a row: the GC's latest figures, the heap after
+/// each GC over time and the verdict on it.
+#[derive(Clone, Debug)]
+pub(crate) struct GoHeapView {
+    /// The GC's figures at the latest reading.
+    pub latest: GcStats,
+    /// GCs that ran while watched.
+    pub gcs_watched: u32,
+    /// `(seconds since leak started, bytes that survived the last GC)`.
+    pub after_gc: Vec<(f64, f64)>,
+    /// The verdict on `after_gc`.
+    pub trend: Trend,
 }
 
 /// Every watched process and its series.
@@ -102,9 +157,16 @@ pub(crate) struct Row {
     pub series: Vec<(f64, f64)>,
     /// Last reading minus first, bytes.
     pub change_bytes: f64,
-    /// The verdict on `series`, with its numbers; a Go process whose
-    /// goroutines keep rising is judged on them when that is worse.
+    /// The verdict, with its numbers: on `series`, or for a Go process on
+    /// its heap after GC once enough GCs ran; a Go process whose goroutines
+    /// keep rising is judged on them when that is worse.
     pub trend: Trend,
+    /// The line `trend` is drawn from.
+    pub verdict_from: VerdictFrom,
+    /// The verdict on `series` alone (what races a memory limit).
+    pub rss_trend: Trend,
+    /// A Go process's heap as its GC reports it.
+    pub go_heap: Option<GoHeapView>,
     /// A Go process's goroutine count now and the verdict on its series.
     pub goroutines: Option<(u64, Trend)>,
     /// Its memory cgroup and container, and what the kernel says of the
@@ -131,8 +193,15 @@ impl Row {
         let m = self.cgroup.as_ref()?.memory?;
         let limit = m.limit?;
         let rising = matches!(self.trend.verdict, Verdict::Leaking | Verdict::Growing);
-        (rising && self.trend.slope > 0.0)
-            .then(|| limit.saturating_sub(m.unreclaimable) as f64 / self.trend.slope)
+        // The memory charged to the cgroup rises as RSS does (a Go heap
+        // grows to twice what survives with GOGC=100, so not as fast as
+        // the heap after GC): RSS's slope when it rises.
+        let slope = if self.rss_trend.slope > 0.0 {
+            self.rss_trend.slope
+        } else {
+            self.trend.slope
+        };
+        (rising && slope > 0.0).then(|| limit.saturating_sub(m.unreclaimable) as f64 / slope)
     }
 }
 
@@ -157,6 +226,7 @@ impl Watch {
             series: Vec::new(),
             latest: reading,
             goroutines: Vec::new(),
+            go_heap: None,
         });
         w.series.push((secs, reading.resident() as f64));
         series::thin(&mut w.series, MAX_POINTS);
@@ -170,6 +240,22 @@ impl Watch {
             w.goroutines.push((secs, count as f64));
             series::thin(&mut w.goroutines, MAX_POINTS);
         }
+    }
+
+    /// Adds what a Go process's GC says of its heap, `secs` after leak
+    /// started (a process not watched is ignored).
+    pub(crate) fn record_gc(&mut self, pid: u32, secs: f64, stats: GcStats) {
+        let Some(w) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        let heap = w.go_heap.get_or_insert_with(|| GoHeap {
+            latest: stats,
+            first_gc: stats.gc_cycles,
+            after_gc: Vec::new(),
+        });
+        heap.latest = stats;
+        heap.after_gc.push((secs, stats.heap_marked as f64));
+        series::thin(&mut heap.after_gc, MAX_POINTS);
     }
 
     /// Drops a process (it exited, or its pid now names another process).
@@ -207,13 +293,28 @@ impl Watch {
                     let t = trend::assess(&w.goroutines, None, &Thresholds::GOROUTINES);
                     (n as u64, t)
                 });
+                let go_heap = w.go_heap.as_ref().map(GoHeap::view);
+                let (base, from) = match &go_heap {
+                    Some(h) if h.gcs_watched >= MIN_GCS => (
+                        Trend {
+                            reason: format!("Go heap after GC: {}", h.trend.reason),
+                            ..h.trend.clone()
+                        },
+                        VerdictFrom::GoHeapAfterGc,
+                    ),
+                    _ => (rss.clone(), VerdictFrom::Rss),
+                };
+                let (trend, verdict_from) = worse(base, from, goroutines.as_ref().map(|g| &g.1));
                 Row {
                     pid,
                     command: w.command.clone(),
                     latest: w.latest,
                     series: w.series.clone(),
                     change_bytes,
-                    trend: worse(rss, goroutines.as_ref().map(|g| &g.1)),
+                    trend,
+                    verdict_from,
+                    rss_trend: rss,
+                    go_heap,
                     goroutines,
                     cgroup: None,
                 }
@@ -237,23 +338,36 @@ impl Watch {
     }
 }
 
-/// The RSS verdict, or the goroutines' when they say leaking or growing
-/// and the RSS says less (Go rarely gives memory back: a leak of
-/// goroutines can show in their count before it shows in RSS); the RSS
-/// figures stay, the verdict and reason are the goroutines'.
-fn worse(rss: Trend, goroutines: Option<&Trend>) -> Trend {
+impl GoHeap {
+    fn view(&self) -> GoHeapView {
+        GoHeapView {
+            latest: self.latest,
+            gcs_watched: self.latest.gc_cycles.wrapping_sub(self.first_gc),
+            after_gc: self.after_gc.clone(),
+            trend: trend::assess(&self.after_gc, None, &Thresholds::PROCESS),
+        }
+    }
+}
+
+/// The memory verdict (drawn from `from`), or the goroutines' when they say
+/// leaking or growing and the memory says less (Go rarely gives memory
+/// back: a leak of goroutines can show in their count before it shows in
+/// memory); the memory figures stay, the verdict and reason are the
+/// goroutines'.
+fn worse(memory: Trend, from: VerdictFrom, goroutines: Option<&Trend>) -> (Trend, VerdictFrom) {
     match goroutines {
         Some(g)
             if matches!(g.verdict, Verdict::Leaking | Verdict::Growing)
-                && severity(g.verdict) < severity(rss.verdict) =>
+                && severity(g.verdict) < severity(memory.verdict) =>
         {
-            Trend {
+            let trend = Trend {
                 verdict: g.verdict,
                 reason: format!("goroutines: {}", g.reason),
-                ..rss
-            }
+                ..memory
+            };
+            (trend, VerdictFrom::Goroutines)
         }
-        _ => rss,
+        _ => (memory, from),
     }
 }
 
@@ -401,6 +515,67 @@ mod tests {
         assert_eq!(series[0], (0.0, 0.0));
         assert_eq!(series[1], (3.0, 3.0 * MIB));
         assert!(series.windows(2).all(|p| p[0].0 < p[1].0));
+    }
+
+    /// Go's GC figures: `marked` survived the last of `gcs` GCs.
+    fn gc(marked: f64, gcs: u32) -> GcStats {
+        GcStats {
+            heap_marked: marked as u64,
+            heap_live: marked as u64 * 2,
+            gc_cycles: gcs,
+            memory_limit: None,
+            gc_percent: Some(100),
+        }
+    }
+
+    /// A Go service whose RSS sits on a plateau (Go keeps what it got)
+    /// while what survives each GC climbs: judged leaking, from its heap
+    /// after GC, and said so. Its twin, whose heap after GC holds still,
+    /// is steady.
+    #[test]
+    fn a_go_process_is_judged_on_its_heap_after_gc() {
+        let mut w = Watch::new();
+        for i in 0..=30u32 {
+            let t = f64::from(i) * 2.0;
+            w.record(1, "leaky", t, reading(200.0 * MIB));
+            // A GC every 10 s; 1 MiB more survives each.
+            w.record_gc(1, t, gc((50 + i / 5) as f64 * MIB, 10 + i / 5));
+            w.record(2, "steady", t, reading(190.0 * MIB));
+            w.record_gc(2, t, gc(50.0 * MIB, 10 + i / 5));
+        }
+        let rows = w.rows();
+        let leaky = rows.iter().find(|r| r.pid == 1).unwrap();
+        assert_eq!(leaky.verdict_from, VerdictFrom::GoHeapAfterGc);
+        assert_eq!(
+            leaky.trend.verdict,
+            Verdict::Leaking,
+            "{}",
+            leaky.trend.reason
+        );
+        assert!(leaky.trend.reason.starts_with("Go heap after GC: "));
+        assert_eq!(leaky.rss_trend.verdict, Verdict::Steady);
+        let h = leaky.go_heap.as_ref().unwrap();
+        assert_eq!(h.gcs_watched, 6);
+        assert_eq!(h.latest.heap_marked, 56 << 20);
+        let steady = rows.iter().find(|r| r.pid == 2).unwrap();
+        assert_eq!(steady.verdict_from, VerdictFrom::GoHeapAfterGc);
+        assert_eq!(steady.trend.verdict, Verdict::Steady);
+        assert_eq!(rows[0].pid, 1, "the leak ranks first");
+    }
+
+    /// Too few GCs while watched to draw a line through: RSS decides.
+    #[test]
+    fn too_few_gcs_leave_the_verdict_to_rss() {
+        let mut w = Watch::new();
+        feed(&mut w, 1, "go", |t| 10.0 * MIB + t * MIB);
+        for i in 0..=30u32 {
+            let gcs = 4 + (i * (MIN_GCS - 1)) / 30;
+            w.record_gc(1, f64::from(i) * 2.0, gc(8.0 * MIB, gcs));
+        }
+        let row = &w.rows()[0];
+        assert_eq!(row.go_heap.as_ref().unwrap().gcs_watched, MIN_GCS - 1);
+        assert_eq!(row.verdict_from, VerdictFrom::Rss);
+        assert_eq!(row.trend.verdict, Verdict::Leaking);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::{
 
 use crate::error::{refuse, Context as _, Result};
 
-use super::top_go::GoroutineCounts;
+use super::top_go::GoReaders;
 use crate::{
     mm::{
         json,
@@ -21,7 +21,7 @@ use crate::{
     },
     outputs::{self, Outputs},
     process::{self, cgroup, RssCounters},
-    report::chart::ChartLine,
+    report::chart::{ChartLine, LineKind},
     session::{self, Pipeline, Stop, Timing},
 };
 
@@ -79,8 +79,8 @@ struct Top {
     started: Instant,
     last_reading: f64,
     terminal: bool,
-    /// Go processes' goroutine counts.
-    go: GoroutineCounts,
+    /// Go processes' runtimes: their GC's figures and goroutine counts.
+    go: GoReaders,
 }
 
 async fn top(args: Options) -> Result<()> {
@@ -93,7 +93,7 @@ async fn top(args: Options) -> Result<()> {
         started: Instant::now(),
         last_reading: 0.0,
         terminal: std::io::stdout().is_terminal(),
-        go: GoroutineCounts::default(),
+        go: GoReaders::default(),
         args,
     };
     // The first reading, from /proc: a point at 0 s for every process.
@@ -129,17 +129,10 @@ async fn top(args: Options) -> Result<()> {
         };
         outputs::write(path, |w| json::write(&meta, &rows, w))?;
     }
-    let lines: Vec<ChartLine> = rows
-        .iter()
-        .take(top.args.top)
-        .map(|r| ChartLine {
-            label: format!("{} (pid {}): {}", r.command, r.pid, r.trend.verdict),
-            points: r.series.clone(),
-        })
-        .collect();
+    let shown = rows.len().min(top.args.top);
+    let lines = chart_lines(&rows[..shown]);
     let title = format!(
-        "leak top: resident memory, top {} of {}",
-        lines.len(),
+        "leak top: resident memory, top {shown} of {}",
         scope(&top.args.pids)
     );
     top.args
@@ -186,6 +179,49 @@ fn cgroup_view(pid: u32) -> Option<CgroupView> {
         pod,
         memory: None,
     })
+}
+
+/// The chart's lines for `rows`: each process's RSS; beside it, in its
+/// colour, a Go process's heap after GC; and each memory limit they race,
+/// once.
+fn chart_lines(rows: &[Row]) -> Vec<ChartLine> {
+    let mut lines = Vec::new();
+    let mut limits: Vec<(u64, String)> = Vec::new();
+    for r in rows {
+        lines.push(ChartLine {
+            label: format!("{} (pid {}): {}", r.command, r.pid, r.trend.verdict),
+            points: r.series.clone(),
+            kind: LineKind::Own,
+        });
+        if let Some(h) = &r.go_heap {
+            lines.push(ChartLine {
+                label: format!("{} (pid {}): Go heap after GC", r.command, r.pid),
+                points: h.after_gc.clone(),
+                kind: LineKind::Beside,
+            });
+        }
+        let limit = r
+            .cgroup
+            .as_ref()
+            .and_then(|c| Some((c.memory?.limit?, &c.cgroup.path)));
+        if let Some((limit, path)) = limit {
+            if !limits.iter().any(|(l, _)| *l == limit) {
+                limits.push((limit, path.clone()));
+            }
+        }
+    }
+    let end = rows
+        .iter()
+        .filter_map(|r| r.series.last().map(|p| p.0))
+        .fold(0.0, f64::max);
+    for (limit, path) in limits {
+        lines.push(ChartLine {
+            label: format!("memory limit of {path}"),
+            points: vec![(0.0, limit as f64), (end, limit as f64)],
+            kind: LineKind::Limit,
+        });
+    }
+    lines
 }
 
 /// "every process" or "pid 1, 2".
@@ -333,7 +369,11 @@ impl Top {
         let command = known.command.clone();
         self.watch.record(pid, &command, secs, reading);
         let interval = Duration::from_secs_f64(self.args.interval);
-        if let Some(n) = self.go.count(pid, start_time, interval) {
+        let go = self.go.read(pid, start_time, interval);
+        if let Some(stats) = go.gc {
+            self.watch.record_gc(pid, secs, stats);
+        }
+        if let Some(n) = go.goroutines {
             self.watch.record_goroutines(pid, secs, n);
         }
     }

@@ -1,8 +1,10 @@
 //! `leak top`'s view into Go processes: which processes run Go (each
-//! executable is opened once, whatever runs it), and how many goroutines
-//! each has at a reading, read from its memory as `leak goroutines` reads
-//! them (no pause, nothing written). A process whose goroutines cannot be
-//! read is watched on its memory alone.
+//! executable is opened once, whatever runs it), and at a reading what the
+//! GC says of each one's heap (the bytes that survived the last GC, the
+//! heap live now, GC count, GOMEMLIMIT) and how many goroutines it has,
+//! read from its memory as `leak goroutines` reads them (no pause, nothing
+//! written). A process whose runtime cannot be read is watched on its
+//! memory alone.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -15,25 +17,40 @@ use std::{
 use object::{Object, ReadCache};
 
 use crate::{
-    go::{goroutines::Goroutines, GoProcess, Program},
+    go::{
+        gcstats::{self, GcStats},
+        goroutines::Goroutines,
+        GoProcess, Program,
+    },
     process,
 };
 
 /// A read may take at most this share of the time until the next one.
 const DUTY: u32 = 20;
 
-/// One Go process, opened for reading its goroutines.
+/// One Go process, opened for reading its runtime.
 struct Reader {
     process: GoProcess,
-    goroutines: Goroutines,
-    /// No read before this (a process with very many goroutines is read
-    /// less often, so reading never takes more than 1/`DUTY` of the time).
+    /// Where its goroutines are, if they can be read.
+    goroutines: Option<Goroutines>,
+    /// No goroutine read before this (a process with very many goroutines
+    /// is read less often, so reading never takes more than 1/`DUTY` of the
+    /// time). The GC's figures are two small reads, taken every time.
     next: Instant,
 }
 
-/// Go processes among the watched ones, and their goroutine counts.
+/// What one reading of a Go process found.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct GoReading {
+    /// The GC's figures, if they could be read.
+    pub gc: Option<GcStats>,
+    /// The goroutines Go's own profile would count, if read this time.
+    pub goroutines: Option<usize>,
+}
+
+/// Go processes among the watched ones, and what their runtimes say.
 #[derive(Default)]
-pub(crate) struct GoroutineCounts {
+pub(crate) struct GoReaders {
     /// Go executables by path, opened while a process runs them (each is
     /// read whole, for its tables: not kept once no process needs it).
     programs: HashMap<PathBuf, Weak<Program>>,
@@ -44,25 +61,23 @@ pub(crate) struct GoroutineCounts {
     readers: HashMap<u32, (u64, Option<Reader>)>,
 }
 
-impl GoroutineCounts {
-    /// The goroutines Go's own profile would count in process `pid`
-    /// (started at `start_time`) now, if it is a Go process whose
-    /// goroutines can be read and a read is due; `interval` is the time
+impl GoReaders {
+    /// Reads process `pid` (started at `start_time`) now, if it is a Go
+    /// process whose runtime can be read: the GC's figures every time, the
+    /// goroutines when a read of them is due; `interval` is the time
     /// between readings.
-    pub(crate) fn count(&mut self, pid: u32, start_time: u64, interval: Duration) -> Option<usize> {
+    pub(crate) fn read(&mut self, pid: u32, start_time: u64, interval: Duration) -> GoReading {
         if self.readers.get(&pid).is_none_or(|(s, _)| *s != start_time) {
             let reader = self.open(pid);
             self.readers.insert(pid, (start_time, reader));
         }
-        let reader = self.readers.get_mut(&pid)?.1.as_mut()?;
-        let now = Instant::now();
-        if now < reader.next {
-            return None;
+        let Some(reader) = self.readers.get_mut(&pid).and_then(|r| r.1.as_mut()) else {
+            return GoReading::default();
+        };
+        GoReading {
+            gc: gcstats::read(&reader.process).ok(),
+            goroutines: reader.count_goroutines(interval),
         }
-        let snapshot = reader.goroutines.read(&reader.process).ok()?;
-        let took = now.elapsed();
-        reader.next = now + (took * DUTY).saturating_sub(interval);
-        Some(snapshot.user().count())
     }
 
     /// Forgets process `pid` (it exited).
@@ -70,7 +85,8 @@ impl GoroutineCounts {
         self.readers.remove(&pid);
     }
 
-    /// A reader of `pid`'s goroutines, if it runs Go and they can be read.
+    /// A reader of `pid`'s runtime, if it runs Go and its GC's figures or
+    /// its goroutines can be read.
     fn open(&mut self, pid: u32) -> Option<Reader> {
         let exe = process::exe(pid).ok()?;
         if self.not_go.contains(&exe) {
@@ -90,12 +106,30 @@ impl GoroutineCounts {
             }
         };
         let process = GoProcess::open(program, pid).ok()?;
-        let goroutines = Goroutines::locate(&process).ok()?;
+        let goroutines = Goroutines::locate(&process).ok();
+        if goroutines.is_none() && gcstats::read(&process).is_err() {
+            return None;
+        }
         Some(Reader {
             process,
             goroutines,
             next: Instant::now(),
         })
+    }
+}
+
+impl Reader {
+    /// The goroutines Go's own profile would count now, if they can be read
+    /// and a read is due.
+    fn count_goroutines(&mut self, interval: Duration) -> Option<usize> {
+        let now = Instant::now();
+        if now < self.next {
+            return None;
+        }
+        let snapshot = self.goroutines.as_ref()?.read(&self.process).ok()?;
+        let took = now.elapsed();
+        self.next = now + (took * DUTY).saturating_sub(interval);
+        Some(snapshot.user().count())
     }
 }
 

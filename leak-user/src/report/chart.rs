@@ -14,6 +14,20 @@ pub(crate) struct ChartLine {
     pub label: String,
     /// `(seconds since start, bytes)`, in time order.
     pub points: Vec<(f64, f64)>,
+    /// How it is drawn.
+    pub kind: LineKind,
+}
+
+/// How a line is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LineKind {
+    /// In a colour of its own.
+    Own,
+    /// Thin and dashed, in the colour of the line before it (another
+    /// figure of the same process).
+    Beside,
+    /// A level to watch (a memory limit): dashed, in grey.
+    Limit,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -124,20 +138,25 @@ pub(crate) fn render(title: &str, quantity: &str, lines: &[ChartLine]) -> Result
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(|e| e.to_string())?;
-        for (i, line) in lines.iter().enumerate() {
-            chart
-                .draw_series(LineSeries::new(
-                    line.points.iter().map(|&(t, b)| (t, b / scale)),
-                    color(i).stroke_width(2),
-                ))
-                .map_err(|e| e.to_string())?;
+        for (line, colour) in lines.iter().zip(colours(lines)) {
+            let points = line.points.iter().map(|&(t, b)| (t, b / scale));
+            match line.kind {
+                LineKind::Own => chart.draw_series(LineSeries::new(points, colour.stroke_width(2))),
+                LineKind::Beside | LineKind::Limit => chart.draw_series(DashedLineSeries::new(
+                    points,
+                    6,
+                    4,
+                    colour.stroke_width(2).into(),
+                )),
+            }
+            .map_err(|e| e.to_string())?;
             // A process seen once has no line to draw: mark its point.
             if let [(t, b)] = line.points[..] {
                 chart
                     .draw_series(std::iter::once(Circle::new(
                         (t, b / scale),
                         3,
-                        color(i).filled(),
+                        colour.filled(),
                     )))
                     .map_err(|e| e.to_string())?;
             }
@@ -148,20 +167,42 @@ pub(crate) fn render(title: &str, quantity: &str, lines: &[ChartLine]) -> Result
     Ok(svg)
 }
 
+/// Each line's colour: its own, the one before it's, or grey for a limit.
+fn colours(lines: &[ChartLine]) -> Vec<RGBColor> {
+    let mut own = 0;
+    let mut out = Vec::with_capacity(lines.len());
+    for line in lines {
+        out.push(match line.kind {
+            LineKind::Own => {
+                own += 1;
+                color(own - 1)
+            }
+            LineKind::Beside => color(own.saturating_sub(1)),
+            LineKind::Limit => RGBColor(110, 110, 110),
+        });
+    }
+    out
+}
+
 /// The legend, beside the plot so it never hides a line: each line's
 /// colour and label.
 fn draw_legend<DB: DrawingBackend>(
     legend: &DrawingArea<DB, plotters::coord::Shift>,
     lines: &[ChartLine],
 ) -> Result<(), String> {
-    for (i, line) in lines.iter().enumerate() {
+    for (i, (line, colour)) in lines.iter().zip(colours(lines)).enumerate() {
         let y = 30 + 22 * i as i32;
-        legend
-            .draw(&PathElement::new(
-                vec![(4, y), (28, y)],
-                color(i).stroke_width(3),
-            ))
-            .map_err(|e| e.to_string())?;
+        let sample = match line.kind {
+            LineKind::Own => vec![vec![(4, y), (28, y)]],
+            LineKind::Beside | LineKind::Limit => {
+                vec![vec![(4, y), (12, y)], vec![(18, y), (28, y)]]
+            }
+        };
+        for segment in sample {
+            legend
+                .draw(&PathElement::new(segment, colour.stroke_width(3)))
+                .map_err(|e| e.to_string())?;
+        }
         let label: String = line.label.chars().take(44).collect();
         legend
             .draw(&Text::new(
@@ -184,6 +225,7 @@ mod tests {
             points: (0..=30)
                 .map(|i| (i as f64 * 2.0, f(i as f64 * 2.0)))
                 .collect(),
+            kind: LineKind::Own,
         }
     }
 
@@ -224,9 +266,36 @@ mod tests {
         let lines = vec![ChartLine {
             label: "short (pid 9): steady".into(),
             points: vec![(4.0, 50.0 * MIB)],
+            kind: LineKind::Own,
         }];
         let svg = render("one point", "resident memory", &lines).unwrap();
         assert_eq!(svg.matches("<circle").count(), 1, "{svg}");
+    }
+
+    /// A Go process's heap after GC is dashed in its process's colour, a
+    /// limit dashed in grey, each with its legend entry.
+    #[test]
+    fn companion_and_limit_lines_are_dashed() {
+        let mut lines = vec![
+            line("go (pid 2): leaking", |t| 100.0 * MIB + MIB * t),
+            line("go (pid 2): Go heap after GC", |t| {
+                40.0 * MIB + MIB * t / 2.0
+            }),
+            ChartLine {
+                label: "memory limit of /leak".into(),
+                points: vec![(0.0, 300.0 * MIB), (60.0, 300.0 * MIB)],
+                kind: LineKind::Limit,
+            },
+        ];
+        lines[1].kind = LineKind::Beside;
+        let c = colours(&lines);
+        assert_eq!(c[0], c[1]);
+        assert_ne!(c[2], c[0]);
+        let svg = render("go", "resident memory", &lines).unwrap();
+        assert!(svg.contains("Go heap after GC"));
+        assert!(svg.contains("memory limit of /leak"));
+        // The plotted range reaches the limit: a tick at 300 (MiB).
+        assert!(svg.contains("\n300\n"), "y axis: {svg}");
     }
 
     #[test]

@@ -41,7 +41,11 @@ use crate::{
         Attached,
     },
     process,
-    report::{self, chart::ChartLine, Losses},
+    report::{
+        self,
+        chart::{ChartLine, LineKind},
+        Losses,
+    },
     sampling::guard::GuardProcess,
     session::{self, Pipeline, Stop, Timing},
     symbolize::Symbolizer,
@@ -467,6 +471,7 @@ impl GoPipeline {
                 Some(ChartLine {
                     label: format!("{leaf}: {verdict}"),
                     points: series.current.clone(),
+                    kind: LineKind::Own,
                 })
             })
             .collect();
