@@ -232,6 +232,8 @@ fn source_hash(module: &Path, package: &str) -> u64 {
     }
     let mut files = vec![module.join("go.mod")];
     walk(&module.join(package), &mut files);
+    // The packages every test program may import.
+    walk(&module.join("internal"), &mut files);
     files.sort();
     let mut hasher = DefaultHasher::new();
     for file in files {

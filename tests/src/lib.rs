@@ -128,13 +128,22 @@ impl Program {
         lines.try_iter().collect()
     }
 
+    /// Starts `command` as it is set up (environment, arguments) and waits
+    /// for its first line of output.
+    pub fn start_command(command: &mut Command) -> Self {
+        Self::spawn(command, false)
+    }
+
     fn start_with(bin: &Path, args: &[&str], follow: bool) -> Self {
-        let mut child = Command::new(bin)
-            .args(args)
+        Self::spawn(Command::new(bin).args(args), follow)
+    }
+
+    fn spawn(command: &mut Command, follow: bool) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", command.get_program()));
         let stdout = child.stdout.take().unwrap();
         let mut reader = BufReader::new(stdout);
         let mut first_line = String::new();

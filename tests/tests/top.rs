@@ -74,6 +74,7 @@ impl Drop for Load {
 struct Judged {
     rank: usize,
     verdict: String,
+    verdict_from: String,
     reason: String,
     growth_per_min: f64,
 }
@@ -87,6 +88,7 @@ fn judged(doc: &serde_json::Value, pid: u32) -> Option<Judged> {
         .map(|(rank, p)| Judged {
             rank,
             verdict: p["verdict"].as_str().unwrap().to_string(),
+            verdict_from: p["verdict_from"].as_str().unwrap_or("?").to_string(),
             reason: p["reason"].as_str().unwrap().to_string(),
             growth_per_min: p["growth_bytes_per_sec"].as_f64().unwrap() * 60.0 / (1024.0 * 1024.0),
         })
@@ -136,8 +138,8 @@ fn three_processes_one_verdict_each() {
     eprintln!("requests sent: {sent:?}");
     for (name, j) in [("seed", &s), ("steadysvc", &t), ("leaker (C)", &c)] {
         eprintln!(
-            "{name}: rank {} {} {:+.1} MiB/min: {}",
-            j.rank, j.verdict, j.growth_per_min, j.reason
+            "{name}: rank {} {} (from {}) {:+.1} MiB/min: {}",
+            j.rank, j.verdict, j.verdict_from, j.growth_per_min, j.reason
         );
     }
     assert!(s.rank < t.rank, "seed {s:?} not above steady {t:?}");
@@ -145,6 +147,11 @@ fn three_processes_one_verdict_each() {
     assert_eq!(s.verdict, "leaking", "seed: {s:?}");
     assert_eq!(c.verdict, "leaking", "C leaker: {c:?}");
     assert_eq!(t.verdict, "steady", "steady service: {t:?}");
+    // The steady service churns through many GCs a minute: it is judged on
+    // its heap after GC (the seed's heap doubles between GCs, too few in a
+    // minute to judge on: RSS), the C program on its RSS.
+    assert_eq!(t.verdict_from, "go_heap_after_gc", "steadysvc: {t:?}");
+    assert_eq!(c.verdict_from, "rss", "C leaker: {c:?}");
 
     // Piped: plain lines, one table per interval, no terminal control codes.
     let out = leak.stdout_text();
@@ -152,12 +159,18 @@ fn three_processes_one_verdict_each() {
     assert!(out.matches("leak top · ").count() >= 20, "{out}");
 
     // The chart: one line per reported process (the top 15 by default),
-    // each labelled with its verdict, and labelled axes.
+    // each labelled with its verdict, a Go process's heap after GC beside
+    // it, and labelled axes.
     let svg = fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     let reported = doc["processes"].as_array().unwrap().len().min(15);
-    let labels = svg.matches(" (pid ").count();
+    let heaps = svg.matches("): Go heap after GC").count();
+    let labels = svg.matches(" (pid ").count() - heaps;
     assert_eq!(labels, reported, "legend entries vs processes reported");
+    for pid in [seed.pid(), steady.pid()] {
+        let label = format!(" (pid {pid}): Go heap after GC");
+        assert!(svg.contains(&label), "chart lacks{label}");
+    }
     for text in ["time since start (s)", "resident memory (MiB)"] {
         assert!(svg.contains(text), "chart lacks axis label {text}");
     }
@@ -458,4 +471,156 @@ fn time_until_the_limit_is_when_the_kernel_kills() {
         (predicted / killed - 1.0).abs() <= 0.30,
         "predicted {predicted:.1} s, killed at {killed:.1} s"
     );
+}
+
+/// The runtime's own figures from a service's `/debug/memstats` (a full GC
+/// first): `HeapAlloc` right after it, and the GC count.
+fn own_memstats(addr: &str) -> (u64, u64) {
+    let text = String::from_utf8(get(addr, "/debug/memstats")).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+    };
+    (field("heap_alloc "), field("num_gc "))
+}
+
+/// The heap after GC that `leak top` reads of a Go service is what the
+/// service's own `runtime.ReadMemStats` says right after a `runtime.GC()`
+/// (within 5 %), on each toolchain, plain and stripped+PIE; the GC count
+/// is the runtime's, and `GOMEMLIMIT` shows when set.
+#[test]
+fn go_heap_after_gc_is_what_the_runtime_says() {
+    for version in ["1.19.8", "1.21.13", "1.25.5", "1.27.3"] {
+        for variant in [Variant::Plain, Variant::StrippedPie] {
+            let ctx = format!("go{version} {variant:?}");
+            let bin = build_go("seed", version, variant);
+            let service = Program::start_command(Command::new(&bin).env("GOMEMLIMIT", "300MiB"));
+            let addr = service.addr();
+            // 20 MB kept by the service, then a GC of its own.
+            send_requests(&addr, "/work", 2000);
+            let (heap_alloc, num_gc) = own_memstats(&addr);
+            let dir = scratch(&format!("top-goheap-{version}-{variant:?}"));
+            let json = dir.join("top.json");
+            let mut leak = LeakArgs::top()
+                .pid(service.pid())
+                .opt("--duration", 2)
+                .out("--json", &json)
+                .spawn(&dir);
+            assert!(leak.wait(60).success(), "{ctx}: {}", leak.stderr_text());
+            let doc = read_json(&json);
+            let go = &doc["processes"][0]["go"];
+            assert!(go.is_object(), "{ctx}: no Go figures: {doc}");
+            let after_gc = go["heap_after_gc_bytes"].as_u64().unwrap();
+            let off = after_gc.abs_diff(heap_alloc) as f64 / heap_alloc as f64;
+            eprintln!(
+                "{ctx}: leak top heap after GC {after_gc}, runtime HeapAlloc after GC {heap_alloc} ({:.3} % apart); GCs {} vs {num_gc}",
+                off * 100.0,
+                go["gc_cycles"]
+            );
+            assert!(off <= 0.05, "{ctx}: {after_gc} vs {heap_alloc}");
+            assert!(
+                heap_alloc > 20_000_000,
+                "{ctx}: the service kept {heap_alloc}"
+            );
+            assert!(go["gc_cycles"].as_u64().unwrap() >= num_gc, "{ctx}: {go}");
+            assert_eq!(go["memory_limit_bytes"], 300u64 << 20, "{ctx}");
+            assert_eq!(go["gogc"], 100, "{ctx}");
+            assert!(
+                go["heap_in_use_bytes"].as_u64().unwrap() >= after_gc / 2,
+                "{ctx}: {go}"
+            );
+        }
+    }
+}
+
+/// `--by container` adds a container's processes up into one row, and
+/// `--container` / `--cgroup` narrow the watch to them: two services in a
+/// cgroup named as docker names a container's, a third outside it.
+#[test]
+fn a_container_is_one_row_and_filters_narrow_to_it() {
+    let id = "5eed0000c0ffee00deadbeef00000000000000000000000000000000000000aa";
+    let cgroup = LimitedCgroup::new(&format!("docker-{id}.scope"), 1 << 30);
+    let bin = build_go("steadysvc", GO, Variant::Plain);
+    let (a, b, outside) = (
+        Program::start(&bin, &[]),
+        Program::start(&bin, &[]),
+        Program::start(&bin, &[]),
+    );
+    cgroup.add(a.pid());
+    cgroup.add(b.pid());
+    let dir = scratch("top-container");
+    let run = |name: &str, args: LeakArgs| {
+        let json = dir.join(format!("{name}.json"));
+        let mut leak = args.opt("--duration", 3).out("--json", &json).spawn(&dir);
+        assert!(leak.wait(60).success(), "{name}: {}", leak.stderr_text());
+        (read_json(&json), leak.stdout_text())
+    };
+    let pids = |doc: &serde_json::Value| -> Vec<u64> {
+        let mut v: Vec<u64> = doc["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["pid"].as_u64().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let mut both = vec![u64::from(a.pid()), u64::from(b.pid())];
+    both.sort_unstable();
+
+    // --container with the short id: those two, nothing else.
+    let (doc, _) = run("filtered", LeakArgs::top().opt("--container", &id[..12]));
+    assert_eq!(pids(&doc), both, "{doc}");
+    let c = &doc["processes"][0]["cgroup"];
+    assert_eq!(c["container"], id, "{c}");
+    assert_eq!(c["runtime"], "docker", "{c}");
+
+    // --cgroup with the cgroup's path: the same two.
+    let path = c["path"].as_str().unwrap().to_string();
+    let (doc, _) = run("cgroup", LeakArgs::top().opt("--cgroup", &path));
+    assert_eq!(pids(&doc), both, "{doc}");
+
+    // --by container: one row adding both up, the third process apart.
+    let (doc, table) = run("grouped", LeakArgs::top().opt("--by", "container"));
+    let rows = doc["processes"].as_array().unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["pids"].as_array().is_some_and(|p| p.len() == 2))
+        .unwrap_or_else(|| panic!("no row of two processes: {doc}"));
+    let members: Vec<u64> = row["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert_eq!(members, both);
+    assert_eq!(row["command"], format!("docker {}", &id[..12]));
+    let each: u64 = [a.pid(), b.pid()]
+        .iter()
+        .map(|&p| {
+            let status = fs::read_to_string(format!("/proc/{p}/status")).unwrap();
+            let kb: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+                .unwrap();
+            kb * 1024
+        })
+        .sum();
+    let summed = row["rss_bytes"].as_u64().unwrap();
+    eprintln!("container row: {summed} B; /proc VmRSS of its two processes: {each} B");
+    assert!(summed.abs_diff(each) < 2 << 20, "{summed} vs {each}");
+    assert!(
+        !rows.iter().any(|r| r["pids"]
+            .as_array()
+            .is_some_and(|p| p.contains(&outside.pid().into()))
+            && r["pids"].as_array().unwrap().contains(&a.pid().into())),
+        "the process outside the container was added in"
+    );
+    assert!(
+        table.contains("PROCS") && table.contains("CONTAINER"),
+        "{table}"
+    );
+    assert!(table.contains(&format!("docker {}", &id[..12])), "{table}");
 }

@@ -1,11 +1,11 @@
 //! `leak top`: which process is leaking?
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::{
     outputs::{Output, Outputs},
-    pipeline::top::{self, Options},
+    pipeline::top::{self, By, Filter, Options},
     probes,
 };
 
@@ -21,6 +21,9 @@ use crate::{
 ///   leak top                                  # every process, until Ctrl-C
 ///   leak top --duration 120 --chart mem.svg   # two minutes, then a chart
 ///   leak top --pid 4242 --pid 4243 --json top.json
+///   leak top --by container                   # a row per container
+///   leak top --container 3f2a9c --json c.json # one container's processes
+///   leak top --cgroup /system.slice           # everything under a cgroup
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct TopArgs {
@@ -39,12 +42,37 @@ pub struct TopArgs {
     pub(crate) top: usize,
 
     /// Watch only this process (repeat for several). Without it, every
-    /// process whose memory changes is watched, including ones started later.
+    /// process is watched, including ones started later.
     #[arg(long, value_name = "PID")]
     pub(crate) pid: Vec<u32>,
 
+    /// A row per process, or per container (its processes added up; a
+    /// process outside any container counts under its memory cgroup).
+    #[arg(long, value_enum, value_name = "WHAT", default_value_t = ByArg::Process)]
+    pub(crate) by: ByArg,
+
+    /// Watch only processes in this memory cgroup or below it, as
+    /// /proc/PID/cgroup names it (e.g. /system.slice/nginx.service, or
+    /// /kubepods.slice for every pod).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) cgroup: Option<String>,
+
+    /// Watch only the processes of this container: its id, or the first
+    /// characters of it (docker, containerd, cri-o, podman).
+    #[arg(long, value_name = "ID")]
+    pub(crate) container: Option<String>,
+
     #[command(flatten)]
     pub(crate) outputs: Outputs,
+}
+
+/// What a row is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ByArg {
+    /// One row per process.
+    Process,
+    /// One row per container (or cgroup, outside containers).
+    Container,
 }
 
 /// Runs `leak top`.
@@ -59,13 +87,52 @@ pub fn run(args: TopArgs) -> Result<u8> {
         "leak top",
         "it writes --json and --chart; stacks come from `leak trace`",
     )?;
+    let filter = filter(args.cgroup, args.container)?;
     probes::require_root()?;
     top::run(Options {
         interval: args.interval,
         duration: args.duration,
         top: args.top,
         pids: args.pid,
+        by: match args.by {
+            ByArg::Process => By::Process,
+            ByArg::Container => By::Container,
+        },
+        filter,
         outputs: args.outputs,
     })?;
     Ok(0)
+}
+
+/// The filter `--cgroup` and `--container` ask for, checked.
+fn filter(cgroup: Option<String>, container: Option<String>) -> Result<Filter> {
+    if let Some(path) = &cgroup {
+        if !path.starts_with('/') {
+            bail!("--cgroup {path}: a cgroup path starts with / (as /proc/PID/cgroup shows it)");
+        }
+    }
+    if let Some(id) = &container {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!("--container {id}: a container id is hexadecimal (e.g. 3f2a9c0d1e2b)");
+        }
+    }
+    Ok(Filter {
+        cgroup: cgroup.map(|p| p.trim_end_matches('/').to_string()),
+        container: container.map(|c| c.to_ascii_lowercase()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_checked_and_normalised() {
+        let f = filter(Some("/system.slice/".into()), Some("3F2A".into())).unwrap();
+        assert_eq!(f.cgroup.as_deref(), Some("/system.slice"));
+        assert_eq!(f.container.as_deref(), Some("3f2a"));
+        assert!(filter(Some("system.slice".into()), None).is_err());
+        assert!(filter(None, Some("nginx".into())).is_err());
+        assert!(filter(None, Some(String::new())).is_err());
+    }
 }

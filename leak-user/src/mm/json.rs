@@ -8,7 +8,8 @@
 //!   "scope": string,                 // "every process" or "pid 1, 2"
 //!   "processes": [                   // leaking first, then by growth
 //!     {
-//!       "pid": integer,
+//!       "pid": integer,              // --by container: its lowest pid
+//!       "pids": [integer],           // --by container only: its processes
 //!       "command": string,           // /proc/PID/comm
 //!       "verdict": string,           // leaking | growing | steady | shrinking
 //!       "verdict_from": string,      // rss | go_heap_after_gc | goroutines
@@ -82,6 +83,9 @@ struct Document<'a> {
 #[derive(Serialize)]
 struct Process<'a> {
     pid: u32,
+    /// A container's row: its processes.
+    #[serde(skip_serializing_if = "<[u32]>::is_empty")]
+    pids: &'a [u32],
     command: &'a str,
     verdict: &'static str,
     verdict_from: &'static str,
@@ -193,6 +197,7 @@ pub(crate) fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<
             .iter()
             .map(|r| Process {
                 pid: r.pid,
+                pids: &r.members,
                 command: &r.command,
                 verdict: r.trend.verdict.as_str(),
                 verdict_from: r.verdict_from.as_str(),

@@ -28,6 +28,8 @@ pub(crate) struct Header {
     /// Kernel-side events that could not be credited to a process, or
     /// processes the kernel maps had no room for; shown when non-zero.
     pub lost: u64,
+    /// Rows are containers (their processes added up), not processes.
+    pub grouped: bool,
 }
 
 /// Draws `values` as a sparkline of at most `width` characters (the mean
@@ -83,21 +85,32 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
     let shown = rows.len().min(top);
     let _ = write!(
         out,
-        "leak top · {} · {} · {} of {} processes, leaking first, then by growth",
+        "leak top · {} · {} · {} of {} {}, leaking first, then by growth",
         elapsed(header.elapsed_secs),
         header.scope,
         shown,
-        header.watched
+        header.watched,
+        if header.grouped {
+            "containers"
+        } else {
+            "processes"
+        }
     );
     if header.lost > 0 {
         let _ = write!(out, " · {} kernel events not credited", header.lost);
     }
     out.push('\n');
+    // Container ids and cgroup paths need more room than command names.
+    let cw = if header.grouped { 28 } else { 15 };
     let _ = writeln!(
         out,
-        "{:>7}  {:<15} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} WHY",
-        "PID",
-        "COMMAND",
+        "{:>7}  {:<cw$} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} WHY",
+        if header.grouped { "PROCS" } else { "PID" },
+        if header.grouped {
+            "CONTAINER"
+        } else {
+            "COMMAND"
+        },
         "RSS",
         "GO HEAP",
         "GOROUTINES",
@@ -106,7 +119,8 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
         "GROWTH",
         "RSS OVER TIME",
         "VERDICT",
-        w = SPARK_WIDTH
+        w = SPARK_WIDTH,
+        cw = cw
     );
     for r in &rows[..shown] {
         let values: Vec<f64> = r.series.iter().map(|p| p.1).collect();
@@ -114,9 +128,12 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
         let spark = sparkline(&values, SPARK_WIDTH, (256.0 * 1024.0f64).max(0.005 * level));
         let _ = writeln!(
             out,
-            "{:>7}  {:<15} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} {}",
-            r.pid,
-            truncate(&r.command, 15),
+            "{:>7}  {:<cw$} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} {}",
+            match r.members.len() {
+                0 => r.pid,
+                n => n as u32,
+            },
+            truncate(&r.command, cw),
             human_bytes(r.latest.resident() as f64),
             r.go_heap
                 .as_ref()
@@ -134,7 +151,8 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
             spark,
             r.trend.verdict,
             r.trend.reason,
-            w = SPARK_WIDTH
+            w = SPARK_WIDTH,
+            cw = cw
         );
     }
     match width {
@@ -214,6 +232,7 @@ mod tests {
             scope: "every process".into(),
             watched: 2,
             lost: 0,
+            grouped: false,
         };
         let text = render(&header, &w.rows(), 10, None);
         assert!(!text.contains('\x1b'), "{text}");

@@ -172,6 +172,9 @@ pub(crate) struct Row {
     /// Its memory cgroup and container, and what the kernel says of the
     /// cgroup's memory (filled in by the pipeline, which reads `/proc`).
     pub cgroup: Option<CgroupView>,
+    /// For a row that adds up a group of processes (`--by container`):
+    /// their pids, lowest first (`pid` is the first); empty for a process.
+    pub members: Vec<u32>,
 }
 
 /// A process's memory cgroup as `leak top` shows it.
@@ -317,25 +320,32 @@ impl Watch {
                     go_heap,
                     goroutines,
                     cgroup: None,
+                    members: Vec::new(),
                 }
             })
             .collect();
-        rows.sort_by(|a, b| {
-            let rising = severity(a.trend.verdict) < severity(Verdict::Steady);
-            let within = if rising {
-                b.growth()
-                    .total_cmp(&a.growth())
-                    .then(b.change_bytes.total_cmp(&a.change_bytes))
-            } else {
-                b.latest.resident().cmp(&a.latest.resident())
-            };
-            severity(a.trend.verdict)
-                .cmp(&severity(b.trend.verdict))
-                .then(within)
-                .then(a.pid.cmp(&b.pid))
-        });
+        rank(&mut rows);
         rows
     }
+}
+
+/// Puts rows in ranking order: leaking first, then growing, each
+/// fastest-growing first; then steady and shrinking, biggest first.
+pub(crate) fn rank(rows: &mut [Row]) {
+    rows.sort_by(|a, b| {
+        let rising = severity(a.trend.verdict) < severity(Verdict::Steady);
+        let within = if rising {
+            b.growth()
+                .total_cmp(&a.growth())
+                .then(b.change_bytes.total_cmp(&a.change_bytes))
+        } else {
+            b.latest.resident().cmp(&a.latest.resident())
+        };
+        severity(a.trend.verdict)
+            .cmp(&severity(b.trend.verdict))
+            .then(within)
+            .then(a.pid.cmp(&b.pid))
+    });
 }
 
 impl GoHeap {

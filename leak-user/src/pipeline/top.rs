@@ -14,7 +14,7 @@ use crate::error::{refuse, Context as _, Result};
 use super::top_go::GoReaders;
 use crate::{
     mm::{
-        json,
+        group, json,
         kernel::{KernelView, Lost, MmProbes},
         table::{self, Header},
         watch::{merge_rss, CgroupView, Reading, Row, Watch},
@@ -36,8 +36,53 @@ pub(crate) struct Options {
     pub top: usize,
     /// Only these processes (all if empty).
     pub pids: Vec<u32>,
+    /// What a row is.
+    pub by: By,
+    /// Only processes in this cgroup or container.
+    pub filter: Filter,
     /// Files to write at the end.
     pub outputs: Outputs,
+}
+
+/// What a row of the table is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum By {
+    /// A process.
+    Process,
+    /// A container's processes added up (a cgroup's, outside containers).
+    Container,
+}
+
+/// Which processes to watch, by cgroup or container.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Filter {
+    /// Only processes in this cgroup (no trailing `/`) or below it.
+    pub cgroup: Option<String>,
+    /// Only processes of a container whose id starts with this.
+    pub container: Option<String>,
+}
+
+impl Filter {
+    /// Whether a process in `view` (`None`: its cgroup is unreadable) is
+    /// watched.
+    pub(crate) fn admits(&self, view: Option<&CgroupView>) -> bool {
+        let cgroup = view.map(|v| &v.cgroup);
+        let in_cgroup = self.cgroup.as_ref().is_none_or(|want| {
+            cgroup.is_some_and(|c| {
+                want.is_empty()
+                    || c.path == *want
+                    || c.path
+                        .strip_prefix(want.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+            })
+        });
+        let in_container = self.container.as_ref().is_none_or(|want| {
+            cgroup
+                .and_then(|c| c.container.as_ref())
+                .is_some_and(|c| c.id.starts_with(want.as_str()))
+        });
+        in_cgroup && in_container
+    }
 }
 
 /// Checks the processes asked for, then watches until told to stop and
@@ -123,7 +168,7 @@ async fn top(args: Options) -> Result<()> {
         let meta = json::Meta {
             duration_secs: top.last_reading,
             interval_secs: top.args.interval,
-            scope: scope(&top.args.pids),
+            scope: scope(&top.args),
             rss_events_unattributed: lost.rss_events_unattributed,
             stats_insert_failed: lost.stats_insert_failed,
         };
@@ -133,7 +178,7 @@ async fn top(args: Options) -> Result<()> {
     let lines = chart_lines(&rows[..shown]);
     let title = format!(
         "leak top: resident memory, top {shown} of {}",
-        scope(&top.args.pids)
+        scope(&top.args)
     );
     top.args
         .outputs
@@ -188,8 +233,12 @@ fn chart_lines(rows: &[Row]) -> Vec<ChartLine> {
     let mut lines = Vec::new();
     let mut limits: Vec<(u64, String)> = Vec::new();
     for r in rows {
+        let who = match r.members.len() {
+            0 => format!("{} (pid {})", r.command, r.pid),
+            n => format!("{} ({n} processes)", r.command),
+        };
         lines.push(ChartLine {
-            label: format!("{} (pid {}): {}", r.command, r.pid, r.trend.verdict),
+            label: format!("{who}: {}", r.trend.verdict),
             points: r.series.clone(),
             kind: LineKind::Own,
         });
@@ -224,18 +273,30 @@ fn chart_lines(rows: &[Row]) -> Vec<ChartLine> {
     lines
 }
 
-/// "every process" or "pid 1, 2".
-fn scope(pids: &[u32]) -> String {
-    if pids.is_empty() {
-        return "every process".to_string();
+/// "every process", "pid 1, 2", with the filter: "every process in
+/// cgroup /system.slice", "… of container 3f2a9c".
+fn scope(options: &Options) -> String {
+    let mut out = if options.pids.is_empty() {
+        "every process".to_string()
+    } else {
+        let list: Vec<String> = options.pids.iter().map(u32::to_string).collect();
+        format!("pid {}", list.join(", "))
+    };
+    if let Some(path) = &options.filter.cgroup {
+        out += &format!(" in cgroup {}", if path.is_empty() { "/" } else { path });
     }
-    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-    format!("pid {}", list.join(", "))
+    if let Some(id) = &options.filter.container {
+        out += &format!(" of container {id}");
+    }
+    if options.by == By::Container {
+        out += ", by container";
+    }
+    out
 }
 
 impl Top {
     fn scope(&self) -> String {
-        scope(&self.args.pids)
+        scope(&self.args)
     }
 
     /// Rows in ranking order: every process watched, with its cgroup's
@@ -252,7 +313,10 @@ impl Top {
                 .or_insert_with(|| view.cgroup.memory());
             row.cgroup = Some(view);
         }
-        rows
+        match self.args.by {
+            By::Process => rows,
+            By::Container => group::by_container(rows),
+        }
     }
 
     /// Takes one reading of every process in scope, `secs` after start, and
@@ -331,7 +395,10 @@ impl Top {
             .get(&pid)
             .is_some_and(|k| k.in_kernel_maps && !in_kernel_maps);
         if first_sight || fell_out {
-            let Some(baseline) = process::rss(pid) else {
+            let cgroup = cgroup_view(pid);
+            let Some(baseline) =
+                process::rss(pid).filter(|_| self.args.filter.admits(cgroup.as_ref()))
+            else {
                 self.ignored.insert(pid, start_time);
                 return;
             };
@@ -344,7 +411,7 @@ impl Top {
                     baseline,
                     start_brk: process::start_brk(pid),
                     in_kernel_maps,
-                    cgroup: cgroup_view(pid),
+                    cgroup,
                 },
             );
         }
@@ -386,6 +453,7 @@ impl Top {
         let header = Header {
             elapsed_secs: self.last_reading,
             scope: self.scope(),
+            grouped: self.args.by == By::Container,
             watched: rows.len(),
             lost: lost_total(&lost),
         };
