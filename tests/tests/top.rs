@@ -419,6 +419,16 @@ impl LimitedCgroup {
         Self(dir)
     }
 
+    /// The cgroup's path as `/proc/PID/cgroup` names it.
+    fn path(&self) -> String {
+        let dir = self.0.to_str().unwrap();
+        let rel = dir
+            .strip_prefix("/sys/fs/cgroup/memory")
+            .or_else(|| dir.strip_prefix("/sys/fs/cgroup"))
+            .unwrap();
+        rel.to_string()
+    }
+
     fn add(&self, pid: u32) {
         fs::write(self.0.join("cgroup.procs"), pid.to_string()).unwrap();
     }
@@ -449,6 +459,13 @@ fn time_until_the_limit_is_when_the_kernel_kills() {
         .opt("--interval", 1)
         .out("--json", &json)
         .spawn(&dir);
+    // Beside it, the cgroup watched through the kill: it tells the kill.
+    let watch_dir = scratch("top-limit-watch");
+    let mut watcher = LeakArgs::top()
+        .opt("--cgroup", cgroup.path())
+        .opt("--duration", 70)
+        .opt("--interval", 1)
+        .spawn(&watch_dir);
     assert!(leak.wait(60).success(), "{}", leak.stderr_text());
     let doc = read_json(&json);
     let p = &doc["processes"][0];
@@ -470,6 +487,14 @@ fn time_until_the_limit_is_when_the_kernel_kills() {
     assert!(
         (predicted / killed - 1.0).abs() <= 0.30,
         "predicted {predicted:.1} s, killed at {killed:.1} s"
+    );
+    assert!(watcher.wait(90).success(), "{}", watcher.stderr_text());
+    let tables = watcher.stdout_text();
+    let last = tables.rsplit("leak top · ").next().unwrap();
+    assert!(
+        last.contains("OOM: the kernel killed 1 process in cgroup ")
+            && last.contains(&format!("leak-test-{}", std::process::id())),
+        "{last}"
     );
 }
 

@@ -109,6 +109,7 @@ mod tests {
             },
             pod: None,
             memory: None,
+            oom_kills_watched: 0,
         }
     }
 

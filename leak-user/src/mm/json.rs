@@ -148,6 +148,7 @@ struct CgroupJson<'a> {
     usage_bytes: Option<u64>,
     unreclaimable_bytes: Option<u64>,
     oom_kills: Option<u64>,
+    oom_kills_watched: u64,
 }
 
 impl<'a> From<&'a CgroupView> for CgroupJson<'a> {
@@ -165,6 +166,7 @@ impl<'a> From<&'a CgroupView> for CgroupJson<'a> {
             usage_bytes: m.map(|m| m.usage),
             unreclaimable_bytes: m.map(|m| m.unreclaimable),
             oom_kills: m.map(|m| m.oom_kills),
+            oom_kills_watched: v.oom_kills_watched,
         }
     }
 }

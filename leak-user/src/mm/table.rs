@@ -30,6 +30,9 @@ pub(crate) struct Header {
     pub lost: u64,
     /// Rows are containers (their processes added up), not processes.
     pub grouped: bool,
+    /// Cgroups where the kernel OOM-killed processes while watched, with
+    /// how many: a line each under the table.
+    pub oom_kills: Vec<(String, u64)>,
 }
 
 /// Draws `values` as a sparkline of at most `width` characters (the mean
@@ -155,6 +158,13 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
             cw = cw
         );
     }
+    for (path, n) in &header.oom_kills {
+        let s = if *n == 1 { "" } else { "es" };
+        let _ = writeln!(
+            out,
+            "OOM: the kernel killed {n} process{s} in cgroup {path} while watched"
+        );
+    }
     match width {
         Some(w) => {
             out.lines()
@@ -233,11 +243,16 @@ mod tests {
             watched: 2,
             lost: 0,
             grouped: false,
+            oom_kills: vec![("/leak-test".into(), 1)],
         };
         let text = render(&header, &w.rows(), 10, None);
         assert!(!text.contains('\x1b'), "{text}");
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(
+            lines[4],
+            "OOM: the kernel killed 1 process in cgroup /leak-test while watched"
+        );
         assert!(lines[0].starts_with("leak top · 1m00s · every process · 2 of 2"));
         assert!(lines[2].contains("leaker") && lines[2].contains("leaking"));
         assert!(lines[2].contains("+60.0 MiB") && lines[2].contains("+60.0 MiB/min"));
@@ -245,7 +260,7 @@ mod tests {
         assert!(!lines[3].contains("steady-service-w"));
         // --top and the terminal width cut rows and lines.
         let cut = render(&header, &w.rows(), 1, Some(40));
-        assert_eq!(cut.lines().count(), 3);
+        assert_eq!(cut.lines().count(), 4);
         assert!(cut.lines().all(|l| l.chars().count() <= 40));
     }
 }

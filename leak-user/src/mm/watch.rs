@@ -186,6 +186,8 @@ pub(crate) struct CgroupView {
     pub pod: Option<(String, Option<String>)>,
     /// The cgroup's memory now.
     pub memory: Option<CgroupMemory>,
+    /// Processes the kernel OOM-killed in the cgroup while leak watched.
+    pub oom_kills_watched: u64,
 }
 
 impl Row {

@@ -114,8 +114,20 @@ struct Known {
     cgroup: Option<CgroupView>,
 }
 
+/// What leak has read of one memory cgroup.
+struct CgroupTally {
+    cgroup: cgroup::Cgroup,
+    /// Its OOM kill count when first read.
+    first_oom_kills: u64,
+    /// Its memory at the latest reading.
+    memory: Option<cgroup::Memory>,
+}
+
 struct Top {
     args: Options,
+    /// The memory cgroups of watched processes, by path (kept after their
+    /// processes exit, so an OOM kill is still told).
+    cgroups: HashMap<String, CgroupTally>,
     probes: MmProbes,
     watch: Watch,
     known: HashMap<u32, Known>,
@@ -132,6 +144,7 @@ async fn top(args: Options) -> Result<()> {
     let probes = MmProbes::attach()?;
     let mut top = Top {
         probes,
+        cgroups: HashMap::new(),
         watch: Watch::new(),
         known: HashMap::new(),
         ignored: HashMap::new(),
@@ -223,6 +236,7 @@ fn cgroup_view(pid: u32) -> Option<CgroupView> {
         cgroup,
         pod,
         memory: None,
+        oom_kills_watched: 0,
     })
 }
 
@@ -294,23 +308,30 @@ fn scope(options: &Options) -> String {
     out
 }
 
+impl CgroupTally {
+    fn oom_kills_watched(&self) -> u64 {
+        self.memory
+            .map_or(0, |m| m.oom_kills.saturating_sub(self.first_oom_kills))
+    }
+}
+
 impl Top {
     fn scope(&self) -> String {
         scope(&self.args)
     }
 
     /// Rows in ranking order: every process watched, with its cgroup's
-    /// memory now (each cgroup's files read once).
+    /// memory at the latest reading.
     fn rows(&self) -> Vec<Row> {
-        let mut read: HashMap<String, Option<cgroup::Memory>> = HashMap::new();
         let mut rows = self.watch.rows();
         for row in &mut rows {
             let Some(mut view) = self.known.get(&row.pid).and_then(|k| k.cgroup.clone()) else {
                 continue;
             };
-            view.memory = *read
-                .entry(view.cgroup.path.clone())
-                .or_insert_with(|| view.cgroup.memory());
+            if let Some(t) = self.cgroups.get(&view.cgroup.path) {
+                view.memory = t.memory;
+                view.oom_kills_watched = t.oom_kills_watched();
+            }
             row.cgroup = Some(view);
         }
         match self.args.by {
@@ -356,6 +377,44 @@ impl Top {
         for pid in scope {
             self.read_one(pid, secs, kernel.get(&pid));
         }
+        self.read_cgroups();
+    }
+
+    /// Reads the memory of every cgroup a watched process was seen in,
+    /// each once: a cgroup whose processes are gone (OOM-killed) is still
+    /// read, so its kill count is told.
+    fn read_cgroups(&mut self) {
+        for view in self.known.values().filter_map(|k| k.cgroup.as_ref()) {
+            let c = &view.cgroup;
+            if !self.cgroups.contains_key(&c.path) {
+                let memory = c.memory();
+                let tally = CgroupTally {
+                    cgroup: c.clone(),
+                    first_oom_kills: memory.map_or(0, |m| m.oom_kills),
+                    memory: None,
+                };
+                self.cgroups.insert(c.path.clone(), tally);
+            }
+        }
+        for tally in self.cgroups.values_mut() {
+            // A cgroup removed since keeps its last figures.
+            if let Some(memory) = tally.cgroup.memory() {
+                tally.memory = Some(memory);
+            }
+        }
+    }
+
+    /// The cgroups where the kernel OOM-killed a process while watched,
+    /// with how many, by path.
+    fn oom_kills(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .cgroups
+            .iter()
+            .map(|(path, t)| (path.clone(), t.oom_kills_watched()))
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        out.sort();
+        out
     }
 
     fn forget(&mut self, pid: u32) {
@@ -454,6 +513,7 @@ impl Top {
             elapsed_secs: self.last_reading,
             scope: self.scope(),
             grouped: self.args.by == By::Container,
+            oom_kills: self.oom_kills(),
             watched: rows.len(),
             lost: lost_total(&lost),
         };
