@@ -4,6 +4,7 @@
 //! through one handle per process).
 
 pub(crate) mod cgroup;
+pub(crate) mod exe;
 pub(crate) mod maps;
 pub(crate) mod memory;
 
@@ -62,7 +63,9 @@ pub(crate) fn resume(pid: u32) {
     signal(pid, libc::SIGCONT);
 }
 
-/// The executable of process `pid`; an error that says "no process" when
+/// The path of process `pid`'s executable as the process sees it (in its
+/// own mount namespace: it may name nothing on the host; open it through
+/// [`exe::ExePath`]); an error that says "no process" when
 /// there is none.
 pub(crate) fn exe(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| match e.kind() {
