@@ -9,6 +9,7 @@
 //!   "processes": [                   // leaking first, then by growth
 //!     {
 //!       "pid": integer,
+//!       "ns_pid": integer | null,    // pid in its own pid namespace (a container's)
 //!       "command": string,           // /proc/PID/comm
 //!       "verdict": string,           // leaking | growing | steady | shrinking
 //!       "reason": string,            // why, in a few words
@@ -67,6 +68,8 @@ struct Document<'a> {
 #[derive(Serialize)]
 struct Process<'a> {
     pid: u32,
+    /// Its pid in its own pid namespace, when that is not leak's.
+    ns_pid: Option<u32>,
     command: &'a str,
     verdict: &'static str,
     reason: &'a str,
@@ -146,6 +149,7 @@ pub(crate) fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<
             .iter()
             .map(|r| Process {
                 pid: r.pid,
+                ns_pid: r.ns_pid,
                 command: &r.command,
                 verdict: r.trend.verdict.as_str(),
                 reason: &r.trend.reason,
@@ -210,8 +214,10 @@ mod tests {
             scope: "every process".into(),
             ..Meta::default()
         };
+        let mut rows = w.rows();
+        rows[1].ns_pid = Some(1);
         let mut out = Vec::new();
-        write(&meta, &w.rows(), &mut out).unwrap();
+        write(&meta, &rows, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["duration_secs"], 40.0);
         let procs = v["processes"].as_array().unwrap();
@@ -223,6 +229,8 @@ mod tests {
         assert_eq!(procs[0]["series"][1], serde_json::json!([2.0, 11 << 20]));
         assert_eq!(procs[1]["verdict"], "steady");
         assert!(procs[1]["memory"]["brk_heap"].is_null());
+        assert!(procs[0]["ns_pid"].is_null());
+        assert_eq!(procs[1]["ns_pid"], 1);
         assert_eq!(v["lost"]["stats_insert_failed"], 0);
     }
 }

@@ -67,6 +67,8 @@ struct Known {
     in_kernel_maps: bool,
     /// Its memory cgroup, container and pod (read at first sight).
     cgroup: Option<CgroupView>,
+    /// Its pid in its own pid namespace, when that is not leak's.
+    ns_pid: Option<u32>,
 }
 
 struct Top {
@@ -208,6 +210,7 @@ impl Top {
         let mut read: HashMap<String, Option<cgroup::Memory>> = HashMap::new();
         let mut rows = self.watch.rows();
         for row in &mut rows {
+            row.ns_pid = self.known.get(&row.pid).and_then(|k| k.ns_pid);
             let Some(mut view) = self.known.get(&row.pid).and_then(|k| k.cgroup.clone()) else {
                 continue;
             };
@@ -309,6 +312,7 @@ impl Top {
                     start_brk: process::start_brk(pid),
                     in_kernel_maps,
                     cgroup: cgroup_view(pid),
+                    ns_pid: process::ns_pid(pid),
                 },
             );
         }
