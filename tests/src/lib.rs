@@ -18,10 +18,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod container;
 mod debian;
 pub mod gobuild;
 pub mod goroutines;
 
+pub use container::{Contained, MemoryCgroup};
 pub use debian::{base64, debian_binary, free_port, request, request_ok, Daemon};
 pub use gobuild::{build_go, esbuild, go, Variant};
 

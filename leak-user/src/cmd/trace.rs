@@ -14,6 +14,7 @@ use crate::{
         native,
     },
     probes,
+    process::exe::ExePath,
 };
 
 /// `leak trace --help`: what it does and how to start.
@@ -135,7 +136,7 @@ pub struct TraceArgs {
 /// The pipeline a `leak trace` runs.
 enum Mode {
     /// Go's heap sampler, on this executable.
-    Go(PathBuf),
+    Go(ExePath),
     /// Go's heap sampler on a program leak starts: its path and arguments.
     Launch(PathBuf, Vec<std::ffi::OsString>),
     /// brk/mmap of this process.
@@ -154,7 +155,9 @@ pub fn run(args: TraceArgs) -> Result<u8> {
             }
         },
         (_, Some(pid)) if args.syscalls => Mode::Native(pid),
-        (Some(binary), _) => Mode::Go(binary.clone()),
+        // A process's binary may be a container's: found through its root.
+        (Some(binary), Some(pid)) => Mode::Go(ExePath::seen_by(pid, binary)),
+        (Some(binary), None) => Mode::Go(ExePath::host(binary)),
         (None, Some(pid)) => match go_executable(pid)? {
             Some(exe) => Mode::Go(exe),
             None => Mode::Native(pid),
@@ -179,7 +182,7 @@ pub fn run(args: TraceArgs) -> Result<u8> {
             Ok(go::launch::run_launched(target, go_options(&args), child)?)
         }
         Mode::Go(binary) => {
-            let target = Program::open(&binary)?;
+            let target = Program::open_exe(&binary)?;
             check_go_outputs(&args.outputs)?;
             probes::require_root()?;
             go::run(target, go_options(&args))?;

@@ -3,11 +3,12 @@
 //! once and handed to each reader (heap records, goroutines; heap
 //! statistics beside them).
 
-use std::{path::PathBuf, rc::Rc};
+use std::rc::Rc;
 
 use super::{error::GoError, GoBinary, Program};
 use crate::process::{
     self,
+    exe::ExePath,
     memory::{Memory, ProcessMemory},
 };
 
@@ -117,24 +118,25 @@ fn memory_error(pid: u32, e: std::io::Error) -> GoError {
     }
 }
 
-/// The executable of process `pid` if it is a Go program.
-pub(crate) fn go_executable(pid: u32) -> std::io::Result<Option<PathBuf>> {
-    let exe = process::exe(pid)?;
-    Ok(GoBinary::open(&exe).is_ok().then_some(exe))
+/// The executable of process `pid` if it is a Go program (opened through
+/// `/proc/PID/exe`, so a container's binary is found too).
+pub(crate) fn go_executable(pid: u32) -> std::io::Result<Option<ExePath>> {
+    let exe = ExePath::of_process(pid)?;
+    Ok(GoBinary::open(&exe.open).is_ok().then_some(exe))
 }
 
 /// Fails unless `pid` runs a Go program; returns its executable, opened
 /// (parsed once: the caller builds on it).
-pub(crate) fn go_process(pid: u32) -> Result<(PathBuf, GoBinary), GoError> {
+pub(crate) fn go_process(pid: u32) -> Result<(ExePath, GoBinary), GoError> {
     if !process::alive(pid) {
         return Err(GoError::NoProcess(pid));
     }
-    let exe = process::exe(pid).map_err(|e| GoError::Exe { pid, source: e })?;
-    match GoBinary::open(&exe) {
+    let exe = ExePath::of_process(pid).map_err(|e| GoError::Exe { pid, source: e })?;
+    match GoBinary::open(&exe.open) {
         Ok(bin) => Ok((exe, bin)),
         Err(_) => Err(GoError::NotGoProcess {
             pid,
-            exe: exe.display().to_string(),
+            exe: exe.name.display().to_string(),
         }),
     }
 }

@@ -19,12 +19,16 @@ use super::{
     table::{self, RuntimeProbes},
     GoBinary,
 };
-use crate::process::{self, maps::Segment, FileId};
+use crate::process::{self, exe::ExePath, maps::Segment, FileId};
 
 /// What leak knows about a Go executable.
 pub(crate) struct Program {
-    /// Canonical path.
+    /// Its name for people: the canonical host path, or the path a process
+    /// in another mount namespace runs it as.
     pub path: PathBuf,
+    /// Where leak opened it, and attaches uprobes: a path the host's kernel
+    /// resolves (`/proc/PID/exe` for a container's binary).
+    pub file: PathBuf,
     /// Identity on disk (processes are matched by it).
     pub id: FileId,
     /// The parsed binary.
@@ -54,20 +58,25 @@ pub(crate) struct Program {
 }
 
 impl Program {
-    /// Opens and checks the binary, and resolves everything the probes need.
+    /// Opens and checks the binary at host path `path`, and resolves
+    /// everything the probes need.
     pub(crate) fn open(path: &Path) -> Result<Self, GoError> {
-        Self::of(GoBinary::open(path)?, path)
+        Self::open_exe(&ExePath::host(path))
     }
 
-    /// The same from a binary already opened (and parsed) from `path`.
-    pub(crate) fn of(bin: GoBinary, path: &Path) -> Result<Self, GoError> {
+    /// The same for an executable that may live in another mount namespace.
+    pub(crate) fn open_exe(exe: &ExePath) -> Result<Self, GoError> {
+        Self::of(GoBinary::open(&exe.open)?, exe)
+    }
+
+    /// The same from a binary already opened (and parsed) from `exe.open`.
+    pub(crate) fn of(bin: GoBinary, exe: &ExePath) -> Result<Self, GoError> {
         let (version, _source) = bin.go_version();
         let runtime = table::probes_for(&version)?;
-        let io = |source| GoError::Io {
-            path: path.to_path_buf(),
+        let id = FileId::of(&exe.open).map_err(|source| GoError::Io {
+            path: exe.name.clone(),
             source,
-        };
-        let id = FileId::of(path).map_err(io)?;
+        })?;
         let segments = bin
             .load_segments()
             .iter()
@@ -98,7 +107,8 @@ impl Program {
             version: version.to_string(),
             runtime,
             mem_profile_rate,
-            path: std::fs::canonicalize(path).map_err(io)?,
+            path: exe.name.clone(),
+            file: exe.open.clone(),
             id,
             bin: Rc::new(bin),
             segments,

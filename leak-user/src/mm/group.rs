@@ -81,6 +81,7 @@ fn sum(key: String, members: Vec<Row>) -> Row {
         goroutines: None,
         cgroup: members.into_iter().find_map(|m| m.cgroup),
         members: pids,
+        ns_pid: None,
     }
 }
 

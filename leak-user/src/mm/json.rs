@@ -10,6 +10,7 @@
 //!     {
 //!       "pid": integer,              // --by container: its lowest pid
 //!       "pids": [integer],           // --by container only: its processes
+//!       "ns_pid": integer | null,    // pid in its own pid namespace (a container's)
 //!       "command": string,           // /proc/PID/comm
 //!       "verdict": string,           // leaking | growing | steady | shrinking
 //!       "verdict_from": string,      // rss | go_heap_after_gc | goroutines
@@ -86,6 +87,8 @@ struct Process<'a> {
     /// A container's row: its processes.
     #[serde(skip_serializing_if = "<[u32]>::is_empty")]
     pids: &'a [u32],
+    /// Its pid in its own pid namespace, when that is not leak's.
+    ns_pid: Option<u32>,
     command: &'a str,
     verdict: &'static str,
     verdict_from: &'static str,
@@ -200,6 +203,7 @@ pub(crate) fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<
             .map(|r| Process {
                 pid: r.pid,
                 pids: &r.members,
+                ns_pid: r.ns_pid,
                 command: &r.command,
                 verdict: r.trend.verdict.as_str(),
                 verdict_from: r.verdict_from.as_str(),
@@ -273,8 +277,10 @@ mod tests {
             scope: "every process".into(),
             ..Meta::default()
         };
+        let mut rows = w.rows();
+        rows[1].ns_pid = Some(1);
         let mut out = Vec::new();
-        write(&meta, &w.rows(), &mut out).unwrap();
+        write(&meta, &rows, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["duration_secs"], 40.0);
         let procs = v["processes"].as_array().unwrap();
@@ -286,6 +292,8 @@ mod tests {
         assert_eq!(procs[0]["series"][1], serde_json::json!([2.0, 11 << 20]));
         assert_eq!(procs[1]["verdict"], "steady");
         assert!(procs[1]["memory"]["brk_heap"].is_null());
+        assert!(procs[0]["ns_pid"].is_null());
+        assert_eq!(procs[1]["ns_pid"], 1);
         assert_eq!(v["lost"]["stats_insert_failed"], 0);
     }
 }

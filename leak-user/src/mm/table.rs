@@ -103,12 +103,15 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
         let _ = write!(out, " · {} kernel events not credited", header.lost);
     }
     out.push('\n');
+    let rows = &rows[..shown];
+    let ns = ns_width(rows);
     // Container ids and cgroup paths need more room than command names.
     let cw = if header.grouped { 28 } else { 15 };
     let _ = writeln!(
         out,
-        "{:>7}  {:<cw$} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} WHY",
+        "{:>7}{:ns$}  {:<cw$} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} WHY",
         if header.grouped { "PROCS" } else { "PID" },
+        "",
         if header.grouped {
             "CONTAINER"
         } else {
@@ -125,17 +128,18 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
         w = SPARK_WIDTH,
         cw = cw
     );
-    for r in &rows[..shown] {
+    for r in rows {
         let values: Vec<f64> = r.series.iter().map(|p| p.1).collect();
         let level = values.iter().copied().fold(0.0, f64::max);
         let spark = sparkline(&values, SPARK_WIDTH, (256.0 * 1024.0f64).max(0.005 * level));
         let _ = writeln!(
             out,
-            "{:>7}  {:<cw$} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} {}",
+            "{:>7}{:<ns$}  {:<cw$} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} {}",
             match r.members.len() {
                 0 => r.pid,
                 n => n as u32,
             },
+            ns_suffix(r.ns_pid),
             truncate(&r.command, cw),
             human_bytes(r.latest.resident() as f64),
             r.go_heap
@@ -175,6 +179,20 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
         }
         None => out,
     }
+}
+
+/// What follows a pid in another pid namespace: ` (ns 1)`.
+fn ns_suffix(ns_pid: Option<u32>) -> String {
+    ns_pid.map(|p| format!(" (ns {p})")).unwrap_or_default()
+}
+
+/// Width of the column of those suffixes: none unless a row has one, so a
+/// host without containers reads as before.
+fn ns_width(rows: &[Row]) -> usize {
+    rows.iter()
+        .map(|r| ns_suffix(r.ns_pid).len())
+        .max()
+        .unwrap_or(0)
 }
 
 fn truncate(s: &str, chars: usize) -> String {
@@ -258,9 +276,29 @@ mod tests {
         assert!(lines[2].contains("+60.0 MiB") && lines[2].contains("+60.0 MiB/min"));
         assert!(lines[3].contains("steady-service-") && lines[3].contains("steady"));
         assert!(!lines[3].contains("steady-service-w"));
+        assert!(lines[2].starts_with("      7  leaker "), "{text}");
         // --top and the terminal width cut rows and lines.
         let cut = render(&header, &w.rows(), 1, Some(40));
         assert_eq!(cut.lines().count(), 4);
         assert!(cut.lines().all(|l| l.chars().count() <= 40));
+    }
+
+    #[test]
+    fn a_pid_in_another_namespace_shows_both() {
+        let mut w = Watch::new();
+        for i in 0..=3 {
+            let mut r = Reading::default();
+            r.rss[leak_common::RSS_ANON] = (50.0 * MIB) as u64;
+            w.record(4321, "seed", i as f64, r);
+            r.rss[leak_common::RSS_ANON] = (40.0 * MIB) as u64;
+            w.record(77, "host", i as f64, r);
+        }
+        let mut rows = w.rows();
+        rows[0].ns_pid = Some(1);
+        let text = render(&Header::default(), &rows, 10, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("    PID         COMMAND"), "{text}");
+        assert!(lines[2].starts_with("   4321 (ns 1)  seed "), "{text}");
+        assert!(lines[3].starts_with("     77         host "), "{text}");
     }
 }

@@ -149,6 +149,9 @@ pub(crate) struct Watch {
 pub(crate) struct Row {
     /// Process id.
     pub pid: u32,
+    /// Its pid in its own pid namespace (a container's), when that is not
+    /// leak's (filled in by the pipeline, which reads `/proc`).
+    pub ns_pid: Option<u32>,
     /// Command name (`/proc/PID/comm`).
     pub command: String,
     /// The latest reading.
@@ -312,6 +315,7 @@ impl Watch {
                 let (trend, verdict_from) = worse(base, from, goroutines.as_ref().map(|g| &g.1));
                 Row {
                     pid,
+                    ns_pid: None,
                     command: w.command.clone(),
                     latest: w.latest,
                     series: w.series.clone(),

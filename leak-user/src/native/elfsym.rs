@@ -8,7 +8,7 @@
 //! below it. Each file is parsed once. No DWARF: frames carry function
 //! names, not lines.
 
-use std::{collections::HashMap, fs, io, path::Path};
+use std::{collections::HashMap, fs, io, os::unix::fs::MetadataExt, path::Path};
 
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
@@ -86,7 +86,22 @@ struct CodeMapping {
     start: u64,
     end: u64,
     offset: u64,
+    inode: u64,
     path: String,
+}
+
+impl CodeMapping {
+    /// Where the mapped file can be opened from the host, best first: the
+    /// kernel's own handle on the mapping (`map_files`, root only), the
+    /// path in the process's own root (a container sees its own
+    /// filesystem), the path on the host.
+    fn candidates(&self, pid: u32) -> [String; 3] {
+        [
+            format!("/proc/{pid}/map_files/{:x}-{:x}", self.start, self.end),
+            format!("/proc/{pid}/root{}", self.path),
+            self.path.clone(),
+        ]
+    }
 }
 
 /// The executable, file-backed ones of a process's mappings.
@@ -97,6 +112,7 @@ fn code_mappings(maps: Vec<Mapping>) -> Vec<CodeMapping> {
             start: m.start,
             end: m.end,
             offset: m.offset,
+            inode: m.inode,
             path: m.path,
         })
         .collect()
@@ -147,12 +163,14 @@ impl ProcessSymbols {
             .files
             .entry(m.path.clone())
             .or_insert_with(|| {
-                // The process may see another filesystem than leak.
-                ElfSymbols::open(Path::new(&m.path))
-                    .or_else(|_| {
-                        ElfSymbols::open(Path::new(&format!("/proc/{pid}/root{}", m.path)))
-                    })
-                    .ok()
+                // The process may see another filesystem than leak: a file
+                // counts only if it is the one mapped (its inode).
+                m.candidates(pid).iter().find_map(|path| {
+                    let md = fs::metadata(path).ok()?;
+                    (md.ino() == m.inode)
+                        .then(|| ElfSymbols::open(Path::new(path)).ok())
+                        .flatten()
+                })
             })
             .as_ref();
         Some((m, offset, elf))
@@ -237,8 +255,17 @@ mod tests {
                 start: 0x55d0c0a01000,
                 end: 0x55d0c0a02000,
                 offset: 0x1000,
+                inode: 1234,
                 path: "/usr/bin/leaker".into()
             }]
+        );
+        assert_eq!(
+            code[0].candidates(7),
+            [
+                "/proc/7/map_files/55d0c0a01000-55d0c0a02000",
+                "/proc/7/root/usr/bin/leaker",
+                "/usr/bin/leaker"
+            ]
         );
     }
 

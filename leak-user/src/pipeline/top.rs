@@ -112,6 +112,8 @@ struct Known {
     in_kernel_maps: bool,
     /// Its memory cgroup, container and pod (read at first sight).
     cgroup: Option<CgroupView>,
+    /// Its pid in its own pid namespace, when that is not leak's.
+    ns_pid: Option<u32>,
 }
 
 /// What leak has read of one memory cgroup.
@@ -325,6 +327,7 @@ impl Top {
     fn rows(&self) -> Vec<Row> {
         let mut rows = self.watch.rows();
         for row in &mut rows {
+            row.ns_pid = self.known.get(&row.pid).and_then(|k| k.ns_pid);
             let Some(mut view) = self.known.get(&row.pid).and_then(|k| k.cgroup.clone()) else {
                 continue;
             };
@@ -471,6 +474,7 @@ impl Top {
                     start_brk: process::start_brk(pid),
                     in_kernel_maps,
                     cgroup,
+                    ns_pid: process::ns_pid(pid),
                 },
             );
         }

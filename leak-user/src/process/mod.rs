@@ -4,6 +4,7 @@
 //! through one handle per process).
 
 pub(crate) mod cgroup;
+pub(crate) mod exe;
 pub(crate) mod maps;
 pub(crate) mod memory;
 
@@ -62,7 +63,9 @@ pub(crate) fn resume(pid: u32) {
     signal(pid, libc::SIGCONT);
 }
 
-/// The executable of process `pid`; an error that says "no process" when
+/// The path of process `pid`'s executable as the process sees it (in its
+/// own mount namespace: it may name nothing on the host; open it through
+/// [`exe::ExePath`]); an error that says "no process" when
 /// there is none.
 pub(crate) fn exe(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| match e.kind() {
@@ -133,6 +136,24 @@ pub(crate) fn parse_status_rss(status: &str) -> Option<RssCounters> {
 /// memory of its own.
 pub(crate) fn rss(pid: u32) -> Option<RssCounters> {
     parse_status_rss(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// Process `pid`'s pid in its own pid namespace (a container's), when that
+/// is not the one leak sees it in; `None` for a process of leak's own
+/// namespace, or one that is gone.
+pub(crate) fn ns_pid(pid: u32) -> Option<u32> {
+    parse_ns_pid(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// The innermost pid of the `NSpid:` line of `/proc/PID/status` (the pid in
+/// each nested pid namespace, outermost first), when there is more than one.
+pub(crate) fn parse_ns_pid(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    let pids: Vec<&str> = line.split_whitespace().collect();
+    match pids.as_slice() {
+        [_, .., inner] => inner.parse().ok(),
+        _ => None,
+    }
 }
 
 /// Field `n` (1-based, as `man proc` numbers them) of a `/proc/PID/stat`
@@ -242,6 +263,24 @@ Threads:\t8
         assert_eq!(rss[RSS_FILE], 4000 * 1024);
         assert_eq!(rss[RSS_SHMEM], 96 * 1024);
         assert_eq!(rss[RSS_SWAP], 12 * 1024);
+    }
+
+    #[test]
+    fn ns_pid_is_the_innermost_of_several() {
+        assert_eq!(parse_ns_pid(STATUS), None, "no NSpid line");
+        let host = "Name:\tseed\nNSpid:\t4242\nThreads:\t8\n";
+        assert_eq!(parse_ns_pid(host), None, "leak's own namespace");
+        let container = "Name:\tseed\nNSpid:\t4321\t1\n";
+        assert_eq!(parse_ns_pid(container), Some(1));
+        let nested = "NSpid:\t4321\t57\t7\nNSpgid:\t4321\t57\t7\n";
+        assert_eq!(parse_ns_pid(nested), Some(7));
+        assert_eq!(parse_ns_pid("NSpid:\t4321\tx\n"), None, "garbled");
+        assert_eq!(parse_ns_pid("NSpid:\n"), None);
+    }
+
+    #[test]
+    fn this_process_is_in_the_namespace_it_sees() {
+        assert_eq!(ns_pid(std::process::id()), None);
     }
 
     #[test]

@@ -278,7 +278,7 @@ impl GoPipeline {
             events: ring,
             maps,
             attached,
-        } = probes::go::attach(&self.program.path, self.options.pid, config, attach)?;
+        } = probes::go::attach(&self.program.file, self.options.pid, config, attach)?;
         self.maps = Some(maps);
         if let (true, Some(pid), Some(m)) =
             (self.options.launched, self.options.pid, self.maps.as_mut())
