@@ -322,6 +322,10 @@ fn oom_kill_in_a_container_comes_when_leak_top_says() {
         assert_eq!(q["ns_pid"], 1, "{q:#}");
         assert_eq!(q["cgroup"]["path"], cg.path(), "{q:#}");
         assert_eq!(q["cgroup"]["limit_bytes"], LIMIT, "{q:#}");
+        // Its Go runtime is read through /proc/PID/exe, though its binary's
+        // path means nothing on the host.
+        assert!(q["go"]["heap_after_gc_bytes"].as_u64() > Some(0), "{q:#}");
+        assert!(q["goroutines"].as_u64() > Some(0), "{q:#}");
     }
     assert_eq!(p["verdict"], "leaking", "{p:#}");
     assert_eq!(s["verdict"], "steady", "{s:#}");

@@ -9,7 +9,7 @@
 use std::{
     collections::{HashMap, HashSet},
     fs,
-    path::{Path, PathBuf},
+    path::Path,
     rc::{Rc, Weak},
     time::{Duration, Instant},
 };
@@ -22,7 +22,7 @@ use crate::{
         goroutines::Goroutines,
         GoProcess, Program,
     },
-    process,
+    process::{exe::ExePath, FileId},
 };
 
 /// A read may take at most this share of the time until the next one.
@@ -51,11 +51,13 @@ pub(crate) struct GoReading {
 /// Go processes among the watched ones, and what their runtimes say.
 #[derive(Default)]
 pub(crate) struct GoReaders {
-    /// Go executables by path, opened while a process runs them (each is
-    /// read whole, for its tables: not kept once no process needs it).
-    programs: HashMap<PathBuf, Weak<Program>>,
+    /// Go executables by file (device and inode: the same binary in two
+    /// containers is one file, and the same path in two is not), opened
+    /// while a process runs them (each is read whole, for its tables: not
+    /// kept once no process needs it).
+    programs: HashMap<FileId, Weak<Program>>,
     /// Executables found not to be Go (from their section headers alone).
-    not_go: HashSet<PathBuf>,
+    not_go: HashSet<FileId>,
     /// Each process looked at, by pid, with its start time: a reader, or
     /// `None` for one that is not Go or cannot be read.
     readers: HashMap<u32, (u64, Option<Reader>)>,
@@ -88,20 +90,23 @@ impl GoReaders {
     /// A reader of `pid`'s runtime, if it runs Go and its GC's figures or
     /// its goroutines can be read.
     fn open(&mut self, pid: u32) -> Option<Reader> {
-        let exe = process::exe(pid).ok()?;
-        if self.not_go.contains(&exe) {
+        // Through /proc/PID/exe: a container's binary is not at its path on
+        // the host.
+        let exe = ExePath::of_process(pid).ok()?;
+        let id = FileId::of(&exe.open).ok()?;
+        if self.not_go.contains(&id) {
             return None;
         }
-        let known = self.programs.get(&exe).and_then(Weak::upgrade);
+        let known = self.programs.get(&id).and_then(Weak::upgrade);
         let program = match known {
             Some(p) => p,
-            None if !looks_like_go(&exe) => {
-                self.not_go.insert(exe);
+            None if !looks_like_go(&exe.open) => {
+                self.not_go.insert(id);
                 return None;
             }
             None => {
-                let p = Rc::new(Program::open(&exe).ok()?);
-                self.programs.insert(exe, Rc::downgrade(&p));
+                let p = Rc::new(Program::open_exe(&exe).ok()?);
+                self.programs.insert(id, Rc::downgrade(&p));
                 p
             }
         };
