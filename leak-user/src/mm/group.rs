@@ -79,7 +79,8 @@ fn sum(key: String, members: Vec<Row>) -> Row {
         verdict_from: VerdictFrom::Rss,
         go_heap: None,
         goroutines: None,
-        cgroup: members.into_iter().find_map(|m| m.cgroup),
+        cgroup: members.iter().find_map(|m| m.cgroup.clone()),
+        host_available: members.first().and_then(|m| m.host_available),
         members: pids,
         ns_pid: None,
     }

@@ -39,7 +39,8 @@
 //!         "heap_after_gc_series": [[number, integer]]
 //!       } | null,
 //!       "cgroup": {…} | null,        // the memory cgroup: see the README
-//!       "time_to_limit_secs": number | null,
+//!       "time_to_limit_secs": number | null,  // leaking/growing: until the limit
+//!       "time_to_limit_of": "cgroup" | "host_available" | null,
 //!       "series": [[number, integer]]  // [seconds since start, RSS bytes]
 //!     }
 //!   ],
@@ -106,6 +107,8 @@ struct Process<'a> {
     /// Seconds until the cgroup's limit at the troughs' rate (leaking or
     /// growing processes in a cgroup with a limit).
     time_to_limit_secs: Option<f64>,
+    /// Which limit: `cgroup` or `host_available`.
+    time_to_limit_of: Option<&'static str>,
     series: Vec<(f64, u64)>,
 }
 
@@ -229,6 +232,7 @@ pub(crate) fn write(meta: &Meta, rows: &[Row], w: &mut dyn Write) -> io::Result<
                     .map(|h| GoJson::new(h, r.goroutines.as_ref().map(|g| g.0))),
                 cgroup: r.cgroup.as_ref().map(CgroupJson::from),
                 time_to_limit_secs: r.time_to_limit().map(round3),
+                time_to_limit_of: r.limit_ahead().map(|(_, kind)| kind.as_str()),
                 series: points(&r.series),
             })
             .collect(),

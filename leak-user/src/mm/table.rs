@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use super::watch::Row;
+use super::watch::{LimitKind, Row};
 use crate::units::{human_bytes, human_secs, thousands};
 
 /// Eight levels, lowest first.
@@ -109,7 +109,7 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
     let cw = if header.grouped { 28 } else { 15 };
     let _ = writeln!(
         out,
-        "{:>7}{:ns$}  {:<cw$} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} WHY",
+        "{:>7}{:ns$}  {:<cw$} {:>10} {:>10} {:>10} {:>12} {:>11} {:>14}  {:<w$}  {:<9} WHY",
         if header.grouped { "PROCS" } else { "PID" },
         "",
         if header.grouped {
@@ -134,7 +134,7 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
         let spark = sparkline(&values, SPARK_WIDTH, (256.0 * 1024.0f64).max(0.005 * level));
         let _ = writeln!(
             out,
-            "{:>7}{:<ns$}  {:<cw$} {:>10} {:>10} {:>10} {:>9} {:>11} {:>14}  {:<w$}  {:<9} {}",
+            "{:>7}{:<ns$}  {:<cw$} {:>10} {:>10} {:>10} {:>12} {:>11} {:>14}  {:<w$}  {:<9} {}",
             match r.members.len() {
                 0 => r.pid,
                 n => n as u32,
@@ -150,9 +150,11 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
                 .as_ref()
                 .map(|g| thousands(g.0))
                 .unwrap_or_else(|| "-".into()),
-            r.time_to_limit()
-                .map(human_secs)
-                .unwrap_or_else(|| "-".into()),
+            match r.limit_ahead() {
+                Some((secs, LimitKind::Cgroup)) => human_secs(secs),
+                Some((secs, LimitKind::HostAvailable)) => format!("{} host", human_secs(secs)),
+                None => "-".into(),
+            },
             signed(r.change_bytes),
             rate_per_min(r.growth()),
             spark,

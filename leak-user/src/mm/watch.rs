@@ -175,6 +175,9 @@ pub(crate) struct Row {
     /// Its memory cgroup and container, and what the kernel says of the
     /// cgroup's memory (filled in by the pipeline, which reads `/proc`).
     pub cgroup: Option<CgroupView>,
+    /// The host's available memory (`MemAvailable`) at the latest reading,
+    /// what a process outside any cgroup limit races.
+    pub host_available: Option<u64>,
     /// For a row that adds up a group of processes (`--by container`):
     /// their pids, lowest first (`pid` is the first); empty for a process.
     pub members: Vec<u32>,
@@ -194,22 +197,54 @@ pub(crate) struct CgroupView {
 }
 
 impl Row {
-    /// Seconds until the cgroup's unreclaimable memory reaches its limit at
-    /// the rate the troughs rise, for a process judged leaking or growing
-    /// in a cgroup with a limit.
+    /// Seconds until the memory this process races reaches its limit, at
+    /// the rate its RSS troughs rise, for a process judged leaking or
+    /// growing: its cgroup's unreclaimable memory against the cgroup's
+    /// limit, or, in a cgroup with none, the host's available memory
+    /// running out.
     pub(crate) fn time_to_limit(&self) -> Option<f64> {
-        let m = self.cgroup.as_ref()?.memory?;
-        let limit = m.limit?;
+        self.limit_ahead().map(|(secs, _)| secs)
+    }
+
+    /// [`Row::time_to_limit`] and which limit it is.
+    pub(crate) fn limit_ahead(&self) -> Option<(f64, LimitKind)> {
         let rising = matches!(self.trend.verdict, Verdict::Leaking | Verdict::Growing);
-        // The memory charged to the cgroup rises as RSS does (a Go heap
-        // grows to twice what survives with GOGC=100, so not as fast as
-        // the heap after GC): RSS's slope when it rises.
+        // The memory charged rises as RSS does (a Go heap grows to twice
+        // what survives with GOGC=100, so not as fast as the heap after
+        // GC): RSS's slope when it rises.
         let slope = if self.rss_trend.slope > 0.0 {
             self.rss_trend.slope
         } else {
             self.trend.slope
         };
-        (rising && slope > 0.0).then(|| limit.saturating_sub(m.unreclaimable) as f64 / slope)
+        if !rising || slope <= 0.0 {
+            return None;
+        }
+        let cgroup = self.cgroup.as_ref().and_then(|c| c.memory);
+        let (room, kind) = match cgroup.and_then(|m| Some((m.limit?, m.unreclaimable))) {
+            Some((limit, used)) => (limit.saturating_sub(used), LimitKind::Cgroup),
+            None => (self.host_available?, LimitKind::HostAvailable),
+        };
+        Some((room as f64 / slope, kind))
+    }
+}
+
+/// The limit a process's memory races.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LimitKind {
+    /// Its memory cgroup's (or an ancestor's) limit.
+    Cgroup,
+    /// The host's available memory (`MemAvailable`), without a cgroup limit.
+    HostAvailable,
+}
+
+impl LimitKind {
+    /// The JSON word.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Cgroup => "cgroup",
+            LimitKind::HostAvailable => "host_available",
+        }
     }
 }
 
@@ -326,6 +361,7 @@ impl Watch {
                     go_heap,
                     goroutines,
                     cgroup: None,
+                    host_available: None,
                     members: Vec::new(),
                 }
             })
@@ -592,6 +628,45 @@ mod tests {
         assert_eq!(row.go_heap.as_ref().unwrap().gcs_watched, MIN_GCS - 1);
         assert_eq!(row.verdict_from, VerdictFrom::Rss);
         assert_eq!(row.trend.verdict, Verdict::Leaking);
+    }
+
+    /// A leak races its cgroup's limit when it has one (the room left
+    /// being what the kernel cannot reclaim), else the host's available
+    /// memory; a steady process races nothing.
+    #[test]
+    fn time_to_limit_is_the_room_left_over_the_rss_slope() {
+        use crate::process::cgroup::{Cgroup, Memory};
+        let mut w = Watch::new();
+        feed(&mut w, 1, "leaker", |t| 10.0 * MIB + t * MIB);
+        feed(&mut w, 2, "steady", |_| 10.0 * MIB);
+        let mut rows = w.rows();
+        for r in &mut rows {
+            r.host_available = Some((600.0 * MIB) as u64);
+        }
+        let (leaker, steady) = (&mut rows[0].clone(), &rows[1]);
+        assert_eq!(steady.limit_ahead(), None);
+        let (secs, kind) = leaker.limit_ahead().unwrap();
+        assert_eq!(kind, LimitKind::HostAvailable);
+        assert!((secs - 600.0).abs() < 1.0, "{secs}");
+        leaker.cgroup = Some(CgroupView {
+            cgroup: Cgroup {
+                path: "/leak".into(),
+                v1: true,
+                container: None,
+                pod_uid: None,
+            },
+            pod: None,
+            memory: Some(Memory {
+                limit: Some((100.0 * MIB) as u64),
+                usage: (90.0 * MIB) as u64,
+                unreclaimable: (70.0 * MIB) as u64,
+                oom_kills: 0,
+            }),
+            oom_kills_watched: 0,
+        });
+        let (secs, kind) = leaker.limit_ahead().unwrap();
+        assert_eq!(kind, LimitKind::Cgroup);
+        assert!((secs - 30.0).abs() < 0.5, "{secs}");
     }
 
     #[test]

@@ -127,6 +127,8 @@ struct CgroupTally {
 
 struct Top {
     args: Options,
+    /// The host's `MemAvailable` at the latest reading.
+    host_available: Option<u64>,
     /// The memory cgroups of watched processes, by path (kept after their
     /// processes exit, so an OOM kill is still told).
     cgroups: HashMap<String, CgroupTally>,
@@ -147,6 +149,7 @@ async fn top(args: Options) -> Result<()> {
     let mut top = Top {
         probes,
         cgroups: HashMap::new(),
+        host_available: None,
         watch: Watch::new(),
         known: HashMap::new(),
         ignored: HashMap::new(),
@@ -381,6 +384,7 @@ impl Top {
             self.read_one(pid, secs, kernel.get(&pid));
         }
         self.read_cgroups();
+        self.host_available = process::mem_available();
     }
 
     /// Reads the memory of every cgroup a watched process was seen in,

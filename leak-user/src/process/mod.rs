@@ -321,3 +321,33 @@ Threads:\t8
         assert_eq!(runs_binary(u32::MAX - 1, id), None);
     }
 }
+
+/// The host's available memory (`MemAvailable` of `/proc/meminfo`), bytes.
+pub(crate) fn mem_available() -> Option<u64> {
+    parse_mem_available(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemAvailable:` of a `/proc/meminfo` text, in bytes.
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod meminfo_tests {
+    #[test]
+    fn available_memory_from_meminfo() {
+        let text =
+            "MemTotal:       24576000 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(super::parse_mem_available(text), Some(20_000_000 * 1024));
+        assert_eq!(super::parse_mem_available("MemTotal: 1 kB\n"), None);
+        assert!(super::mem_available().is_some_and(|b| b > 0));
+    }
+}
