@@ -13,6 +13,7 @@
 mod go;
 mod heap;
 mod mm;
+mod native;
 mod skip;
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::map, maps::RingBuf};

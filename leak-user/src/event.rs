@@ -8,8 +8,8 @@ use aya::maps::{MapData, PerCpuArray};
 #[cfg(test)]
 use leak_common::ALLOC_HAS_STACK;
 use leak_common::{
-    AllocEvent, Counter, Event, EventKind, MapEvent, ALLOC_HEADER, COUNTERS, GO_MAX_FRAMES,
-    MAX_FRAMES, STACK_WORDS,
+    AllocEvent, Counter, Event, EventKind, MapEvent, NativeAlloc, ALLOC_HEADER, COUNTERS,
+    GO_MAX_FRAMES, MAX_FRAMES, NATIVE_HEADER, NATIVE_STACK_WORDS, STACK_WORDS,
 };
 
 /// Bytes of the kind every record starts with.
@@ -27,6 +27,8 @@ const _: () = {
     assert!(offset_of!(AllocEvent, frames) + size_of::<u32>() <= ALLOC_HEADER);
     assert!(offset_of!(AllocEvent, stack) == ALLOC_HEADER);
     assert!(size_of::<AllocEvent>() == ALLOC_HEADER + GO_MAX_FRAMES * size_of::<u64>());
+    assert!(offset_of!(NativeAlloc, kind) == 0);
+    assert!(offset_of!(NativeAlloc, stack) == NATIVE_HEADER);
 };
 
 /// One decoded ring buffer record.
@@ -42,6 +44,10 @@ pub(crate) enum Record {
     Start(Event),
     /// A brk, mmap or munmap of a traced process.
     Map(Box<MapEvent>),
+    /// A sampled native allocation, with the stack memory to unwind.
+    NativeAlloc(Box<NativeAlloc>),
+    /// A sampled native block freed.
+    NativeFree(Event),
 }
 
 /// Decodes a ring buffer record; `None` for a record of unknown kind or
@@ -80,7 +86,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
             ev.frames = ev.frames.min(GO_MAX_FRAMES as u32).min(carried as u32);
             Some(Record::Alloc(ev))
         }
-        EventKind::Free | EventKind::GcCycle | EventKind::Start
+        EventKind::Free | EventKind::GcCycle | EventKind::Start | EventKind::NativeFree
             if bytes.len() >= size_of::<Event>() =>
         {
             // SAFETY: length checked; Event is plain integers.
@@ -88,8 +94,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
             Some(match kind {
                 EventKind::Free => Record::Free(ev),
                 EventKind::GcCycle => Record::GcCycle(ev),
+                EventKind::NativeFree => Record::NativeFree(ev),
                 _ => Record::Start(ev),
             })
+        }
+        EventKind::NativeAlloc if bytes.len() >= NATIVE_HEADER => {
+            Some(Record::NativeAlloc(decode_native_alloc(bytes)))
         }
         EventKind::Map if bytes.len() >= size_of::<MapEvent>() => {
             // SAFETY: length checked; MapEvent is plain integers.
@@ -101,6 +111,36 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
         }
         _ => None,
     }
+}
+
+/// A native allocation record: its header and the stack words that came
+/// (records carry only those copied).
+fn decode_native_alloc(bytes: &[u8]) -> Box<NativeAlloc> {
+    let mut ev = Box::new(NativeAlloc {
+        kind: 0,
+        tgid: 0,
+        addr: 0,
+        size: 0,
+        ip: 0,
+        sp: 0,
+        bp: 0,
+        words: 0,
+        _pad: 0,
+        stack: [0; NATIVE_STACK_WORDS],
+    });
+    let n = bytes.len().min(size_of::<NativeAlloc>());
+    // SAFETY: at most size_of::<NativeAlloc>() bytes into a plain-integer
+    // struct.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (&mut *ev as *mut NativeAlloc).cast::<u8>(),
+            n,
+        )
+    };
+    let carried = (n - NATIVE_HEADER) / size_of::<u64>();
+    ev.words = ev.words.min(carried as u32);
+    ev
 }
 
 /// Kernel-side counters summed over CPUs.

@@ -109,6 +109,19 @@ impl Program {
         Self::start_with(bin, args, true)
     }
 
+    /// Like [`Program::start_command`], and keeps every later line of output
+    /// for [`Program::wait_line`].
+    pub fn start_following_command(command: &mut Command) -> Self {
+        Self::spawn(command, true)
+    }
+
+    /// Sends signal `sig` to the program.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        let rc = unsafe { libc_kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
     /// Waits at most `timeout` for a line of output (after those already
     /// taken) that satisfies `want`, and returns it; the lines before it
     /// are taken too. `None` on timeout or when the program is gone.
@@ -408,6 +421,8 @@ pub const SIGINT: i32 = 2;
 pub const SIGTERM: i32 = 15;
 /// SIGKILL.
 pub const SIGKILL: i32 = 9;
+/// SIGUSR1.
+pub const SIGUSR1: i32 = 10;
 
 extern "C" {
     #[link_name = "kill"]
@@ -547,6 +562,22 @@ pub fn build_c(name: &str) -> PathBuf {
         .status()
         .expect("run cc");
     assert!(status.success(), "cc {name}.c failed");
+    out
+}
+
+/// Builds test program `tests/c/{name}.cpp` the way a distribution builds
+/// C++ (`-O2`, no frame pointers) into target/it-c.
+pub fn build_cpp(name: &str) -> PathBuf {
+    let out_dir = root().join("target/it-c");
+    fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(name);
+    let status = Command::new("c++")
+        .args(["-O2", "-fomit-frame-pointer", "-Wall", "-o"])
+        .arg(&out)
+        .arg(root().join(format!("tests/c/{name}.cpp")))
+        .status()
+        .expect("run c++");
+    assert!(status.success(), "c++ {name}.cpp failed");
     out
 }
 

@@ -85,6 +85,11 @@ pub struct HeapConfig {
 
 layout!(HeapConfig, size 8, { tgid: 0, _pad: 4 });
 
+/// Entries of the native sampler's table of gaps (`SAMPLE_GAPS`): draws of
+/// an exponential with mean `--rate` bytes, one picked at random after
+/// each sample.
+pub const SAMPLE_GAPS: u32 = 1024;
+
 // SAFETY: plain-old-data, `#[repr(C)]`, integers only, explicit padding
 // (the layout check above).
 #[cfg(feature = "user")]

@@ -49,10 +49,12 @@ macro_rules! layout {
 pub mod go;
 pub mod heap;
 pub mod mm;
+pub mod native;
 
 pub use go::*;
 pub use heap::*;
 pub use mm::*;
+pub use native::*;
 
 wire_enum! {
 /// Record kinds sent through the ring buffer.
@@ -70,6 +72,10 @@ pub enum EventKind {
     /// (`runtime.main`): [`Event`], `addr` the instruction pointer at the
     /// probe (its load bias, with no read of /proc).
     Start = 5,
+    /// A sampled native allocation: [`NativeAlloc`].
+    NativeAlloc = 6,
+    /// A sampled native block was freed: [`Event`] (`size` as allocated).
+    NativeFree = 7,
 }
 }
 
@@ -90,8 +96,11 @@ pub enum Counter {
     /// brk/mmap/munmap records of `leak trace --syscalls` lost because the
     /// ring buffer or the pending map was full.
     MapDropped = 4,
+    /// Sampled native blocks not followed because the map of live blocks
+    /// was full (their frees are not seen).
+    LiveFull = 5,
 }
 }
 
 /// Number of slots in `COUNTERS`.
-pub const COUNTERS: u32 = 5;
+pub const COUNTERS: u32 = 6;

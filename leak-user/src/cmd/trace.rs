@@ -54,10 +54,14 @@ changed the rate since (then it leaves it and says so). If leak is killed
 (SIGKILL, the OOM killer), a small guard process it started does the same.
 --keep-rate leaves the written rate in place; --read-only writes nothing.
 
-Any other program (C, C++, Rust, …): `leak trace --pid PID` follows its heap
-growth instead: the user stack at each brk and anonymous mmap, outstanding mapped
-bytes per stack (munmap gives back). --syscalls asks for this on a Go program too.
-  leak trace --pid 4242 --duration 20 --folded heap.folded";
+Any other program (C, C++, Rust, …): `leak trace --pid PID` follows malloc,
+calloc, realloc and free of the allocator the process really uses (its own, a
+preloaded jemalloc, or the C library's), sampled by bytes in the kernel (--rate,
+default 512 KiB; --rate 1 sees every allocation): outstanding bytes per stack,
+scaled as pprof scales them. --syscalls follows its heap growth instead (the user
+stack at each brk and anonymous mmap, munmap gives back), on a Go program too.
+  leak trace --pid 4242 --duration 20 --folded heap.folded
+  leak trace --pid 4242 --rate 4096 --pprof native.pb.gz";
 
 /// Options of `leak trace`.
 #[derive(Args, Debug)]
@@ -69,7 +73,7 @@ pub struct TraceArgs {
 
     /// Trace only this process (with --uprobe, it must be running BINARY).
     /// Alone: a Go program is traced through its heap sampler, any other
-    /// through its heap growth (brk/mmap stacks).
+    /// through its allocator (malloc/free, sampled by bytes).
     #[arg(long, value_name = "PID")]
     pub(crate) pid: Option<u32>,
 
@@ -106,7 +110,8 @@ pub struct TraceArgs {
     /// one sample per BYTES allocated. Smaller is finer and finds a leak
     /// sooner; Go's default is 524288. leak writes this one integer into the
     /// target's memory; it also does so, at the default rate, when the
-    /// program runs with sampling off.
+    /// program runs with sampling off. On a native program: the mean bytes
+    /// between sampled allocations, in the kernel (1: every allocation).
     #[arg(long, value_name = "BYTES", conflicts_with = "read_only",
           value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub(crate) rate: Option<u64>,
@@ -139,9 +144,13 @@ enum Mode {
     Go(ExePath),
     /// Go's heap sampler on a program leak starts: its path and arguments.
     Launch(PathBuf, Vec<std::ffi::OsString>),
-    /// brk/mmap of this process.
-    Native(u32),
+    /// malloc/free of this process (`syscalls`: its brk/mmap instead).
+    Native { pid: u32, syscalls: bool },
 }
+
+/// Mean bytes between sampled native allocations when --rate is not
+/// given: Go's and tcmalloc's default, 512 KiB.
+const DEFAULT_NATIVE_RATE: u64 = 512 * 1024;
 
 /// Runs `leak trace`; its exit status is that of the program it ran, if
 /// it ran one.
@@ -154,13 +163,19 @@ pub fn run(args: TraceArgs) -> Result<u8> {
                 return Ok(not_run.code);
             }
         },
-        (_, Some(pid)) if args.syscalls => Mode::Native(pid),
+        (_, Some(pid)) if args.syscalls => Mode::Native {
+            pid,
+            syscalls: true,
+        },
         // A process's binary may be a container's: found through its root.
         (Some(binary), Some(pid)) => Mode::Go(ExePath::seen_by(pid, binary)),
         (Some(binary), None) => Mode::Go(ExePath::host(binary)),
         (None, Some(pid)) => match go_executable(pid)? {
             Some(exe) => Mode::Go(exe),
-            None => Mode::Native(pid),
+            None => Mode::Native {
+                pid,
+                syscalls: false,
+            },
         },
         (None, None) => {
             bail!("say what to trace: --uprobe BINARY (a Go program) or --pid PID (any process)")
@@ -188,18 +203,37 @@ pub fn run(args: TraceArgs) -> Result<u8> {
             go::run(target, go_options(&args))?;
             Ok(0)
         }
-        Mode::Native(pid) => {
-            if args.work.is_some() || args.rate.is_some() || args.keep_rate {
-                bail!("--work, --rate and --keep-rate need Go's heap sampler: use them with --uprobe on a Go program");
+        Mode::Native { pid, syscalls } => {
+            if args.work.is_some() || args.keep_rate || args.read_only {
+                bail!("--work, --keep-rate and --read-only are about Go's heap sampler: use them with --uprobe on a Go program");
             }
+            let mode = if syscalls {
+                if args.rate.is_some() {
+                    bail!("--rate samples allocations; --syscalls follows every brk and mmap");
+                }
+                native::Mode::Syscalls
+            } else {
+                let rate = args.rate.unwrap_or(DEFAULT_NATIVE_RATE);
+                native::Mode::Allocations { rate }
+            };
+            let outputs: &[Output] = match mode {
+                native::Mode::Syscalls => &[Output::Folded, Output::Flamegraph, Output::Json],
+                native::Mode::Allocations { .. } => &[
+                    Output::Folded,
+                    Output::Flamegraph,
+                    Output::Json,
+                    Output::Pprof,
+                ],
+            };
             args.outputs.check(
-                &[Output::Folded, Output::Flamegraph, Output::Json],
-                "heap-growth tracing (brk/mmap)",
-                "--pprof and --chart need Go's heap sampler: use --uprobe on a Go program",
+                outputs,
+                "native tracing",
+                "--chart needs Go's heap sampler: use --uprobe on a Go program",
             )?;
             probes::require_root()?;
             native::run(native::Options {
                 pid,
+                mode,
                 top: args.top,
                 interval: args.interval,
                 duration: args.duration,

@@ -194,7 +194,7 @@ impl ProcessSymbols {
         let file_name = m.path.rsplit('/').next().unwrap_or(&m.path).to_string();
         let name = elf
             .and_then(|e| e.function_at(e.address_of_offset(offset)?))
-            .map(str::to_string)
+            .map(demangle)
             .unwrap_or_else(|| format!("{file_name}+0x{offset:x}"));
         Some((name, m.path))
     }
@@ -216,6 +216,23 @@ impl SymbolSource for std::cell::RefCell<ProcessSymbols> {
     }
 }
 
+/// A symbol as a person reads it: Rust's (legacy and v0 manglings, the
+/// hash left out) and C++'s demangled, C's as it is.
+pub(crate) fn demangle(symbol: &str) -> String {
+    if let Ok(d) = rustc_demangle::try_demangle(symbol) {
+        return format!("{d:#}");
+    }
+    if symbol.starts_with("_Z") {
+        if let Ok(d) = cpp_demangle::Symbol::new(symbol).and_then(|s| {
+            s.demangle()
+                .map_err(|_| cpp_demangle::error::Error::UnexpectedEnd)
+        }) {
+            return d;
+        }
+    }
+    symbol.to_string()
+}
+
 /// Whether the 8 bytes before a return address end in an x86-64 call
 /// instruction: `call rel32` (E8, 5 bytes) or an indirect `call` (FF /2,
 /// 2 to 7 bytes). Tells a return address on the stack from a stray code
@@ -230,6 +247,30 @@ pub(crate) fn follows_call(before: [u8; 8]) -> bool {
         let at = 8 - len;
         before[at] == 0xff && (before[at + 1] >> 3) & 7 == 2
     })
+}
+
+#[cfg(test)]
+mod demangle_tests {
+    use super::demangle;
+
+    #[test]
+    fn names_read_as_written() {
+        assert_eq!(
+            demangle("_ZN3app7Session8rememberEm"),
+            "app::Session::remember(unsigned long)"
+        );
+        assert_eq!(demangle("_Znwm"), "operator new(unsigned long)");
+        // From this very binary: a legacy and a v0 Rust symbol.
+        assert_eq!(
+            demangle("_ZN100_$LT$$RF$mut$u20$serde_json..ser..Serializer$LT$W$C$F$GT$$u20$as$u20$serde_core..ser..Serializer$GT$13serialize_i6417h581dcba759804f99E"),
+            "<&mut serde_json::ser::Serializer<W,F> as serde_core::ser::Serializer>::serialize_i64"
+        );
+        assert_eq!(
+            demangle("_RINvMNtCsgEmfK2I1SDS_4core3stre18trim_start_matchesReECsgY6Mt91CT9J_14rustc_demangle"),
+            "<str>::trim_start_matches::<&str>"
+        );
+        assert_eq!(demangle("leak_request_buffer"), "leak_request_buffer");
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! The native layer: what leak knows about any program's code, whatever
-//! its language: the ELF symbols of every object a process maps
+//! its language: the allocator a process really uses and where its probes
+//! go ([`allocator`]), the ELF symbols of every object a process maps
 //! ([`elfsym`]) and its user stacks rebuilt without frame pointers
-//! ([`stacks`]). Like the Go layer beside it, it imports nothing above it.
+//! ([`stacks`], from a syscall's; [`unwind`], from `.eh_frame`). Like the Go layer beside it, it imports nothing above it.
 
+pub(crate) mod allocator;
 pub(crate) mod elfsym;
 pub(crate) mod stacks;
+pub(crate) mod unwind;

@@ -58,6 +58,47 @@ pub(crate) fn trim_c_library(frames: Vec<Frame>) -> Vec<Frame> {
     }
 }
 
+/// Objects that are allocators: a stack's leaf frames in them are the
+/// allocator's, not the program's.
+fn in_allocator_object(frame: &Frame) -> bool {
+    let name = frame.file.rsplit('/').next().unwrap_or_default();
+    in_c_library(frame)
+        || [
+            "libstdc++.so",
+            "libjemalloc.so",
+            "libtcmalloc",
+            "libmimalloc.so",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// Functions that allocate on their caller's behalf, by name (demangled):
+/// C++'s `operator new` family, Rust's allocator shims.
+fn is_allocator_function(function: &str) -> bool {
+    function.starts_with("operator new")
+        || function.starts_with("__rust_alloc")
+        || function.starts_with("__rust_realloc")
+        || function.starts_with("__rdl_")
+        || function.starts_with("__rg_")
+        || function.starts_with("alloc::alloc::")
+        || matches!(function, "malloc" | "calloc" | "realloc" | "free")
+}
+
+/// Drops the allocator's frames at the leaf end of a sampled allocation's
+/// stack (the C library's malloc, C++'s operator new, Rust's shims), so the
+/// leaf is the function that asked for memory, as Go's profiles trim the
+/// runtime. A stack of allocator frames alone stays.
+pub(crate) fn trim_allocator(frames: Vec<Frame>) -> Vec<Frame> {
+    let own = frames
+        .iter()
+        .position(|f| !in_allocator_object(f) && !is_allocator_function(&f.function));
+    match own {
+        Some(first_own) if first_own > 0 => frames.into_iter().skip(first_own).collect(),
+        _ => frames,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,11 @@
 //! The native pipeline: `leak trace --pid PID` on a program that is not
-//! Go, or `leak trace --syscalls`. Where does the heap grow? User stacks at
-//! every brk and anonymous mmap of one process, outstanding mapped bytes per
-//! stack (munmap and brk shrinking give back), the same reports as the Go
-//! pipeline.
-//!
-//! This sees the allocator asking the kernel for memory, not each malloc:
-//! a stack here is the one whose allocation made the heap grow, which for a
-//! steady leak is, with time, the leaking one.
+//! Go. By default its allocations: malloc, calloc, realloc and free of the
+//! allocator it really uses, sampled by bytes in the kernel, outstanding
+//! bytes per stack scaled as pprof scales them. With `--syscalls` (on any
+//! program) where its heap grows: user stacks at every brk and anonymous
+//! mmap, outstanding mapped bytes per stack (munmap and brk shrinking give
+//! back); that sees the allocator asking the kernel for memory, not each
+//! malloc. The same reports as the Go pipeline either way.
 
 use std::{
     cell::RefCell,
@@ -15,19 +14,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::error::{refuse, Context as _, Result};
+use crate::error::{refuse, Context as _, Error, Result};
 use aya::maps::{MapData, PerCpuArray};
-use leak_common::{Counter, MapCall, MapEvent};
+use leak_common::{Counter, MapCall, MapEvent, NativeAlloc};
 
 use crate::{
-    aggregate::{mapped::MappedBytes, merged::MergedStacks, StackId},
+    aggregate::{mapped::MappedBytes, merged::MergedStacks, sampled::Aggregator, StackId, Totals},
     event::{KernelCounters, Record},
     native::{
+        allocator,
         elfsym::{follows_call, ProcessSymbols},
-        stacks::{trim_c_library, user_stack},
+        stacks::{trim_allocator, trim_c_library, user_stack},
+        unwind::ProcessUnwinder,
     },
     outputs::Outputs,
-    probes::{self, heap::HeapProbes},
+    probes::{self, heap::HeapProbes, native::NativeProbes},
     process::{
         self,
         memory::{Memory, ProcessMemory},
@@ -40,11 +41,25 @@ use crate::{
 /// How often leak checks that the process still runs.
 const ALIVE_EVERY: Duration = Duration::from_millis(500);
 
+/// What is followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// malloc/free, sampled every `rate` bytes on average.
+    Allocations {
+        /// Mean bytes between samples (1: every allocation).
+        rate: u64,
+    },
+    /// brk/mmap/munmap.
+    Syscalls,
+}
+
 /// What `leak trace --pid` on a native program was asked to do.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
     /// The process.
     pub pid: u32,
+    /// What is followed.
+    pub mode: Mode,
     /// Stacks in the text report.
     pub top: usize,
     /// Seconds between reports.
@@ -69,6 +84,13 @@ struct NativePipeline {
     exe: PathBuf,
     memory: Option<ProcessMemory>,
     mapped: MappedBytes,
+    /// Sampled allocations (`Mode::Allocations`); `mapped` holds brk/mmap
+    /// (`Mode::Syscalls`). Each interns its own stacks.
+    sampled: Aggregator,
+    /// The object whose allocator is probed.
+    allocator: Option<String>,
+    /// Unwinds sampled allocations' stacks.
+    unwinder: ProcessUnwinder,
     symbols: Symbolizer<RefCell<ProcessSymbols>>,
     /// Stacks symbolized when first seen (the process may be gone by the
     /// end), merged by what they read.
@@ -91,6 +113,9 @@ async fn trace(options: Options) -> Result<()> {
         exe,
         memory: ProcessMemory::open(pid).ok(),
         mapped: MappedBytes::new(),
+        sampled: Aggregator::new(),
+        allocator: None,
+        unwinder: ProcessUnwinder::new(pid),
         symbols: Symbolizer::native(RefCell::new(symbols)),
         merged: MergedStacks::default(),
         return_addresses: HashMap::new(),
@@ -100,22 +125,45 @@ async fn trace(options: Options) -> Result<()> {
         last_alive_check: now,
         options,
     };
-    let HeapProbes {
-        events: ring,
-        counters,
-        attached,
-    } = probes::heap::attach(pid)?;
-    // After attaching: a brk from here on is seen, so the break read now is
-    // where growth starts.
-    if let Some(brk) = process::maps::program_break(pid) {
-        p.mapped.set_break(brk);
-    }
-    p.counters = Some(counters);
+    let (ring, attached) = match p.options.mode {
+        Mode::Syscalls => {
+            let HeapProbes {
+                events,
+                counters,
+                attached,
+            } = probes::heap::attach(pid)?;
+            // After attaching: a brk from here on is seen, so the break
+            // read now is where growth starts.
+            if let Some(brk) = process::maps::program_break(pid) {
+                p.mapped.set_break(brk);
+            }
+            p.counters = Some(counters);
+            eprintln!(
+                "leak: tracing heap growth (brk, mmap, munmap) of pid {pid} ({}); Ctrl-C to stop",
+                p.exe.display()
+            );
+            (events, attached)
+        }
+        Mode::Allocations { rate } => {
+            let allocator =
+                allocator::of_process(pid).map_err(|e| Error::Refused(e.to_string()))?;
+            let NativeProbes {
+                events,
+                counters,
+                attached,
+            } = probes::native::attach(pid, &allocator, rate)?;
+            p.counters = Some(counters);
+            eprintln!(
+                "leak: tracing allocations (malloc, calloc, realloc, free of {}) of pid {pid} ({}), {}; Ctrl-C to stop",
+                allocator.name,
+                p.exe.display(),
+                rate_words(rate),
+            );
+            p.allocator = Some(allocator.name);
+            (events, attached)
+        }
+    };
     p.started = Instant::now();
-    eprintln!(
-        "leak: tracing heap growth (brk, mmap, munmap) of pid {pid} ({}); Ctrl-C to stop",
-        p.exe.display()
-    );
     let timing = Timing {
         report_every: Duration::from_secs_f64(p.options.interval),
         poll_every: Some(ALIVE_EVERY),
@@ -139,8 +187,13 @@ async fn trace(options: Options) -> Result<()> {
 
 impl Pipeline for NativePipeline {
     fn handle(&mut self, record: Record) {
-        if let Record::Map(ev) = record {
-            self.handle_map(&ev);
+        match record {
+            Record::Map(ev) => self.handle_map(&ev),
+            Record::NativeAlloc(ev) if ev.tgid == self.options.pid => self.handle_alloc(&ev),
+            Record::NativeFree(ev) if ev.tgid == self.options.pid => {
+                self.sampled.free(ev.tgid, ev.addr);
+            }
+            _ => {}
         }
     }
 
@@ -194,14 +247,28 @@ impl NativePipeline {
             ev.bp,
             pcs
         );
-        let id = self.mapped.intern(&pcs);
         // Symbolized now: the process may be gone by the end.
-        let (mapped, symbols) = (&self.mapped, &mut self.symbols);
-        self.merged
-            .catch_up(mapped.stack_count(), usize::MAX, |id| {
-                trim_c_library(symbols.stack(mapped.stack(id)))
-            });
+        let id = self.mapped.intern(&pcs);
+        let (table, symbols) = (&self.mapped, &mut self.symbols);
+        self.merged.catch_up(table.stack_count(), usize::MAX, |id| {
+            trim_c_library(symbols.stack(table.stack(id)))
+        });
         id
+    }
+
+    /// A sampled allocation: its stack unwound from the copy it carries,
+    /// symbolized now (the process may be gone by the end), the allocator's
+    /// own frames trimmed.
+    fn handle_alloc(&mut self, ev: &NativeAlloc) {
+        let words = &ev.stack[..ev.words as usize];
+        let pcs = self.unwinder.unwind(ev.ip, ev.sp, ev.bp, words);
+        let stack = self.sampled.intern(&pcs);
+        let (table, symbols) = (&self.sampled, &mut self.symbols);
+        self.merged.catch_up(table.stack_count(), usize::MAX, |id| {
+            trim_allocator(symbols.stack(table.stack(id)))
+        });
+        let rate = self.rate();
+        self.sampled.alloc(ev.tgid, ev.addr, ev.size, rate, stack);
     }
 
     fn handle_map(&mut self, ev: &MapEvent) {
@@ -227,18 +294,65 @@ impl NativePipeline {
             return Losses::default();
         };
         let c = KernelCounters::read(counters);
-        Losses {
-            allocs_dropped: c.get(Counter::MapDropped),
-            stacks_failed: c.get(Counter::StackFailed),
-            ..Losses::default()
+        match self.options.mode {
+            Mode::Syscalls => Losses {
+                allocs_dropped: c.get(Counter::MapDropped),
+                stacks_failed: c.get(Counter::StackFailed),
+                ..Losses::default()
+            },
+            Mode::Allocations { .. } => Losses {
+                allocs_dropped: c.get(Counter::AllocDropped) + c.get(Counter::LiveFull),
+                frees_dropped: c.get(Counter::FreeDropped),
+                stacks_failed: c.get(Counter::StackFailed),
+                ..Losses::default()
+            },
+        }
+    }
+
+    /// Mean bytes between samples (allocations mode).
+    fn rate(&self) -> u64 {
+        match self.options.mode {
+            Mode::Allocations { rate } => rate,
+            Mode::Syscalls => 1,
         }
     }
 
     /// A snapshot for the reports; stacks that symbolize alike are merged.
     fn profile(&self) -> Profile {
-        let totals = self
-            .merged
-            .totals(self.mapped.stacks_with_totals().map(|(id, t)| (id, *t)));
+        match self.options.mode {
+            Mode::Syscalls => self.profile_of(
+                self.mapped.stacks_with_totals().map(|(id, t)| (id, *t)),
+                Source::Syscalls,
+                (
+                    self.mapped.calls(),
+                    self.mapped.unmaps(),
+                    self.mapped.total(),
+                ),
+            ),
+            Mode::Allocations { rate } => self.profile_of(
+                self.sampled.stacks().map(|(id, t)| (id, *t)),
+                Source::Native {
+                    allocator: self.allocator.clone().unwrap_or_default(),
+                    rate,
+                },
+                (
+                    self.sampled.samples(),
+                    self.sampled.frees(),
+                    self.sampled.total(),
+                ),
+            ),
+        }
+    }
+
+    /// The profile of stacks `per_stack` (ids of the mode's table), with
+    /// `counts`: events in, events out, the total.
+    fn profile_of(
+        &self,
+        per_stack: impl Iterator<Item = (StackId, Totals)>,
+        source: Source,
+        counts: (u64, u64, Totals),
+    ) -> Profile {
+        let totals = self.merged.totals(per_stack);
         let stacks = totals
             .into_iter()
             .map(|(m, totals)| StackProfile {
@@ -250,13 +364,13 @@ impl NativePipeline {
             .collect();
         let mut profile = Profile {
             binary: self.exe.clone(),
-            source: Source::Syscalls,
+            source,
             unit: Unit::Bytes,
             pids: vec![self.options.pid],
             elapsed: self.started.elapsed(),
-            samples: self.mapped.calls(),
-            frees: self.mapped.unmaps(),
-            total: self.mapped.total(),
+            samples: counts.0,
+            frees: counts.1,
+            total: counts.2,
             previous_outstanding: self.previous_outstanding,
             stacks,
             losses: self.losses(),
@@ -265,5 +379,17 @@ impl NativePipeline {
         };
         profile.sort_by_outstanding();
         profile
+    }
+}
+
+/// "every allocation" or "one sample per 512 KiB on average".
+fn rate_words(rate: u64) -> String {
+    if rate <= 1 {
+        "every allocation".to_string()
+    } else {
+        format!(
+            "one sample per {} allocated on average",
+            crate::units::human_bytes(rate as f64)
+        )
     }
 }

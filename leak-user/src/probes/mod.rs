@@ -13,6 +13,7 @@ pub(crate) mod heap;
 mod host;
 mod logs;
 pub(crate) mod mm;
+pub(crate) mod native;
 
 use aya::{
     maps::{Map, MapError},

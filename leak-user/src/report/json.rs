@@ -9,7 +9,7 @@
 //!   "target": {
 //!     "binary": string,              // path of the traced binary
 //!     "pids": [integer],             // processes traced so far
-//!     "source": string,              // "go-sampler" | "go-records" (leak heap)
+//!     "source": string,              // "go-sampler" | "go-records" (leak heap) | "native" | "syscalls"
 //!                                    // | "syscalls" (brk/mmap)
 //!     "unit": string,                // "bytes" | "goroutines"
 //!     "go_version": string | null,   // e.g. "go1.25.5"; null unless go-sampler
@@ -242,7 +242,10 @@ impl<'a> From<&'a Profile> for Report<'a> {
                 source: p.source.name(),
                 unit: p.unit.name(),
                 go_version: go.map(|g| g.0),
-                sampling_rate: go.map(|g| g.1),
+                sampling_rate: match &p.source {
+                    crate::report::Source::Native { rate, .. } => Some(*rate),
+                    _ => go.map(|g| g.1),
+                },
                 duration_secs: p.elapsed.as_secs_f64(),
             },
             totals: ReportTotals {

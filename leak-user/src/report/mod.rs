@@ -120,6 +120,14 @@ pub(crate) enum Source {
     /// brk and anonymous mmap/munmap of a process, whatever its language:
     /// where the heap grows, not each allocation.
     Syscalls,
+    /// malloc and free of a native process (C, C++, Rust), sampled by bytes
+    /// in the kernel: sampled blocks, scaled as pprof scales them.
+    Native {
+        /// The object whose allocator was probed (a C library, a jemalloc).
+        allocator: String,
+        /// Mean bytes between samples (1: every allocation).
+        rate: u64,
+    },
     /// A Go process's goroutines, read from its memory: counted per stack,
     /// as `/debug/pprof/goroutine` counts them.
     GoGoroutines {
@@ -141,6 +149,7 @@ impl Source {
             Source::GoSampler { .. } => "go-sampler",
             Source::GoRecords { .. } => "go-records",
             Source::Syscalls => "syscalls",
+            Source::Native { .. } => "native",
             Source::GoGoroutines { .. } => "go-goroutines",
         }
     }
@@ -249,7 +258,7 @@ impl Profile {
                 *gc_cycles,
                 Some(self.total.outstanding_bytes),
             )),
-            Source::Syscalls | Source::GoGoroutines { .. } => None,
+            Source::Syscalls | Source::Native { .. } | Source::GoGoroutines { .. } => None,
         }
     }
 }

@@ -73,6 +73,11 @@ fn target_line(out: &mut String, profile: &Profile) {
             out,
             "leak trace · {binary} · {pids} · {secs:.0}s · heap growth from brk/mmap",
         ),
+        Source::Native { allocator, rate } => writeln!(
+            out,
+            "leak trace · {binary} · {pids} · {secs:.0}s · native allocations (malloc/free of {allocator}) since attach · rate {}",
+            if *rate <= 1 { "every allocation".to_string() } else { human_bytes(*rate as f64) },
+        ),
         Source::GoGoroutines { go_version } => writeln!(
             out,
             "leak goroutines · {binary} ({go_version}) · {pids} · read from the runtime",
@@ -159,7 +164,9 @@ fn work_line(out: &mut String, profile: &Profile) {
 /// Events seen, bytes allocated, and what was lost.
 fn samples_line(out: &mut String, profile: &Profile) {
     let (added, taken) = match profile.source {
-        Source::GoSampler { .. } | Source::GoRecords { .. } => ("allocations", "frees"),
+        Source::GoSampler { .. } | Source::GoRecords { .. } | Source::Native { .. } => {
+            ("allocations", "frees")
+        }
         Source::Syscalls => ("brk/mmap calls", "munmaps"),
         Source::GoGoroutines { .. } => ("goroutines started", "ended"),
     };
@@ -295,7 +302,7 @@ fn describe(f: &Frame) -> String {
 fn losses(profile: &Profile) -> String {
     let l = &profile.losses;
     let mut out = match profile.source {
-        Source::GoSampler { .. } => format!(
+        Source::GoSampler { .. } | Source::Native { .. } => format!(
             "{} allocs, {} frees, {} stacks",
             l.allocs_dropped, l.frees_dropped, l.stacks_failed
         ),

@@ -139,6 +139,7 @@ impl Unit {
     pub(crate) fn title(self, source: &Source) -> &'static str {
         match (self, source) {
             (Unit::Bytes, Source::GoSampler { .. }) => "Outstanding heap",
+            (Unit::Bytes, Source::Native { .. }) => "Outstanding native heap (malloc)",
             (Unit::Bytes, Source::GoRecords { .. }) => "Heap in use at the last GC",
             (Unit::Bytes, Source::Syscalls | Source::GoGoroutines { .. }) => {
                 "Heap growth (brk/mmap)"
@@ -196,7 +197,9 @@ impl Unit {
     /// The text report's line when no stack holds anything.
     pub(crate) fn nothing_held(self, source: &Source) -> &'static str {
         match (self, source) {
-            (Unit::Bytes, Source::GoSampler { .. }) => "no outstanding sampled allocations yet\n",
+            (Unit::Bytes, Source::GoSampler { .. } | Source::Native { .. }) => {
+                "no outstanding sampled allocations yet\n"
+            }
             (Unit::Bytes, Source::GoRecords { .. }) => "no heap in use in the profile\n",
             (Unit::Bytes, Source::Syscalls | Source::GoGoroutines { .. }) => {
                 "no heap growth seen yet\n"
@@ -242,7 +245,12 @@ impl Unit {
     /// every goroutine is counted, 1.
     pub(crate) fn period(self, source: &Source) -> i64 {
         let rate = match (self, source) {
-            (Unit::Bytes, Source::GoSampler { rate, .. } | Source::GoRecords { rate, .. }) => *rate,
+            (
+                Unit::Bytes,
+                Source::GoSampler { rate, .. }
+                | Source::GoRecords { rate, .. }
+                | Source::Native { rate, .. },
+            ) => *rate,
             _ => 1,
         };
         rate as i64

@@ -166,7 +166,7 @@ impl Core {
                 }
                 self.started_pids.push(ev.tgid);
             }
-            Record::Map(_) => {}
+            Record::Map(_) | Record::NativeAlloc(_) | Record::NativeFree(_) => {}
         }
         None
     }

@@ -1,0 +1,274 @@
+//! Native allocations of one process (`leak trace --pid` on a program that
+//! is not Go): uprobes on the allocator that serves it (malloc, calloc,
+//! realloc and free, in whichever object defines them for that process).
+//!
+//! Sampled by bytes, in the kernel, as Go and tcmalloc sample: each CPU
+//! counts down the bytes asked for; the allocation that crosses zero is
+//! sampled and the count starts again from a gap drawn from an exponential
+//! with mean `--rate` (user space fills a table of draws). So an allocation
+//! of `s` bytes is sampled with probability `1 - exp(-s/rate)`, which user
+//! space undoes when it weighs a sample, and only sampled allocations take
+//! a stack. Their blocks go in a map of live blocks; a free looks its
+//! address up there (one lookup for an unsampled block) and is sent only
+//! for a sampled one.
+//!
+//! The block's address is only known when malloc returns: a sampled call
+//! keeps its record per thread until the return probe, which every call
+//! pays (C code: no goroutine stacks to confuse).
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns, generated},
+    macros::{map, uprobe, uretprobe},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::{ProbeContext, RetProbeContext},
+};
+use leak_common::{
+    Counter, Event, EventKind, HeapConfig, NativeAlloc, NATIVE_HEADER, NATIVE_STACK_WORDS,
+    SAMPLE_GAPS,
+};
+
+use crate::{
+    skip::{count, Skip},
+    wakeup_flags, EVENTS,
+};
+
+/// The traced process (set by user space).
+#[unsafe(no_mangle)]
+static NATIVE_CONFIG: HeapConfig = HeapConfig { tgid: 0, _pad: 0 };
+
+/// Gaps between samples, in bytes: draws of an exponential with mean
+/// `--rate` (all 0 at `--rate 1`: every allocation is sampled).
+#[map]
+static SAMPLE_GAPS_MAP: Array<u64> = Array::with_max_entries(SAMPLE_GAPS, 0);
+
+/// Bytes left until the next sample, per CPU.
+#[map]
+static COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entries(1, 0);
+
+/// A sampled allocation between its call and its return, per thread.
+/// Sized by user space when native allocations are traced.
+#[map]
+static NATIVE_PENDING: LruHashMap<u64, NativeAlloc> = LruHashMap::with_max_entries(1, 0);
+
+/// Sampled blocks still allocated: address → bytes asked for. Sized by user
+/// space when native allocations are traced (1 entry otherwise).
+#[map]
+static LIVE: HashMap<u64, u64> = HashMap::with_max_entries(1, 0);
+
+/// Room to build one `NativeAlloc` (too big for the 512-byte BPF stack).
+#[map]
+static NATIVE_SCRATCH: PerCpuArray<NativeAlloc> = PerCpuArray::with_max_entries(1, 0);
+
+/// The current thread's pid_tgid, if it belongs to the traced process.
+#[inline(always)]
+fn traced() -> Result<u64, Skip> {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: read-only global rewritten by the loader; volatile keeps the
+    // compiler from folding the default in.
+    let cfg = unsafe { core::ptr::read_volatile(&NATIVE_CONFIG) };
+    if (id >> 32) as u32 == cfg.tgid {
+        Ok(id)
+    } else {
+        Err(Skip::Nothing)
+    }
+}
+
+#[inline(always)]
+fn regs(ctx: &ProbeContext) -> &pt_regs {
+    // SAFETY: a uprobe's context is the user register set.
+    unsafe { &*ctx.regs }
+}
+
+/// Whether an allocation of `size` bytes is sampled: counts it down on
+/// this CPU, and on crossing zero draws the next gap.
+#[inline(always)]
+fn sampled(size: u64) -> Result<(), Skip> {
+    let left = COUNTDOWN.get_ptr_mut(0).ok_or(Skip::NoSlot)?;
+    // SAFETY: this CPU's slot; nothing else runs here until the program
+    // returns.
+    let left = unsafe { &mut *left };
+    *left -= size as i64;
+    if *left > 0 {
+        return Err(Skip::Nothing);
+    }
+    // SAFETY: helper without preconditions.
+    let pick = unsafe { bpf_get_prandom_u32() } % SAMPLE_GAPS;
+    let gap = SAMPLE_GAPS_MAP.get(pick).copied().unwrap_or(0);
+    *left = gap as i64;
+    Ok(())
+}
+
+/// Starts a sampled allocation of `size` bytes: its registers and the top
+/// of its user stack, kept until the call returns.
+#[inline(always)]
+fn begin(ctx: &ProbeContext, id: u64, size: u64) -> Result<(), Skip> {
+    sampled(size)?;
+    let ev = NATIVE_SCRATCH.get_ptr_mut(0).ok_or(Skip::NoSlot)?;
+    // SAFETY: this CPU's scratch slot, as above.
+    let ev = unsafe { &mut *ev };
+    let r = regs(ctx);
+    ev.kind = EventKind::NativeAlloc as u32;
+    ev.tgid = (id >> 32) as u32;
+    ev.addr = 0;
+    ev.size = size;
+    ev.ip = r.rip;
+    ev.sp = r.rsp;
+    ev.bp = r.rbp;
+    ev._pad = 0;
+    // As much of the stack as is mapped above sp, in three tries.
+    ev.words = if read_words(ev, NATIVE_STACK_WORDS, r.rsp) {
+        NATIVE_STACK_WORDS as u32
+    } else if read_words(ev, NATIVE_STACK_WORDS / 8, r.rsp) {
+        (NATIVE_STACK_WORDS / 8) as u32
+    } else if read_words(ev, 16, r.rsp) {
+        16
+    } else {
+        count(Counter::StackFailed);
+        0
+    };
+    NATIVE_PENDING.insert(id, ev, 0).map_err(|_| {
+        count(Counter::AllocDropped);
+        Skip::Full
+    })
+}
+
+/// Copies `n` words of user memory from `src` into the start of `ev.stack`.
+#[inline(always)]
+fn read_words(ev: &mut NativeAlloc, n: usize, src: u64) -> bool {
+    let n = n.min(NATIVE_STACK_WORDS);
+    // SAFETY: at most the size of `stack`; the source is user memory, read
+    // with the fault-safe helper.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(
+            ev.stack.as_mut_ptr().cast(),
+            (n * 8) as u32,
+            src as *const core::ffi::c_void,
+        )
+    };
+    rc == 0
+}
+
+/// Ends a free of `addr`: if it is a sampled block, forgets it and tells
+/// user space.
+#[inline(always)]
+fn release(id: u64, addr: u64) -> Result<(), Skip> {
+    if addr == 0 {
+        return Err(Skip::Nothing);
+    }
+    // SAFETY: a copy is taken before the entry is removed.
+    let size = unsafe { LIVE.get(&addr) }.copied().ok_or(Skip::Nothing)?;
+    let _ = LIVE.remove(&addr);
+    let ev = Event {
+        kind: EventKind::NativeFree as u32,
+        tgid: (id >> 32) as u32,
+        // SAFETY: helper without preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        addr,
+        size,
+    };
+    EVENTS.output::<Event>(&ev, wakeup_flags()).map_err(|_| {
+        count(Counter::FreeDropped);
+        Skip::Full
+    })
+}
+
+#[uprobe]
+pub fn native_malloc(ctx: ProbeContext) -> u32 {
+    let _ = try_native_malloc(&ctx);
+    0
+}
+
+fn try_native_malloc(ctx: &ProbeContext) -> Result<(), Skip> {
+    let id = traced()?;
+    begin(ctx, id, regs(ctx).rdi)
+}
+
+#[uprobe]
+pub fn native_calloc(ctx: ProbeContext) -> u32 {
+    let _ = try_native_calloc(&ctx);
+    0
+}
+
+fn try_native_calloc(ctx: &ProbeContext) -> Result<(), Skip> {
+    let id = traced()?;
+    let r = regs(ctx);
+    begin(ctx, id, r.rdi.wrapping_mul(r.rsi))
+}
+
+#[uprobe]
+pub fn native_realloc(ctx: ProbeContext) -> u32 {
+    let _ = try_native_realloc(&ctx);
+    0
+}
+
+/// realloc(p, size): the old block is freed (if sampled), the new one may
+/// be sampled. A realloc that fails keeps the old block: rare, and then
+/// its later free is not seen.
+fn try_native_realloc(ctx: &ProbeContext) -> Result<(), Skip> {
+    let id = traced()?;
+    let r = regs(ctx);
+    let _ = release(id, r.rdi);
+    begin(ctx, id, r.rsi)
+}
+
+#[uretprobe]
+pub fn native_alloc_return(ctx: RetProbeContext) -> u32 {
+    let _ = try_native_alloc_return(&ctx);
+    0
+}
+
+fn try_native_alloc_return(ctx: &RetProbeContext) -> Result<(), Skip> {
+    let id = traced()?;
+    let pending = NATIVE_PENDING.get_ptr_mut(id).ok_or(Skip::Nothing)?;
+    // SAFETY: a map value from a successful lookup; the ring buffer copies
+    // it before the entry is removed.
+    let ev = unsafe { &mut *pending };
+    let addr: u64 = ctx.ret();
+    let sent = if addr != 0 {
+        ev.addr = addr;
+        match LIVE.insert(&addr, &ev.size, 0) {
+            Ok(()) => send(ev).inspect_err(|_| {
+                let _ = LIVE.remove(&addr);
+            }),
+            Err(_) => {
+                count(Counter::LiveFull);
+                Err(Skip::Full)
+            }
+        }
+    } else {
+        Err(Skip::Nothing)
+    };
+    let _ = NATIVE_PENDING.remove(&id);
+    sent
+}
+
+/// Sends `ev` with the stack words it carries only.
+#[inline(always)]
+fn send(ev: &NativeAlloc) -> Result<(), Skip> {
+    // SAFETY: plain integers; the byte view covers the whole struct.
+    let bytes: &[u8; NATIVE_HEADER + NATIVE_STACK_WORDS * 8] =
+        unsafe { &*(ev as *const NativeAlloc).cast() };
+    let rc = match ev.words as usize {
+        NATIVE_STACK_WORDS => EVENTS.output::<[u8]>(&bytes[..], wakeup_flags()),
+        w if w >= NATIVE_STACK_WORDS / 8 => {
+            EVENTS.output::<[u8]>(&bytes[..NATIVE_HEADER + NATIVE_STACK_WORDS], wakeup_flags())
+        }
+        _ => EVENTS.output::<[u8]>(&bytes[..NATIVE_HEADER + 16 * 8], wakeup_flags()),
+    };
+    rc.map_err(|_| {
+        count(Counter::AllocDropped);
+        Skip::Full
+    })
+}
+
+#[uprobe]
+pub fn native_free(ctx: ProbeContext) -> u32 {
+    let _ = try_native_free(&ctx);
+    0
+}
+
+fn try_native_free(ctx: &ProbeContext) -> Result<(), Skip> {
+    let id = traced()?;
+    release(id, regs(ctx).rdi)
+}

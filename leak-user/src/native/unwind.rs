@@ -1,0 +1,159 @@
+//! Native user stacks unwound from a copy of the stack, without frame
+//! pointers: the registers and the stack memory a sampled allocation
+//! carries, walked with each mapped object's DWARF call frame information
+//! (`.eh_frame`, which every x86-64 object keeps for exceptions and
+//! debuggers, `.debug_frame` where present), by framehop, which falls back
+//! to frame pointers where an object has neither. Objects are added as the
+//! process maps them, each opened through `/proc/PID/map_files` (the very
+//! file mapped, a container's too).
+
+use std::{collections::HashSet, fs, ops::Range, path::PathBuf};
+
+use framehop::{
+    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
+    ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder,
+};
+use object::{Object, ObjectSection, ObjectSegment};
+
+use crate::process::{
+    exe::in_root,
+    maps::{self, Mapping},
+};
+
+/// Deepest stack kept.
+const MAX_DEPTH: usize = 128;
+
+/// The unwinder of one process's stacks.
+pub(crate) struct ProcessUnwinder {
+    pid: u32,
+    unwinder: UnwinderX86_64<Vec<u8>>,
+    cache: CacheX86_64,
+    /// Code mappings already added (start, end).
+    added: HashSet<(u64, u64)>,
+    /// Stacks that ended before their outermost frame (ran out of the copied
+    /// stack, or of unwind information).
+    pub truncated: u64,
+}
+
+impl ProcessUnwinder {
+    /// An unwinder with every object process `pid` maps now.
+    pub(crate) fn new(pid: u32) -> Self {
+        let mut u = Self {
+            pid,
+            unwinder: UnwinderX86_64::new(),
+            cache: CacheX86_64::new(),
+            added: HashSet::new(),
+            truncated: 0,
+        };
+        u.refresh();
+        u
+    }
+
+    /// Adds the code of objects mapped since (a library loaded late).
+    pub(crate) fn refresh(&mut self) {
+        let Ok(mappings) = maps::of(self.pid) else {
+            return;
+        };
+        for m in mappings
+            .iter()
+            .filter(|m| m.executable && m.path.starts_with('/'))
+        {
+            if !self.added.insert((m.start, m.end)) {
+                continue;
+            }
+            if let Some(module) = module(self.pid, m) {
+                self.unwinder.add_module(module);
+            }
+        }
+    }
+
+    /// Whether `pc` is in code the unwinder knows.
+    fn knows(&self, pc: u64) -> bool {
+        self.added.iter().any(|&(s, e)| (s..e).contains(&pc))
+    }
+
+    /// The stack at a probe, innermost first: `ip` (plus one, so that a
+    /// symbolizer that looks one byte before each address finds it, as it
+    /// does for the return addresses after it), then each caller's return
+    /// address, unwound from `sp` and `bp` through `words`, the stack memory
+    /// from `sp` up.
+    pub(crate) fn unwind(&mut self, ip: u64, sp: u64, bp: u64, words: &[u64]) -> Vec<u64> {
+        if !self.knows(ip) {
+            self.refresh();
+        }
+        let end = sp.saturating_add(words.len() as u64 * 8);
+        let mut read = |addr: u64| {
+            if addr >= sp && addr < end && addr % 8 == 0 {
+                Ok(words[((addr - sp) / 8) as usize])
+            } else {
+                Err(())
+            }
+        };
+        let regs = UnwindRegsX86_64::new(ip, sp, bp);
+        let mut frames = self
+            .unwinder
+            .iter_frames(ip, regs, &mut self.cache, &mut read);
+        let mut out = Vec::new();
+        let complete = loop {
+            if out.len() >= MAX_DEPTH {
+                break false;
+            }
+            match frames.next() {
+                Ok(Some(FrameAddress::InstructionPointer(pc))) => out.push(pc + 1),
+                Ok(Some(FrameAddress::ReturnAddress(ra))) => out.push(ra.get()),
+                Ok(None) => break true,
+                Err(_) => break false,
+            }
+        };
+        if !complete {
+            self.truncated += 1;
+        }
+        out
+    }
+}
+
+/// The unwind module of code mapping `m` of `pid`.
+fn module(pid: u32, m: &Mapping) -> Option<Module<Vec<u8>>> {
+    let data = fs::read(object_path(pid, m)).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    // The bias from where the file asks its segments to go to where they
+    // went: the segment that holds this mapping's file offset.
+    let bias = file.segments().find_map(|seg| {
+        let (off, size) = seg.file_range();
+        (m.offset >= off && m.offset < off + size)
+            .then(|| m.start.wrapping_sub(seg.address() + (m.offset - off)))
+    })?;
+    let section = |name: &str| -> Option<(Range<u64>, Vec<u8>)> {
+        let s = file.section_by_name(name)?;
+        let data = s.uncompressed_data().ok()?.into_owned();
+        Some((s.address()..s.address() + s.size(), data))
+    };
+    let (text_svma, text) = section(".text").unzip();
+    let (eh_frame_svma, eh_frame) = section(".eh_frame").unzip();
+    let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr").unzip();
+    let got_svma = section(".got").map(|s| s.0);
+    let debug_frame = section(".debug_frame").map(|s| s.1);
+    let info = ExplicitModuleSectionInfo {
+        base_svma: 0,
+        text_svma,
+        text,
+        got_svma,
+        eh_frame_svma,
+        eh_frame,
+        eh_frame_hdr_svma,
+        eh_frame_hdr,
+        debug_frame,
+        ..Default::default()
+    };
+    Some(Module::new(m.path.clone(), m.start..m.end, bias, info))
+}
+
+/// Where leak reads the file behind mapping `m`: the mapped file itself
+/// through `/proc/PID/map_files`, else its path in the process's root.
+fn object_path(pid: u32, m: &Mapping) -> PathBuf {
+    let exact = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+    if exact.exists() {
+        return exact;
+    }
+    in_root(pid, std::path::Path::new(&m.path)).unwrap_or_else(|| PathBuf::from(&m.path))
+}
