@@ -565,19 +565,25 @@ pub fn build_c(name: &str) -> PathBuf {
     out
 }
 
-/// Builds test program `tests/c/{name}.cpp` the way a distribution builds
-/// C++ (`-O2`, no frame pointers) into target/it-c.
-pub fn build_cpp(name: &str) -> PathBuf {
+/// Builds test program `tests/c/{file}` (C or C++, by its extension) the
+/// way a distribution builds it (`-O2`, no frame pointers) into
+/// target/it-c, named without the extension.
+pub fn build_optimized(file: &str) -> PathBuf {
     let out_dir = root().join("target/it-c");
     fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join(name);
-    let status = Command::new("c++")
+    let (name, compiler) = match file.rsplit_once('.') {
+        Some((name, "cpp")) => (name, "c++"),
+        Some((name, _)) => (name, "cc"),
+        None => (file, "cc"),
+    };
+    let out = out_dir.join(format!("{name}-O2"));
+    let status = Command::new(compiler)
         .args(["-O2", "-fomit-frame-pointer", "-Wall", "-o"])
         .arg(&out)
-        .arg(root().join(format!("tests/c/{name}.cpp")))
+        .arg(root().join(format!("tests/c/{file}")))
         .status()
-        .expect("run c++");
-    assert!(status.success(), "c++ {name}.cpp failed");
+        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
+    assert!(status.success(), "{compiler} {file} failed");
     out
 }
 

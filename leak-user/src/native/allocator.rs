@@ -28,10 +28,8 @@ use crate::process::{exe::in_root, maps};
 pub(crate) struct Probe {
     /// `malloc`, `free`, …
     pub function: &'static str,
-    /// File offset of the probed instruction.
+    /// File offset of the probed instruction (the return probe's too).
     pub file_offset: u64,
-    /// File offset of the function's entry (where a return probe goes).
-    pub entry_offset: u64,
     /// Whether the probed instruction is one the kernel emulates.
     pub emulated: bool,
 }
@@ -138,7 +136,6 @@ fn probes_in(path: &Path) -> Option<Vec<Probe>> {
         probes.push(Probe {
             function,
             file_offset: entry_offset + skip,
-            entry_offset,
             emulated,
         });
     }

@@ -88,8 +88,12 @@ pub(crate) fn attach(
             continue;
         };
         load_and_attach(name, p.function, p.file_offset)?;
+        // The return probe goes where the entry probe is: the instructions
+        // stepped over leave the stack alone, so the return address is
+        // still at the stack pointer, and the kernel emulates the one it
+        // traps on instead of single-stepping the first.
         if p.function != "free" {
-            load_and_attach("native_alloc_return", p.function, p.entry_offset)?;
+            load_and_attach("native_alloc_return", p.function, p.file_offset)?;
         }
     }
     Ok(NativeProbes {
