@@ -116,13 +116,7 @@ impl ProcessUnwinder {
 fn module(pid: u32, m: &Mapping) -> Option<Module<Vec<u8>>> {
     let data = fs::read(object_path(pid, m)).ok()?;
     let file = object::File::parse(&*data).ok()?;
-    // The bias from where the file asks its segments to go to where they
-    // went: the segment that holds this mapping's file offset.
-    let bias = file.segments().find_map(|seg| {
-        let (off, size) = seg.file_range();
-        (m.offset >= off && m.offset < off + size)
-            .then(|| m.start.wrapping_sub(seg.address() + (m.offset - off)))
-    })?;
+    let bias = load_bias(&file, m)?;
     let section = |name: &str| -> Option<(Range<u64>, Vec<u8>)> {
         let s = file.section_by_name(name)?;
         let data = s.uncompressed_data().ok()?.into_owned();
@@ -148,6 +142,34 @@ fn module(pid: u32, m: &Mapping) -> Option<Module<Vec<u8>>> {
     Some(Module::new(m.path.clone(), m.start..m.end, bias, info))
 }
 
+/// Where the file's addresses went in the process: from where it asks the
+/// segment holding mapping `m` to go. The mapping starts at a page
+/// boundary, so its file offset may be below the segment's own (by the
+/// alignment slack a linker leaves, e.g. a `.text` at vaddr 0x142b0 from
+/// file offset 0x132b0, mapped from offset 0x13000).
+fn load_bias(file: &object::File<'_>, m: &Mapping) -> Option<u64> {
+    let segments: Vec<(u64, u64, u64)> = file
+        .segments()
+        .map(|seg| {
+            let (off, size) = seg.file_range();
+            (seg.address(), off, size)
+        })
+        .collect();
+    // The segment whose first page the mapping starts at; else one that
+    // holds the mapping's offset (a segment mapped from its middle).
+    let (vaddr, off, _) = segments
+        .iter()
+        .find(|&&(_, off, _)| off & !0xfff == m.offset)
+        .or_else(|| {
+            segments
+                .iter()
+                .find(|&&(_, off, size)| m.offset >= off && m.offset < off + size)
+        })?;
+    // The vaddr of the mapping's first byte, from the segment's.
+    let first = vaddr.wrapping_add(m.offset).wrapping_sub(*off);
+    Some(m.start.wrapping_sub(first))
+}
+
 /// Where leak reads the file behind mapping `m`: the mapped file itself
 /// through `/proc/PID/map_files`, else its path in the process's root.
 fn object_path(pid: u32, m: &Mapping) -> PathBuf {
@@ -156,4 +178,39 @@ fn object_path(pid: u32, m: &Mapping) -> PathBuf {
         return exact;
     }
     in_root(pid, std::path::Path::new(&m.path)).unwrap_or_else(|| PathBuf::from(&m.path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::maps::{process_load_bias, Segment};
+
+    /// The bias of this test binary's code mapping agrees with the one the
+    /// Go layer computes from the first mapping of the file, and the
+    /// unwinder knows the code it runs.
+    #[test]
+    fn this_binarys_bias_and_code() {
+        let pid = std::process::id();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let mappings = maps::of(pid).unwrap();
+        let code = mappings
+            .iter()
+            .find(|m| m.executable && std::path::Path::new(&m.path) == exe)
+            .unwrap();
+        let data = fs::read(&exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let segments: Vec<Segment> = file
+            .segments()
+            .map(|s| Segment {
+                vaddr: s.address(),
+                offset: s.file_range().0,
+                filesz: s.file_range().1,
+            })
+            .collect();
+        let bias = load_bias(&file, code).unwrap();
+        assert_eq!(Some(bias), process_load_bias(pid, code.inode, &segments));
+        let u = ProcessUnwinder::new(pid);
+        let here = this_binarys_bias_and_code as fn() as usize as u64;
+        assert!(u.knows(here));
+    }
 }

@@ -262,6 +262,13 @@ impl NativePipeline {
     fn handle_alloc(&mut self, ev: &NativeAlloc) {
         let words = &ev.stack[..ev.words as usize];
         let pcs = self.unwinder.unwind(ev.ip, ev.sp, ev.bp, words);
+        log::debug!(
+            "native alloc ip {:#x} sp {:#x} words {} → {:x?}",
+            ev.ip,
+            ev.sp,
+            words.len(),
+            pcs
+        );
         let stack = self.sampled.intern(&pcs);
         let (table, symbols) = (&self.sampled, &mut self.symbols);
         self.merged.catch_up(table.stack_count(), usize::MAX, |id| {
