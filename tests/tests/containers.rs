@@ -196,8 +196,9 @@ fn trace_heap_and_goroutines_see_into_a_container() {
     assert!(svc.running(), "the service died");
 }
 
-/// A C program in a container: `leak trace --pid` follows its heap growth,
-/// its own functions named from the binary only the container can see.
+/// A C program in a container: `leak trace --pid` follows its allocations
+/// (the container's own C library probed, through the process's root), its
+/// own functions named from the binary only the container can see.
 #[test]
 fn native_heap_growth_in_a_container() {
     let dir = scratch("containers-c");

@@ -1,6 +1,6 @@
-//! `leak trace --pid` on a program that is not Go: heap growth (brk and
-//! mmap stacks) of a leaking C program, through the real tracepoints. Root
-//! only; run through `cargo xtask test`.
+//! `leak trace --syscalls --pid` on a program that is not Go: heap growth
+//! (brk and mmap stacks) of a leaking C program, through the real
+//! tracepoints. Root only; run through `cargo xtask test`.
 
 use std::process::Command;
 
@@ -18,6 +18,7 @@ fn c_heap_growth_stack_names_the_leaking_function() {
     let svg = dir.join("leaker.svg");
     let mut leak = LeakArgs::trace_any()
         .pid(leaker.pid())
+        .flag("--syscalls")
         .opt("--duration", 20)
         .out("--folded", &folded)
         .out("--flamegraph", &svg)

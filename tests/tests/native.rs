@@ -294,3 +294,34 @@ fn rust_leak_without_frame_pointers() {
     assert!(names.contains(&"rleak::handle_request"), "{names:?}");
     assert!(names.contains(&"rleak::main"), "{names:?}");
 }
+
+/// The C leaker (1 KiB a millisecond, for a minute) traced for 36 s at
+/// `--rate 65536`: its stack, `leak_request_buffer`, is judged leaking from
+/// its series of outstanding bytes, growing about as fast as the program
+/// allocates.
+#[test]
+fn a_steady_native_leak_is_judged_leaking() {
+    let dir = scratch("native-verdict");
+    let leaker = Program::start(&build_c("leaker"), &["-t", "60"]);
+    let json = dir.join("trace.json");
+    let mut leak = LeakArgs::trace_any()
+        .pid(leaker.pid())
+        .opt("--rate", 65536)
+        .opt("--duration", 36)
+        .out("--json", &json)
+        .attach(&dir);
+    assert!(leak.wait(90).success(), "{}", leak.stderr_text());
+    let doc = read_json(&json);
+    let top = &doc["stacks"][0];
+    let leaf = top["frames"][0]["function"].as_str().unwrap();
+    let growth = &top["growth"];
+    eprintln!(
+        "top stack: {leaf}, {} B outstanding, growth {growth}",
+        top["outstanding_bytes"]
+    );
+    assert_eq!(leaf, "leak_request_buffer", "{doc}");
+    assert_eq!(growth["verdict"], "leaking", "{growth}");
+    // 1 KiB a millisecond is at most 1 MiB/s; a loaded host sleeps longer.
+    let rate = growth["bytes_per_sec"].as_f64().unwrap();
+    assert!(rate > 0.3e6 && rate < 1.2e6, "{rate} B/s");
+}

@@ -19,7 +19,13 @@ use aya::maps::{MapData, PerCpuArray};
 use leak_common::{Counter, MapCall, MapEvent, NativeAlloc};
 
 use crate::{
-    aggregate::{mapped::MappedBytes, merged::MergedStacks, sampled::Aggregator, StackId, Totals},
+    aggregate::{
+        mapped::MappedBytes,
+        merged::{MergedId, MergedStacks},
+        sampled::Aggregator,
+        StackId, Totals,
+    },
+    analysis::growth::GrowthTracker,
     event::{KernelCounters, Record},
     native::{
         allocator,
@@ -28,12 +34,13 @@ use crate::{
         unwind::ProcessUnwinder,
     },
     outputs::Outputs,
+    pipeline::go::{GROWTH_EVERY, SERIES_POINTS, TRACKED_STACKS},
     probes::{self, heap::HeapProbes, native::NativeProbes},
     process::{
         self,
         memory::{Memory, ProcessMemory},
     },
-    report::{Losses, Profile, Source, StackProfile, Unit},
+    report::{Losses, Profile, Source, StackGrowth, StackProfile, Unit},
     session::{self, Pipeline, Stop, Timing},
     symbolize::Symbolizer,
 };
@@ -91,6 +98,12 @@ struct NativePipeline {
     allocator: Option<String>,
     /// Unwinds sampled allocations' stacks.
     unwinder: ProcessUnwinder,
+    /// Each stack's outstanding bytes over time, for its verdict.
+    growth: GrowthTracker<MergedId>,
+    /// Growth readings taken (the tracker's "collections": native memory
+    /// has no GC, each reading is exact).
+    readings: u64,
+    last_growth: Instant,
     symbols: Symbolizer<RefCell<ProcessSymbols>>,
     /// Stacks symbolized when first seen (the process may be gone by the
     /// end), merged by what they read.
@@ -116,6 +129,9 @@ async fn trace(options: Options) -> Result<()> {
         sampled: Aggregator::new(),
         allocator: None,
         unwinder: ProcessUnwinder::new(pid),
+        growth: GrowthTracker::new(TRACKED_STACKS, SERIES_POINTS),
+        readings: 0,
+        last_growth: now,
         symbols: Symbolizer::native(RefCell::new(symbols)),
         merged: MergedStacks::default(),
         return_addresses: HashMap::new(),
@@ -198,6 +214,10 @@ impl Pipeline for NativePipeline {
     }
 
     fn poll(&mut self) -> Result<Option<Stop>> {
+        if self.last_growth.elapsed() >= GROWTH_EVERY {
+            self.last_growth = Instant::now();
+            self.record_growth();
+        }
         if self.last_alive_check.elapsed() >= ALIVE_EVERY {
             self.last_alive_check = Instant::now();
             if !process::alive(self.options.pid) {
@@ -316,6 +336,42 @@ impl NativePipeline {
         }
     }
 
+    /// Each stack's totals now, by merged stack.
+    fn merged_totals(&self) -> Vec<(MergedId, Totals)> {
+        match self.options.mode {
+            Mode::Syscalls => self
+                .merged
+                .totals(self.mapped.stacks_with_totals().map(|(id, t)| (id, *t))),
+            Mode::Allocations { .. } => self
+                .merged
+                .totals(self.sampled.stacks().map(|(id, t)| (id, *t))),
+        }
+    }
+
+    /// A reading of every stack's outstanding bytes for the verdicts.
+    fn record_growth(&mut self) {
+        self.readings += 1;
+        let t = self.started.elapsed().as_secs_f64();
+        let points: Vec<(MergedId, Totals, f64)> = self
+            .merged_totals()
+            .into_iter()
+            .map(|(m, tot)| (m, tot, tot.outstanding_bytes))
+            .collect();
+        self.growth.record(t, &points, self.readings);
+    }
+
+    /// One stack's verdict, from its series.
+    fn stack_growth(&self, m: MergedId) -> Option<StackGrowth> {
+        let trend = self.growth.assess(&m)?;
+        Some(StackGrowth {
+            verdict: trend.verdict,
+            reason: trend.reason,
+            bytes_per_sec: trend.slope,
+            bytes_per_call: None,
+            survived_2_gcs: 0.0,
+        })
+    }
+
     /// Mean bytes between samples (allocations mode).
     fn rate(&self) -> u64 {
         match self.options.mode {
@@ -328,7 +384,6 @@ impl NativePipeline {
     fn profile(&self) -> Profile {
         match self.options.mode {
             Mode::Syscalls => self.profile_of(
-                self.mapped.stacks_with_totals().map(|(id, t)| (id, *t)),
                 Source::Syscalls,
                 (
                     self.mapped.calls(),
@@ -337,7 +392,6 @@ impl NativePipeline {
                 ),
             ),
             Mode::Allocations { rate } => self.profile_of(
-                self.sampled.stacks().map(|(id, t)| (id, *t)),
                 Source::Native {
                     allocator: self.allocator.clone().unwrap_or_default(),
                     rate,
@@ -351,22 +405,17 @@ impl NativePipeline {
         }
     }
 
-    /// The profile of stacks `per_stack` (ids of the mode's table), with
-    /// `counts`: events in, events out, the total.
-    fn profile_of(
-        &self,
-        per_stack: impl Iterator<Item = (StackId, Totals)>,
-        source: Source,
-        counts: (u64, u64, Totals),
-    ) -> Profile {
-        let totals = self.merged.totals(per_stack);
+    /// The profile of every stack, with `counts`: events in, events out,
+    /// the total.
+    fn profile_of(&self, source: Source, counts: (u64, u64, Totals)) -> Profile {
+        let totals = self.merged_totals();
         let stacks = totals
             .into_iter()
             .map(|(m, totals)| StackProfile {
                 held_at_exit: 0.0,
                 frames: self.merged.frames(m).clone(),
                 totals,
-                growth: None,
+                growth: self.stack_growth(m),
             })
             .collect();
         let mut profile = Profile {

@@ -52,13 +52,13 @@ use crate::{
 };
 
 /// Stacks whose history is kept for the growth verdict.
-const TRACKED_STACKS: usize = 1024;
+pub(crate) const TRACKED_STACKS: usize = 1024;
 /// Points kept per stack (halved when full).
-const SERIES_POINTS: usize = 360;
+pub(crate) const SERIES_POINTS: usize = 360;
 /// How often processes running the binary are looked for.
 const SCAN_EVERY: Duration = Duration::from_millis(500);
 /// How often each stack's growth series gets a point.
-const GROWTH_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const GROWTH_EVERY: Duration = Duration::from_secs(1);
 /// Records are read in batches this often; the kernel side wakes leak
 /// early only when a quarter of the ring buffer waits.
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
