@@ -56,6 +56,14 @@ static NATIVE_PENDING: LruHashMap<u64, NativeAlloc> = LruHashMap::with_max_entri
 #[map]
 static LIVE: HashMap<u64, u64> = HashMap::with_max_entries(1, 0);
 
+/// Processes to stop at their program's entry point (`leak trace --
+/// CMD`): tgid → 1, used once.
+#[map]
+static NATIVE_STOP: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
+
+/// SIGSTOP on Linux.
+const SIGSTOP: u32 = 19;
+
 /// Room to build one `NativeAlloc` (too big for the 512-byte BPF stack).
 #[map]
 static NATIVE_SCRATCH: PerCpuArray<NativeAlloc> = PerCpuArray::with_max_entries(1, 0);
@@ -271,4 +279,22 @@ pub fn native_free(ctx: ProbeContext) -> u32 {
 fn try_native_free(ctx: &ProbeContext) -> Result<(), Skip> {
     let id = traced()?;
     release(id, regs(ctx).rdi)
+}
+
+#[uprobe]
+pub fn native_entry(ctx: ProbeContext) -> u32 {
+    let _ = try_native_entry(&ctx);
+    0
+}
+
+/// The launched program reached its entry point, its libraries mapped:
+/// stop it until its allocator is probed.
+fn try_native_entry(_ctx: &ProbeContext) -> Result<(), Skip> {
+    let tgid = (traced()? >> 32) as u32;
+    // SAFETY: the value is not kept.
+    unsafe { NATIVE_STOP.get(&tgid) }.ok_or(Skip::Nothing)?;
+    let _ = NATIVE_STOP.remove(&tgid);
+    // SAFETY: helper without preconditions; signals the current process.
+    let _ = unsafe { generated::bpf_send_signal(SIGSTOP) };
+    Ok(())
 }

@@ -3,8 +3,10 @@
  * remember_request (the leak) and churns a 4 KiB buffer in churn (freed
  * at once). It prints "ready pid N", waits for SIGUSR1 (so a tracer can
  * attach first), serves -n requests (default 20000), prints "done kept
- * BYTES bytes in N blocks", and waits to be killed. Run it with a
- * preloaded allocator (LD_PRELOAD=libjemalloc.so.2) to test that one.
+ * BYTES bytes in N blocks", and waits to be killed. With -x it starts at
+ * once and exits with status 3 when done (for a tracer that starts it).
+ * Run it with a preloaded allocator (LD_PRELOAD=libjemalloc.so.2) to test
+ * that one.
  *
  * Build: cc -O2 -fomit-frame-pointer -o cleak cleak.c */
 #include <signal.h>
@@ -52,19 +54,25 @@ static void on_usr1(int sig)
 
 int main(int argc, char **argv)
 {
-    int n = 20000;
-    if (argc > 2 && strcmp(argv[1], "-n") == 0)
-        n = atoi(argv[2]);
+    int n = 20000, at_once = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
+            n = atoi(argv[++i]);
+        else if (strcmp(argv[i], "-x") == 0)
+            at_once = 1;
+    }
     kept = calloc((size_t)n, sizeof *kept);
     signal(SIGUSR1, on_usr1);
     printf("ready pid %d\n", (int)getpid());
     fflush(stdout);
-    while (!go)
+    while (!go && !at_once)
         pause();
     for (int i = 0; i < n; i++)
         handle_request(i);
     printf("done kept %zu bytes in %zu blocks\n", nkept * 1000, nkept);
     fflush(stdout);
+    if (at_once)
+        return 3;
     for (;;)
         pause();
 }

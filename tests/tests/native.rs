@@ -475,3 +475,45 @@ fn redis_against_its_own_count() {
     });
     assert!(own, "the top stack never reaches redis: {top}");
 }
+
+/// `leak trace -- CMD` on a native program: leak starts it, stops it at its
+/// entry point (its libraries mapped), probes its allocator, lets it run,
+/// and writes the outputs when it exits, with the program's exit status.
+#[test]
+fn a_native_program_started_by_leak() {
+    let bin = build_optimized("cleak.c");
+    let dir = scratch("native-launch");
+    let json = dir.join("trace.json");
+    let out = Command::new(leak_bin())
+        .args(["trace", "--rate", "4096", "--json"])
+        .arg(&json)
+        .arg("--")
+        .arg(&bin)
+        .arg("-x")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let done = stdout
+        .lines()
+        .find(|l| l.starts_with("done kept "))
+        .unwrap_or_else(|| panic!("the program's output is missing: {stdout}"));
+    let kept: f64 = done.split_whitespace().nth(2).unwrap().parse().unwrap();
+    let doc = read_json(&json);
+    let held: f64 = stacks_through(&doc, "remember_request")
+        .iter()
+        .filter(|s| {
+            s["frames"][0]["function"]
+                .as_str()
+                .unwrap()
+                .starts_with("remember_request")
+        })
+        .map(|s| s["outstanding_bytes"].as_f64().unwrap())
+        .sum();
+    eprintln!("launched: remember_request held {held:.0} B when it exited; it kept {kept} B");
+    assert!(
+        (held / kept - 1.0).abs() <= 0.10,
+        "{held} vs {kept}\n{stderr}"
+    );
+}

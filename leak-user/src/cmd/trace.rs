@@ -61,7 +61,8 @@ default 512 KiB; --rate 1 sees every allocation): outstanding bytes per stack,
 scaled as pprof scales them. --syscalls follows its heap growth instead (the user
 stack at each brk and anonymous mmap, munmap gives back), on a Go program too.
   leak trace --pid 4242 --duration 20 --folded heap.folded
-  leak trace --pid 4242 --rate 4096 --pprof native.pb.gz";
+  leak trace --pid 4242 --rate 4096 --pprof native.pb.gz
+  leak trace --json run.json -- ./server --port 8080   # any program, from its start";
 
 /// Options of `leak trace`.
 #[derive(Args, Debug)]
@@ -184,13 +185,14 @@ pub fn run(args: TraceArgs) -> Result<u8> {
     super::check_interval(args.interval)?;
     super::check_duration(args.duration)?;
     match mode {
+        Mode::Launch(program, program_args) if crate::go::GoBinary::open(&program).is_err() => {
+            // Not Go: a native program, traced through its allocator.
+            let options = native_options(&args, 0, false)?;
+            probes::require_root()?;
+            Ok(native::run_launched(options, &program, &program_args)?)
+        }
         Mode::Launch(program, program_args) => {
-            let target = Program::open(&program).map_err(|e| {
-                anyhow::Error::new(e).context(format!(
-                    "leak trace -- CMD runs Go programs for now; start {} yourself and use --pid",
-                    program.display()
-                ))
-            })?;
+            let target = Program::open(&program)?;
             check_go_outputs(&args.outputs)?;
             probes::require_root()?;
             let child = go::launch::spawn_paused(&program, &program_args)?;
@@ -204,44 +206,53 @@ pub fn run(args: TraceArgs) -> Result<u8> {
             Ok(0)
         }
         Mode::Native { pid, syscalls } => {
-            if args.work.is_some() || args.keep_rate || args.read_only {
-                bail!("--work, --keep-rate and --read-only are about Go's heap sampler: use them with --uprobe on a Go program");
-            }
-            let mode = if syscalls {
-                if args.rate.is_some() {
-                    bail!("--rate samples allocations; --syscalls follows every brk and mmap");
-                }
-                native::Mode::Syscalls
-            } else {
-                let rate = args.rate.unwrap_or(DEFAULT_NATIVE_RATE);
-                native::Mode::Allocations { rate }
-            };
-            let outputs: &[Output] = match mode {
-                native::Mode::Syscalls => &[Output::Folded, Output::Flamegraph, Output::Json],
-                native::Mode::Allocations { .. } => &[
-                    Output::Folded,
-                    Output::Flamegraph,
-                    Output::Json,
-                    Output::Pprof,
-                ],
-            };
-            args.outputs.check(
-                outputs,
-                "native tracing",
-                "--chart needs Go's heap sampler: use --uprobe on a Go program",
-            )?;
+            let options = native_options(&args, pid, syscalls)?;
             probes::require_root()?;
-            native::run(native::Options {
-                pid,
-                mode,
-                top: args.top,
-                interval: args.interval,
-                duration: args.duration,
-                outputs: args.outputs,
-            })?;
+            native::run(options)?;
             Ok(0)
         }
     }
+}
+
+/// The options of a native trace of `pid` (0: a program leak starts),
+/// checked: Go-only flags refused, the rate defaulted, each output path
+/// checked before anything is attached.
+fn native_options(args: &TraceArgs, pid: u32, syscalls: bool) -> Result<native::Options> {
+    if args.work.is_some() || args.keep_rate || args.read_only {
+        bail!("--work, --keep-rate and --read-only are about Go's heap sampler: use them with --uprobe on a Go program");
+    }
+    let mode = if syscalls {
+        if args.rate.is_some() {
+            bail!("--rate samples allocations; --syscalls follows every brk and mmap");
+        }
+        native::Mode::Syscalls
+    } else {
+        native::Mode::Allocations {
+            rate: args.rate.unwrap_or(DEFAULT_NATIVE_RATE),
+        }
+    };
+    let outputs: &[Output] = match mode {
+        native::Mode::Syscalls => &[Output::Folded, Output::Flamegraph, Output::Json],
+        native::Mode::Allocations { .. } => &[
+            Output::Folded,
+            Output::Flamegraph,
+            Output::Json,
+            Output::Pprof,
+        ],
+    };
+    args.outputs.check(
+        outputs,
+        "native tracing",
+        "--chart needs Go's heap sampler: use --uprobe on a Go program",
+    )?;
+    Ok(native::Options {
+        pid,
+        mode,
+        top: args.top,
+        interval: args.interval,
+        duration: args.duration,
+        outputs: args.outputs.clone(),
+    })
 }
 
 /// Every output a Go trace writes; each path checked before attaching.

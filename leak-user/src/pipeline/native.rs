@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::error::{refuse, Context as _, Error, Result};
-use aya::maps::{MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
 use leak_common::{Counter, MapCall, MapEvent, NativeAlloc};
 
 use crate::{
@@ -34,11 +34,19 @@ use crate::{
         unwind::ProcessUnwinder,
     },
     outputs::Outputs,
+    pipeline::go::launch,
     pipeline::go::{GROWTH_EVERY, SERIES_POINTS, TRACKED_STACKS},
-    probes::{self, heap::HeapProbes, native::NativeProbes},
+    probes::{
+        self,
+        heap::HeapProbes,
+        native::{NativeLoad, NativeProbes},
+        Attached,
+    },
     process::{
         self,
+        exe::exe_file,
         memory::{Memory, ProcessMemory},
+        FileId,
     },
     report::{Losses, Profile, Source, StackGrowth, StackProfile, Unit},
     session::{self, Pipeline, Stop, Timing},
@@ -83,7 +91,89 @@ pub(crate) fn run(options: Options) -> Result<()> {
     if !process::alive(options.pid) {
         refuse!("no process with pid {}", options.pid);
     }
-    session::block_on(trace(options))
+    session::block_on(trace(options, None))
+}
+
+/// `leak trace -- CMD` on a native program: starts it paused, lets it run
+/// to its entry point (its libraries mapped, none of its code run), probes
+/// the allocator it got, traces it until it exits and writes every output;
+/// returns the program's exit status.
+pub(crate) fn run_launched(
+    mut options: Options,
+    program: &std::path::Path,
+    args: &[std::ffi::OsString],
+) -> Result<u8> {
+    let Mode::Allocations { rate } = options.mode else {
+        refuse!("leak trace -- CMD follows allocations: --syscalls needs --pid");
+    };
+    let entry = entry_offset(program)?;
+    let mut child = launch::spawn_paused(program, args)?;
+    let pid = child.id();
+    options.pid = pid;
+    let prepared = stop_at_entry(pid, rate, program, entry).and_then(|mut load| {
+        let allocator = allocator::of_process(pid).map_err(|e| Error::Refused(e.to_string()))?;
+        load.attach_allocator(&allocator)?;
+        Ok(Launched {
+            probes: load.finish()?,
+            allocator: allocator.name,
+        })
+    });
+    let traced = prepared.and_then(|l| session::block_on(trace(options, Some(l))));
+    if traced.is_err() {
+        // Never left stopped, never run untraced: it goes with leak.
+        let _ = child.kill();
+    }
+    let status = child
+        .wait()
+        .context(|| "cannot wait for the program".into())?;
+    traced?;
+    Ok(launch::exit_code(status))
+}
+
+/// Loads the probes for `pid` (the paused shell that will exec `program`),
+/// lets it exec, and waits until it stops at the program's entry point.
+fn stop_at_entry(pid: u32, rate: u64, program: &std::path::Path, entry: u64) -> Result<NativeLoad> {
+    let program_id =
+        FileId::of(program).context(|| format!("cannot read {}", program.display()))?;
+    let mut load = probes::native::load_for(pid, rate)?;
+    load.stop_at_entry(program, entry)?;
+    launch::resume(pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let runs_program = || FileId::of(&exe_file(pid)).is_ok_and(|id| id == program_id);
+    loop {
+        match process::state(pid) {
+            // Stopped, and no longer the shell: at the entry point.
+            Some(('T', _)) if runs_program() => return Ok(load),
+            Some((s, _)) if !process::is_dead(s) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            _ => refuse!(
+                "{} did not reach its entry point (it exited, or could not be run)",
+                program.display()
+            ),
+        }
+    }
+}
+
+/// File offset of `program`'s entry point (ELF `e_entry`).
+fn entry_offset(program: &std::path::Path) -> Result<u64> {
+    let data = std::fs::read(program).context(|| format!("cannot read {}", program.display()))?;
+    let file = object::File::parse(&*data)
+        .map_err(|e| Error::Refused(format!("{}: not an ELF program: {e}", program.display())))?;
+    let entry = object::Object::entry(&file);
+    object::Object::segments(&file)
+        .find_map(|seg| {
+            use object::ObjectSegment;
+            let (off, size) = seg.file_range();
+            let addr = seg.address();
+            (entry >= addr && entry < addr + size).then(|| off + (entry - addr))
+        })
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "{}: its entry point is in no segment",
+                program.display()
+            ))
+        })
 }
 
 struct NativePipeline {
@@ -114,9 +204,20 @@ struct NativePipeline {
     started: Instant,
     previous_outstanding: Option<f64>,
     last_alive_check: Instant,
+    /// The process is one leak started (`leak trace -- CMD`).
+    launched: bool,
 }
 
-async fn trace(options: Options) -> Result<()> {
+/// A program leak started and stopped at its entry point, its allocator
+/// already probed.
+pub(crate) struct Launched {
+    /// The attached probes.
+    pub probes: NativeProbes,
+    /// The object whose allocator they are on.
+    pub allocator: String,
+}
+
+async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
     let pid = options.pid;
     let exe = process::exe(pid).map_err(|e| crate::error::Error::Refused(e.to_string()))?;
     let symbols =
@@ -139,52 +240,21 @@ async fn trace(options: Options) -> Result<()> {
         started: now,
         previous_outstanding: None,
         last_alive_check: now,
+        launched: false,
         options,
     };
-    let (ring, attached) = match p.options.mode {
-        Mode::Syscalls => {
-            let HeapProbes {
-                events,
-                counters,
-                attached,
-            } = probes::heap::attach(pid)?;
-            // After attaching: a brk from here on is seen, so the break
-            // read now is where growth starts.
-            if let Some(brk) = process::maps::program_break(pid) {
-                p.mapped.set_break(brk);
-            }
-            p.counters = Some(counters);
-            eprintln!(
-                "leak: tracing heap growth (brk, mmap, munmap) of pid {pid} ({}); Ctrl-C to stop",
-                p.exe.display()
-            );
-            (events, attached)
-        }
-        Mode::Allocations { rate } => {
-            let allocator =
-                allocator::of_process(pid).map_err(|e| Error::Refused(e.to_string()))?;
-            let NativeProbes {
-                events,
-                counters,
-                attached,
-            } = probes::native::attach(pid, &allocator, rate)?;
-            p.counters = Some(counters);
-            eprintln!(
-                "leak: tracing allocations (malloc, calloc, realloc, free of {}) of pid {pid} ({}), {}; Ctrl-C to stop",
-                allocator.name,
-                p.exe.display(),
-                rate_words(rate),
-            );
-            p.allocator = Some(allocator.name);
-            (events, attached)
-        }
-    };
+    let launched_pid = launched.as_ref().map(|_| pid);
+    let (ring, attached) = p.attach(launched)?;
     p.started = Instant::now();
     let timing = Timing {
         report_every: Duration::from_secs_f64(p.options.interval),
         poll_every: Some(ALIVE_EVERY),
         duration: p.options.duration,
     };
+    if let Some(pid) = launched_pid {
+        p.launched = true;
+        launch::resume(pid);
+    }
     let stop = session::run(&mut p, Some(ring), timing).await?;
     let losses = p.losses();
     p.counters = None;
@@ -227,6 +297,10 @@ impl Pipeline for NativePipeline {
         Ok(None)
     }
 
+    fn on_signal(&mut self, name: &'static str) -> bool {
+        !self.launched || launch::launched_signal_stops(self.options.pid, name)
+    }
+
     fn report(&mut self) -> Result<Option<Stop>> {
         let profile = self.profile();
         println!(
@@ -239,6 +313,52 @@ impl Pipeline for NativePipeline {
 }
 
 impl NativePipeline {
+    /// Attaches the probes of the mode (or takes those of a launched
+    /// program) and says what is traced.
+    fn attach(&mut self, launched: Option<Launched>) -> Result<(RingBuf<MapData>, Attached)> {
+        let pid = self.options.pid;
+        let exe = self.exe.display().to_string();
+        match self.options.mode {
+            Mode::Syscalls => {
+                let HeapProbes {
+                    events,
+                    counters,
+                    attached,
+                } = probes::heap::attach(pid)?;
+                // After attaching: a brk from here on is seen, so the break
+                // read now is where growth starts.
+                if let Some(brk) = process::maps::program_break(pid) {
+                    self.mapped.set_break(brk);
+                }
+                self.counters = Some(counters);
+                eprintln!(
+                    "leak: tracing heap growth (brk, mmap, munmap) of pid {pid} ({exe}); Ctrl-C to stop"
+                );
+                Ok((events, attached))
+            }
+            Mode::Allocations { rate } => {
+                let (probes, allocator) = match launched {
+                    Some(l) => (l.probes, l.allocator),
+                    None => {
+                        let allocator = allocator::of_process(pid)
+                            .map_err(|e| Error::Refused(e.to_string()))?;
+                        (
+                            probes::native::attach(pid, &allocator, rate)?,
+                            allocator.name,
+                        )
+                    }
+                };
+                self.counters = Some(probes.counters);
+                eprintln!(
+                    "leak: tracing allocations (malloc, calloc, realloc, free of {allocator}) of pid {pid} ({exe}), {}; Ctrl-C to stop",
+                    rate_words(rate),
+                );
+                self.allocator = Some(allocator);
+                Ok((probes.events, probes.attached))
+            }
+        }
+    }
+
     fn is_return_address(&mut self, addr: u64) -> bool {
         if let Some(known) = self.return_addresses.get(&addr) {
             return *known;

@@ -93,6 +93,18 @@ where
     M::try_from(map).map_err(|e| ProbeError::from_map(&format!("open the {name} map"), &e))
 }
 
+/// Map `name` of the object, borrowed (it stays in the object: programs
+/// loaded later still find it open).
+fn borrow_map<'e, M>(ebpf: &'e mut Ebpf, name: &str) -> Result<M, ProbeError>
+where
+    M: TryFrom<&'e mut Map, Error = MapError>,
+{
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| ProbeError::NotInObject(format!("{name} map")))?;
+    M::try_from(map).map_err(|e| ProbeError::from_map(&format!("open the {name} map"), &e))
+}
+
 /// Loads `program` and attaches it to the tracepoint `category:name`.
 fn attach_tracepoint(
     ebpf: &mut Ebpf,

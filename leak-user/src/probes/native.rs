@@ -1,10 +1,10 @@
 //! The native allocation probes (leak-ebpf/src/native.rs): uprobes on the
 //! allocator that serves one process, sampled by bytes in the kernel.
 
-use std::num::NonZeroU32;
+use std::{num::NonZeroU32, path::Path};
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeScope},
         UProbe,
@@ -12,7 +12,7 @@ use aya::{
 };
 use leak_common::{HeapConfig, SAMPLE_GAPS};
 
-use super::{load, program, take_map, Attached, Feature, ProbeError, Settings};
+use super::{borrow_map, load, program, take_map, Attached, Feature, ProbeError, Settings};
 use crate::native::allocator::Allocator;
 
 /// Sampled blocks followed at once: past this, a sampled block is counted
@@ -40,14 +40,15 @@ fn program_of(function: &str) -> Option<&'static str> {
     })
 }
 
-/// Loads the native programs for process `pid`, fills the sampler's table
-/// of gaps for a mean of `rate` bytes, and attaches a probe to each of
-/// `allocator`'s functions (and a return probe to those that allocate).
-pub(crate) fn attach(
+/// The native programs loaded for one process, not yet all attached.
+pub(crate) struct NativeLoad {
+    ebpf: aya::Ebpf,
     pid: u32,
-    allocator: &Allocator,
-    rate: u64,
-) -> Result<NativeProbes, ProbeError> {
+}
+
+/// Loads the native programs for process `pid` and fills the sampler's
+/// table of gaps for a mean of `rate` bytes.
+pub(crate) fn load_for(pid: u32, rate: u64) -> Result<NativeLoad, ProbeError> {
     let config = HeapConfig { tgid: pid, _pad: 0 };
     let mut ebpf = load(Settings {
         globals: vec![("NATIVE_CONFIG", (&config).into())],
@@ -58,49 +59,103 @@ pub(crate) fn attach(
             ("EVENTS", 64 << 20),
         ],
     })?;
-    let mut gaps: Array<_, u64> = take_map(&mut ebpf, "SAMPLE_GAPS_MAP")?;
+    // Borrowed, not taken: a map taken out and dropped would be closed
+    // before the programs that use it are loaded.
+    let mut gaps: Array<_, u64> = borrow_map(&mut ebpf, "SAMPLE_GAPS_MAP")?;
     for (i, gap) in sample_gaps(rate).into_iter().enumerate() {
         gaps.set(i as u32, gap, 0)
             .map_err(|e| ProbeError::NotInObject(format!("SAMPLE_GAPS_MAP: {e}")))?;
     }
-    let scope = match NonZeroU32::new(pid) {
-        Some(pid) => UProbeScope::OneProcess(pid),
-        None => UProbeScope::AllProcesses,
-    };
-    let mut load_and_attach = |name: &str, function: &str, offset: u64| {
-        let probe: &mut UProbe = program(&mut ebpf, name)?;
+    Ok(NativeLoad { ebpf, pid })
+}
+
+/// Loads the native programs for process `pid`, fills the sampler's table
+/// of gaps for a mean of `rate` bytes, and attaches a probe to each of
+/// `allocator`'s functions (and a return probe to those that allocate).
+pub(crate) fn attach(
+    pid: u32,
+    allocator: &Allocator,
+    rate: u64,
+) -> Result<NativeProbes, ProbeError> {
+    let mut loaded = load_for(pid, rate)?;
+    loaded.attach_allocator(allocator)?;
+    loaded.finish()
+}
+
+impl NativeLoad {
+    /// Attaches program `name` at file offset `offset` of `object` (shown
+    /// as `shown`, `function` in it), for this process only.
+    fn attach_at(
+        &mut self,
+        name: &str,
+        object: &Path,
+        shown: &str,
+        function: &str,
+        offset: u64,
+    ) -> Result<(), ProbeError> {
+        let scope = match NonZeroU32::new(self.pid) {
+            Some(pid) => UProbeScope::OneProcess(pid),
+            None => UProbeScope::AllProcesses,
+        };
+        let probe: &mut UProbe = program(&mut self.ebpf, name)?;
         if probe.fd().is_err() {
             probe
                 .load()
                 .map_err(|e| ProbeError::from_program(&format!("load {name}"), None, &e))?;
         }
         let at = UProbeAttachLocation::AbsoluteOffset(offset);
-        probe
-            .attach(at, &allocator.open, scope)
-            .map(|_| ())
-            .map_err(|e| {
-                let what = format!("attach a uprobe to {function} in {}", allocator.name);
-                ProbeError::from_program(&what, Some(Feature::Uprobes), &e)
-            })
-    };
-    for p in &allocator.probes {
-        let Some(name) = program_of(p.function) else {
-            continue;
-        };
-        load_and_attach(name, p.function, p.file_offset)?;
-        // The return probe goes where the entry probe is: the instructions
-        // stepped over leave the stack alone, so the return address is
-        // still at the stack pointer, and the kernel emulates the one it
-        // traps on instead of single-stepping the first.
-        if p.function != "free" {
-            load_and_attach("native_alloc_return", p.function, p.file_offset)?;
-        }
+        probe.attach(at, object, scope).map(|_| ()).map_err(|e| {
+            let what = format!("attach a uprobe to {function} in {shown}");
+            ProbeError::from_program(&what, Some(Feature::Uprobes), &e)
+        })
     }
-    Ok(NativeProbes {
-        events: take_map(&mut ebpf, "EVENTS")?,
-        counters: take_map(&mut ebpf, "COUNTERS")?,
-        attached: Attached { _ebpf: ebpf },
-    })
+
+    /// Stops the process (SIGSTOP) when it reaches the entry point of
+    /// `program` (file offset `entry`): after the dynamic linker has mapped
+    /// its libraries, before any of its code runs. For `leak trace -- CMD`,
+    /// whose allocator is known only once the program is loaded.
+    pub(crate) fn stop_at_entry(&mut self, program: &Path, entry: u64) -> Result<(), ProbeError> {
+        let mut stop: HashMap<_, u32, u8> = borrow_map(&mut self.ebpf, "NATIVE_STOP")?;
+        stop.insert(self.pid, 1, 0)
+            .map_err(|e| ProbeError::NotInObject(format!("NATIVE_STOP: {e}")))?;
+        let shown = program.display().to_string();
+        self.attach_at("native_entry", program, &shown, "its entry point", entry)
+    }
+
+    /// Attaches a probe to each of `allocator`'s functions, and a return
+    /// probe to those that allocate.
+    pub(crate) fn attach_allocator(&mut self, allocator: &Allocator) -> Result<(), ProbeError> {
+        for p in &allocator.probes {
+            let Some(name) = program_of(p.function) else {
+                continue;
+            };
+            let (open, shown) = (&allocator.open, allocator.name.as_str());
+            self.attach_at(name, open, shown, p.function, p.file_offset)?;
+            // The return probe goes where the entry probe is: the
+            // instructions stepped over leave the stack alone, so the return
+            // address is still at the stack pointer, and the kernel emulates
+            // the one it traps on instead of single-stepping the first.
+            if p.function != "free" {
+                self.attach_at(
+                    "native_alloc_return",
+                    open,
+                    shown,
+                    p.function,
+                    p.file_offset,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The attached probes and the maps the pipeline reads.
+    pub(crate) fn finish(mut self) -> Result<NativeProbes, ProbeError> {
+        Ok(NativeProbes {
+            events: take_map(&mut self.ebpf, "EVENTS")?,
+            counters: take_map(&mut self.ebpf, "COUNTERS")?,
+            attached: Attached { _ebpf: self.ebpf },
+        })
+    }
 }
 
 /// The table of gaps between samples: quantiles of an exponential with

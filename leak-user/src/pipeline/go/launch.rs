@@ -164,29 +164,36 @@ impl GoPipeline {
     /// started runs (it gets the signal; leak stops when it exits).
     pub(super) fn signal_stops(&mut self, name: &'static str) -> bool {
         match (self.options.launched, self.options.pid) {
-            (true, Some(pid)) if process::alive(pid) => {
-                // A Ctrl-C typed at the terminal reached the program too (it
-                // is in leak's process group): passing it on would be a
-                // second one, which many programs take as "quit now". A
-                // signal sent to leak alone is passed on. Either way leak
-                // stops when the program exits.
-                let from_terminal = name == "SIGINT" && std::io::stdin().is_terminal();
-                if from_terminal {
-                    eprintln!("leak: {name}: the program has it too; stopping when it exits");
-                } else {
-                    eprintln!("leak: {name}: passed to pid {pid}; stopping when it exits");
-                    let sig = if name == "SIGINT" {
-                        libc::SIGINT
-                    } else {
-                        libc::SIGTERM
-                    };
-                    signal(pid, sig);
-                }
-                false
-            }
+            (true, Some(pid)) => launched_signal_stops(pid, name),
             _ => true,
         }
     }
+}
+
+/// SIGINT/SIGTERM while the program leak started (`pid`) runs: it gets the
+/// signal, and leak stops when it exits (false); once it is gone, leak
+/// stops (true).
+pub(crate) fn launched_signal_stops(pid: u32, name: &'static str) -> bool {
+    if !process::alive(pid) {
+        return true;
+    }
+    // A Ctrl-C typed at the terminal reached the program too (it is in
+    // leak's process group): passing it on would be a second one, which
+    // many programs take as "quit now". A signal sent to leak alone is
+    // passed on. Either way leak stops when the program exits.
+    let from_terminal = name == "SIGINT" && std::io::stdin().is_terminal();
+    if from_terminal {
+        eprintln!("leak: {name}: the program has it too; stopping when it exits");
+    } else {
+        eprintln!("leak: {name}: passed to pid {pid}; stopping when it exits");
+        let sig = if name == "SIGINT" {
+            libc::SIGINT
+        } else {
+            libc::SIGTERM
+        };
+        signal(pid, sig);
+    }
+    false
 }
 
 #[cfg(test)]
