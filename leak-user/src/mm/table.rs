@@ -81,88 +81,26 @@ pub(crate) fn signed(bytes: f64) -> String {
     }
 }
 
+/// Widths of the columns that vary: the in-namespace pid after PID, and
+/// the command (container ids and cgroup paths need more room).
+struct Widths {
+    ns: usize,
+    command: usize,
+}
+
 /// Renders the header and the first `top` rows. Lines are cut to `width`
 /// characters when given (a terminal's width).
 pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<usize>) -> String {
     let mut out = String::new();
-    let shown = rows.len().min(top);
-    let _ = write!(
-        out,
-        "leak top · {} · {} · {} of {} {}, leaking first, then by growth",
-        elapsed(header.elapsed_secs),
-        header.scope,
-        shown,
-        header.watched,
-        if header.grouped {
-            "containers"
-        } else {
-            "processes"
-        }
-    );
-    if header.lost > 0 {
-        let _ = write!(out, " · {} kernel events not credited", header.lost);
-    }
-    out.push('\n');
-    let rows = &rows[..shown];
-    let ns = ns_width(rows);
-    // Container ids and cgroup paths need more room than command names.
-    let cw = if header.grouped { 28 } else { 15 };
-    let _ = writeln!(
-        out,
-        "{:>7}{:ns$}  {:<cw$} {:>10} {:>10} {:>10} {:>12} {:>11} {:>14}  {:<w$}  {:<9} WHY",
-        if header.grouped { "PROCS" } else { "PID" },
-        "",
-        if header.grouped {
-            "CONTAINER"
-        } else {
-            "COMMAND"
-        },
-        "RSS",
-        "GO HEAP",
-        "GOROUTINES",
-        "TO LIMIT",
-        "CHANGE",
-        "GROWTH",
-        "RSS OVER TIME",
-        "VERDICT",
-        w = SPARK_WIDTH,
-        cw = cw
-    );
+    let rows = &rows[..rows.len().min(top)];
+    title_line(&mut out, header, rows.len());
+    let widths = Widths {
+        ns: ns_width(rows),
+        command: if header.grouped { 28 } else { 15 },
+    };
+    column_titles(&mut out, header.grouped, &widths);
     for r in rows {
-        let values: Vec<f64> = r.series.iter().map(|p| p.1).collect();
-        let level = values.iter().copied().fold(0.0, f64::max);
-        let spark = sparkline(&values, SPARK_WIDTH, (256.0 * 1024.0f64).max(0.005 * level));
-        let _ = writeln!(
-            out,
-            "{:>7}{:<ns$}  {:<cw$} {:>10} {:>10} {:>10} {:>12} {:>11} {:>14}  {:<w$}  {:<9} {}",
-            match r.members.len() {
-                0 => r.pid,
-                n => n as u32,
-            },
-            ns_suffix(r.ns_pid),
-            truncate(&r.command, cw),
-            human_bytes(r.latest.resident() as f64),
-            r.go_heap
-                .as_ref()
-                .map(|h| human_bytes(h.latest.heap_marked as f64))
-                .unwrap_or_else(|| "-".into()),
-            r.goroutines
-                .as_ref()
-                .map(|g| thousands(g.0))
-                .unwrap_or_else(|| "-".into()),
-            match r.limit_ahead() {
-                Some((secs, LimitKind::Cgroup)) => human_secs(secs),
-                Some((secs, LimitKind::HostAvailable)) => format!("{} host", human_secs(secs)),
-                None => "-".into(),
-            },
-            signed(r.change_bytes),
-            rate_per_min(r.growth()),
-            spark,
-            r.trend.verdict,
-            r.trend.reason,
-            w = SPARK_WIDTH,
-            cw = cw
-        );
+        row_line(&mut out, r, &widths);
     }
     for (path, n) in &header.oom_kills {
         let s = if *n == 1 { "" } else { "es" };
@@ -181,6 +119,87 @@ pub(crate) fn render(header: &Header, rows: &[Row], top: usize, width: Option<us
         }
         None => out,
     }
+}
+
+/// The line above the table: time, scope, how many shown of how many.
+fn title_line(out: &mut String, header: &Header, shown: usize) {
+    let noun = if header.grouped {
+        "containers"
+    } else {
+        "processes"
+    };
+    let _ = write!(
+        out,
+        "leak top · {} · {} · {shown} of {} {noun}, leaking first, then by growth",
+        elapsed(header.elapsed_secs),
+        header.scope,
+        header.watched,
+    );
+    if header.lost > 0 {
+        let _ = write!(out, " · {} kernel events not credited", header.lost);
+    }
+    out.push('\n');
+}
+
+/// The column titles.
+fn column_titles(out: &mut String, grouped: bool, w: &Widths) {
+    let (who, what) = if grouped {
+        ("PROCS", "CONTAINER")
+    } else {
+        ("PID", "COMMAND")
+    };
+    let _ = writeln!(
+        out,
+        "{who:>7}{:ns$}  {what:<cw$} {:>10} {:>10} {:>10} {:>12} {:>11} {:>14}  {:<sw$}  {:<9} WHY",
+        "",
+        "RSS",
+        "GO HEAP",
+        "GOROUTINES",
+        "TO LIMIT",
+        "CHANGE",
+        "GROWTH",
+        "RSS OVER TIME",
+        "VERDICT",
+        ns = w.ns,
+        cw = w.command,
+        sw = SPARK_WIDTH,
+    );
+}
+
+/// One row: a process (or a container's processes).
+fn row_line(out: &mut String, r: &Row, w: &Widths) {
+    let values: Vec<f64> = r.series.iter().map(|p| p.1).collect();
+    let level = values.iter().copied().fold(0.0, f64::max);
+    let spark = sparkline(&values, SPARK_WIDTH, (256.0 * 1024.0f64).max(0.005 * level));
+    let dash = || "-".to_string();
+    let _ = writeln!(
+        out,
+        "{:>7}{:<ns$}  {:<cw$} {:>10} {:>10} {:>10} {:>12} {:>11} {:>14}  {:<sw$}  {:<9} {}",
+        match r.members.len() {
+            0 => r.pid,
+            n => n as u32,
+        },
+        ns_suffix(r.ns_pid),
+        truncate(&r.command, w.command),
+        human_bytes(r.latest.resident() as f64),
+        r.go_heap
+            .as_ref()
+            .map_or_else(dash, |h| human_bytes(h.latest.heap_marked as f64)),
+        r.goroutines.as_ref().map_or_else(dash, |g| thousands(g.0)),
+        match r.limit_ahead() {
+            Some((secs, LimitKind::Cgroup)) => human_secs(secs),
+            Some((secs, LimitKind::HostAvailable)) => format!("{} host", human_secs(secs)),
+            None => dash(),
+        },
+        signed(r.change_bytes),
+        rate_per_min(r.growth()),
+        spark,
+        r.trend.verdict,
+        r.trend.reason,
+        ns = w.ns,
+        cw = w.command,
+        sw = SPARK_WIDTH,
+    );
 }
 
 /// What follows a pid in another pid namespace: ` (ns 1)`.

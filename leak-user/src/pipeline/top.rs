@@ -292,6 +292,26 @@ fn chart_lines(rows: &[Row]) -> Vec<ChartLine> {
     lines
 }
 
+/// One reading of a process: the kernel side's counters where it has them,
+/// over what `/proc` said at first sight.
+fn reading_of(known: &Known, kernel: Option<&KernelView>) -> Reading {
+    let mut reading = Reading {
+        rss: known.baseline,
+        ..Reading::default()
+    };
+    if let Some(k) = kernel {
+        if let Some(stats) = &k.stats {
+            reading.rss = merge_rss(stats, &known.baseline);
+            if stats.brk != 0 {
+                reading.heap_bytes = known.start_brk.map(|s| stats.brk.saturating_sub(s));
+            }
+        }
+        reading.mapped_bytes = k.activity.mapped_bytes;
+        reading.advised_away_bytes = k.activity.advised_away_bytes;
+    }
+    reading
+}
+
 /// "every process", "pid 1, 2", with the filter: "every process in
 /// cgroup /system.slice", "… of container 3f2a9c".
 fn scope(options: &Options) -> String {
@@ -453,53 +473,14 @@ impl Top {
             self.forget(pid);
         }
         let in_kernel_maps = kernel.is_some_and(|k| k.stats.is_some());
-        // /proc is read on first sight, and again for a process that fell
-        // out of the kernel maps (evicted): its counters there are gone.
-        let first_sight = !self.known.contains_key(&pid);
-        let fell_out = self
-            .known
-            .get(&pid)
-            .is_some_and(|k| k.in_kernel_maps && !in_kernel_maps);
-        if first_sight || fell_out {
-            let cgroup = cgroup_view(pid);
-            let Some(baseline) =
-                process::rss(pid).filter(|_| self.args.filter.admits(cgroup.as_ref()))
-            else {
-                self.ignored.insert(pid, start_time);
-                return;
-            };
-            let command = process::comm(pid).unwrap_or_else(|| "?".to_string());
-            self.known.insert(
-                pid,
-                Known {
-                    start_time,
-                    command,
-                    baseline,
-                    start_brk: process::start_brk(pid),
-                    in_kernel_maps,
-                    cgroup,
-                    ns_pid: process::ns_pid(pid),
-                },
-            );
+        if !self.look_at(pid, start_time, in_kernel_maps) {
+            return;
         }
         let Some(known) = self.known.get_mut(&pid) else {
             return;
         };
         known.in_kernel_maps = in_kernel_maps;
-        let mut reading = Reading {
-            rss: known.baseline,
-            ..Reading::default()
-        };
-        if let Some(k) = kernel {
-            if let Some(stats) = &k.stats {
-                reading.rss = merge_rss(stats, &known.baseline);
-                if stats.brk != 0 {
-                    reading.heap_bytes = known.start_brk.map(|s| stats.brk.saturating_sub(s));
-                }
-            }
-            reading.mapped_bytes = k.activity.mapped_bytes;
-            reading.advised_away_bytes = k.activity.advised_away_bytes;
-        }
+        let reading = reading_of(known, kernel);
         let command = known.command.clone();
         self.watch.record(pid, &command, secs, reading);
         let interval = Duration::from_secs_f64(self.args.interval);
@@ -510,6 +491,41 @@ impl Top {
         if let Some(n) = go.goroutines {
             self.watch.record_goroutines(pid, secs, n);
         }
+    }
+
+    /// Reads `/proc` for `pid` on first sight, and again for a process that
+    /// fell out of the kernel maps (evicted: its counters there are gone).
+    /// False for a process not watched (no memory of its own, or outside
+    /// the filter): it is ignored from then on.
+    fn look_at(&mut self, pid: u32, start_time: u64, in_kernel_maps: bool) -> bool {
+        let first_sight = !self.known.contains_key(&pid);
+        let fell_out = self
+            .known
+            .get(&pid)
+            .is_some_and(|k| k.in_kernel_maps && !in_kernel_maps);
+        if !first_sight && !fell_out {
+            return true;
+        }
+        let cgroup = cgroup_view(pid);
+        let Some(baseline) = process::rss(pid).filter(|_| self.args.filter.admits(cgroup.as_ref()))
+        else {
+            self.ignored.insert(pid, start_time);
+            return false;
+        };
+        let command = process::comm(pid).unwrap_or_else(|| "?".to_string());
+        self.known.insert(
+            pid,
+            Known {
+                start_time,
+                command,
+                baseline,
+                start_brk: process::start_brk(pid),
+                in_kernel_maps,
+                cgroup,
+                ns_pid: process::ns_pid(pid),
+            },
+        );
+        true
     }
 
     /// Prints the table: redrawn in place on a terminal, appended as plain
