@@ -188,7 +188,8 @@ pub fn build_cached(version: &str, variant: Variant, program: GoProgram<'_>) -> 
         )
         .env(
             "CGO_ENABLED",
-            if variant == Variant::ExternalPie {
+            // Programs whose package imports "C" are cgo whatever the variant.
+            if variant == Variant::ExternalPie || program.name.starts_with("cgo") {
                 "1"
             } else {
                 "0"

@@ -83,6 +83,12 @@ pub struct TraceArgs {
     #[arg(long, conflicts_with = "binary", requires = "pid")]
     pub(crate) syscalls: bool,
 
+    /// Follow the C heap (malloc/free) of --pid even when it is a Go
+    /// program: what its cgo code allocates, which Go's heap profile never
+    /// sees.
+    #[arg(long, conflicts_with_all = ["binary", "syscalls"], requires = "pid")]
+    pub(crate) native: bool,
+
     /// Stop after this many seconds (default: run until Ctrl-C, or until every
     /// traced process has exited).
     #[arg(long, value_name = "SECS")]
@@ -164,9 +170,9 @@ pub fn run(args: TraceArgs) -> Result<u8> {
                 return Ok(not_run.code);
             }
         },
-        (_, Some(pid)) if args.syscalls => Mode::Native {
+        (_, Some(pid)) if args.syscalls || args.native => Mode::Native {
             pid,
-            syscalls: true,
+            syscalls: args.syscalls,
         },
         // A process's binary may be a container's: found through its root.
         (Some(binary), Some(pid)) => Mode::Go(ExePath::seen_by(pid, binary)),
