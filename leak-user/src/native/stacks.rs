@@ -153,4 +153,36 @@ mod tests {
         let only_libc = vec![frame("brk", libc), frame("exit", libc)];
         assert_eq!(trim_c_library(only_libc).len(), 2);
     }
+
+    /// The allocator's frames go from the leaf end: the C library's malloc,
+    /// libstdc++'s operator new (by its file or its name), Rust's shims;
+    /// the first frame of the program's own stays, and a stack of allocator
+    /// frames alone is kept whole.
+    #[test]
+    fn allocator_frames_are_trimmed_from_the_leaf() {
+        let f = |name: &str, file: &str| Frame::new(name, file, 0, false);
+        let names = |frames: Vec<Frame>| -> Vec<String> {
+            frames.iter().map(|f| f.function.to_string()).collect()
+        };
+        let cpp = vec![
+            f("malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            f("operator new(unsigned long)", "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"),
+            f("app::Session::remember(unsigned long)", "/srv/app"),
+            f("main", "/srv/app"),
+        ];
+        assert_eq!(
+            names(trim_allocator(cpp)),
+            ["app::Session::remember(unsigned long)", "main"]
+        );
+        let rust = vec![
+            f("malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            f("__rdl_alloc", "/srv/rleak"),
+            f("__rust_alloc", "/srv/rleak"),
+            f("alloc::alloc::exchange_malloc", "/srv/rleak"),
+            f("rleak::Cache::remember", "/srv/rleak"),
+        ];
+        assert_eq!(names(trim_allocator(rust)), ["rleak::Cache::remember"]);
+        let only = vec![f("malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6")];
+        assert_eq!(names(trim_allocator(only)), ["malloc"]);
+    }
 }
