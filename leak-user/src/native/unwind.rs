@@ -83,7 +83,7 @@ impl ProcessUnwinder {
         }
         let end = sp.saturating_add(words.len() as u64 * 8);
         let mut read = |addr: u64| {
-            if addr >= sp && addr < end && addr % 8 == 0 {
+            if addr >= sp && addr < end && addr.is_multiple_of(8) {
                 Ok(words[((addr - sp) / 8) as usize])
             } else {
                 Err(())

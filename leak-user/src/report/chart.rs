@@ -146,7 +146,7 @@ pub(crate) fn render(title: &str, quantity: &str, lines: &[ChartLine]) -> Result
                     points,
                     6,
                     4,
-                    colour.stroke_width(2).into(),
+                    colour.stroke_width(2),
                 )),
             }
             .map_err(|e| e.to_string())?;
