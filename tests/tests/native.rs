@@ -106,7 +106,14 @@ fn traced_run_with(
 #[test]
 fn cpp_leak_without_frame_pointers() {
     let bin = build_optimized("cppleak.cpp");
-    let (doc, kept, text) = traced_run(&bin, &[], &["--rate", "4096"], "native-cpp");
+    let pprof = scratch("native-cpp-pprof").join("cpp.pb.gz");
+    let pprof_arg = pprof.to_str().unwrap();
+    let (doc, kept, text) = traced_run(
+        &bin,
+        &[],
+        &["--rate", "4096", "--pprof", pprof_arg],
+        "native-cpp",
+    );
     assert_eq!(doc["target"]["source"], "native", "{doc}");
     assert_eq!(doc["target"]["sampling_rate"], 4096);
     let leak = stacks_through(&doc, "app::Session::remember(");
@@ -149,6 +156,18 @@ fn cpp_leak_without_frame_pointers() {
     eprintln!("app::churn holds {held:.0} B of {allocated:.0} B allocated");
     assert!(allocated > 40e6, "churn allocated {allocated}");
     assert!(held < 0.02 * allocated, "churn holds {held} of {allocated}");
+    // The pprof profile, read by Go's own tool, says the same.
+    let flat: u64 = pprof_inuse("1.25.5", &pprof)
+        .iter()
+        .filter(|(f, _, _)| f.starts_with("app::Session::remember"))
+        .map(|(_, flat, _)| *flat)
+        .sum();
+    let json_flat = sum(&leak, "outstanding_bytes");
+    eprintln!("pprof: app::Session::remember flat {flat} B; JSON {json_flat:.0} B");
+    assert!(
+        (flat as f64 / json_flat - 1.0).abs() < 0.01,
+        "{flat} vs {json_flat}"
+    );
 }
 
 /// The same program sampled every allocation (`--rate 1`): the leaking

@@ -166,7 +166,10 @@ mod tests {
         };
         let cpp = vec![
             f("malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
-            f("operator new(unsigned long)", "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"),
+            f(
+                "operator new(unsigned long)",
+                "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+            ),
             f("app::Session::remember(unsigned long)", "/srv/app"),
             f("main", "/srv/app"),
         ];

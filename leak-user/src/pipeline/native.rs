@@ -268,7 +268,12 @@ async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
         "final report\n{}",
         crate::report::text::render(&profile, p.options.top, false)
     );
-    p.options.outputs.write_profile(&profile)
+    p.options.outputs.write_profile(&profile)?;
+    if let Some(path) = &p.options.outputs.pprof {
+        let meta = crate::report::pprof::PprofMeta::ending_now(None, profile.elapsed);
+        crate::outputs::write(path, |w| crate::report::pprof::write(&profile, &meta, w))?;
+    }
+    Ok(())
 }
 
 impl Pipeline for NativePipeline {

@@ -142,12 +142,9 @@ pub(crate) fn render(title: &str, quantity: &str, lines: &[ChartLine]) -> Result
             let points = line.points.iter().map(|&(t, b)| (t, b / scale));
             match line.kind {
                 LineKind::Own => chart.draw_series(LineSeries::new(points, colour.stroke_width(2))),
-                LineKind::Beside | LineKind::Limit => chart.draw_series(DashedLineSeries::new(
-                    points,
-                    6,
-                    4,
-                    colour.stroke_width(2),
-                )),
+                LineKind::Beside | LineKind::Limit => {
+                    chart.draw_series(DashedLineSeries::new(points, 6, 4, colour.stroke_width(2)))
+                }
             }
             .map_err(|e| e.to_string())?;
             // A process seen once has no line to draw: mark its point.
