@@ -23,6 +23,7 @@
 
 mod goroutines;
 mod kit;
+mod native;
 mod process;
 mod records;
 mod report;
@@ -55,6 +56,9 @@ pub struct Options {
     pub quick: bool,
     /// A leak binary to measure instead of a fresh release build.
     pub leak: Option<PathBuf>,
+    /// Only these workloads (names, or a prefix before `-`: `native`,
+    /// `batch`); the report then goes under target/bench/.
+    pub only: Vec<String>,
 }
 
 /// A program and the fixed work it is given.
@@ -75,10 +79,16 @@ pub enum Workload {
     Seed,
     /// Goroutines parked a few frames deep: `leak goroutines` reads them.
     Goroutines,
+    /// C: malloc/free pairs, the malloc and free phases timed apart.
+    NativeChurn,
+    /// C: requests of CPU work with a few allocations, a slow leak.
+    NativeServer,
+    /// C: 100,000 distinct native stacks, for the tracer's memory.
+    NativeScale,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 10] = [
         Workload::Service,
         Workload::BatchJson,
         Workload::BatchLarge,
@@ -86,6 +96,9 @@ impl Workload {
         Workload::Mmap,
         Workload::Seed,
         Workload::Goroutines,
+        Workload::NativeChurn,
+        Workload::NativeServer,
+        Workload::NativeScale,
     ];
 
     /// Short name, as in results.json.
@@ -98,10 +111,14 @@ impl Workload {
             Workload::Mmap => "mmap",
             Workload::Seed => "seed",
             Workload::Goroutines => "goroutines",
+            Workload::NativeChurn => "native-churn",
+            Workload::NativeServer => "native-server",
+            Workload::NativeScale => "native-scale",
         }
     }
 
-    /// The Go program (under tests/go, built into target/bench/bin).
+    /// The program (Go under tests/go, C under tests/c; built into
+    /// target/bench/bin).
     pub fn program(self) -> &'static str {
         match self {
             Workload::Service => "benchservice",
@@ -110,6 +127,9 @@ impl Workload {
             Workload::Mmap => "benchmmap",
             Workload::Seed => "seed",
             Workload::Goroutines => "benchgoroutines",
+            Workload::NativeChurn | Workload::NativeServer | Workload::NativeScale => {
+                native::PROGRAM
+            }
         }
     }
 
@@ -124,6 +144,7 @@ impl Workload {
             Workload::Mmap => sizes.mmap_cycles,
             Workload::Seed => sizes.seed_requests,
             Workload::Goroutines => sizes.goroutines,
+            _ => native::units(self, &sizes.native),
         }
     }
 
@@ -136,6 +157,7 @@ impl Workload {
             Workload::BatchLarge => (&["-mode", "large", "-n"], self.units(sizes).to_string()),
             Workload::Scale => (&["-depth"], sizes.scale_depth.to_string()),
             Workload::Mmap | Workload::Goroutines => (&["-n"], self.units(sizes).to_string()),
+            _ => return native::args(self, self.units(sizes)),
         };
         flags.iter().map(|f| f.to_string()).chain([n]).collect()
     }
@@ -165,7 +187,28 @@ impl Workload {
             Workload::Mmap => vec![],
             Workload::Seed => vec![Arm::HeapVsPprof],
             Workload::Goroutines => vec![Arm::GoroutinesRead],
+            _ => native::arms(self),
         }
+    }
+
+    /// A C program (tests/c), not a Go one.
+    pub fn is_native(self) -> bool {
+        matches!(
+            self,
+            Workload::NativeChurn | Workload::NativeServer | Workload::NativeScale
+        )
+    }
+
+    /// Selected by `--only`: named, or named by the part before a `-`.
+    fn selected(self, only: &[String]) -> bool {
+        only.is_empty()
+            || only.iter().any(|o| {
+                self.name() == o
+                    || self
+                        .name()
+                        .strip_prefix(o.as_str())
+                        .is_some_and(|r| r.starts_with('-'))
+            })
     }
 
     /// An HTTP service loaded by benchload (and killed), not a batch job.
@@ -211,6 +254,15 @@ pub enum Arm {
     GoroutinesLoop,
     /// The same reads of another process (a small benchgoroutines).
     GoroutinesOther,
+    /// heaptrack on a native workload (`-p`, or starting it preloaded).
+    Heaptrack,
+    /// bpftrace doing what bcc's memleak does, on a native workload.
+    Memleak,
+    /// bpftrace with empty uprobes on malloc and free.
+    EmptyProbes,
+    /// `leak trace` at the default rate, the kernel counting the run time
+    /// of its eBPF programs.
+    LeakBpfStats,
 }
 
 impl Arm {
@@ -233,6 +285,10 @@ impl Arm {
             Arm::GoroutinesRead => "leak goroutines",
             Arm::GoroutinesLoop => "leak goroutines every 100 ms",
             Arm::GoroutinesOther => "leak goroutines of another process every 100 ms",
+            Arm::Heaptrack => "heaptrack",
+            Arm::Memleak => "bpftrace, memleak's method",
+            Arm::EmptyProbes => "bpftrace, empty probes",
+            Arm::LeakBpfStats => "leak, eBPF run time counted",
         }
     }
 
@@ -258,7 +314,10 @@ impl Arm {
     }
 
     fn is_leak_trace(self) -> bool {
-        matches!(self, Arm::Leak | Arm::LeakRate4096 | Arm::LeakScale)
+        matches!(
+            self,
+            Arm::Leak | Arm::LeakRate4096 | Arm::LeakScale | Arm::LeakBpfStats
+        )
     }
 
     /// The `-memprofilerate` the workload sets itself in this arm.
@@ -293,6 +352,8 @@ pub struct Sizes {
     pub goroutines: usize,
     /// `leak goroutines --json` reads in one goroutines run.
     pub goroutine_reads: usize,
+    /// The native workloads' work.
+    pub native: native::NativeSizes,
 }
 
 impl Sizes {
@@ -311,6 +372,7 @@ impl Sizes {
         seed_requests: 2_000,
         goroutines: 100_000,
         goroutine_reads: 3,
+        native: native::NativeSizes::FULL,
     };
     const QUICK: Sizes = Sizes {
         rounds: 2,
@@ -324,6 +386,7 @@ impl Sizes {
         seed_requests: 1_000,
         goroutines: 100_000,
         goroutine_reads: 2,
+        native: native::NativeSizes::QUICK,
     };
 
     /// The sizes `arm` runs with: the peer's share of the work for the
@@ -378,14 +441,27 @@ pub fn run(opts: Options) -> Result<()> {
         }
         sizes.rounds = r;
     }
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| w.selected(&opts.only))
+        .collect();
+    if workloads.is_empty() {
+        let names: Vec<&str> = Workload::ALL.map(Workload::name).to_vec();
+        bail!(
+            "--only matches no workload (workloads: {})",
+            names.join(", ")
+        );
+    }
     let started = Instant::now();
-    let kit = kit::prepare(opts.leak.clone())?;
-    let out_dir = if opts.quick {
+    let kit = kit::prepare(opts.leak.clone(), &workloads)?;
+    // A partial run never replaces the committed report.
+    let scratch_report = opts.quick || !opts.only.is_empty();
+    let out_dir = if scratch_report {
         root().join("target/bench")
     } else {
         root()
     };
-    let results = if opts.quick {
+    let results = if scratch_report {
         out_dir.join("results.json")
     } else {
         root().join("bench/results.json")
@@ -394,8 +470,8 @@ pub fn run(opts: Options) -> Result<()> {
     let machine = report::Machine::probe(&kit);
     let mut runs = Vec::new();
     for round in 0..sizes.rounds {
-        for workload in Workload::ALL {
-            for arm in workload.arms(kit.leak_top) {
+        for &workload in &workloads {
+            for arm in kit.arms(workload) {
                 let loadavg = report::loadavg();
                 let t = Instant::now();
                 let (metrics, series, error) = match measure(&kit, &sizes, workload, arm) {
@@ -465,6 +541,9 @@ pub fn run(opts: Options) -> Result<()> {
 /// One run: start the workload, attach the arm's tracer (or start reading
 /// its records), do the work, stop.
 fn measure(kit: &Kit, sizes: &Sizes, workload: Workload, arm: Arm) -> Result<(Metrics, Series)> {
+    if workload.is_native() {
+        return native::measure(kit, sizes, workload, arm);
+    }
     let sizes = &sizes.for_arm(arm);
     let mut args = workload.args(sizes);
     if let Some(rate) = arm.own_sampling_rate() {

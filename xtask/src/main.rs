@@ -46,8 +46,9 @@ enum Task {
     /// Trace a bundled leaking Go service and write a report, folded stacks
     /// and a flame graph under target/demo/.
     Demo,
-    /// Measure what tracing costs: Go workloads untraced, under `leak trace`
-    /// and under bpftrace, in alternating rounds; writes BENCHMARKS.md and
+    /// Measure what tracing costs: Go and C workloads untraced, under `leak
+    /// trace` and under bpftrace (and heaptrack for C), in alternating
+    /// rounds; writes BENCHMARKS.md and
     /// bench/results.json (root; about 5 minutes on two cores).
     Bench {
         /// Rounds, each running every arm once (default 5; 2 with --quick).
@@ -60,6 +61,12 @@ enum Task {
         /// Benchmark this leak binary instead of building one.
         #[arg(long, value_name = "PATH")]
         leak: Option<std::path::PathBuf>,
+        /// Only these workloads, by name or by the part of it before a `-`
+        /// (service, batch, scale, mmap, seed, goroutines, native, …);
+        /// repeat or separate with commas. A partial run writes under
+        /// target/bench/.
+        #[arg(long, value_name = "WORKLOAD", value_delimiter = ',')]
+        only: Vec<String>,
     },
 }
 
@@ -83,10 +90,12 @@ fn main() {
             rounds,
             quick,
             leak,
+            only,
         } => bench::run(bench::Options {
             rounds,
             quick,
             leak,
+            only,
         }),
     };
     if let Err(e) = result {

@@ -1,13 +1,15 @@
 //! The kit a bench run measures with: the leak binary (a fresh release
 //! build or one given with `--leak`), the Go workloads built with one
 //! toolchain, bpftrace (installed from Debian if missing) and where each
-//! workload's `runtime.mallocgc` is, for the peer's probe.
+//! workload's `runtime.mallocgc` is, for the peer's probe; the native
+//! workload and its peers (`native::Tools`). Only what the run's workloads
+//! need is built.
 
 use std::{collections::BTreeMap, fs, path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 
-use super::{tracer, Workload, GO_VERSION};
+use super::{native, tracer, Arm, Workload, GO_VERSION};
 use crate::{build, go_bin, root, run_cmd};
 
 /// Built programs and tools.
@@ -25,6 +27,8 @@ pub struct Kit {
     pub bin_dir: PathBuf,
     /// Scratch directory for the scale arm's outputs.
     pub scratch: PathBuf,
+    /// The native arms' workload and tools.
+    pub native: native::Tools,
 }
 
 impl Kit {
@@ -32,10 +36,19 @@ impl Kit {
     pub fn program(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
     }
+
+    /// The arms of `w` that can run here (a native arm whose tool is
+    /// missing is skipped; the report says why).
+    pub fn arms(&self, w: Workload) -> Vec<Arm> {
+        let arms = w.arms(self.leak_top).into_iter();
+        arms.filter(|&a| !w.is_native() || self.native.skipped(a).is_none())
+            .collect()
+    }
 }
 
-/// Builds leak (release) and the Go programs; finds bpftrace and `leak top`.
-pub fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
+/// Builds leak (release) and the programs of `workloads`; finds bpftrace
+/// and `leak top`.
+pub fn prepare(leak: Option<PathBuf>, workloads: &[Workload]) -> Result<Kit> {
     let leak_given = leak.is_some();
     let leak = match leak {
         Some(p) => {
@@ -48,10 +61,19 @@ pub fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
     fs::create_dir_all(&bin_dir)?;
     fs::create_dir_all(&scratch)?;
     let go = go_bin(GO_VERSION);
-    let programs: std::collections::BTreeSet<&str> = Workload::ALL
-        .map(Workload::program)
-        .into_iter()
-        .chain(["benchload"])
+    let go_workloads: Vec<Workload> = workloads
+        .iter()
+        .copied()
+        .filter(|w| !w.is_native())
+        .collect();
+    let programs: std::collections::BTreeSet<&str> = go_workloads
+        .iter()
+        .map(|w| w.program())
+        .chain(
+            ["benchload"]
+                .into_iter()
+                .filter(|_| !go_workloads.is_empty()),
+        )
         .collect();
     for program in programs {
         run_cmd(
@@ -67,12 +89,26 @@ pub fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
         .with_context(|| format!("building {program}"))?;
     }
     let mut mallocgc = BTreeMap::new();
-    for program in Workload::ALL.map(Workload::program) {
+    for program in go_workloads.iter().map(|w| w.program()) {
         let addr = tracer::mallocgc_address(&go, &bin_dir.join(program))?;
         mallocgc.insert(program.to_string(), addr);
     }
     let go_version = first_line(Command::new(&go).arg("version"))?;
-    let (bpftrace, bpftrace_version) = ensure_bpftrace()?;
+    let (bpftrace, bpftrace_version) = if go_workloads.is_empty() {
+        ("bpftrace".into(), String::new())
+    } else {
+        ensure_bpftrace()?
+    };
+    let native = if workloads.iter().any(|w| w.is_native()) {
+        let known = Some(bpftrace_version.clone()).filter(|v| !v.is_empty());
+        native::Tools::prepare(&bin_dir, &scratch, known)?
+    } else {
+        native::Tools::none()
+    };
+    let bpftrace_version = match (&native.bpftrace, bpftrace_version.is_empty()) {
+        (Ok(v), true) => v.clone(),
+        (_, _) => bpftrace_version,
+    };
     let leak_top = Command::new(&leak)
         .args(["top", "--help"])
         .output()
@@ -88,6 +124,7 @@ pub fn prepare(leak: Option<PathBuf>) -> Result<Kit> {
         leak_top,
         bin_dir,
         scratch,
+        native,
     })
 }
 

@@ -8,6 +8,7 @@
 
 mod goroutines;
 mod markdown;
+mod native;
 mod records;
 mod tables;
 
@@ -279,7 +280,7 @@ pub fn results_json(doc: &Document) -> String {
         })
         .collect();
     let mut commands = serde_json::Map::new();
-    for w in Workload::ALL {
+    for w in Workload::ALL.into_iter().filter(|w| !w.is_native()) {
         commands.insert(
             format!("{} workload", w.name()),
             json!(doc.workload_command(w, Arm::Untraced)),
@@ -301,6 +302,8 @@ pub fn results_json(doc: &Document) -> String {
             }
         }
     }
+    commands.insert("native".into(), json!(native::command_lines(doc)));
+    let n = &doc.sizes.native;
     let v = json!({
         "generated": m.date,
         "quick": doc.quick,
@@ -329,6 +332,10 @@ pub fn results_json(doc: &Document) -> String {
             "seed_requests": doc.sizes.seed_requests,
             "goroutines": doc.sizes.goroutines,
             "goroutine_reads": doc.sizes.goroutine_reads,
+            "native_pairs": n.pairs,
+            "native_requests": n.requests,
+            "native_stacks": n.stacks,
+            "native_slow_share": n.slow_share,
         },
         "leak_top_available": doc.kit.leak_top,
         "commands": commands,
@@ -381,6 +388,7 @@ pub(super) mod tests {
             leak_top: true,
             bin_dir: "bin".into(),
             scratch: "scratch".into(),
+            native: crate::bench::native::Tools::none(),
         };
         let doc = Document {
             machine: &machine,

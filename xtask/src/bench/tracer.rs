@@ -49,7 +49,7 @@ pub fn mallocgc_address(go: &Path, bin: &Path) -> Result<u64> {
 /// memory of process `pid`. bpftrace prints "Attaching 1 probe..." before
 /// it attaches: a run started on that line alone is partly untraced, and
 /// a SIGINT that comes while bpftrace is still attaching leaves it hung.
-fn wait_for_breakpoint(pid: u32, addr: u64, timeout: Duration) -> Result<()> {
+pub(super) fn wait_for_breakpoint(pid: u32, addr: u64, timeout: Duration) -> Result<()> {
     let mem = File::open(format!("/proc/{pid}/mem"))
         .with_context(|| format!("cannot open /proc/{pid}/mem"))?;
     let deadline = Instant::now() + timeout;
@@ -103,6 +103,8 @@ pub fn command_line(
         | Arm::GoroutinesRead
         | Arm::GoroutinesLoop
         | Arm::GoroutinesOther => return None,
+        // The native arms' tracers: `native::tracer_argv`.
+        Arm::Heaptrack | Arm::Memleak | Arm::EmptyProbes | Arm::LeakBpfStats => return None,
         Arm::Leak => trace(&[]),
         Arm::LeakRate4096 => trace(&["--rate", "4096"]),
         Arm::LeakScale => {
@@ -153,7 +155,9 @@ impl Tracer {
                 "sign of attaching",
                 Duration::from_secs(60),
                 |stream, line| match arm {
-                    Arm::Bpftrace => line.starts_with("Attaching"),
+                    Arm::Bpftrace | Arm::Memleak | Arm::EmptyProbes => {
+                        line.starts_with("Attaching")
+                    }
                     Arm::LeakTop => stream == Stream::Stderr && line.starts_with("leak: watching"),
                     _ => stream == Stream::Stderr && line.starts_with("leak: tracing"),
                 },
@@ -170,6 +174,11 @@ impl Tracer {
             cpu_at_ready,
             process,
         })
+    }
+
+    /// The tracer's pid.
+    pub fn pid(&self) -> u32 {
+        self.process.pid
     }
 
     /// Stops the tracer with SIGINT and records what it cost: CPU while

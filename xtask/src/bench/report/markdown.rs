@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{goroutines, records, tables, Document};
+use super::{goroutines, native, records, tables, Document};
 use crate::bench::{
     stats::{self, Summary},
     Arm, Workload,
@@ -109,6 +109,7 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
     tables::leak_top(doc, &mut o);
     records::section(doc, &mut o);
     goroutines::section(doc, &mut o);
+    native::section(doc, &mut o);
 
     let _ = writeln!(o, "## Commands\n");
     let _ = writeln!(
@@ -123,7 +124,8 @@ pub fn markdown(doc: &Document, previous: Option<&str>) -> String {
          Per round the arms run in this order, then the next workload:\n"
     );
     o.push_str("```sh\n");
-    for w in Workload::ALL {
+    // The native workloads' commands are in their section.
+    for w in Workload::ALL.into_iter().filter(|w| !w.is_native()) {
         if w.arms(doc.kit.leak_top).is_empty() {
             continue;
         }

@@ -99,6 +99,7 @@ pub(super) fn targets(doc: &Document, o: &mut String) {
         status(seen.map(|s| s.min >= stacks as f64))
     );
     super::goroutines::targets(doc, o);
+    super::native::targets(doc, o);
     let top = doc.ratio(Workload::Mmap, Arm::LeakTop, "seconds");
     let _ = writeln!(
         o,
