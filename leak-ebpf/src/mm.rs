@@ -310,3 +310,21 @@ fn try_mm_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
     }
     Ok(())
 }
+
+// The floor: the same two raw tracepoints with programs that do nothing
+// (`leak top --bench-empty-programs`, for the benchmark only). What they
+// cost is the hooks' own price (the tracepoints' dispatch, the syscall exit
+// path they turn on); the programs above cost what they add to it. No
+// `try_` half: there is nothing to skip.
+
+/// `rss_stat` with no work: returns at once.
+#[raw_tracepoint(tracepoint = "rss_stat")]
+pub fn mm_rss_stat_empty(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+/// `sys_exit` with no work: returns at once.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn mm_sys_exit_empty(_ctx: RawTracePointContext) -> i32 {
+    0
+}

@@ -6,7 +6,7 @@ use clap::Args;
 use crate::{
     outputs::{Output, Outputs},
     pipeline::top::{self, Options},
-    probes,
+    probes::{self, mm::Programs},
 };
 
 /// Which process is leaking? Memory over time, per process, with a verdict.
@@ -45,6 +45,12 @@ pub struct TopArgs {
 
     #[command(flatten)]
     pub(crate) outputs: Outputs,
+
+    /// For benchmarking only: attach programs that do nothing to the same
+    /// hooks, to measure what the hooks themselves cost (the table then
+    /// comes from /proc alone).
+    #[arg(long, hide = true)]
+    pub(crate) bench_empty_programs: bool,
 }
 
 /// Runs `leak top`.
@@ -66,6 +72,11 @@ pub fn run(args: TopArgs) -> Result<u8> {
         top: args.top,
         pids: args.pid,
         outputs: args.outputs,
+        programs: if args.bench_empty_programs {
+            Programs::Empty
+        } else {
+            Programs::Working
+        },
     })?;
     Ok(0)
 }

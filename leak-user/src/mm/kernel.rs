@@ -9,7 +9,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
 use leak_common::{MmActivity, MmCounter, MmStats, MM_COUNTERS};
 
 use super::watch::sum_activity;
-use crate::probes::{self, Attached};
+use crate::probes::{self, mm::Programs, Attached};
 
 /// What the kernel side knows about one process.
 #[derive(Clone, Copy, Debug, Default)]
@@ -39,8 +39,8 @@ pub(crate) struct MmProbes {
 }
 
 impl MmProbes {
-    /// Loads the programs and attaches them to their tracepoints.
-    pub(crate) fn attach() -> Result<Self, ProbeError> {
+    /// Loads `programs` and attaches them to their tracepoints.
+    pub(crate) fn attach(programs: Programs) -> Result<Self, ProbeError> {
         // Offsets for the raw rss_stat program; without them, the event
         // format does the work (slower: a perf record per page fault).
         let layout = match super::layout::read(Path::new(super::layout::VMLINUX_BTF)) {
@@ -57,7 +57,7 @@ impl MmProbes {
             activity,
             counters,
             attached,
-        } = probes::mm::attach(layout)?;
+        } = probes::mm::attach(layout, programs)?;
         Ok(Self {
             stats,
             activity,

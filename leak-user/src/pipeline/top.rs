@@ -20,6 +20,7 @@ use crate::{
         watch::{merge_rss, CgroupView, Reading, Row, Watch},
     },
     outputs::{self, Outputs},
+    probes::mm::Programs,
     process::{self, cgroup, RssCounters},
     report::chart::ChartLine,
     session::{self, Pipeline, Stop, Timing},
@@ -38,6 +39,8 @@ pub(crate) struct Options {
     pub pids: Vec<u32>,
     /// Files to write at the end.
     pub outputs: Outputs,
+    /// The working programs, or empty ones for the benchmark's floor.
+    pub programs: Programs,
 }
 
 /// Checks the processes asked for, then watches until told to stop and
@@ -84,7 +87,7 @@ struct Top {
 }
 
 async fn top(args: Options) -> Result<()> {
-    let probes = MmProbes::attach()?;
+    let probes = MmProbes::attach(args.programs)?;
     let mut top = Top {
         probes,
         watch: Watch::new(),

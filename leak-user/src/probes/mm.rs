@@ -1,7 +1,10 @@
 //! `leak top`'s probes: the `rss_stat` and `sys_exit` tracepoints
 //! (leak-ebpf/src/mm.rs), with the per-process maps they fill.
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    Ebpf,
+};
 use leak_common::{MmActivity, MmKernelLayout, MmStats};
 
 use super::{
@@ -14,6 +17,21 @@ const RAW_SYSCALL_EXIT: (&str, &str) = ("mm_sys_exit", "sys_exit");
 const RAW_RSS_STAT: (&str, &str) = ("mm_rss_stat", "rss_stat");
 /// Without a BTF layout: the `kmem:rss_stat` event format.
 const RSS_STAT_EVENT: (&str, &str, &str) = ("mm_rss_stat_event", "kmem", "rss_stat");
+/// The same raw tracepoints with programs that return at once.
+const EMPTY_SYSCALL_EXIT: (&str, &str) = ("mm_sys_exit_empty", "sys_exit");
+const EMPTY_RSS_STAT: (&str, &str) = ("mm_rss_stat_empty", "rss_stat");
+
+/// Which programs go on `leak top`'s hooks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Programs {
+    /// The programs that keep the per-process maps.
+    #[default]
+    Working,
+    /// Programs that return at once, on the same raw tracepoints: the
+    /// price of the hooks alone, for the benchmark's floor. The maps stay
+    /// empty, so every reading comes from `/proc`.
+    Empty,
+}
 
 /// The attached `leak top` probes.
 pub(crate) struct TopProbes {
@@ -30,8 +48,12 @@ pub(crate) struct TopProbes {
 /// Loads the programs and attaches them: the raw `rss_stat` program reads
 /// the counters at `layout`'s offsets; without a layout the
 /// `kmem:rss_stat` event format does the work (slower: a perf record per
-/// page fault).
-pub(crate) fn attach(layout: Option<MmKernelLayout>) -> Result<TopProbes, ProbeError> {
+/// page fault). [`Programs::Empty`] puts the empty programs on the raw
+/// tracepoints instead, layout or not.
+pub(crate) fn attach(
+    layout: Option<MmKernelLayout>,
+    programs: Programs,
+) -> Result<TopProbes, ProbeError> {
     ensure_tracefs()?;
     let config = layout.unwrap_or_default();
     let mut ebpf = load(Settings {
@@ -39,12 +61,12 @@ pub(crate) fn attach(layout: Option<MmKernelLayout>) -> Result<TopProbes, ProbeE
         // The uprobes' ring buffer is not used here: keep it small.
         map_sizes: vec![("EVENTS", 4096)],
     })?;
-    attach_raw_tracepoint(&mut ebpf, RAW_SYSCALL_EXIT.0, RAW_SYSCALL_EXIT.1)?;
-    if layout.is_some() {
-        attach_raw_tracepoint(&mut ebpf, RAW_RSS_STAT.0, RAW_RSS_STAT.1)?;
+    if programs == Programs::Empty {
+        for (program, name) in [EMPTY_SYSCALL_EXIT, EMPTY_RSS_STAT] {
+            attach_raw_tracepoint(&mut ebpf, program, name)?;
+        }
     } else {
-        let (program, category, name) = RSS_STAT_EVENT;
-        attach_tracepoint(&mut ebpf, program, category, name)?;
+        attach_working(&mut ebpf, layout.is_some())?;
     }
     Ok(TopProbes {
         stats: take_map(&mut ebpf, "MM_STATS")?,
@@ -52,4 +74,17 @@ pub(crate) fn attach(layout: Option<MmKernelLayout>) -> Result<TopProbes, ProbeE
         counters: take_map(&mut ebpf, "MM_COUNTERS_MAP")?,
         attached: Attached { _ebpf: ebpf },
     })
+}
+
+/// Attaches the working programs: the raw `rss_stat` one when the loader
+/// was given a layout (`raw_rss`), else the event-format one.
+fn attach_working(ebpf: &mut Ebpf, raw_rss: bool) -> Result<(), ProbeError> {
+    attach_raw_tracepoint(ebpf, RAW_SYSCALL_EXIT.0, RAW_SYSCALL_EXIT.1)?;
+    if raw_rss {
+        attach_raw_tracepoint(ebpf, RAW_RSS_STAT.0, RAW_RSS_STAT.1)?;
+    } else {
+        let (program, category, name) = RSS_STAT_EVENT;
+        attach_tracepoint(ebpf, program, category, name)?;
+    }
+    Ok(())
 }
