@@ -128,6 +128,11 @@ pub fn command_line(
             bpftrace_program(bin),
         ],
         Arm::LeakTop => vec![leak.to_string(), "top".into()],
+        Arm::LeakTopEmpty => vec![
+            leak.to_string(),
+            "top".into(),
+            "--bench-empty-programs".into(),
+        ],
     })
 }
 
@@ -154,7 +159,9 @@ impl Tracer {
                 Duration::from_secs(60),
                 |stream, line| match arm {
                     Arm::Bpftrace => line.starts_with("Attaching"),
-                    Arm::LeakTop => stream == Stream::Stderr && line.starts_with("leak: watching"),
+                    Arm::LeakTop | Arm::LeakTopEmpty => {
+                        stream == Stream::Stderr && line.starts_with("leak: watching")
+                    }
                     _ => stream == Stream::Stderr && line.starts_with("leak: tracing"),
                 },
             )
