@@ -6,9 +6,9 @@ use std::{collections::HashMap, path::Path};
 
 use crate::probes::ProbeError;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
-use leak_common::{MmActivity, MmCounter, MmStats, MM_COUNTERS};
+use leak_common::{MmActivity, MmCounter, MmPending, MmRssPending, MmStats, MM_COUNTERS};
 
-use super::watch::sum_activity;
+use super::watch::{add_pending, sum_activity, take_pending_rss};
 use crate::probes::{self, mm::Programs, Attached};
 
 /// What the kernel side knows about one process.
@@ -33,6 +33,8 @@ pub(crate) struct Lost {
 pub(crate) struct MmProbes {
     stats: BpfHashMap<MapData, u32, MmStats>,
     activity: PerCpuHashMap<MapData, u32, MmActivity>,
+    pending: PerCpuArray<MapData, MmPending>,
+    rss_pending: PerCpuArray<MapData, MmRssPending>,
     counters: PerCpuArray<MapData, u64>,
     // Last: the programs stay attached while the maps are read.
     _attached: Attached,
@@ -55,12 +57,16 @@ impl MmProbes {
         let probes::mm::TopProbes {
             stats,
             activity,
+            pending,
+            rss_pending,
             counters,
             attached,
         } = probes::mm::attach(layout, programs)?;
         Ok(Self {
             stats,
             activity,
+            pending,
+            rss_pending,
             counters,
             _attached: attached,
         })
@@ -72,8 +78,26 @@ impl MmProbes {
         for (pid, stats) in self.stats.iter().flatten() {
             out.entry(pid).or_default().stats = Some(stats);
         }
+        // Each CPU's pending counters, where later than the map's.
+        if let Ok(per_cpu) = self.rss_pending.get(&0, 0) {
+            for p in per_cpu.iter().filter(|p| p.rss_seen != 0) {
+                let stats = out.entry(p.tgid).or_default().stats.get_or_insert(MmStats {
+                    mm: p.mm,
+                    ..MmStats::default()
+                });
+                take_pending_rss(stats, p);
+            }
+        }
         for (pid, per_cpu) in self.activity.iter().flatten() {
             out.entry(pid).or_default().activity = sum_activity(per_cpu.iter());
+        }
+        // Read after the map: sums that move into it meanwhile are missed
+        // by this reading (and in the next), never counted twice.
+        if let Ok(per_cpu) = self.pending.get(&0, 0) {
+            for p in per_cpu.iter().filter(|p| p.activity.syscalls != 0) {
+                let view = out.entry(p.tgid).or_default();
+                view.activity = add_pending(&view.activity, &p.activity);
+            }
         }
         out
     }

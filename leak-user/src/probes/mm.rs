@@ -5,7 +5,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
-use leak_common::{MmActivity, MmKernelLayout, MmStats};
+use leak_common::{MmActivity, MmKernelLayout, MmPending, MmRssPending, MmStats};
 
 use super::{
     attach_raw_tracepoint, attach_tracepoint, ensure_tracefs, load, take_map, Attached, ProbeError,
@@ -39,6 +39,11 @@ pub(crate) struct TopProbes {
     pub stats: HashMap<MapData, u32, MmStats>,
     /// Mapped bytes and call counts, by tgid, per CPU.
     pub activity: PerCpuHashMap<MapData, u32, MmActivity>,
+    /// Per CPU, the latest calls' sums not yet in `activity`.
+    pub pending: PerCpuArray<MapData, MmPending>,
+    /// Per CPU, the RSS counters of the process that changed its own last
+    /// there, not yet in `stats`.
+    pub rss_pending: PerCpuArray<MapData, MmRssPending>,
     /// Counters, per CPU, indexed by `leak_common::MmCounter`.
     pub counters: PerCpuArray<MapData, u64>,
     /// The programs; detached when dropped.
@@ -71,6 +76,8 @@ pub(crate) fn attach(
     Ok(TopProbes {
         stats: take_map(&mut ebpf, "MM_STATS")?,
         activity: take_map(&mut ebpf, "MM_ACTIVITY")?,
+        pending: take_map(&mut ebpf, "MM_PENDING")?,
+        rss_pending: take_map(&mut ebpf, "MM_RSS_PENDING")?,
         counters: take_map(&mut ebpf, "MM_COUNTERS_MAP")?,
         attached: Attached { _ebpf: ebpf },
     })
