@@ -430,10 +430,52 @@ fn try_mm_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
     let regs = current_regs();
     // SAFETY: a direct load from the typed pointer (see `current_regs`).
     let nr = unsafe { read_volatile(addr_of!((*regs).orig_rax)) };
-    if !matches!(nr, NR_MMAP | NR_MUNMAP | NR_BRK | NR_MREMAP | NR_MADVISE) {
+    if !is_memory_call(nr) {
         return Err(Skip::Nothing);
     }
-    let ret: i64 = ctx.arg(1);
+    // At exit the saved registers still hold the call's arguments (only
+    // rax is rewritten). SAFETY: direct loads, as above.
+    let args = unsafe {
+        [
+            read_volatile(addr_of!((*regs).rsi)),
+            read_volatile(addr_of!((*regs).rdx)),
+            read_volatile(addr_of!((*regs).r10)),
+        ]
+    };
+    account_call(nr, ctx.arg(1), args)
+}
+
+/// `sys_exit` for kernels that cannot type the current task's registers
+/// (no BTF, or before 5.15): the tracepoint's `regs` through the read
+/// helper, on every syscall of the host.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn mm_sys_exit_read(ctx: RawTracePointContext) -> i32 {
+    let _ = try_mm_sys_exit_read(&ctx);
+    0
+}
+
+fn try_mm_sys_exit_read(ctx: &RawTracePointContext) -> Result<(), Skip> {
+    let regs: *const pt_regs = ctx.arg(0);
+    // The saved user registers from r10 to orig_rax (x86_64 `pt_regs`
+    // order: r10 r9 r8 rax rcx rdx rsi rdi orig_rax), in one read.
+    // SAFETY: the tracepoint's `regs` argument, read through the helper.
+    let r: [u64; 9] = unsafe { bpf_probe_read_kernel(addr_of!((*regs).r10).cast()) }?;
+    if !is_memory_call(r[8]) {
+        return Err(Skip::Nothing);
+    }
+    account_call(r[8], ctx.arg(1), [r[6], r[5], r[0]])
+}
+
+/// One of the five calls `leak top` follows.
+#[inline(always)]
+fn is_memory_call(nr: u64) -> bool {
+    matches!(nr, NR_MMAP | NR_MUNMAP | NR_BRK | NR_MREMAP | NR_MADVISE)
+}
+
+/// Accounts memory call `nr` that returned `ret`, with its second to
+/// fourth arguments `[rsi, rdx, r10]`, to the current process.
+#[inline(always)]
+fn account_call(nr: u64, ret: i64, [a1, a2, a3]: [u64; 3]) -> Result<(), Skip> {
     if failed(ret) {
         return Err(Skip::Nothing);
     }
@@ -445,15 +487,6 @@ fn try_mm_sys_exit(ctx: &RawTracePointContext) -> Result<(), Skip> {
         // SAFETY: `s` points at a live map value.
         unsafe { (*s).brk = ret as u64 };
     }
-    // At exit the saved registers still hold the call's arguments (only
-    // rax is rewritten). SAFETY: direct loads, as above.
-    let (a1, a2, a3) = unsafe {
-        (
-            read_volatile(addr_of!((*regs).rsi)),
-            read_volatile(addr_of!((*regs).rdx)),
-            read_volatile(addr_of!((*regs).r10)),
-        )
-    };
     let a = pending_of(tgid)?;
     a.syscalls += 1;
     match nr {

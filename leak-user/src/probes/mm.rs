@@ -14,6 +14,8 @@ use super::{
 
 /// Raw tracepoints: program name in the eBPF object, tracepoint name.
 const RAW_SYSCALL_EXIT: (&str, &str) = ("mm_sys_exit", "sys_exit");
+/// `sys_exit` without typed registers: the read helper on every syscall.
+const READ_SYSCALL_EXIT: (&str, &str) = ("mm_sys_exit_read", "sys_exit");
 const RAW_RSS_STAT: (&str, &str) = ("mm_rss_stat", "rss_stat");
 /// Without a BTF layout: the `kmem:rss_stat` event format.
 const RSS_STAT_EVENT: (&str, &str, &str) = ("mm_rss_stat_event", "kmem", "rss_stat");
@@ -83,13 +85,22 @@ pub(crate) fn attach(
     })
 }
 
-/// Attaches the working programs: the raw `rss_stat` one when the loader
-/// was given a layout (`raw_rss`), else the event-format one.
-fn attach_working(ebpf: &mut Ebpf, raw_rss: bool) -> Result<(), ProbeError> {
-    attach_raw_tracepoint(ebpf, RAW_SYSCALL_EXIT.0, RAW_SYSCALL_EXIT.1)?;
-    if raw_rss {
-        attach_raw_tracepoint(ebpf, RAW_RSS_STAT.0, RAW_RSS_STAT.1)?;
-    } else {
+/// Attaches the working programs. With a layout (`has_layout`) both read the
+/// current task through pointers typed by BTF (`bpf_get_current_task_btf`,
+/// 5.11; `bpf_task_pt_regs`, 5.15); where the kernel refuses one, or
+/// without a layout, its older form is used: `sys_exit` reading the
+/// registers through the read helper, `rss_stat` on the event format.
+fn attach_working(ebpf: &mut Ebpf, has_layout: bool) -> Result<(), ProbeError> {
+    let typed = |ebpf: &mut Ebpf, (program, name): (&str, &str)| {
+        has_layout
+            && attach_raw_tracepoint(ebpf, program, name)
+                .inspect_err(|e| log::debug!("{program}: {e}; using its older form"))
+                .is_ok()
+    };
+    if !typed(ebpf, RAW_SYSCALL_EXIT) {
+        attach_raw_tracepoint(ebpf, READ_SYSCALL_EXIT.0, READ_SYSCALL_EXIT.1)?;
+    }
+    if !typed(ebpf, RAW_RSS_STAT) {
         let (program, category, name) = RSS_STAT_EVENT;
         attach_tracepoint(ebpf, program, category, name)?;
     }
