@@ -34,9 +34,9 @@ pub struct MmStats {
     pub mm: u64,
     /// The program break after the last `brk` call (0 until one).
     pub brk: u64,
-    /// When each `rss` value was read (`bpf_ktime_get_ns`): of two values
-    /// of a counter, this map's and a CPU's pending one ([`MmRssPending`]),
-    /// the later is kept.
+    /// When each `rss` value was read, in ticks (`bpf_jiffies64`): of two
+    /// values of a counter, this map's and a CPU's pending one
+    /// ([`MmRssPending`]), the later is kept; of equal ticks, the pending.
     pub stamp: [u64; RSS_MEMBERS],
 }
 

@@ -56,8 +56,8 @@ pub(crate) fn merge_rss(stats: &MmStats, baseline: &RssCounters) -> RssCounters 
     out
 }
 
-/// Takes into `stats` each counter of a CPU's pending slot that is later
-/// than the map's (or that the map has not seen). A slot of another mm
+/// Takes into `stats` each counter of a CPU's pending slot unless the map's
+/// is later (of equal ticks, the pending one is taken). A slot of another mm
 /// (the process has run exec since) is ignored.
 pub(crate) fn take_pending_rss(stats: &mut MmStats, pending: &MmRssPending) {
     if stats.mm != pending.mm {
@@ -65,7 +65,7 @@ pub(crate) fn take_pending_rss(stats: &mut MmStats, pending: &MmRssPending) {
     }
     for m in 0..RSS_MEMBERS {
         let bit = 1 << m;
-        let later = stats.rss_seen & bit == 0 || pending.stamp[m] > stats.stamp[m];
+        let later = stats.rss_seen & bit == 0 || pending.stamp[m] >= stats.stamp[m];
         if pending.rss_seen & bit != 0 && later {
             stats.rss[m] = pending.rss[m];
             stats.stamp[m] = pending.stamp[m];
@@ -318,7 +318,7 @@ mod tests {
         }
     }
 
-    /// A CPU's pending counter replaces the map's only when read later, and
+    /// A CPU's pending counter replaces the map's unless read earlier, and
     /// never for another mm.
     #[test]
     fn pending_counters_are_taken_when_later() {
@@ -353,12 +353,17 @@ mod tests {
         assert_eq!(stats.rss[RSS_ANON], 120);
         assert_eq!(stats.stamp[RSS_ANON], 60);
 
+        // Read in the same tick: the pending value is taken.
+        pending.rss[RSS_ANON] = 125;
+        take_pending_rss(&mut stats, &pending);
+        assert_eq!(stats.rss[RSS_ANON], 125);
+
         // After exec: the old mm's values are not the process's any more.
         pending.mm = 0xb000;
         pending.rss[RSS_ANON] = 999;
         pending.stamp[RSS_ANON] = 70;
         take_pending_rss(&mut stats, &pending);
-        assert_eq!(stats.rss[RSS_ANON], 120);
+        assert_eq!(stats.rss[RSS_ANON], 125);
     }
 
     /// Records `f(t)` every 2 s for a minute.
