@@ -1,6 +1,7 @@
 //! The kernel side of `leak top`: loads the `rss_stat` and `sys_exit`
 //! tracepoint programs (leak-ebpf/src/mm.rs) and reads the per-process
-//! maps they fill.
+//! maps they fill, with each CPU's pending slot (the latest events of the
+//! process that last had one there, not yet moved into the maps).
 
 use std::{collections::HashMap, path::Path};
 
@@ -72,34 +73,47 @@ impl MmProbes {
         })
     }
 
-    /// Everything the maps hold, by tgid.
+    /// Everything the maps and each CPU's pending slots hold, by tgid.
     pub(crate) fn read(&self) -> HashMap<u32, KernelView> {
         let mut out: HashMap<u32, KernelView> = HashMap::new();
+        self.read_rss(&mut out);
+        self.read_activity(&mut out);
+        out
+    }
+
+    /// RSS counters and program breaks: the map's, and each CPU's pending
+    /// counters where later.
+    fn read_rss(&self, out: &mut HashMap<u32, KernelView>) {
         for (pid, stats) in self.stats.iter().flatten() {
             out.entry(pid).or_default().stats = Some(stats);
         }
-        // Each CPU's pending counters, where later than the map's.
-        if let Ok(per_cpu) = self.rss_pending.get(&0, 0) {
-            for p in per_cpu.iter().filter(|p| p.rss_seen != 0) {
-                let stats = out.entry(p.tgid).or_default().stats.get_or_insert(MmStats {
-                    mm: p.mm,
-                    ..MmStats::default()
-                });
-                take_pending_rss(stats, p);
-            }
+        let Ok(per_cpu) = self.rss_pending.get(&0, 0) else {
+            return;
+        };
+        for p in per_cpu.iter().filter(|p| p.rss_seen != 0) {
+            let stats = out.entry(p.tgid).or_default().stats.get_or_insert(MmStats {
+                mm: p.mm,
+                ..MmStats::default()
+            });
+            take_pending_rss(stats, p);
         }
+    }
+
+    /// Mapped bytes and call counts: the map's sums plus each CPU's
+    /// pending ones. The slots are read after the map: sums that move
+    /// into it meanwhile are missing from this reading (the next has
+    /// them), never counted twice.
+    fn read_activity(&self, out: &mut HashMap<u32, KernelView>) {
         for (pid, per_cpu) in self.activity.iter().flatten() {
             out.entry(pid).or_default().activity = sum_activity(per_cpu.iter());
         }
-        // Read after the map: sums that move into it meanwhile are missed
-        // by this reading (and in the next), never counted twice.
-        if let Ok(per_cpu) = self.pending.get(&0, 0) {
-            for p in per_cpu.iter().filter(|p| p.activity.syscalls != 0) {
-                let view = out.entry(p.tgid).or_default();
-                view.activity = add_pending(&view.activity, &p.activity);
-            }
+        let Ok(per_cpu) = self.pending.get(&0, 0) else {
+            return;
+        };
+        for p in per_cpu.iter().filter(|p| p.activity.syscalls != 0) {
+            let view = out.entry(p.tgid).or_default();
+            view.activity = add_pending(&view.activity, &p.activity);
         }
-        out
     }
 
     /// Drops what the maps hold about `pid` (it exited).
