@@ -183,7 +183,7 @@ impl Workload {
                 arms
             }
             Workload::Scale => vec![Arm::LeakScale, Arm::HeapRead],
-            Workload::Mmap if leak_top => vec![Arm::Untraced, Arm::LeakTop],
+            Workload::Mmap if leak_top => vec![Arm::Untraced, Arm::LeakTop, Arm::LeakTopEmpty],
             Workload::Mmap => vec![],
             Workload::Seed => vec![Arm::HeapVsPprof],
             Workload::Goroutines => vec![Arm::GoroutinesRead],
@@ -231,6 +231,9 @@ pub enum Arm {
     /// The bpftrace one-liner, on `Sizes::peer_share` of the work.
     Bpftrace,
     LeakTop,
+    /// `leak top --bench-empty-programs`: programs that return at once on
+    /// the same hooks, the floor `leak top`'s own programs add to.
+    LeakTopEmpty,
     /// No tracer, but the program turns Go's heap sampling on itself at
     /// 512 KiB: the part of leak's cost that is Go's own sampler.
     GoSampler,
@@ -276,6 +279,7 @@ impl Arm {
             Arm::PeerBaseline => "untraced, peer's work",
             Arm::Bpftrace => "bpftrace",
             Arm::LeakTop => "leak top",
+            Arm::LeakTopEmpty => "empty programs on the same hooks",
             Arm::GoSampler => "untraced, sampling on",
             Arm::GoSampler4096 => "untraced, sampling 4096",
             Arm::HeapRead => "leak heap",

@@ -34,14 +34,48 @@ pub struct MmStats {
     pub mm: u64,
     /// The program break after the last `brk` call (0 until one).
     pub brk: u64,
+    /// When each `rss` value was read, in ticks (`bpf_jiffies64`): of two
+    /// values of a counter, this map's and a CPU's pending one
+    /// ([`MmRssPending`]), the later is kept; of equal ticks, the pending.
+    pub stamp: [u64; RSS_MEMBERS],
 }
 
-layout!(MmStats, size 56, {
+layout!(MmStats, size 88, {
     rss: 0,
     rss_seen: 32,
     _pad: 36,
     mm: 40,
     brk: 48,
+    stamp: 56,
+});
+
+/// The RSS counters of the process whose own page faults (or other
+/// changes of its own counters) came last on a CPU, one per CPU (the
+/// `MM_RSS_PENDING` array): while the same process keeps changing them
+/// there, each change costs an array slot, not a hash lookup. They move
+/// into `MM_STATS` when another process's own change comes on that CPU;
+/// user space takes each CPU's values that are later than the map's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmRssPending {
+    /// The mm the values are of (0 until the first change).
+    pub mm: u64,
+    /// Its owner.
+    pub tgid: u32,
+    /// Bit `1 << member` is set once `rss[member]` holds a value.
+    pub rss_seen: u32,
+    /// Latest value of each counter, in bytes, as in [`MmStats::rss`].
+    pub rss: [i64; RSS_MEMBERS],
+    /// When each value was read, as in [`MmStats::stamp`].
+    pub stamp: [u64; RSS_MEMBERS],
+}
+
+layout!(MmRssPending, size 80, {
+    mm: 0,
+    tgid: 8,
+    rss_seen: 12,
+    rss: 16,
+    stamp: 48,
 });
 
 /// What one process did to its address space, per CPU (sum over CPUs in
@@ -65,6 +99,29 @@ layout!(MmActivity, size 24, {
     mapped_bytes: 0,
     advised_away_bytes: 8,
     syscalls: 16,
+});
+
+/// A process's activity not yet added into `MM_ACTIVITY`, one per CPU (the
+/// `MM_PENDING` array): the sums of the process that last made a memory
+/// call on that CPU. They move into the map when another process makes one
+/// there, so a process that keeps to its CPU pays an array slot per call,
+/// not a hash lookup. User space adds each CPU's pending sums to what the
+/// map holds for `tgid`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmPending {
+    /// Whose sums these are (0 with no calls: no process has tgid 0).
+    pub tgid: u32,
+    /// Padding; always 0.
+    pub _pad: u32,
+    /// Its sums since they last moved into the map.
+    pub activity: MmActivity,
+}
+
+layout!(MmPending, size 32, {
+    tgid: 0,
+    _pad: 4,
+    activity: 8,
 });
 
 /// Where the raw `rss_stat` program finds what the `kmem:rss_stat` event
@@ -117,7 +174,7 @@ pub const MM_COUNTERS: u32 = 3;
 /// evicted first).
 pub const MM_MAX_PROCESSES: u32 = 16384;
 
-// SAFETY (all three): plain-old-data, `#[repr(C)]`, integers only, explicit
+// SAFETY (all five): plain-old-data, `#[repr(C)]`, integers only, explicit
 // padding (the layout checks above).
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for MmStats {}
@@ -125,3 +182,7 @@ unsafe impl aya::Pod for MmStats {}
 unsafe impl aya::Pod for MmActivity {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for MmKernelLayout {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MmPending {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MmRssPending {}

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use crate::{
     outputs::{Output, Outputs},
     pipeline::top::{self, By, Filter, Options},
-    probes,
+    probes::{self, mm::Programs},
 };
 
 /// Which process is leaking? Memory over time, per process, with a verdict.
@@ -64,6 +64,12 @@ pub struct TopArgs {
 
     #[command(flatten)]
     pub(crate) outputs: Outputs,
+
+    /// For benchmarking only: attach programs that do nothing to the same
+    /// hooks, to measure what the hooks themselves cost (the table then
+    /// comes from /proc alone).
+    #[arg(long, hide = true)]
+    pub(crate) bench_empty_programs: bool,
 }
 
 /// What a row is.
@@ -100,6 +106,11 @@ pub fn run(args: TopArgs) -> Result<u8> {
         },
         filter,
         outputs: args.outputs,
+        programs: if args.bench_empty_programs {
+            Programs::Empty
+        } else {
+            Programs::Working
+        },
     })?;
     Ok(0)
 }

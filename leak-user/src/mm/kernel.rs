@@ -1,15 +1,16 @@
 //! The kernel side of `leak top`: loads the `rss_stat` and `sys_exit`
 //! tracepoint programs (leak-ebpf/src/mm.rs) and reads the per-process
-//! maps they fill.
+//! maps they fill, with each CPU's pending slot (the latest events of the
+//! process that last had one there, not yet moved into the maps).
 
 use std::{collections::HashMap, path::Path};
 
 use crate::probes::ProbeError;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
-use leak_common::{MmActivity, MmCounter, MmStats, MM_COUNTERS};
+use leak_common::{MmActivity, MmCounter, MmPending, MmRssPending, MmStats, MM_COUNTERS};
 
-use super::watch::sum_activity;
-use crate::probes::{self, Attached};
+use super::watch::{add_pending, sum_activity, take_pending_rss};
+use crate::probes::{self, mm::Programs, Attached};
 
 /// What the kernel side knows about one process.
 #[derive(Clone, Copy, Debug, Default)]
@@ -33,14 +34,16 @@ pub(crate) struct Lost {
 pub(crate) struct MmProbes {
     stats: BpfHashMap<MapData, u32, MmStats>,
     activity: PerCpuHashMap<MapData, u32, MmActivity>,
+    pending: PerCpuArray<MapData, MmPending>,
+    rss_pending: PerCpuArray<MapData, MmRssPending>,
     counters: PerCpuArray<MapData, u64>,
     // Last: the programs stay attached while the maps are read.
     _attached: Attached,
 }
 
 impl MmProbes {
-    /// Loads the programs and attaches them to their tracepoints.
-    pub(crate) fn attach() -> Result<Self, ProbeError> {
+    /// Loads `programs` and attaches them to their tracepoints.
+    pub(crate) fn attach(programs: Programs) -> Result<Self, ProbeError> {
         // Offsets for the raw rss_stat program; without them, the event
         // format does the work (slower: a perf record per page fault).
         let layout = match super::layout::read(Path::new(super::layout::VMLINUX_BTF)) {
@@ -55,27 +58,62 @@ impl MmProbes {
         let probes::mm::TopProbes {
             stats,
             activity,
+            pending,
+            rss_pending,
             counters,
             attached,
-        } = probes::mm::attach(layout)?;
+        } = probes::mm::attach(layout, programs)?;
         Ok(Self {
             stats,
             activity,
+            pending,
+            rss_pending,
             counters,
             _attached: attached,
         })
     }
 
-    /// Everything the maps hold, by tgid.
+    /// Everything the maps and each CPU's pending slots hold, by tgid.
     pub(crate) fn read(&self) -> HashMap<u32, KernelView> {
         let mut out: HashMap<u32, KernelView> = HashMap::new();
+        self.read_rss(&mut out);
+        self.read_activity(&mut out);
+        out
+    }
+
+    /// RSS counters and program breaks: the map's, and each CPU's pending
+    /// counters where later.
+    fn read_rss(&self, out: &mut HashMap<u32, KernelView>) {
         for (pid, stats) in self.stats.iter().flatten() {
             out.entry(pid).or_default().stats = Some(stats);
         }
+        let Ok(per_cpu) = self.rss_pending.get(&0, 0) else {
+            return;
+        };
+        for p in per_cpu.iter().filter(|p| p.rss_seen != 0) {
+            let stats = out.entry(p.tgid).or_default().stats.get_or_insert(MmStats {
+                mm: p.mm,
+                ..MmStats::default()
+            });
+            take_pending_rss(stats, p);
+        }
+    }
+
+    /// Mapped bytes and call counts: the map's sums plus each CPU's
+    /// pending ones. The slots are read after the map: sums that move
+    /// into it meanwhile are missing from this reading (the next has
+    /// them), never counted twice.
+    fn read_activity(&self, out: &mut HashMap<u32, KernelView>) {
         for (pid, per_cpu) in self.activity.iter().flatten() {
             out.entry(pid).or_default().activity = sum_activity(per_cpu.iter());
         }
-        out
+        let Ok(per_cpu) = self.pending.get(&0, 0) else {
+            return;
+        };
+        for p in per_cpu.iter().filter(|p| p.activity.syscalls != 0) {
+            let view = out.entry(p.tgid).or_default();
+            view.activity = add_pending(&view.activity, &p.activity);
+        }
     }
 
     /// Drops what the maps hold about `pid` (it exited).

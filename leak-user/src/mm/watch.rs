@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 #[cfg(test)]
 use leak_common::RSS_SWAP;
-use leak_common::{MmActivity, MmStats, RSS_ANON, RSS_FILE, RSS_MEMBERS, RSS_SHMEM};
+use leak_common::{MmActivity, MmRssPending, MmStats, RSS_ANON, RSS_FILE, RSS_MEMBERS, RSS_SHMEM};
 
 use crate::analysis::{
     series,
@@ -57,15 +57,38 @@ pub(crate) fn merge_rss(stats: &MmStats, baseline: &RssCounters) -> RssCounters 
     out
 }
 
+/// Takes into `stats` each counter of a CPU's pending slot unless the map's
+/// is later (of equal ticks, the pending one is taken). A slot of another mm
+/// (the process has run exec since) is ignored.
+pub(crate) fn take_pending_rss(stats: &mut MmStats, pending: &MmRssPending) {
+    if stats.mm != pending.mm {
+        return;
+    }
+    for m in 0..RSS_MEMBERS {
+        let bit = 1 << m;
+        let later = stats.rss_seen & bit == 0 || pending.stamp[m] >= stats.stamp[m];
+        if pending.rss_seen & bit != 0 && later {
+            stats.rss[m] = pending.rss[m];
+            stats.stamp[m] = pending.stamp[m];
+            stats.rss_seen |= bit;
+        }
+    }
+}
+
 /// A process's activity summed over CPUs.
 pub(crate) fn sum_activity<'a>(per_cpu: impl IntoIterator<Item = &'a MmActivity>) -> MmActivity {
     per_cpu
         .into_iter()
-        .fold(MmActivity::default(), |acc, a| MmActivity {
-            mapped_bytes: acc.mapped_bytes + a.mapped_bytes,
-            advised_away_bytes: acc.advised_away_bytes + a.advised_away_bytes,
-            syscalls: acc.syscalls + a.syscalls,
-        })
+        .fold(MmActivity::default(), |acc, a| add_pending(&acc, a))
+}
+
+/// `a` plus `b`: a CPU's pending sums added to what the map holds.
+pub(crate) fn add_pending(a: &MmActivity, b: &MmActivity) -> MmActivity {
+    MmActivity {
+        mapped_bytes: a.mapped_bytes + b.mapped_bytes,
+        advised_away_bytes: a.advised_away_bytes + b.advised_away_bytes,
+        syscalls: a.syscalls + b.syscalls,
+    }
 }
 
 /// Most points kept per series: past this, pairs of neighbouring points are
@@ -459,6 +482,54 @@ mod tests {
             rss,
             ..Reading::default()
         }
+    }
+
+    /// A CPU's pending counter replaces the map's unless read earlier, and
+    /// never for another mm.
+    #[test]
+    fn pending_counters_are_taken_when_later() {
+        let mut stats = MmStats {
+            mm: 0xa000,
+            rss_seen: 1 << RSS_ANON,
+            ..MmStats::default()
+        };
+        stats.rss[RSS_ANON] = 100;
+        stats.stamp[RSS_ANON] = 50;
+        let mut pending = MmRssPending {
+            mm: 0xa000,
+            tgid: 7,
+            rss_seen: (1 << RSS_ANON) | (1 << RSS_FILE),
+            ..MmRssPending::default()
+        };
+        pending.rss[RSS_ANON] = 90;
+        pending.stamp[RSS_ANON] = 40;
+        pending.rss[RSS_FILE] = 30;
+        pending.stamp[RSS_FILE] = 45;
+        take_pending_rss(&mut stats, &pending);
+        assert_eq!(
+            stats.rss[RSS_ANON], 100,
+            "an older value replaced a later one"
+        );
+        assert_eq!(stats.rss[RSS_FILE], 30, "a counter the map lacked");
+        assert_eq!(stats.rss_seen, (1 << RSS_ANON) | (1 << RSS_FILE));
+
+        pending.rss[RSS_ANON] = 120;
+        pending.stamp[RSS_ANON] = 60;
+        take_pending_rss(&mut stats, &pending);
+        assert_eq!(stats.rss[RSS_ANON], 120);
+        assert_eq!(stats.stamp[RSS_ANON], 60);
+
+        // Read in the same tick: the pending value is taken.
+        pending.rss[RSS_ANON] = 125;
+        take_pending_rss(&mut stats, &pending);
+        assert_eq!(stats.rss[RSS_ANON], 125);
+
+        // After exec: the old mm's values are not the process's any more.
+        pending.mm = 0xb000;
+        pending.rss[RSS_ANON] = 999;
+        pending.stamp[RSS_ANON] = 70;
+        take_pending_rss(&mut stats, &pending);
+        assert_eq!(stats.rss[RSS_ANON], 125);
     }
 
     /// Records `f(t)` every 2 s for a minute.

@@ -20,6 +20,7 @@ use crate::{
         watch::{merge_rss, CgroupView, Reading, Row, Watch},
     },
     outputs::{self, Outputs},
+    probes::mm::Programs,
     process::{self, cgroup, RssCounters},
     report::chart::{ChartLine, LineKind},
     session::{self, Pipeline, Stop, Timing},
@@ -42,6 +43,8 @@ pub(crate) struct Options {
     pub filter: Filter,
     /// Files to write at the end.
     pub outputs: Outputs,
+    /// The working programs, or empty ones for the benchmark's floor.
+    pub programs: Programs,
 }
 
 /// What a row of the table is.
@@ -145,7 +148,7 @@ struct Top {
 }
 
 async fn top(args: Options) -> Result<()> {
-    let probes = MmProbes::attach()?;
+    let probes = MmProbes::attach(args.programs)?;
     let mut top = Top {
         probes,
         cgroups: HashMap::new(),

@@ -175,9 +175,14 @@ impl Document<'_> {
 
     /// Per-round `arm / baseline` of a figure.
     fn ratio(&self, w: Workload, arm: Arm, key: &str) -> Option<Summary> {
+        self.ratio_to(w, arm, Self::baseline(arm), key)
+    }
+
+    /// Per-round `arm / base` of a figure.
+    fn ratio_to(&self, w: Workload, arm: Arm, base: Arm, key: &str) -> Option<Summary> {
         stats::summarize_rounds(&stats::paired(
             &self.values(w, arm, key),
-            &self.values(w, Self::baseline(arm), key),
+            &self.values(w, base, key),
             |a, b| a / b,
         ))
     }
@@ -423,6 +428,29 @@ pub(super) mod tests {
             assert!(md.contains("| bpftrace, 1/8 of the work | 3.125 | 25.000× | 24.000 |"));
             assert!(md.contains("| untraced, 1/8 of the work | 0.125 | 1.000× | — |"));
             assert!(md.contains("-mode json -n 15000"), "{md}");
+        });
+    }
+
+    #[test]
+    fn leak_top_is_shown_beside_its_floor() {
+        let w = Workload::Mmap;
+        let runs = [
+            run(0, w, Arm::Untraced, 1.0),
+            run(0, w, Arm::LeakTop, 1.08),
+            run(0, w, Arm::LeakTopEmpty, 1.05),
+        ];
+        with_doc(&runs, |doc| {
+            let md = markdown(doc, None);
+            assert!(
+                md.contains(
+                    "| leak top ≤ 1.08× on mmap/munmap | 1.080× \
+                     (empty programs on the same hooks: 1.050×) | met |"
+                ),
+                "{md}"
+            );
+            assert!(md.contains("| empty programs on the same hooks | 1.050 | 1.050× |"));
+            assert!(md.contains("against the floor: 1.029×"), "{md}");
+            assert!(md.contains("leak top --bench-empty-programs"));
         });
     }
 }

@@ -130,6 +130,11 @@ pub fn command_line(
             bpftrace_program(bin),
         ],
         Arm::LeakTop => vec![leak.to_string(), "top".into()],
+        Arm::LeakTopEmpty => vec![
+            leak.to_string(),
+            "top".into(),
+            "--bench-empty-programs".into(),
+        ],
     })
 }
 
@@ -158,7 +163,9 @@ impl Tracer {
                     Arm::Bpftrace | Arm::Memleak | Arm::EmptyProbes => {
                         line.starts_with("Attaching")
                     }
-                    Arm::LeakTop => stream == Stream::Stderr && line.starts_with("leak: watching"),
+                    Arm::LeakTop | Arm::LeakTopEmpty => {
+                        stream == Stream::Stderr && line.starts_with("leak: watching")
+                    }
                     _ => stream == Stream::Stderr && line.starts_with("leak: tracing"),
                 },
             )
