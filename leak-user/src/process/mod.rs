@@ -126,7 +126,7 @@ pub(crate) fn parse_status_rss(status: &str) -> Option<RssCounters> {
             _ => continue,
         };
         let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
-        out[slot] = kib * 1024;
+        out[slot] = kib.saturating_mul(1024);
         found |= slot != RSS_SWAP;
     }
     found.then_some(out)
@@ -328,7 +328,7 @@ pub(crate) fn mem_available() -> Option<u64> {
 }
 
 /// `MemAvailable:` of a `/proc/meminfo` text, in bytes.
-fn parse_mem_available(meminfo: &str) -> Option<u64> {
+pub(crate) fn parse_mem_available(meminfo: &str) -> Option<u64> {
     let kib: u64 = meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemAvailable:"))?
@@ -337,7 +337,7 @@ fn parse_mem_available(meminfo: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()?;
-    Some(kib * 1024)
+    Some(kib.saturating_mul(1024))
 }
 
 #[cfg(test)]
@@ -349,5 +349,11 @@ mod meminfo_tests {
         assert_eq!(super::parse_mem_available(text), Some(20_000_000 * 1024));
         assert_eq!(super::parse_mem_available("MemTotal: 1 kB\n"), None);
         assert!(super::mem_available().is_some_and(|b| b > 0));
+        // Found by fuzzing (proc_text): a huge count overflowed.
+        let huge = format!("MemAvailable: {} kB\n", u64::MAX);
+        assert_eq!(super::parse_mem_available(&huge), Some(u64::MAX));
+        let status = format!("RssAnon: {} kB\nRssFile: 1 kB\n", u64::MAX / 2);
+        let anon = leak_common::RSS_ANON;
+        assert_eq!(super::parse_status_rss(&status).unwrap()[anon], u64::MAX);
     }
 }
