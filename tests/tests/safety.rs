@@ -1,18 +1,22 @@
 //! leak never hurts what it runs beside: its output files are never
 //! written through a link another user planted, carry the caller's umask,
 //! and are whole or absent when the disk is full or the directory
-//! read-only. Root only (mounts, chown); run through `cargo xtask test`.
+//! read-only; reading a process it may not read is one line; and it runs
+//! with no more privilege than it says (`leak heap` as the process's own
+//! user; `leak trace` with the capabilities the README lists, one line
+//! naming what is missing). Root only (mounts, setpriv); run through
+//! `cargo xtask test`.
 
 use std::{
     fs,
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::Path,
     process::{Command, Output},
 };
 
 use leak_tests::*;
 
-/// The unprivileged user that plants links.
+/// The unprivileged user the tests switch to.
 const NOBODY: &str = "65534";
 
 /// A service that has leaked a little, for `leak heap` to read.
@@ -177,4 +181,159 @@ fn a_read_only_directory_is_one_line() {
     let out = leak_heap(prog.pid(), "022", &["--json", json.to_str().unwrap()]);
     one_line(&out, "is not writable (Read-only file system");
     assert!(names(&mnt).is_empty());
+}
+
+/// `setpriv` arguments that run a command as nobody with capabilities
+/// `caps` (e.g. "+sys_ptrace"; empty for none).
+fn as_nobody(caps: &str) -> Vec<String> {
+    let mut v: Vec<String> = ["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"]
+        .map(String::from)
+        .to_vec();
+    let set = format!(
+        "-all{}",
+        if caps.is_empty() {
+            String::new()
+        } else {
+            format!(",{caps}")
+        }
+    );
+    v.push(format!("--inh-caps={set}"));
+    v.push(format!("--ambient-caps={set}"));
+    v
+}
+
+/// `leak heap` needs only the right to read the process's memory: as the
+/// process's own user with no capability at all it reads it; as another
+/// user it says in one line what it lacks; with CAP_SYS_PTRACE and
+/// CAP_DAC_READ_SEARCH (what /proc/PID/mem, its user's and mode 0600,
+/// takes) it reads root's process too.
+#[test]
+fn leak_heap_needs_only_the_right_to_read() {
+    let bin = build_go("seed", "1.25.5", Variant::Plain);
+    let dir = scratch("safety-least-privilege");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    // The program as nobody, leak heap as nobody.
+    let own = Program::start_command(Command::new("setpriv").args(as_nobody("")).arg(&bin));
+    send_requests(&own.addr(), "/work", 200);
+    let json = dir.join("own.json");
+    let out = Command::new("setpriv")
+        .args(as_nobody(""))
+        .arg(leak_bin())
+        .args(["heap", "--pid", &own.pid().to_string(), "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::metadata(&json).unwrap().uid(), 65534);
+    // Root's program: denied as nobody, in one line naming the remedy.
+    let roots = Program::start(&bin, &[]);
+    send_requests(&roots.addr(), "/work", 200);
+    let run = |caps: &str| {
+        Command::new("setpriv")
+            .args(as_nobody(caps))
+            .arg(leak_bin())
+            .args(["heap", "--pid", &roots.pid().to_string()])
+            .output()
+            .unwrap()
+    };
+    one_line(&run(""), "permission denied (run leak as root, as the process's user, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)");
+    one_line(&run("+sys_ptrace"), "cannot read the memory of pid");
+    let out = run("+sys_ptrace,+dac_read_search");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("in use:"));
+}
+
+/// `leak trace` with exactly CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (root's
+/// uid, nothing else): this kernel's perf uprobe events need CAP_SYS_ADMIN
+/// as well, and leak says so in one line naming it; with it added, leak
+/// traces.
+#[test]
+fn leak_trace_names_the_missing_capability() {
+    let (prog, dir) = service("trace-caps");
+    let run = |caps: &str| {
+        let set = format!("-all,{caps}");
+        Command::new("setpriv")
+            .arg(format!("--inh-caps={set}"))
+            .arg(format!("--ambient-caps={set}"))
+            .arg(format!("--bounding-set={set}"))
+            .arg(leak_bin())
+            .args(["trace", "--pid", &prog.pid().to_string(), "--duration", "2"])
+            .args(["--json"])
+            .arg(dir.join("trace.json"))
+            .output()
+            .unwrap()
+    };
+    let out = run("+bpf,+perfmon,+sys_ptrace");
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // A kernel that lets perf's uprobe events through with CAP_PERFMON.
+        eprintln!("leak trace ran with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE alone");
+    } else {
+        let fatal: Vec<&str> = err.lines().filter(|l| l.contains("could not")).collect();
+        assert_eq!(fatal.len(), 1, "{err}");
+        assert!(fatal[0].contains("missing CAP_SYS_ADMIN"), "{err}");
+    }
+    let out = run("+bpf,+perfmon,+sys_ptrace,+sys_admin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("trace.json").is_file());
+    // Not root at all: nobody, with those four and CAP_DAC_OVERRIDE (root's
+    // /proc/PID/mem is root's, mode 0600: the history read and the rate
+    // write go through it).
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let json = dir.join("nobody.json");
+    let out = Command::new("setpriv")
+        .args(as_nobody(
+            "+bpf,+perfmon,+sys_ptrace,+sys_admin,+dac_override",
+        ))
+        .arg(leak_bin())
+        .args([
+            "trace",
+            "--pid",
+            &prog.pid().to_string(),
+            "--duration",
+            "2",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("denied"), "{err}");
+    assert!(json.is_file());
+}
+
+/// `leak top` as a user who is not root: CAP_BPF and CAP_PERFMON load its
+/// programs, CAP_DAC_READ_SEARCH lets it find the tracepoints in tracefs
+/// (root's, mode 0700); without that one, one line naming it.
+#[test]
+fn leak_top_without_root() {
+    let run = |caps: &str| {
+        Command::new("setpriv")
+            .args(as_nobody(caps))
+            .arg(leak_bin())
+            .args(["top", "--duration", "2"])
+            .output()
+            .unwrap()
+    };
+    one_line(&run("+bpf,+perfmon"), "missing CAP_DAC_READ_SEARCH");
+    let out = run("+bpf,+perfmon,+dac_read_search");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("leak top"));
 }

@@ -133,7 +133,7 @@ pub(crate) enum GoError {
         path: PathBuf,
     },
     /// Reading another process's memory is not allowed.
-    #[error("cannot read the memory of pid {0}: permission denied (run as root, or as its user where ptrace is allowed)")]
+    #[error("cannot read the memory of pid {0}: permission denied ({remedy})", remedy = crate::process::READ_REMEDY)]
     MemoryDenied(u32),
     /// The process's memory could not be opened.
     #[error("cannot open the memory of pid {pid}: {source}")]

@@ -58,6 +58,12 @@ pub(crate) fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+/// What reading another process's executable and memory takes, for the
+/// line that says it was denied: `/proc/PID/mem` is its user's, mode 0600,
+/// and opening it also passes the ptrace check.
+pub(crate) const READ_REMEDY: &str =
+    "run leak as root, as the process's user, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH";
+
 /// Lets a stopped process go on (SIGCONT).
 pub(crate) fn resume(pid: u32) {
     signal(pid, libc::SIGCONT);
@@ -70,6 +76,10 @@ pub(crate) fn resume(pid: u32) {
 pub(crate) fn exe(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => io::Error::new(e.kind(), format!("no process with pid {pid}")),
+        io::ErrorKind::PermissionDenied => io::Error::new(
+            e.kind(),
+            format!("cannot read the executable of pid {pid}: permission denied ({READ_REMEDY})"),
+        ),
         _ => io::Error::new(
             e.kind(),
             format!("cannot read the executable of pid {pid}: {e}"),
