@@ -1,7 +1,9 @@
 //! Entry points for the fuzz targets (`leak-user/fuzz/`): each feeds
 //! untrusted bytes to one parser or reader of the library and drives what
 //! it returns, so that a panic, an overflow or a hang anywhere below shows.
-//! Compiled only with the `fuzzing` feature; not an interface of leak.
+//! Compiled only with the `fuzzing` feature (and in unit tests, which
+//! drive real files damaged on purpose through it); not an interface of
+//! leak.
 //!
 //! The readers of another process's memory run over [`FlatMemory`], the
 //! fuzz input mapped at one address; [`seeds`] builds valid starting

@@ -16,7 +16,7 @@ pub mod cmd;
 pub(crate) mod error;
 pub(crate) mod event;
 pub(crate) mod frame;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod go;

@@ -105,7 +105,7 @@ pub(crate) enum GoError {
         addr: u64,
     },
     /// No such process.
-    #[error("no process with pid {0}")]
+    #[error("{}", crate::process::not_there(.0))]
     NoProcess(u32),
     /// `/proc/PID/exe` could not be read (the message names the pid).
     #[error("{source}")]

@@ -58,6 +58,19 @@ pub(crate) fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+/// Why there is no process `pid` to read, in a few words: none, or one
+/// that has exited and waits for its parent to reap it (a zombie keeps
+/// its pid but neither memory nor executable).
+pub(crate) fn not_there(pid: &u32) -> String {
+    if state(*pid).is_some_and(|(s, _)| is_dead(s)) {
+        format!(
+            "pid {pid} has exited (a zombie its parent has not reaped yet): nothing left to read"
+        )
+    } else {
+        format!("no process with pid {pid}")
+    }
+}
+
 /// What reading another process's executable and memory takes, for the
 /// line that says it was denied: `/proc/PID/mem` is its user's, mode 0600,
 /// and opening it also passes the ptrace check.
@@ -75,7 +88,7 @@ pub(crate) fn resume(pid: u32) {
 /// there is none.
 pub(crate) fn exe(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => io::Error::new(e.kind(), format!("no process with pid {pid}")),
+        io::ErrorKind::NotFound => io::Error::new(e.kind(), not_there(&pid)),
         io::ErrorKind::PermissionDenied => io::Error::new(
             e.kind(),
             format!("cannot read the executable of pid {pid}: permission denied ({READ_REMEDY})"),
