@@ -278,7 +278,7 @@ fn trace_jobs(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<Str
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if x % 3 == 0 {
+                if x.is_multiple_of(3) {
                     thread::sleep(Duration::from_millis(x % 50));
                     let _ = c.kill();
                 }
