@@ -16,6 +16,9 @@ pub mod cmd;
 pub(crate) mod error;
 pub(crate) mod event;
 pub(crate) mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod go;
 pub(crate) mod mm;
 pub(crate) mod native;

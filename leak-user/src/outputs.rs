@@ -142,6 +142,42 @@ pub(crate) fn check_writable(out: &Path) -> Result<()> {
     if out.is_dir() {
         refuse!("cannot write {}: it is a directory", out.display());
     }
+    if let Err(e) = untrusted_link(out) {
+        refuse!("cannot write {}: {e}", out.display());
+    }
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap_or_default();
+    // SAFETY: a NUL-terminated path; access has no other precondition.
+    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK) } != 0 {
+        refuse!(
+            "cannot write {}: directory {} is not writable ({})",
+            out.display(),
+            dir.display(),
+            io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Fails if `path` is a symbolic link that someone other than the caller
+/// (or root) owns: writing through it would let that user choose which
+/// file leak, often run as root, writes (as the kernel's
+/// `fs.protected_symlinks` refuses in sticky directories).
+fn untrusted_link(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.file_type().is_symlink() && meta.uid() != me && meta.uid() != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "it is a symbolic link owned by another user (uid {}): refusing to follow it",
+                meta.uid()
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -157,18 +193,19 @@ pub(crate) fn write(
 }
 
 /// Writes a file so that it either appears complete or not at all: the
-/// content goes to a hidden temporary file beside it, renamed into place
-/// only once fully written and flushed. A path that is not a regular file
-/// (`/dev/null`, `/dev/stdout`, a FIFO) is written straight into: renaming
-/// over it would replace a device with a file.
+/// content goes to a new hidden file beside it (created exclusively, never
+/// through a link, with the caller's umask), renamed into place only once
+/// fully written and flushed; on any error it is removed. A path that is
+/// not a regular file (`/dev/null`, `/dev/stdout`, a FIFO) is written
+/// straight into: renaming over it would replace a device with a file. A
+/// symbolic link another user owns is refused ([`untrusted_link`]).
 pub(crate) fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
+    untrusted_link(path)?;
     if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-        let mut w = io::BufWriter::new(fs::OpenOptions::new().write(true).open(path)?);
-        fill(&mut w)?;
-        return w.flush();
+        return write_into(path, fill);
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -177,13 +214,9 @@ pub(crate) fn write_atomically(
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let (tmp, file) = create_temp(dir, &name.to_string_lossy())?;
     let result = (|| {
-        let mut w = io::BufWriter::new(fs::File::create(&tmp)?);
+        let mut w = io::BufWriter::new(file);
         fill(&mut w)?;
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         fs::rename(&tmp, path)
@@ -192,6 +225,43 @@ pub(crate) fn write_atomically(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates a new file `.NAME.partial-PID-N` in `dir` with O_EXCL and
+/// O_NOFOLLOW (a name someone planted is skipped, never opened), mode 0666
+/// less the umask.
+fn create_temp(dir: &Path, name: &str) -> io::Result<(PathBuf, fs::File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut last = None;
+    for n in 0..16 {
+        let tmp = dir.join(format!(".{name}.partial-{}-{n}", std::process::id()));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
+}
+
+/// Writes into an existing file that is not a regular one (a device, a
+/// FIFO), never creating one; a regular file found there instead (the
+/// path was swapped since it was looked at) is refused.
+fn write_into(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+    let file = fs::OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.is_file() {
+        return Err(io::Error::other(
+            "it changed into a regular file while leak wrote it",
+        ));
+    }
+    let mut w = io::BufWriter::new(file);
+    fill(&mut w)?;
+    w.flush()
 }
 
 #[cfg(test)]
@@ -223,6 +293,43 @@ mod tests {
         );
         write_atomically(&out, |w| w.write_all(b"whole")).unwrap();
         assert_eq!(fs::read_to_string(&out).unwrap(), "whole");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// New files get the caller's umask, and the caller's own symbolic
+    /// link is written through (replaced by the file).
+    #[test]
+    fn new_files_follow_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("leak-umask-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out.json");
+        // SAFETY: umask has no preconditions (this test restores it).
+        let old = unsafe { libc::umask(0o077) };
+        let written = write_atomically(&out, |w| w.write_all(b"{}"));
+        unsafe { libc::umask(old) };
+        written.unwrap();
+        let mode = fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink(&out, &link).unwrap();
+        write_atomically(&link, |w| w.write_all(b"[]")).unwrap();
+        assert_eq!(fs::read_to_string(&link).unwrap(), "[]");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A planted temporary name is skipped, not written through.
+    #[test]
+    fn a_planted_temporary_name_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("leak-planted-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let planted = dir.join(format!(".out.partial-{}-0", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomically(&dir.join("out"), |w| w.write_all(b"new")).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(dir.join("out")).unwrap(), "new");
         fs::remove_dir_all(&dir).unwrap();
     }
 

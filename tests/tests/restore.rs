@@ -173,3 +173,55 @@ fn keep_rate_go1_25() {
     assert!(!err.contains("restored"), "{err}");
     assert!(err.contains("--keep-rate"), "says the rate stays: {err}");
 }
+
+/// SIGKILL at moments spread over leak's whole life (before it attached,
+/// while it wrote the rate, while it traced), each drawn afresh (the seed
+/// is printed): the program keeps running at its own pace, and its rate is
+/// 0 again within [`BACK_WITHIN`] whether or not leak had changed it.
+#[test]
+fn sigkill_at_random_moments_go1_25() {
+    let bin = build_go("ratewatch", "1.25.5", Variant::Plain);
+    let dir = scratch("restore-random-kill");
+    let mut prog = Program::start_following(&bin, &[]);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    eprintln!("random kill moments: seed {seed}");
+    for round in 0..6 {
+        // xorshift: a moment in [0, 2.5 s) after leak starts.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let at = Duration::from_millis(seed % 2500);
+        let mut leak = LeakArgs::trace(&bin)
+            .pid(prog.pid())
+            .opt("--rate", RATE)
+            .spawn(&dir);
+        std::thread::sleep(at);
+        leak.signal(SIGKILL);
+        leak.wait(10);
+        std::thread::sleep(BACK_WITHIN);
+        let _ = prog.lines_now();
+        // One more second of the program's own reports: at its pace (every
+        // 200 ms), all at rate 0.
+        std::thread::sleep(Duration::from_secs(1));
+        let lines = prog.lines_now();
+        assert!(
+            prog.running(),
+            "round {round} (kill at {at:?}): the program died"
+        );
+        assert!(
+            lines.len() >= 4,
+            "round {round} (kill at {at:?}): the program slowed: {lines:?}"
+        );
+        assert!(
+            lines.iter().all(|l| l == "rate=0"),
+            "round {round} (kill at {at:?}): rate not restored: {lines:?}\n{}",
+            leak.stderr_text()
+        );
+        let wrote = leak.stderr_text().contains("turned it on");
+        eprintln!("round {round}: killed at {at:?} (rate written: {wrote}), rate 0 again, program running");
+    }
+}

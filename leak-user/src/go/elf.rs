@@ -66,6 +66,12 @@ impl GoBinary {
             }
             Err(source) => return Err(GoError::Io { path, source }),
         };
+        Self::from_data(path, data)
+    }
+
+    /// Checks and parses an executable already read into memory; `path`
+    /// only names it in errors.
+    pub(crate) fn from_data(path: PathBuf, data: Arc<[u8]>) -> Result<Self, GoError> {
         let layout = ElfLayout::parse(&path, &data)?;
         let pclntab = Pclntab::locate(&path, &data, &layout)?;
         Ok(Self {

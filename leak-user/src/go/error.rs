@@ -105,7 +105,7 @@ pub(crate) enum GoError {
         addr: u64,
     },
     /// No such process.
-    #[error("no process with pid {0}")]
+    #[error("{}", crate::process::not_there(.0))]
     NoProcess(u32),
     /// `/proc/PID/exe` could not be read (the message names the pid).
     #[error("{source}")]
@@ -133,7 +133,7 @@ pub(crate) enum GoError {
         path: PathBuf,
     },
     /// Reading another process's memory is not allowed.
-    #[error("cannot read the memory of pid {0}: permission denied (run as root, or as its user where ptrace is allowed)")]
+    #[error("cannot read the memory of pid {0}: permission denied ({remedy})", remedy = crate::process::READ_REMEDY)]
     MemoryDenied(u32),
     /// The process's memory could not be opened.
     #[error("cannot open the memory of pid {pid}: {source}")]

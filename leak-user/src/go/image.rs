@@ -61,7 +61,7 @@ pub(super) fn vaddr_to_file_offset(segments: &[LoadSegment], vaddr: u64) -> Opti
     segments
         .iter()
         .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)
-        .map(|s| vaddr - s.vaddr + s.file_offset)
+        .and_then(|s| (vaddr - s.vaddr).checked_add(s.file_offset))
 }
 
 pub(super) fn read_vaddr<'a>(
@@ -74,11 +74,11 @@ pub(super) fn read_vaddr<'a>(
         .iter()
         .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)?;
     // The whole range must be file-backed by the same segment.
-    let end = vaddr.checked_add(len as u64)?;
-    if end > seg.vaddr + seg.file_size {
+    let into = vaddr - seg.vaddr;
+    if into.checked_add(len as u64)? > seg.file_size {
         return None;
     }
-    let start = usize::try_from(vaddr - seg.vaddr + seg.file_offset).ok()?;
+    let start = usize::try_from(into.checked_add(seg.file_offset)?).ok()?;
     data.get(start..start.checked_add(len)?)
 }
 

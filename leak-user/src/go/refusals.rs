@@ -71,3 +71,77 @@ fn old_tables_are_refused_saying_what_is_missing() {
         );
     }
 }
+
+/// `.gopclntab` of `data` (a plain build): its file range.
+fn pclntab_range(path: &Path) -> std::ops::Range<usize> {
+    let bin = GoBinary::open(path).unwrap();
+    let s = bin.section(".gopclntab").expect(".gopclntab section");
+    let at = s.file_offset.unwrap() as usize;
+    at..at + s.size as usize
+}
+
+/// Opens `data` as leak opens an executable: an error is one line; a
+/// binary that opens is driven through every reader (the fuzz targets'
+/// driver), which must not panic.
+fn open_damaged(data: &[u8]) {
+    match GoBinary::from_data(PathBuf::from("damaged"), data.into()) {
+        Err(e) => {
+            one_line(&e);
+        }
+        Ok(_) => crate::fuzzing::go_binary(data),
+    }
+}
+
+/// A binary cut short anywhere is refused in one line (or, cut past what
+/// leak reads, read as it is); never a panic.
+#[test]
+fn truncated_binaries_are_one_line() {
+    let Some(path) = testutil::seed(VERSIONS[0], Variant::Plain) else {
+        return;
+    };
+    let data = std::fs::read(&path).unwrap();
+    for n in 0..16 {
+        let cut = data.len() * n / 16 + n;
+        open_damaged(&data[..cut.min(data.len())]);
+    }
+}
+
+/// A `.gopclntab` header whose counts and offsets point outside the table
+/// or the address space: one line, never a panic.
+#[test]
+fn pclntab_offsets_out_of_range_are_one_line() {
+    let Some(path) = testutil::seed(VERSIONS[0], Variant::Plain) else {
+        return;
+    };
+    let tab = pclntab_range(&path);
+    let data = std::fs::read(&path).unwrap();
+    // nfunc, nfiles, textStart, then the five table offsets.
+    for field in [8, 16, 24, 32, 40, 48, 56, 64] {
+        for value in [u64::MAX, u64::MAX / 2, tab.len() as u64 + 1, 0] {
+            let mut bad = data.clone();
+            bad[tab.start + field..][..8].copy_from_slice(&value.to_le_bytes());
+            open_damaged(&bad);
+        }
+    }
+}
+
+/// Bytes flipped at spread positions of the tables leak reads: no panic.
+#[test]
+fn bit_flipped_tables_never_panic() {
+    let Some(path) = testutil::seed(VERSIONS[0], Variant::Plain) else {
+        return;
+    };
+    let tab = pclntab_range(&path);
+    let data = std::fs::read(&path).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..48 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut bad = data.clone();
+        // Mostly the header and function table, sometimes anywhere in it.
+        let span = if x & 1 == 0 { 4096 } else { tab.len() };
+        bad[tab.start + (x >> 8) as usize % span] ^= (x >> 56) as u8 | 1;
+        open_damaged(&bad);
+    }
+}

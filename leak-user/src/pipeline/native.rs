@@ -89,7 +89,7 @@ pub(crate) struct Options {
 /// writes every requested output.
 pub(crate) fn run(options: Options) -> Result<()> {
     if !process::alive(options.pid) {
-        refuse!("no process with pid {}", options.pid);
+        refuse!("{}", process::not_there(&options.pid));
     }
     session::block_on(trace(options, None))
 }

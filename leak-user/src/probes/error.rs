@@ -12,11 +12,14 @@ use aya::{
 /// Why leak could not load or attach its probes.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProbeError {
-    /// Not root, nor CAP_BPF and CAP_PERFMON.
-    #[error("could not {what}: permission denied (leak needs root, or CAP_BPF and CAP_PERFMON)")]
+    /// Not root, nor the capabilities the step needs ([`needed_caps`]).
+    #[error("could not {what}: permission denied{}", denied_detail(missing))]
     PermissionDenied {
         /// What leak was doing.
         what: String,
+        /// The capabilities it needed and lacked (empty: it had them all,
+        /// and something else refused).
+        missing: Vec<&'static str>,
     },
     /// The running kernel lacks what the probe needs.
     #[error("could not {what}: this kernel has no {feature}")]
@@ -54,11 +57,14 @@ pub(crate) enum ProbeError {
     /// its kernel side were built apart).
     #[error("the eBPF object has no {0}")]
     NotInObject(String),
-    /// Not running as root.
+    /// Not running as root, nor with CAP_BPF and CAP_PERFMON.
     #[error(
-        "leak needs root to load eBPF programs and read other processes' memory: run it with sudo"
+        "leak needs root to load eBPF programs and read other processes' memory: run it with sudo (or with CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_PTRACE)"
     )]
     NotRoot,
+    /// tracefs is mounted where leak, not root, may not look.
+    #[error("cannot read tracefs at {0}: permission denied: missing CAP_DAC_READ_SEARCH (the tracepoints are found there; it is root's, mode 0700)")]
+    TracefsDenied(&'static str),
     /// tracefs is not mounted, and leak could not mount it.
     #[error("tracefs is not mounted and mounting it failed ({error}): run `mount -t tracefs nodev {target}`")]
     NoTracefs {
@@ -84,6 +90,58 @@ impl fmt::Display for Feature {
             Self::Uprobes => f.write_str("uprobe support (CONFIG_UPROBE_EVENTS)"),
             Self::Tracepoint(name) => write!(f, "tracepoint {name}"),
         }
+    }
+}
+
+/// `CAP_SYS_ADMIN`, `CAP_PERFMON` and `CAP_BPF` by bit (linux/capability.h).
+const CAPS: [(u32, &str); 3] = [(39, "CAP_BPF"), (38, "CAP_PERFMON"), (21, "CAP_SYS_ADMIN")];
+
+/// The capabilities loading and attaching a probe takes: CAP_BPF and
+/// CAP_PERFMON, and for a uprobe CAP_SYS_ADMIN too (the kernel attaches
+/// uprobes through perf events, whose uprobe PMU asks for it since 2025).
+fn needed_caps(uprobe: bool) -> &'static [(u32, &'static str)] {
+    if uprobe {
+        &CAPS
+    } else {
+        &CAPS[..2]
+    }
+}
+
+/// Of the capabilities a step needs, those not in `effective` (the
+/// `CapEff` mask).
+fn missing_caps(effective: u64, uprobe: bool) -> Vec<&'static str> {
+    needed_caps(uprobe)
+        .iter()
+        .filter(|(bit, _)| effective & (1 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// leak's own effective capabilities (`CapEff:` of /proc/self/status);
+/// none if it cannot be read.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Whether leak's effective capabilities include CAP_BPF and CAP_PERFMON.
+pub(super) fn can_load_bpf() -> bool {
+    missing_caps(effective_caps(), false).is_empty()
+}
+
+/// What follows "permission denied": what is missing, or that nothing is.
+fn denied_detail(missing: &[&str]) -> String {
+    const NEEDS: &str =
+        "leak needs root, or CAP_BPF and CAP_PERFMON, and CAP_SYS_ADMIN for uprobes";
+    if missing.is_empty() {
+        format!(": leak has the capabilities it needs, so a security module or the kernel's lockdown refused ({NEEDS})")
+    } else {
+        format!(": missing {} ({NEEDS})", missing.join(", "))
     }
 }
 
@@ -191,16 +249,21 @@ impl ProbeError {
         error: &dyn Error,
     ) -> Self {
         let what = what.to_string();
+        let uprobe = if_missing == Some(Feature::Uprobes);
+        let denied = |what| Self::PermissionDenied {
+            what,
+            missing: missing_caps(effective_caps(), uprobe),
+        };
         match (refusal, if_missing) {
             (Refusal::Os(e), _) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
-                Self::PermissionDenied { what }
+                denied(what)
             }
             // The verifier answers EACCES for a program it rejects: at a
             // load, only EPERM means a missing capability.
             (Refusal::Verifier { io_error, .. }, _)
                 if io_error.raw_os_error() == Some(libc::EPERM) =>
             {
-                Self::PermissionDenied { what }
+                denied(what)
             }
             (Refusal::Os(e), Some(feature)) if e.raw_os_error() == Some(libc::ENOENT) => {
                 Self::MissingFeature { what, feature }
@@ -276,9 +339,10 @@ mod tests {
     #[test]
     fn a_missing_capability_is_permission_denied() {
         let e = ProbeError::from_program("attach a uprobe to f in /bin/x", None, &syscall(1));
-        assert_eq!(
-            e.to_string(),
-            "could not attach a uprobe to f in /bin/x: permission denied (leak needs root, or CAP_BPF and CAP_PERFMON)"
+        assert!(
+            e.to_string()
+                .starts_with("could not attach a uprobe to f in /bin/x: permission denied: "),
+            "{e}"
         );
         let e = ProbeError::from_program("attach", None, &syscall(libc::EACCES));
         assert!(matches!(e, ProbeError::PermissionDenied { .. }), "{e}");
@@ -288,6 +352,30 @@ mod tests {
         };
         let e = ProbeError::from_ebpf("load the eBPF programs", &EbpfError::MapError(map));
         assert!(matches!(e, ProbeError::PermissionDenied { .. }), "{e}");
+    }
+
+    /// The line names the capabilities leak lacks, and uprobes need
+    /// CAP_SYS_ADMIN too.
+    #[test]
+    fn permission_denied_names_what_is_missing() {
+        let bpf_perfmon_ptrace = (1 << 39) | (1 << 38) | (1 << 19);
+        assert_eq!(missing_caps(bpf_perfmon_ptrace, true), ["CAP_SYS_ADMIN"]);
+        assert!(missing_caps(bpf_perfmon_ptrace, false).is_empty());
+        assert_eq!(missing_caps(0, false), ["CAP_BPF", "CAP_PERFMON"]);
+        let e = ProbeError::PermissionDenied {
+            what: "attach a uprobe to f in /bin/x".into(),
+            missing: missing_caps(bpf_perfmon_ptrace, true),
+        };
+        assert_eq!(
+            e.to_string(),
+            "could not attach a uprobe to f in /bin/x: permission denied: missing CAP_SYS_ADMIN \
+             (leak needs root, or CAP_BPF and CAP_PERFMON, and CAP_SYS_ADMIN for uprobes)"
+        );
+        let e = ProbeError::PermissionDenied {
+            what: "load p".into(),
+            missing: vec![],
+        };
+        assert!(e.to_string().contains("a security module"), "{e}");
     }
 
     #[test]

@@ -1,14 +1,17 @@
-//! What the host must offer before anything loads: root, and tracefs
-//! mounted (tracepoints are found through it).
+//! What the host must offer before anything loads: root (or the
+//! capabilities that load BPF programs), and tracefs mounted (tracepoints
+//! are found through it).
 
 use std::path::Path;
 
 use super::ProbeError;
 
-/// Fails unless running as root.
+/// Fails unless running as root or with CAP_BPF and CAP_PERFMON (what
+/// else a step needs, such as CAP_SYS_ADMIN for uprobes, is named by that
+/// step's own refusal).
 pub(crate) fn require_root() -> Result<(), ProbeError> {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if unsafe { libc::geteuid() } != 0 && !super::error::can_load_bpf() {
         return Err(ProbeError::NotRoot);
     }
     Ok(())
@@ -23,6 +26,13 @@ pub(super) fn ensure_tracefs() -> Result<(), ProbeError> {
     let mounted = |dir: &str| Path::new(dir).join("events").is_dir();
     if TRACEFS.iter().any(|d| mounted(d)) {
         return Ok(());
+    }
+    // Mounted, but closed to a user who is not root (tracefs is 0700).
+    if let Some(dir) = TRACEFS.iter().find(|d| {
+        std::fs::metadata(Path::new(d).join("events"))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    }) {
+        return Err(ProbeError::TracefsDenied(dir));
     }
     let target = TRACEFS[0];
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");

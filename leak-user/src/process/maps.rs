@@ -65,7 +65,8 @@ pub(crate) fn load_bias(maps: &[Mapping], inode: u64, segments: &[Segment]) -> O
             .iter()
             .find(|s| s.offset & !(PAGE - 1) == m.offset)?;
         // The mapping starts at the page holding the segment's first byte.
-        let want = seg.vaddr - (seg.offset - m.offset);
+        // (Wrapping: the segments come from a file that may be corrupt.)
+        let want = seg.vaddr.wrapping_sub(seg.offset - m.offset);
         Some(m.start.wrapping_sub(want))
     })
 }

@@ -98,16 +98,18 @@ impl Memory for ProcessMemory {
 }
 
 impl MemoryMut for ProcessMemory {
-    /// Opens the memory for writing just for this: leak writes nothing
-    /// else, ever.
+    /// Writes through the handle opened with the process, never a new one:
+    /// a process that `exec`ed since has new memory, which the old handle
+    /// no longer reaches (the write fails rather than land in another
+    /// program). A handle opened read-only cannot write.
     fn write_i64(&self, addr: u64, value: i64) -> io::Result<()> {
-        if self.writable {
-            return self.file.write_all_at(&value.to_le_bytes(), addr);
+        if !self.writable {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("the memory of pid {} was opened read-only", self.pid),
+            ));
         }
-        let mem = fs::OpenOptions::new()
-            .write(true)
-            .open(format!("/proc/{}/mem", self.pid))?;
-        mem.write_all_at(&value.to_le_bytes(), addr)
+        self.file.write_all_at(&value.to_le_bytes(), addr)
     }
 }
 
@@ -168,6 +170,8 @@ mod tests {
         let cell = Box::new(0x1234i64);
         let addr = &*cell as *const i64 as u64;
         let mem = ProcessMemory::open(std::process::id()).unwrap();
+        assert!(mem.write_i64(addr, 77).is_err(), "read-only");
+        let mem = ProcessMemory::open_writable(std::process::id()).unwrap();
         assert_eq!(mem.read_i64(addr).unwrap(), 0x1234);
         mem.write_i64(addr, 77).unwrap();
         assert_eq!(unsafe { std::ptr::read_volatile(&*cell) }, 77);

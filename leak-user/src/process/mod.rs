@@ -58,6 +58,25 @@ pub(crate) fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+/// Why there is no process `pid` to read, in a few words: none, or one
+/// that has exited and waits for its parent to reap it (a zombie keeps
+/// its pid but neither memory nor executable).
+pub(crate) fn not_there(pid: &u32) -> String {
+    if state(*pid).is_some_and(|(s, _)| is_dead(s)) {
+        format!(
+            "pid {pid} has exited (a zombie its parent has not reaped yet): nothing left to read"
+        )
+    } else {
+        format!("no process with pid {pid}")
+    }
+}
+
+/// What reading another process's executable and memory takes, for the
+/// line that says it was denied: `/proc/PID/mem` is its user's, mode 0600,
+/// and opening it also passes the ptrace check.
+pub(crate) const READ_REMEDY: &str =
+    "run leak as root, as the process's user, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH";
+
 /// Lets a stopped process go on (SIGCONT).
 pub(crate) fn resume(pid: u32) {
     signal(pid, libc::SIGCONT);
@@ -69,7 +88,11 @@ pub(crate) fn resume(pid: u32) {
 /// there is none.
 pub(crate) fn exe(pid: u32) -> io::Result<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => io::Error::new(e.kind(), format!("no process with pid {pid}")),
+        io::ErrorKind::NotFound => io::Error::new(e.kind(), not_there(&pid)),
+        io::ErrorKind::PermissionDenied => io::Error::new(
+            e.kind(),
+            format!("cannot read the executable of pid {pid}: permission denied ({READ_REMEDY})"),
+        ),
         _ => io::Error::new(
             e.kind(),
             format!("cannot read the executable of pid {pid}: {e}"),
@@ -126,7 +149,7 @@ pub(crate) fn parse_status_rss(status: &str) -> Option<RssCounters> {
             _ => continue,
         };
         let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
-        out[slot] = kib * 1024;
+        out[slot] = kib.saturating_mul(1024);
         found |= slot != RSS_SWAP;
     }
     found.then_some(out)
@@ -328,7 +351,7 @@ pub(crate) fn mem_available() -> Option<u64> {
 }
 
 /// `MemAvailable:` of a `/proc/meminfo` text, in bytes.
-fn parse_mem_available(meminfo: &str) -> Option<u64> {
+pub(crate) fn parse_mem_available(meminfo: &str) -> Option<u64> {
     let kib: u64 = meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemAvailable:"))?
@@ -337,7 +360,7 @@ fn parse_mem_available(meminfo: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()?;
-    Some(kib * 1024)
+    Some(kib.saturating_mul(1024))
 }
 
 #[cfg(test)]
@@ -349,5 +372,11 @@ mod meminfo_tests {
         assert_eq!(super::parse_mem_available(text), Some(20_000_000 * 1024));
         assert_eq!(super::parse_mem_available("MemTotal: 1 kB\n"), None);
         assert!(super::mem_available().is_some_and(|b| b > 0));
+        // Found by fuzzing (proc_text): a huge count overflowed.
+        let huge = format!("MemAvailable: {} kB\n", u64::MAX);
+        assert_eq!(super::parse_mem_available(&huge), Some(u64::MAX));
+        let status = format!("RssAnon: {} kB\nRssFile: 1 kB\n", u64::MAX / 2);
+        let anon = leak_common::RSS_ANON;
+        assert_eq!(super::parse_status_rss(&status).unwrap()[anon], u64::MAX);
     }
 }

@@ -210,13 +210,28 @@ impl Guard for GuardProcess {
 /// nothing left to do) or the end of input (leak is gone: returns the
 /// entries it never settled, in pid order). Lines that are not messages are
 /// skipped; a read error counts as the end.
+#[cfg(test)]
 pub(crate) fn follow(input: impl BufRead) -> Option<Vec<Entry>> {
+    follow_holding(input, |_| Ok(())).map(|v| v.into_iter().map(|(e, _)| e).collect())
+}
+
+/// [`follow`], opening each process's memory with `open` when leak says it
+/// is about to write there, and returning each unsettled entry with that
+/// handle. A handle on `/proc/PID/mem` stays bound to the memory it opened:
+/// if the process has since `exec`ed another program (same pid, same start
+/// time, new memory), reads and writes through it fail, and the restore
+/// touches nothing.
+pub(crate) fn follow_holding<M>(
+    input: impl BufRead,
+    mut open: impl FnMut(u32) -> io::Result<M>,
+) -> Option<Vec<(Entry, io::Result<M>)>> {
     let mut outstanding = BTreeMap::new();
     for line in input.lines() {
         let Ok(line) = line else { break };
         match Message::parse(&line) {
             Some(Message::Set(e)) => {
-                outstanding.insert(e.pid, e);
+                let mem = open(e.pid);
+                outstanding.insert(e.pid, (e, mem));
             }
             Some(Message::Forget(pid)) => {
                 outstanding.remove(&pid);
@@ -228,16 +243,16 @@ pub(crate) fn follow(input: impl BufRead) -> Option<Vec<Entry>> {
     Some(outstanding.into_values().collect())
 }
 
-/// Restores one entry in its process, by the rule leak itself uses. `None`
-/// when the process is gone (or its pid now names another process).
-pub(crate) fn restore(e: &Entry) -> io::Result<Option<Restore>> {
-    let mem = match ProcessMemory::open_writable(e.pid) {
+/// Restores one entry through `mem`, the handle opened when leak said it
+/// would write (see [`follow_holding`]), by the rule leak itself uses.
+/// `None` when the process is gone, its pid now names another process, or
+/// its memory is no longer the one leak wrote to (it `exec`ed since).
+pub(crate) fn restore(e: &Entry, mem: &io::Result<ProcessMemory>) -> io::Result<Option<Restore>> {
+    let mem = match mem {
         Ok(m) => m,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err),
+        Err(err) => return Err(io::Error::new(err.kind(), err.to_string())),
     };
-    // The handle stays bound to the process it opened: if that one is the
-    // process leak wrote to, every access below goes to it.
     let wrote_to = Identity {
         pid: e.pid,
         start_time: e.start_time,
@@ -245,7 +260,7 @@ pub(crate) fn restore(e: &Entry) -> io::Result<Option<Restore>> {
     if !wrote_to.is_running() {
         return Ok(None);
     }
-    sampling::restore_in(&mem, e.addr, &e.written)
+    sampling::restore_in(mem, e.addr, &e.written)
 }
 
 #[cfg(test)]
@@ -253,6 +268,7 @@ mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
 
     use super::*;
+    use crate::process::memory::Memory;
 
     fn entry(pid: u32, original: i64, values: &[i64]) -> Entry {
         Entry {
@@ -342,18 +358,71 @@ mod tests {
             },
         };
         let now = || cell.load(Ordering::SeqCst);
+        let mem = ProcessMemory::open_writable(e.pid);
         // Another process under the same pid: untouched.
-        assert_eq!(restore(&e).unwrap(), None);
+        assert_eq!(restore(&e, &mem).unwrap(), None);
         assert_eq!(now(), 4096);
         e.start_time = start_time;
-        assert_eq!(restore(&e).unwrap(), Some(Restore::Write(0)));
+        assert_eq!(restore(&e, &mem).unwrap(), Some(Restore::Write(0)));
         assert_eq!(now(), 0);
         // Changed by someone else since: left alone.
         cell.store(8192, Ordering::SeqCst);
-        assert_eq!(restore(&e).unwrap(), Some(Restore::ChangedSince(8192)));
+        assert_eq!(
+            restore(&e, &mem).unwrap(),
+            Some(Restore::ChangedSince(8192))
+        );
         assert_eq!(now(), 8192);
         // A process that is gone.
         e.pid = u32::MAX - 1;
-        assert_eq!(restore(&e).unwrap(), None);
+        let gone = ProcessMemory::open_writable(e.pid);
+        assert_eq!(restore(&e, &gone).unwrap(), None);
+    }
+
+    /// A process that `exec`ed another program after leak wrote to it keeps
+    /// its pid and start time but not its memory: the handle the guard
+    /// opened at the write reaches nothing, and nothing is written.
+    #[test]
+    fn a_process_that_execed_since_is_not_written() {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("sh")
+            .args(["-c", "read x; exec sleep 30"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (_, start_time) = crate::process::state(pid).unwrap();
+        let mem = ProcessMemory::open_writable(pid);
+        assert!(mem.is_ok(), "{mem:?}");
+        let sh = crate::process::exe(pid).unwrap();
+        writeln!(child.stdin.as_mut().unwrap()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crate::process::exe(pid).is_ok_and(|p| p == sh) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_ne!(crate::process::exe(pid).unwrap(), sh, "it never exec'ed");
+        // An address the new program maps, holding a value leak "wrote":
+        // a handle opened now would restore there.
+        let addr = crate::process::maps::of(pid).unwrap()[0].start;
+        let there = ProcessMemory::open_writable(pid)
+            .unwrap()
+            .read_i64(addr)
+            .unwrap();
+        let e = Entry {
+            pid,
+            start_time,
+            addr,
+            written: Written {
+                original: there.wrapping_add(1),
+                values: vec![there],
+            },
+        };
+        assert_eq!(restore(&e, &mem).unwrap(), None);
+        let now = ProcessMemory::open_writable(pid)
+            .unwrap()
+            .read_i64(addr)
+            .unwrap();
+        assert_eq!(now, there, "written into the program it exec'ed");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

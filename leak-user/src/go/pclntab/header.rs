@@ -56,7 +56,11 @@ impl Header {
             && offsets.iter().all(|&o| o >= HEADER_SIZE as u64 && o < len)
             // The linker lays the tables out in this order.
             && offsets.windows(2).all(|w| w[0] <= w[1])
-            && h.pcln + h.nfunc * 8 + 4 <= len
+            && h
+                .nfunc
+                .checked_mul(8)
+                .and_then(|n| h.pcln.checked_add(n)?.checked_add(4))
+                .is_some_and(|end| end <= len)
     }
 }
 
@@ -84,8 +88,8 @@ pub(super) fn find_header(data: &[u8], layout: &ElfLayout) -> Option<(u64, usize
             .segments
             .iter()
             .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.file_size)?;
-        let off = usize::try_from(vaddr - seg.vaddr + seg.file_offset).ok()?;
-        let len = usize::try_from(seg.vaddr + seg.file_size - vaddr).ok()?;
+        let off = usize::try_from((vaddr - seg.vaddr).checked_add(seg.file_offset)?).ok()?;
+        let len = usize::try_from(seg.file_size - (vaddr - seg.vaddr)).ok()?;
         (off.checked_add(len)? <= data.len()).then_some((vaddr, off, len))
     };
     // 2. The symbol (external linking folds the table into .data.rel.ro).
@@ -178,11 +182,11 @@ pub(super) fn find_moduledata(
         let found = (start_pad..len.saturating_sub(16)).step_by(8).find(|&i| {
             fields.iter().any(|&(pcheader, funcnametab)| {
                 le_u64(bytes, i + pcheader) == Some(header_vaddr)
-                    && le_u64(bytes, i + funcnametab) == Some(header_vaddr + funcname)
+                    && le_u64(bytes, i + funcnametab) == header_vaddr.checked_add(funcname)
             })
         });
         if let Some(i) = found {
-            return Some(s.vaddr + i as u64);
+            return s.vaddr.checked_add(i as u64);
         }
     }
     None
@@ -201,7 +205,7 @@ pub(super) fn moduledata_gofunc(
     format: PclntabFormat,
     md: u64,
 ) -> Option<u64> {
-    let word = |at: u64| read_u64_at(&layout.segments, data, md + at);
+    let word = |at: u64| read_u64_at(&layout.segments, data, md.checked_add(at)?);
     let mapped = |vaddr: u64| {
         layout
             .sections

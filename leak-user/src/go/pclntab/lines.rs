@@ -36,20 +36,20 @@ impl Pclntab {
                 let Ok(index) = u64::try_from(index) else {
                     break; // -1: pc is in the real function's own code
                 };
-                let call = tree + index * size;
+                // A corrupt index may point anywhere: no such address then.
+                let Some(call) = index.checked_mul(size).and_then(|o| tree.checked_add(o)) else {
+                    break;
+                };
+                let field = |at: u64| call.checked_add(at);
                 let (Some(name_off), Some(parent_pc)) = (
-                    self.read_u32_vaddr(call + name_at),
-                    self.read_u32_vaddr(call + parent_pc_at),
+                    field(name_at).and_then(|a| self.read_u32_vaddr(a)),
+                    field(parent_pc_at).and_then(|a| self.read_u32_vaddr(a)),
                 ) else {
                     break;
                 };
-                let func_id = read_vaddr(
-                    &self.segments,
-                    &self.data,
-                    call + self.format.inlined_call_func_id(),
-                    1,
-                )
-                .map(|b| b[0]);
+                let func_id = field(self.format.inlined_call_func_id())
+                    .and_then(|a| read_vaddr(&self.segments, &self.data, a, 1))
+                    .map(|b| b[0]);
                 let (file, line) = self.file_line(&raw, pc);
                 frames.push(Frame {
                     function: print_name(self.func_name(name_off).unwrap_or("?")),
@@ -58,7 +58,10 @@ impl Pclntab {
                     inlined: true,
                     wrapper: func_id.is_some() && func_id == self.wrapper_func_id(),
                 });
-                pc = raw.entry + u64::from(parent_pc);
+                let Some(parent) = raw.entry.checked_add(u64::from(parent_pc)) else {
+                    break;
+                };
+                pc = parent;
             }
         }
         let (file, line) = self.file_line(&raw, pc);
@@ -95,13 +98,14 @@ impl Pclntab {
     }
 
     /// Link-time address of funcdata `index` (relative to `gofunc`).
-    fn funcdata_vaddr(&self, raw: &RawFunc, index: u32) -> Option<u64> {
+    pub(super) fn funcdata_vaddr(&self, raw: &RawFunc, index: u32) -> Option<u64> {
         if index >= u32::from(raw.nfuncdata) {
             return None;
         }
-        let at = raw.at + self.format.func_header_size() + 4 * (raw.npcdata + index) as usize;
+        let slot = raw.npcdata as usize + index as usize;
+        let at = raw.at + self.format.func_header_size() + 4 * slot;
         let off = self.le_u32(at).filter(|&off| off != u32::MAX)?;
-        Some(self.gofunc? + u64::from(off))
+        self.gofunc?.checked_add(u64::from(off))
     }
 
     /// file:line of `pc` in a function, `("?", 0)` if the tables lack it —

@@ -273,8 +273,9 @@ impl Pclntab {
         }
 
         let moduledata = find_moduledata(data, layout, format, header_vaddr, header.funcname);
-        let md_word =
-            |at: u64| moduledata.and_then(|md| read_u64_at(&layout.segments, data, md + at));
+        let md_word = |at: u64| {
+            moduledata.and_then(|md| read_u64_at(&layout.segments, data, md.checked_add(at)?))
+        };
         let (text_start, text_start_source) = if header.text_start != 0 {
             (header.text_start, TextStartSource::Header)
         } else if let Some(text) = format
@@ -324,7 +325,7 @@ impl Pclntab {
             layout
                 .segments
                 .iter()
-                .any(|s| s.executable && pc >= s.vaddr && pc <= s.vaddr + s.mem_size)
+                .any(|s| s.executable && pc >= s.vaddr && pc - s.vaddr <= s.mem_size)
         };
         if !in_exec(first) || !in_exec(last) || first > last {
             return Err(malformed(format!(
@@ -430,7 +431,7 @@ impl Pclntab {
     /// `text_start + functab[i].entryoff`; `i == nfunc` is the end sentinel.
     fn functab_entry(&self, i: usize) -> Option<u64> {
         let off = self.le_u32(self.pcln_off + i * 8)?;
-        Some(self.text_start + u64::from(off))
+        self.text_start.checked_add(u64::from(off))
     }
 
     fn raw_func(&self, i: usize) -> Option<RawFunc> {
@@ -446,7 +447,7 @@ impl Pclntab {
         };
         Some(RawFunc {
             at,
-            entry: self.text_start + u64::from(field(0)?),
+            entry: self.text_start.checked_add(u64::from(field(0)?))?,
             name_off: field(1)?,
             pcfile: field(5)?,
             pcln: field(6)?,

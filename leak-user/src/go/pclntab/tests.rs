@@ -93,3 +93,56 @@ fn near_match_helpers() {
     assert_eq!(edit_distance("kitten", "sitting"), 3);
     assert_eq!(edit_distance("", "abc"), 3);
 }
+
+/// A table over `tab` with no segments, its function table at 0 and its
+/// text base and `gofunc` as given.
+fn bare_table(tab: Vec<u8>, text_start: u64, gofunc: Option<u64>) -> super::Pclntab {
+    use std::sync::{Arc, OnceLock};
+    let data: Arc<[u8]> = tab.into();
+    super::Pclntab {
+        table_len: data.len(),
+        data,
+        base: 0,
+        header_vaddr: 0,
+        format: super::PclntabFormat::Go120,
+        min_lc: 1,
+        nfunc: 1,
+        text_start,
+        text_start_source: super::TextStartSource::Header,
+        funcname_off: 0,
+        cu_off: 0,
+        filetab_off: 0,
+        pctab_off: 0,
+        pcln_off: 0,
+        moduledata: None,
+        gofunc,
+        segments: Vec::new(),
+        by_name: OnceLock::new(),
+        wrapper_func_id: OnceLock::new(),
+    }
+}
+
+/// Found by fuzzing (go_binary): a `gofunc` or text base near the top of
+/// the address space overflowed when an offset was added; such an address
+/// is not in the file, and is no function and no inline tree.
+#[test]
+fn addresses_past_the_top_of_memory_are_none() {
+    // functab: entry 0x10 at funcoff 16; end 0x20; then a `_func` with
+    // 0 pcdata and 4 funcdata whose offsets are 0x100.
+    let mut tab = vec![0u8; 16 + 44 + 4 * 4];
+    tab[0..4].copy_from_slice(&0x10u32.to_le_bytes());
+    tab[4..8].copy_from_slice(&16u32.to_le_bytes());
+    tab[8..12].copy_from_slice(&0x20u32.to_le_bytes());
+    tab[16..20].copy_from_slice(&0x10u32.to_le_bytes()); // _func.entryOff
+    tab[16 + 43] = 4; // nfuncdata
+    for i in 0..4 {
+        tab[16 + 44 + 4 * i..][..4].copy_from_slice(&0x100u32.to_le_bytes());
+    }
+    let t = bare_table(tab.clone(), 0x40_0000, Some(u64::MAX - 8));
+    let raw = t.raw_func(0).unwrap();
+    assert_eq!(t.funcdata_vaddr(&raw, super::FUNCDATA_INL_TREE), None);
+    assert!(t.frames(0x40_0010).len() <= 1);
+    let t = bare_table(tab, u64::MAX - 8, None);
+    assert!(t.raw_func(0).is_none());
+    assert_eq!(t.find_func(u64::MAX - 4), None);
+}

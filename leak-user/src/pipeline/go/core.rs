@@ -48,8 +48,13 @@ impl Host for ProcHost {
         self.0.load_bias(pid)
     }
 
+    /// The process's memory, opened for writing too where leak may (the
+    /// rate is written through this handle, bound to the program leak
+    /// found: never into one the process `exec`s later).
     fn memory(&self, pid: u32) -> Option<Box<dyn MemoryMut>> {
-        process::memory::ProcessMemory::open(pid)
+        use process::memory::ProcessMemory;
+        ProcessMemory::open_writable(pid)
+            .or_else(|_| ProcessMemory::open(pid))
             .ok()
             .map(|m| Box::new(m) as Box<dyn MemoryMut>)
     }

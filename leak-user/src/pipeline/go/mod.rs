@@ -117,7 +117,7 @@ pub(crate) struct GoPipeline {
 pub(crate) fn run(program: Program, options: Options) -> Result<()> {
     if let Some(pid) = options.pid {
         match process::runs_binary(pid, program.id) {
-            None => refuse!("no process with pid {pid}"),
+            None => refuse!("{}", process::not_there(&pid)),
             Some(false) => {
                 let exe = process::exe(pid)
                     .map(|p| p.display().to_string())

@@ -369,7 +369,8 @@ fn frame_chain(
     let mut pcs = vec![h.pc];
     let mut bp = h.bp;
     while bp != 0 && pcs.len() < MAX_FRAMES {
-        if bp < h.sp || bp + 16 > h.hi || !bp.is_multiple_of(8) {
+        let in_stack = bp >= h.sp && bp.checked_add(16).is_some_and(|end| end <= h.hi);
+        if !in_stack || !bp.is_multiple_of(8) {
             return Err(Unstable::BrokenChain);
         }
         let (next, ret) = pair(bp).ok_or(Unstable::BrokenChain)?;

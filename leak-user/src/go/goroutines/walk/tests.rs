@@ -168,6 +168,23 @@ fn a_broken_chain_is_no_stack() {
     assert_eq!(snap.goroutines[0].pcs, Err(Unstable::BrokenChain));
 }
 
+/// Found by fuzzing (goroutines): a frame pointer within 16 bytes of the
+/// top of the address space overflowed the bounds check.
+#[test]
+fn a_frame_pointer_at_the_top_of_memory_is_no_stack() {
+    let layout = &rows()[0].goroutines;
+    let hi = u64::MAX;
+    let g = G {
+        addr: 0x1_0000,
+        status: 4,
+        goid: 7,
+        stack: (hi - 0x1000, hi),
+        sched: (hi - 0x100, 0x40_1000, hi - 7),
+    };
+    let snap = read_all(layout, &memory(layout, &[g], vec![])).unwrap();
+    assert_eq!(snap.goroutines[0].pcs, Err(Unstable::BrokenChain));
+}
+
 /// Memory whose goroutine at `g` moves its saved sp on every read of it:
 /// a goroutine that keeps running between reads.
 struct Moving {

@@ -47,11 +47,13 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
+    /// Adds `o`, saturating: counts read from a damaged record may be
+    /// anything, and must not overflow.
     fn add(&mut self, o: &Counts) {
-        self.allocs += o.allocs;
-        self.frees += o.frees;
-        self.alloc_bytes += o.alloc_bytes;
-        self.free_bytes += o.free_bytes;
+        self.allocs = self.allocs.saturating_add(o.allocs);
+        self.frees = self.frees.saturating_add(o.frees);
+        self.alloc_bytes = self.alloc_bytes.saturating_add(o.alloc_bytes);
+        self.free_bytes = self.free_bytes.saturating_add(o.free_bytes);
     }
 
     fn is_empty(&self) -> bool {
@@ -191,11 +193,15 @@ fn walk(
     is_code: &dyn Fn(u64) -> bool,
 ) -> Result<Vec<RawBucket>, ReadError> {
     let mut out = Vec::new();
+    // The runtime only prepends to the list and never frees a bucket, so
+    // an address seen twice is a loop: not Go's list.
+    let mut seen = std::collections::HashSet::new();
     let mut b = memory::read_u64(mem, head)?;
     while b != 0 {
-        if out.len() >= MAX_BUCKETS {
+        if out.len() >= MAX_BUCKETS || !seen.insert(b) {
             return Err(ReadError::NotRecords(format!(
-                "more than {MAX_BUCKETS} buckets: the list loops"
+                "the list loops (bucket at {b:#x} again after {} buckets)",
+                out.len()
             )));
         }
         let (bucket, next) = read_bucket(mem, row, b, is_code)?;

@@ -147,6 +147,35 @@ fn a_list_that_is_not_buckets_is_refused() {
     );
 }
 
+/// Found by fuzzing (heap_records): counts near u64::MAX in two cycles
+/// overflowed their sum.
+#[test]
+fn huge_counts_do_not_overflow() {
+    let row = &rows()[0];
+    let big = u64::MAX - 1;
+    let b = bucket(
+        row,
+        0,
+        1,
+        &[0x40_1000],
+        [(big, big), (big, big), (big, big), (big, big)],
+    );
+    let snap = read_all(row, &memory(row, 4 << 1, &[(0x1_0000, b)])).unwrap();
+    assert_eq!(snap.buckets[0].counts.allocs, u64::MAX);
+}
+
+/// Found by fuzzing (heap_records): a list whose last bucket points back
+/// at the first was walked until memory ran out.
+#[test]
+fn a_list_that_loops_is_refused() {
+    let row = &rows()[0];
+    let b1 = bucket(row, 0x2_0000, 32, &[0x40_1000], [(1, 0); 4]);
+    let b2 = bucket(row, 0x1_0000, 32, &[0x40_1000], [(1, 0); 4]);
+    let mem = memory(row, 2, &[(0x1_0000, b1), (0x2_0000, b2)]);
+    let e = read_all(row, &mem).unwrap_err();
+    assert!(e.to_string().contains("the list loops"), "{e}");
+}
+
 #[test]
 fn deep_stacks_are_read_whole() {
     let row = rows().last().unwrap();

@@ -1,0 +1,339 @@
+//! `cargo xtask soak`: leak run for a long time against churn (root).
+//!
+//! 1. `leak trace` on a service (the seed, Go 1.25.5) under steady load
+//!    whose `/work` handler keeps 10,000 bytes a request (a slow leak among
+//!    the request churn): tracer RSS after warm-up and at the end, drops,
+//!    and whether the leak is still found (top stack leaking, in
+//!    `RequestTracker.Track`).
+//! 2. `leak trace --uprobe shortjob` (no pid) while 200 instances of a
+//!    60 ms job start, a random third of them killed early: tracer RSS,
+//!    processes placed, drops.
+//! 3. `leak top` host-wide while processes come and go: tracer RSS.
+//!
+//! Each phase runs `--minutes` (30 by default); the figures are printed.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{build, go_bin, root, run_cmd};
+
+/// The Go release the soak programs are built with.
+const GO_VERSION: &str = "1.25.5";
+/// Requests a second to the service's leaking handler.
+const REQUESTS_PER_SEC: u64 = 20;
+/// Short-lived jobs started during phase 2.
+const JOBS: usize = 200;
+
+/// Options of `cargo xtask soak`.
+pub struct Options {
+    /// Minutes per phase.
+    pub minutes: u64,
+    /// Soak this leak binary instead of building one.
+    pub leak: Option<PathBuf>,
+}
+
+/// Runs the three phases and prints their figures.
+pub fn run(opts: Options) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the soak loads eBPF programs: run `cargo xtask soak` as root");
+    }
+    let leak = match opts.leak {
+        Some(p) => p,
+        None => build(false)?,
+    };
+    let dir = root().join("target/soak");
+    fs::create_dir_all(&dir)?;
+    let go = |p: &str| build_go(p, &dir);
+    let (seed, shortjob) = (go("seed")?, go("shortjob")?);
+    let span = Duration::from_secs(opts.minutes * 60);
+    let lines = [
+        trace_service(&leak, &seed, &dir, span)?,
+        trace_jobs(&leak, &shortjob, &dir, span)?,
+        top(&leak, &shortjob, &dir, span)?,
+    ];
+    eprintln!("soak: {} min a phase", opts.minutes);
+    for l in lines {
+        eprintln!("  {l}");
+    }
+    Ok(())
+}
+
+/// Builds test program `name` into `dir`.
+fn build_go(name: &str, dir: &Path) -> Result<PathBuf> {
+    let out = dir.join(name);
+    run_cmd(
+        Command::new(go_bin(GO_VERSION))
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(format!("./{name}"))
+            .current_dir(root().join("tests/go"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOCACHE", root().join("target/gocache")),
+    )
+    .with_context(|| format!("building {name}"))?;
+    Ok(out)
+}
+
+/// A child killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts leak with `args`, its stderr to `dir/NAME.stderr`.
+fn spawn_leak(leak: &Path, args: &[&str], dir: &Path, name: &str) -> Result<Killed> {
+    let err = fs::File::create(dir.join(format!("{name}.stderr")))?;
+    let child = Command::new(leak)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .context("starting leak")?;
+    Ok(Killed(child))
+}
+
+/// Resident memory of `pid`, KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let v = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    v.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// Tracer RSS seen while `work` runs until `span` is over: after the first
+/// minute's warm-up (or a tenth of the span), half way, at the end, and the
+/// peak.
+struct Rss {
+    warm: u64,
+    mid: u64,
+    end: u64,
+    peak: u64,
+}
+
+impl std::fmt::Display for Rss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tracer RSS {} KiB after warm-up, {} KiB half way, {} KiB at end (peak {})",
+            self.warm, self.mid, self.end, self.peak
+        )
+    }
+}
+
+/// Runs `step` every 100 ms for `span`, sampling `pid`'s RSS each second.
+fn watch(pid: u32, span: Duration, mut step: impl FnMut(Duration)) -> Rss {
+    let start = Instant::now();
+    let warm_at = (span / 10).min(Duration::from_secs(60));
+    let mut rss = Rss {
+        warm: 0,
+        mid: 0,
+        end: 0,
+        peak: 0,
+    };
+    let mut next_sample = start;
+    while start.elapsed() < span {
+        step(start.elapsed());
+        if Instant::now() >= next_sample {
+            if let Some(r) = rss_kib(pid) {
+                if start.elapsed() >= warm_at && rss.warm == 0 {
+                    rss.warm = r;
+                }
+                if start.elapsed() >= span / 2 && rss.mid == 0 {
+                    rss.mid = r;
+                }
+                rss.end = r;
+                rss.peak = rss.peak.max(r);
+            }
+            next_sample += Duration::from_secs(1);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    rss
+}
+
+/// Waits for leak to exit (it was given `--duration`) and reads its JSON.
+fn finish(mut leak: Killed, json: &Path) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while leak.0.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            bail!("leak did not exit after its --duration");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let text = fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// `dropped` of a trace report, summed.
+fn drops(report: &serde_json::Value) -> u64 {
+    report["dropped"]
+        .as_object()
+        .map(|o| o.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// Phase 1: the service.
+fn trace_service(leak: &Path, seed: &Path, dir: &Path, span: Duration) -> Result<String> {
+    let mut svc = Command::new(seed).stdout(Stdio::piped()).spawn()?;
+    let mut first = [0u8; 64];
+    let n = svc.stdout.as_mut().unwrap().read(&mut first)?;
+    let svc = Killed(svc);
+    let line = String::from_utf8_lossy(&first[..n]).to_string();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .context("seed's address")?
+        .to_string();
+    let json = dir.join("service.json");
+    let secs = span.as_secs().to_string();
+    let pid = svc.0.id().to_string();
+    let args = [
+        "trace",
+        "--pid",
+        &pid,
+        "--duration",
+        &secs,
+        "--interval",
+        "30",
+    ];
+    let leak_args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--json", json.to_str().unwrap()])
+        .collect();
+    let tracer = spawn_leak(leak, &leak_args, dir, "service")?;
+    let mut sent = 0u64;
+    let rss = watch(tracer.0.id(), span, |t| {
+        while sent < t.as_millis() as u64 * REQUESTS_PER_SEC / 1000 {
+            let _ = get(&addr, "/work");
+            sent += 1;
+        }
+    });
+    let report = finish(tracer, &json)?;
+    let top = &report["stacks"][0];
+    let found = top["growth"]["verdict"].as_str().unwrap_or("?").to_string();
+    let by = top["frames"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .any(|fr| fr["function"].as_str().is_some_and(|s| s.contains("Track")))
+        })
+        .unwrap_or(false);
+    drop(svc);
+    Ok(format!(
+        "trace service: {sent} requests; {rss}; drops {}; top stack {found}{}",
+        drops(&report),
+        if by {
+            " in RequestTracker.Track"
+        } else {
+            ", NOT the leak"
+        }
+    ))
+}
+
+/// Phase 2: short-lived jobs, a third killed early.
+fn trace_jobs(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<String> {
+    let json = dir.join("jobs.json");
+    let secs = span.as_secs().to_string();
+    let bin = job.to_str().unwrap();
+    let args = [
+        "trace",
+        "--uprobe",
+        bin,
+        "--duration",
+        &secs,
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let tracer = spawn_leak(leak, &args, dir, "jobs")?;
+    thread::sleep(Duration::from_secs(3));
+    let (mut started, mut completed) = (0usize, 0usize);
+    let mut children: Vec<Child> = Vec::new();
+    let every = span.saturating_sub(Duration::from_secs(10)) / JOBS as u32;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let rss = watch(
+        tracer.0.id(),
+        span.saturating_sub(Duration::from_secs(3)),
+        |t| {
+            while started < JOBS && t >= every * started as u32 {
+                started += 1;
+                let Ok(mut c) = Command::new(job).stdout(Stdio::null()).spawn() else {
+                    continue;
+                };
+                // A third are killed within their first 50 ms.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(3) {
+                    thread::sleep(Duration::from_millis(x % 50));
+                    let _ = c.kill();
+                }
+                children.push(c);
+            }
+            children.retain_mut(|c| match c.try_wait() {
+                Ok(Some(status)) => {
+                    completed += usize::from(status.success());
+                    false
+                }
+                _ => true,
+            });
+        },
+    );
+    for mut c in children {
+        completed += usize::from(c.wait().is_ok_and(|s| s.success()));
+    }
+    let report = finish(tracer, &json)?;
+    let placed = report["target"]["pids"].as_array().map_or(0, Vec::len);
+    Ok(format!(
+        "trace {JOBS} short-lived jobs: {completed} ran to the end, {placed} processes placed (killed ones may die before the runtime starts); {rss}; drops {}",
+        drops(&report)
+    ))
+}
+
+/// Phase 3: `leak top` while jobs come and go.
+fn top(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<String> {
+    let secs = span.as_secs().to_string();
+    let json = dir.join("top.json");
+    let args = [
+        "top",
+        "--duration",
+        &secs,
+        "--interval",
+        "5",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    let tracer = spawn_leak(leak, &args, dir, "top")?;
+    let mut jobs = 0usize;
+    let rss = watch(tracer.0.id(), span, |_| {
+        if let Ok(mut c) = Command::new(job).stdout(Stdio::null()).spawn() {
+            jobs += 1;
+            let _ = c.wait();
+        }
+    });
+    finish(tracer, &json)?;
+    Ok(format!("top with {jobs} processes come and gone: {rss}"))
+}
+
+/// A GET over HTTP/1.0; its body length.
+fn get(addr: &str, path: &str) -> Result<usize> {
+    let mut s = TcpStream::connect(addr)?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body)?;
+    Ok(body.len())
+}
