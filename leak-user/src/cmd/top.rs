@@ -17,6 +17,13 @@ use crate::{
 /// shrinking. A garbage collector's sawtooth that levels off is steady;
 /// troughs that keep rising are a leak (the rule is in the README).
 ///
+/// Each row also shows, where they apply: GO HEAP, a Go process's heap
+/// after its last GC (read from its runtime; a Go process is judged on it
+/// once 3 GCs ran while watched); GOROUTINES; and TO LIMIT, how long until
+/// a leaking process's memory cgroup reaches its limit (or, without one,
+/// the host runs out: "host"). Processes in containers show their cgroup
+/// in the JSON, and their pid in their own namespace ("4321 (ns 1)").
+///
 /// Examples:
 ///   leak top                                  # every process, until Ctrl-C
 ///   leak top --duration 120 --chart mem.svg   # two minutes, then a chart
