@@ -30,10 +30,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Where is memory held? Outstanding bytes per call stack of a Go binary.
+    /// Where is memory held? Outstanding bytes per call stack (Go, C, C++, Rust).
     #[command(long_about = cmd::trace::LONG_ABOUT)]
     Trace(cmd::trace::TraceArgs),
     /// Which process is leaking? Memory over time per process, with a verdict.
+    #[command(long_about = cmd::top::LONG_ABOUT)]
     Top(cmd::top::TopArgs),
     /// What does a Go program's heap hold? Its own heap profile, read from
     /// outside (no eBPF).

@@ -9,30 +9,33 @@ use crate::{
     probes::{self, mm::Programs},
 };
 
-/// Which process is leaking? Memory over time, per process, with a verdict.
-///
-/// leak follows every process's resident memory from the kernel
-/// (the rss_stat tracepoint, plus mmap/munmap/brk/mremap/madvise), keeps
-/// a series per process and judges it: leaking, growing, steady or
-/// shrinking. A garbage collector's sawtooth that levels off is steady;
-/// troughs that keep rising are a leak (the rule is in the README).
-///
-/// Each row also shows, where they apply: GO HEAP, a Go process's heap
-/// after its last GC (read from its runtime; a Go process is judged on it
-/// once 3 GCs ran while watched); GOROUTINES; and TO LIMIT, how long until
-/// a leaking process's memory cgroup reaches its limit (or, without one,
-/// the host runs out: "host"). Processes in containers show their cgroup
-/// in the JSON, and their pid in their own namespace ("4321 (ns 1)").
-///
-/// Examples:
-///   leak top                                  # every process, until Ctrl-C
-///   leak top --duration 120 --chart mem.svg   # two minutes, then a chart
-///   leak top --pid 4242 --pid 4243 --json top.json
-///   leak top --by container                   # a row per container
-///   leak top --container 3f2a9c --json c.json # one container's processes
-///   leak top --cgroup /system.slice           # everything under a cgroup
+/// `leak top --help`: what it does, its columns, examples.
+pub const LONG_ABOUT: &str = "\
+Which process is leaking? Memory over time, per process, with a verdict.
+
+leak follows every process's resident memory from the kernel
+(the rss_stat tracepoint, plus mmap/munmap/brk/mremap/madvise), keeps
+a series per process and judges it: leaking, growing, steady or
+shrinking. A garbage collector's sawtooth that levels off is steady;
+troughs that keep rising are a leak (the rule is in the README).
+
+Each row also shows, where they apply: GO HEAP, a Go process's heap
+after its last GC (read from its runtime; a Go process is judged on it
+once 3 GCs ran while watched); GOROUTINES; and TO LIMIT, how long until
+a leaking process's memory cgroup reaches its limit (or, without one,
+the host runs out: \"host\"). Processes in containers show their cgroup
+in the JSON, and their pid in their own namespace (\"4321 (ns 1)\").
+
+Examples:
+  leak top                                  # every process, until Ctrl-C
+  leak top --duration 120 --chart mem.svg   # two minutes, then a chart
+  leak top --pid 4242 --pid 4243 --json top.json
+  leak top --by container                   # a row per container
+  leak top --container 3f2a9c --json c.json # one container's processes
+  leak top --cgroup /system.slice           # everything under a cgroup";
+
+/// The options of `leak top`.
 #[derive(Args, Debug)]
-#[command(verbatim_doc_comment)]
 pub struct TopArgs {
     /// Read memory and redraw every SECS seconds.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
