@@ -72,6 +72,17 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 /// report that pass through `function` (each stack once, however many of its
 /// frames are that function).
 pub fn sum_through(report: &serde_json::Value, function: &str, field: &str) -> f64 {
+    stacks_where(report, |f| f == function)
+        .iter()
+        .map(|s| s[field].as_f64().unwrap())
+        .sum()
+}
+
+/// The stacks of a JSON report with a frame whose function `matches`.
+pub fn stacks_where(
+    report: &serde_json::Value,
+    matches: impl Fn(&str) -> bool,
+) -> Vec<&serde_json::Value> {
     report["stacks"]
         .as_array()
         .unwrap()
@@ -81,10 +92,9 @@ pub fn sum_through(report: &serde_json::Value, function: &str, field: &str) -> f
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|f| f["function"] == function)
+                .any(|f| matches(f["function"].as_str().unwrap_or("")))
         })
-        .map(|s| s[field].as_f64().unwrap())
-        .sum()
+        .collect()
 }
 
 /// A running test program; killed when dropped.

@@ -16,16 +16,19 @@ use leak_tests::*;
 /// The stacks of a `leak trace --json` report whose frames include
 /// `function` (a prefix of the demangled name), with what they hold.
 fn stacks_through<'a>(doc: &'a serde_json::Value, function: &str) -> Vec<&'a serde_json::Value> {
-    doc["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
+    stacks_where(doc, |f| f.starts_with(function))
+}
+
+/// The stacks whose leaf (the allocating function) starts with `function`
+/// (GCC may name a clone `remember_request.constprop.0`).
+fn leaf_stacks<'a>(doc: &'a serde_json::Value, function: &str) -> Vec<&'a serde_json::Value> {
+    stacks_through(doc, function)
+        .into_iter()
         .filter(|s| {
-            s["frames"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|f| f["function"].as_str().unwrap_or("").starts_with(function))
+            s["frames"][0]["function"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(function)
         })
         .collect()
 }
@@ -116,16 +119,7 @@ fn cpp_leak_without_frame_pointers() {
     );
     assert_eq!(doc["target"]["source"], "native", "{doc}");
     assert_eq!(doc["target"]["sampling_rate"], 4096);
-    let leak = stacks_through(&doc, "app::Session::remember(");
-    let leak: Vec<_> = leak
-        .into_iter()
-        .filter(|s| {
-            s["frames"][0]["function"]
-                .as_str()
-                .unwrap()
-                .starts_with("app::Session::remember(")
-        })
-        .collect();
+    let leak = leaf_stacks(&doc, "app::Session::remember(");
     let held = sum(&leak, "outstanding_bytes");
     let dropped = &doc["dropped"];
     eprintln!(
@@ -177,17 +171,10 @@ fn every_allocation_at_rate_one() {
     let bin = build_optimized("cppleak.cpp");
     let started = Instant::now();
     let (doc, kept, _) = traced_run(&bin, &[], &["--rate", "1"], "native-rate1");
-    let leak = stacks_through(&doc, "app::Session::remember(");
-    let held: f64 = leak
-        .iter()
-        .filter(|s| {
-            s["frames"][0]["function"]
-                .as_str()
-                .unwrap()
-                .starts_with("app::Session::remember(")
-        })
-        .map(|s| s["outstanding_bytes"].as_f64().unwrap())
-        .sum();
+    let held = sum(
+        &leaf_stacks(&doc, "app::Session::remember("),
+        "outstanding_bytes",
+    );
     let dropped = doc["dropped"]["allocs"].as_u64().unwrap();
     eprintln!(
         "rate 1: {held:.0} B held of {kept} B kept, {dropped} samples dropped ({:.1} s)",
@@ -257,17 +244,7 @@ fn c_leak_through_a_preloaded_jemalloc() {
         text.contains("libjemalloc.so.2"),
         "the report does not name jemalloc:\n{text}"
     );
-    let held: f64 = stacks_through(&doc, "remember_request")
-        .iter()
-        // GCC may name its clone remember_request.constprop.0.
-        .filter(|s| {
-            s["frames"][0]["function"]
-                .as_str()
-                .unwrap()
-                .starts_with("remember_request")
-        })
-        .map(|s| s["outstanding_bytes"].as_f64().unwrap())
-        .sum();
+    let held = sum(&leaf_stacks(&doc, "remember_request"), "outstanding_bytes");
     eprintln!(
         "jemalloc: remember_request holds {held:.0} B by leak's count, {kept} B by the program's ({:.3})",
         held / kept as f64
@@ -302,10 +279,7 @@ fn rust_leak_without_frame_pointers() {
     let go = dir.join("go");
     let (doc, kept, text) =
         traced_run_with(&bin, &[], &["--rate", "4096"], "native-rust-run", Some(&go));
-    let leak: Vec<_> = stacks_through(&doc, "rleak::Cache::remember")
-        .into_iter()
-        .filter(|s| s["frames"][0]["function"] == "rleak::Cache::remember")
-        .collect();
+    let leak = leaf_stacks(&doc, "rleak::Cache::remember");
     let held = sum(&leak, "outstanding_bytes");
     eprintln!(
         "rleak::Cache::remember holds {held:.0} B by leak's count, {kept} B by the program's ({:.3})",
@@ -531,16 +505,7 @@ fn a_native_program_started_by_leak() {
         .unwrap_or_else(|| panic!("the program's output is missing: {stdout}"));
     let kept: f64 = done.split_whitespace().nth(2).unwrap().parse().unwrap();
     let doc = read_json(&json);
-    let held: f64 = stacks_through(&doc, "remember_request")
-        .iter()
-        .filter(|s| {
-            s["frames"][0]["function"]
-                .as_str()
-                .unwrap()
-                .starts_with("remember_request")
-        })
-        .map(|s| s["outstanding_bytes"].as_f64().unwrap())
-        .sum();
+    let held = sum(&leaf_stacks(&doc, "remember_request"), "outstanding_bytes");
     eprintln!("launched: remember_request held {held:.0} B when it exited; it kept {kept} B");
     assert!(
         (held / kept - 1.0).abs() <= 0.10,
@@ -557,11 +522,7 @@ fn cgo_leak_with_native() {
     let bin = build_go("cgoleak", "1.25.5", Variant::Plain);
     let (doc, kept, text) = traced_run(&bin, &[], &["--native", "--rate", "4096"], "native-cgo");
     assert_eq!(doc["target"]["source"], "native", "{doc}");
-    let held: f64 = stacks_through(&doc, "c_remember")
-        .iter()
-        .filter(|s| s["frames"][0]["function"] == "c_remember")
-        .map(|s| s["outstanding_bytes"].as_f64().unwrap())
-        .sum();
+    let held = sum(&leaf_stacks(&doc, "c_remember"), "outstanding_bytes");
     eprintln!(
         "cgo: c_remember holds {held:.0} B by leak's count, {kept} B by the program's ({:.3})",
         held / kept as f64

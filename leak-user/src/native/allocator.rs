@@ -117,6 +117,14 @@ pub(crate) fn search_order<'a>(objects: &[&'a str], exe: Option<&Path>) -> Vec<&
 fn probes_in(path: &Path) -> Option<Vec<Probe>> {
     let data = std::fs::read(path).ok()?;
     let file = object::File::parse(&*data).ok()?;
+    // Never probe a Go program's own code: the allocation probes come with
+    // return probes, which would move a goroutine's return address on a
+    // stack the Go runtime may move. (A Go object never defines a plain
+    // `malloc`, whose code would then be C; such a static cgo binary is
+    // passed over all the same.)
+    if file.section_by_name(".gopclntab").is_some() {
+        return None;
+    }
     let defined = |name: &str| {
         file.dynamic_symbols()
             .chain(file.symbols())
