@@ -18,14 +18,17 @@
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns, generated},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user, generated,
+    },
     macros::{map, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
 use leak_common::{
-    Counter, Event, EventKind, HeapConfig, NativeAlloc, NATIVE_HEADER, NATIVE_STACK_WORDS,
-    SAMPLE_GAPS,
+    Counter, Event, EventKind, HeapConfig, NativeAlloc, NativeGoConfig, NATIVE_GO_FRAMES,
+    NATIVE_HEADER, NATIVE_STACK_WORDS, SAMPLE_GAPS,
 };
 
 use crate::{
@@ -36,6 +39,20 @@ use crate::{
 /// The traced process (set by user space).
 #[unsafe(no_mangle)]
 static NATIVE_CONFIG: HeapConfig = HeapConfig { tgid: 0, _pad: 0 };
+
+/// Where a Go program keeps the goroutine that called into C (set by user
+/// space for a Go program; all 0 otherwise).
+#[unsafe(no_mangle)]
+static NATIVE_GO_CONFIG: NativeGoConfig = NativeGoConfig {
+    task_fsbase: 0,
+    tls_g: 0,
+    g_m: 0,
+    g_stack_hi: 0,
+    g_sched_sp: 0,
+    g_sched_bp: 0,
+    m_g0: 0,
+    m_curg: 0,
+};
 
 /// Gaps between samples, in bytes: draws of an exponential with mean
 /// `--rate` (all 0 at `--rate 1`: every allocation is sampled).
@@ -135,10 +152,83 @@ fn begin(ctx: &ProbeContext, id: u64, size: u64) -> Result<(), Skip> {
         count(Counter::StackFailed);
         0
     };
+    ev.go_frames = 0;
+    ev._pad2 = 0;
+    let _ = go_frames(ev);
     NATIVE_PENDING.insert(id, ev, 0).map_err(|_| {
         count(Counter::AllocDropped);
         Skip::Full
     })
+}
+
+/// Reads a word of the current process's memory.
+#[inline(always)]
+fn user_word(addr: u64) -> Result<u64, Skip> {
+    // SAFETY: the fault-safe helper; any address is allowed.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.map_err(|_| Skip::Nothing)
+}
+
+/// In a Go program, C code called from a goroutine (cgo) runs on the
+/// thread's system stack (`g0`), which the stack copy covers; the
+/// goroutine's own frames are on its stack. This finds them: the thread's
+/// `g` from its TLS (on a system stack, `g == g.m.g0`), the goroutine
+/// `m.curg` whose call is running, and its frames from the frame pointer
+/// it left (`sched.bp`), walked by Go's frame pointers within its stack
+/// (above `sched.sp`, below `stack.hi`).
+#[inline(always)]
+fn go_frames(ev: &mut NativeAlloc) -> Result<(), Skip> {
+    // SAFETY: read-only global rewritten by the loader.
+    let cfg = unsafe { core::ptr::read_volatile(&NATIVE_GO_CONFIG) };
+    if cfg.m_curg == 0 {
+        return Err(Skip::Nothing);
+    }
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    // SAFETY: the fault-safe helper, at an offset BTF gave.
+    let fsbase: u64 =
+        unsafe { bpf_probe_read_kernel((task + u64::from(cfg.task_fsbase)) as *const u64) }
+            .map_err(|_| Skip::Nothing)?;
+    let g = user_word(fsbase.wrapping_add(cfg.tls_g as i64 as u64))?;
+    if g == 0 {
+        return Err(Skip::Nothing);
+    }
+    let m = user_word(g + u64::from(cfg.g_m))?;
+    if m == 0 || user_word(m + u64::from(cfg.m_g0))? != g {
+        return Err(Skip::Nothing);
+    }
+    let curg = user_word(m + u64::from(cfg.m_curg))?;
+    if curg == 0 || curg == g {
+        return Err(Skip::Nothing);
+    }
+    let sp = user_word(curg + u64::from(cfg.g_sched_sp))?;
+    let mut bp = user_word(curg + u64::from(cfg.g_sched_bp))?;
+    let hi = user_word(curg + u64::from(cfg.g_stack_hi))?;
+    if sp == 0 || sp >= hi {
+        return Err(Skip::Nothing);
+    }
+    // `sched.bp` is the frame pointer of the function that switched
+    // stacks (asmcgocall, or cgocall where asmcgocall keeps no frame): the
+    // walk starts with its return address.
+    let mut n = 0;
+    while n < NATIVE_GO_FRAMES {
+        if bp < sp || bp + 16 > hi {
+            break;
+        }
+        let (Ok(ret), Ok(up)) = (user_word(bp + 8), user_word(bp)) else {
+            break;
+        };
+        if ret == 0 {
+            break;
+        }
+        ev.go_pcs[n] = ret;
+        n += 1;
+        if up <= bp {
+            break;
+        }
+        bp = up;
+    }
+    ev.go_frames = n as u32;
+    Ok(())
 }
 
 /// Copies `n` words of user memory from `src` into the start of `ev.stack`.

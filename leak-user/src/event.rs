@@ -9,7 +9,7 @@ use aya::maps::{MapData, PerCpuArray};
 use leak_common::ALLOC_HAS_STACK;
 use leak_common::{
     AllocEvent, Counter, Event, EventKind, MapEvent, NativeAlloc, ALLOC_HEADER, COUNTERS,
-    GO_MAX_FRAMES, MAX_FRAMES, NATIVE_HEADER, NATIVE_STACK_WORDS, STACK_WORDS,
+    GO_MAX_FRAMES, MAX_FRAMES, NATIVE_GO_FRAMES, NATIVE_HEADER, NATIVE_STACK_WORDS, STACK_WORDS,
 };
 
 /// Bytes of the kind every record starts with.
@@ -126,6 +126,9 @@ fn decode_native_alloc(bytes: &[u8]) -> Box<NativeAlloc> {
         bp: 0,
         words: 0,
         _pad: 0,
+        go_frames: 0,
+        _pad2: 0,
+        go_pcs: [0; NATIVE_GO_FRAMES],
         stack: [0; NATIVE_STACK_WORDS],
     });
     let n = bytes.len().min(size_of::<NativeAlloc>());
@@ -140,6 +143,7 @@ fn decode_native_alloc(bytes: &[u8]) -> Box<NativeAlloc> {
     };
     let carried = (n - NATIVE_HEADER) / size_of::<u64>();
     ev.words = ev.words.min(carried as u32);
+    ev.go_frames = ev.go_frames.min(NATIVE_GO_FRAMES as u32);
     ev
 }
 

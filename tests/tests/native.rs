@@ -514,21 +514,65 @@ fn a_native_program_started_by_leak() {
 }
 
 /// A Go program whose leak is in C (cgo): `--native` follows its C heap,
-/// which Go's heap profile never sees. The stack is named down to where
-/// the C code was entered from Go (`runtime.asmcgocall`: the C code runs on
-/// the system stack; the Go frames above it are not unwound yet).
+/// which Go's heap profile never sees. The C code runs on the thread's
+/// system stack; the kernel side finds the goroutine that called it (the
+/// thread's `g` from its TLS, `g.m.curg`), so the stack is named from the
+/// C function down through the Go callers to `main.main` (a program with
+/// its own C code is linked by the system linker, PIE or not).
 #[test]
 fn cgo_leak_with_native() {
-    let bin = build_go("cgoleak", "1.25.5", Variant::Plain);
-    let (doc, kept, text) = traced_run(&bin, &[], &["--native", "--rate", "4096"], "native-cgo");
-    assert_eq!(doc["target"]["source"], "native", "{doc}");
-    let held = sum(&leaf_stacks(&doc, "c_remember"), "outstanding_bytes");
-    eprintln!(
-        "cgo: c_remember holds {held:.0} B by leak's count, {kept} B by the program's ({:.3})",
-        held / kept as f64
-    );
-    assert!(
-        (held / kept as f64 - 1.0).abs() <= 0.10,
-        "{held} vs {kept}\n{text}"
-    );
+    for (version, variant) in [
+        ("1.25.5", Variant::Plain),
+        ("1.21.13", Variant::Pie),
+        ("1.19.8", Variant::Plain),
+    ] {
+        let bin = build_go("cgoleak", version, variant);
+        let name = format!("native-cgo-{version}");
+        let (doc, kept, text) = traced_run(&bin, &[], &["--native", "--rate", "4096"], &name);
+        assert_eq!(doc["target"]["source"], "native", "{doc}");
+        let leaking = leaf_stacks(&doc, "c_remember");
+        let held = sum(&leaking, "outstanding_bytes");
+        eprintln!(
+            "cgo {version} {variant:?}: c_remember holds {held:.0} B by leak's count, {kept} B by the program's ({:.3})",
+            held / kept as f64
+        );
+        assert!(
+            (held / kept as f64 - 1.0).abs() <= 0.10,
+            "{held} vs {kept}\n{text}"
+        );
+        // Every sample of the leak reaches main.main through the Go
+        // callers, in order.
+        let callers = ["c_remember", "main.remember", "main.handle", "main.main"];
+        let through: f64 = leaking
+            .iter()
+            .filter(|s| {
+                let names: Vec<&str> = s["frames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["function"].as_str().unwrap())
+                    .collect();
+                let mut at = 0;
+                callers.iter().all(|c| {
+                    let found = names[at..].iter().position(|n| n.starts_with(c));
+                    found.inspect(|i| at += i + 1).is_some()
+                })
+            })
+            .map(|s| s["outstanding_bytes"].as_f64().unwrap())
+            .sum();
+        assert!(
+            through >= 0.99 * held,
+            "{through} of {held} B reach main.main through the Go callers\n{text}"
+        );
+        let main = leaking[0]["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["function"] == "main.main")
+            .unwrap();
+        assert!(
+            main["file"].as_str().unwrap().ends_with("main.go") && main["line"].as_u64() > Some(0),
+            "{main}"
+        );
+    }
 }

@@ -8,9 +8,15 @@
 /// allocation site is rarely deeper than this).
 pub const NATIVE_STACK_WORDS: usize = 1024;
 
+/// Go frames kept with a sampled allocation made by C code a goroutine
+/// called (cgo): the goroutine's return addresses, innermost first.
+pub const NATIVE_GO_FRAMES: usize = 64;
+
 /// A sampled malloc, calloc or realloc: where the block is, the bytes
-/// asked for, the registers at the call and the stack memory above `sp`.
-/// Records carry only the words copied (`words`).
+/// asked for, the registers at the call and the stack memory above `sp`;
+/// when C code called from Go (cgo) allocates, the calling goroutine's
+/// frames too (its stack is not the one the C code runs on). Records carry
+/// only the stack words copied (`words`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct NativeAlloc {
@@ -32,12 +38,18 @@ pub struct NativeAlloc {
     pub words: u32,
     /// Padding; always 0.
     pub _pad: u32,
+    /// Entries of `go_pcs` filled (0: not a goroutine's C call).
+    pub go_frames: u32,
+    /// Padding; always 0.
+    pub _pad2: u32,
+    /// The calling goroutine's return addresses, innermost first.
+    pub go_pcs: [u64; NATIVE_GO_FRAMES],
     /// User stack memory from `sp` up.
     pub stack: [u64; NATIVE_STACK_WORDS],
 }
 
 /// Bytes of a [`NativeAlloc`] before its stack.
-pub const NATIVE_HEADER: usize = 56;
+pub const NATIVE_HEADER: usize = 64 + NATIVE_GO_FRAMES * 8;
 
 layout!(NativeAlloc, size NATIVE_HEADER + NATIVE_STACK_WORDS * 8, {
     kind: 0,
@@ -49,5 +61,50 @@ layout!(NativeAlloc, size NATIVE_HEADER + NATIVE_STACK_WORDS * 8, {
     bp: 40,
     words: 48,
     _pad: 52,
+    go_frames: 56,
+    _pad2: 60,
+    go_pcs: 64,
     stack: NATIVE_HEADER,
 });
+
+/// Where a Go program keeps what leads from a thread to the goroutine that
+/// called into C (cgo), for [`NativeAlloc::go_pcs`]: offsets in the
+/// kernel's `task_struct` and in the runtime's `g` and `m` (from the
+/// version table), and where the thread's `g` sits from the TLS base
+/// (from the program's code). All 0: not a Go program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NativeGoConfig {
+    /// `task_struct.thread.fsbase`: the thread's TLS base (x86-64).
+    pub task_fsbase: u32,
+    /// `g`'s offset from the TLS base (negative: below it).
+    pub tls_g: i32,
+    /// `g.m`.
+    pub g_m: u32,
+    /// `g.stack.hi`.
+    pub g_stack_hi: u32,
+    /// `g.sched.sp`.
+    pub g_sched_sp: u32,
+    /// `g.sched.bp`.
+    pub g_sched_bp: u32,
+    /// `m.g0`.
+    pub m_g0: u32,
+    /// `m.curg`.
+    pub m_curg: u32,
+}
+
+layout!(NativeGoConfig, size 32, {
+    task_fsbase: 0,
+    tls_g: 4,
+    g_m: 8,
+    g_stack_hi: 12,
+    g_sched_sp: 16,
+    g_sched_bp: 20,
+    m_g0: 24,
+    m_curg: 28,
+});
+
+// SAFETY: plain-old-data, `#[repr(C)]`, integers only, no padding (the
+// layout check above).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NativeGoConfig {}

@@ -17,6 +17,7 @@
 //! Addresses in a [`GoBinary`] are link-time virtual addresses: a
 //! [`GoProcess`] adds its load bias.
 
+pub(crate) mod cgo;
 pub(crate) mod elf;
 pub(crate) mod error;
 pub(crate) mod gcstats;

@@ -78,6 +78,22 @@ pub(crate) fn read(path: &Path) -> Result<MmKernelLayout> {
     })
 }
 
+/// Where the kernel whose BTF is at `path` keeps a thread's TLS base (the
+/// FS base on x86-64): `task_struct.thread.fsbase`. The native sampler
+/// reads it to find a Go thread's `g` (cgo frames).
+pub(crate) fn task_fsbase(path: &Path) -> Result<u32> {
+    let btf =
+        Btf::from_file(path).map_err(|e| LayoutError::Btf(format!("{}: {e}", path.display())))?;
+    let task = named_struct(&btf, "task_struct")?;
+    let Some((thread, Type::Struct(thread_struct))) = member(&btf, &task, "thread")? else {
+        return shape("task_struct has no thread struct");
+    };
+    match member(&btf, &thread_struct, "fsbase")? {
+        Some((fsbase, Type::Int(i))) if i.size() == 8 => Ok(thread + fsbase),
+        _ => shape("thread_struct has no 64-bit fsbase"),
+    }
+}
+
 /// The struct called `name` (not a forward declaration).
 fn named_struct(btf: &Btf, name: &str) -> Result<Struct> {
     btf.resolve_types_by_name(name)?
@@ -135,6 +151,8 @@ mod tests {
             eprintln!("no {VMLINUX_BTF}: skipped");
             return;
         }
+        let fsbase = task_fsbase(path).unwrap();
+        assert!(fsbase > 0 && fsbase < 16384, "{fsbase}");
         let l = read(path).unwrap();
         assert!(l.task_mm > 0 && l.task_mm < 16384, "{l:?}");
         assert!(l.mm_rss_stat > 0 && l.mm_rss_stat < 8192, "{l:?}");

@@ -16,7 +16,7 @@ use std::{
 
 use crate::error::{refuse, Context as _, Error, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use leak_common::{Counter, MapCall, MapEvent, NativeAlloc};
+use leak_common::{Counter, MapCall, MapEvent, NativeAlloc, NativeGoConfig};
 
 use crate::{
     aggregate::{
@@ -27,6 +27,10 @@ use crate::{
     },
     analysis::growth::GrowthTracker,
     event::{KernelCounters, Record},
+    go::{
+        cgo::{self, GoCode, WithGo},
+        Program,
+    },
     native::{
         allocator,
         elfsym::{follows_call, ProcessSymbols},
@@ -44,7 +48,7 @@ use crate::{
     },
     process::{
         self,
-        exe::exe_file,
+        exe::{exe_file, ExePath},
         memory::{Memory, ProcessMemory},
         FileId,
     },
@@ -135,7 +139,7 @@ pub(crate) fn run_launched(
 fn stop_at_entry(pid: u32, rate: u64, program: &std::path::Path, entry: u64) -> Result<NativeLoad> {
     let program_id =
         FileId::of(program).context(|| format!("cannot read {}", program.display()))?;
-    let mut load = probes::native::load_for(pid, rate)?;
+    let mut load = probes::native::load_for(pid, rate, NativeGoConfig::default())?;
     load.stop_at_entry(program, entry)?;
     launch::resume(pid);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -176,6 +180,34 @@ fn entry_offset(program: &std::path::Path) -> Result<u64> {
         })
 }
 
+/// For a Go program (`--native`, its C heap): its code, to name Go frames
+/// and join the two halves of a cgo stack, and where the kernel side finds
+/// the goroutine that called into C. Says in one line why a Go program's
+/// callers are not followed.
+fn go_callers(pid: u32) -> (Option<GoCode>, NativeGoConfig) {
+    let program = ExePath::of_process(pid)
+        .ok()
+        .and_then(|exe| Program::open_exe(&exe).ok());
+    let Some(program) = program else {
+        return (None, NativeGoConfig::default());
+    };
+    let code = program.load_bias(pid).map(|bias| GoCode {
+        bin: program.bin.clone(),
+        bias,
+    });
+    let btf = std::path::Path::new(crate::mm::layout::VMLINUX_BTF);
+    let config = crate::mm::layout::task_fsbase(btf)
+        .map_err(|e| format!("the kernel's BTF: {e}"))
+        .and_then(|fsbase| cgo::config(&program.bin, fsbase));
+    match config {
+        Ok(config) => (code, config),
+        Err(why) => {
+            eprintln!("leak: the Go callers of C code will not be shown: {why}");
+            (code, NativeGoConfig::default())
+        }
+    }
+}
+
 struct NativePipeline {
     options: Options,
     exe: PathBuf,
@@ -194,7 +226,10 @@ struct NativePipeline {
     /// has no GC, each reading is exact).
     readings: u64,
     last_growth: Instant,
-    symbols: Symbolizer<RefCell<ProcessSymbols>>,
+    symbols: Symbolizer<WithGo<RefCell<ProcessSymbols>>>,
+    /// For a Go program: where the kernel side finds the goroutine that
+    /// called into C (all 0 otherwise).
+    go_config: NativeGoConfig,
     /// Stacks symbolized when first seen (the process may be gone by the
     /// end), merged by what they read.
     merged: MergedStacks,
@@ -222,6 +257,7 @@ async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
     let exe = process::exe(pid).map_err(|e| crate::error::Error::Refused(e.to_string()))?;
     let symbols =
         ProcessSymbols::new(pid).context(|| format!("cannot read the memory map of pid {pid}"))?;
+    let (go, go_config) = go_callers(pid);
     let now = Instant::now();
     let mut p = NativePipeline {
         exe,
@@ -233,7 +269,11 @@ async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
         growth: GrowthTracker::new(TRACKED_STACKS, SERIES_POINTS),
         readings: 0,
         last_growth: now,
-        symbols: Symbolizer::native(RefCell::new(symbols)),
+        symbols: Symbolizer::native(WithGo {
+            native: RefCell::new(symbols),
+            go,
+        }),
+        go_config,
         merged: MergedStacks::default(),
         return_addresses: HashMap::new(),
         counters: None,
@@ -348,7 +388,7 @@ impl NativePipeline {
                         let allocator = allocator::of_process(pid)
                             .map_err(|e| Error::Refused(e.to_string()))?;
                         (
-                            probes::native::attach(pid, &allocator, rate)?,
+                            probes::native::attach(pid, &allocator, rate, self.go_config)?,
                             allocator.name,
                         )
                     }
@@ -368,7 +408,7 @@ impl NativePipeline {
         if let Some(known) = self.return_addresses.get(&addr) {
             return *known;
         }
-        let mut symbols = self.symbols.source().borrow_mut();
+        let mut symbols = self.symbols.source().native.borrow_mut();
         let yes = symbols.is_code(addr)
             && !symbols.starts_function(addr)
             && self
@@ -406,7 +446,13 @@ impl NativePipeline {
     /// own frames trimmed.
     fn handle_alloc(&mut self, ev: &NativeAlloc) {
         let words = &ev.stack[..ev.words as usize];
-        let pcs = self.unwinder.unwind(ev.ip, ev.sp, ev.bp, words);
+        let mut pcs = self.unwinder.unwind(ev.ip, ev.sp, ev.bp, words);
+        if let Some(go) = &self.symbols.source().go {
+            let callers = &ev.go_pcs[..ev.go_frames as usize];
+            if !callers.is_empty() {
+                pcs = cgo::join(&pcs, callers, |pc| go.is_go(pc));
+            }
+        }
         log::debug!(
             "native alloc ip {:#x} sp {:#x} words {} → {:x?}",
             ev.ip,
@@ -417,7 +463,7 @@ impl NativePipeline {
         let stack = self.sampled.intern(&pcs);
         let (table, symbols) = (&self.sampled, &mut self.symbols);
         self.merged.catch_up(table.stack_count(), usize::MAX, |id| {
-            trim_allocator(symbols.stack(table.stack(id)))
+            cgo::end_at_goexit(trim_allocator(symbols.stack(table.stack(id))))
         });
         let rate = self.rate();
         self.sampled.alloc(ev.tgid, ev.addr, ev.size, rate, stack);

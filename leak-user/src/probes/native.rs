@@ -10,7 +10,7 @@ use aya::{
         UProbe,
     },
 };
-use leak_common::{HeapConfig, SAMPLE_GAPS};
+use leak_common::{HeapConfig, NativeGoConfig, SAMPLE_GAPS};
 
 use super::{borrow_map, load, program, take_map, Attached, Feature, ProbeError, Settings};
 use crate::native::allocator::Allocator;
@@ -47,11 +47,15 @@ pub(crate) struct NativeLoad {
 }
 
 /// Loads the native programs for process `pid` and fills the sampler's
-/// table of gaps for a mean of `rate` bytes.
-pub(crate) fn load_for(pid: u32, rate: u64) -> Result<NativeLoad, ProbeError> {
+/// table of gaps for a mean of `rate` bytes; `go` says where a Go program
+/// keeps the goroutine that called into C (all 0: not Go).
+pub(crate) fn load_for(pid: u32, rate: u64, go: NativeGoConfig) -> Result<NativeLoad, ProbeError> {
     let config = HeapConfig { tgid: pid, _pad: 0 };
     let mut ebpf = load(Settings {
-        globals: vec![("NATIVE_CONFIG", (&config).into())],
+        globals: vec![
+            ("NATIVE_CONFIG", (&config).into()),
+            ("NATIVE_GO_CONFIG", (&go).into()),
+        ],
         // Samples carry up to 8 KiB of stack each: room for bursts.
         map_sizes: vec![
             ("LIVE", MAX_LIVE),
@@ -76,8 +80,9 @@ pub(crate) fn attach(
     pid: u32,
     allocator: &Allocator,
     rate: u64,
+    go: NativeGoConfig,
 ) -> Result<NativeProbes, ProbeError> {
-    let mut loaded = load_for(pid, rate)?;
+    let mut loaded = load_for(pid, rate, go)?;
     loaded.attach_allocator(allocator)?;
     loaded.finish()
 }

@@ -427,3 +427,31 @@ fn gc_stats_layouts_match_the_dwarf_of_their_release() {
         );
     }
 }
+
+/// Each row's cgo layout against the DWARF of its release (`g.m`,
+/// `m.g0`, `m.curg`), and `g`'s place from the TLS base found in the code
+/// of each build: -8 (the runtime's `g` is the executable's one TLS
+/// variable), linked by Go or by the system linker (PIE).
+#[test]
+fn cgo_layouts_match_the_dwarf_of_their_release() {
+    for v in VERSIONS {
+        let Some(path) = testutil::seed(v, Variant::Plain) else {
+            continue;
+        };
+        let bin = GoBinary::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let row = probes_for(&bin.go_version().0).unwrap();
+        let ctx = format!("go{v} (row {})", row.since);
+        let facts = read_facts(&path, &["runtime.g", "runtime.m"], &[]);
+        let c = row.cgo;
+        facts.check_members(&ctx, "runtime.g", 0, &[("m", c.g_m)]);
+        facts.check_members(&ctx, "runtime.m", 0, &[("g0", c.m_g0), ("curg", c.m_curg)]);
+        for variant in [Variant::Plain, Variant::ExternalPie, Variant::StrippedPie] {
+            let Some(path) = testutil::seed(v, variant) else {
+                continue;
+            };
+            let bin = GoBinary::open(&path).unwrap();
+            let tls = crate::go::cgo::tls_g_offset(&bin, c.tls_fn);
+            assert_eq!(tls, Ok(-8), "{ctx} {variant:?}");
+        }
+    }
+}

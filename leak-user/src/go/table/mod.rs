@@ -63,6 +63,9 @@ pub(crate) struct RuntimeProbes {
     /// The GC's own account of the heap: what survived the last GC, the
     /// heap live now, the memory limit, the number of GCs.
     pub heap_stats: HeapStatsLayout,
+    /// What leads from a thread running C code to the goroutine that
+    /// called it (cgo).
+    pub cgo: CgoLayout,
     /// Frames of the allocator that Go's heap profile never shows as the
     /// allocating function.
     pub allocator_frames: &'static AllocatorFrames,
@@ -181,6 +184,25 @@ pub(crate) struct HeapStatsLayout {
     /// four-byte `inc`): `gcMarkTermination`. The one address both touch
     /// is `numgc`, with symbols or without.
     pub gc_count_fn: &'static str,
+}
+
+/// C code called from Go (cgo, `runtime.cgocall` → `asmcgocall`) runs on
+/// the thread's system stack: its `g` (thread-local) is then the `m`'s
+/// `g0`, and the goroutine that called is `m.curg`, its stack left at
+/// `g.sched` (runtime2.go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CgoLayout {
+    /// `g.m`.
+    pub g_m: u32,
+    /// `m.g0`.
+    pub m_g0: u32,
+    /// `m.curg`.
+    pub m_curg: u32,
+    /// A function whose first load through the FS segment reads the
+    /// thread's `g` (`get_tls`): its displacement, or the immediate moved
+    /// into its base register just before, is `g`'s offset from the TLS
+    /// base. Found by name with or without the `.abi0` suffix.
+    pub tls_fn: &'static str,
 }
 
 /// Offsets of the fields of `runtime.gcControllerState` leak reads.

@@ -16,8 +16,8 @@
 //! was at hand: those releases have no row and are refused.
 
 use super::{
-    AllocatorFrames, BucketLayout, ControllerLayout, GLayout, GStatusValues, GobufLayout,
-    GoroutineLayout, HeapProbes, HeapRecordsLayout, HeapStatsLayout, MemRecordLayout,
+    AllocatorFrames, BucketLayout, CgoLayout, ControllerLayout, GLayout, GStatusValues,
+    GobufLayout, GoroutineLayout, HeapProbes, HeapRecordsLayout, HeapStatsLayout, MemRecordLayout,
     ModuledataLayout, RateAccess, RuntimeProbes,
 };
 use crate::go::version::GoVersion;
@@ -171,6 +171,12 @@ const GO1_19: RuntimeProbes = RuntimeProbes {
         controller_fn: "runtime.gcControllerCommit",
         gc_count_fn: "runtime.gcMarkTermination",
     },
+    cgo: CgoLayout {
+        g_m: 48,
+        m_g0: 0,
+        m_curg: 192,
+        tls_fn: "runtime.asmcgocall",
+    },
     allocator_frames: &ALLOCATOR_FRAMES,
 };
 
@@ -319,7 +325,8 @@ const GO1_24: RuntimeProbes = RuntimeProbes {
 /// `atomicstatus` … `startpc` are at 1.21's offsets again. The finalizer
 /// goroutine starts at `runtime.runFinalizers` and cleanups run on their
 /// own goroutines (`runtime.runCleanups`), both the user's while they run
-/// user code.
+/// user code. The `m` holds a `gobuf` (`morebuf`) before `curg`: `curg`
+/// moves from 192 to 184.
 const GO1_25: RuntimeProbes = RuntimeProbes {
     since: GoVersion::new(1, 25, 0),
     marker_fn: "runtime.defaultGOMAXPROCS",
@@ -344,6 +351,10 @@ const GO1_25: RuntimeProbes = RuntimeProbes {
         },
         user_code_runners: &["runtime.runFinalizers", "runtime.runCleanups"],
         ..GO1_24.goroutines
+    },
+    cgo: CgoLayout {
+        m_curg: 184,
+        ..GO1_24.cgo
     },
     ..GO1_24
 };
