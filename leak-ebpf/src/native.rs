@@ -1,6 +1,8 @@
 //! Native allocations of one process (`leak trace --pid` on a program that
-//! is not Go): uprobes on the allocator that serves it (malloc, calloc,
-//! realloc and free, in whichever object defines them for that process).
+//! is not Go, or `--native` on one with cgo): uprobes on the allocator that
+//! serves it (malloc, calloc, realloc, free, the aligned family, C++'s
+//! operator new and delete where the allocator defines its own, in
+//! whichever object defines them for that process).
 //!
 //! Sampled by bytes, in the kernel, as Go and tcmalloc sample: each CPU
 //! counts down the bytes asked for; the allocation that crosses zero is
@@ -53,6 +55,13 @@ static NATIVE_GO_CONFIG: NativeGoConfig = NativeGoConfig {
     m_g0: 0,
     m_curg: 0,
 };
+
+/// 1 when the allocator's realloc tail-calls its malloc for a null block
+/// (glibc's does): malloc's probe then sees that call, realloc's leaves it.
+/// A map, not a global: a program leak starts has its allocator found
+/// after the programs are loaded.
+#[map]
+static NATIVE_REALLOC_NULL_IS_MALLOC: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Gaps between samples, in bytes: draws of an exponential with mean
 /// `--rate` (all 0 at `--rate 1`: every allocation is sampled).
@@ -129,6 +138,16 @@ fn sampled(size: u64) -> Result<(), Skip> {
 #[inline(always)]
 fn begin(ctx: &ProbeContext, id: u64, size: u64) -> Result<(), Skip> {
     sampled(size)?;
+    // A call made inside a sampled one on the same stack (glibc's realloc
+    // of a large block calls its malloc) belongs to the outer one, whose
+    // record stays. A record left by a call that never returned is from a
+    // frame no longer on the stack (at or below this one), and is replaced.
+    // SAFETY: the value is copied out at once.
+    if let Some(outer) = unsafe { NATIVE_PENDING.get(&id) } {
+        if outer.sp > regs(ctx).rsp {
+            return Err(Skip::Nothing);
+        }
+    }
     let ev = NATIVE_SCRATCH.get_ptr_mut(0).ok_or(Skip::NoSlot)?;
     // SAFETY: this CPU's scratch slot, as above.
     let ev = unsafe { &mut *ev };
@@ -306,8 +325,57 @@ pub fn native_realloc(ctx: ProbeContext) -> u32 {
 fn try_native_realloc(ctx: &ProbeContext) -> Result<(), Skip> {
     let id = traced()?;
     let r = regs(ctx);
+    if r.rdi == 0 && NATIVE_REALLOC_NULL_IS_MALLOC.get(0).copied() == Some(1) {
+        return Err(Skip::Nothing);
+    }
     let _ = release(id, r.rdi);
     begin(ctx, id, r.rsi)
+}
+
+#[uprobe]
+pub fn native_reallocarray(ctx: ProbeContext) -> u32 {
+    let _ = try_native_reallocarray(&ctx);
+    0
+}
+
+/// reallocarray(p, n, size): realloc of `n * size` bytes (where the
+/// allocator does not serve it through its realloc, which is then probed
+/// instead).
+fn try_native_reallocarray(ctx: &ProbeContext) -> Result<(), Skip> {
+    let id = traced()?;
+    let r = regs(ctx);
+    let _ = release(id, r.rdi);
+    begin(ctx, id, r.rsi.wrapping_mul(r.rdx))
+}
+
+#[uprobe]
+pub fn native_memalign(ctx: ProbeContext) -> u32 {
+    let _ = try_native_memalign(&ctx);
+    0
+}
+
+/// memalign(alignment, size), aligned_alloc(alignment, size).
+fn try_native_memalign(ctx: &ProbeContext) -> Result<(), Skip> {
+    let id = traced()?;
+    begin(ctx, id, regs(ctx).rsi)
+}
+
+#[uprobe]
+pub fn native_posix_memalign(ctx: ProbeContext) -> u32 {
+    let _ = try_native_posix_memalign(&ctx);
+    0
+}
+
+/// posix_memalign(&p, alignment, size): the block comes back through `p`,
+/// kept in `addr` until the return.
+fn try_native_posix_memalign(ctx: &ProbeContext) -> Result<(), Skip> {
+    let id = traced()?;
+    let r = regs(ctx);
+    begin(ctx, id, r.rdx)?;
+    let pending = NATIVE_PENDING.get_ptr_mut(id).ok_or(Skip::Nothing)?;
+    // SAFETY: a map value from a successful lookup, this thread's own.
+    unsafe { (*pending).addr = r.rdi };
+    Ok(())
 }
 
 #[uretprobe]
@@ -318,11 +386,38 @@ pub fn native_alloc_return(ctx: RetProbeContext) -> u32 {
 
 fn try_native_alloc_return(ctx: &RetProbeContext) -> Result<(), Skip> {
     let id = traced()?;
+    let addr: u64 = ctx.ret();
+    finish(id, |_| addr)
+}
+
+#[uretprobe]
+pub fn native_posix_memalign_return(ctx: RetProbeContext) -> u32 {
+    let _ = try_native_posix_memalign_return(&ctx);
+    0
+}
+
+/// posix_memalign returned: 0 and the block in `*p`, or an error.
+fn try_native_posix_memalign_return(ctx: &RetProbeContext) -> Result<(), Skip> {
+    let id = traced()?;
+    let rc: u64 = ctx.ret();
+    finish(id, |out| {
+        if rc as u32 == 0 {
+            user_word(out).unwrap_or(0)
+        } else {
+            0
+        }
+    })
+}
+
+/// Ends this thread's sampled allocation, if it has one: the block is at
+/// `addr(pending.addr)` (0: the call failed), followed and sent.
+#[inline(always)]
+fn finish(id: u64, addr: impl FnOnce(u64) -> u64) -> Result<(), Skip> {
     let pending = NATIVE_PENDING.get_ptr_mut(id).ok_or(Skip::Nothing)?;
     // SAFETY: a map value from a successful lookup; the ring buffer copies
     // it before the entry is removed.
     let ev = unsafe { &mut *pending };
-    let addr: u64 = ctx.ret();
+    let addr = addr(ev.addr);
     let sent = if addr != 0 {
         ev.addr = addr;
         match LIVE.insert(&addr, &ev.size, 0) {

@@ -16,18 +16,87 @@
 //! test, for one, is skipped onto its jump. The arguments are still in
 //! their registers there.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, ObjectSymbolTable};
 
 use crate::process::{exe::in_root, maps};
+
+/// How a probed function's arguments and result are read (which kernel
+/// program takes it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// Bytes in the first argument, the block returned: malloc, valloc,
+    /// pvalloc, operator new, mallocx.
+    Malloc,
+    /// calloc(n, size).
+    Calloc,
+    /// A block in the first argument freed, bytes in the second: realloc,
+    /// rallocx.
+    Realloc,
+    /// reallocarray(p, n, size).
+    ReallocArray,
+    /// Bytes in the second argument: memalign, aligned_alloc.
+    Memalign,
+    /// posix_memalign(&p, alignment, size): the block through `p`.
+    PosixMemalign,
+    /// The block in the first argument freed: free, operator delete,
+    /// dallocx, sdallocx.
+    Free,
+}
+
+/// The functions probed where the allocator object defines them, malloc
+/// first (an allocator must define it). Beside the C library's: C++'s
+/// operator new and delete (jemalloc and tcmalloc define their own, which
+/// never call their malloc), and jemalloc's own API.
+pub(crate) const FUNCTIONS: &[(&str, Call)] = &[
+    ("malloc", Call::Malloc),
+    ("calloc", Call::Calloc),
+    ("realloc", Call::Realloc),
+    ("free", Call::Free),
+    ("reallocarray", Call::ReallocArray),
+    ("posix_memalign", Call::PosixMemalign),
+    ("aligned_alloc", Call::Memalign),
+    ("memalign", Call::Memalign),
+    ("valloc", Call::Malloc),
+    ("pvalloc", Call::Malloc),
+    ("_Znwm", Call::Malloc),
+    ("_Znam", Call::Malloc),
+    ("_ZnwmRKSt9nothrow_t", Call::Malloc),
+    ("_ZnamRKSt9nothrow_t", Call::Malloc),
+    ("_ZnwmSt11align_val_t", Call::Malloc),
+    ("_ZnamSt11align_val_t", Call::Malloc),
+    ("_ZnwmSt11align_val_tRKSt9nothrow_t", Call::Malloc),
+    ("_ZnamSt11align_val_tRKSt9nothrow_t", Call::Malloc),
+    ("_ZdlPv", Call::Free),
+    ("_ZdaPv", Call::Free),
+    ("_ZdlPvm", Call::Free),
+    ("_ZdaPvm", Call::Free),
+    ("_ZdlPvRKSt9nothrow_t", Call::Free),
+    ("_ZdaPvRKSt9nothrow_t", Call::Free),
+    ("_ZdlPvSt11align_val_t", Call::Free),
+    ("_ZdaPvSt11align_val_t", Call::Free),
+    ("_ZdlPvmSt11align_val_t", Call::Free),
+    ("_ZdaPvmSt11align_val_t", Call::Free),
+    ("_ZdlPvSt11align_val_tRKSt9nothrow_t", Call::Free),
+    ("_ZdaPvSt11align_val_tRKSt9nothrow_t", Call::Free),
+    ("mallocx", Call::Malloc),
+    ("rallocx", Call::Realloc),
+    ("dallocx", Call::Free),
+    ("sdallocx", Call::Free),
+];
 
 /// One allocator function and where its probe goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Probe {
-    /// `malloc`, `free`, …
+    /// `malloc`, `free`, … (as the symbol is spelled).
     pub function: &'static str,
+    /// How its arguments and result are read.
+    pub call: Call,
     /// File offset of the probed instruction (the return probe's too).
     pub file_offset: u64,
     /// Whether the probed instruction is one the kernel emulates.
@@ -41,12 +110,33 @@ pub(crate) struct Allocator {
     pub name: String,
     /// Where leak opens it and attaches: through the process's root.
     pub open: PathBuf,
-    /// Its probes: malloc, calloc, realloc and free, those it defines.
+    /// Its probes: those of [`FUNCTIONS`] it defines and serves itself.
     pub probes: Vec<Probe>,
+    /// Its realloc tail-calls its malloc (for a null block, glibc's does):
+    /// such a call is malloc's to count.
+    pub realloc_null_is_malloc: bool,
 }
 
-/// The functions probed, malloc first (an allocator must define it).
-pub(crate) const FUNCTIONS: [&str; 4] = ["malloc", "calloc", "realloc", "free"];
+impl Allocator {
+    /// The functions probed, as a person reads them: C++'s operators by
+    /// family.
+    pub(crate) fn functions(&self) -> String {
+        let mut out: Vec<&str> = Vec::new();
+        for p in &self.probes {
+            let shown = if p.function.starts_with("_Zn") {
+                "operator new"
+            } else if p.function.starts_with("_Zd") {
+                "operator delete"
+            } else {
+                p.function
+            };
+            if !out.contains(&shown) {
+                out.push(shown);
+            }
+        }
+        out.join(", ")
+    }
+}
 
 /// Why no allocator was found, in one line.
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +171,12 @@ pub(crate) fn of_process(pid: u32) -> Result<Allocator, AllocatorError> {
         let Some(open) = in_root(pid, Path::new(name)) else {
             continue;
         };
-        if let Some(probes) = probes_in(&open) {
+        if let Some((probes, realloc_null_is_malloc)) = probes_in(&open) {
             return Ok(Allocator {
                 name: name.to_string(),
                 open,
                 probes,
+                realloc_null_is_malloc,
             });
         }
     }
@@ -113,8 +204,8 @@ pub(crate) fn search_order<'a>(objects: &[&'a str], exe: Option<&Path>) -> Vec<&
 }
 
 /// The probes of the allocator functions `path` defines, if it defines
-/// malloc.
-fn probes_in(path: &Path) -> Option<Vec<Probe>> {
+/// malloc, and whether its realloc tail-calls its malloc.
+fn probes_in(path: &Path) -> Option<(Vec<Probe>, bool)> {
     let data = std::fs::read(path).ok()?;
     let file = object::File::parse(&*data).ok()?;
     // Never probe a Go program's own code: the allocation probes come with
@@ -129,35 +220,155 @@ fn probes_in(path: &Path) -> Option<Vec<Probe>> {
         file.dynamic_symbols()
             .chain(file.symbols())
             .find(|s| s.name() == Ok(name) && !s.is_undefined() && s.address() != 0)
-            .map(|s| s.address())
+            .map(|s| (s.address(), s.size()))
     };
     defined("malloc")?;
-    let mut probes = Vec::new();
-    for function in FUNCTIONS {
-        let Some(addr) = defined(function) else {
+    let found: Vec<(&'static str, Call, u64, u64)> = FUNCTIONS
+        .iter()
+        .filter_map(|&(f, call)| defined(f).map(|(addr, size)| (f, call, addr, size)))
+        .collect();
+    let entries: Vec<(u64, &str)> = found.iter().map(|&(f, _, addr, _)| (addr, f)).collect();
+    let plt = plt_targets(&file);
+    let mut probes: Vec<Probe> = Vec::new();
+    let mut probed: Vec<u64> = Vec::new();
+    let mut realloc_null_is_malloc = false;
+    for &(function, call, addr, size) in &found {
+        // An alias (glibc's aligned_alloc is its memalign) is probed once.
+        if probed.contains(&addr) {
+            continue;
+        }
+        let Some((code, entry_offset)) = code_at(
+            &file,
+            &data,
+            addr,
+            if size > 0 { size.min(4096) } else { 64 },
+        ) else {
             continue;
         };
-        let Some((code, entry_offset)) = code_at(&file, &data, addr) else {
-            continue;
-        };
-        let (skip, emulated) = placement(code, addr);
+        // Beyond the four every allocator has, one that calls another
+        // probed function (glibc's reallocarray calls realloc) is served by
+        // that one's probe: probing both would count the bytes twice.
+        if function == "realloc" {
+            let malloc = entries.first().map(|e| e.0);
+            realloc_null_is_malloc = jumps_to(code, addr, malloc);
+        } else if !matches!(function, "malloc" | "free" | "calloc") {
+            let others = |target: u64| {
+                entries.iter().any(|&(a, f)| a == target && f != function)
+                    || plt.get(&target).is_some_and(|n| {
+                        n != function && entries.iter().any(|&(_, f)| f == n.as_str())
+                    })
+            };
+            if calls_any(code, addr, others) {
+                continue;
+            }
+        }
+        let (skip, emulated) = placement(&code[..code.len().min(64)], addr);
+        probed.push(addr);
         probes.push(Probe {
             function,
+            call,
             file_offset: entry_offset + skip,
             emulated,
         });
     }
-    Some(probes)
+    Some((probes, realloc_null_is_malloc))
 }
 
-/// Up to 64 bytes of code at link-time address `addr`, and its file offset.
-fn code_at<'d>(file: &object::File<'d>, data: &'d [u8], addr: u64) -> Option<(&'d [u8], u64)> {
+/// Whether the code of a function (`code` at `ip`) tail-calls (`jmp`)
+/// address `target`.
+fn jumps_to(code: &[u8], ip: u64, target: Option<u64>) -> bool {
+    let Some(target) = target else {
+        return false;
+    };
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut i = Instruction::default();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut i);
+        if i.mnemonic() == Mnemonic::Jmp
+            && matches!(i.op0_kind(), OpKind::NearBranch64 | OpKind::NearBranch32)
+            && i.near_branch_target() == target
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the code of a function (`code` at `ip`) calls or jumps to an
+/// address `target` accepts.
+fn calls_any(code: &[u8], ip: u64, target: impl Fn(u64) -> bool) -> bool {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut i = Instruction::default();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut i);
+        let branch = matches!(i.mnemonic(), Mnemonic::Call | Mnemonic::Jmp)
+            && matches!(i.op0_kind(), OpKind::NearBranch64 | OpKind::NearBranch32);
+        if branch && target(i.near_branch_target()) {
+            return true;
+        }
+        // A function ends at its last instruction; padding follows.
+        if i.mnemonic() == Mnemonic::Int3 {
+            break;
+        }
+    }
+    false
+}
+
+/// The object's PLT stubs: each stub's address and the function it jumps
+/// to (`jmp *slot(%rip)`, perhaps after `endbr64`, whose GOT slot a
+/// dynamic relocation names).
+fn plt_targets(file: &object::File<'_>) -> HashMap<u64, String> {
+    let mut slots: HashMap<u64, String> = HashMap::new();
+    let dynsym = file.dynamic_symbol_table();
+    for (slot, reloc) in file.dynamic_relocations().into_iter().flatten() {
+        if let (object::RelocationTarget::Symbol(idx), Some(table)) = (reloc.target(), &dynsym) {
+            if let Some(name) = table.symbol_by_index(idx).ok().and_then(|s| s.name().ok()) {
+                slots.insert(slot, name.to_string());
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for name in [".plt", ".plt.sec", ".plt.got"] {
+        let Some(section) = file.section_by_name(name) else {
+            continue;
+        };
+        let (Ok(code), base) = (section.data(), section.address()) else {
+            continue;
+        };
+        let mut decoder = Decoder::with_ip(64, code, base, DecoderOptions::NONE);
+        let mut stub = None;
+        let mut i = Instruction::default();
+        while decoder.can_decode() {
+            decoder.decode_out(&mut i);
+            match i.mnemonic() {
+                Mnemonic::Endbr64 => stub = Some(i.ip()),
+                Mnemonic::Jmp if i.is_ip_rel_memory_operand() => {
+                    let at = stub.take().unwrap_or(i.ip());
+                    if let Some(n) = slots.get(&i.ip_rel_memory_address()) {
+                        out.insert(at, n.clone());
+                    }
+                }
+                _ => stub = None,
+            }
+        }
+    }
+    out
+}
+
+/// Up to `len` bytes of code at link-time address `addr`, and its file
+/// offset.
+fn code_at<'d>(
+    file: &object::File<'d>,
+    data: &'d [u8],
+    addr: u64,
+    len: u64,
+) -> Option<(&'d [u8], u64)> {
     file.segments().find_map(|seg| {
         let (off, size) = seg.file_range();
         let start = seg.address();
         (addr >= start && addr < start + size).then(|| {
             let at = off + (addr - start);
-            let end = (at + 64).min(off + size) as usize;
+            let end = (at + len).min(off + size) as usize;
             (data.get(at as usize..end).unwrap_or(&[]), at)
         })
     })
@@ -244,6 +455,25 @@ mod tests {
     }
 
     #[test]
+    fn a_call_or_jump_to_another_function_is_seen() {
+        // push rbx; call +0x100 (to 0x1106); pop rbx; ret
+        let code = [0x53, 0xe8, 0x00, 0x01, 0x00, 0x00, 0x5b, 0xc3];
+        assert!(calls_any(&code, 0x1000, |t| t == 0x1106));
+        assert!(!calls_any(&code, 0x1000, |t| t == 0x2000));
+        // jmp -0x10 (a tail call to 0xff2)
+        assert!(calls_any(&[0xeb, 0xf0], 0x1000, |t| t == 0xff2));
+    }
+
+    #[test]
+    fn plt_stubs_name_their_functions() {
+        let a = of_process(std::process::id()).unwrap();
+        let data = std::fs::read(&a.open).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let plt = plt_targets(&file);
+        assert!(plt.values().any(|n| n == "realloc"), "{plt:?}");
+    }
+
+    #[test]
     fn probes_step_over_a_null_test_onto_the_jump() {
         // endbr64; test rdi, rdi; je +0x20
         let free = [0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x85, 0xff, 0x74, 0x20];
@@ -262,7 +492,31 @@ mod tests {
         let a = of_process(std::process::id()).unwrap();
         assert!(a.name.contains("libc"), "{a:?}");
         let names: Vec<&str> = a.probes.iter().map(|p| p.function).collect();
-        assert_eq!(names, FUNCTIONS.to_vec());
+        // glibc's reallocarray calls its realloc through the PLT (served by
+        // that probe), and its aligned_alloc is its memalign (one probe);
+        // it has no operator new.
+        for f in [
+            "malloc",
+            "calloc",
+            "realloc",
+            "free",
+            "posix_memalign",
+            "valloc",
+        ] {
+            assert!(names.contains(&f), "{f}: {names:?}");
+        }
+        let aligned = names
+            .iter()
+            .filter(|f| matches!(**f, "aligned_alloc" | "memalign"))
+            .count();
+        assert_eq!(aligned, 1, "{names:?}");
+        assert!(!names.contains(&"reallocarray"), "{names:?}");
+        assert!(!names.iter().any(|f| f.starts_with("_Z")), "{names:?}");
+        assert_eq!(names[0], "malloc");
+        assert!(
+            a.realloc_null_is_malloc,
+            "glibc's realloc(NULL, n) is its malloc"
+        );
         eprintln!("{a:#?}");
     }
 }

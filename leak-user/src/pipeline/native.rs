@@ -119,7 +119,7 @@ pub(crate) fn run_launched(
         load.attach_allocator(&allocator)?;
         Ok(Launched {
             probes: load.finish()?,
-            allocator: allocator.name,
+            allocator,
         })
     });
     let traced = prepared.and_then(|l| session::block_on(trace(options, Some(l))));
@@ -248,8 +248,8 @@ struct NativePipeline {
 pub(crate) struct Launched {
     /// The attached probes.
     pub probes: NativeProbes,
-    /// The object whose allocator they are on.
-    pub allocator: String,
+    /// The allocator they are on.
+    pub allocator: allocator::Allocator,
 }
 
 async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
@@ -389,16 +389,18 @@ impl NativePipeline {
                             .map_err(|e| Error::Refused(e.to_string()))?;
                         (
                             probes::native::attach(pid, &allocator, rate, self.go_config)?,
-                            allocator.name,
+                            allocator,
                         )
                     }
                 };
                 self.counters = Some(probes.counters);
                 eprintln!(
-                    "leak: tracing allocations (malloc, calloc, realloc, free of {allocator}) of pid {pid} ({exe}), {}; Ctrl-C to stop",
+                    "leak: tracing allocations ({} of {}) of pid {pid} ({exe}), {}; Ctrl-C to stop",
+                    allocator.functions(),
+                    allocator.name,
                     rate_words(rate),
                 );
-                self.allocator = Some(allocator);
+                self.allocator = Some(allocator.name);
                 Ok((probes.events, probes.attached))
             }
         }

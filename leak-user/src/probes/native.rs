@@ -13,7 +13,7 @@ use aya::{
 use leak_common::{HeapConfig, NativeGoConfig, SAMPLE_GAPS};
 
 use super::{borrow_map, load, program, take_map, Attached, Feature, ProbeError, Settings};
-use crate::native::allocator::Allocator;
+use crate::native::allocator::{Allocator, Call};
 
 /// Sampled blocks followed at once: past this, a sampled block is counted
 /// as lost (`LiveFull`) and not followed.
@@ -29,15 +29,22 @@ pub(crate) struct NativeProbes {
     pub attached: Attached,
 }
 
-/// The program for each allocator function.
-fn program_of(function: &str) -> Option<&'static str> {
-    Some(match function {
-        "malloc" => "native_malloc",
-        "calloc" => "native_calloc",
-        "realloc" => "native_realloc",
-        "free" => "native_free",
-        _ => return None,
-    })
+/// The program that reads each kind of call at its entry, and the one at
+/// its return (none for a free).
+fn programs_of(call: Call) -> (&'static str, Option<&'static str>) {
+    const RETURN: Option<&str> = Some("native_alloc_return");
+    match call {
+        Call::Malloc => ("native_malloc", RETURN),
+        Call::Calloc => ("native_calloc", RETURN),
+        Call::Realloc => ("native_realloc", RETURN),
+        Call::ReallocArray => ("native_reallocarray", RETURN),
+        Call::Memalign => ("native_memalign", RETURN),
+        Call::PosixMemalign => (
+            "native_posix_memalign",
+            Some("native_posix_memalign_return"),
+        ),
+        Call::Free => ("native_free", None),
+    }
 }
 
 /// The native programs loaded for one process, not yet all attached.
@@ -130,24 +137,19 @@ impl NativeLoad {
     /// Attaches a probe to each of `allocator`'s functions, and a return
     /// probe to those that allocate.
     pub(crate) fn attach_allocator(&mut self, allocator: &Allocator) -> Result<(), ProbeError> {
+        let mut flag: Array<_, u32> = borrow_map(&mut self.ebpf, "NATIVE_REALLOC_NULL_IS_MALLOC")?;
+        flag.set(0, u32::from(allocator.realloc_null_is_malloc), 0)
+            .map_err(|e| ProbeError::NotInObject(format!("NATIVE_REALLOC_NULL_IS_MALLOC: {e}")))?;
         for p in &allocator.probes {
-            let Some(name) = program_of(p.function) else {
-                continue;
-            };
+            let (entry, exit) = programs_of(p.call);
             let (open, shown) = (&allocator.open, allocator.name.as_str());
-            self.attach_at(name, open, shown, p.function, p.file_offset)?;
+            self.attach_at(entry, open, shown, p.function, p.file_offset)?;
             // The return probe goes where the entry probe is: the
             // instructions stepped over leave the stack alone, so the return
             // address is still at the stack pointer, and the kernel emulates
             // the one it traps on instead of single-stepping the first.
-            if p.function != "free" {
-                self.attach_at(
-                    "native_alloc_return",
-                    open,
-                    shown,
-                    p.function,
-                    p.file_offset,
-                )?;
+            if let Some(exit) = exit {
+                self.attach_at(exit, open, shown, p.function, p.file_offset)?;
             }
         }
         Ok(())
