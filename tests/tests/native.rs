@@ -196,6 +196,45 @@ fn cpp_leak_through_a_preloaded_jemalloc() {
     assert_cpp_leak(&doc, kept, &text);
 }
 
+/// Every entry point of the C allocator family, each kept from its own
+/// function (tests/c/family.c: 2,000 blocks each), sampled at `--rate 1`:
+/// each function holds exactly what the program keeps through it, with the
+/// C library's allocator and with jemalloc preloaded (which defines some of
+/// them itself and leaves the others to the C library's, which call its
+/// realloc).
+#[test]
+fn every_entry_of_the_allocator_family() {
+    let bin = build_optimized("family.c");
+    let kept = [
+        ("keep_malloc", 100),
+        ("keep_calloc", 200),
+        ("keep_realloc_null", 300),
+        ("keep_reallocarray", 400),
+        ("keep_posix_memalign", 500),
+        ("keep_aligned_alloc", 640),
+        ("keep_memalign", 700),
+        ("keep_valloc", 800),
+        ("grow_realloc", 900),
+    ];
+    let jemalloc = debian_binary("libjemalloc2", "usr/lib/x86_64-linux-gnu/libjemalloc.so.2");
+    let preload = jemalloc.to_str().unwrap();
+    for (env, name) in [
+        (vec![], "native-family"),
+        (vec![("LD_PRELOAD", preload)], "native-family-jemalloc"),
+    ] {
+        let (doc, total, text) = traced_run(&bin, &env, &["--rate", "1"], name);
+        assert_eq!(total, kept.iter().map(|(_, s)| s * 2000).sum::<u64>());
+        for (function, size) in kept {
+            let held = sum(&leaf_stacks(&doc, function), "outstanding_bytes");
+            eprintln!(
+                "{name}: {function} holds {held:.0} B, the program {} B",
+                size * 2000
+            );
+            assert_eq!(held, (size * 2000) as f64, "{function}\n{text}");
+        }
+    }
+}
+
 /// The same program sampled every allocation (`--rate 1`): the leaking
 /// stack holds exactly what the program keeps.
 #[test]
