@@ -584,12 +584,15 @@ fn a_native_program_started_by_leak() {
     );
 }
 
-/// A Go program whose leak is in C (cgo): `--native` follows its C heap,
-/// which Go's heap profile never sees. The C code runs on the thread's
-/// system stack; the kernel side finds the goroutine that called it (the
-/// thread's `g` from its TLS, `g.m.curg`), so the stack is named from the
-/// C function down through the Go callers to `main.main` (a program with
-/// its own C code is linked by the system linker, PIE or not).
+/// A Go program that leaks on both heaps (tests/go/cgoleak): 1,000 bytes
+/// a request from malloc in C (cgo), which Go's heap profile never sees,
+/// and 512 bytes of Go heap. `--native` follows the C heap and shows the Go
+/// heap beside it (the runtime's own records) in one report, each stack
+/// marked with its heap. The C code runs on the thread's system stack; the
+/// kernel side finds the goroutine that called it (the thread's `g` from
+/// its TLS, `g.m.curg`), so the C stack is named from the C function down
+/// through the Go callers to `main.main` (a program with its own C code is
+/// linked by the system linker, PIE or not).
 #[test]
 fn cgo_leak_with_native() {
     for (version, variant) in [
@@ -602,6 +605,23 @@ fn cgo_leak_with_native() {
         let (doc, kept, text) = traced_run(&bin, &[], &["--native", "--rate", "4096"], &name);
         assert_eq!(doc["target"]["source"], "native", "{doc}");
         let leaking = leaf_stacks(&doc, "c_remember");
+        assert!(leaking.iter().all(|s| s["heap"] == "c"), "{text}");
+        // The Go heap beside it: the runtime's records of rememberGo.
+        let go_kept = 20_000.0 * 512.0;
+        let go_held = sum(&leaf_stacks(&doc, "main.rememberGo"), "outstanding_bytes");
+        eprintln!(
+            "cgo {version}: the Go heap's main.rememberGo holds {go_held:.0} B, the program {go_kept} B ({:.3}); go_heap {}",
+            go_held / go_kept,
+            doc["target"]["go_heap"]
+        );
+        assert!((go_held / go_kept - 1.0).abs() <= 0.10, "{text}");
+        assert!(
+            leaf_stacks(&doc, "main.rememberGo")
+                .iter()
+                .all(|s| s["heap"] == "go"),
+            "{text}"
+        );
+        assert!(doc["target"]["go_heap"]["in_use_bytes"].as_f64() >= Some(go_held));
         let held = sum(&leaking, "outstanding_bytes");
         eprintln!(
             "cgo {version} {variant:?}: c_remember holds {held:.0} B by leak's count, {kept} B by the program's ({:.3})",

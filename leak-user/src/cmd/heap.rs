@@ -92,6 +92,7 @@ fn profile_of(process: &GoProcess, read: &Read) -> Profile {
     let stacks: Vec<StackProfile> = records::stacks(read, process.bias(), &mut symbols)
         .into_iter()
         .map(|(frames, totals)| StackProfile {
+            heap: None,
             held_at_exit: 0.0,
             frames: frames.into(),
             totals,

@@ -15,8 +15,12 @@ use std::rc::Rc;
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 use leak_common::NativeGoConfig;
 
-use super::{table::probes_for, GoBinary};
-use crate::{frame::Frame, symbolize::SymbolSource};
+use super::{records, table::probes_for, GoBinary, GoProcess};
+use crate::{
+    frame::Frame,
+    report::{GoHeapPart, Heap, StackProfile},
+    symbolize::{SymbolSource, Symbolizer},
+};
 
 /// `g`'s offset from the TLS base, from the first load through the FS
 /// segment in the row's function (`get_tls`): its displacement (`mov
@@ -138,6 +142,70 @@ impl<S: SymbolSource> SymbolSource for WithGo<S> {
         }
         self.native.frames_at(pc)
     }
+}
+
+/// The Go heap of a Go program whose C heap is traced (`--native`): the
+/// runtime's own heap profile records (what `leak heap` reads), read at
+/// each report; the last good reading is kept, for a final report after
+/// the process is gone.
+pub(crate) struct GoHeapView {
+    process: GoProcess,
+    symbols: Symbolizer<Rc<GoBinary>>,
+    last: Option<(GoHeapPart, Vec<StackProfile>)>,
+    said_why_not: bool,
+}
+
+impl GoHeapView {
+    /// The view of `process`'s Go heap.
+    pub(crate) fn new(process: GoProcess) -> Self {
+        let symbols = Symbolizer::new(Rc::clone(&process.program().bin));
+        Self {
+            process,
+            symbols,
+            last: None,
+            said_why_not: false,
+        }
+    }
+
+    /// Reads the records now; the reading (or the last good one), its
+    /// stacks marked as the Go heap's.
+    pub(crate) fn read(&mut self) -> Option<&(GoHeapPart, Vec<StackProfile>)> {
+        match records::read_once(&self.process) {
+            Ok(read) => {
+                let stacks: Vec<StackProfile> =
+                    records::stacks(&read, self.process.bias(), &mut self.symbols)
+                        .into_iter()
+                        .map(|(frames, totals)| StackProfile {
+                            heap: Some(Heap::Go),
+                            held_at_exit: 0.0,
+                            frames: with_root(frames, Heap::Go).into(),
+                            totals,
+                            growth: None,
+                        })
+                        .collect();
+                let part = GoHeapPart {
+                    go_version: self.process.program().version.clone(),
+                    rate: read.rate.max(0) as u64,
+                    gc_cycles: u64::from(read.snapshot.gc_cycles),
+                    in_use_bytes: stacks.iter().map(|s| s.totals.outstanding_bytes).sum(),
+                };
+                self.last = Some((part, stacks));
+            }
+            Err(e) if self.last.is_none() && !self.said_why_not => {
+                self.said_why_not = true;
+                eprintln!("leak: the Go heap is not shown beside the C heap: {e}");
+            }
+            Err(_) => {}
+        }
+        self.last.as_ref()
+    }
+}
+
+/// `frames` with a root frame naming `heap` (flame graphs, folded stacks
+/// and pprof split at it).
+pub(crate) fn with_root(mut frames: Vec<Frame>, heap: Heap) -> Vec<Frame> {
+    frames.push(Frame::named(heap.root()));
+    frames
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@ use crate::{
     analysis::growth::GrowthTracker,
     event::{KernelCounters, Record},
     go::{
-        cgo::{self, GoCode, WithGo},
-        Program,
+        cgo::{self, GoCode, GoHeapView, WithGo},
+        GoProcess,
     },
     native::{
         allocator,
@@ -48,11 +48,11 @@ use crate::{
     },
     process::{
         self,
-        exe::{exe_file, ExePath},
+        exe::exe_file,
         memory::{Memory, ProcessMemory},
         FileId,
     },
-    report::{Losses, Profile, Source, StackGrowth, StackProfile, Unit},
+    report::{GoHeapPart, Heap, Losses, Profile, Source, StackGrowth, StackProfile, Unit},
     session::{self, Pipeline, Stop, Timing},
     symbolize::Symbolizer,
 };
@@ -180,32 +180,28 @@ fn entry_offset(program: &std::path::Path) -> Result<u64> {
         })
 }
 
-/// For a Go program (`--native`, its C heap): its code, to name Go frames
-/// and join the two halves of a cgo stack, and where the kernel side finds
-/// the goroutine that called into C. Says in one line why a Go program's
-/// callers are not followed.
-fn go_callers(pid: u32) -> (Option<GoCode>, NativeGoConfig) {
-    let program = ExePath::of_process(pid)
-        .ok()
-        .and_then(|exe| Program::open_exe(&exe).ok());
-    let Some(program) = program else {
-        return (None, NativeGoConfig::default());
+/// For a Go program (`--native`, its C heap): its Go heap, its code (to
+/// name Go frames and join the two halves of a cgo stack), and where the
+/// kernel side finds the goroutine that called into C. Says in one line
+/// why a Go program's callers are not followed.
+fn go_side(pid: u32) -> (Option<GoHeapView>, Option<GoCode>, NativeGoConfig) {
+    let Ok(process) = GoProcess::open_pid(pid) else {
+        return (None, None, NativeGoConfig::default());
     };
-    let code = program.load_bias(pid).map(|bias| GoCode {
-        bin: program.bin.clone(),
-        bias,
-    });
+    let bin = process.program().bin.clone();
+    let code = GoCode {
+        bin: bin.clone(),
+        bias: process.bias(),
+    };
     let btf = std::path::Path::new(crate::mm::layout::VMLINUX_BTF);
     let config = crate::mm::layout::task_fsbase(btf)
         .map_err(|e| format!("the kernel's BTF: {e}"))
-        .and_then(|fsbase| cgo::config(&program.bin, fsbase));
-    match config {
-        Ok(config) => (code, config),
-        Err(why) => {
-            eprintln!("leak: the Go callers of C code will not be shown: {why}");
-            (code, NativeGoConfig::default())
-        }
-    }
+        .and_then(|fsbase| cgo::config(&bin, fsbase));
+    let config = config.unwrap_or_else(|why| {
+        eprintln!("leak: the Go callers of C code will not be shown: {why}");
+        NativeGoConfig::default()
+    });
+    (Some(GoHeapView::new(process)), Some(code), config)
 }
 
 struct NativePipeline {
@@ -230,6 +226,8 @@ struct NativePipeline {
     /// For a Go program: where the kernel side finds the goroutine that
     /// called into C (all 0 otherwise).
     go_config: NativeGoConfig,
+    /// A Go program's Go heap, shown beside its C heap.
+    go_heap: Option<GoHeapView>,
     /// Stacks symbolized when first seen (the process may be gone by the
     /// end), merged by what they read.
     merged: MergedStacks,
@@ -257,7 +255,7 @@ async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
     let exe = process::exe(pid).map_err(|e| crate::error::Error::Refused(e.to_string()))?;
     let symbols =
         ProcessSymbols::new(pid).context(|| format!("cannot read the memory map of pid {pid}"))?;
-    let (go, go_config) = go_callers(pid);
+    let (go_heap, go, go_config) = go_side(pid);
     let now = Instant::now();
     let mut p = NativePipeline {
         exe,
@@ -274,6 +272,7 @@ async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
             go,
         }),
         go_config,
+        go_heap,
         merged: MergedStacks::default(),
         return_addresses: HashMap::new(),
         counters: None,
@@ -554,7 +553,7 @@ impl NativePipeline {
     }
 
     /// A snapshot for the reports; stacks that symbolize alike are merged.
-    fn profile(&self) -> Profile {
+    fn profile(&mut self) -> Profile {
         match self.options.mode {
             Mode::Syscalls => self.profile_of(
                 Source::Syscalls,
@@ -564,17 +563,24 @@ impl NativePipeline {
                     self.mapped.total(),
                 ),
             ),
-            Mode::Allocations { rate } => self.profile_of(
-                Source::Native {
-                    allocator: self.allocator.clone().unwrap_or_default(),
-                    rate,
-                },
-                (
-                    self.sampled.samples(),
-                    self.sampled.frees(),
-                    self.sampled.total(),
-                ),
-            ),
+            Mode::Allocations { rate } => {
+                let mut profile = self.profile_of(
+                    Source::Native {
+                        allocator: self.allocator.clone().unwrap_or_default(),
+                        rate,
+                        go_heap: None,
+                    },
+                    (
+                        self.sampled.samples(),
+                        self.sampled.frees(),
+                        self.sampled.total(),
+                    ),
+                );
+                if let Some((part, stacks)) = self.go_heap.as_mut().and_then(|v| v.read()) {
+                    beside_go_heap(&mut profile, part, stacks);
+                }
+                profile
+            }
         }
     }
 
@@ -585,6 +591,7 @@ impl NativePipeline {
         let stacks = totals
             .into_iter()
             .map(|(m, totals)| StackProfile {
+                heap: None,
                 held_at_exit: 0.0,
                 frames: self.merged.frames(m).clone(),
                 totals,
@@ -609,6 +616,21 @@ impl NativePipeline {
         profile.sort_by_outstanding();
         profile
     }
+}
+
+/// `profile` of a Go program's C heap with its Go heap beside it: each
+/// stack marked with its heap (and a root frame naming it), the Go heap's
+/// stacks added.
+fn beside_go_heap(profile: &mut Profile, part: &GoHeapPart, go_stacks: &[StackProfile]) {
+    for s in &mut profile.stacks {
+        s.heap = Some(Heap::C);
+        s.frames = cgo::with_root(s.frames.to_vec(), Heap::C).into();
+    }
+    profile.stacks.extend_from_slice(go_stacks);
+    if let Source::Native { go_heap, .. } = &mut profile.source {
+        *go_heap = Some(part.clone());
+    }
+    profile.sort_by_outstanding();
 }
 
 /// "every allocation" or "one sample per 512 KiB on average".

@@ -193,6 +193,7 @@ mod tests {
     #[test]
     fn svg_names_the_leak_and_the_target() {
         let p = profile(vec![StackProfile {
+            heap: None,
             held_at_exit: 0.0,
             growth: None,
             frames: vec![Frame::named("bytes.Repeat"), Frame::named("main.leak")].into(),

@@ -73,6 +73,7 @@ mod tests {
 
     fn stack(names: &[&str], bytes: f64) -> StackProfile {
         StackProfile {
+            heap: None,
             held_at_exit: 0.0,
             growth: None,
             frames: names.iter().map(|n| Frame::named(n)).collect(),
@@ -116,6 +117,7 @@ mod tests {
                 false,
             );
             StackProfile {
+                heap: None,
                 held_at_exit: 0.0,
                 frames: frames.into(),
                 ..s

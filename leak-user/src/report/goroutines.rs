@@ -135,6 +135,7 @@ impl GoroutineReport {
             .groups
             .iter()
             .map(|g| StackProfile {
+                heap: None,
                 frames: Arc::from(profile_frames(g)),
                 totals: count_totals(g.count),
                 growth: None,

@@ -14,7 +14,11 @@
 //!     "unit": string,                // "bytes" | "goroutines"
 //!     "go_version": string | null,   // e.g. "go1.25.5"; null unless go-sampler
 //!     "sampling_rate": integer | null, // MemProfileRate, bytes; likewise
-//!     "duration_secs": number        // time since attach
+//!     "duration_secs": number,       // time since attach
+//!     "go_heap": {                   // only with --native on a Go program
+//!       "go_version": string, "sampling_rate": integer,
+//!       "gc_cycles": integer, "in_use_bytes": integer
+//!     }
 //!   },
 //!   "totals": {                      // sum over all stacks
 //!     "outstanding_bytes": integer,  // allocated and not yet freed (held now,
@@ -48,6 +52,11 @@
 //!       "held_at_exit_bytes": integer, // held by processes that exited, at
 //!                                    // their exit (their memory is gone,
 //!                                    // not freed)
+//!       "heap": "go" | "c",          // only in a report of both (--native on
+//!                                    // a Go program): the Go heap's stacks
+//!                                    // are the runtime's own records, in use
+//!                                    // at the last GC since start; frames
+//!                                    // end in a root "[Go heap]"/"[C heap]"
 //!       "growth": {                  // null until the stack has a series
 //!         "verdict": string,         // leaking|growing|steady|shrinking|churn
 //!         "reason": string,          // why, in a few words
@@ -126,6 +135,16 @@ struct Target<'a> {
     go_version: Option<&'a str>,
     sampling_rate: Option<u64>,
     duration_secs: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    go_heap: Option<GoHeap<'a>>,
+}
+
+#[derive(Serialize)]
+struct GoHeap<'a> {
+    go_version: &'a str,
+    sampling_rate: u64,
+    gc_cycles: u64,
+    in_use_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -176,6 +195,8 @@ struct Stack<'a> {
     totals: Counts<'a>,
     held_at_exit_bytes: u64,
     growth: Option<Growth<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heap: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -221,6 +242,7 @@ impl<'a> Stack<'a> {
                 totals: &s.totals,
             },
             held_at_exit_bytes: round(s.held_at_exit),
+            heap: s.heap.map(|h| h.key()),
             growth: s.growth.as_ref().map(|g| Growth {
                 verdict: g.verdict.as_str(),
                 reason: &g.reason,
@@ -247,6 +269,17 @@ impl<'a> From<&'a Profile> for Report<'a> {
                     _ => go.map(|g| g.1),
                 },
                 duration_secs: p.elapsed.as_secs_f64(),
+                go_heap: match &p.source {
+                    crate::report::Source::Native {
+                        go_heap: Some(g), ..
+                    } => Some(GoHeap {
+                        go_version: &g.go_version,
+                        sampling_rate: g.rate,
+                        gc_cycles: g.gc_cycles,
+                        in_use_bytes: round(g.in_use_bytes),
+                    }),
+                    _ => None,
+                },
             },
             totals: ReportTotals {
                 totals: Counts {
@@ -313,6 +346,7 @@ mod tests {
             },
             previous_outstanding: Some(1.0),
             stacks: vec![StackProfile {
+                heap: None,
                 held_at_exit: 0.0,
                 growth: Some(crate::report::StackGrowth {
                     verdict: crate::analysis::trend::Verdict::Leaking,

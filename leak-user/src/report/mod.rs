@@ -37,6 +37,52 @@ pub(crate) struct StackProfile {
     /// Bytes it held in processes that have exited, when they exited (a
     /// short job's memory is gone with it, not freed: it is kept here).
     pub held_at_exit: f64,
+    /// Which heap, when the report holds two (a Go program's Go and C
+    /// heaps, `--native`); its frames then end in a root frame naming it.
+    pub heap: Option<Heap>,
+}
+
+/// The heap a stack's memory is on, in a report of a Go program's Go heap
+/// and C heap (cgo).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Heap {
+    /// Go's garbage-collected heap.
+    Go,
+    /// The C allocator's.
+    C,
+}
+
+impl Heap {
+    /// `go` or `c`, for machines.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Heap::Go => "go",
+            Heap::C => "c",
+        }
+    }
+
+    /// The root frame that marks a stack of this heap: flame graphs,
+    /// folded stacks and pprof split at it.
+    pub(crate) fn root(self) -> &'static str {
+        match self {
+            Heap::Go => "[Go heap]",
+            Heap::C => "[C heap]",
+        }
+    }
+}
+
+/// What a report of a Go program's C heap (`--native`) shows of its Go
+/// heap: the runtime's own heap profile records, read from its memory.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct GoHeapPart {
+    /// Go version, e.g. `go1.25.5`.
+    pub go_version: String,
+    /// `runtime.MemProfileRate`.
+    pub rate: u64,
+    /// GC cycles the records are as of.
+    pub gc_cycles: u64,
+    /// Bytes in use at the last GC, by the records.
+    pub in_use_bytes: f64,
 }
 
 /// A stack's trend: is it a leak, a cache that filled, or churn?
@@ -127,6 +173,8 @@ pub(crate) enum Source {
         allocator: String,
         /// Mean bytes between samples (1: every allocation).
         rate: u64,
+        /// A Go program's Go heap beside its C heap (`--native`).
+        go_heap: Option<GoHeapPart>,
     },
     /// A Go process's goroutines, read from its memory: counted per stack,
     /// as `/debug/pprof/goroutine` counts them.
@@ -288,6 +336,7 @@ pub(crate) fn example(stacks: Vec<StackProfile>) -> Profile {
 #[cfg(test)]
 pub(crate) fn goroutine_example() -> Profile {
     let stack = |names: &[&str], goroutines: f64| StackProfile {
+        heap: None,
         frames: names.iter().map(|n| Frame::named(n)).collect(),
         totals: Totals {
             outstanding_objects: goroutines,

@@ -73,11 +73,28 @@ fn target_line(out: &mut String, profile: &Profile) {
             out,
             "leak trace · {binary} · {pids} · {secs:.0}s · heap growth from brk/mmap",
         ),
-        Source::Native { allocator, rate } => writeln!(
-            out,
-            "leak trace · {binary} · {pids} · {secs:.0}s · native allocations (malloc/free of {allocator}) since attach · rate {}",
-            if *rate <= 1 { "every allocation".to_string() } else { human_bytes(*rate as f64) },
-        ),
+        Source::Native {
+            allocator,
+            rate,
+            go_heap,
+        } => {
+            let _ = writeln!(
+                out,
+                "leak trace · {binary} · {pids} · {secs:.0}s · native allocations (malloc/free of {allocator}) since attach · rate {}",
+                if *rate <= 1 { "every allocation".to_string() } else { human_bytes(*rate as f64) },
+            );
+            match go_heap {
+                Some(g) => writeln!(
+                    out,
+                    "and the Go heap ({}): {} in use at the last GC ({} GC cycles), by the runtime's own records since start · rate {}\n[C heap] stacks: outstanding since attach; [Go heap] stacks: in use at the last GC",
+                    g.go_version,
+                    human_bytes(g.in_use_bytes),
+                    g.gc_cycles,
+                    human_bytes(g.rate as f64),
+                ),
+                None => Ok(()),
+            }
+        }
         Source::GoGoroutines { go_version } => writeln!(
             out,
             "leak goroutines · {binary} ({go_version}) · {pids} · read from the runtime",
@@ -213,10 +230,13 @@ fn stack_table(out: &mut String, profile: &Profile, shown: &[&StackProfile]) {
     for s in shown.iter().copied() {
         let [held, second, third] = columns.map(|c| (c.cell)(&s.totals));
         let mut frames = s.frames.iter();
-        let leaf = frames
+        let mut leaf = frames
             .next()
             .map(describe)
             .unwrap_or_else(|| "(unknown)".to_string());
+        if let Some(heap) = s.heap {
+            leaf = format!("{} {leaf}", heap.root());
+        }
         let (rate, verdict) = growth_cells(s);
         let _ = writeln!(
             out,
@@ -334,6 +354,7 @@ mod tests {
     /// `bytes` in all and still holds every one.
     fn holding(frames: &[&str], bytes: f64, objects: f64) -> StackProfile {
         StackProfile {
+            heap: None,
             held_at_exit: 0.0,
             growth: None,
             frames: frames.iter().map(|n| Frame::named(n)).collect(),

@@ -26,6 +26,7 @@ const BYTES: &str = "/go/src/bytes/bytes.go";
 /// The leak: `Track` inlined into `handle`, both in one location.
 fn leak_stack(outstanding_bytes: f64) -> StackProfile {
     StackProfile {
+        heap: None,
         held_at_exit: 0.0,
         growth: None,
         frames: vec![
@@ -41,6 +42,7 @@ fn leak_stack(outstanding_bytes: f64) -> StackProfile {
 
 fn profile(leak_bytes: f64) -> Profile {
     let other = StackProfile {
+        heap: None,
         held_at_exit: 0.0,
         growth: None,
         frames: vec![
@@ -52,6 +54,7 @@ fn profile(leak_bytes: f64) -> Profile {
         totals: totals(4096.4, 4.0),
     };
     let nothing = StackProfile {
+        heap: None,
         held_at_exit: 0.0,
         growth: None,
         frames: vec![frame("main.idle", SEED, 80, false)].into(),
@@ -187,6 +190,7 @@ fn trailing_inlined_frames_form_a_location() {
     // A truncated stack can end inside an inlined run.
     let mut p = profile(1000.0);
     p.stacks = vec![StackProfile {
+        heap: None,
         held_at_exit: 0.0,
         growth: None,
         frames: vec![
