@@ -288,14 +288,15 @@ fn try_go_free(ctx: &ProbeContext) -> Result<(), Skip> {
 }
 
 /// Counts a call of the `--work` function: the unit of work bytes retained
-/// are measured against. One add on a per-CPU slot, nothing sent.
+/// are measured against (a Go function, or a native one: `--pid` traces).
+/// One add on a per-CPU slot, nothing sent.
 #[uprobe]
-pub fn go_work_call(ctx: ProbeContext) -> u32 {
-    let _ = try_go_work_call(&ctx);
+pub fn work_call(ctx: ProbeContext) -> u32 {
+    let _ = try_work_call(&ctx);
     0
 }
 
-fn try_go_work_call(_ctx: &ProbeContext) -> Result<(), Skip> {
+fn try_work_call(_ctx: &ProbeContext) -> Result<(), Skip> {
     let calls = WORK_CALLS.get_ptr_mut(0).ok_or(Skip::NoSlot)?;
     // SAFETY: per-CPU slot, no concurrent writer on this CPU.
     unsafe { *calls += 1 };

@@ -371,9 +371,11 @@ fn rust_leak_without_frame_pointers() {
 }
 
 /// The C leaker (1 KiB a millisecond, for a minute) traced for 36 s at
-/// `--rate 65536`: its stack, `leak_request_buffer`, is judged leaking from
-/// its series of outstanding bytes, growing about as fast as the program
-/// allocates.
+/// `--rate 16384` (~2,000 samples: ±2 % of sampling noise) with `--work leak_request_buffer` (each call is one unit
+/// of work): its stack, `leak_request_buffer`, is judged leaking from its
+/// series of outstanding bytes, growing about as fast as the program
+/// allocates, and each call leaves 1,024 bytes behind (its block), overall
+/// and on the stack, within 10 %.
 #[test]
 fn a_steady_native_leak_is_judged_leaking() {
     let dir = scratch("native-verdict");
@@ -381,8 +383,9 @@ fn a_steady_native_leak_is_judged_leaking() {
     let json = dir.join("trace.json");
     let mut leak = LeakArgs::trace_any()
         .pid(leaker.pid())
-        .opt("--rate", 65536)
+        .opt("--rate", 16384)
         .opt("--duration", 36)
+        .opt("--work", "leak_request_buffer")
         .out("--json", &json)
         .attach(&dir);
     assert!(leak.wait(90).success(), "{}", leak.stderr_text());
@@ -399,6 +402,17 @@ fn a_steady_native_leak_is_judged_leaking() {
     // 1 KiB a millisecond is at most 1 MiB/s; a loaded host sleeps longer.
     let rate = growth["bytes_per_sec"].as_f64().unwrap();
     assert!(rate > 0.3e6 && rate < 1.2e6, "{rate} B/s");
+    let work = &doc["work"];
+    eprintln!("work: {work}");
+    assert_eq!(work["function"], "leak_request_buffer", "{work}");
+    assert!(work["calls"].as_u64() > Some(10_000), "{work}");
+    for per_call in [&work["bytes_per_call"], &growth["bytes_per_call"]] {
+        let b = per_call.as_f64().unwrap_or(0.0);
+        assert!(
+            (b / 1024.0 - 1.0).abs() <= 0.10,
+            "{b} B per call: {work} {growth}"
+        );
+    }
 }
 
 /// A connection to a redis server speaking RESP.

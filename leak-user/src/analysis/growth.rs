@@ -40,6 +40,8 @@ pub(crate) struct GrowthTracker<K> {
     work: Vec<(f64, f64)>,
     max_tracked: usize,
     max_points: usize,
+    /// No collections: readings are what is held (see [`Self::exact`]).
+    exact: bool,
 }
 
 impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
@@ -51,6 +53,17 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
             work: Vec::new(),
             max_tracked: max_tracked.max(1),
             max_points: max_points.max(8),
+            exact: false,
+        }
+    }
+
+    /// A tracker of memory no collector frees (malloc'd, mapped): every
+    /// reading is exact, so each is a point of the series a verdict is
+    /// judged on (record with a count that moves at every reading).
+    pub(crate) fn exact(max_tracked: usize, max_points: usize) -> Self {
+        Self {
+            exact: true,
+            ..Self::new(max_tracked, max_points)
         }
     }
 
@@ -119,7 +132,7 @@ impl<K: Copy + Eq + Hash + Ord> GrowthTracker<K> {
     pub(crate) fn assess(&self, key: &K) -> Option<Trend> {
         let s = self.series.get(key)?;
         let thresholds = Thresholds::STACK;
-        if s.outstanding.len() >= thresholds.min_points {
+        if self.exact || s.outstanding.len() >= thresholds.min_points {
             return Some(trend::assess(
                 &s.outstanding,
                 Some(&s.allocated),

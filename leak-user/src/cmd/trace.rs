@@ -108,8 +108,9 @@ pub struct TraceArgs {
     pub(crate) sort: SortBy,
 
     /// A function that marks one unit of work, e.g. the request handler
-    /// (`main.(*Server).handle`, `main.main.func1`). leak counts its calls
-    /// and reports the heap each call leaves behind, overall and per stack.
+    /// (`main.(*Server).handle`, `main.main.func1`; in a native program
+    /// `app::handle_request` or a C symbol). leak counts its calls and
+    /// reports the heap each call leaves behind, overall and per stack.
     #[arg(long, value_name = "SYMBOL")]
     pub(crate) work: Option<String>,
 
@@ -224,8 +225,11 @@ pub fn run(args: TraceArgs) -> Result<u8> {
 /// checked: Go-only flags refused, the rate defaulted, each output path
 /// checked before anything is attached.
 fn native_options(args: &TraceArgs, pid: u32, syscalls: bool) -> Result<native::Options> {
-    if args.work.is_some() || args.keep_rate || args.read_only {
-        bail!("--work, --keep-rate and --read-only are about Go's heap sampler: use them with --uprobe on a Go program");
+    if args.keep_rate || args.read_only {
+        bail!("--keep-rate and --read-only are about Go's heap sampler: use them with --uprobe on a Go program");
+    }
+    if args.work.is_some() && syscalls {
+        bail!("--work measures allocations per call: drop --syscalls");
     }
     let mode = if syscalls {
         if args.rate.is_some() {
@@ -258,6 +262,7 @@ fn native_options(args: &TraceArgs, pid: u32, syscalls: bool) -> Result<native::
         interval: args.interval,
         duration: args.duration,
         outputs: args.outputs.clone(),
+        work: args.work.clone(),
     })
 }
 

@@ -357,7 +357,7 @@ fn plt_targets(file: &object::File<'_>) -> HashMap<u64, String> {
 
 /// Up to `len` bytes of code at link-time address `addr`, and its file
 /// offset.
-fn code_at<'d>(
+pub(crate) fn code_at<'d>(
     file: &object::File<'d>,
     data: &'d [u8],
     addr: u64,

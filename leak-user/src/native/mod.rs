@@ -8,3 +8,4 @@ pub(crate) mod allocator;
 pub(crate) mod elfsym;
 pub(crate) mod stacks;
 pub(crate) mod unwind;
+pub(crate) mod work;

@@ -36,10 +36,11 @@ use crate::{
         elfsym::{follows_call, ProcessSymbols},
         stacks::{trim_allocator, trim_c_library, user_stack},
         unwind::ProcessUnwinder,
+        work::{self, WorkProbe},
     },
     outputs::Outputs,
     pipeline::go::launch,
-    pipeline::go::{GROWTH_EVERY, SERIES_POINTS, TRACKED_STACKS},
+    pipeline::go::{profile::retained_per_call, GROWTH_EVERY, SERIES_POINTS, TRACKED_STACKS},
     probes::{
         self,
         heap::HeapProbes,
@@ -52,7 +53,9 @@ use crate::{
         memory::{Memory, ProcessMemory},
         FileId,
     },
-    report::{GoHeapPart, Heap, Losses, Profile, Source, StackGrowth, StackProfile, Unit},
+    report::{
+        GoHeapPart, Heap, Losses, Profile, Source, StackGrowth, StackProfile, Unit, WorkSummary,
+    },
     session::{self, Pipeline, Stop, Timing},
     symbolize::Symbolizer,
 };
@@ -87,6 +90,8 @@ pub(crate) struct Options {
     pub duration: Option<f64>,
     /// Files to write at the end.
     pub outputs: Outputs,
+    /// `--work`: the function that marks a unit of work.
+    pub work: Option<String>,
 }
 
 /// Checks the process, then traces its heap growth until told to stop and
@@ -117,6 +122,9 @@ pub(crate) fn run_launched(
     let prepared = stop_at_entry(pid, rate, program, entry).and_then(|mut load| {
         let allocator = allocator::of_process(pid).map_err(|e| Error::Refused(e.to_string()))?;
         load.attach_allocator(&allocator)?;
+        if let Some(w) = work_probe(pid, options.work.as_deref())? {
+            load.attach_work(&w)?;
+        }
         Ok(Launched {
             probes: load.finish()?,
             allocator,
@@ -180,6 +188,12 @@ fn entry_offset(program: &std::path::Path) -> Result<u64> {
         })
 }
 
+/// Where `--work`'s function is in process `pid`, if one was given.
+fn work_probe(pid: u32, work: Option<&str>) -> Result<Option<WorkProbe>> {
+    work.map(|f| work::find(pid, f).map_err(Error::Refused))
+        .transpose()
+}
+
 /// For a Go program (`--native`, its C heap): its Go heap, its code (to
 /// name Go frames and join the two halves of a cgo stack), and where the
 /// kernel side finds the goroutine that called into C. Says in one line
@@ -234,6 +248,8 @@ struct NativePipeline {
     /// Whether a code address on the stack is a return address.
     return_addresses: HashMap<u64, bool>,
     counters: Option<PerCpuArray<MapData, u64>>,
+    /// Calls of `--work`'s function, per CPU.
+    work_calls: Option<PerCpuArray<MapData, u64>>,
     started: Instant,
     previous_outstanding: Option<f64>,
     last_alive_check: Instant,
@@ -264,7 +280,7 @@ async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
         sampled: Aggregator::new(),
         allocator: None,
         unwinder: ProcessUnwinder::new(pid),
-        growth: GrowthTracker::new(TRACKED_STACKS, SERIES_POINTS),
+        growth: GrowthTracker::exact(TRACKED_STACKS, SERIES_POINTS),
         readings: 0,
         last_growth: now,
         symbols: Symbolizer::native(WithGo {
@@ -276,6 +292,7 @@ async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
         merged: MergedStacks::default(),
         return_addresses: HashMap::new(),
         counters: None,
+        work_calls: None,
         started: now,
         previous_outstanding: None,
         last_alive_check: now,
@@ -387,12 +404,19 @@ impl NativePipeline {
                         let allocator = allocator::of_process(pid)
                             .map_err(|e| Error::Refused(e.to_string()))?;
                         (
-                            probes::native::attach(pid, &allocator, rate, self.go_config)?,
+                            probes::native::attach(
+                                pid,
+                                &allocator,
+                                rate,
+                                self.go_config,
+                                work_probe(pid, self.options.work.as_deref())?.as_ref(),
+                            )?,
                             allocator,
                         )
                     }
                 };
                 self.counters = Some(probes.counters);
+                self.work_calls = Some(probes.work_calls);
                 eprintln!(
                     "leak: tracing allocations ({} of {}) of pid {pid} ({exe}), {}; Ctrl-C to stop",
                     allocator.functions(),
@@ -530,6 +554,32 @@ impl NativePipeline {
             .map(|(m, tot)| (m, tot, tot.outstanding_bytes))
             .collect();
         self.growth.record(t, &points, self.readings);
+        if let Some(calls) = self.work_calls() {
+            self.growth.record_work(t, calls);
+        }
+    }
+
+    /// The `--work` function's calls and the bytes each leaves behind: the
+    /// per-call growth of the stacks that are not churn (no GC here: what
+    /// is held is held).
+    fn work_summary(&self, stacks: &[StackProfile]) -> Option<WorkSummary> {
+        let function = self.options.work.clone()?;
+        let (growths, held): (Vec<StackGrowth>, Vec<f64>) = stacks
+            .iter()
+            .filter_map(|s| Some((s.growth.clone()?, s.totals.outstanding_bytes)))
+            .unzip();
+        Some(WorkSummary {
+            function,
+            calls: self.growth.calls(),
+            bytes_per_call: retained_per_call(&growths, &held, 0),
+        })
+    }
+
+    /// Calls of the `--work` function so far, if one was given.
+    fn work_calls(&self) -> Option<u64> {
+        self.options.work.as_ref()?;
+        let m = self.work_calls.as_ref()?;
+        Some(m.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0))
     }
 
     /// One stack's verdict, from its series.
@@ -539,7 +589,11 @@ impl NativePipeline {
             verdict: trend.verdict,
             reason: trend.reason,
             bytes_per_sec: trend.slope,
-            bytes_per_call: None,
+            bytes_per_call: self
+                .growth
+                .series(&m)
+                .and_then(|s| self.growth.per_call(&s.current))
+                .map(|fit| fit.slope),
             survived_2_gcs: 0.0,
         })
     }
@@ -588,7 +642,7 @@ impl NativePipeline {
     /// the total.
     fn profile_of(&self, source: Source, counts: (u64, u64, Totals)) -> Profile {
         let totals = self.merged_totals();
-        let stacks = totals
+        let stacks: Vec<StackProfile> = totals
             .into_iter()
             .map(|(m, totals)| StackProfile {
                 heap: None,
@@ -608,9 +662,9 @@ impl NativePipeline {
             frees: counts.1,
             total: counts.2,
             previous_outstanding: self.previous_outstanding,
+            work: self.work_summary(&stacks),
             stacks,
             losses: self.losses(),
-            work: None,
             goroutines: None,
         };
         profile.sort_by_outstanding();

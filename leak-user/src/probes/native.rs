@@ -13,7 +13,10 @@ use aya::{
 use leak_common::{HeapConfig, NativeGoConfig, SAMPLE_GAPS};
 
 use super::{borrow_map, load, program, take_map, Attached, Feature, ProbeError, Settings};
-use crate::native::allocator::{Allocator, Call};
+use crate::native::{
+    allocator::{Allocator, Call},
+    work::WorkProbe,
+};
 
 /// Sampled blocks followed at once: past this, a sampled block is counted
 /// as lost (`LiveFull`) and not followed.
@@ -25,6 +28,8 @@ pub(crate) struct NativeProbes {
     pub events: RingBuf<MapData>,
     /// Losses, per CPU, indexed by `leak_common::Counter`.
     pub counters: PerCpuArray<MapData, u64>,
+    /// Calls of `--work`'s function, per CPU.
+    pub work_calls: PerCpuArray<MapData, u64>,
     /// The programs; detached when dropped.
     pub attached: Attached,
 }
@@ -88,9 +93,13 @@ pub(crate) fn attach(
     allocator: &Allocator,
     rate: u64,
     go: NativeGoConfig,
+    work: Option<&WorkProbe>,
 ) -> Result<NativeProbes, ProbeError> {
     let mut loaded = load_for(pid, rate, go)?;
     loaded.attach_allocator(allocator)?;
+    if let Some(w) = work {
+        loaded.attach_work(w)?;
+    }
     loaded.finish()
 }
 
@@ -155,11 +164,17 @@ impl NativeLoad {
         Ok(())
     }
 
+    /// Counts the calls of `--work`'s function.
+    pub(crate) fn attach_work(&mut self, w: &WorkProbe) -> Result<(), ProbeError> {
+        self.attach_at("work_call", &w.open, &w.object, &w.function, w.file_offset)
+    }
+
     /// The attached probes and the maps the pipeline reads.
     pub(crate) fn finish(mut self) -> Result<NativeProbes, ProbeError> {
         Ok(NativeProbes {
             events: take_map(&mut self.ebpf, "EVENTS")?,
             counters: take_map(&mut self.ebpf, "COUNTERS")?,
+            work_calls: take_map(&mut self.ebpf, "WORK_CALLS")?,
             attached: Attached { _ebpf: self.ebpf },
         })
     }

@@ -192,7 +192,7 @@ pub(crate) fn attachments(
         ("go_gc_cycle", row.probes.gc_fn),
         ("go_start", row.probes.start_fn),
     ];
-    let work = work.map(|f| ("go_work_call", f));
+    let work = work.map(|f| ("work_call", f));
     let out = probes
         .into_iter()
         .chain(work)
