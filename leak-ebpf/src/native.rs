@@ -173,6 +173,8 @@ fn begin(ctx: &ProbeContext, id: u64, size: u64) -> Result<(), Skip> {
     };
     ev.go_frames = 0;
     ev._pad2 = 0;
+    // SAFETY: helper without preconditions.
+    ev.time_ns = unsafe { bpf_ktime_get_ns() };
     let _ = go_frames(ev);
     NATIVE_PENDING.insert(id, ev, 0).map_err(|_| {
         count(Counter::AllocDropped);

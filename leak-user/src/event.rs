@@ -128,6 +128,7 @@ fn decode_native_alloc(bytes: &[u8]) -> Box<NativeAlloc> {
         _pad: 0,
         go_frames: 0,
         _pad2: 0,
+        time_ns: 0,
         go_pcs: [0; NATIVE_GO_FRAMES],
         stack: [0; NATIVE_STACK_WORDS],
     });

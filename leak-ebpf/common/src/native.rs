@@ -42,6 +42,8 @@ pub struct NativeAlloc {
     pub go_frames: u32,
     /// Padding; always 0.
     pub _pad2: u32,
+    /// When the allocation was made: `CLOCK_MONOTONIC`, nanoseconds.
+    pub time_ns: u64,
     /// The calling goroutine's return addresses, innermost first.
     pub go_pcs: [u64; NATIVE_GO_FRAMES],
     /// User stack memory from `sp` up.
@@ -49,7 +51,7 @@ pub struct NativeAlloc {
 }
 
 /// Bytes of a [`NativeAlloc`] before its stack.
-pub const NATIVE_HEADER: usize = 64 + NATIVE_GO_FRAMES * 8;
+pub const NATIVE_HEADER: usize = 72 + NATIVE_GO_FRAMES * 8;
 
 layout!(NativeAlloc, size NATIVE_HEADER + NATIVE_STACK_WORDS * 8, {
     kind: 0,
@@ -63,7 +65,8 @@ layout!(NativeAlloc, size NATIVE_HEADER + NATIVE_STACK_WORDS * 8, {
     _pad: 52,
     go_frames: 56,
     _pad2: 60,
-    go_pcs: 64,
+    time_ns: 64,
+    go_pcs: 72,
     stack: NATIVE_HEADER,
 });
 

@@ -93,6 +93,7 @@ fn profile_of(process: &GoProcess, read: &Read) -> Profile {
         .into_iter()
         .map(|(frames, totals)| StackProfile {
             heap: None,
+            oldest_secs: None,
             held_at_exit: 0.0,
             frames: frames.into(),
             totals,

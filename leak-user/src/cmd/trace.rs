@@ -107,6 +107,13 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = SortBy::Growth)]
     pub(crate) sort: SortBy,
 
+    /// Native traces: count as outstanding only objects allocated at least
+    /// SECS seconds ago (what bcc memleak's --older does, in seconds), so
+    /// short-lived buffers in flight drop out. Each stack also shows the
+    /// age of its oldest outstanding object.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) older: Option<f64>,
+
     /// A function that marks one unit of work, e.g. the request handler
     /// (`main.(*Server).handle`, `main.main.func1`; in a native program
     /// `app::handle_request` or a C symbol). leak counts its calls and
@@ -201,6 +208,7 @@ pub fn run(args: TraceArgs) -> Result<u8> {
         Mode::Launch(program, program_args) => {
             let target = Program::open(&program)?;
             check_go_outputs(&args.outputs)?;
+            go_has_no_older(&args)?;
             probes::require_root()?;
             let child = go::launch::spawn_paused(&program, &program_args)?;
             Ok(go::launch::run_launched(target, go_options(&args), child)?)
@@ -208,6 +216,7 @@ pub fn run(args: TraceArgs) -> Result<u8> {
         Mode::Go(binary) => {
             let target = Program::open_exe(&binary)?;
             check_go_outputs(&args.outputs)?;
+            go_has_no_older(&args)?;
             probes::require_root()?;
             go::run(target, go_options(&args))?;
             Ok(0)
@@ -230,6 +239,14 @@ fn native_options(args: &TraceArgs, pid: u32, syscalls: bool) -> Result<native::
     }
     if args.work.is_some() && syscalls {
         bail!("--work measures allocations per call: drop --syscalls");
+    }
+    if let Some(secs) = args.older {
+        if syscalls {
+            bail!("--older ages sampled allocations: drop --syscalls");
+        }
+        if !(secs >= 0.0 && secs.is_finite()) {
+            bail!("--older takes seconds, 0 or more (got {secs})");
+        }
     }
     let mode = if syscalls {
         if args.rate.is_some() {
@@ -263,6 +280,7 @@ fn native_options(args: &TraceArgs, pid: u32, syscalls: bool) -> Result<native::
         duration: args.duration,
         outputs: args.outputs.clone(),
         work: args.work.clone(),
+        older: args.older,
     })
 }
 
@@ -282,6 +300,15 @@ fn check_go_outputs(outputs: &Outputs) -> Result<()> {
 }
 
 /// The Go pipeline's options from the arguments.
+/// `--older` is about native traces: Go's garbage collector frees what is
+/// no longer reachable, and its heap is told "as of the last GC".
+fn go_has_no_older(args: &TraceArgs) -> Result<()> {
+    if args.older.is_some() {
+        bail!("--older is for native traces (--pid on a C, C++ or Rust program, or --native): a Go heap is told as of the last GC");
+    }
+    Ok(())
+}
+
 fn go_options(args: &TraceArgs) -> go::Options {
     go::Options {
         pid: args.pid,

@@ -177,6 +177,7 @@ impl GoHeapView {
                         .into_iter()
                         .map(|(frames, totals)| StackProfile {
                             heap: Some(Heap::Go),
+                            oldest_secs: None,
                             held_at_exit: 0.0,
                             frames: with_root(frames, Heap::Go).into(),
                             totals,

@@ -56,6 +56,7 @@ use crate::{
     report::{
         GoHeapPart, Heap, Losses, Profile, Source, StackGrowth, StackProfile, Unit, WorkSummary,
     },
+    sampling::monotonic_ns,
     session::{self, Pipeline, Stop, Timing},
     symbolize::Symbolizer,
 };
@@ -92,6 +93,9 @@ pub(crate) struct Options {
     pub outputs: Outputs,
     /// `--work`: the function that marks a unit of work.
     pub work: Option<String>,
+    /// `--older`: count only objects allocated at least this many seconds
+    /// ago as outstanding.
+    pub older: Option<f64>,
 }
 
 /// Checks the process, then traces its heap growth until told to stop and
@@ -251,6 +255,8 @@ struct NativePipeline {
     /// Calls of `--work`'s function, per CPU.
     work_calls: Option<PerCpuArray<MapData, u64>>,
     started: Instant,
+    /// `started` on the kernel's clock (`CLOCK_MONOTONIC`), nanoseconds.
+    started_ns: u64,
     previous_outstanding: Option<f64>,
     last_alive_check: Instant,
     /// The process is one leak started (`leak trace -- CMD`).
@@ -294,6 +300,7 @@ async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
         counters: None,
         work_calls: None,
         started: now,
+        started_ns: monotonic_ns(),
         previous_outstanding: None,
         last_alive_check: now,
         launched: false,
@@ -302,6 +309,7 @@ async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
     let launched_pid = launched.as_ref().map(|_| pid);
     let (ring, attached) = p.attach(launched)?;
     p.started = Instant::now();
+    p.started_ns = monotonic_ns();
     let timing = Timing {
         report_every: Duration::from_secs_f64(p.options.interval),
         poll_every: Some(ALIVE_EVERY),
@@ -491,6 +499,7 @@ impl NativePipeline {
             cgo::end_at_goexit(trim_allocator(symbols.stack(table.stack(id))))
         });
         let rate = self.rate();
+        self.sampled.set_clock(self.clock_ms(ev.time_ns));
         self.sampled.alloc(ev.tgid, ev.addr, ev.size, rate, stack);
     }
 
@@ -598,6 +607,34 @@ impl NativePipeline {
         })
     }
 
+    /// Milliseconds since attach at kernel time `ns` (`CLOCK_MONOTONIC`,
+    /// as the kernel side stamps allocations): the clock sampled objects'
+    /// ages are told by, however late their records are handled.
+    fn clock_ms(&self, ns: u64) -> u32 {
+        u32::try_from(ns.saturating_sub(self.started_ns) / 1_000_000).unwrap_or(u32::MAX)
+    }
+
+    /// Per merged stack, the bytes and objects old enough to count (all but
+    /// those younger than `--older`) and the age of its oldest object.
+    fn ages(&self) -> HashMap<MergedId, (f64, f64, Option<f64>)> {
+        let now = self.clock_ms(monotonic_ns());
+        let min_age = (self.options.older.unwrap_or(0.0) * 1000.0) as u32;
+        let mut out: HashMap<MergedId, (f64, f64, Option<f64>)> = HashMap::new();
+        for (i, (bytes, objects, born)) in self.sampled.ages(now, min_age).into_iter().enumerate() {
+            let Some(m) = self.merged.of(crate::aggregate::StackId(i as u32)) else {
+                continue;
+            };
+            let e = out.entry(m).or_insert((0.0, 0.0, None));
+            e.0 += bytes;
+            e.1 += objects;
+            if born != u32::MAX {
+                let age = f64::from(now.saturating_sub(born)) / 1000.0;
+                e.2 = Some(e.2.map_or(age, |a: f64| a.max(age)));
+            }
+        }
+        out
+    }
+
     /// Mean bytes between samples (allocations mode).
     fn rate(&self) -> u64 {
         match self.options.mode {
@@ -623,6 +660,7 @@ impl NativePipeline {
                         allocator: self.allocator.clone().unwrap_or_default(),
                         rate,
                         go_heap: None,
+                        older: self.options.older,
                     },
                     (
                         self.sampled.samples(),
@@ -642,10 +680,28 @@ impl NativePipeline {
     /// the total.
     fn profile_of(&self, source: Source, counts: (u64, u64, Totals)) -> Profile {
         let totals = self.merged_totals();
+        let ages = match self.options.mode {
+            Mode::Allocations { .. } => self.ages(),
+            Mode::Syscalls => HashMap::new(),
+        };
+        let mut total = counts.2;
+        if self.options.older.is_some() {
+            total.outstanding_bytes = ages.values().map(|a| a.0).sum();
+            total.outstanding_objects = ages.values().map(|a| a.1).sum();
+        }
         let stacks: Vec<StackProfile> = totals
             .into_iter()
-            .map(|(m, totals)| StackProfile {
+            .map(|(m, mut totals)| {
+                let age = ages.get(&m);
+                if let (Some(a), Some(_)) = (age, self.options.older) {
+                    totals.outstanding_bytes = a.0;
+                    totals.outstanding_objects = a.1;
+                }
+                (m, totals, age.and_then(|a| a.2))
+            })
+            .map(|(m, totals, oldest_secs)| StackProfile {
                 heap: None,
+                oldest_secs,
                 held_at_exit: 0.0,
                 frames: self.merged.frames(m).clone(),
                 totals,
@@ -660,7 +716,7 @@ impl NativePipeline {
             elapsed: self.started.elapsed(),
             samples: counts.0,
             frees: counts.1,
-            total: counts.2,
+            total,
             previous_outstanding: self.previous_outstanding,
             work: self.work_summary(&stacks),
             stacks,

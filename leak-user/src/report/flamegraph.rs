@@ -194,6 +194,7 @@ mod tests {
     fn svg_names_the_leak_and_the_target() {
         let p = profile(vec![StackProfile {
             heap: None,
+            oldest_secs: None,
             held_at_exit: 0.0,
             growth: None,
             frames: vec![Frame::named("bytes.Repeat"), Frame::named("main.leak")].into(),

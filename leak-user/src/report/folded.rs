@@ -74,6 +74,7 @@ mod tests {
     fn stack(names: &[&str], bytes: f64) -> StackProfile {
         StackProfile {
             heap: None,
+            oldest_secs: None,
             held_at_exit: 0.0,
             growth: None,
             frames: names.iter().map(|n| Frame::named(n)).collect(),
@@ -118,6 +119,7 @@ mod tests {
             );
             StackProfile {
                 heap: None,
+                oldest_secs: None,
                 held_at_exit: 0.0,
                 frames: frames.into(),
                 ..s

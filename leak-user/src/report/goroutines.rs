@@ -136,6 +136,7 @@ impl GoroutineReport {
             .iter()
             .map(|g| StackProfile {
                 heap: None,
+                oldest_secs: None,
                 frames: Arc::from(profile_frames(g)),
                 totals: count_totals(g.count),
                 growth: None,

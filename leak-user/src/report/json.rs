@@ -15,6 +15,8 @@
 //!     "go_version": string | null,   // e.g. "go1.25.5"; null unless go-sampler
 //!     "sampling_rate": integer | null, // MemProfileRate, bytes; likewise
 //!     "duration_secs": number,       // time since attach
+//!     "older_secs": number,          // only with --older: outstanding counts
+//!                                    // objects at least this old
 //!     "go_heap": {                   // only with --native on a Go program
 //!       "go_version": string, "sampling_rate": integer,
 //!       "gc_cycles": integer, "in_use_bytes": integer
@@ -52,6 +54,8 @@
 //!       "held_at_exit_bytes": integer, // held by processes that exited, at
 //!                                    // their exit (their memory is gone,
 //!                                    // not freed)
+//!       "oldest_secs": number,       // native traces: age of its oldest
+//!                                    // outstanding object
 //!       "heap": "go" | "c",          // only in a report of both (--native on
 //!                                    // a Go program): the Go heap's stacks
 //!                                    // are the runtime's own records, in use
@@ -137,6 +141,8 @@ struct Target<'a> {
     duration_secs: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     go_heap: Option<GoHeap<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    older_secs: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -197,6 +203,8 @@ struct Stack<'a> {
     growth: Option<Growth<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     heap: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_secs: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -243,6 +251,7 @@ impl<'a> Stack<'a> {
             },
             held_at_exit_bytes: round(s.held_at_exit),
             heap: s.heap.map(|h| h.key()),
+            oldest_secs: s.oldest_secs,
             growth: s.growth.as_ref().map(|g| Growth {
                 verdict: g.verdict.as_str(),
                 reason: &g.reason,
@@ -278,6 +287,10 @@ impl<'a> From<&'a Profile> for Report<'a> {
                         gc_cycles: g.gc_cycles,
                         in_use_bytes: round(g.in_use_bytes),
                     }),
+                    _ => None,
+                },
+                older_secs: match &p.source {
+                    crate::report::Source::Native { older, .. } => *older,
                     _ => None,
                 },
             },
@@ -347,6 +360,7 @@ mod tests {
             previous_outstanding: Some(1.0),
             stacks: vec![StackProfile {
                 heap: None,
+                oldest_secs: None,
                 held_at_exit: 0.0,
                 growth: Some(crate::report::StackGrowth {
                     verdict: crate::analysis::trend::Verdict::Leaking,

@@ -40,6 +40,8 @@ pub(crate) struct StackProfile {
     /// Which heap, when the report holds two (a Go program's Go and C
     /// heaps, `--native`); its frames then end in a root frame naming it.
     pub heap: Option<Heap>,
+    /// Age of its oldest outstanding object, seconds (native traces).
+    pub oldest_secs: Option<f64>,
 }
 
 /// The heap a stack's memory is on, in a report of a Go program's Go heap
@@ -175,6 +177,8 @@ pub(crate) enum Source {
         rate: u64,
         /// A Go program's Go heap beside its C heap (`--native`).
         go_heap: Option<GoHeapPart>,
+        /// `--older`: outstanding counts objects at least this old, seconds.
+        older: Option<f64>,
     },
     /// A Go process's goroutines, read from its memory: counted per stack,
     /// as `/debug/pprof/goroutine` counts them.
@@ -337,6 +341,7 @@ pub(crate) fn example(stacks: Vec<StackProfile>) -> Profile {
 pub(crate) fn goroutine_example() -> Profile {
     let stack = |names: &[&str], goroutines: f64| StackProfile {
         heap: None,
+        oldest_secs: None,
         frames: names.iter().map(|n| Frame::named(n)).collect(),
         totals: Totals {
             outstanding_objects: goroutines,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::{Frame, Profile, Source, StackProfile};
 use crate::{
     analysis::trend::Verdict,
-    units::{human_bytes, signed_bytes, thousands},
+    units::{human_bytes, human_secs, signed_bytes, thousands},
 };
 
 /// Caller frames shown under each stack's leaf.
@@ -77,11 +77,13 @@ fn target_line(out: &mut String, profile: &Profile) {
             allocator,
             rate,
             go_heap,
+            older,
         } => {
             let _ = writeln!(
                 out,
-                "leak trace · {binary} · {pids} · {secs:.0}s · native allocations (malloc/free of {allocator}) since attach · rate {}",
+                "leak trace · {binary} · {pids} · {secs:.0}s · native allocations (malloc/free of {allocator}) since attach · rate {}{}",
                 if *rate <= 1 { "every allocation".to_string() } else { human_bytes(*rate as f64) },
+                older.map(|o| format!(" · outstanding: objects older than {}", human_secs(o))).unwrap_or_default(),
             );
             match go_heap {
                 Some(g) => writeln!(
@@ -278,6 +280,9 @@ fn stack_notes(out: &mut String, s: &StackProfile) {
     }
     if let Some(g) = &s.growth {
         let mut notes = Vec::new();
+        if let Some(age) = s.oldest_secs {
+            notes.push(format!("oldest {}", human_secs(age)));
+        }
         if let Some(b) = g.bytes_per_call {
             notes.push(format!("{}/call", signed_bytes(b)));
         }
@@ -355,6 +360,7 @@ mod tests {
     fn holding(frames: &[&str], bytes: f64, objects: f64) -> StackProfile {
         StackProfile {
             heap: None,
+            oldest_secs: None,
             held_at_exit: 0.0,
             growth: None,
             frames: frames.iter().map(|n| Frame::named(n)).collect(),

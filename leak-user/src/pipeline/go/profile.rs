@@ -153,6 +153,7 @@ impl GoPipeline {
             .into_iter()
             .map(|(m, totals)| StackProfile {
                 heap: None,
+                oldest_secs: None,
                 held_at_exit: at_exit.get(&m).copied().unwrap_or(0.0),
                 frames: self.merged.frames(m).clone(),
                 totals,
@@ -298,6 +299,7 @@ mod tests {
     fn growth_order_puts_leaks_first() {
         let stack = |name: &str, held: f64, g: Option<StackGrowth>| StackProfile {
             heap: None,
+            oldest_secs: None,
             held_at_exit: 0.0,
             frames: vec![Frame::named(name)].into(),
             totals: Totals {

@@ -27,6 +27,7 @@ const BYTES: &str = "/go/src/bytes/bytes.go";
 fn leak_stack(outstanding_bytes: f64) -> StackProfile {
     StackProfile {
         heap: None,
+        oldest_secs: None,
         held_at_exit: 0.0,
         growth: None,
         frames: vec![
@@ -43,6 +44,7 @@ fn leak_stack(outstanding_bytes: f64) -> StackProfile {
 fn profile(leak_bytes: f64) -> Profile {
     let other = StackProfile {
         heap: None,
+        oldest_secs: None,
         held_at_exit: 0.0,
         growth: None,
         frames: vec![
@@ -55,6 +57,7 @@ fn profile(leak_bytes: f64) -> Profile {
     };
     let nothing = StackProfile {
         heap: None,
+        oldest_secs: None,
         held_at_exit: 0.0,
         growth: None,
         frames: vec![frame("main.idle", SEED, 80, false)].into(),
@@ -191,6 +194,7 @@ fn trailing_inlined_frames_form_a_location() {
     let mut p = profile(1000.0);
     p.stacks = vec![StackProfile {
         heap: None,
+        oldest_secs: None,
         held_at_exit: 0.0,
         growth: None,
         frames: vec![
