@@ -199,8 +199,11 @@ pub fn run(args: TraceArgs) -> Result<u8> {
     super::check_interval(args.interval)?;
     super::check_duration(args.duration)?;
     match mode {
-        Mode::Launch(program, program_args) if crate::go::GoBinary::open(&program).is_err() => {
-            // Not Go: a native program, traced through its allocator.
+        Mode::Launch(program, program_args)
+            if args.native || crate::go::GoBinary::open(&program).is_err() =>
+        {
+            // Not Go, or a Go program's C heap (--native): traced through
+            // its allocator.
             let options = native_options(&args, 0, false)?;
             probes::require_root()?;
             Ok(native::run_launched(options, &program, &program_args)?)
