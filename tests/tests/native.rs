@@ -458,6 +458,40 @@ fn older_counts_only_old_objects() {
     );
 }
 
+/// A traced process that exits mid-trace (the C leaker, `-t 4`, traced with
+/// `--pid` and a 60 s `--duration`) ends the trace at once and cleanly:
+/// leak says so, exits 0, and writes every output, the leak in them.
+#[test]
+fn a_process_exiting_mid_trace_ends_it_with_outputs() {
+    let dir = scratch("native-exit");
+    let leaker = Program::start(&build_c("leaker"), &["-t", "4"]);
+    let (json, pprof) = (dir.join("trace.json"), dir.join("trace.pb.gz"));
+    let started = Instant::now();
+    let mut leak = LeakArgs::trace_any()
+        .pid(leaker.pid())
+        .opt("--rate", 16384)
+        .opt("--duration", 60)
+        .out("--json", &json)
+        .out("--pprof", &pprof)
+        .attach(&dir);
+    assert!(leak.wait(30).success(), "{}", leak.stderr_text());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "ran {took:?}");
+    assert!(
+        leak.stderr_text().contains("the traced process has exited"),
+        "{}",
+        leak.stderr_text()
+    );
+    let doc = read_json(&json);
+    let held = sum(
+        &leaf_stacks(&doc, "leak_request_buffer"),
+        "outstanding_bytes",
+    );
+    eprintln!("exited after {took:?}: leak_request_buffer held {held:.0} B");
+    assert!(held > 1e6, "{doc}");
+    assert!(std::fs::metadata(&pprof).unwrap().len() > 100);
+}
+
 /// A connection to a redis server speaking RESP.
 struct Redis(std::net::TcpStream);
 
