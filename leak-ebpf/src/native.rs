@@ -87,6 +87,9 @@ static LIVE: HashMap<u64, u64> = HashMap::with_max_entries(1, 0);
 #[map]
 static NATIVE_STOP: HashMap<u32, u8> = HashMap::with_max_entries(1, 0);
 
+/// A pending record this old is from a call whose return was never seen.
+const STALE_NS: u64 = 100_000_000;
+
 /// SIGSTOP on Linux.
 const SIGSTOP: u32 = 19;
 
@@ -141,10 +144,13 @@ fn begin(ctx: &ProbeContext, id: u64, size: u64) -> Result<(), Skip> {
     // A call made inside a sampled one on the same stack (glibc's realloc
     // of a large block calls its malloc) belongs to the outer one, whose
     // record stays. A record left by a call that never returned is from a
-    // frame no longer on the stack (at or below this one), and is replaced.
+    // frame no longer on the stack (at or below this one) or old (an
+    // allocator call takes microseconds), and is replaced.
     // SAFETY: the value is copied out at once.
     if let Some(outer) = unsafe { NATIVE_PENDING.get(&id) } {
-        if outer.sp > regs(ctx).rsp {
+        // SAFETY: helper without preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        if outer.sp > regs(ctx).rsp && now.saturating_sub(outer.time_ns) < STALE_NS {
             return Err(Skip::Nothing);
         }
     }

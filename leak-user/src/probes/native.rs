@@ -152,14 +152,17 @@ impl NativeLoad {
         for p in &allocator.probes {
             let (entry, exit) = programs_of(p.call);
             let (open, shown) = (&allocator.open, allocator.name.as_str());
-            self.attach_at(entry, open, shown, p.function, p.file_offset)?;
-            // The return probe goes where the entry probe is: the
-            // instructions stepped over leave the stack alone, so the return
-            // address is still at the stack pointer, and the kernel emulates
-            // the one it traps on instead of single-stepping the first.
+            // The return probe first: an entry probe that fires always has
+            // its return seen (a call already running when the return probe
+            // came never met the entry probe either). It goes where the
+            // entry probe is: the instructions stepped over leave the stack
+            // alone, so the return address is still at the stack pointer,
+            // and the kernel emulates the one it traps on instead of
+            // single-stepping the first.
             if let Some(exit) = exit {
                 self.attach_at(exit, open, shown, p.function, p.file_offset)?;
             }
+            self.attach_at(entry, open, shown, p.function, p.file_offset)?;
         }
         Ok(())
     }
