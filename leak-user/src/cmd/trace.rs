@@ -55,13 +55,20 @@ changed the rate since (then it leaves it and says so). If leak is killed
 --keep-rate leaves the written rate in place; --read-only writes nothing.
 
 Any other program (C, C++, Rust, …): `leak trace --pid PID` follows malloc,
-calloc, realloc and free of the allocator the process really uses (its own, a
-preloaded jemalloc, or the C library's), sampled by bytes in the kernel (--rate,
-default 512 KiB; --rate 1 sees every allocation): outstanding bytes per stack,
-scaled as pprof scales them. --syscalls follows its heap growth instead (the user
-stack at each brk and anonymous mmap, munmap gives back), on a Go program too.
+free and the rest of the family (calloc, realloc, posix_memalign, C++'s operator
+new and delete where the allocator defines its own, …) of the allocator the
+process really uses (its own, a preloaded jemalloc, or the C library's), sampled
+by bytes in the kernel (--rate, default 512 KiB; --rate 1 sees every allocation):
+outstanding bytes per stack, scaled as pprof scales them, unwound without frame
+pointers, with each stack's oldest object; --older SECS counts only objects that
+old, --work a native function's calls. --syscalls follows its heap growth
+instead (the user stack at each brk and anonymous mmap, munmap gives back), on a
+Go program too. --native on a Go program follows its C heap (cgo), with its Go
+heap beside it and the C stacks carried on into the Go code that called them.
   leak trace --pid 4242 --duration 20 --folded heap.folded
   leak trace --pid 4242 --rate 4096 --pprof native.pb.gz
+  leak trace --pid 4242 --work 'app::handle_request' --older 30
+  leak trace --pid 4242 --native --flamegraph both-heaps.svg   # a Go program with cgo
   leak trace --json run.json -- ./server --port 8080   # any program, from its start";
 
 /// Options of `leak trace`.
@@ -83,9 +90,11 @@ pub struct TraceArgs {
     #[arg(long, conflicts_with = "binary", requires = "pid")]
     pub(crate) syscalls: bool,
 
-    /// Follow the C heap (malloc/free) of --pid even when it is a Go
-    /// program: what its cgo code allocates, which Go's heap profile never
-    /// sees.
+    /// Follow the C heap (malloc/free) of --pid (or of `-- CMD`) even when
+    /// it is a Go program: what its cgo code allocates, which Go's heap
+    /// profile never sees. The Go heap is shown beside it (the runtime's
+    /// own records), each stack marked with its heap, and C stacks go on
+    /// into the Go code that called them.
     #[arg(long, conflicts_with_all = ["binary", "syscalls"], requires = "pid")]
     pub(crate) native: bool,
 
