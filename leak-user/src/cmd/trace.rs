@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::{
     go::{process::go_executable, Program},
+    native::dwarf::DEFAULT_DEBUG_DIR,
     outputs::{Output, Outputs},
     pipeline::{
         go::{self, profile::SortBy},
@@ -62,6 +63,10 @@ scaled as pprof scales them. --syscalls follows its heap growth instead (the use
 stack at each brk and anonymous mmap, munmap gives back), on a Go program too.
   leak trace --pid 4242 --duration 20 --folded heap.folded
   leak trace --pid 4242 --rate 4096 --pprof native.pb.gz
+Native frames carry source file:line and the functions inlined into them where
+the code has DWARF: its own, or a separate debug file found by build ID or debug
+link under /usr/lib/debug (Debian's -dbgsym packages), or under --debug-dir.
+  leak trace --pid 4242 --debug-dir /srv/app/debug --debug-dir /usr/lib/debug
   leak trace --json run.json -- ./server --port 8080   # any program, from its start";
 
 /// Options of `leak trace`.
@@ -133,6 +138,13 @@ pub struct TraceArgs {
     /// does so if leak is killed), unless someone else changed it since.
     #[arg(long, conflicts_with = "read_only")]
     pub(crate) keep_rate: bool,
+
+    /// Where separate debug files of native code are looked for: by build
+    /// ID (DIR/.build-id/ab/cdef….debug) and by debug link (DIR/ then the
+    /// object's directory), in the traced process's root first, then on
+    /// this host. Repeatable; replaces the default, /usr/lib/debug.
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub(crate) debug_dirs: Vec<PathBuf>,
 
     #[command(flatten)]
     pub(crate) outputs: Outputs,
@@ -258,7 +270,20 @@ fn native_options(args: &TraceArgs, pid: u32, syscalls: bool) -> Result<native::
         interval: args.interval,
         duration: args.duration,
         outputs: args.outputs.clone(),
+        debug_dirs: debug_dirs(&args.debug_dirs)?,
     })
+}
+
+/// The directories of `--debug-dir`, absolute (they are looked for in the
+/// traced process's root too); `/usr/lib/debug` when none is given.
+fn debug_dirs(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if given.is_empty() {
+        return Ok(vec![PathBuf::from(DEFAULT_DEBUG_DIR)]);
+    }
+    Ok(given
+        .iter()
+        .map(std::path::absolute)
+        .collect::<std::io::Result<_>>()?)
 }
 
 /// Every output a Go trace writes; each path checked before attaching.

@@ -83,6 +83,8 @@ pub(crate) struct Options {
     pub duration: Option<f64>,
     /// Files to write at the end.
     pub outputs: Outputs,
+    /// Where separate debug files are looked for (`--debug-dir`).
+    pub debug_dirs: Vec<PathBuf>,
 }
 
 /// Checks the process, then traces its heap growth until told to stop and
@@ -220,8 +222,9 @@ pub(crate) struct Launched {
 async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
     let pid = options.pid;
     let exe = process::exe(pid).map_err(|e| crate::error::Error::Refused(e.to_string()))?;
-    let symbols =
-        ProcessSymbols::new(pid).context(|| format!("cannot read the memory map of pid {pid}"))?;
+    let symbols = ProcessSymbols::new(pid)
+        .context(|| format!("cannot read the memory map of pid {pid}"))?
+        .with_debug_dirs(&options.debug_dirs);
     let now = Instant::now();
     let mut p = NativePipeline {
         exe,
