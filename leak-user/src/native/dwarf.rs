@@ -283,9 +283,7 @@ int main(int argc, char **argv)
     /// separate debug files looked for under `dirs`.
     fn frames_of(bin: &Path, dirs: &[PathBuf]) -> Vec<crate::frame::Frame> {
         let prog = testprog::Running::start(bin);
-        let mut syms = ProcessSymbols::new(prog.pid())
-            .unwrap()
-            .with_debug_dirs(dirs);
+        let mut syms = ProcessSymbols::with_debug_dirs(prog.pid(), dirs).unwrap();
         syms.frames(prog.addr - 1)
             .expect("address in the program's code")
     }

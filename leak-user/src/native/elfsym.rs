@@ -19,7 +19,7 @@ use std::{
 
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
-use super::dwarf::{Dwarf, SourceFrame, DEFAULT_DEBUG_DIR};
+use super::dwarf::{Dwarf, SourceFrame};
 use crate::{
     frame::Frame,
     process::maps::{self, Mapping},
@@ -143,24 +143,22 @@ pub(crate) struct ProcessSymbols {
 }
 
 impl ProcessSymbols {
-    /// Reads the code mappings of process `pid`; separate debug files are
-    /// looked for under `/usr/lib/debug`.
-    pub(crate) fn new(pid: u32) -> io::Result<Self> {
+    /// Reads the code mappings of process `pid` and opens every object
+    /// mapped now, before stacks arrive (inflating a compressed debug file
+    /// takes a while); separate debug files are looked for under `dirs`.
+    pub(crate) fn with_debug_dirs(pid: u32, dirs: &[PathBuf]) -> io::Result<Self> {
         let mut s = Self {
             pid,
             code: Vec::new(),
             files: HashMap::new(),
-            debug_dirs: vec![PathBuf::from(DEFAULT_DEBUG_DIR)],
+            debug_dirs: dirs.to_vec(),
         };
         s.refresh()?;
+        let starts: Vec<u64> = s.code.iter().map(|m| m.start).collect();
+        for start in starts {
+            s.file_at(start);
+        }
         Ok(s)
-    }
-
-    /// Looks for separate debug files under `dirs` instead (none: only
-    /// the DWARF objects carry themselves).
-    pub(crate) fn with_debug_dirs(mut self, dirs: &[PathBuf]) -> Self {
-        self.debug_dirs = dirs.to_vec();
-        self
     }
 
     /// Re-reads the mappings (after the process loaded a library).
@@ -403,7 +401,7 @@ int main(void) {
             return;
         };
         let prog = testprog::Running::start(&bin);
-        let mut syms = ProcessSymbols::new(prog.pid()).unwrap();
+        let mut syms = ProcessSymbols::with_debug_dirs(prog.pid(), &[]).unwrap();
         let frames = syms
             .frames(prog.addr + 2)
             .expect("address not in the program's code");

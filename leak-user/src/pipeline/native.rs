@@ -222,9 +222,8 @@ pub(crate) struct Launched {
 async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
     let pid = options.pid;
     let exe = process::exe(pid).map_err(|e| crate::error::Error::Refused(e.to_string()))?;
-    let symbols = ProcessSymbols::new(pid)
-        .context(|| format!("cannot read the memory map of pid {pid}"))?
-        .with_debug_dirs(&options.debug_dirs);
+    let symbols = ProcessSymbols::with_debug_dirs(pid, &options.debug_dirs)
+        .context(|| format!("cannot read the memory map of pid {pid}"))?;
     let now = Instant::now();
     let mut p = NativePipeline {
         exe,
