@@ -63,11 +63,11 @@ scaled as pprof scales them. --syscalls follows its heap growth instead (the use
 stack at each brk and anonymous mmap, munmap gives back), on a Go program too.
   leak trace --pid 4242 --duration 20 --folded heap.folded
   leak trace --pid 4242 --rate 4096 --pprof native.pb.gz
+  leak trace --json run.json -- ./server --port 8080   # any program, from its start
 Native frames carry source file:line and the functions inlined into them where
 the code has DWARF: its own, or a separate debug file found by build ID or debug
 link under /usr/lib/debug (Debian's -dbgsym packages), or under --debug-dir.
-  leak trace --pid 4242 --debug-dir /srv/app/debug --debug-dir /usr/lib/debug
-  leak trace --json run.json -- ./server --port 8080   # any program, from its start";
+  leak trace --pid 4242 --debug-dir /srv/app/debug --debug-dir /usr/lib/debug";
 
 /// Options of `leak trace`.
 #[derive(Args, Debug)]
@@ -315,5 +315,32 @@ fn go_options(args: &TraceArgs) -> go::Options {
         duration: args.duration,
         outputs: args.outputs.clone(),
         launched: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--debug-dir` repeats, replaces the default, and is made absolute
+    /// (it is looked for in the traced process's root too).
+    #[test]
+    fn debug_dirs_default_repeat_and_absolute() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            trace: TraceArgs,
+        }
+        use clap::Parser;
+        let dirs = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["trace"].iter().chain(args)).unwrap();
+            debug_dirs(&cli.trace.debug_dirs).unwrap()
+        };
+        assert_eq!(dirs(&[]), [PathBuf::from("/usr/lib/debug")]);
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            dirs(&["--debug-dir", "/srv/debug", "--debug-dir", "dbg"]),
+            [PathBuf::from("/srv/debug"), cwd.join("dbg")]
+        );
     }
 }
