@@ -25,6 +25,11 @@ use object::{CompressionFormat, Object, ObjectSection, SectionKind};
 /// given.
 pub(crate) const DEFAULT_DEBUG_DIR: &str = "/usr/lib/debug";
 
+/// The most an object's compressed DWARF sections may inflate to: past
+/// it the object is named by its symbols only, its DWARF costing more
+/// memory than a whole trace should.
+const MAX_INFLATED: u64 = 64 << 20;
+
 /// What holds a DWARF section's bytes: the mapped file, or the inflated
 /// copy of a compressed section.
 #[derive(Debug)]
@@ -88,6 +93,15 @@ impl Dwarf {
         let elf = object::File::parse(&map[..]).ok()?;
         let info = elf.section_by_name(".debug_info")?;
         if info.kind() == SectionKind::UninitializedData || info.size() == 0 {
+            return None;
+        }
+        let inflated = inflated_size(&elf);
+        if inflated > MAX_INFLATED {
+            log::warn!(
+                "{}: {} MiB of compressed DWARF, more than leak inflates: symbols only",
+                path.display(),
+                inflated >> 20
+            );
             return None;
         }
         let endian = if elf.is_little_endian() {
@@ -181,6 +195,16 @@ fn section(elf: &object::File, map: &Arc<Backing>, name: &str) -> Bytes {
         },
         None => empty(),
     }
+}
+
+/// What the compressed DWARF sections of `elf` inflate to, in bytes.
+fn inflated_size(elf: &object::File) -> u64 {
+    elf.sections()
+        .filter(|s| s.name().is_ok_and(|n| n.starts_with(".debug_")))
+        .filter_map(|s| s.compressed_data().ok())
+        .filter(|c| c.format != CompressionFormat::None)
+        .map(|c| c.uncompressed_size)
+        .sum()
 }
 
 /// The contents of section `name` of `elf`, inflated if compressed with
@@ -333,6 +357,20 @@ int main(int argc, char **argv)
         let Some(bin) = testprog::build(&dir, INLINED, &["-O2", "-g"]) else {
             return;
         };
+        assert_inline_chain(&frames_of(&bin, &[]), &bin);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Compressed DWARF (`-gz`) is inflated and read the same.
+    #[test]
+    fn compressed_sections() {
+        let dir = testprog::scratch("dwarf-gz");
+        let Some(bin) = testprog::build(&dir, INLINED, &["-O2", "-g", "-gz=zlib"]) else {
+            return;
+        };
+        let data = fs::read(&bin).unwrap();
+        let inflated = inflated_size(&object::File::parse(&*data).unwrap());
+        assert!((1..MAX_INFLATED).contains(&inflated), "{inflated}");
         assert_inline_chain(&frames_of(&bin, &[]), &bin);
         let _ = fs::remove_dir_all(&dir);
     }
