@@ -138,11 +138,12 @@ fn finish_go(mut frames: Vec<Frame>) -> Vec<Frame> {
 }
 
 fn intern_frame(names: &mut HashSet<Arc<str>>, f: &mut Frame) {
-    *f = Frame::new(
+    *f = Frame::in_object(
         intern(names, &f.function),
         intern(names, &f.file),
         f.line,
         f.inlined,
+        intern(names, &f.object),
     );
 }
 

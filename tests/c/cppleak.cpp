@@ -5,7 +5,8 @@
 // (so a tracer can attach first), serves -n requests (default 20000),
 // prints "done kept BYTES bytes in N blocks", and waits to be killed.
 //
-// Build: c++ -O2 -fomit-frame-pointer -o cppleak cppleak.cpp
+// Build: c++ -O2 -g -fomit-frame-pointer -o cppleak cppleak.cpp
+// (the tests look for the lines marked LINE: in their frames).
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -20,7 +21,7 @@ struct Session {
     // The leak: every request's buffer is remembered, never freed.
     __attribute__((noinline)) void remember(std::size_t n)
     {
-        char *p = new char[n];
+        char *p = new char[n]; // LINE: remember's new
         for (std::size_t i = 0; i < n; i += 64)
             p[i] = 1;
         kept.push_back(p);
@@ -30,7 +31,7 @@ struct Session {
 // Churn: a vector per request, gone when it returns.
 __attribute__((noinline)) void churn(int i)
 {
-    std::vector<char> v(4096, static_cast<char>(i));
+    std::vector<char> v(4096, static_cast<char>(i)); // LINE: churn's vector
     asm volatile("" : : "r"(v.data()) : "memory");
 }
 

@@ -488,16 +488,24 @@ pub fn read_folded(path: &Path) -> Vec<FoldedStack> {
 /// what the function's callees allocated on its behalf too (Go 1.27's own
 /// profile puts `bytes.Repeat`'s bytes flat in `internal/bytealg.MakeNoZero`).
 pub fn pprof_inuse(go_version: &str, profile: &Path) -> Vec<(String, u64, u64)> {
+    pprof_top(go_version, profile, &["-sample_index=inuse_space"])
+        .into_iter()
+        .map(|(name, flat, cum)| {
+            // Go 1.19's pprof marks inlined functions: "bytes.Repeat (inline)".
+            let name = name.strip_suffix(" (inline)").unwrap_or(&name).to_string();
+            (name, flat, cum)
+        })
+        .collect()
+}
+
+/// Bytes per entry of `go tool pprof -top ARGS` (a sample index, `-lines`
+/// for one entry per `function file:line`): (entry, flat, cum), the entry
+/// as pprof prints it, " (inline)" included.
+pub fn pprof_top(go_version: &str, profile: &Path, args: &[&str]) -> Vec<(String, u64, u64)> {
     let out = run_ok(
         Command::new(go(go_version))
-            .args([
-                "tool",
-                "pprof",
-                "-sample_index=inuse_space",
-                "-top",
-                "-unit=B",
-                "-nodecount=100000",
-            ])
+            .args(["tool", "pprof", "-top", "-unit=B", "-nodecount=100000"])
+            .args(args)
             .arg(profile)
             .env("GOTOOLCHAIN", "local"),
         "go tool pprof",
@@ -515,12 +523,7 @@ pub fn pprof_inuse(go_version: &str, profile: &Path) -> Vec<(String, u64, u64)> 
             if f.len() < 6 {
                 return None;
             }
-            let flat = bytes(f[0])?;
-            let cum = bytes(f[3])?;
-            // Go 1.19's pprof marks inlined functions: "bytes.Repeat (inline)".
-            let name = f[5..].join(" ");
-            let name = name.strip_suffix(" (inline)").unwrap_or(&name);
-            Some((name.to_string(), flat, cum))
+            Some((f[5..].join(" "), bytes(f[0])?, bytes(f[3])?))
         })
         .collect()
 }
@@ -576,8 +579,9 @@ pub fn build_c(name: &str) -> PathBuf {
 }
 
 /// Builds test program `tests/c/{file}` (C or C++, by its extension) the
-/// way a distribution builds it (`-O2`, no frame pointers) into
-/// target/it-c, named without the extension.
+/// way a distribution builds it (`-O2`, no frame pointers, `-g`: the DWARF
+/// a distribution ships apart, in a debug package) into target/it-c, named
+/// without the extension.
 pub fn build_optimized(file: &str) -> PathBuf {
     let out_dir = root().join("target/it-c");
     fs::create_dir_all(&out_dir).unwrap();
@@ -588,7 +592,7 @@ pub fn build_optimized(file: &str) -> PathBuf {
     };
     let out = out_dir.join(format!("{name}-O2"));
     let status = Command::new(compiler)
-        .args(["-O2", "-fomit-frame-pointer", "-Wall", "-o"])
+        .args(["-O2", "-g", "-fomit-frame-pointer", "-Wall", "-o"])
         .arg(&out)
         .arg(root().join(format!("tests/c/{file}")))
         .status()

@@ -130,6 +130,7 @@ fn cpp_leak_without_frame_pointers() {
         (flat as f64 / json_flat - 1.0).abs() < 0.01,
         "{flat} vs {json_flat}"
     );
+    assert_source_lines(&doc, &pprof);
 }
 
 /// The checks of the C++ program's report: the leaking stack of
@@ -233,6 +234,70 @@ fn every_entry_of_the_allocator_family() {
             assert_eq!(held, (size * 2000) as f64, "{function}\n{text}");
         }
     }
+}
+
+/// The line of `tests/c/FILE` marked `LINE: MARK`.
+fn marked_line(file: &str, mark: &str) -> u64 {
+    let source = std::fs::read_to_string(root().join("tests/c").join(file)).unwrap();
+    let marked = source
+        .lines()
+        .position(|l| l.contains(&format!("LINE: {mark}")));
+    marked.unwrap_or_else(|| panic!("no line of {file} marked {mark}")) as u64 + 1
+}
+
+/// The C++ leaker's DWARF (`-g`) names its source lines, in the JSON and
+/// the pprof profile: the leak at `new` in `app::Session::remember`, and
+/// the functions inlined there (the churn's `std::vector` constructor
+/// inlined into `app::churn`, one pprof location of several lines).
+fn assert_source_lines(doc: &serde_json::Value, pprof: &Path) {
+    let new_line = marked_line("cppleak.cpp", "remember's new");
+    let leaf = &leaf_stacks(doc, "app::Session::remember(")[0]["frames"][0];
+    assert!(
+        leaf["file"].as_str().unwrap().ends_with("/cppleak.cpp"),
+        "{leaf}"
+    );
+    assert_eq!(
+        (&leaf["line"], &leaf["inlined"]),
+        (&new_line.into(), &false.into()),
+        "{leaf}"
+    );
+    let churn_line = marked_line("cppleak.cpp", "churn's vector");
+    let name = |f: &serde_json::Value| f["function"].as_str().unwrap_or("").to_string();
+    let inlined_into_churn = stacks_through(doc, "app::churn(").iter().any(|s| {
+        let frames = s["frames"].as_array().unwrap();
+        frames.windows(2).any(|w| {
+            name(&w[0]).starts_with("std::vector<char")
+                && w[0]["inlined"] == true
+                && name(&w[1]).starts_with("app::churn(")
+                && (&w[1]["line"], &w[1]["inlined"]) == (&churn_line.into(), &false.into())
+        })
+    });
+    assert!(
+        inlined_into_churn,
+        "no std::vector frame inlined into app::churn at line {churn_line}"
+    );
+    // In pprof (which shortens C++ names): the leak at its line, the
+    // inlined constructor marked so.
+    let lines = pprof_top("1.25.5", pprof, &["-sample_index=inuse_space", "-lines"]);
+    let at_new = format!("/cppleak.cpp:{new_line}");
+    let flat: u64 = lines
+        .iter()
+        .filter(|(e, _, _)| e.starts_with("app::Session::remember ") && e.ends_with(&at_new))
+        .map(|(_, flat, _)| flat)
+        .sum();
+    let json_flat = sum(
+        &leaf_stacks(doc, "app::Session::remember("),
+        "outstanding_bytes",
+    );
+    assert!(
+        (flat as f64 / json_flat - 1.0).abs() < 0.01,
+        "{flat} at {at_new} vs {json_flat}: {lines:?}"
+    );
+    let allocated = pprof_top("1.25.5", pprof, &["-sample_index=alloc_space", "-lines"]);
+    let inlined = allocated.iter().any(|(e, _, cum)| {
+        e.starts_with("std::vector::vector ") && e.ends_with(" (inline)") && *cum > 40_000_000
+    });
+    assert!(inlined, "no inlined std::vector line: {allocated:?}");
 }
 
 /// The same program sampled every allocation (`--rate 1`): the leaking

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::{
     go::{process::go_executable, Program},
+    native::dwarf::DEFAULT_DEBUG_DIR,
     outputs::{Output, Outputs},
     pipeline::{
         go::{self, profile::SortBy},
@@ -69,7 +70,12 @@ heap beside it and the C stacks carried on into the Go code that called them.
   leak trace --pid 4242 --rate 4096 --pprof native.pb.gz
   leak trace --pid 4242 --work 'app::handle_request' --older 30
   leak trace --pid 4242 --native --flamegraph both-heaps.svg   # a Go program with cgo
-  leak trace --json run.json -- ./server --port 8080   # any program, from its start";
+  leak trace --json run.json -- ./server --port 8080   # any program, from its start
+
+Native frames carry source file:line and the functions inlined into them where
+the code has DWARF: its own, or a separate debug file found by build ID or debug
+link under /usr/lib/debug (Debian's -dbgsym packages), or under --debug-dir.
+  leak trace --pid 4242 --debug-dir /srv/app/debug --debug-dir /usr/lib/debug";
 
 /// Options of `leak trace`.
 #[derive(Args, Debug)]
@@ -150,6 +156,13 @@ pub struct TraceArgs {
     /// does so if leak is killed), unless someone else changed it since.
     #[arg(long, conflicts_with = "read_only")]
     pub(crate) keep_rate: bool,
+
+    /// Where separate debug files of native code are looked for: by build
+    /// ID (DIR/.build-id/ab/cdef….debug) and by debug link (DIR/ then the
+    /// object's directory), in the traced process's root first, then on
+    /// this host. Repeatable; replaces the default, /usr/lib/debug.
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub(crate) debug_dirs: Vec<PathBuf>,
 
     #[command(flatten)]
     pub(crate) outputs: Outputs,
@@ -293,7 +306,20 @@ fn native_options(args: &TraceArgs, pid: u32, syscalls: bool) -> Result<native::
         outputs: args.outputs.clone(),
         work: args.work.clone(),
         older: args.older,
+        debug_dirs: debug_dirs(&args.debug_dirs)?,
     })
+}
+
+/// The directories of `--debug-dir`, absolute (they are looked for in the
+/// traced process's root too); `/usr/lib/debug` when none is given.
+fn debug_dirs(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if given.is_empty() {
+        return Ok(vec![PathBuf::from(DEFAULT_DEBUG_DIR)]);
+    }
+    Ok(given
+        .iter()
+        .map(std::path::absolute)
+        .collect::<std::io::Result<_>>()?)
 }
 
 /// Every output a Go trace writes; each path checked before attaching.
@@ -334,5 +360,32 @@ fn go_options(args: &TraceArgs) -> go::Options {
         duration: args.duration,
         outputs: args.outputs.clone(),
         launched: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--debug-dir` repeats, replaces the default, and is made absolute
+    /// (it is looked for in the traced process's root too).
+    #[test]
+    fn debug_dirs_default_repeat_and_absolute() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            trace: TraceArgs,
+        }
+        use clap::Parser;
+        let dirs = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["trace"].iter().chain(args)).unwrap();
+            debug_dirs(&cli.trace.debug_dirs).unwrap()
+        };
+        assert_eq!(dirs(&[]), [PathBuf::from("/usr/lib/debug")]);
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            dirs(&["--debug-dir", "/srv/debug", "--debug-dir", "dbg"]),
+            [PathBuf::from("/srv/debug"), cwd.join("dbg")]
+        );
     }
 }

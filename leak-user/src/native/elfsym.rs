@@ -5,13 +5,21 @@
 //! An address is mapped through `/proc/PID/maps` to a file and a file
 //! offset, the offset through the file's loadable segments to the address
 //! the file was linked at, and that to the nearest function symbol at or
-//! below it. Each file is parsed once. No DWARF: frames carry function
-//! names, not lines.
+//! below it. Each file is parsed once. Where the file has DWARF, its own or
+//! in a separate debug file ([`super::dwarf`]), that address gives the
+//! frames inlined there with their source lines instead.
 
-use std::{collections::HashMap, fs, io, os::unix::fs::MetadataExt, path::Path};
+use std::{
+    collections::HashMap,
+    fs, io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
+use super::dwarf::{Dwarf, SourceFrame};
 use crate::{
     frame::Frame,
     process::maps::{self, Mapping},
@@ -118,23 +126,38 @@ fn code_mappings(maps: Vec<Mapping>) -> Vec<CodeMapping> {
         .collect()
 }
 
+/// One mapped file: its symbol tables, and its DWARF if it has any.
+pub(crate) struct MappedObject {
+    symbols: ElfSymbols,
+    dwarf: Option<Dwarf>,
+}
+
 /// The code of one running process, by address.
 pub(crate) struct ProcessSymbols {
     pid: u32,
     code: Vec<CodeMapping>,
     /// Parsed files by path (`None`: unreadable or not ELF).
-    files: HashMap<String, Option<ElfSymbols>>,
+    files: HashMap<String, Option<MappedObject>>,
+    /// Where separate debug files are looked for.
+    debug_dirs: Vec<PathBuf>,
 }
 
 impl ProcessSymbols {
-    /// Reads the code mappings of process `pid`.
-    pub(crate) fn new(pid: u32) -> io::Result<Self> {
+    /// Reads the code mappings of process `pid` and opens every object
+    /// mapped now, before stacks arrive (inflating a compressed debug file
+    /// takes a while); separate debug files are looked for under `dirs`.
+    pub(crate) fn with_debug_dirs(pid: u32, dirs: &[PathBuf]) -> io::Result<Self> {
         let mut s = Self {
             pid,
             code: Vec::new(),
             files: HashMap::new(),
+            debug_dirs: dirs.to_vec(),
         };
         s.refresh()?;
+        let starts: Vec<u64> = s.code.iter().map(|m| m.start).collect();
+        for start in starts {
+            s.file_at(start);
+        }
         Ok(s)
     }
 
@@ -153,27 +176,33 @@ impl ProcessSymbols {
         self.code.iter().find(|m| (m.start..m.end).contains(&addr))
     }
 
-    /// The symbols of the file mapped at `addr`, and the offset of `addr`
-    /// in that file.
-    fn file_at(&mut self, addr: u64) -> Option<(CodeMapping, u64, Option<&ElfSymbols>)> {
+    /// The file mapped at `addr`, and the offset of `addr` in that file.
+    fn file_at(&mut self, addr: u64) -> Option<(CodeMapping, u64, Option<&MappedObject>)> {
         let m = self.mapping(addr)?.clone();
-        let pid = self.pid;
+        let (pid, dirs) = (self.pid, &self.debug_dirs);
         let offset = addr - m.start + m.offset;
-        let elf = self
+        let object = self
             .files
             .entry(m.path.clone())
             .or_insert_with(|| {
                 // The process may see another filesystem than leak: a file
                 // counts only if it is the one mapped (its inode).
-                m.candidates(pid).iter().find_map(|path| {
-                    let md = fs::metadata(path).ok()?;
-                    (md.ino() == m.inode)
-                        .then(|| ElfSymbols::open(Path::new(path)).ok())
-                        .flatten()
+                let path = m
+                    .candidates(pid)
+                    .into_iter()
+                    .find(|path| fs::metadata(path).is_ok_and(|md| md.ino() == m.inode))?;
+                Some(MappedObject {
+                    symbols: ElfSymbols::open(Path::new(&path)).ok()?,
+                    dwarf: Dwarf::find(
+                        Path::new(&path),
+                        Path::new(&m.path),
+                        Path::new(&format!("/proc/{pid}/root")),
+                        dirs,
+                    ),
                 })
             })
             .as_ref();
-        Some((m, offset, elf))
+        Some((m, offset, object))
     }
 
     /// Whether a function of the process starts exactly at `addr`: a
@@ -181,38 +210,72 @@ impl ProcessSymbols {
     /// never the return address of a live frame.
     pub(crate) fn starts_function(&mut self, addr: u64) -> bool {
         self.file_at(addr)
-            .and_then(|(_, offset, elf)| {
-                let elf = elf?;
+            .and_then(|(_, offset, object)| {
+                let elf = &object?.symbols;
                 Some(elf.starts_function(elf.address_of_offset(offset)?))
             })
             .unwrap_or(false)
     }
 
-    /// The function at `addr`, and the file it is in.
-    pub(crate) fn function_at(&mut self, addr: u64) -> Option<(String, String)> {
-        let (m, offset, elf) = self.file_at(addr)?;
-        let file_name = m.path.rsplit('/').next().unwrap_or(&m.path).to_string();
-        let name = elf
-            .and_then(|e| e.function_at(e.address_of_offset(offset)?))
-            .map(demangle)
-            .unwrap_or_else(|| format!("{file_name}+0x{offset:x}"));
-        Some((name, m.path))
+    /// The frames at `addr`, innermost first: from the DWARF, the functions
+    /// inlined there with their source lines; without DWARF, one frame
+    /// named by the symbol tables, its file the object's path.
+    pub(crate) fn frames(&mut self, addr: u64) -> Option<Vec<Frame>> {
+        let (m, offset, object) = self.file_at(addr)?;
+        let symbol = symbol_name(&m, offset, object.map(|o| &o.symbols));
+        let path: Arc<str> = m.path.into();
+        let in_dwarf = object.and_then(|o| {
+            let at = o.symbols.address_of_offset(offset)?;
+            Some(o.dwarf.as_ref()?.frames(at))
+        });
+        Some(match in_dwarf {
+            Some(chain) if !chain.is_empty() => source_frames(chain, &symbol, &path),
+            _ => vec![Frame::in_object(symbol, path.clone(), 0, false, path)],
+        })
     }
+}
+
+/// The name of the function at `offset` of mapping `m` by the symbol
+/// tables `elf`, demangled; else `FILE+0xOFFSET`.
+fn symbol_name(m: &CodeMapping, offset: u64, elf: Option<&ElfSymbols>) -> String {
+    elf.and_then(|e| e.function_at(e.address_of_offset(offset)?))
+        .map(demangle)
+        .unwrap_or_else(|| {
+            let file_name = m.path.rsplit('/').next().unwrap_or(&m.path);
+            format!("{file_name}+0x{offset:x}")
+        })
+}
+
+/// The frames of an inline `chain` (innermost first) in `object`: names
+/// demangled, each but the last inlined; a frame the DWARF does not name
+/// takes the symbol's name, one without a line the object's path.
+fn source_frames(chain: Vec<SourceFrame>, symbol: &str, object: &Arc<str>) -> Vec<Frame> {
+    let last = chain.len() - 1;
+    chain
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let function = f
+                .function
+                .as_deref()
+                .map_or_else(|| symbol.to_string(), demangle);
+            let file: Arc<str> = match f.file {
+                Some(file) if f.line != 0 => file.into(),
+                _ => object.clone(),
+            };
+            Frame::in_object(function, file, f.line, i < last, object.clone())
+        })
+        .collect()
 }
 
 impl SymbolSource for std::cell::RefCell<ProcessSymbols> {
     fn frames_at(&self, pc: u64) -> Option<Vec<Frame>> {
         let mut s = self.borrow_mut();
-        let found = match s.function_at(pc) {
-            Some(f) => Some(f),
-            None => {
-                // Perhaps a library loaded since the maps were read.
-                s.refresh().ok()?;
-                s.function_at(pc)
-            }
-        };
-        let (function, file) = found?;
-        Some(vec![Frame::new(function, file, 0, false)])
+        if s.mapping(pc).is_none() {
+            // Perhaps a library loaded since the maps were read.
+            s.refresh().ok()?;
+        }
+        s.frames(pc)
     }
 }
 
@@ -276,10 +339,7 @@ mod demangle_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::{
-        io::{BufRead, BufReader},
-        process::{Command, Stdio},
-    };
+    use crate::native::testprog;
 
     #[test]
     fn parses_code_mappings_only() {
@@ -323,16 +383,12 @@ mod tests {
         assert!(!follows_call([0x90; 8]));
     }
 
-    /// Symbolizes a function of a C program built here, in the running
-    /// process (its own child: no root needed).
+    /// Symbolizes a function of a C program built here (no DWARF), in the
+    /// running process.
     #[test]
     fn names_a_function_of_a_running_c_program() {
-        let dir = std::env::temp_dir().join(format!("leak-elfsym-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let src = dir.join("prog.c");
-        fs::write(
-            &src,
-            r#"#include <stdio.h>
+        let dir = testprog::scratch("elfsym");
+        let source = r#"#include <stdio.h>
 __attribute__((noinline)) int grow_the_heap(int n) { return n * 3 + 1; }
 int main(void) {
     printf("%p\n", (void *)grow_the_heap);
@@ -340,41 +396,22 @@ int main(void) {
     getchar();
     return grow_the_heap(1) == 4 ? 0 : 1;
 }
-"#,
-        )
-        .unwrap();
-        let bin = dir.join("prog");
-        let cc = Command::new("cc")
-            .args(["-O1", "-o"])
-            .arg(&bin)
-            .arg(&src)
-            .status();
-        match cc {
-            Ok(s) if s.success() => {}
-            other => {
-                eprintln!("skipped: cannot build a C program with cc ({other:?})");
-                return;
-            }
-        }
-        let mut child = Command::new(&bin)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = u64::from_str_radix(line.trim().trim_start_matches("0x"), 16).unwrap();
-        let mut syms = ProcessSymbols::new(child.id()).unwrap();
-        let found = syms.function_at(addr + 2);
-        drop(child.stdin.take());
-        let _ = child.wait();
+"#;
+        let Some(bin) = testprog::build(&dir, source, &["-O1"]) else {
+            return;
+        };
+        let prog = testprog::Running::start(&bin);
+        let mut syms = ProcessSymbols::with_debug_dirs(prog.pid(), &[]).unwrap();
+        let frames = syms
+            .frames(prog.addr + 2)
+            .expect("address not in the program's code");
+        let starts = syms.starts_function(prog.addr) && !syms.starts_function(prog.addr + 2);
+        drop(prog);
         let _ = fs::remove_dir_all(&dir);
-        let starts = syms.starts_function(addr) && !syms.starts_function(addr + 2);
-        let (name, file) = found.expect("address not in the program's code");
         assert!(starts, "grow_the_heap's entry not recognised");
-        assert_eq!(name, "grow_the_heap");
-        assert!(file.ends_with("/prog"), "{file}");
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&*frames[0].function, "grow_the_heap");
+        assert!(frames[0].file.ends_with("/prog"), "{:?}", frames[0]);
+        assert_eq!((frames[0].line, &frames[0].object), (0, &frames[0].file));
     }
 }

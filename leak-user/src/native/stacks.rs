@@ -40,9 +40,14 @@ pub(crate) fn user_stack(
     out
 }
 
+/// The file name of the object whose code `frame` is (`libc.so.6`).
+fn object_name(frame: &Frame) -> &str {
+    frame.object.rsplit('/').next().unwrap_or_default()
+}
+
 /// Whether a frame is in the C library or the dynamic loader.
 fn in_c_library(frame: &Frame) -> bool {
-    let name = frame.file.rsplit('/').next().unwrap_or_default();
+    let name = object_name(frame);
     ["libc.so", "libc-", "libc.musl", "ld-linux", "ld-musl"]
         .iter()
         .any(|p| name.starts_with(p))
@@ -61,7 +66,7 @@ pub(crate) fn trim_c_library(frames: Vec<Frame>) -> Vec<Frame> {
 /// Objects that are allocators: a stack's leaf frames in them are the
 /// allocator's, not the program's.
 fn in_allocator_object(frame: &Frame) -> bool {
-    let name = frame.file.rsplit('/').next().unwrap_or_default();
+    let name = object_name(frame);
     in_c_library(frame)
         || [
             "libstdc++.so",
@@ -132,7 +137,8 @@ mod tests {
 
     #[test]
     fn c_library_leaf_frames_are_trimmed_to_the_called_one() {
-        let frame = |function: &str, file: &str| Frame::new(function, file, 0, false);
+        let frame =
+            |function: &str, file: &str| Frame::in_object(function, file, 0, false, file.into());
         let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
         let stack = vec![
             frame("brk", libc),
@@ -154,16 +160,31 @@ mod tests {
         assert_eq!(trim_c_library(only_libc).len(), 2);
     }
 
-    /// The allocator's frames go from the leaf end: the C library's malloc,
-    /// libstdc++'s operator new (by its file or its name), Rust's shims;
-    /// the first frame of the program's own stays, and a stack of allocator
-    /// frames alone is kept whole.
+    /// The allocator's frames go from the leaf end: the C library's malloc
+    /// (with the functions inlined into it, which its DWARF names), libstdc++'s
+    /// operator new (by its object or its name), Rust's shims; the first
+    /// frame of the program's own stays, and a stack of allocator frames
+    /// alone is kept whole.
     #[test]
     fn allocator_frames_are_trimmed_from_the_leaf() {
-        let f = |name: &str, file: &str| Frame::new(name, file, 0, false);
+        let f = |name: &str, file: &str| Frame::in_object(name, file, 0, false, file.into());
         let names = |frames: Vec<Frame>| -> Vec<String> {
             frames.iter().map(|f| f.function.to_string()).collect()
         };
+        let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+        let with_dwarf = vec![
+            Frame::in_object("tcache_get", "./malloc/malloc.c", 3154, true, libc.into()),
+            Frame::in_object(
+                "__libc_malloc",
+                "./malloc/malloc.c",
+                3295,
+                false,
+                libc.into(),
+            ),
+            Frame::in_object("remember", "/srv/leaker.c", 12, true, "/srv/leaker".into()),
+            Frame::in_object("handle", "/srv/leaker.c", 20, false, "/srv/leaker".into()),
+        ];
+        assert_eq!(names(trim_allocator(with_dwarf)), ["remember", "handle"]);
         let cpp = vec![
             f("malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
             f(

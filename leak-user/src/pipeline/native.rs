@@ -96,6 +96,8 @@ pub(crate) struct Options {
     /// `--older`: count only objects allocated at least this many seconds
     /// ago as outstanding.
     pub older: Option<f64>,
+    /// Where separate debug files are looked for (`--debug-dir`).
+    pub debug_dirs: Vec<PathBuf>,
 }
 
 /// Checks the process, then traces its heap growth until told to stop and
@@ -275,8 +277,8 @@ pub(crate) struct Launched {
 async fn trace(options: Options, launched: Option<Launched>) -> Result<()> {
     let pid = options.pid;
     let exe = process::exe(pid).map_err(|e| crate::error::Error::Refused(e.to_string()))?;
-    let symbols =
-        ProcessSymbols::new(pid).context(|| format!("cannot read the memory map of pid {pid}"))?;
+    let symbols = ProcessSymbols::with_debug_dirs(pid, &options.debug_dirs)
+        .context(|| format!("cannot read the memory map of pid {pid}"))?;
     let (go_heap, go, go_config) = go_side(pid);
     let now = Instant::now();
     let mut p = NativePipeline {
