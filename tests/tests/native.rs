@@ -326,7 +326,7 @@ fn c_leak_through_a_preloaded_jemalloc() {
     assert!(held < 0.02 * allocated, "churn holds {held} of {allocated}");
 }
 
-/// A Rust program built with `rustc -O` (no frame pointers) keeping
+/// A Rust program built with `rustc -O -g` (no frame pointers) keeping
 /// 20,000 × 1,000 bytes in a `Vec<Box<[u8]>>` through `Cache::remember`:
 /// found by its demangled name, within 10 % of its own count, Rust's
 /// allocator shims trimmed from the leaf.
@@ -335,7 +335,7 @@ fn rust_leak_without_frame_pointers() {
     let dir = scratch("native-rust");
     let bin = dir.join("rleak");
     let status = Command::new("rustc")
-        .args(["-O", "-o"])
+        .args(["-O", "-g", "-o"])
         .arg(&bin)
         .arg(root().join("tests/rust/rleak.rs"))
         .status()
@@ -362,6 +362,15 @@ fn rust_leak_without_frame_pointers() {
         .collect();
     assert!(names.contains(&"rleak::handle_request"), "{names:?}");
     assert!(names.contains(&"rleak::main"), "{names:?}");
+    // Built with -g: the alloc crate's frames inlined into it are trimmed
+    // too, and the leaf is at the line of its vec![].
+    let leaf = &leak[0]["frames"][0];
+    let line = marked_line("../rust/rleak.rs", "remember's vec");
+    assert!(
+        leaf["file"].as_str().unwrap().ends_with("/rleak.rs"),
+        "{leaf}"
+    );
+    assert_eq!(leaf["line"], line, "{leaf}");
 }
 
 /// The C leaker (1 KiB a millisecond, for a minute) traced for 36 s at
