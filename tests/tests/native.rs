@@ -165,21 +165,12 @@ fn cpp_leak_without_frame_pointers() {
     assert_source_lines(&doc, &pprof);
 }
 
-/// The line of `tests/c/FILE` marked `LINE: MARK`.
-fn marked_line(file: &str, mark: &str) -> u64 {
-    let source = std::fs::read_to_string(root().join("tests/c").join(file)).unwrap();
-    let marked = source
-        .lines()
-        .position(|l| l.contains(&format!("LINE: {mark}")));
-    marked.unwrap_or_else(|| panic!("no line of {file} marked {mark}")) as u64 + 1
-}
-
 /// The C++ leaker's DWARF (`-g`) names its source lines, in the JSON and
 /// the pprof profile: the leak at `new` in `app::Session::remember`, and
 /// the functions inlined there (the churn's `std::vector` constructor
 /// inlined into `app::churn`, one pprof location of several lines).
 fn assert_source_lines(doc: &serde_json::Value, pprof: &Path) {
-    let new_line = marked_line("cppleak.cpp", "remember's new");
+    let new_line = marked_line("c/cppleak.cpp", "remember's new");
     let leaf = &leaf_stacks(doc, "app::Session::remember(")[0]["frames"][0];
     assert!(
         leaf["file"].as_str().unwrap().ends_with("/cppleak.cpp"),
@@ -190,7 +181,7 @@ fn assert_source_lines(doc: &serde_json::Value, pprof: &Path) {
         (&new_line.into(), &false.into()),
         "{leaf}"
     );
-    let churn_line = marked_line("cppleak.cpp", "churn's vector");
+    let churn_line = marked_line("c/cppleak.cpp", "churn's vector");
     let name = |f: &serde_json::Value| f["function"].as_str().unwrap_or("").to_string();
     let inlined_into_churn = stacks_through(doc, "app::churn(").iter().any(|s| {
         let frames = s["frames"].as_array().unwrap();
@@ -365,7 +356,7 @@ fn rust_leak_without_frame_pointers() {
     // Built with -g: the alloc crate's frames inlined into it are trimmed
     // too, and the leaf is at the line of its vec![].
     let leaf = &leak[0]["frames"][0];
-    let line = marked_line("../rust/rleak.rs", "remember's vec");
+    let line = marked_line("rust/rleak.rs", "remember's vec");
     assert!(
         leaf["file"].as_str().unwrap().ends_with("/rleak.rs"),
         "{leaf}"
