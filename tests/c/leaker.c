@@ -23,7 +23,7 @@ static struct block *kept;
  * it shows up in stacks under its own name. */
 __attribute__((noinline)) static void leak_request_buffer(unsigned n)
 {
-    struct block *b = malloc(sizeof *b);
+    struct block *b = malloc(sizeof *b); /* LINE: leak's malloc */
     if (!b)
         abort();
     memset(b->payload, (int)n, sizeof b->payload);

@@ -6,7 +6,8 @@
 //! requests, prints "done kept BYTES bytes in N blocks", and waits to be
 //! killed.
 //!
-//! Build: rustc -O -o rleak rleak.rs
+//! Build: rustc -O -g -o rleak rleak.rs (the tests look for the line
+//! marked LINE: in its frames).
 
 use std::{hint::black_box, path::Path, thread, time::Duration};
 
@@ -18,7 +19,7 @@ impl Cache {
     /// The leak: every request's buffer is kept.
     #[inline(never)]
     fn remember(&mut self, n: usize) {
-        let buf = vec![1u8; n].into_boxed_slice();
+        let buf = vec![1u8; n].into_boxed_slice(); // LINE: remember's vec
         self.kept.push(black_box(buf));
     }
 }

@@ -120,6 +120,18 @@ impl Contained {
         mount_dir: &Path,
         cgroup: Option<&MemoryCgroup>,
     ) -> Self {
+        Self::start_with(bin, &[], args, mount_dir, cgroup)
+    }
+
+    /// [`Contained::start`], with `files` copied beside the binary (only
+    /// the namespace sees them).
+    pub fn start_with(
+        bin: &Path,
+        files: &[&Path],
+        args: &[&str],
+        mount_dir: &Path,
+        cgroup: Option<&MemoryCgroup>,
+    ) -> Self {
         fs::create_dir_all(mount_dir).unwrap();
         let name = bin.file_name().unwrap().to_str().unwrap();
         let path = mount_dir.join(name);
@@ -129,9 +141,10 @@ impl Contained {
         // The outer shell joins the cgroup and becomes unshare; the inner
         // one, in the namespace, mounts, copies and becomes the program.
         let inner = format!(
-            "mount -t tmpfs -o size=256m leak-test {dir} && cp {bin} {path} && exec {path} \"$@\"",
+            "mount -t tmpfs -o size=256m leak-test {dir} && cp {bin} {files} {dir}/ && exec {path} \"$@\"",
             dir = mount_dir.display(),
             bin = bin.display(),
+            files = files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" "),
             path = path.display(),
         );
         let outer = format!(

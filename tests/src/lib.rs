@@ -578,6 +578,16 @@ pub fn build_c(name: &str) -> PathBuf {
     out
 }
 
+/// The line of test program `tests/FILE` (`c/cppleak.cpp`) marked
+/// `LINE: MARK`.
+pub fn marked_line(file: &str, mark: &str) -> u64 {
+    let source = fs::read_to_string(root().join("tests").join(file)).unwrap();
+    let marked = source
+        .lines()
+        .position(|l| l.contains(&format!("LINE: {mark}")));
+    marked.unwrap_or_else(|| panic!("no line of {file} marked {mark}")) as u64 + 1
+}
+
 /// Builds test program `tests/c/{file}` (C or C++, by its extension) the
 /// way a distribution builds it (`-O2`, no frame pointers, `-g`: the DWARF
 /// a distribution ships apart, in a debug package) into target/it-c, named

@@ -225,6 +225,67 @@ fn native_heap_growth_in_a_container() {
     );
 }
 
+/// A C program in a container, its DWARF in a separate debug file beside
+/// it that only the container sees (found by its debug link, through the
+/// process's root): the leak's frame carries leaker.c and the line of its
+/// malloc.
+#[test]
+fn native_debug_file_in_a_container() {
+    let dir = scratch("containers-c-debug");
+    let (bin, debug) = (dir.join("leaker"), dir.join("leaker.debug"));
+    let source = root().join("tests/c/leaker.c");
+    let tool = |name: &str, args: &[&std::ffi::OsStr]| {
+        run_ok(Command::new(name).args(args), name);
+    };
+    tool(
+        "cc",
+        &[
+            "-O2".as_ref(),
+            "-g".as_ref(),
+            "-o".as_ref(),
+            bin.as_ref(),
+            source.as_ref(),
+        ],
+    );
+    tool(
+        "objcopy",
+        &["--only-keep-debug".as_ref(), bin.as_ref(), debug.as_ref()],
+    );
+    tool("strip", &["--strip-debug".as_ref(), bin.as_ref()]);
+    let link = format!("--add-gnu-debuglink={}", debug.display());
+    tool("objcopy", &[link.as_ref(), bin.as_ref()]);
+    let private = dir.join("private");
+    let leaker = Contained::start_with(&bin, &[&debug], &["-t", "60"], &private, None);
+    assert!(
+        !private.join("leaker.debug").exists(),
+        "the debug file is on the host"
+    );
+    let json = dir.join("trace.json");
+    let mut trace = LeakArgs::trace_any()
+        .pid(leaker.pid)
+        .opt("--duration", 8)
+        .out("--json", &json)
+        .attach(&dir);
+    assert!(trace.wait(60).success(), "{}", trace.stderr_text());
+    let doc = read_json(&json);
+    let frames: Vec<&serde_json::Value> = doc["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["frames"].as_array().unwrap())
+        .filter(|f| f["function"] == "leak_request_buffer")
+        .collect();
+    let line = marked_line("c/leaker.c", "leak's malloc");
+    eprintln!("leak_request_buffer frames: {frames:?}");
+    assert!(!frames.is_empty(), "{doc}");
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["file"].as_str().unwrap().ends_with("/leaker.c") && f["line"] == line),
+        "want leaker.c:{line}: {frames:?}"
+    );
+}
+
 /// Sends GETs of `/work` to `addr` at `rate` a second from a thread of its
 /// own, until stopped or the service is gone.
 struct Load {

@@ -236,21 +236,12 @@ fn every_entry_of_the_allocator_family() {
     }
 }
 
-/// The line of `tests/c/FILE` marked `LINE: MARK`.
-fn marked_line(file: &str, mark: &str) -> u64 {
-    let source = std::fs::read_to_string(root().join("tests/c").join(file)).unwrap();
-    let marked = source
-        .lines()
-        .position(|l| l.contains(&format!("LINE: {mark}")));
-    marked.unwrap_or_else(|| panic!("no line of {file} marked {mark}")) as u64 + 1
-}
-
 /// The C++ leaker's DWARF (`-g`) names its source lines, in the JSON and
 /// the pprof profile: the leak at `new` in `app::Session::remember`, and
 /// the functions inlined there (the churn's `std::vector` constructor
 /// inlined into `app::churn`, one pprof location of several lines).
 fn assert_source_lines(doc: &serde_json::Value, pprof: &Path) {
-    let new_line = marked_line("cppleak.cpp", "remember's new");
+    let new_line = marked_line("c/cppleak.cpp", "remember's new");
     let leaf = &leaf_stacks(doc, "app::Session::remember(")[0]["frames"][0];
     assert!(
         leaf["file"].as_str().unwrap().ends_with("/cppleak.cpp"),
@@ -261,7 +252,7 @@ fn assert_source_lines(doc: &serde_json::Value, pprof: &Path) {
         (&new_line.into(), &false.into()),
         "{leaf}"
     );
-    let churn_line = marked_line("cppleak.cpp", "churn's vector");
+    let churn_line = marked_line("c/cppleak.cpp", "churn's vector");
     let name = |f: &serde_json::Value| f["function"].as_str().unwrap_or("").to_string();
     let inlined_into_churn = stacks_through(doc, "app::churn(").iter().any(|s| {
         let frames = s["frames"].as_array().unwrap();
@@ -397,7 +388,7 @@ fn c_leak_through_a_preloaded_jemalloc() {
     assert!(held < 0.02 * allocated, "churn holds {held} of {allocated}");
 }
 
-/// A Rust program built with `rustc -O` (no frame pointers) keeping
+/// A Rust program built with `rustc -O -g` (no frame pointers) keeping
 /// 20,000 × 1,000 bytes in a `Vec<Box<[u8]>>` through `Cache::remember`:
 /// found by its demangled name, within 10 % of its own count, Rust's
 /// allocator shims trimmed from the leaf.
@@ -406,7 +397,7 @@ fn rust_leak_without_frame_pointers() {
     let dir = scratch("native-rust");
     let bin = dir.join("rleak");
     let status = Command::new("rustc")
-        .args(["-O", "-o"])
+        .args(["-O", "-g", "-o"])
         .arg(&bin)
         .arg(root().join("tests/rust/rleak.rs"))
         .status()
@@ -433,6 +424,15 @@ fn rust_leak_without_frame_pointers() {
         .collect();
     assert!(names.contains(&"rleak::handle_request"), "{names:?}");
     assert!(names.contains(&"rleak::main"), "{names:?}");
+    // Built with -g: the alloc crate's frames inlined into it are trimmed
+    // too, and the leaf is at the line of its vec![].
+    let leaf = &leak[0]["frames"][0];
+    let line = marked_line("rust/rleak.rs", "remember's vec");
+    assert!(
+        leaf["file"].as_str().unwrap().ends_with("/rleak.rs"),
+        "{leaf}"
+    );
+    assert_eq!(leaf["line"], line, "{leaf}");
 }
 
 /// The C leaker (1 KiB a millisecond, for a minute) traced for 36 s at

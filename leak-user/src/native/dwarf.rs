@@ -1,24 +1,28 @@
 //! Source lines and inlined frames of native code, from DWARF
-//! (`.debug_info`, `.debug_line`) read with `addr2line` over `gimli`: the
-//! object's own, or a separate debug file found the way gdb and perf find
-//! one — by build ID (`DIR/.build-id/ab/cdef….debug`), else by
-//! `.gnu_debuglink` (next to the object, in its `.debug/`, and under
-//! `DIR/` followed by the object's directory), each path looked for in the
-//! process's own root first (a container's debug files), then on the host.
+//! (`.debug_info`, `.debug_line`) read with blazesym: the object's own, or
+//! a separate debug file found the way gdb and perf find one — by build ID
+//! (`DIR/.build-id/ab/cdef….debug`), else by `.gnu_debuglink` (next to the
+//! object, in its `.debug/`, and under `DIR/` followed by the object's
+//! directory), each path looked for in the process's own root first (a
+//! container's debug files), then on the host.
 //!
-//! A debug file is mapped, not read: only the pages lookups touch are in
-//! memory (compressed sections are inflated once), and addr2line parses
-//! each compilation unit's lines and functions once, when first asked.
+//! blazesym over addr2line (both on gimli), measured on libc's debug file
+//! and on an 87 MB Rust debug build (release, best of three): for 100,000
+//! distinct pcs, 161 against 136 ms and 434 against 508 ms, the same peak
+//! RSS (46, 138 against 144 MiB); for ten pcs, what a trace meets in most
+//! objects, blazesym needs 12 MiB of heap for libc where addr2line needs
+//! 32, having parsed every compilation unit up front. blazesym maps the file
+//! and parses a unit when a lookup first needs it.
 
 use std::{
-    borrow::Cow,
     fs,
-    io::Read,
-    ops::{Deref, Range},
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
+use blazesym::symbolize::{
+    source::{Elf, Source},
+    CodeInfo, Input, Symbolized, Symbolizer,
+};
 use object::{CompressionFormat, Object, ObjectSection, SectionKind};
 
 /// Where separate debug files are looked for when `--debug-dir` is not
@@ -29,45 +33,6 @@ pub(crate) const DEFAULT_DEBUG_DIR: &str = "/usr/lib/debug";
 /// it the object is named by its symbols only, its DWARF costing more
 /// memory than a whole trace should.
 const MAX_INFLATED: u64 = 64 << 20;
-
-/// What holds a DWARF section's bytes: the mapped file, or the inflated
-/// copy of a compressed section.
-#[derive(Debug)]
-enum Backing {
-    Mapped(memmap2::Mmap),
-    Inflated(Vec<u8>),
-}
-
-impl Deref for Backing {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Backing::Mapped(m) => m,
-            Backing::Inflated(v) => v,
-        }
-    }
-}
-
-/// The bytes of one DWARF section, shared by the readers addr2line keeps.
-#[derive(Clone, Debug)]
-pub(crate) struct Bytes {
-    backing: Arc<Backing>,
-    range: Range<usize>,
-}
-
-impl Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.backing[self.range.clone()]
-    }
-}
-
-// SAFETY: the bytes are owned by the `Arc`, never written and never moved
-// while it lives; every clone derefs to the same address.
-unsafe impl gimli::StableDeref for Bytes {}
-unsafe impl gimli::CloneStableDeref for Bytes {}
-
-type Reader = gimli::EndianReader<gimli::RunTimeEndian, Bytes>;
 
 /// One frame at a code address, as the DWARF says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,15 +47,17 @@ pub(crate) struct SourceFrame {
 
 /// The DWARF of one object, ready for lookups.
 pub(crate) struct Dwarf {
-    context: addr2line::Context<Reader>,
+    /// The file that holds it (the object, or its debug file).
+    path: PathBuf,
+    symbolizer: Symbolizer,
 }
 
 impl Dwarf {
     /// The DWARF in the ELF file at `path`; `None` if it has none (no
-    /// `.debug_info`, or one stripped to a placeholder).
+    /// `.debug_info`, or one stripped to a placeholder), or too much.
     pub(crate) fn open(path: &Path) -> Option<Self> {
-        let map = map(path)?;
-        let elf = object::File::parse(&map[..]).ok()?;
+        let data = map(path)?;
+        let elf = object::File::parse(&data[..]).ok()?;
         let info = elf.section_by_name(".debug_info")?;
         if info.kind() == SectionKind::UninitializedData || info.size() == 0 {
             return None;
@@ -104,20 +71,20 @@ impl Dwarf {
             );
             return None;
         }
-        let endian = if elf.is_little_endian() {
-            gimli::RunTimeEndian::Little
-        } else {
-            gimli::RunTimeEndian::Big
+        let symbolizer = Symbolizer::builder()
+            .enable_auto_reload(false)
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(false)
+            .set_debug_dirs(Some::<[&Path; 0]>([]))
+            .build();
+        let dwarf = Self {
+            path: path.to_path_buf(),
+            symbolizer,
         };
-        let dwarf = gimli::Dwarf::load(|id| {
-            Ok::<_, gimli::Error>(gimli::EndianReader::new(
-                section(&elf, &map, id.name()),
-                endian,
-            ))
-        })
-        .ok()?;
-        let context = addr2line::Context::from_dwarf(dwarf).ok()?;
-        Some(Self { context })
+        // Read its tables now, not in the middle of a burst of samples.
+        dwarf.frames(elf.entry());
+        Some(dwarf)
     }
 
     /// The DWARF of the object at `path` (opened from the host), seen as
@@ -145,56 +112,43 @@ impl Dwarf {
     /// ending with the function whose code it is; empty if the DWARF does
     /// not cover `addr`.
     pub(crate) fn frames(&self, addr: u64) -> Vec<SourceFrame> {
-        let mut out = Vec::new();
-        let Ok(mut frames) = self.context.find_frames(addr).skip_all_loads() else {
-            return out;
+        let mut elf = Elf::new(&self.path);
+        elf.debug_syms = true;
+        let found = self
+            .symbolizer
+            .symbolize_single(&Source::Elf(elf), Input::VirtOffset(addr));
+        let Ok(Symbolized::Sym(sym)) = found else {
+            return Vec::new();
         };
-        while let Ok(Some(f)) = frames.next() {
-            let location = f.location.as_ref();
-            out.push(SourceFrame {
-                function: f
-                    .function
-                    .as_ref()
-                    .and_then(|n| n.raw_name().ok())
-                    .map(Cow::into_owned),
-                file: location.and_then(|l| l.file).map(str::to_string),
-                line: location.and_then(|l| l.line).unwrap_or(0),
-            });
-        }
+        let Some(code) = sym.code_info.as_deref() else {
+            // A symbol, no line: the symbol tables say as much.
+            return Vec::new();
+        };
+        // blazesym gives the outermost function first, each with the line
+        // in it (where it calls the next).
+        let frame = |name: &str, code: Option<&CodeInfo>| SourceFrame {
+            function: Some(name.to_string()).filter(|n| !n.is_empty()),
+            file: code.map(|c| c.to_path().to_string_lossy().into_owned()),
+            line: code.and_then(|c| c.line).unwrap_or(0),
+        };
+        let mut out: Vec<SourceFrame> = sym
+            .inlined
+            .iter()
+            .rev()
+            .map(|f| frame(&f.name, f.code_info.as_ref()))
+            .collect();
+        out.push(frame(&sym.name, Some(code)));
         out
     }
 }
 
 /// The file at `path`, mapped read-only.
-fn map(path: &Path) -> Option<Arc<Backing>> {
+fn map(path: &Path) -> Option<memmap2::Mmap> {
     let file = fs::File::open(path).ok()?;
-    // SAFETY: mapped read-only and private; like any debugger, leak trusts
-    // debug files not to be truncated under it.
-    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    Some(Arc::new(Backing::Mapped(map)))
-}
-
-/// The bytes of section `name` of `elf` (parsed from `map`): a range of the
-/// mapping, or its inflated copy; empty if absent or unreadable.
-fn section(elf: &object::File, map: &Arc<Backing>, name: &str) -> Bytes {
-    let empty = || Bytes {
-        backing: Arc::new(Backing::Inflated(Vec::new())),
-        range: 0..0,
-    };
-    match section_data(elf, name) {
-        Some(Cow::Borrowed(data)) => {
-            let start = data.as_ptr() as usize - map.as_ptr() as usize;
-            Bytes {
-                backing: map.clone(),
-                range: start..start + data.len(),
-            }
-        }
-        Some(Cow::Owned(data)) => Bytes {
-            range: 0..data.len(),
-            backing: Arc::new(Backing::Inflated(data)),
-        },
-        None => empty(),
-    }
+    // SAFETY: mapped read-only and private, and dropped before anything
+    // else may change the file; like any debugger, leak trusts debug files
+    // not to be truncated under it.
+    unsafe { memmap2::Mmap::map(&file) }.ok()
 }
 
 /// What the compressed DWARF sections of `elf` inflate to, in bytes.
@@ -205,23 +159,6 @@ fn inflated_size(elf: &object::File) -> u64 {
         .filter(|c| c.format != CompressionFormat::None)
         .map(|c| c.uncompressed_size)
         .sum()
-}
-
-/// The contents of section `name` of `elf`, inflated if compressed with
-/// zlib; `None` if absent, unreadable, or compressed otherwise.
-pub(crate) fn section_data<'a>(elf: &object::File<'a>, name: &str) -> Option<Cow<'a, [u8]>> {
-    let compressed = elf.section_by_name(name)?.compressed_data().ok()?;
-    match compressed.format {
-        CompressionFormat::None => Some(Cow::Borrowed(compressed.data)),
-        CompressionFormat::Zlib => {
-            let mut out = Vec::with_capacity(compressed.uncompressed_size as usize);
-            flate2::read::ZlibDecoder::new(compressed.data)
-                .read_to_end(&mut out)
-                .ok()?;
-            Some(Cow::Owned(out))
-        }
-        _ => None,
-    }
 }
 
 /// Where a separate debug file may be, best first, as gdb looks: by build

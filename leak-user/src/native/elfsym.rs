@@ -144,8 +144,9 @@ pub(crate) struct ProcessSymbols {
 
 impl ProcessSymbols {
     /// Reads the code mappings of process `pid` and opens every object
-    /// mapped now, before stacks arrive (inflating a compressed debug file
-    /// takes a while); separate debug files are looked for under `dirs`.
+    /// mapped now, before stacks arrive (reading an object's symbol and
+    /// DWARF tables takes a while: in a burst of samples, the ring would
+    /// drop some); separate debug files are looked for under `dirs`.
     pub(crate) fn with_debug_dirs(pid: u32, dirs: &[PathBuf]) -> io::Result<Self> {
         let mut s = Self {
             pid,

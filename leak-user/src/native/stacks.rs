@@ -79,14 +79,21 @@ fn in_allocator_object(frame: &Frame) -> bool {
 }
 
 /// Functions that allocate on their caller's behalf, by name (demangled):
-/// C++'s `operator new` family, Rust's allocator shims.
+/// C++'s `operator new` family and the standard library's allocators
+/// inlined over it, Rust's allocator shims and its `alloc` crate (`Vec`,
+/// `Box`, `RawVec`, `Global`: what DWARF shows inlined into the caller).
 fn is_allocator_function(function: &str) -> bool {
     function.starts_with("operator new")
         || function.starts_with("__rust_alloc")
         || function.starts_with("__rust_realloc")
         || function.starts_with("__rdl_")
         || function.starts_with("__rg_")
-        || function.starts_with("alloc::alloc::")
+        || function.starts_with("alloc::")
+        || function.starts_with("<alloc::")
+        || function.contains(" as alloc::")
+        || function.starts_with("std::__new_allocator<")
+        || function.starts_with("__gnu_cxx::new_allocator<")
+        || function.starts_with("std::allocator_traits<")
         || matches!(function, "malloc" | "calloc" | "realloc" | "free")
 }
 
@@ -206,6 +213,30 @@ mod tests {
             f("rleak::Cache::remember", "/srv/rleak"),
         ];
         assert_eq!(names(trim_allocator(rust)), ["rleak::Cache::remember"]);
+        // With DWARF: the alloc crate's frames inlined into the caller, and
+        // libstdc++'s allocators inlined into a std::vector.
+        let inlined = |name: &str| Frame::in_object(name, "", 1, true, "/srv/rleak".into());
+        let rust = vec![
+            inlined("<alloc::alloc::Global as core::alloc::Allocator>::allocate"),
+            inlined("alloc::raw_vec::RawVecInner<A>::try_allocate_in"),
+            inlined("<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem"),
+            inlined("alloc::vec::from_elem"),
+            f("rleak::Cache::remember", "/srv/rleak"),
+        ];
+        assert_eq!(names(trim_allocator(rust)), ["rleak::Cache::remember"]);
+        let cpp = vec![
+            inlined("std::__new_allocator<char>::allocate(unsigned long, void const*)"),
+            inlined("std::allocator_traits<std::allocator<char> >::allocate(std::allocator<char>&, unsigned long)"),
+            inlined("std::_Vector_base<char, std::allocator<char> >::_M_allocate(unsigned long)"),
+            f("app::churn(int)", "/srv/app"),
+        ];
+        assert_eq!(
+            names(trim_allocator(cpp)),
+            [
+                "std::_Vector_base<char, std::allocator<char> >::_M_allocate(unsigned long)",
+                "app::churn(int)"
+            ]
+        );
         let only = vec![f("malloc", "/usr/lib/x86_64-linux-gnu/libc.so.6")];
         assert_eq!(names(trim_allocator(only)), ["malloc"]);
     }
