@@ -10,7 +10,11 @@
 //!    processes placed, drops.
 //! 3. `leak top` host-wide while processes come and go: tracer RSS.
 //!
-//! Each phase runs `--minutes` (30 by default); the figures are printed.
+//! Each phase runs `--minutes` (30 by default), one after another or, with
+//! `--together`, at the same time; `--phase` picks some. The figures are
+//! printed, with the entries of leak's kernel maps keyed by process left
+//! at its exit (and how many of them name a process that has exited), from
+//! the line leak logs at debug level for its census module.
 
 use std::{
     fs,
@@ -33,12 +37,27 @@ const REQUESTS_PER_SEC: u64 = 20;
 /// Short-lived jobs started during phase 2.
 const JOBS: usize = 200;
 
+/// A phase of the soak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// `leak trace` on the leaking service under load.
+    Service,
+    /// `leak trace --uprobe` while short-lived jobs come and go.
+    Jobs,
+    /// `leak top` host-wide while processes come and go.
+    Top,
+}
+
 /// Options of `cargo xtask soak`.
 pub struct Options {
     /// Minutes per phase.
     pub minutes: u64,
     /// Soak this leak binary instead of building one.
     pub leak: Option<PathBuf>,
+    /// The phases to run (all if empty).
+    pub phases: Vec<Phase>,
+    /// Run them at the same time.
+    pub together: bool,
 }
 
 /// Runs the three phases and prints their figures.
@@ -56,14 +75,44 @@ pub fn run(opts: Options) -> Result<()> {
     let go = |p: &str| build_go(p, &dir);
     let (seed, shortjob) = (go("seed")?, go("shortjob")?);
     let span = Duration::from_secs(opts.minutes * 60);
-    let lines = [
-        trace_service(&leak, &seed, &dir, span)?,
-        trace_jobs(&leak, &shortjob, &dir, span)?,
-        top(&leak, &shortjob, &dir, span)?,
-    ];
-    eprintln!("soak: {} min a phase", opts.minutes);
-    for l in lines {
-        eprintln!("  {l}");
+    let phases = if opts.phases.is_empty() {
+        vec![Phase::Service, Phase::Jobs, Phase::Top]
+    } else {
+        opts.phases
+    };
+    let phase = |p: Phase| match p {
+        Phase::Service => trace_service(&leak, &seed, &dir, span),
+        Phase::Jobs => trace_jobs(&leak, &shortjob, &dir, span),
+        Phase::Top => top(&leak, &shortjob, &dir, span),
+    };
+    let lines: Vec<Result<String>> = if opts.together {
+        thread::scope(|s| {
+            let running: Vec<_> = phases.iter().map(|&p| s.spawn(move || phase(p))).collect();
+            running
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| bail!("a soak phase panicked")))
+                .collect()
+        })
+    } else {
+        phases.iter().map(|&p| phase(p)).collect()
+    };
+    eprintln!(
+        "soak: {} min a phase{}",
+        opts.minutes,
+        if opts.together { ", together" } else { "" }
+    );
+    let mut failed = 0;
+    for (p, l) in phases.iter().zip(lines) {
+        match l {
+            Ok(l) => eprintln!("  {l}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("  {p:?}: failed: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} soak phase(s) failed");
     }
     Ok(())
 }
@@ -100,11 +149,24 @@ fn spawn_leak(leak: &Path, args: &[&str], dir: &Path, name: &str) -> Result<Kill
     let err = fs::File::create(dir.join(format!("{name}.stderr")))?;
     let child = Command::new(leak)
         .args(args)
+        // The census of its per-process kernel maps at exit, alone.
+        .env("RUST_LOG", "warn,leak_user::probes::census=debug")
         .stdout(Stdio::null())
         .stderr(err)
         .spawn()
         .context("starting leak")?;
     Ok(Killed(child))
+}
+
+/// What leak's census said of its per-process kernel maps at exit (from
+/// `dir/NAME.stderr`), and whether no entry of an exited process was left.
+fn census(dir: &Path, name: &str) -> String {
+    const LINE: &str = "kernel maps by process at exit: ";
+    let text = fs::read_to_string(dir.join(format!("{name}.stderr"))).unwrap_or_default();
+    match text.lines().find_map(|l| l.split_once(LINE)) {
+        Some((_, maps)) => format!("kernel maps at exit: {maps}"),
+        None => "no census of the kernel maps at exit (an older leak?)".to_string(),
+    }
 }
 
 /// Resident memory of `pid`, KiB (`VmRSS`).
@@ -235,13 +297,14 @@ fn trace_service(leak: &Path, seed: &Path, dir: &Path, span: Duration) -> Result
         .unwrap_or(false);
     drop(svc);
     Ok(format!(
-        "trace service: {sent} requests; {rss}; drops {}; top stack {found}{}",
+        "trace service: {sent} requests; {rss}; drops {}; top stack {found}{}; {}",
         drops(&report),
         if by {
             " in RequestTracker.Track"
         } else {
             ", NOT the leak"
-        }
+        },
+        census(dir, "service")
     ))
 }
 
@@ -299,8 +362,9 @@ fn trace_jobs(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<Str
     let report = finish(tracer, &json)?;
     let placed = report["target"]["pids"].as_array().map_or(0, Vec::len);
     Ok(format!(
-        "trace {JOBS} short-lived jobs: {completed} ran to the end, {placed} processes placed (killed ones may die before the runtime starts); {rss}; drops {}",
-        drops(&report)
+        "trace {JOBS} short-lived jobs: {completed} ran to the end, {placed} processes placed (killed ones may die before the runtime starts); {rss}; drops {}; {}",
+        drops(&report),
+        census(dir, "jobs")
     ))
 }
 
@@ -325,8 +389,17 @@ fn top(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<String> {
             let _ = c.wait();
         }
     });
-    finish(tracer, &json)?;
-    Ok(format!("top with {jobs} processes come and gone: {rss}"))
+    let report = finish(tracer, &json)?;
+    let lost = &report["lost"];
+    let lost = format!(
+        "{} rss events unattributed, {} updates lost to full maps",
+        lost["rss_events_unattributed"], lost["stats_insert_failed"]
+    );
+    Ok(format!(
+        "top with {jobs} processes come and gone: {rss}; {} processes in the last reading; {lost}; {}",
+        report["processes"].as_array().map_or(0, Vec::len),
+        census(dir, "top")
+    ))
 }
 
 /// A GET over HTTP/1.0; its body length.

@@ -20,7 +20,7 @@ use crate::{
         watch::{merge_rss, CgroupView, Reading, Row, Watch},
     },
     outputs::{self, Outputs},
-    probes::mm::Programs,
+    probes::{census, mm::Programs},
     process::{self, cgroup, RssCounters},
     report::chart::{ChartLine, LineKind},
     session::{self, Pipeline, Stop, Timing},
@@ -183,6 +183,7 @@ async fn top(args: Options) -> Result<()> {
     }
     let rows = top.rows();
     let lost = top.probes.lost();
+    census::log(&top.probes.census());
     // Detach before writing files.
     drop(top.probes);
     if let Some(path) = &top.args.outputs.json {
@@ -402,6 +403,7 @@ impl Top {
         for pid in kernel.keys().filter(|p| !present.contains(p)) {
             self.probes.forget(*pid);
         }
+        self.probes.sweep_exited();
         self.ignored.retain(|p, _| present.contains(p));
         for pid in scope {
             self.read_one(pid, secs, kernel.get(&pid));
@@ -426,12 +428,27 @@ impl Top {
                 self.cgroups.insert(c.path.clone(), tally);
             }
         }
-        for tally in self.cgroups.values_mut() {
+        let mut removed = HashSet::new();
+        for (path, tally) in &mut self.cgroups {
             // A cgroup removed since keeps its last figures.
-            if let Some(memory) = tally.cgroup.memory() {
-                tally.memory = Some(memory);
+            match tally.cgroup.memory() {
+                Some(memory) => tally.memory = Some(memory),
+                None => {
+                    removed.insert(path.clone());
+                }
             }
         }
+        // Forgotten once it is removed, unless a watched process is still
+        // in it or it has an OOM kill to tell: containers come and go, and
+        // a long watch keeps no state for every one it saw.
+        let in_use: HashSet<&str> = self
+            .known
+            .values()
+            .filter_map(|k| Some(k.cgroup.as_ref()?.cgroup.path.as_str()))
+            .collect();
+        self.cgroups.retain(|path, t| {
+            !removed.contains(path) || in_use.contains(path.as_str()) || t.oom_kills_watched() > 0
+        });
     }
 
     /// The cgroups where the kernel OOM-killed a process while watched,

@@ -36,7 +36,7 @@ use crate::{
     go::{GoBinary, GoError, Program},
     outputs::Outputs,
     probes::{
-        self,
+        self, census,
         go::{Attachment, GoMaps, GoProbes},
         Attached,
     },
@@ -169,6 +169,9 @@ async fn trace(options: Options, program: Rc<Program>) -> Result<()> {
     let (stop, attached) = traced?;
     p.record_growth();
     let losses = p.losses();
+    if let Some(m) = &mut p.maps {
+        census::log(&m.census());
+    }
     // Detach before the slow part (symbolizing, writing files); the numbers
     // already read stay.
     p.maps = None;
@@ -333,7 +336,8 @@ impl GoPipeline {
             .filter_map(process::Identity::of_live)
             .map(|i| (i.pid, i.start_time))
             .collect();
-        for pid in self.core.procs.update(&running).exited {
+        let exited = self.core.procs.update(&running).exited;
+        for &pid in &exited {
             // Kept in the report, but its memory is gone; so are its
             // buckets, here and in the kernel.
             self.core.agg.process_exited(pid);
@@ -343,6 +347,11 @@ impl GoPipeline {
                     let _ = m.known_buckets.remove(&[key.0 as u64, key.1]);
                 }
             }
+        }
+        if let (false, Some(m)) = (exited.is_empty(), &mut self.maps) {
+            // The kernel's entries leak never heard of (a sample lost, a
+            // process that died before runtime.main).
+            m.sweep_exited();
         }
         let policy = self.rate_policy();
         let binary = self.program.path.display().to_string();
