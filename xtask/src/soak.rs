@@ -196,8 +196,10 @@ impl std::fmt::Display for Rss {
     }
 }
 
-/// Runs `step` every 100 ms for `span`, sampling `pid`'s RSS each second.
-fn watch(pid: u32, span: Duration, mut step: impl FnMut(Duration)) -> Rss {
+/// Runs `step` every 100 ms for `span`, sampling `pid`'s RSS each second;
+/// a sample a minute goes to `series` (`seconds KiB` lines).
+fn watch(pid: u32, span: Duration, series: &Path, mut step: impl FnMut(Duration)) -> Rss {
+    let mut series = fs::File::create(series).ok();
     let start = Instant::now();
     let warm_at = (span / 10).min(Duration::from_secs(60));
     let mut rss = Rss {
@@ -207,6 +209,7 @@ fn watch(pid: u32, span: Duration, mut step: impl FnMut(Duration)) -> Rss {
         peak: 0,
     };
     let mut next_sample = start;
+    let mut next_line = start;
     while start.elapsed() < span {
         step(start.elapsed());
         if Instant::now() >= next_sample {
@@ -219,6 +222,12 @@ fn watch(pid: u32, span: Duration, mut step: impl FnMut(Duration)) -> Rss {
                 }
                 rss.end = r;
                 rss.peak = rss.peak.max(r);
+                if Instant::now() >= next_line {
+                    if let Some(f) = series.as_mut() {
+                        let _ = writeln!(f, "{} {r}", start.elapsed().as_secs());
+                    }
+                    next_line += Duration::from_secs(60);
+                }
             }
             next_sample += Duration::from_secs(1);
         }
@@ -279,7 +288,7 @@ fn trace_service(leak: &Path, seed: &Path, dir: &Path, span: Duration) -> Result
         .collect();
     let tracer = spawn_leak(leak, &leak_args, dir, "service")?;
     let mut sent = 0u64;
-    let rss = watch(tracer.0.id(), span, |t| {
+    let rss = watch(tracer.0.id(), span, &dir.join("service.rss"), |t| {
         while sent < t.as_millis() as u64 * REQUESTS_PER_SEC / 1000 {
             let _ = get(&addr, "/work");
             sent += 1;
@@ -331,6 +340,7 @@ fn trace_jobs(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<Str
     let rss = watch(
         tracer.0.id(),
         span.saturating_sub(Duration::from_secs(3)),
+        &dir.join("jobs.rss"),
         |t| {
             while started < JOBS && t >= every * started as u32 {
                 started += 1;
@@ -383,7 +393,7 @@ fn top(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<String> {
     ];
     let tracer = spawn_leak(leak, &args, dir, "top")?;
     let mut jobs = 0usize;
-    let rss = watch(tracer.0.id(), span, |_| {
+    let rss = watch(tracer.0.id(), span, &dir.join("top.rss"), |_| {
         if let Ok(mut c) = Command::new(job).stdout(Stdio::null()).spawn() {
             jobs += 1;
             let _ = c.wait();
