@@ -5,6 +5,7 @@
 //! ([`stacks`], from a syscall's; [`unwind`], from `.eh_frame`). Like the Go layer beside it, it imports nothing above it.
 
 pub(crate) mod allocator;
+pub(crate) mod ehframe;
 pub(crate) mod elfsym;
 pub(crate) mod stacks;
 pub(crate) mod unwind;

@@ -114,8 +114,12 @@ impl ProcessUnwinder {
 
 /// The unwind module of code mapping `m` of `pid`.
 fn module(pid: u32, m: &Mapping) -> Option<Module<Vec<u8>>> {
-    let data = fs::read(object_path(pid, m)).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+    module_of(&fs::read(object_path(pid, m)).ok()?, m)
+}
+
+/// The unwind module of code mapping `m` of the object file `data`.
+pub(crate) fn module_of(data: &[u8], m: &Mapping) -> Option<Module<Vec<u8>>> {
+    let file = object::File::parse(data).ok()?;
     let bias = load_bias(&file, m)?;
     let section = |name: &str| -> Option<(Range<u64>, Vec<u8>)> {
         let s = file.section_by_name(name)?;
@@ -124,7 +128,14 @@ fn module(pid: u32, m: &Mapping) -> Option<Module<Vec<u8>>> {
     };
     let (text_svma, text) = section(".text").unzip();
     let (eh_frame_svma, eh_frame) = section(".eh_frame").unzip();
-    let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr").unzip();
+    // A header whose table points outside .eh_frame is left out: the
+    // unwinder indexes .eh_frame itself.
+    let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr")
+        .filter(|(at, hdr)| {
+            let eh_frame = eh_frame_svma.clone().unwrap_or_default();
+            super::ehframe::hdr_fits(hdr, at.start, eh_frame)
+        })
+        .unzip();
     let got_svma = section(".got").map(|s| s.0);
     let debug_frame = section(".debug_frame").map(|s| s.1);
     let info = ExplicitModuleSectionInfo {
