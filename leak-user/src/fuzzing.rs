@@ -12,7 +12,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use framehop::{
-    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
+    x86_64::{CacheX86_64, UnwinderX86_64},
     Unwinder,
 };
 use leak_common::{NativeAlloc, NATIVE_HEADER};
@@ -225,8 +225,6 @@ fn patched(bases: &[Base], input: &[u8]) -> Option<Vec<u8>> {
 const NATIVE_START: u64 = 0x7f00_0000_0000;
 /// Where its stack starts.
 const NATIVE_SP: u64 = 0x7ffc_0000_0000;
-/// Frames walked per stack.
-const NATIVE_FRAMES: usize = 64;
 
 /// An object file as leak's native side reads it: its function symbols
 /// at a few file offsets and their names demangled; then, for each of its
@@ -291,8 +289,8 @@ fn native_walks(data: &[u8], words: &[u64]) -> usize {
     modules
 }
 
-/// Walks the stack at `ip` (the stack pointer at [`NATIVE_SP`], its
-/// memory `words`), at most [`NATIVE_FRAMES`] frames.
+/// Walks the stack at `ip` as leak walks a sampled one (the stack pointer
+/// at [`NATIVE_SP`], its memory `words`).
 fn walk(unwinder: &UnwinderX86_64<Vec<u8>>, cache: &mut CacheX86_64, ip: u64, words: &[u64]) {
     let end = NATIVE_SP + words.len() as u64 * 8;
     let mut read = |addr: u64| match addr {
@@ -301,13 +299,12 @@ fn walk(unwinder: &UnwinderX86_64<Vec<u8>>, cache: &mut CacheX86_64, ip: u64, wo
         }
         _ => Err(()),
     };
-    let regs = UnwindRegsX86_64::new(ip, NATIVE_SP, NATIVE_SP + 0x40);
-    let mut frames = unwinder.iter_frames(ip, regs, cache, &mut read);
-    for _ in 0..NATIVE_FRAMES {
-        if !matches!(frames.next(), Ok(Some(_))) {
-            break;
-        }
-    }
+    let _ = unwind::walk(
+        unwinder,
+        cache,
+        (ip, NATIVE_SP, NATIVE_SP + 0x40),
+        &mut read,
+    );
 }
 
 /// Where a uprobe goes in a function whose code is the input after its
@@ -663,6 +660,19 @@ mod tests {
         // its probe's offset computed by a subtraction that overflowed.
         let cmp_then_jae = [0x39, 0x24, 0x08, 0x73, 0x12, 0x83, 0xfe, 0xff];
         assert_eq!(allocator::placement(&cmp_then_jae, u64::MAX - 1), (3, true));
+        // Found by fuzzing: damaged unwind tables that make the unwinder
+        // itself panic (a CFA below 8) end that one walk, as a panic
+        // beneath it here does.
+        let unwinder = UnwinderX86_64::new();
+        let mut cache = CacheX86_64::new();
+        let mut hostile = |_: u64| -> Result<u64, ()> { panic!("under the unwinder") };
+        let (frames, complete) = unwind::walk(
+            &unwinder,
+            &mut cache,
+            (0x40_1000, 0x7000, 0x7100),
+            &mut hostile,
+        );
+        assert_eq!((frames, complete), (vec![0x40_1001], false));
         let code = seeds("probe_placement");
         assert!(code.len() > 10, "{} code seeds", code.len());
         code.iter().for_each(|s| probe_placement(s));

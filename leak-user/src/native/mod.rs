@@ -7,5 +7,6 @@
 pub(crate) mod allocator;
 pub(crate) mod ehframe;
 pub(crate) mod elfsym;
+pub(crate) mod quiet;
 pub(crate) mod stacks;
 pub(crate) mod unwind;

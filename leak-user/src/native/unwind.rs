@@ -89,26 +89,48 @@ impl ProcessUnwinder {
                 Err(())
             }
         };
-        let regs = UnwindRegsX86_64::new(ip, sp, bp);
-        let mut frames = self
-            .unwinder
-            .iter_frames(ip, regs, &mut self.cache, &mut read);
-        let mut out = Vec::new();
-        let complete = loop {
-            if out.len() >= MAX_DEPTH {
-                break false;
-            }
-            match frames.next() {
-                Ok(Some(FrameAddress::InstructionPointer(pc))) => out.push(pc + 1),
-                Ok(Some(FrameAddress::ReturnAddress(ra))) => out.push(ra.get()),
-                Ok(None) => break true,
-                Err(_) => break false,
-            }
-        };
+        let (out, complete) = walk(&self.unwinder, &mut self.cache, (ip, sp, bp), &mut read);
         if !complete {
             self.truncated += 1;
         }
         out
+    }
+}
+
+/// The frames of the stack at registers `(ip, sp, bp)`, its memory read
+/// through `read`, innermost first, and whether the walk reached the
+/// outermost frame. A panic beneath (the DWARF evaluation of a hostile
+/// object's unwind tables: found by fuzzing, a CFA below 8 made framehop
+/// subtract past zero) ends the walk there, with the cache emptied.
+pub(crate) fn walk(
+    unwinder: &UnwinderX86_64<Vec<u8>>,
+    cache: &mut CacheX86_64,
+    (ip, sp, bp): (u64, u64, u64),
+    read: &mut impl FnMut(u64) -> Result<u64, ()>,
+) -> (Vec<u64>, bool) {
+    let mut out = Vec::new();
+    let walked = super::quiet::contained(|| {
+        let regs = UnwindRegsX86_64::new(ip, sp, bp);
+        let mut frames = unwinder.iter_frames(ip, regs, cache, read);
+        loop {
+            if out.len() >= MAX_DEPTH {
+                return false;
+            }
+            match frames.next() {
+                Ok(Some(FrameAddress::InstructionPointer(pc))) => out.push(pc + 1),
+                Ok(Some(FrameAddress::ReturnAddress(ra))) => out.push(ra.get()),
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    });
+    match walked {
+        Some(complete) => (out, complete),
+        None => {
+            log::debug!("a stack's walk failed inside the unwinder: its unwind tables are damaged");
+            *cache = CacheX86_64::new();
+            (out, false)
+        }
     }
 }
 
