@@ -8,7 +8,9 @@
 //! 2. `leak trace --uprobe shortjob` (no pid) while 200 instances of a
 //!    60 ms job start, a random third of them killed early: tracer RSS,
 //!    processes placed, drops.
-//! 3. `leak top` host-wide while processes come and go: tracer RSS.
+//! 3. `leak top` host-wide while processes come and go (jobs one after
+//!    another, and every 5 minutes 16 distinct Go executables for 20 s):
+//!    tracer RSS.
 //!
 //! Each phase runs `--minutes` (30 by default), one after another or, with
 //! `--together`, at the same time; `--phase` picks some. The figures are
@@ -36,6 +38,8 @@ const GO_VERSION: &str = "1.25.5";
 const REQUESTS_PER_SEC: u64 = 20;
 /// Short-lived jobs started during phase 2.
 const JOBS: usize = 200;
+/// Distinct Go executables started together, every 5 minutes, in phase 3.
+const BURST: usize = 16;
 
 /// A phase of the soak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -83,7 +87,7 @@ pub fn run(opts: Options) -> Result<()> {
     let phase = |p: Phase| match p {
         Phase::Service => trace_service(&leak, &seed, &dir, span),
         Phase::Jobs => trace_jobs(&leak, &shortjob, &dir, span),
-        Phase::Top => top(&leak, &shortjob, &dir, span),
+        Phase::Top => top(&leak, (&shortjob, &seed), &dir, span),
     };
     let lines: Vec<Result<String>> = if opts.together {
         thread::scope(|s| {
@@ -379,7 +383,16 @@ fn trace_jobs(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<Str
 }
 
 /// Phase 3: `leak top` while jobs come and go.
-fn top(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<String> {
+fn top(leak: &Path, (job, service): (&Path, &Path), dir: &Path, span: Duration) -> Result<String> {
+    // Distinct executables (a deployment's new builds): leak top reads
+    // each one a process runs.
+    let builds: Vec<PathBuf> = (0..BURST)
+        .map(|i| {
+            let to = dir.join(format!("build-{i}"));
+            fs::copy(service, &to).map(|_| to)
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut burst: Vec<Killed> = Vec::new();
     let secs = span.as_secs().to_string();
     let json = dir.join("top.json");
     let args = [
@@ -393,12 +406,28 @@ fn top(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<String> {
     ];
     let tracer = spawn_leak(leak, &args, dir, "top")?;
     let mut jobs = 0usize;
-    let rss = watch(tracer.0.id(), span, &dir.join("top.rss"), |_| {
+    let (mut bursts, mut bursting) = (0usize, false);
+    let rss = watch(tracer.0.id(), span, &dir.join("top.rss"), |t| {
         if let Ok(mut c) = Command::new(job).stdout(Stdio::null()).spawn() {
             jobs += 1;
             let _ = c.wait();
         }
+        // Every 5 minutes, the builds run for 20 s, then are stopped.
+        let in_burst = t.as_secs() % 300 >= 150 && t.as_secs() % 300 < 170;
+        if in_burst && !bursting {
+            bursts += 1;
+            burst = builds
+                .iter()
+                .filter_map(|b| Command::new(b).stdout(Stdio::null()).spawn().ok())
+                .map(Killed)
+                .collect();
+            jobs += burst.len();
+        } else if !in_burst && bursting {
+            burst.clear();
+        }
+        bursting = in_burst;
     });
+    drop(burst);
     let report = finish(tracer, &json)?;
     let lost = &report["lost"];
     let lost = format!(
@@ -406,7 +435,7 @@ fn top(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<String> {
         lost["rss_events_unattributed"], lost["stats_insert_failed"]
     );
     Ok(format!(
-        "top with {jobs} processes come and gone: {rss}; {} processes in the last reading; {lost}; {}",
+        "top with {jobs} processes come and gone ({bursts} bursts of {BURST} distinct Go executables, 20 s each): {rss}; {} processes in the last reading; {lost}; {}",
         report["processes"].as_array().map_or(0, Vec::len),
         census(dir, "top")
     ))
