@@ -368,3 +368,59 @@ fn a_reused_pid_is_another_process() {
     );
     drop(second);
 }
+
+/// No state is left for processes that have exited: after 20 short jobs
+/// (a quarter killed early) under `leak trace --uprobe`, and under `leak
+/// top` while they come and go, leak's census of its per-process kernel
+/// maps at exit counts no entry of an exited process.
+#[test]
+fn no_kernel_map_entry_is_left_for_exited_processes() {
+    let job = build_go("shortjob", "1.25.5", Variant::Plain);
+    let dir = scratch("hostile-census");
+    let job_path = job.to_str().unwrap();
+    for (name, args) in [
+        (
+            "trace",
+            vec!["trace", "--uprobe", job_path, "--duration", "10"],
+        ),
+        ("top", vec!["top", "--duration", "10", "--interval", "1"]),
+    ] {
+        let err_path = dir.join(format!("{name}.stderr"));
+        let mut tracer = Command::new(leak_bin())
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LOG", "warn,leak_user::probes::census=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&err_path).unwrap())
+            .spawn()
+            .unwrap();
+        let err = || fs::read_to_string(&err_path).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !err().contains("leak: tracing") && !err().contains("leak: watching") {
+            assert!(Instant::now() < deadline, "{name}: not attached: {}", err());
+            thread::sleep(Duration::from_millis(50));
+        }
+        for i in 0..20 {
+            let mut c = Command::new(&job).spawn().unwrap();
+            if i % 4 == 0 {
+                thread::sleep(Duration::from_millis(i * 2));
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        assert!(tracer.wait().unwrap().success(), "{name}: {}", err());
+        let err = err();
+        no_panic(&err);
+        let census = err
+            .lines()
+            .find_map(|l| l.split_once("kernel maps by process at exit: "))
+            .unwrap_or_else(|| panic!("{name}: no census: {err}"))
+            .1;
+        let maps: Vec<&str> = census.split(", ").collect();
+        assert!(maps.len() >= 2, "{name}: {census}");
+        for m in maps {
+            assert!(m.ends_with("(0 of exited processes)"), "{name}: {census}");
+        }
+        eprintln!("{name}: {census}");
+    }
+}
