@@ -424,3 +424,37 @@ fn no_kernel_map_entry_is_left_for_exited_processes() {
         eprintln!("{name}: {census}");
     }
 }
+
+/// `leak top` on a Go process that calls exec: from then on it is watched
+/// as the program it runs now (its name, no Go heap read at the old
+/// program's addresses).
+#[test]
+fn leak_top_follows_a_process_into_exec() {
+    let dir = scratch("hostile-top-exec");
+    let prog = hostile(false);
+    let json = dir.join("t.json");
+    let mut leak = LeakArgs::top()
+        .pid(prog.pid())
+        .opt("--interval", 1)
+        .opt("--duration", 8)
+        .out("--json", &json)
+        .attach(&dir);
+    thread::sleep(Duration::from_secs(3));
+    prog.signal(SIGUSR1);
+    let status = leak.wait(30);
+    let err = leak.stderr_text();
+    no_panic(&err);
+    assert!(status.success(), "{err}");
+    let r = read_json(&json);
+    let row = &r["processes"][0];
+    assert_eq!(row["pid"], prog.pid(), "{r}");
+    assert_eq!(row["command"], "sleep", "{row}");
+    assert!(row["go"].is_null(), "a Go heap read after exec: {row}");
+    // Its heap is the new program's: no break measured from the old one's start.
+    assert!(
+        row["memory"]["brk_heap"]
+            .as_u64()
+            .is_none_or(|b| b < 1 << 30),
+        "{row}"
+    );
+}

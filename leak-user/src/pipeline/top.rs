@@ -21,7 +21,7 @@ use crate::{
     },
     outputs::{self, Outputs},
     probes::{census, mm::Programs},
-    process::{self, cgroup, RssCounters},
+    process::{self, cgroup, FileId, RssCounters},
     report::chart::{ChartLine, LineKind},
     session::{self, Pipeline, Stop, Timing},
 };
@@ -133,6 +133,9 @@ struct Known {
     cgroup: Option<CgroupView>,
     /// Its pid in its own pid namespace, when that is not leak's.
     ns_pid: Option<u32>,
+    /// The executable it ran at first sight: another one means it called
+    /// exec, and is watched as a new process from then on.
+    exe: Option<FileId>,
 }
 
 /// What leak has read of one memory cgroup.
@@ -501,10 +504,11 @@ impl Top {
             self.forget(pid);
             return;
         }
+        let exe = exe_of(pid);
         if self
             .known
             .get(&pid)
-            .is_some_and(|k| k.start_time != start_time)
+            .is_some_and(|k| k.start_time != start_time || (exe.is_some() && k.exe != exe))
         {
             self.forget(pid);
         }
@@ -559,6 +563,7 @@ impl Top {
                 in_kernel_maps,
                 cgroup,
                 ns_pid: process::ns_pid(pid),
+                exe: exe_of(pid),
             },
         );
         true
@@ -595,6 +600,11 @@ impl Top {
         out.flush()?;
         Ok(())
     }
+}
+
+/// The executable process `pid` runs.
+fn exe_of(pid: u32) -> Option<FileId> {
+    FileId::of(std::path::Path::new(&format!("/proc/{pid}/exe"))).ok()
 }
 
 fn lost_total(lost: &Lost) -> u64 {
