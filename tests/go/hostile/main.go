@@ -6,6 +6,9 @@
 //     a read) and allocations go through ever new call stacks of random
 //     depth, a window of them kept (new heap profile records, records
 //     changing), so GCs run constantly;
+//   - with -gentle as well, turns the GC off and churns a thousand times
+//     slower: the records still change under a read (new call stacks, new
+//     records), but no GC publishes a new cycle while leak reads;
 //   - on SIGUSR1, execs -exec (with -exec-arg) in its place, same pid.
 //
 // The heap profile records every allocation (MemProfileRate 1), so its
@@ -18,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -56,10 +60,14 @@ func deep(d, n int) []byte {
 	return deep(d-1, n)
 }
 
-// churn allocates through stacks of random depth forever, keeping a window.
-func churn(seed uint64) {
+// churn allocates through stacks of random depth forever, keeping a window;
+// gently, a millisecond's pause after each allocation.
+func churn(seed uint64, gently bool) {
 	x := seed
 	for i := 0; ; i++ {
+		if gently {
+			time.Sleep(time.Millisecond)
+		}
 		x ^= x << 13
 		x ^= x >> 7
 		x ^= x << 17
@@ -83,6 +91,7 @@ func churn(seed uint64) {
 func main() {
 	runtime.MemProfileRate = 1
 	doChurn := flag.Bool("churn", false, "mutate goroutines and heap records constantly")
+	gentle := flag.Bool("gentle", false, "with -churn: no GC, and a pause after each allocation")
 	exec := flag.String("exec", "/bin/sleep", "program to exec on SIGUSR1")
 	execArg := flag.String("exec-arg", "600", "its argument")
 	flag.Parse()
@@ -98,8 +107,11 @@ func main() {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	if *doChurn {
-		go churn(0x2545f4914f6cdd1d)
-		go churn(0x9e3779b97f4a7c15)
+		if *gentle {
+			debug.SetGCPercent(-1)
+		}
+		go churn(0x2545f4914f6cdd1d, *gentle)
+		go churn(0x9e3779b97f4a7c15, *gentle)
 	}
 	fmt.Printf("ready pid %d\n", os.Getpid())
 	<-usr1
