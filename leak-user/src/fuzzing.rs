@@ -11,6 +11,12 @@
 
 use std::{path::PathBuf, sync::Arc};
 
+use framehop::{
+    x86_64::{CacheX86_64, UnwinderX86_64},
+    Unwinder,
+};
+use leak_common::{NativeAlloc, NATIVE_HEADER};
+
 use crate::{
     event,
     go::{
@@ -21,7 +27,16 @@ use crate::{
         version::{self, GoVersion},
         GoBinary,
     },
-    process::{self, cgroup, maps, memory::Memory},
+    native::{
+        allocator,
+        elfsym::{self, ElfSymbols},
+        unwind,
+    },
+    process::{
+        self, cgroup,
+        maps::{self, Mapping},
+        memory::Memory,
+    },
 };
 
 /// Where [`FlatMemory`] maps a fuzz input in the walker targets.
@@ -106,6 +121,19 @@ pub struct Base {
 }
 
 impl Base {
+    /// The files `LEAK_FUZZ_BINARIES` names (`:`-separated), each one that
+    /// can be read; `None` if there is none.
+    pub fn from_env() -> Option<Vec<Self>> {
+        let list = std::env::var("LEAK_FUZZ_BINARIES").unwrap_or_default();
+        let bases: Vec<Self> = list
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| std::fs::read(p).ok())
+            .map(Self::new)
+            .collect();
+        (!bases.is_empty()).then_some(bases)
+    }
+
     /// Finds the regions of `data` (the whole file is always the first).
     pub fn new(data: Vec<u8>) -> Self {
         use object::{Object, ObjectSection};
@@ -123,6 +151,9 @@ impl Base {
                     ".go.buildinfo" | ".note.go.buildid" | ".noptrdata" | ".data" => len,
                     ".text" => len.min(1 << 16),
                     ".shstrtab" | ".symtab" => len.min(1 << 16),
+                    // What the native side reads of C, C++ and Rust objects.
+                    ".eh_frame" | ".eh_frame_hdr" | ".debug_frame" | ".got" => len,
+                    ".dynsym" | ".dynstr" | ".strtab" => len.min(1 << 16),
                     _ => continue,
                 };
                 regions.push(off..off.saturating_add(keep).min(data.len()));
@@ -150,12 +181,34 @@ impl Base {
 /// applied: 6 bytes each, a region, an offset in it and a byte to XOR in.
 /// Then read as [`go_binary`] reads a file.
 pub fn patched_binary(bases: &[Base], input: &[u8]) {
+    if let Some(data) = patched(bases, input) {
+        go_binary(&data);
+    }
+}
+
+/// A real object file (an executable or a shared library: the C library,
+/// the C++ one, C and C++ test builds) patched and cut as in
+/// [`patched_binary`], read as leak's native side reads the objects a
+/// process maps: symbols, then unwind information, walked through a stack
+/// whose words are the input's bytes after the first two.
+pub fn patched_native(bases: &[Base], input: &[u8]) {
+    if let Some(data) = patched(bases, input) {
+        let words: Vec<u64> = input
+            .get(2..)
+            .unwrap_or_default()
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
+            .collect();
+        native_object(&data, &words);
+    }
+}
+
+/// [`patched_binary`]'s base, patched and cut by `input`.
+fn patched(bases: &[Base], input: &[u8]) -> Option<Vec<u8>> {
     let (Some(&pick), Some(&cut)) = (input.first(), input.get(1)) else {
-        return;
+        return None;
     };
-    let Some(base) = bases.get(usize::from(pick) % bases.len().max(1)) else {
-        return;
-    };
+    let base = bases.get(usize::from(pick) % bases.len().max(1))?;
     let mut data = base.data.clone();
     for p in input[2..].chunks_exact(6) {
         let region = &base.regions[usize::from(p[0]) % base.regions.len()];
@@ -165,7 +218,152 @@ pub fn patched_binary(bases: &[Base], input: &[u8]) {
     if cut != 0 {
         data.truncate(data.len() / 256 * usize::from(cut));
     }
-    go_binary(&data);
+    Some(data)
+}
+
+/// Where [`native_object`] maps an object's code.
+const NATIVE_START: u64 = 0x7f00_0000_0000;
+/// Where its stack starts.
+const NATIVE_SP: u64 = 0x7ffc_0000_0000;
+
+/// An object file as leak's native side reads it: its function symbols
+/// at a few file offsets and their names demangled; then, for each of its
+/// executable segments mapped as a process maps it, the unwind module (its
+/// load bias, `.eh_frame` and the sections around), walked from a few
+/// instructions through a stack of `words`.
+pub fn native_object(data: &[u8], words: &[u64]) {
+    native_walks(data, words);
+}
+
+/// Unwind modules [`native_object`] builds from `data`.
+#[cfg(test)]
+fn native_modules(data: &[u8]) -> usize {
+    native_walks(data, &[])
+}
+
+/// [`native_object`]; how many unwind modules it built.
+fn native_walks(data: &[u8], words: &[u64]) -> usize {
+    use object::{Object, ObjectSegment, SegmentFlags};
+    if let Ok(symbols) = ElfSymbols::of(data) {
+        let len = data.len() as u64;
+        for offset in [0, len / 3, len / 2, len.saturating_sub(1)] {
+            if let Some(addr) = symbols.address_of_offset(offset) {
+                let _ = symbols.starts_function(addr);
+                if let Some(name) = symbols.function_at(addr) {
+                    let _ = elfsym::demangle(name);
+                }
+            }
+        }
+    }
+    let Ok(file) = object::File::parse(data) else {
+        return 0;
+    };
+    let mut modules = 0;
+    let code = file.segments().filter(|s| match s.flags() {
+        SegmentFlags::Elf { p_flags } => p_flags & object::elf::PF_X != 0,
+        _ => false,
+    });
+    for (i, seg) in code.enumerate().take(4) {
+        let (offset, size) = seg.file_range();
+        let start = NATIVE_START + ((i as u64) << 32);
+        let m = Mapping {
+            start,
+            end: start.saturating_add(size.clamp(0x1000, 1 << 30)),
+            offset: offset & !0xfff,
+            inode: 1,
+            executable: true,
+            path: "fuzz".into(),
+        };
+        let Some(module) = unwind::module_of(data, &m) else {
+            continue;
+        };
+        modules += 1;
+        let mut unwinder: UnwinderX86_64<Vec<u8>> = UnwinderX86_64::new();
+        unwinder.add_module(module);
+        let mut cache = CacheX86_64::new();
+        let span = m.end - m.start;
+        for &w in words.iter().take(4) {
+            walk(&unwinder, &mut cache, m.start + w % span, words);
+        }
+    }
+    modules
+}
+
+/// Walks the stack at `ip` as leak walks a sampled one (the stack pointer
+/// at [`NATIVE_SP`], its memory `words`).
+fn walk(unwinder: &UnwinderX86_64<Vec<u8>>, cache: &mut CacheX86_64, ip: u64, words: &[u64]) {
+    let end = NATIVE_SP + words.len() as u64 * 8;
+    let mut read = |addr: u64| match addr {
+        a if (NATIVE_SP..end).contains(&a) && a % 8 == 0 => {
+            Ok(words[((a - NATIVE_SP) / 8) as usize])
+        }
+        _ => Err(()),
+    };
+    let _ = unwind::walk(
+        unwinder,
+        cache,
+        (ip, NATIVE_SP, NATIVE_SP + 0x40),
+        &mut read,
+    );
+}
+
+/// Where a uprobe goes in a function whose code is the input after its
+/// first 8 bytes (the function's address): within the code given, past
+/// the entry only onto an instruction the kernel emulates. And whether 8
+/// bytes of it end in a call (the native unwinder's check of a return
+/// address).
+pub fn probe_placement(data: &[u8]) {
+    let ip = data
+        .get(..8)
+        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    let code = data.get(8..).unwrap_or_default();
+    let (offset, emulated) = allocator::placement(code, ip);
+    if emulated {
+        assert!(
+            (offset as usize) < code.len(),
+            "{offset} past {} bytes",
+            code.len()
+        );
+    } else {
+        assert_eq!(offset, 0, "moved onto an instruction not emulated");
+    }
+    let mut before = [0u8; 8];
+    let n = code.len().min(8);
+    before[..n].copy_from_slice(&code[..n]);
+    let _ = elfsym::follows_call(before);
+}
+
+/// A symbol name demangled as leak shows it (Rust's two manglings, C++'s).
+pub fn demangle(data: &[u8]) {
+    let _ = elfsym::demangle(&String::from_utf8_lossy(data));
+}
+
+/// The input as a native allocation record (its first 4 bytes made the
+/// kind's): decoded as the ring buffer's reader decodes it, never claiming
+/// a stack word the record did not carry, and sliced as the native
+/// pipeline slices it.
+pub fn native_record(data: &[u8]) {
+    let mut bytes = data.to_vec();
+    let kind = (leak_common::EventKind::NativeAlloc as u32).to_le_bytes();
+    for (b, k) in bytes.iter_mut().zip(kind) {
+        *b = k;
+    }
+    let Some(event::Record::NativeAlloc(ev)) = event::decode(&bytes) else {
+        assert!(bytes.len() < NATIVE_HEADER, "a full header not decoded");
+        return;
+    };
+    let carried = (bytes.len().min(size_of::<NativeAlloc>()) - NATIVE_HEADER) / 8;
+    assert!(
+        ev.words as usize <= carried,
+        "{} words of {carried}",
+        ev.words
+    );
+    let field = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    assert_eq!((ev.addr, ev.size, ev.sp), (field(8), field(16), field(32)));
+    // The words the native pipeline walks, as the record carried them.
+    for (i, &w) in ev.stack[..ev.words as usize].iter().enumerate() {
+        assert_eq!(w, field(NATIVE_HEADER + i * 8), "word {i}");
+    }
 }
 
 /// Version inference from bytes: a build-info blob, and the text as a
@@ -267,8 +465,12 @@ pub fn proc_text(data: &[u8]) {
 
 /// Valid inputs for the walker targets, one per runtime-table row: a
 /// short bucket list (`heap_records`), goroutines with a frame chain
-/// (`goroutines`). Empty for the other targets, whose seeds are files.
+/// (`goroutines`); real code and symbol names for `probe_placement` and
+/// `demangle`. Empty for the other targets, whose seeds are files.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    if matches!(target, "probe_placement" | "demangle") {
+        return library_seeds(target);
+    }
     let rows = rows();
     (0..rows.len())
         .filter_map(|i| match target {
@@ -293,6 +495,46 @@ pub fn write_seeds(target: &str) {
     for (i, seed) in seeds(target).iter().enumerate() {
         let _ = std::fs::write(dir.join(format!("seed-row-{i}")), seed);
     }
+}
+
+/// The C and C++ libraries: their functions seed the native targets.
+pub const SYSTEM_LIBRARIES: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+];
+
+/// Seeds from [`SYSTEM_LIBRARIES`]' exported functions, one in 37: for
+/// `probe_placement`, the address and first 32 bytes of each one's code;
+/// for `demangle`, their names (mangled C++ ones among them).
+fn library_seeds(target: &str) -> Vec<Vec<u8>> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let mut out = Vec::new();
+    for lib in SYSTEM_LIBRARIES {
+        let Ok(data) = std::fs::read(lib) else {
+            continue;
+        };
+        let Ok(file) = object::File::parse(&*data) else {
+            continue;
+        };
+        let text = file.section_by_name(".text");
+        for sym in file.dynamic_symbols().step_by(37).take(64) {
+            let Ok(name) = sym.name() else { continue };
+            if target == "demangle" {
+                out.push(name.as_bytes().to_vec());
+                continue;
+            }
+            let code = text.as_ref().and_then(|t| {
+                let at = usize::try_from(sym.address().checked_sub(t.address())?).ok()?;
+                t.data().ok()?.get(at..)
+            });
+            if let Some(code) = code {
+                let mut seed = sym.address().to_le_bytes().to_vec();
+                seed.extend_from_slice(&code[..code.len().min(32)]);
+                out.push(seed);
+            }
+        }
+    }
+    out
 }
 
 /// Writes `v` at `off` of `buf`, growing it.
@@ -373,4 +615,100 @@ fn goroutine_seed(index: u8, row: &RuntimeProbes) -> Vec<u8> {
     put(&mut m, stack_at + 0x1c8, TEXT.start + 0x30);
     m.resize(stack_at + 0x400, 0);
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The native targets over real objects, whole and damaged, and their
+    /// library seeds: no panic, and the seeds are what they say.
+    #[test]
+    fn native_targets_take_real_objects_and_their_damage() {
+        let bases: Vec<Base> = SYSTEM_LIBRARIES
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .map(Base::new)
+            .collect();
+        assert!(!bases.is_empty(), "no C library at {SYSTEM_LIBRARIES:?}");
+        // Whole, the library's code segment gives an unwind module, and
+        // its symbols a function at the middle of the file.
+        let libc = &bases[0].data;
+        assert!(native_modules(libc) > 0);
+        let symbols = ElfSymbols::of(libc).unwrap();
+        let mid = symbols.address_of_offset(libc.len() as u64 / 3).unwrap();
+        assert!(symbols.function_at(mid).is_some());
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..24u8 {
+            let mut input = vec![i, [0, 128, 200][usize::from(i) % 3]];
+            for _ in 0..(i % 6) * 6 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                input.push(x as u8);
+            }
+            patched_native(&bases, &input);
+        }
+        // Found by fuzzing: a search table entry pointing below .eh_frame
+        // made the unwinder's DWARF reader subtract past zero, walking a
+        // stack from the function the entry is for.
+        let mut damaged = libc.clone();
+        let (first_fn, exec_vaddr) = point_first_fde_below_eh_frame(&mut damaged);
+        native_object(&damaged, &[first_fn - exec_vaddr]);
+        // Found by fuzzing: a function whose code runs past the top of
+        // the address space (a symbol's address from a hostile file) had
+        // its probe's offset computed by a subtraction that overflowed.
+        let cmp_then_jae = [0x39, 0x24, 0x08, 0x73, 0x12, 0x83, 0xfe, 0xff];
+        assert_eq!(allocator::placement(&cmp_then_jae, u64::MAX - 1), (3, true));
+        // Found by fuzzing: damaged unwind tables that make the unwinder
+        // itself panic (a CFA below 8) end that one walk, as a panic
+        // beneath it here does.
+        let unwinder = UnwinderX86_64::new();
+        let mut cache = CacheX86_64::new();
+        let mut hostile = |_: u64| -> Result<u64, ()> { panic!("under the unwinder") };
+        let (frames, complete) = unwind::walk(
+            &unwinder,
+            &mut cache,
+            (0x40_1000, 0x7000, 0x7100),
+            &mut hostile,
+        );
+        assert_eq!((frames, complete), (vec![0x40_1001], false));
+        let code = seeds("probe_placement");
+        assert!(code.len() > 10, "{} code seeds", code.len());
+        code.iter().for_each(|s| probe_placement(s));
+        let names = seeds("demangle");
+        let cpp = names.iter().filter(|n| n.starts_with(b"_Z")).count();
+        assert!(cpp > 0, "no C++ name among {} symbols", names.len());
+        for n in &names {
+            demangle(n);
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/native_record");
+        for e in std::fs::read_dir(dir).unwrap() {
+            native_record(&std::fs::read(e.unwrap().path()).unwrap());
+        }
+    }
+
+    /// Points the first entry of `data`'s `.eh_frame_hdr` table 8 bytes
+    /// below `.eh_frame`; the address of the function the entry is for,
+    /// and of the first executable segment (mapped from a page boundary).
+    fn point_first_fde_below_eh_frame(data: &mut [u8]) -> (u64, u64) {
+        use object::{Object, ObjectSection, ObjectSegment, SegmentFlags};
+        let file = object::File::parse(&*data).unwrap();
+        let hdr = file.section_by_name(".eh_frame_hdr").unwrap();
+        let eh_frame = file.section_by_name(".eh_frame").unwrap().address();
+        let (hdr_at, hdr_off) = (hdr.address(), hdr.file_range().unwrap().0 as usize);
+        let exec = file
+            .segments()
+            .find(|s| matches!(s.flags(), SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0))
+            .unwrap();
+        assert_eq!(exec.file_range().0 % 0x1000, 0);
+        let exec_vaddr = exec.address();
+        // Table entries (datarel sdata4) from byte 12: location, FDE.
+        let field =
+            |d: &[u8], at: usize| i32::from_le_bytes(d[hdr_off + at..][..4].try_into().unwrap());
+        let first_fn = hdr_at.wrapping_add_signed(i64::from(field(data, 12)));
+        let below = (eh_frame - hdr_at) as i32 - 8;
+        data[hdr_off + 16..][..4].copy_from_slice(&below.to_le_bytes());
+        (first_fn, exec_vaddr)
+    }
 }

@@ -290,6 +290,8 @@ impl Leak {
         let stderr = dir.join("leak.stderr");
         let child = Command::new(leak_bin())
             .args(args)
+            // A panic is a failure: its backtrace says where.
+            .env("RUST_BACKTRACE", "1")
             .stdout(fs::File::create(&stdout).unwrap())
             .stderr(fs::File::create(&stderr).unwrap())
             .spawn()

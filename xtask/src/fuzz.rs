@@ -27,6 +27,23 @@ const TARGETS: &[&str] = &[
     "goroutines",
     "cgroup",
     "proc_text",
+    "patched_native",
+    "probe_placement",
+    "demangle",
+    "native_record",
+];
+
+/// Native objects `patched_native` mutates, if present: the C library,
+/// the C++ one (`leak_user::fuzzing::SYSTEM_LIBRARIES`, whose code and
+/// symbols also seed `probe_placement` and `demangle`), and the C and C++
+/// test builds (`-O2`, no frame pointers, so their unwind tables are what a
+/// walk needs).
+const NATIVE_BASES: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+    "target/it-c/cleak-O2",
+    "target/it-c/cppleak-O2",
+    "target/it-c/leaker",
 ];
 
 /// Executables `patched_binary` mutates (paths under the workspace), if
@@ -201,15 +218,35 @@ fn binary_seeds(target: &str, seeds: &Path, c: &mut Command) -> Result<()> {
             if bases.is_empty() {
                 bail!("patched_binary needs the Go test builds (target/test-go): run `cargo xtask test` first");
             }
-            let list: Vec<String> = bases.iter().map(|p| p.display().to_string()).collect();
-            c.env("LEAK_FUZZ_BINARIES", list.join(":"));
-            // Each base untouched, and each cut in half.
-            for i in 0..bases.len() as u8 {
-                fs::write(seeds.join(format!("base-{i}")), [i, 0])?;
-                fs::write(seeds.join(format!("half-{i}")), [i, 128])?;
-            }
+            patch_seeds(&bases, seeds, c)?;
         }
+        "patched_native" => {
+            // The system's libraries are always there; the test builds
+            // once `cargo xtask test` has run.
+            let natives: Vec<PathBuf> = NATIVE_BASES
+                .iter()
+                .map(|p| root().join(p))
+                .filter(|p| p.is_file())
+                .collect();
+            if natives.is_empty() {
+                bail!("patched_native finds none of {NATIVE_BASES:?}");
+            }
+            patch_seeds(&natives, seeds, c)?;
+        }
+
         _ => {}
+    }
+    Ok(())
+}
+
+/// The seeds of a target that patches `bases` (named to it in
+/// `LEAK_FUZZ_BINARIES`): each base untouched, and each cut in half.
+fn patch_seeds(bases: &[PathBuf], seeds: &Path, c: &mut Command) -> Result<()> {
+    let list: Vec<String> = bases.iter().map(|p| p.display().to_string()).collect();
+    c.env("LEAK_FUZZ_BINARIES", list.join(":"));
+    for i in 0..bases.len() as u8 {
+        fs::write(seeds.join(format!("base-{i}")), [i, 0])?;
+        fs::write(seeds.join(format!("half-{i}")), [i, 128])?;
     }
     Ok(())
 }

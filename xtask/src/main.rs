@@ -90,6 +90,14 @@ enum Task {
         /// Soak this leak binary instead of building one.
         #[arg(long, value_name = "PATH")]
         leak: Option<std::path::PathBuf>,
+        /// Only these phases (service, jobs, top); repeat or separate with
+        /// commas.
+        #[arg(long, value_name = "PHASE", value_delimiter = ',')]
+        phase: Vec<soak::Phase>,
+        /// Run the phases at the same time rather than one after another
+        /// (`leak top` then also sees the other phases' processes).
+        #[arg(long)]
+        together: bool,
     },
 }
 
@@ -121,7 +129,17 @@ fn main() {
             only,
         }),
         Task::Fuzz { seconds, targets } => fuzz::run(fuzz::Options { seconds, targets }),
-        Task::Soak { minutes, leak } => soak::run(soak::Options { minutes, leak }),
+        Task::Soak {
+            minutes,
+            leak,
+            phase,
+            together,
+        } => soak::run(soak::Options {
+            minutes,
+            leak,
+            phases: phase,
+            together,
+        }),
     };
     if let Err(e) = result {
         let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();

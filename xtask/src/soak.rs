@@ -8,9 +8,15 @@
 //! 2. `leak trace --uprobe shortjob` (no pid) while 200 instances of a
 //!    60 ms job start, a random third of them killed early: tracer RSS,
 //!    processes placed, drops.
-//! 3. `leak top` host-wide while processes come and go: tracer RSS.
+//! 3. `leak top` host-wide while processes come and go (jobs one after
+//!    another, and every 5 minutes 16 distinct Go executables for 20 s):
+//!    tracer RSS.
 //!
-//! Each phase runs `--minutes` (30 by default); the figures are printed.
+//! Each phase runs `--minutes` (30 by default), one after another or, with
+//! `--together`, at the same time; `--phase` picks some. The figures are
+//! printed, with the entries of leak's kernel maps keyed by process left
+//! at its exit (and how many of them name a process that has exited), from
+//! the line leak logs at debug level for its census module.
 
 use std::{
     fs,
@@ -32,6 +38,19 @@ const GO_VERSION: &str = "1.25.5";
 const REQUESTS_PER_SEC: u64 = 20;
 /// Short-lived jobs started during phase 2.
 const JOBS: usize = 200;
+/// Distinct Go executables started together, every 5 minutes, in phase 3.
+const BURST: usize = 16;
+
+/// A phase of the soak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// `leak trace` on the leaking service under load.
+    Service,
+    /// `leak trace --uprobe` while short-lived jobs come and go.
+    Jobs,
+    /// `leak top` host-wide while processes come and go.
+    Top,
+}
 
 /// Options of `cargo xtask soak`.
 pub struct Options {
@@ -39,6 +58,10 @@ pub struct Options {
     pub minutes: u64,
     /// Soak this leak binary instead of building one.
     pub leak: Option<PathBuf>,
+    /// The phases to run (all if empty).
+    pub phases: Vec<Phase>,
+    /// Run them at the same time.
+    pub together: bool,
 }
 
 /// Runs the three phases and prints their figures.
@@ -56,14 +79,44 @@ pub fn run(opts: Options) -> Result<()> {
     let go = |p: &str| build_go(p, &dir);
     let (seed, shortjob) = (go("seed")?, go("shortjob")?);
     let span = Duration::from_secs(opts.minutes * 60);
-    let lines = [
-        trace_service(&leak, &seed, &dir, span)?,
-        trace_jobs(&leak, &shortjob, &dir, span)?,
-        top(&leak, &shortjob, &dir, span)?,
-    ];
-    eprintln!("soak: {} min a phase", opts.minutes);
-    for l in lines {
-        eprintln!("  {l}");
+    let phases = if opts.phases.is_empty() {
+        vec![Phase::Service, Phase::Jobs, Phase::Top]
+    } else {
+        opts.phases
+    };
+    let phase = |p: Phase| match p {
+        Phase::Service => trace_service(&leak, &seed, &dir, span),
+        Phase::Jobs => trace_jobs(&leak, &shortjob, &dir, span),
+        Phase::Top => top(&leak, (&shortjob, &seed), &dir, span),
+    };
+    let lines: Vec<Result<String>> = if opts.together {
+        thread::scope(|s| {
+            let running: Vec<_> = phases.iter().map(|&p| s.spawn(move || phase(p))).collect();
+            running
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| bail!("a soak phase panicked")))
+                .collect()
+        })
+    } else {
+        phases.iter().map(|&p| phase(p)).collect()
+    };
+    eprintln!(
+        "soak: {} min a phase{}",
+        opts.minutes,
+        if opts.together { ", together" } else { "" }
+    );
+    let mut failed = 0;
+    for (p, l) in phases.iter().zip(lines) {
+        match l {
+            Ok(l) => eprintln!("  {l}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("  {p:?}: failed: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} soak phase(s) failed");
     }
     Ok(())
 }
@@ -100,11 +153,24 @@ fn spawn_leak(leak: &Path, args: &[&str], dir: &Path, name: &str) -> Result<Kill
     let err = fs::File::create(dir.join(format!("{name}.stderr")))?;
     let child = Command::new(leak)
         .args(args)
+        // The census of its per-process kernel maps at exit, alone.
+        .env("RUST_LOG", "warn,leak_user::probes::census=debug")
         .stdout(Stdio::null())
         .stderr(err)
         .spawn()
         .context("starting leak")?;
     Ok(Killed(child))
+}
+
+/// What leak's census said of its per-process kernel maps at exit (from
+/// `dir/NAME.stderr`), and whether no entry of an exited process was left.
+fn census(dir: &Path, name: &str) -> String {
+    const LINE: &str = "kernel maps by process at exit: ";
+    let text = fs::read_to_string(dir.join(format!("{name}.stderr"))).unwrap_or_default();
+    match text.lines().find_map(|l| l.split_once(LINE)) {
+        Some((_, maps)) => format!("kernel maps at exit: {maps}"),
+        None => "no census of the kernel maps at exit (an older leak?)".to_string(),
+    }
 }
 
 /// Resident memory of `pid`, KiB (`VmRSS`).
@@ -134,8 +200,10 @@ impl std::fmt::Display for Rss {
     }
 }
 
-/// Runs `step` every 100 ms for `span`, sampling `pid`'s RSS each second.
-fn watch(pid: u32, span: Duration, mut step: impl FnMut(Duration)) -> Rss {
+/// Runs `step` every 100 ms for `span`, sampling `pid`'s RSS each second;
+/// a sample a minute goes to `series` (`seconds KiB` lines).
+fn watch(pid: u32, span: Duration, series: &Path, mut step: impl FnMut(Duration)) -> Rss {
+    let mut series = fs::File::create(series).ok();
     let start = Instant::now();
     let warm_at = (span / 10).min(Duration::from_secs(60));
     let mut rss = Rss {
@@ -145,6 +213,7 @@ fn watch(pid: u32, span: Duration, mut step: impl FnMut(Duration)) -> Rss {
         peak: 0,
     };
     let mut next_sample = start;
+    let mut next_line = start;
     while start.elapsed() < span {
         step(start.elapsed());
         if Instant::now() >= next_sample {
@@ -157,6 +226,12 @@ fn watch(pid: u32, span: Duration, mut step: impl FnMut(Duration)) -> Rss {
                 }
                 rss.end = r;
                 rss.peak = rss.peak.max(r);
+                if Instant::now() >= next_line {
+                    if let Some(f) = series.as_mut() {
+                        let _ = writeln!(f, "{} {r}", start.elapsed().as_secs());
+                    }
+                    next_line += Duration::from_secs(60);
+                }
             }
             next_sample += Duration::from_secs(1);
         }
@@ -217,7 +292,7 @@ fn trace_service(leak: &Path, seed: &Path, dir: &Path, span: Duration) -> Result
         .collect();
     let tracer = spawn_leak(leak, &leak_args, dir, "service")?;
     let mut sent = 0u64;
-    let rss = watch(tracer.0.id(), span, |t| {
+    let rss = watch(tracer.0.id(), span, &dir.join("service.rss"), |t| {
         while sent < t.as_millis() as u64 * REQUESTS_PER_SEC / 1000 {
             let _ = get(&addr, "/work");
             sent += 1;
@@ -235,13 +310,14 @@ fn trace_service(leak: &Path, seed: &Path, dir: &Path, span: Duration) -> Result
         .unwrap_or(false);
     drop(svc);
     Ok(format!(
-        "trace service: {sent} requests; {rss}; drops {}; top stack {found}{}",
+        "trace service: {sent} requests; {rss}; drops {}; top stack {found}{}; {}",
         drops(&report),
         if by {
             " in RequestTracker.Track"
         } else {
             ", NOT the leak"
-        }
+        },
+        census(dir, "service")
     ))
 }
 
@@ -268,6 +344,7 @@ fn trace_jobs(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<Str
     let rss = watch(
         tracer.0.id(),
         span.saturating_sub(Duration::from_secs(3)),
+        &dir.join("jobs.rss"),
         |t| {
             while started < JOBS && t >= every * started as u32 {
                 started += 1;
@@ -299,13 +376,23 @@ fn trace_jobs(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<Str
     let report = finish(tracer, &json)?;
     let placed = report["target"]["pids"].as_array().map_or(0, Vec::len);
     Ok(format!(
-        "trace {JOBS} short-lived jobs: {completed} ran to the end, {placed} processes placed (killed ones may die before the runtime starts); {rss}; drops {}",
-        drops(&report)
+        "trace {JOBS} short-lived jobs: {completed} ran to the end, {placed} processes placed (killed ones may die before the runtime starts); {rss}; drops {}; {}",
+        drops(&report),
+        census(dir, "jobs")
     ))
 }
 
 /// Phase 3: `leak top` while jobs come and go.
-fn top(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<String> {
+fn top(leak: &Path, (job, service): (&Path, &Path), dir: &Path, span: Duration) -> Result<String> {
+    // Distinct executables (a deployment's new builds): leak top reads
+    // each one a process runs.
+    let builds: Vec<PathBuf> = (0..BURST)
+        .map(|i| {
+            let to = dir.join(format!("build-{i}"));
+            fs::copy(service, &to).map(|_| to)
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut burst: Vec<Killed> = Vec::new();
     let secs = span.as_secs().to_string();
     let json = dir.join("top.json");
     let args = [
@@ -319,14 +406,39 @@ fn top(leak: &Path, job: &Path, dir: &Path, span: Duration) -> Result<String> {
     ];
     let tracer = spawn_leak(leak, &args, dir, "top")?;
     let mut jobs = 0usize;
-    let rss = watch(tracer.0.id(), span, |_| {
+    let (mut bursts, mut bursting) = (0usize, false);
+    let rss = watch(tracer.0.id(), span, &dir.join("top.rss"), |t| {
         if let Ok(mut c) = Command::new(job).stdout(Stdio::null()).spawn() {
             jobs += 1;
             let _ = c.wait();
         }
+        // Every 5 minutes, the builds run for 20 s, then are stopped.
+        let in_burst = t.as_secs() % 300 >= 150 && t.as_secs() % 300 < 170;
+        if in_burst && !bursting {
+            bursts += 1;
+            burst = builds
+                .iter()
+                .filter_map(|b| Command::new(b).stdout(Stdio::null()).spawn().ok())
+                .map(Killed)
+                .collect();
+            jobs += burst.len();
+        } else if !in_burst && bursting {
+            burst.clear();
+        }
+        bursting = in_burst;
     });
-    finish(tracer, &json)?;
-    Ok(format!("top with {jobs} processes come and gone: {rss}"))
+    drop(burst);
+    let report = finish(tracer, &json)?;
+    let lost = &report["lost"];
+    let lost = format!(
+        "{} rss events unattributed, {} updates lost to full maps",
+        lost["rss_events_unattributed"], lost["stats_insert_failed"]
+    );
+    Ok(format!(
+        "top with {jobs} processes come and gone ({bursts} bursts of {BURST} distinct Go executables, 20 s each): {rss}; {} processes in the last reading; {lost}; {}",
+        report["processes"].as_array().map_or(0, Vec::len),
+        census(dir, "top")
+    ))
 }
 
 /// A GET over HTTP/1.0; its body length.

@@ -9,20 +9,7 @@ use leak_user::fuzzing::{patched_binary, Base};
 
 fn bases() -> &'static [Base] {
     static BASES: OnceLock<Vec<Base>> = OnceLock::new();
-    BASES.get_or_init(|| {
-        let list = std::env::var("LEAK_FUZZ_BINARIES").unwrap_or_default();
-        let bases: Vec<Base> = list
-            .split(':')
-            .filter(|p| !p.is_empty())
-            .filter_map(|p| std::fs::read(p).ok())
-            .map(Base::new)
-            .collect();
-        assert!(
-            !bases.is_empty(),
-            "LEAK_FUZZ_BINARIES names no readable file"
-        );
-        bases
-    })
+    BASES.get_or_init(|| Base::from_env().expect("LEAK_FUZZ_BINARIES names no readable file"))
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| patched_binary(bases(), data));

@@ -49,8 +49,19 @@ impl GoProcess {
 
     /// Opens process `pid` after checking that it runs a Go program.
     pub(crate) fn open_pid(pid: u32) -> Result<Self, GoError> {
-        let (exe, bin) = go_process(pid)?;
-        Self::open(Rc::new(Program::of(bin, &exe)?), pid)
+        let opened = go_process(pid)
+            .and_then(|(exe, bin)| Self::open(Rc::new(Program::of(bin, &exe)?), pid));
+        match opened {
+            // Its executable (through /proc) or its map gone under the
+            // read: the process exited, which is what to say.
+            Err(GoError::Io { .. } | GoError::NotMapped { .. }) if !process::alive(pid) => {
+                Err(GoError::ExitedMidRead {
+                    pid,
+                    what: "executable",
+                })
+            }
+            other => other,
+        }
     }
 
     /// The process id.

@@ -10,7 +10,12 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
 use leak_common::{MmActivity, MmCounter, MmPending, MmRssPending, MmStats, MM_COUNTERS};
 
 use super::watch::{add_pending, sum_activity, take_pending_rss};
-use crate::probes::{self, mm::Programs, Attached};
+use crate::probes::{
+    self,
+    census::{self, Census},
+    mm::Programs,
+    Attached,
+};
 
 /// What the kernel side knows about one process.
 #[derive(Clone, Copy, Debug, Default)]
@@ -37,6 +42,7 @@ pub(crate) struct MmProbes {
     pending: PerCpuArray<MapData, MmPending>,
     rss_pending: PerCpuArray<MapData, MmRssPending>,
     counters: PerCpuArray<MapData, u64>,
+    owners: BpfHashMap<MapData, u64, u32>,
     // Last: the programs stay attached while the maps are read.
     _attached: Attached,
 }
@@ -61,6 +67,7 @@ impl MmProbes {
             pending,
             rss_pending,
             counters,
+            owners,
             attached,
         } = probes::mm::attach(layout, programs)?;
         Ok(Self {
@@ -69,6 +76,7 @@ impl MmProbes {
             pending,
             rss_pending,
             counters,
+            owners,
             _attached: attached,
         })
     }
@@ -120,6 +128,35 @@ impl MmProbes {
     pub(crate) fn forget(&mut self, pid: u32) {
         let _ = self.stats.remove(&pid);
         let _ = self.activity.remove(&pid);
+    }
+
+    /// Drops what the maps hold about every process that has exited: the
+    /// owners of mms (the processes [`MmProbes::forget`] is told of are
+    /// the watched ones; an mm's owner may never have been).
+    pub(crate) fn sweep_exited(&mut self) {
+        census::sweep(&mut self.owned_mms());
+    }
+
+    /// Each map's entries, and those of processes that have exited.
+    pub(crate) fn census(&mut self) -> Vec<(&'static str, Census)> {
+        vec![
+            (
+                "MM_STATS",
+                census::count(&census::Owned {
+                    map: &mut self.stats,
+                    tgid_of: |&tgid, _| tgid,
+                }),
+            ),
+            ("MM_ACTIVITY", census::count(&self.activity)),
+            ("MM_OWNERS", census::count(&self.owned_mms())),
+        ]
+    }
+
+    fn owned_mms(&mut self) -> census::Owned<'_, u64, u32> {
+        census::Owned {
+            map: &mut self.owners,
+            tgid_of: |_, &tgid| tgid,
+        }
     }
 
     /// Kernel-side losses so far.

@@ -388,7 +388,7 @@ pub(crate) fn placement(code: &[u8], ip: u64) -> (u64, bool) {
         }
         decoder.decode_out(&mut i);
         if emulated(&i) {
-            return (i.ip() - ip, true);
+            return (i.ip().wrapping_sub(ip), true);
         }
         // These set flags only.
         if !matches!(

@@ -38,9 +38,13 @@ pub(crate) struct ElfSymbols {
 impl ElfSymbols {
     /// Reads the symbol tables of the ELF file at `path`.
     pub(crate) fn open(path: &Path) -> io::Result<Self> {
-        let data = fs::read(path)?;
-        let file = object::File::parse(&*data)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Self::of(&fs::read(path)?)
+    }
+
+    /// Reads the symbol tables of the ELF file `data`.
+    pub(crate) fn of(data: &[u8]) -> io::Result<Self> {
+        let file =
+            object::File::parse(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let mut functions: Vec<(u64, u64, String)> = file
             .symbols()
             .chain(file.dynamic_symbols())
@@ -69,8 +73,8 @@ impl ElfSymbols {
     pub(crate) fn address_of_offset(&self, offset: u64) -> Option<u64> {
         self.segments
             .iter()
-            .find(|(off, size, _)| (*off..off + size).contains(&offset))
-            .map(|(off, _, addr)| addr + (offset - off))
+            .find(|(off, size, _)| offset.checked_sub(*off).is_some_and(|into| into < *size))
+            .map(|(off, _, addr)| addr.wrapping_add(offset - off))
     }
 
     /// Whether a function starts exactly at link-time address `addr`.
@@ -84,7 +88,7 @@ impl ElfSymbols {
         let (start, size, name) = self.functions.get(i.checked_sub(1)?)?;
         // A symbol without a size (hand-written assembly) covers up to the
         // next one.
-        (*size == 0 || addr < start + size).then_some(name.as_str())
+        (*size == 0 || addr - start < *size).then_some(name.as_str())
     }
 }
 
@@ -311,6 +315,24 @@ pub(crate) fn follows_call(before: [u8; 8]) -> bool {
         let at = 8 - len;
         before[at] == 0xff && (before[at + 1] >> 3) & 7 == 2
     })
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::ElfSymbols;
+
+    /// A hostile file's segment or symbol at the top of the address space
+    /// is looked through without an overflow.
+    #[test]
+    fn sizes_at_the_top_of_the_address_space() {
+        let s = ElfSymbols {
+            functions: vec![(u64::MAX - 4, 64, "top".into())],
+            segments: vec![(u64::MAX - 8, 64, u64::MAX - 2)],
+        };
+        assert_eq!(s.address_of_offset(u64::MAX - 1), Some(4));
+        assert_eq!(s.function_at(u64::MAX), Some("top"));
+        assert_eq!(s.address_of_offset(3), None);
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 
 pub(crate) mod allocator;
 pub(crate) mod dwarf;
+pub(crate) mod ehframe;
 pub(crate) mod elfsym;
+pub(crate) mod quiet;
 pub(crate) mod stacks;
 #[cfg(test)]
 pub(crate) mod testprog;

@@ -89,22 +89,7 @@ impl ProcessUnwinder {
                 Err(())
             }
         };
-        let regs = UnwindRegsX86_64::new(ip, sp, bp);
-        let mut frames = self
-            .unwinder
-            .iter_frames(ip, regs, &mut self.cache, &mut read);
-        let mut out = Vec::new();
-        let complete = loop {
-            if out.len() >= MAX_DEPTH {
-                break false;
-            }
-            match frames.next() {
-                Ok(Some(FrameAddress::InstructionPointer(pc))) => out.push(pc + 1),
-                Ok(Some(FrameAddress::ReturnAddress(ra))) => out.push(ra.get()),
-                Ok(None) => break true,
-                Err(_) => break false,
-            }
-        };
+        let (out, complete) = walk(&self.unwinder, &mut self.cache, (ip, sp, bp), &mut read);
         if !complete {
             self.truncated += 1;
         }
@@ -112,10 +97,51 @@ impl ProcessUnwinder {
     }
 }
 
+/// The frames of the stack at registers `(ip, sp, bp)`, its memory read
+/// through `read`, innermost first, and whether the walk reached the
+/// outermost frame. A panic beneath (the DWARF evaluation of a hostile
+/// object's unwind tables: found by fuzzing, a CFA below 8 made framehop
+/// subtract past zero) ends the walk there, with the cache emptied.
+pub(crate) fn walk(
+    unwinder: &UnwinderX86_64<Vec<u8>>,
+    cache: &mut CacheX86_64,
+    (ip, sp, bp): (u64, u64, u64),
+    read: &mut impl FnMut(u64) -> Result<u64, ()>,
+) -> (Vec<u64>, bool) {
+    let mut out = Vec::new();
+    let walked = super::quiet::contained(|| {
+        let regs = UnwindRegsX86_64::new(ip, sp, bp);
+        let mut frames = unwinder.iter_frames(ip, regs, cache, read);
+        loop {
+            if out.len() >= MAX_DEPTH {
+                return false;
+            }
+            match frames.next() {
+                Ok(Some(FrameAddress::InstructionPointer(pc))) => out.push(pc + 1),
+                Ok(Some(FrameAddress::ReturnAddress(ra))) => out.push(ra.get()),
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    });
+    match walked {
+        Some(complete) => (out, complete),
+        None => {
+            log::debug!("a stack's walk failed inside the unwinder: its unwind tables are damaged");
+            *cache = CacheX86_64::new();
+            (out, false)
+        }
+    }
+}
+
 /// The unwind module of code mapping `m` of `pid`.
 fn module(pid: u32, m: &Mapping) -> Option<Module<Vec<u8>>> {
-    let data = fs::read(object_path(pid, m)).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+    module_of(&fs::read(object_path(pid, m)).ok()?, m)
+}
+
+/// The unwind module of code mapping `m` of the object file `data`.
+pub(crate) fn module_of(data: &[u8], m: &Mapping) -> Option<Module<Vec<u8>>> {
+    let file = object::File::parse(data).ok()?;
     let bias = load_bias(&file, m)?;
     let section = |name: &str| -> Option<(Range<u64>, Vec<u8>)> {
         let s = file.section_by_name(name)?;
@@ -124,7 +150,14 @@ fn module(pid: u32, m: &Mapping) -> Option<Module<Vec<u8>>> {
     };
     let (text_svma, text) = section(".text").unzip();
     let (eh_frame_svma, eh_frame) = section(".eh_frame").unzip();
-    let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr").unzip();
+    // A header whose table points outside .eh_frame is left out: the
+    // unwinder indexes .eh_frame itself.
+    let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr")
+        .filter(|(at, hdr)| {
+            let eh_frame = eh_frame_svma.clone().unwrap_or_default();
+            super::ehframe::hdr_fits(hdr, at.start, eh_frame)
+        })
+        .unzip();
     let got_svma = section(".got").map(|s| s.0);
     let debug_frame = section(".debug_frame").map(|s| s.1);
     let info = ExplicitModuleSectionInfo {

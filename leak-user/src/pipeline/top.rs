@@ -20,8 +20,8 @@ use crate::{
         watch::{merge_rss, CgroupView, Reading, Row, Watch},
     },
     outputs::{self, Outputs},
-    probes::mm::Programs,
-    process::{self, cgroup, RssCounters},
+    probes::{census, mm::Programs},
+    process::{self, cgroup, FileId, RssCounters},
     report::chart::{ChartLine, LineKind},
     session::{self, Pipeline, Stop, Timing},
 };
@@ -99,7 +99,23 @@ pub(crate) fn run(options: Options) -> Result<()> {
             refuse!("pid {pid} is a kernel thread: it has no memory of its own to watch");
         }
     }
+    big_buffers_mapped();
     session::block_on(top(options))
+}
+
+/// Makes the C library's allocator give every buffer of 1 MiB and more its
+/// own mapping, returned to the kernel when freed. `leak top` reads each Go
+/// executable that starts whole (megabytes, for as long as one process
+/// runs it): under the allocator's default, whose threshold rises to the
+/// largest buffer freed so far, later ones come from the heap, and a burst
+/// of Go processes leaves leak's RSS at the burst's peak for good, though
+/// nothing is held.
+fn big_buffers_mapped() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt changes a tunable; it has no memory preconditions.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 /// What leak remembers about a process between readings.
@@ -117,6 +133,9 @@ struct Known {
     cgroup: Option<CgroupView>,
     /// Its pid in its own pid namespace, when that is not leak's.
     ns_pid: Option<u32>,
+    /// The executable it ran at first sight: another one means it called
+    /// exec, and is watched as a new process from then on.
+    exe: Option<FileId>,
 }
 
 /// What leak has read of one memory cgroup.
@@ -183,6 +202,7 @@ async fn top(args: Options) -> Result<()> {
     }
     let rows = top.rows();
     let lost = top.probes.lost();
+    census::log(&top.probes.census());
     // Detach before writing files.
     drop(top.probes);
     if let Some(path) = &top.args.outputs.json {
@@ -402,6 +422,7 @@ impl Top {
         for pid in kernel.keys().filter(|p| !present.contains(p)) {
             self.probes.forget(*pid);
         }
+        self.probes.sweep_exited();
         self.ignored.retain(|p, _| present.contains(p));
         for pid in scope {
             self.read_one(pid, secs, kernel.get(&pid));
@@ -426,12 +447,27 @@ impl Top {
                 self.cgroups.insert(c.path.clone(), tally);
             }
         }
-        for tally in self.cgroups.values_mut() {
+        let mut removed = HashSet::new();
+        for (path, tally) in &mut self.cgroups {
             // A cgroup removed since keeps its last figures.
-            if let Some(memory) = tally.cgroup.memory() {
-                tally.memory = Some(memory);
+            match tally.cgroup.memory() {
+                Some(memory) => tally.memory = Some(memory),
+                None => {
+                    removed.insert(path.clone());
+                }
             }
         }
+        // Forgotten once it is removed, unless a watched process is still
+        // in it or it has an OOM kill to tell: containers come and go, and
+        // a long watch keeps no state for every one it saw.
+        let in_use: HashSet<&str> = self
+            .known
+            .values()
+            .filter_map(|k| Some(k.cgroup.as_ref()?.cgroup.path.as_str()))
+            .collect();
+        self.cgroups.retain(|path, t| {
+            !removed.contains(path) || in_use.contains(path.as_str()) || t.oom_kills_watched() > 0
+        });
     }
 
     /// The cgroups where the kernel OOM-killed a process while watched,
@@ -468,10 +504,11 @@ impl Top {
             self.forget(pid);
             return;
         }
+        let exe = exe_of(pid);
         if self
             .known
             .get(&pid)
-            .is_some_and(|k| k.start_time != start_time)
+            .is_some_and(|k| k.start_time != start_time || (exe.is_some() && k.exe != exe))
         {
             self.forget(pid);
         }
@@ -526,6 +563,7 @@ impl Top {
                 in_kernel_maps,
                 cgroup,
                 ns_pid: process::ns_pid(pid),
+                exe: exe_of(pid),
             },
         );
         true
@@ -562,6 +600,11 @@ impl Top {
         out.flush()?;
         Ok(())
     }
+}
+
+/// The executable process `pid` runs.
+fn exe_of(pid: u32) -> Option<FileId> {
+    FileId::of(std::path::Path::new(&format!("/proc/{pid}/exe"))).ok()
 }
 
 fn lost_total(lost: &Lost) -> u64 {

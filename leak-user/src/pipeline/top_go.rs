@@ -28,6 +28,9 @@ use crate::{
 /// A read may take at most this share of the time until the next one.
 const DUTY: u32 = 20;
 
+/// Executables remembered as not Go, at most.
+const MAX_NOT_GO: usize = 4096;
+
 /// One Go process, opened for reading its runtime.
 struct Reader {
     process: GoProcess,
@@ -82,9 +85,11 @@ impl GoReaders {
         }
     }
 
-    /// Forgets process `pid` (it exited).
+    /// Forgets process `pid` (it exited), and the executables no process
+    /// runs any more.
     pub(crate) fn forget(&mut self, pid: u32) {
         self.readers.remove(&pid);
+        self.programs.retain(|_, p| p.strong_count() > 0);
     }
 
     /// A reader of `pid`'s runtime, if it runs Go and its GC's figures or
@@ -101,6 +106,11 @@ impl GoReaders {
         let program = match known {
             Some(p) => p,
             None if !looks_like_go(&exe.open) => {
+                // Builds and deployments bring new files all the time:
+                // past the bound, the headers are read again.
+                if self.not_go.len() >= MAX_NOT_GO {
+                    self.not_go.clear();
+                }
                 self.not_go.insert(id);
                 return None;
             }

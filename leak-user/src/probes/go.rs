@@ -13,7 +13,10 @@ use aya::{
 };
 use leak_common::ProbeConfig;
 
-use super::{load, program, take_map, Attached, Feature, ProbeError, Settings};
+use super::{
+    census::{self, Census},
+    load, program, take_map, Attached, Feature, ProbeError, Settings,
+};
 
 /// One uprobe: which program goes on which function.
 #[derive(Clone, Debug)]
@@ -37,6 +40,37 @@ pub(crate) struct GoMaps {
     pub known_buckets: HashMap<MapData, [u64; 2], u8>,
     /// Processes to stop at `runtime.main` (`leak trace -- CMD`).
     pub stop_at_start: HashMap<MapData, u32, u8>,
+}
+
+impl GoMaps {
+    /// Drops the entries of processes that have exited.
+    pub(crate) fn sweep_exited(&mut self) {
+        census::sweep(&mut self.buckets_by_process());
+        census::sweep(&mut self.stops_by_process());
+    }
+
+    /// Each per-process map's entries, and those of processes that have
+    /// exited.
+    pub(crate) fn census(&mut self) -> Vec<(&'static str, Census)> {
+        vec![
+            ("KNOWN_BUCKETS", census::count(&self.buckets_by_process())),
+            ("STOP_AT_START", census::count(&self.stops_by_process())),
+        ]
+    }
+
+    fn buckets_by_process(&mut self) -> census::Owned<'_, [u64; 2], u8> {
+        census::Owned {
+            map: &mut self.known_buckets,
+            tgid_of: |key, _| key[0] as u32,
+        }
+    }
+
+    fn stops_by_process(&mut self) -> census::Owned<'_, u32, u8> {
+        census::Owned {
+            map: &mut self.stop_at_start,
+            tgid_of: |&tgid, _| tgid,
+        }
+    }
 }
 
 /// The attached Go probes.

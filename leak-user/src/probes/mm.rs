@@ -48,6 +48,8 @@ pub(crate) struct TopProbes {
     pub rss_pending: PerCpuArray<MapData, MmRssPending>,
     /// Counters, per CPU, indexed by `leak_common::MmCounter`.
     pub counters: PerCpuArray<MapData, u64>,
+    /// The process each mm was last seen in: mm address → tgid.
+    pub owners: HashMap<MapData, u64, u32>,
     /// The programs; detached when dropped.
     pub attached: Attached,
 }
@@ -81,6 +83,7 @@ pub(crate) fn attach(
         pending: take_map(&mut ebpf, "MM_PENDING")?,
         rss_pending: take_map(&mut ebpf, "MM_RSS_PENDING")?,
         counters: take_map(&mut ebpf, "MM_COUNTERS_MAP")?,
+        owners: take_map(&mut ebpf, "MM_OWNERS")?,
         attached: Attached { _ebpf: ebpf },
     })
 }

@@ -7,6 +7,7 @@
 //! trace --syscalls`). What the kernel refused is a [`ProbeError`], told
 //! apart by aya's error kinds and the kernel's errno.
 
+pub(crate) mod census;
 mod error;
 pub(crate) mod go;
 pub(crate) mod heap;

@@ -111,6 +111,9 @@ pub(crate) struct Core {
     pub attached_at: Option<u64>,
     /// Samples of processes that could not be placed.
     pub samples_without_process: u64,
+    /// Buckets of processes forgotten while records came in (a pid that
+    /// now names another process), to be forgotten in the kernel too.
+    pub forgotten_buckets: Vec<(u32, u64)>,
     sites: ProbeSites,
     host: Box<dyn Host>,
     launched: Option<u32>,
@@ -128,6 +131,7 @@ impl Core {
             started_pids: Vec::new(),
             attached_at: None,
             samples_without_process: 0,
+            forgotten_buckets: Vec::new(),
             sites,
             host,
             launched,
@@ -162,6 +166,13 @@ impl Core {
                 }
             }
             Record::Start(ev) => {
+                // A pid that named another process: that one is gone,
+                // before any sample of this one is counted as its.
+                if self.reused(ev.tgid) {
+                    let keys = self.process_gone(ev.tgid);
+                    self.forgotten_buckets.extend(keys);
+                    self.procs.replaced(ev.tgid);
+                }
                 // Placed now, while it runs; its rate is checked at the
                 // next poll (a tenth of a second), not the next scan.
                 let bias = bias_from_ip(ev.addr, self.sites.start);
@@ -174,6 +185,26 @@ impl Core {
             Record::Map(_) | Record::NativeAlloc(_) | Record::NativeFree(_) => {}
         }
         None
+    }
+
+    /// Whether `tgid` is known as a process that is not the one running
+    /// with that pid now.
+    fn reused(&self, tgid: u32) -> bool {
+        let Some(known) = self.procs.get(tgid) else {
+            return false;
+        };
+        self.host
+            .start_time(tgid)
+            .is_some_and(|now| now != known.start_time)
+    }
+
+    /// Process `pid` has gone (exited, or its pid names another one now):
+    /// kept in the report, but what it held is held at its exit; its
+    /// buckets are forgotten (returned, to be forgotten in the kernel).
+    pub(crate) fn process_gone(&mut self, pid: u32) -> Vec<(u32, u64)> {
+        self.agg.process_exited(pid);
+        self.history.remove(&pid);
+        self.buckets.forget(pid)
     }
 
     /// Process `tgid`, placed on first sight: its load bias, its memory,

@@ -128,7 +128,11 @@ impl GoroutineTracker {
                     self.watched.insert(pid, w);
                 }
                 Err(e) => {
-                    notes.push(format!("leak: pid {pid}: no goroutines: {e}; heap only"));
+                    // A process that exited meanwhile (a short job) needs
+                    // no word: its exit is the news.
+                    if crate::process::alive(pid) {
+                        notes.push(format!("leak: pid {pid}: no goroutines: {e}; heap only"));
+                    }
                     self.refused.insert(pid);
                 }
             }

@@ -36,7 +36,7 @@ use crate::{
     go::{GoBinary, GoError, Program},
     outputs::Outputs,
     probes::{
-        self,
+        self, census,
         go::{Attachment, GoMaps, GoProbes},
         Attached,
     },
@@ -169,6 +169,9 @@ async fn trace(options: Options, program: Rc<Program>) -> Result<()> {
     let (stop, attached) = traced?;
     p.record_growth();
     let losses = p.losses();
+    if let Some(m) = &mut p.maps {
+        census::log(&m.census());
+    }
     // Detach before the slow part (symbolizing, writing files); the numbers
     // already read stay.
     p.maps = None;
@@ -211,6 +214,10 @@ impl Pipeline for GoPipeline {
     fn handle(&mut self, record: Record) {
         if let Some(pid) = self.core.handle(record) {
             self.start_launched(pid);
+        }
+        if !self.core.forgotten_buckets.is_empty() {
+            let keys = std::mem::take(&mut self.core.forgotten_buckets);
+            self.forget_buckets(keys);
         }
     }
 
@@ -325,6 +332,14 @@ impl GoPipeline {
     /// and makes sure each one samples its heap.
     fn scan_processes(&mut self) -> Result<()> {
         let pids = match self.options.pid {
+            // A process that called exec runs another program now (a
+            // launched one runs the shell until it execs the program).
+            Some(pid)
+                if !self.options.launched
+                    && process::runs_binary(pid, self.program.id) == Some(false) =>
+            {
+                Vec::new()
+            }
             Some(pid) => vec![pid],
             None => process::processes_running(self.program.id),
         };
@@ -333,16 +348,18 @@ impl GoPipeline {
             .filter_map(process::Identity::of_live)
             .map(|i| (i.pid, i.start_time))
             .collect();
-        for pid in self.core.procs.update(&running).exited {
-            // Kept in the report, but its memory is gone; so are its
-            // buckets, here and in the kernel.
-            self.core.agg.process_exited(pid);
-            self.core.history.remove(&pid);
-            for key in self.core.buckets.forget(pid) {
-                if let Some(m) = &mut self.maps {
-                    let _ = m.known_buckets.remove(&[key.0 as u64, key.1]);
-                }
+        let exited = self.core.procs.update(&running).exited;
+        for &pid in &exited {
+            if let Some(other) = self.execd(pid) {
+                eprintln!("leak: pid {pid} called exec and now runs {other}: its trace ends here");
             }
+            let keys = self.core.process_gone(pid);
+            self.forget_buckets(keys);
+        }
+        if let (false, Some(m)) = (exited.is_empty(), &mut self.maps) {
+            // The kernel's entries leak never heard of (a sample lost, a
+            // process that died before runtime.main).
+            m.sweep_exited();
         }
         let policy = self.rate_policy();
         let binary = self.program.path.display().to_string();
@@ -353,6 +370,29 @@ impl GoPipeline {
         }
         self.print_notes();
         Ok(())
+    }
+
+    /// Forgets buckets of processes gone in the kernel's set of buckets
+    /// whose stack was sent (the pid may be reused, and a new process's
+    /// bucket at the same address must send its stack).
+    fn forget_buckets(&mut self, keys: Vec<(u32, u64)>) {
+        if let Some(m) = &mut self.maps {
+            for key in keys {
+                let _ = m.known_buckets.remove(&[key.0 as u64, key.1]);
+            }
+        }
+    }
+
+    /// What process `pid`, gone from the trace, runs now if it is still
+    /// the process that was traced (the same start time): it called exec.
+    fn execd(&self, pid: u32) -> Option<String> {
+        let start = self.core.procs.get(pid)?.start_time;
+        let now = process::Identity::of_live(pid)?;
+        if now.start_time != start {
+            return None;
+        }
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        Some(exe.display().to_string())
     }
 
     /// Reads the live processes' goroutines if a read is due (`now`: at

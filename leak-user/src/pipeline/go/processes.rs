@@ -112,6 +112,23 @@ impl Processes {
         self.procs.get_mut(&pid)
     }
 
+    /// Forgets process `pid` at once: its pid names another process now
+    /// (whose start was just seen).
+    pub(crate) fn replaced(&mut self, pid: u32) {
+        if let Some(mut p) = self.procs.remove(&pid) {
+            if p.written.take().is_some() {
+                if let Some(g) = self.guard.as_mut() {
+                    g.send(&Message::Forget(pid));
+                }
+            }
+        }
+    }
+
+    /// The process known as `pid`.
+    pub(crate) fn get(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
     /// Whether `pid` is known.
     pub(crate) fn contains(&self, pid: u32) -> bool {
         self.procs.contains_key(&pid)

@@ -181,3 +181,29 @@ fn a_process_started_after_attach_has_no_history_to_read() {
     assert_eq!(core.notes.len(), 1);
     assert!(core.notes[0].starts_with("leak: pid 7: no history"));
 }
+
+#[test]
+fn a_start_under_a_reused_pid_ends_the_process_that_had_it() {
+    // Pid 7 was placed when another process had it (started at 50); the
+    // process running as 7 now started at 100, and its start is seen.
+    let mut core = core_with(&[(7, 100, 0, 1)], None);
+    core.procs.insert(7, Process::new(0, 50, None, 1));
+    core.handle(alloc(7, 0, 0xc000_0000, 4096, 0xb1, &[0x40_2000]));
+    core.handle(Record::Start(event(EventKind::Start, 7, SITES.start)));
+    // What the first held is held at its exit, its bucket forgotten here
+    // and handed over to be forgotten in the kernel.
+    assert_eq!(core.agg.total().outstanding_bytes, 0.0);
+    assert_eq!(
+        core.agg.held_at_exit_per_stack().iter().sum::<f64>(),
+        4096.0
+    );
+    assert_eq!(core.forgotten_buckets, [(7, 0xb1)]);
+    // The new one is placed with its own start, and its samples are its.
+    assert_eq!(core.procs.get(7).unwrap().start_time, 100);
+    core.handle(alloc(7, 0, 0xc000_0000, 1000, 0xb1, &[0x40_3000]));
+    assert_eq!(core.agg.total().outstanding_bytes, 1000.0);
+    // A start of the process already known changes nothing.
+    core.handle(Record::Start(event(EventKind::Start, 7, SITES.start)));
+    assert_eq!(core.agg.total().outstanding_bytes, 1000.0);
+    assert_eq!(core.forgotten_buckets.len(), 1);
+}
