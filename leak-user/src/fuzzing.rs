@@ -244,6 +244,14 @@ fn native_modules(data: &[u8]) -> usize {
 /// [`native_object`]; how many unwind modules it built.
 fn native_walks(data: &[u8], words: &[u64]) -> usize {
     use object::{Object, ObjectSegment, SegmentFlags};
+    // The allocator's probes (symbols, aliases, calls and PLT stubs
+    // decoded) and a --work function looked up by name.
+    if let Some((probes, _)) = allocator::probes_of(data) {
+        for p in probes {
+            assert!((p.file_offset as usize) < data.len(), "{p:?} past the file");
+        }
+    }
+    let _ = crate::native::work::in_data(data, "main");
     if let Ok(symbols) = ElfSymbols::of(data) {
         let len = data.len() as u64;
         for offset in [0, len / 3, len / 2, len.saturating_sub(1)] {
@@ -327,6 +335,8 @@ pub fn probe_placement(data: &[u8]) {
     } else {
         assert_eq!(offset, 0, "moved onto an instruction not emulated");
     }
+    // The same bytes as the code that reads a Go thread's g (cgo).
+    let _ = crate::go::cgo::tls_g_in(code, ip);
     let mut before = [0u8; 8];
     let n = code.len().min(8);
     before[..n].copy_from_slice(&code[..n]);

@@ -35,7 +35,7 @@ pub(crate) fn tls_g_offset(bin: &GoBinary, function: &str) -> Result<i32, String
 }
 
 /// The offset the first FS-relative load in `code` reads at.
-fn tls_g_in(code: &[u8], ip: u64) -> Option<i32> {
+pub(crate) fn tls_g_in(code: &[u8], ip: u64) -> Option<i32> {
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     let mut previous: Option<Instruction> = None;
     while decoder.can_decode() {

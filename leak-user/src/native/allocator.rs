@@ -206,8 +206,12 @@ pub(crate) fn search_order<'a>(objects: &[&'a str], exe: Option<&Path>) -> Vec<&
 /// The probes of the allocator functions `path` defines, if it defines
 /// malloc, and whether its realloc tail-calls its malloc.
 fn probes_in(path: &Path) -> Option<(Vec<Probe>, bool)> {
-    let data = std::fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+    probes_of(&std::fs::read(path).ok()?)
+}
+
+/// [`probes_in`] of an object's bytes.
+pub(crate) fn probes_of(data: &[u8]) -> Option<(Vec<Probe>, bool)> {
+    let file = object::File::parse(data).ok()?;
     // Never probe a Go program's own code: the allocation probes come with
     // return probes, which would move a goroutine's return address on a
     // stack the Go runtime may move. (A Go object never defines a plain
@@ -239,12 +243,16 @@ fn probes_in(path: &Path) -> Option<(Vec<Probe>, bool)> {
         }
         let Some((code, entry_offset)) = code_at(
             &file,
-            &data,
+            data,
             addr,
             if size > 0 { size.min(4096) } else { 64 },
         ) else {
             continue;
         };
+        // Code cut off by the end of the file: nothing to probe.
+        if code.is_empty() {
+            continue;
+        }
         // Beyond the four every allocator has, one that calls another
         // probed function (glibc's reallocarray calls realloc) is served by
         // that one's probe: probing both would count the bytes twice.

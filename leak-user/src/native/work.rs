@@ -76,14 +76,18 @@ pub(crate) fn find(pid: u32, wanted: &str) -> Result<WorkProbe, String> {
 /// The function `wanted` in the object at `path`: its demangled name and
 /// the file offset of its probe.
 fn in_object(path: &Path, wanted: &str) -> Option<(String, u64)> {
-    let data = std::fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+    in_data(&std::fs::read(path).ok()?, wanted)
+}
+
+/// [`in_object`] of an object's bytes.
+pub(crate) fn in_data(data: &[u8], wanted: &str) -> Option<(String, u64)> {
+    let file = object::File::parse(data).ok()?;
     let sym = file
         .symbols()
         .chain(file.dynamic_symbols())
         .filter(|s| s.kind() == SymbolKind::Text && !s.is_undefined() && s.address() != 0)
         .find(|s| s.name().is_ok_and(|n| names(n, wanted)))?;
-    let (code, entry_offset) = code_at(&file, &data, sym.address(), 64)?;
+    let (code, entry_offset) = code_at(&file, data, sym.address(), 64)?;
     let (skip, _) = placement(code, sym.address());
     Some((demangle(sym.name().ok()?), entry_offset + skip))
 }
