@@ -153,6 +153,37 @@ fn three_processes_one_verdict_each() {
     assert_eq!(t.verdict_from, "go_heap_after_gc", "steadysvc: {t:?}");
     assert_eq!(c.verdict_from, "rss", "C leaker: {c:?}");
 
+    // Time until the limit for the C leaker: its cgroup's limit if it has
+    // one; else the host's available memory (MemAvailable, read here) at its
+    // rise, within a factor of two (the host's memory moves meanwhile).
+    let row = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == cleak.pid())
+        .unwrap();
+    let ttl = row["time_to_limit_secs"].as_f64();
+    eprintln!(
+        "C leaker: time to limit {ttl:?} s ({}), rising {} B/s",
+        row["time_to_limit_of"], row["growth_bytes_per_sec"]
+    );
+    match row["time_to_limit_of"].as_str() {
+        Some("host_available") => {
+            let meminfo = fs::read_to_string("/proc/meminfo").unwrap();
+            let kib: f64 = meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap();
+            let rise = row["growth_bytes_per_sec"].as_f64().unwrap();
+            let expected = kib * 1024.0 / rise;
+            let ratio = ttl.unwrap() / expected;
+            assert!((0.5..2.0).contains(&ratio), "{ttl:?} s vs {expected:.0} s");
+        }
+        Some("cgroup") => assert!(ttl > Some(0.0), "{row}"),
+        other => panic!("a leaking process has no time to a limit ({other:?}): {row}"),
+    }
+
     // Piped: plain lines, one table per interval, no terminal control codes.
     let out = leak.stdout_text();
     assert!(!out.contains('\x1b'), "control codes in piped output");

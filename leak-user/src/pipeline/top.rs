@@ -374,6 +374,7 @@ impl Top {
         let mut rows = self.watch.rows();
         for row in &mut rows {
             row.ns_pid = self.known.get(&row.pid).and_then(|k| k.ns_pid);
+            row.host_available = self.host_available;
             let Some(mut view) = self.known.get(&row.pid).and_then(|k| k.cgroup.clone()) else {
                 continue;
             };
