@@ -123,6 +123,13 @@ impl Thresholds {
         ..Thresholds::PROCESS
     };
 
+    /// For a Go heap after GC: one point a GC (each a measurement, no
+    /// sawtooth between), so five of them over 30 s are enough to judge.
+    pub(crate) const HEAP_AFTER_GC: Thresholds = Thresholds {
+        min_points: 5,
+        ..Thresholds::PROCESS
+    };
+
     /// For the number of goroutines that share a stack: ten goroutines, or
     /// 5% of the group, is a change (a pool that holds still moves by none).
     pub(crate) const GOROUTINES: Thresholds = Thresholds {

@@ -319,9 +319,15 @@ impl Watch {
             first_gc: stats.gc_cycles,
             after_gc: Vec::new(),
         });
+        // A point per GC: between two, what survived the last is not
+        // measured again, and repeating it would draw a plateau (a leak
+        // whose GCs space out as its heap doubles would look levelled off).
+        let new_gc = heap.after_gc.is_empty() || stats.gc_cycles != heap.latest.gc_cycles;
         heap.latest = stats;
-        heap.after_gc.push((secs, stats.heap_marked as f64));
-        series::thin(&mut heap.after_gc, MAX_POINTS);
+        if new_gc {
+            heap.after_gc.push((secs, stats.heap_marked as f64));
+            series::thin(&mut heap.after_gc, MAX_POINTS);
+        }
     }
 
     /// Drops a process (it exited, or its pid now names another process).
@@ -419,7 +425,7 @@ impl GoHeap {
             latest: self.latest,
             gcs_watched: self.latest.gc_cycles.wrapping_sub(self.first_gc),
             after_gc: self.after_gc.clone(),
-            trend: trend::assess(&self.after_gc, None, &Thresholds::PROCESS),
+            trend: trend::assess(&self.after_gc, None, &Thresholds::HEAP_AFTER_GC),
         }
     }
 }
@@ -684,6 +690,28 @@ mod tests {
         assert_eq!(steady.verdict_from, VerdictFrom::GoHeapAfterGc);
         assert_eq!(steady.trend.verdict, Verdict::Steady);
         assert_eq!(rows[0].pid, 1, "the leak ranks first");
+    }
+
+    /// A leaking Go heap whose GCs space out as it doubles (GOGC=100): read
+    /// every second, its heap after GC moves only at each GC. Judged on a
+    /// point per GC it is leaking; the readings between GCs repeating the
+    /// last value would have made it look levelled off.
+    #[test]
+    fn a_heap_whose_gcs_space_out_is_still_leaking() {
+        let mut w = Watch::new();
+        // GCs at 0, 4, 10, 18, 28, 40, 54 s; 2 MiB more survives each.
+        let gc_times = [0.0, 4.0, 10.0, 18.0, 28.0, 40.0, 54.0];
+        for t in 0..=70u32 {
+            let t = f64::from(t);
+            let done = gc_times.iter().filter(|&&g| g <= t).count() as u32;
+            w.record(1, "seed", t, reading(200.0 * MIB));
+            w.record_gc(1, t, gc(40.0 * MIB + f64::from(done) * 2.0 * MIB, 10 + done));
+        }
+        let row = &w.rows()[0];
+        let h = row.go_heap.as_ref().unwrap();
+        assert_eq!(h.after_gc.len(), gc_times.len());
+        assert_eq!(row.verdict_from, VerdictFrom::GoHeapAfterGc);
+        assert_eq!(row.trend.verdict, Verdict::Leaking, "{}", row.trend.reason);
     }
 
     /// Too few GCs while watched to draw a line through: RSS decides.
