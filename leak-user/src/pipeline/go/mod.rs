@@ -169,6 +169,9 @@ async fn trace(options: Options, program: Rc<Program>) -> Result<()> {
     let (stop, attached) = traced?;
     p.record_growth();
     let losses = p.losses();
+    // Processes that exited since the last scan: held at their exit, and
+    // gone from the kernel maps as any exit is (the census says whether).
+    p.note_exits();
     if let Some(m) = &mut p.maps {
         census::log(&m.census());
     }
@@ -331,6 +334,22 @@ impl GoPipeline {
     /// Finds processes running the binary, notes exits (and pids reused),
     /// and makes sure each one samples its heap.
     fn scan_processes(&mut self) -> Result<()> {
+        let running = self.note_exits();
+        let policy = self.rate_policy();
+        let binary = self.program.path.display().to_string();
+        for (pid, _) in running {
+            if self.core.place(pid, None).is_some() {
+                self.core.procs.check_rate(pid, &policy, &binary)?;
+            }
+        }
+        self.print_notes();
+        Ok(())
+    }
+
+    /// Notes the processes that exited (or called exec) since the last
+    /// scan, here and in the kernel maps; the processes running the binary
+    /// now, with their start times.
+    fn note_exits(&mut self) -> Vec<(u32, u64)> {
         let pids = match self.options.pid {
             // A process that called exec runs another program now (a
             // launched one runs the shell until it execs the program).
@@ -361,15 +380,7 @@ impl GoPipeline {
             // process that died before runtime.main).
             m.sweep_exited();
         }
-        let policy = self.rate_policy();
-        let binary = self.program.path.display().to_string();
-        for (pid, _) in running {
-            if self.core.place(pid, None).is_some() {
-                self.core.procs.check_rate(pid, &policy, &binary)?;
-            }
-        }
-        self.print_notes();
-        Ok(())
+        running
     }
 
     /// Forgets buckets of processes gone in the kernel's set of buckets
