@@ -123,10 +123,12 @@ impl Thresholds {
         ..Thresholds::PROCESS
     };
 
-    /// For a Go heap after GC: one point a GC (each a measurement, no
-    /// sawtooth between), so five of them over 30 s are enough to judge.
+    /// For a Go heap after GC: one point a GC, each a measurement with no
+    /// sawtooth between, so five of them over 20 s (first GC to last) are
+    /// enough to judge.
     pub(crate) const HEAP_AFTER_GC: Thresholds = Thresholds {
         min_points: 5,
+        min_span_secs: 20.0,
         ..Thresholds::PROCESS
     };
 

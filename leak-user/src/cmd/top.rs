@@ -21,7 +21,7 @@ troughs that keep rising are a leak (the rule is in the README).
 
 Each row also shows, where they apply: GO HEAP, a Go process's heap
 after its last GC (read from its runtime; a Go process is judged on it
-once 3 GCs ran while watched); GOROUTINES; and TO LIMIT, how long until
+once 5 GCs over 20 s were seen); GOROUTINES; and TO LIMIT, how long until
 a leaking process's memory cgroup reaches its limit (or, without one,
 the host runs out: \"host\"). Processes in containers show their cgroup
 in the JSON, and their pid in their own namespace (\"4321 (ns 1)\").

@@ -367,13 +367,20 @@ impl Watch {
                 });
                 let go_heap = w.go_heap.as_ref().map(GoHeap::view);
                 let (base, from) = match &go_heap {
-                    Some(h) if h.gcs_watched >= MIN_GCS => (
-                        Trend {
-                            reason: format!("Go heap after GC: {}", h.trend.reason),
-                            ..h.trend.clone()
-                        },
-                        VerdictFrom::GoHeapAfterGc,
-                    ),
+                    // Judged on the heap after GC once it has GCs enough
+                    // to be conclusive on its own; RSS until then.
+                    Some(h)
+                        if h.gcs_watched >= MIN_GCS
+                            && h.after_gc.len() >= Thresholds::HEAP_AFTER_GC.min_points =>
+                    {
+                        (
+                            Trend {
+                                reason: format!("Go heap after GC: {}", h.trend.reason),
+                                ..h.trend.clone()
+                            },
+                            VerdictFrom::GoHeapAfterGc,
+                        )
+                    }
                     _ => (rss.clone(), VerdictFrom::Rss),
                 };
                 let (trend, verdict_from) = worse(base, from, goroutines.as_ref().map(|g| &g.1));
@@ -705,7 +712,11 @@ mod tests {
             let t = f64::from(t);
             let done = gc_times.iter().filter(|&&g| g <= t).count() as u32;
             w.record(1, "seed", t, reading(200.0 * MIB));
-            w.record_gc(1, t, gc(40.0 * MIB + f64::from(done) * 2.0 * MIB, 10 + done));
+            w.record_gc(
+                1,
+                t,
+                gc(40.0 * MIB + f64::from(done) * 2.0 * MIB, 10 + done),
+            );
         }
         let row = &w.rows()[0];
         let h = row.go_heap.as_ref().unwrap();
