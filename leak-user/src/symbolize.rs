@@ -130,11 +130,17 @@ impl<S: SymbolSource> Symbolizer<S> {
 
 /// Go's profiles end a goroutine's stack before `runtime.goexit`, and start
 /// it at the function that asked for memory.
-fn finish_go(mut frames: Vec<Frame>) -> Vec<Frame> {
+fn finish_go(frames: Vec<Frame>) -> Vec<Frame> {
+    trim_allocator(end_at_goexit(frames))
+}
+
+/// A stack's frames up to `runtime.goexit`, which every goroutine's stack
+/// ends in and Go's profiles leave out (a cgo stack's Go half too).
+pub(crate) fn end_at_goexit(mut frames: Vec<Frame>) -> Vec<Frame> {
     if let Some(goexit) = frames.iter().position(|f| &*f.function == "runtime.goexit") {
         frames.truncate(goexit);
     }
-    trim_allocator(frames)
+    frames
 }
 
 fn intern_frame(names: &mut HashSet<Arc<str>>, f: &mut Frame) {

@@ -95,15 +95,6 @@ pub(crate) fn join(native: &[u64], go: &[u64], is_go: impl Fn(u64) -> bool) -> V
     out
 }
 
-/// A stack's frames up to `runtime.goexit`, which every goroutine's stack
-/// ends in and Go's profiles leave out.
-pub(crate) fn end_at_goexit(mut frames: Vec<Frame>) -> Vec<Frame> {
-    if let Some(goexit) = frames.iter().position(|f| &*f.function == "runtime.goexit") {
-        frames.truncate(goexit);
-    }
-    frames
-}
-
 /// A Go program's code in one process: its functions by `.gopclntab`.
 pub(crate) struct GoCode {
     /// The program.

@@ -285,41 +285,27 @@ pub(crate) fn probes_of(data: &[u8]) -> Option<(Vec<Probe>, bool)> {
 /// Whether the code of a function (`code` at `ip`) tail-calls (`jmp`)
 /// address `target`.
 fn jumps_to(code: &[u8], ip: u64, target: Option<u64>) -> bool {
-    let Some(target) = target else {
-        return false;
-    };
-    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
-    let mut i = Instruction::default();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut i);
-        if i.mnemonic() == Mnemonic::Jmp
-            && matches!(i.op0_kind(), OpKind::NearBranch64 | OpKind::NearBranch32)
-            && i.near_branch_target() == target
-        {
-            return true;
-        }
-    }
-    false
+    target.is_some_and(|t| branches(code, ip).any(|(jump, to)| jump && to == t))
 }
 
 /// Whether the code of a function (`code` at `ip`) calls or jumps to an
 /// address `target` accepts.
 fn calls_any(code: &[u8], ip: u64, target: impl Fn(u64) -> bool) -> bool {
+    branches(code, ip).any(|(_, to)| target(to))
+}
+
+/// The direct calls and jumps of a function (`code` at `ip`), up to the
+/// padding after its last instruction: whether each is a jump, and where
+/// it goes.
+fn branches(code: &[u8], ip: u64) -> impl Iterator<Item = (bool, u64)> + '_ {
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
-    let mut i = Instruction::default();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut i);
-        let branch = matches!(i.mnemonic(), Mnemonic::Call | Mnemonic::Jmp)
-            && matches!(i.op0_kind(), OpKind::NearBranch64 | OpKind::NearBranch32);
-        if branch && target(i.near_branch_target()) {
-            return true;
-        }
-        // A function ends at its last instruction; padding follows.
-        if i.mnemonic() == Mnemonic::Int3 {
-            break;
-        }
-    }
-    false
+    std::iter::from_fn(move || decoder.can_decode().then(|| decoder.decode()))
+        .take_while(|i| i.mnemonic() != Mnemonic::Int3)
+        .filter(|i| {
+            matches!(i.mnemonic(), Mnemonic::Call | Mnemonic::Jmp)
+                && matches!(i.op0_kind(), OpKind::NearBranch64 | OpKind::NearBranch32)
+        })
+        .map(|i| (i.mnemonic() == Mnemonic::Jmp, i.near_branch_target()))
 }
 
 /// The object's PLT stubs: each stub's address and the function it jumps

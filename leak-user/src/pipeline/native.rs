@@ -58,7 +58,7 @@ use crate::{
     },
     sampling::monotonic_ns,
     session::{self, Pipeline, Stop, Timing},
-    symbolize::Symbolizer,
+    symbolize::{end_at_goexit, Symbolizer},
 };
 
 /// How often leak checks that the process still runs.
@@ -498,7 +498,7 @@ impl NativePipeline {
         let stack = self.sampled.intern(&pcs);
         let (table, symbols) = (&self.sampled, &mut self.symbols);
         self.merged.catch_up(table.stack_count(), usize::MAX, |id| {
-            cgo::end_at_goexit(trim_allocator(symbols.stack(table.stack(id))))
+            end_at_goexit(trim_allocator(symbols.stack(table.stack(id))))
         });
         let rate = self.rate();
         self.sampled.set_clock(self.clock_ms(ev.time_ns));
